@@ -620,7 +620,8 @@ pub fn queue<'a>(cx: Ctx<'a>) -> Bean<'a> {
     items.sort_by_key(|q| (order(&q.state), if q.state == QueueState::Buildable { u64::MAX - q.id } else { q.id }));
     Bean::new("hudson.model.Queue").group(vec![
         p("discoverableItems", Value::List(vec![])),
-        p("items", Value::List(items.into_iter().map(|q| Value::bean(queue_item(cx, q))).collect())),
+        // Queue.getItems is `@Exported(inline = true)`.
+        pi("items", 1, Value::List(items.into_iter().map(|q| Value::bean(queue_item(cx, q))).collect())),
     ])
 }
 
@@ -689,7 +690,8 @@ pub fn computer_set<'a>(cx: Ctx<'a>) -> Bean<'a> {
     let total: usize = st.nodes.iter().filter(|n| !n.offline).map(|n| n.num_executors).sum();
     Bean::new("hudson.model.ComputerSet").group(vec![
         p("busyExecutors", Value::int(busy)),
-        p("computer", Value::List((0..st.nodes.len()).map(|i| Value::lazy(move || computer(cx, i))).collect())),
+        // ComputerSet.get_all is `@Exported(name = "computer", inline = true)`.
+        pi("computer", 1, Value::List((0..st.nodes.len()).map(|i| Value::lazy(move || computer(cx, i))).collect())),
         p("displayName", s("Nodes")),
         p("totalExecutors", Value::int(total)),
     ])

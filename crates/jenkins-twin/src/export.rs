@@ -506,7 +506,8 @@ mod tests {
                     1,
                     Value::lazy(|| {
                         Bean::new("hudson.model.FreeStyleProject")
-                            .group(vec![pv("name", 999, Value::str("t")), pv("color", 2, Value::str("blue"))])
+                            .group(vec![pv("name", 999, Value::str("t"))])
+                            .group(vec![pv("color", 2, Value::str("blue"))])
                     }),
                 ),
             ])
@@ -591,7 +592,7 @@ mod tests {
     #[test]
     fn xml_flavor() {
         let b = Bean::new("hudson.model.Hudson").group(vec![
-            p("jobs", Value::List(vec![Value::bean(Bean::new("F").group(vec![p("name", Value::str("a<b"))]))])),
+            p("jobs", Value::List(vec![Value::bean(Bean::new("F").group(vec![pv("name", 999, Value::str("a<b"))]))])),
             p("description", Value::Null),
             p("useCrumbs", Value::Bool(true)),
         ]);

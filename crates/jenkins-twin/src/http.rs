@@ -664,6 +664,16 @@ fn item_action(twin: &Arc<Twin>, st: &mut State, r: &Req, id: ItemId, rest: &[&s
             api_response(st, r, f, bean)
         }
         ["config.xml"] => config_xml_route(twin, st, r, id),
+        ["configure"] => {
+            if !r.has(Perm::JobConfigure) {
+                return deny(st, r, Perm::JobConfigure);
+            }
+            html(
+                st,
+                StatusCode::OK,
+                pages::simple(&format!("{} Config [Jenkins]", st.full_display_name(id)), "Configure"),
+            )
+        }
         ["doDelete"] => {
             if !r.is_post() {
                 return require_post(st, r);
@@ -1025,6 +1035,19 @@ fn trigger_build(twin: &Arc<Twin>, st: &mut State, r: &Req, id: ItemId, now: i64
         },
     };
     let mut values: Vec<ParamValue> = Vec::new();
+    // The structured form may ask for another status than 201 (jenkinsapi sends "303").
+    let form_status = if !with_params && !defs.is_empty() {
+        r.param("json")
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .and_then(|v| {
+                v.get("statusCode")
+                    .and_then(|s| s.as_str().and_then(|s| s.parse::<u16>().ok()).or(s.as_u64().map(|n| n as u16)))
+            })
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .filter(|c| c.is_redirection() || c.is_success())
+    } else {
+        None
+    };
     if !defs.is_empty() {
         let supplied: BTreeMap<String, String> = if with_params {
             let mut m = BTreeMap::new();
@@ -1109,7 +1132,7 @@ fn trigger_build(twin: &Arc<Twin>, st: &mut State, r: &Req, id: ItemId, now: i64
     if with_params && !created {
         return redirect(StatusCode::SEE_OTHER, &location);
     }
-    redirect(StatusCode::CREATED, &location)
+    redirect(form_status.unwrap_or(StatusCode::CREATED), &location)
 }
 
 /// The structured form `json={"parameter":[{"name":"X","value":"y"}]}` (or a single object).
@@ -1487,6 +1510,7 @@ fn view_route(
             api_response(st, r, f, bean)
         }
         [] => html(st, StatusCode::OK, pages::simple(&view.name, "View")),
+        ["configure"] => html(st, StatusCode::OK, pages::simple(&format!("Edit View [{}]", view.name), "Configure")),
         ["config.xml"] => match r.method {
             Method::GET => {
                 if !r.has(Perm::ViewRead) {

@@ -42,23 +42,25 @@ impl Chunk {
                 out.extend_from_slice(&b[start..end]);
             }
             Chunk::Seq { n, .. } => {
+                let limit = out.len() + max;
                 let (mut k, mut skip) = seq_position(offset);
-                while out.len() < max && k <= *n {
+                while out.len() < limit && k <= *n {
                     let line = format!("{k}\n");
                     let bytes = &line.as_bytes()[skip..];
-                    let take = bytes.len().min(max - out.len());
+                    let take = bytes.len().min(limit - out.len());
                     out.extend_from_slice(&bytes[..take]);
                     skip = 0;
                     k += 1;
                 }
             }
             Chunk::Filler { lines, first } => {
+                let limit = out.len() + max;
                 let mut i = offset / FILLER_LINE_BYTES;
                 let mut skip = (offset % FILLER_LINE_BYTES) as usize;
-                while out.len() < max && i < *lines {
+                while out.len() < limit && i < *lines {
                     let line = filler_line(first + i);
                     let bytes = &line.as_bytes()[skip..];
-                    let take = bytes.len().min(max - out.len());
+                    let take = bytes.len().min(limit - out.len());
                     out.extend_from_slice(&bytes[..take]);
                     skip = 0;
                     i += 1;
