@@ -119,10 +119,10 @@ pub fn item<'a>(cx: Ctx<'a>, id: ItemId) -> Bean<'a> {
     if it.is_folder() {
         let children = cx.visible_children(Some(id));
         let mut health = Vec::new();
-        if it.kind == ItemKind::Multibranch {
-            if let Some((score, desc)) = worst_child_health(cx, id) {
-                health.push(Value::bean(health_report(score, &desc)));
-            }
+        if it.kind == ItemKind::Multibranch
+            && let Some((score, desc)) = worst_child_health(cx, id)
+        {
+            health.push(Value::bean(health_report(score, &desc)));
         }
         let folder_views: Vec<Value> = it.views.iter().map(|v| Value::bean(view(cx, Some(id), v))).collect();
         let primary = it.views.first().map(|v| Value::bean(view(cx, Some(id), v))).unwrap_or(Value::Null);
@@ -301,10 +301,10 @@ fn worst_child_health(cx: Ctx, id: ItemId) -> Option<(i64, String)> {
     let mut worst: Option<(i64, String)> = None;
     for c in cx.st.children_of(Some(id)) {
         let Some(ci) = cx.st.item(c) else { continue };
-        if let Some((score, desc)) = job_health(ci) {
-            if worst.as_ref().is_none_or(|(w, _)| score < *w) {
-                worst = Some((score, format!("Worst health: {}: {desc}", cx.st.full_display_name(c))));
-            }
+        if let Some((score, desc)) = job_health(ci)
+            && worst.as_ref().is_none_or(|(w, _)| score < *w)
+        {
+            worst = Some((score, format!("Worst health: {}: {desc}", cx.st.full_display_name(c))));
         }
     }
     worst
@@ -875,7 +875,7 @@ pub fn view<'a>(cx: Ctx<'a>, owner: Option<ItemId>, v: &View) -> Bean<'a> {
         None => v.name == cx.st.primary_view,
         Some(o) => cx.st.item(o).and_then(|i| i.views.first()).is_some_and(|pv_| pv_.name == v.name),
     };
-    let class = match owner.and_then(|o| cx.st.item(o)).map(|i| i.kind.clone()) {
+    let class = match owner.and_then(|o| cx.st.item(o)).map(|i| i.kind) {
         Some(ItemKind::Multibranch) => "jenkins.branch.MultiBranchProjectViewHolder$ViewImpl",
         _ => v.class(),
     };

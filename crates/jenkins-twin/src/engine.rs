@@ -347,7 +347,7 @@ fn run_info(twin: &Twin, job: ItemId, number: u64) -> Option<RunInfo> {
         vars.insert(p.name.clone(), p.value.clone());
     }
     Some(RunInfo {
-        kind: item.kind.clone(),
+        kind: item.kind,
         short_name: item.name.clone(),
         full_name,
         shell_steps: item.config.shell_steps.clone(),
@@ -386,18 +386,15 @@ pub async fn run_build(twin: Arc<Twin>, job: ItemId, number: u64) {
             Ok(script::freestyle_plan(&info.short_name, &info.shell_steps, &info.env))
         }
     };
-    let result;
-    match plan {
+    let result = match plan {
         Err(e) => {
             // What Jenkins does with a Jenkinsfile it cannot compile: a failed build naming it.
             log.line("org.codehaus.groovy.control.MultipleCompilationErrorsException: startup failed:");
             log.line(&format!("WorkflowScript: {e}"));
-            result = BuildResult::Failure;
+            BuildResult::Failure
         }
-        Ok(plan) => {
-            result = execute(&twin, job, number, &info, plan).await;
-        }
-    }
+        Ok(plan) => execute(&twin, job, number, &info, plan).await,
+    };
     if result == BuildResult::Aborted && info.kind != ItemKind::Pipeline {
         log.line("Build was aborted");
     }
@@ -425,10 +422,10 @@ pub async fn run_build(twin: Arc<Twin>, job: ItemId, number: u64) {
                 }
             }
         }
-        if let Some((node, exec)) = freed {
-            if let Some(slot) = st.nodes.get_mut(node).and_then(|n| n.busy.get_mut(exec)) {
-                *slot = None;
-            }
+        if let Some((node, exec)) = freed
+            && let Some(slot) = st.nodes.get_mut(node).and_then(|n| n.busy.get_mut(exec))
+        {
+            *slot = None;
         }
     }
     twin.wake.notify_one();
@@ -462,6 +459,8 @@ async fn execute(twin: &Twin, job: ItemId, number: u64, info: &RunInfo, plan: Pl
     let mut next_id: u64 = 3;
     let mut stage_stack: Vec<u64> = Vec::new();
     let mut open_step: Option<u64> = None;
+    // Stages that contain a failed step keep FAILED when they close.
+    let mut failed_stages: Vec<u64> = Vec::new();
     let close_step = |b: &mut Build, id: Option<u64>, now: i64, log_len: u64, status: &str| {
         if let Some(n) = id.and_then(|id| b.flow_nodes.iter_mut().find(|n| n.id == id)) {
             n.status = status.to_string();
@@ -516,9 +515,16 @@ async fn execute(twin: &Twin, job: ItemId, number: u64, info: &RunInfo, plan: Pl
             Op::StageEnd => {
                 let step = open_step.take();
                 let stage = stage_stack.pop();
+                let failed = stage.is_some_and(|s| failed_stages.contains(&s));
                 with_build(twin, job, number, |b| {
                     close_step(b, step, now, log.len(), "SUCCESS");
-                    let status = if result == BuildResult::Unstable { "UNSTABLE" } else { "SUCCESS" };
+                    let status = if failed {
+                        "FAILED"
+                    } else if result == BuildResult::Unstable {
+                        "UNSTABLE"
+                    } else {
+                        "SUCCESS"
+                    };
                     close_step(b, stage, now, log.len(), status);
                 });
             }
@@ -554,13 +560,30 @@ async fn execute(twin: &Twin, job: ItemId, number: u64, info: &RunInfo, plan: Pl
                     for id in open_step.iter().chain(stack.iter()) {
                         if let Some(n) = b.flow_nodes.iter_mut().find(|n| n.id == *id) {
                             n.status = "FAILED".into();
-                            n.error = err.clone();
+                            if n.error.is_none() {
+                                n.error = err.clone();
+                            }
                             n.duration_ms = now - n.start_ms;
                             n.log_end = Some(log.len());
                         }
                     }
                 });
                 return BuildResult::Failure;
+            }
+            Op::StepFailed { message, error_type } => {
+                let stack = stage_stack.clone();
+                let step = open_step.take();
+                with_build(twin, job, number, |b| {
+                    let err = Some((message.clone(), error_type.clone()));
+                    for id in step.iter().chain(stack.iter()) {
+                        if let Some(n) = b.flow_nodes.iter_mut().find(|n| n.id == *id) {
+                            n.status = "FAILED".into();
+                            n.error = err.clone();
+                        }
+                    }
+                    close_step(b, step, now, log.len(), "FAILED");
+                });
+                failed_stages.extend(stack);
             }
             Op::Unstable => {
                 result = BuildResult::Unstable;

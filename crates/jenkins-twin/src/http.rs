@@ -165,7 +165,7 @@ async fn handle(
     };
     let version = twin.state.lock().map(|s| s.settings.version.clone()).unwrap_or_default();
     if let Err(resp) = authenticate(&twin, &mut r) {
-        return resp;
+        return *resp;
     }
     let mut resp = dispatch(&twin, &r);
     // Every response of a Jenkins controller names its version (except Spring's 401 path).
@@ -179,9 +179,9 @@ fn session_cookie_name(st: &State) -> String {
     format!("JSESSIONID.{}", st.settings.session_hex)
 }
 
-fn authenticate(twin: &Twin, r: &mut Req) -> Result<(), Response> {
+fn authenticate(twin: &Twin, r: &mut Req) -> Result<(), Box<Response>> {
     let Ok(st) = twin.state.lock() else {
-        return Err(oops_resp(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned"));
+        return Err(Box::new(oops_resp(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned")));
     };
     let cookie_name = session_cookie_name(&st);
     r.session = r
@@ -198,7 +198,7 @@ fn authenticate(twin: &Twin, r: &mut Req) -> Result<(), Response> {
             let mut resp = jetty(StatusCode::UNAUTHORIZED, "Unauthorized", &r.path, "");
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Jenkins\""));
             resp.headers_mut().remove("X-Jenkins");
-            resp
+            Box::new(resp)
         };
         let text = auth.to_str().map_err(|_| unauthorized())?;
         let Some(b64) = text.strip_prefix("Basic ").or_else(|| text.strip_prefix("basic ")) else {
@@ -217,19 +217,18 @@ fn authenticate(twin: &Twin, r: &mut Req) -> Result<(), Response> {
         r.perms = u.perms.clone();
         return Ok(());
     }
-    if let Some(sid) = &r.session {
-        if let Some((_, user)) = st.sessions.iter().find(|(s, u)| s == sid && !u.is_empty()) {
-            if let Some(u) = st.user(user) {
-                r.who = Who::User { name: u.name.clone(), via_token: false };
-                r.perms = u.perms.clone();
-                return Ok(());
-            }
-        }
+    if let Some(sid) = &r.session
+        && let Some((_, user)) = st.sessions.iter().find(|(s, u)| s == sid && !u.is_empty())
+        && let Some(u) = st.user(user)
+    {
+        r.who = Who::User { name: u.name.clone(), via_token: false };
+        r.perms = u.perms.clone();
+        return Ok(());
     }
     finish_anonymous(&st, r)
 }
 
-fn finish_anonymous(st: &State, r: &mut Req) -> Result<(), Response> {
+fn finish_anonymous(st: &State, r: &mut Req) -> Result<(), Box<Response>> {
     r.who = Who::Anonymous;
     r.perms = st.anonymous.clone();
     Ok(())
@@ -482,15 +481,16 @@ fn dispatch(twin: &Arc<Twin>, r: &Req) -> Response {
     // Unprotected root actions.
     match segs.as_slice() {
         ["whoAmI", rest @ ..] => {
-            let (name, authed) = match &r.who {
-                Who::Anonymous => ("anonymous".to_string(), true),
-                Who::User { name, .. } => (name.clone(), true),
+            // Spring's anonymous token counts as authenticated too (WhoAmI.isAuthenticated).
+            let name = match &r.who {
+                Who::Anonymous => "anonymous".to_string(),
+                Who::User { name, .. } => name.clone(),
             };
             let authorities = match r.who {
                 Who::Anonymous => vec!["anonymous".to_string()],
                 Who::User { .. } => vec!["authenticated".to_string()],
             };
-            let bean = api::who_am_i(&name, authed && !matches!(r.who, Who::Anonymous) || authed, authorities);
+            let bean = api::who_am_i(&name, true, authorities);
             let bean = {
                 let mut b = bean;
                 if let Some(p) = b.props.iter_mut().find(|p| p.name == "anonymous") {
@@ -617,10 +617,10 @@ fn item_route(
     let mut cur = parent;
     let mut i = 0;
     while i + 1 < segs.len() && segs[i] == "job" {
-        if let Some(c) = cur {
-            if !st.item(c).is_some_and(|it| it.is_folder()) {
-                break;
-            }
+        if let Some(c) = cur
+            && !st.item(c).is_some_and(|it| it.is_folder())
+        {
+            break;
         }
         let Some(child) = st.child(cur, segs[i + 1]) else { return not_found(st, r) };
         if !r.has(Perm::JobRead) {
@@ -1113,7 +1113,7 @@ fn trigger_build(twin: &Arc<Twin>, st: &mut State, r: &Req, id: ItemId, now: i64
                 }
                 _ => v.unwrap_or_else(|| d.default.clone()),
             };
-            values.push(ParamValue { name: d.name.clone(), kind: d.kind.clone(), value });
+            values.push(ParamValue { name: d.name.clone(), kind: d.kind, value });
         }
     }
     let cause = match (&r.who, r.param("token")) {
@@ -1606,14 +1606,14 @@ fn create_view(st: &mut State, r: &Req, owner: Option<ItemId>, base: &str) -> Re
     }
     let mut name = r.param("name").map(|n| n.trim().to_string());
     let mut mode = r.param("mode").map(str::to_string);
-    if let Some(json) = r.param("json") {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
-            if name.is_none() {
-                name = v.get("name").and_then(|n| n.as_str()).map(str::to_string);
-            }
-            if mode.is_none() {
-                mode = v.get("mode").and_then(|n| n.as_str()).map(str::to_string);
-            }
+    if let Some(json) = r.param("json")
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(json)
+    {
+        if name.is_none() {
+            name = v.get("name").and_then(|n| n.as_str()).map(str::to_string);
+        }
+        if mode.is_none() {
+            mode = v.get("mode").and_then(|n| n.as_str()).map(str::to_string);
         }
     }
     let Some(name) = name else { return failure(st, "Query parameter 'name' is required") };

@@ -135,14 +135,14 @@ impl Log {
         let start = d.len;
         d.len += chunk.len();
         // Merge adjacent text so per-line appends do not grow the chunk list.
-        if let (Chunk::Text(new), Some((_, Chunk::Text(last)))) = (&chunk, d.chunks.last_mut()) {
-            if last.len() < 64 * 1024 {
-                let mut merged = Vec::with_capacity(last.len() + new.len());
-                merged.extend_from_slice(last);
-                merged.extend_from_slice(new);
-                *last = Bytes::from(merged);
-                return;
-            }
+        if let (Chunk::Text(new), Some((_, Chunk::Text(last)))) = (&chunk, d.chunks.last_mut())
+            && last.len() < 64 * 1024
+        {
+            let mut merged = Vec::with_capacity(last.len() + new.len());
+            merged.extend_from_slice(last);
+            merged.extend_from_slice(new);
+            *last = Bytes::from(merged);
+            return;
         }
         d.chunks.push((start, chunk));
     }

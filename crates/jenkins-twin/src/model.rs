@@ -772,6 +772,20 @@ pub fn full_encode(s: &str) -> String {
     out
 }
 
+/// branch-api `NameEncoder`: a branch name becomes a safe item name by percent-encoding the
+/// characters Jenkins forbids in names (`feature/x` → `feature%2Fx`).
+pub fn raw_encode_branch(branch: &str) -> String {
+    let mut out = String::with_capacity(branch.len());
+    for ch in branch.chars() {
+        match ch {
+            '%' | '/' | '\\' | '?' | '*' | '!' | '@' | '#' | '$' | '^' | '&' | '|' | '<' | '>' | '[' | ']' | ':'
+            | ';' => out.push_str(&format!("%{:02X}", ch as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -793,18 +807,4 @@ mod tests {
         assert!(has_perm(&[Perm::Administer], Perm::JobDelete));
         assert_eq!(Perm::parse("job/build"), Some(Perm::JobBuild));
     }
-}
-
-/// branch-api `NameEncoder`: a branch name becomes a safe item name by percent-encoding the
-/// characters Jenkins forbids in names (`feature/x` → `feature%2Fx`).
-pub fn raw_encode_branch(branch: &str) -> String {
-    let mut out = String::with_capacity(branch.len());
-    for ch in branch.chars() {
-        match ch {
-            '%' | '/' | '\\' | '?' | '*' | '!' | '@' | '#' | '$' | '^' | '&' | '|' | '<' | '>' | '[' | ']' | ':'
-            | ';' => out.push_str(&format!("%{:02X}", ch as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }

@@ -19,11 +19,14 @@ fn wants(event: &str, phase: &str, result: Option<BuildResult>) -> bool {
 }
 
 /// Builds the payload for one phase; `None` if the build is gone.
-pub fn payload(twin: &Twin, job: ItemId, number: u64, phase: &str) -> Option<(Value, Vec<(String, String, u64)>)> {
+/// An endpoint to post to: URL, format, timeout in ms.
+type Target = (String, String, u64);
+
+pub fn payload(twin: &Twin, job: ItemId, number: u64, phase: &str) -> Option<(Value, Vec<Target>)> {
     let st = twin.state.lock().ok()?;
     let item = st.item(job)?;
     let b = item.builds.get(&number)?;
-    let endpoints: Vec<(String, String, u64)> = item
+    let endpoints: Vec<Target> = item
         .config
         .notification_endpoints
         .iter()

@@ -27,6 +27,9 @@ pub enum Op {
     /// (e.g. "hudson.AbortException"). The lines explaining the failure are emitted as `Line`s
     /// before this op. Remaining ops are skipped.
     Fail { message: String, error_type: String },
+    /// The current step fails (pipeline): it and its enclosing stages are marked FAILED with this
+    /// error for wfapi, but the plan goes on (post blocks, skipped stages) until `Fail`.
+    StepFailed { message: String, error_type: String },
     /// The build result becomes UNSTABLE (it continues).
     Unstable,
     /// The build pauses until someone proceeds or aborts (`input` step): PAUSED_PENDING_INPUT.

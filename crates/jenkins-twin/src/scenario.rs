@@ -491,7 +491,7 @@ pub fn new_item(name: &str, parent: Option<ItemId>, config_xml: String, config: 
     Item {
         name: name.to_string(),
         parent,
-        kind: config.kind.clone(),
+        kind: config.kind,
         config_xml,
         config,
         display_name: None,
@@ -516,7 +516,7 @@ pub fn all_view(name: &str) -> View {
 
 pub fn empty_config(kind: ItemKind) -> JobConfig {
     JobConfig {
-        kind: kind.clone(),
+        kind,
         description: String::new(),
         disabled: false,
         concurrent_build: kind == ItemKind::Pipeline,
@@ -715,7 +715,7 @@ fn resolve_params(st: &State, job: ItemId, given: &BTreeMap<String, String>) -> 
         .iter()
         .map(|d| ParamValue {
             name: d.name.clone(),
-            kind: d.kind.clone(),
+            kind: d.kind,
             value: given.get(&d.name).cloned().unwrap_or_else(|| d.default.clone()),
         })
         .collect())
@@ -761,7 +761,7 @@ fn job_config(j: &JobSpec) -> Result<(String, JobConfig), ScenarioError> {
             ));
         }
     };
-    let mut cfg = empty_config(kind.clone());
+    let mut cfg = empty_config(kind);
     cfg.description = j.description.clone();
     cfg.disabled = j.disabled;
     if let Some(c) = j.concurrent {
@@ -822,6 +822,10 @@ fn history_build(
     log.line(&cause.short_description());
     let pipeline = st.item(job).is_some_and(|i| i.kind == ItemKind::Pipeline);
     let mut flow_nodes = Vec::new();
+    // Generated bulk first, so a long failing log still ends with its failure.
+    if let Some(bytes) = b.log_bytes {
+        log.filler(bytes);
+    }
     if let Some(text) = &b.log {
         for l in text.lines() {
             log.line(l);
@@ -861,9 +865,6 @@ fn history_build(
         });
         next_id += 5;
         t += s.duration_ms;
-    }
-    if let Some(bytes) = b.log_bytes {
-        log.filler(bytes);
     }
     if let Some(tests) = &b.tests {
         let total = tests.passed.len() + tests.failed.len() + tests.skipped.len();

@@ -33,7 +33,7 @@ pub fn run_status(b: &Build) -> &'static str {
     }
 }
 
-fn node_json(href_base: &str, n: &FlowNode, b: &Build, nodes: &[FlowNode], full: bool, now: i64) -> Value {
+fn node_json(href_base: &str, n: &FlowNode, nodes: &[FlowNode], full: bool, now: i64) -> Value {
     let mut links = Map::new();
     links.insert("self".into(), link(format!("{href_base}execution/node/{}/wfapi/describe", n.id)));
     if !n.is_stage {
@@ -62,7 +62,7 @@ fn node_json(href_base: &str, n: &FlowNode, b: &Build, nodes: &[FlowNode], full:
             .iter()
             .filter(|c| c.parent == Some(n.id) && !c.is_stage)
             .take(100)
-            .map(|c| node_json(href_base, c, b, nodes, false, now))
+            .map(|c| node_json(href_base, c, nodes, false, now))
             .collect();
         o.insert("stageFlowNodes".into(), Value::Array(children));
     }
@@ -94,7 +94,7 @@ pub fn run(st: &State, job: usize, b: &Build, full_stages: bool, now: i64) -> Va
         .flow_nodes
         .iter()
         .filter(|n| n.is_stage && n.parent.is_none())
-        .map(|n| node_json(&href, n, b, &b.flow_nodes, full_stages, now))
+        .map(|n| node_json(&href, n, &b.flow_nodes, full_stages, now))
         .collect();
     let mut o = Map::new();
     o.insert("_links".into(), Value::Object(links));
@@ -136,7 +136,7 @@ pub fn job_describe(st: &State, job: usize, item: &Item) -> Value {
 pub fn node_describe(st: &State, job: usize, b: &Build, id: u64, now: i64) -> Option<Value> {
     let n = b.flow_nodes.iter().find(|n| n.id == id)?;
     let href = format!("{}{}/", job_href(st, job), b.number);
-    Some(node_json(&href, n, b, &b.flow_nodes, true, now))
+    Some(node_json(&href, n, &b.flow_nodes, true, now))
 }
 
 /// `/execution/node/ID/wfapi/log`: the HTML-escaped last ≤ 10 KiB of the node's output.

@@ -713,3 +713,71 @@ async fn quiet_down_holds_builds() {
     let n = wait_for_build(&c, &loc).await;
     assert_eq!(n, 3);
 }
+
+#[tokio::test]
+async fn running_pipeline_reports_stages_and_input() {
+    let toml = r#"
+[controller]
+quiet_period = 0
+[[jobs]]
+path = "pipe"
+kind = "pipeline"
+script = """
+pipeline {
+  agent any
+  stages {
+    stage('Build') { steps { echo "building ${env.BUILD_NUMBER}" } }
+    stage('Test') { steps { sh 'echo testing; exit 1' } }
+    stage('Deploy') { steps { echo 'never' } }
+  }
+}
+"""
+[[jobs]]
+path = "gate"
+kind = "pipeline"
+script = "node { stage('Ask') { input message: 'Ship it?', ok: 'Ship' } }\nnode { stage('After') { echo 'shipped' } }"
+"#;
+    let (_s, c, base) = start(toml).await;
+    let loc = trigger(&c, &format!("{base}/job/pipe/build")).await;
+    let n = wait_for_build(&c, &loc).await;
+    let b = wait_done(&c, &format!("{base}/job/pipe/{n}/")).await;
+    assert_eq!(b["result"], "FAILURE");
+    assert_eq!(b["_class"], "org.jenkinsci.plugins.workflow.job.WorkflowRun");
+    let run = get_json(&c, &format!("{base}/job/pipe/{n}/wfapi/describe")).await;
+    let stages: Vec<(String, String)> = run["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap_or("").to_string(), s["status"].as_str().unwrap_or("").to_string()))
+        .collect();
+    assert_eq!(stages[0], ("Build".to_string(), "SUCCESS".to_string()));
+    assert_eq!(stages[1], ("Test".to_string(), "FAILED".to_string()), "{stages:?}");
+    assert_eq!(run["stages"][1]["error"]["message"], "script returned exit code 1");
+    assert_eq!(run["status"], "FAILED");
+    let log =
+        c.get(format!("{base}/job/pipe/{n}/consoleText")).basic_auth(ADMIN.0, Some(ADMIN.2)).send().await.expect("r");
+    let log = log.text().await.expect("t");
+    assert!(log.contains("[Pipeline] { (Build)") && log.contains("building 1"), "{log}");
+    assert!(log.contains("ERROR: script returned exit code 1") && log.ends_with("Finished: FAILURE\n"), "{log}");
+
+    let loc = trigger(&c, &format!("{base}/job/gate/build")).await;
+    let n = wait_for_build(&c, &loc).await;
+    let mut pending = Value::Null;
+    for _ in 0..100 {
+        let v = get_json(&c, &format!("{base}/job/gate/{n}/wfapi/pendingInputActions")).await;
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            pending = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending[0]["message"], "Ship it?");
+    assert_eq!(pending[0]["proceedText"], "Ship");
+    let run = get_json(&c, &format!("{base}/job/gate/{n}/wfapi/describe")).await;
+    assert_eq!(run["status"], "PAUSED_PENDING_INPUT");
+    let proceed = pending[0]["proceedUrl"].as_str().expect("url");
+    let r = c.post(format!("{base}{proceed}")).basic_auth(ADMIN.0, Some(ADMIN.2)).send().await.expect("r");
+    assert_eq!(r.status(), 200);
+    let b = wait_done(&c, &format!("{base}/job/gate/{n}/")).await;
+    assert_eq!(b["result"], "SUCCESS");
+}
