@@ -781,3 +781,29 @@ script = "node { stage('Ask') { input message: 'Ship it?', ok: 'Ship' } }\nnode 
     let b = wait_done(&c, &format!("{base}/job/gate/{n}/")).await;
     assert_eq!(b["result"], "SUCCESS");
 }
+
+#[tokio::test]
+async fn slow_drip_and_starting_faults() {
+    let toml = "[faults]\ndrip_bytes = 7\ndrip_interval_ms = 20\n[[jobs]]\npath = \"j\"\n[[jobs.builds]]\nlog = \"line one\\nline two\"\n";
+    let (_s, c, base) = start(toml).await;
+    let started = std::time::Instant::now();
+    let mut r =
+        c.get(format!("{base}/job/j/1/consoleText")).basic_auth(ADMIN.0, Some(ADMIN.2)).send().await.expect("r");
+    let mut pieces = Vec::new();
+    while let Some(chunk) = r.chunk().await.expect("chunk") {
+        pieces.push(chunk);
+    }
+    let text: String = pieces.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    assert_eq!(text, "Started by user admin\nline one\nline two\nFinished: SUCCESS\n");
+    assert!(pieces.iter().all(|p| p.len() <= 7), "pieces of at most drip_bytes");
+    // 54 bytes in 7-byte pieces: at least 7 pauses of 20 ms (a lower bound, not a timing goal).
+    assert!(started.elapsed() >= Duration::from_millis(140));
+
+    let sc = scenario::parse("").expect("empty scenario");
+    let twin = Twin::new(&sc, &[]).expect("twin");
+    twin.set_faults(scenario::FaultSpec::default(), Duration::from_secs(3600));
+    let server = twin.serve("127.0.0.1:0".parse().expect("addr")).await.expect("serve");
+    let r = Client::new().get(format!("{}/api/json", server.url())).send().await.expect("r");
+    assert_eq!(r.status(), 503, "Jenkins answers 503 while starting");
+    assert!(r.headers().contains_key("x-jenkins"));
+}
