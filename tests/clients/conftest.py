@@ -174,3 +174,16 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str 
                 msg += f" (last error: {last_exc!r})"
             pytest.fail(msg)
         time.sleep(interval)
+
+
+@pytest.fixture
+def cleanup():
+    """cleanup(fn) registers fn to run after the test, even when it failed (errors are ignored).
+    Used to stop 30 s builds so that a failing test does not starve the next ones of executors."""
+    fns = []
+    yield fns.append
+    for fn in reversed(fns):
+        try:
+            fn()
+        except Exception:
+            pass

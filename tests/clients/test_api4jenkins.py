@@ -43,6 +43,16 @@ def run(aj, name, **params):
     return finish(start(aj.build_job(name, **params)))
 
 
+def stop_everything(aj, name):
+    job = aj.get_job(name)
+    for item in aj.queue:
+        if item.api_json(tree="task[url]")["task"]["url"] == job.url:
+            item.cancel()
+    for b in job:
+        if b.building:
+            b.stop()
+
+
 def console(build) -> str:
     return "\n".join(build.console_text())
 
@@ -72,6 +82,11 @@ def test_create_folder_and_jobs_from_config_xml(aj, unique):
     assert "seq 3" in inner.configure()
     assert inner.next_build_number == 1
     assert inner.color == "notbuilt"
+    # a folder's default view is an AllView named "All" (capital A), reached as job/F/view/All/
+    views = list(f.views)
+    assert [type(v) for v in views] == [AllView]
+    assert views[0].url == f"{f.url}view/All/"
+    assert sorted(j.name for j in views[0]) == ["inner", "pipe"]
 
     # recursive creation uses api4jenkins' minimal <com.cloudbees.hudson.plugins.folder.Folder/>
     deep = f"{folder}/a/b/leaf"
@@ -122,6 +137,16 @@ def test_build_inside_folder(aj, unique):
     assert build.project.full_name == f"{folder}/inner"
 
 
+def test_names_with_spaces(aj, unique):
+    name = unique("my job")
+    aj.create_job(name, config("freestyle"))
+    job = aj.get_job(name)
+    assert job.url.endswith("/job/" + name.replace(" ", "%20") + "/")
+    build = run(aj, name)
+    assert build.result == "SUCCESS"
+    assert f"hello from {name} build #1" in console(build)
+
+
 def test_build_with_parameters(aj, unique):
     name = unique("params")
     aj.create_job(name, config("parameterized"))
@@ -147,6 +172,38 @@ def test_build_with_parameters(aj, unique):
     # X-Error, on which api4jenkins' check_response fails with KeyError('X-Error').
     with pytest.raises((BadRequestError, KeyError)):
         aj.build_job(name, delay=0)
+
+
+def test_identical_parameters_merge_with_303(aj, unique, cleanup):
+    """buildWithParameters with the parameters of an already queued item → 303 to that item (§10.2)."""
+    name = unique("merge")
+    xml = config("parameterized").replace(
+        'echo "${GREETING}, deploying to $TARGET"', 'echo "${GREETING}"\nsleep 30')
+    aj.create_job(name, xml)
+    cleanup(lambda: stop_everything(aj, name))
+    b1 = start(aj.build_job(name, GREETING="one"))
+    i2 = aj.build_job(name, GREETING="two")
+    i2_again = aj.build_job(name, GREETING="two")  # 303, Location = the same queue item
+    assert i2_again.id == i2.id
+    i3 = aj.build_job(name, GREETING="three")
+    assert i3.id != i2.id
+    assert {i.id for i in aj.queue if i.get_job() == aj.get_job(name)} == {i2.id, i3.id}
+    i2.cancel()
+    i3.cancel()
+    b1.stop()
+    finish(b1, timeout=20)
+    assert b1.result == "ABORTED"
+
+
+def test_set_next_build_number(aj, unique):
+    """api4jenkins posts nextBuildNumber plus the `json` form field the Next Build Number plugin reads."""
+    assert aj.plugins.get("next-build-number") is not None
+    name = unique("nextnum")
+    aj.create_job(name, config("freestyle"))
+    job = aj.get_job(name)
+    job.set_next_build_number(42)
+    assert job.next_build_number == 42
+    assert run(aj, name).number == 42
 
 
 def test_build_with_delay_on_plain_job(aj, unique):
@@ -182,6 +239,10 @@ def test_failure_and_permalinks(aj, unique):
     assert job.next_build_number == 3
     assert job.building is False
     assert [b.number for b in job.filter_builds_by_result(result="FAILURE")] == [2]
+    # FreeStyleBuild does not export previousBuild/nextBuild (only WorkflowRun does, §5.6):
+    # api4jenkins then fails with KeyError, exactly as against a real controller
+    with pytest.raises(KeyError):
+        bad.get_previous_build()
 
 
 def test_copy_disable_enable_rename_delete(aj, unique):
@@ -220,9 +281,10 @@ def test_rename_reports_new_location(aj, unique):
     assert job.exists()
 
 
-def test_cancel_queued_item_and_stop_running_builds(aj, unique):
+def test_cancel_queued_item_and_stop_running_builds(aj, unique, cleanup):
     name = unique("sleeper")
     aj.create_job(name, config("sleeper"))
+    cleanup(lambda: stop_everything(aj, name))
     b1 = start(aj.build_job(name))
     b2 = start(aj.build_job(name))
     assert sorted([b1.number, b2.number]) == [1, 2]
@@ -241,8 +303,13 @@ def test_cancel_queued_item_and_stop_running_builds(aj, unique):
     assert left["executable"] is None
     assert aj.queue.get(item.id) is None
 
+    # progressive output of a running build
+    lines = b1.progressive_output()
+    assert next(lines).startswith("Started by user")
     b1.stop()
     b2.stop()
+    rest = list(lines)
+    assert rest[-1] == "Finished: ABORTED"
     for b in (b1, b2):
         finish(b, timeout=20)
         assert b.result == "ABORTED"
@@ -302,6 +369,10 @@ def test_pipeline_stages(aj, unique):
     assert describe["status"] == "SUCCESS"
     assert [(s["name"], s["status"]) for s in describe["stages"]] == [("Build", "SUCCESS"), ("Test", "SUCCESS")]
     assert build.get_pending_input() is None
+    second = run(aj, name)
+    assert second.get_previous_build() == build
+    assert build.get_next_build() == second
+    assert second.get_next_build() is None
 
     failing = unique("pipefail")
     aj.create_job(failing, config("pipeline_failing"))
@@ -311,6 +382,34 @@ def test_pipeline_stages(aj, unique):
     assert describe["status"] == "FAILED"
     stages = [(s["name"], s["status"]) for s in describe["stages"]]
     assert stages[:2] == [("Checkout", "SUCCESS"), ("Deploy", "FAILED")]
+
+
+def test_running_pipeline_occupies_flyweight_and_heavyweight_executors(aj, unique):
+    """A running declarative pipeline shows its WorkflowRun on a one-off (flyweight) executor and a
+    PlaceholderExecutable on a regular executor (`agent any`); api4jenkins skips the placeholder."""
+    name = unique("pipesleep")
+    aj.create_job(name, config("pipeline").replace("sh 'echo compiled'", "sleep 30"))
+    build = start(aj.build_job(name))
+    try:
+        assert isinstance(build, WorkflowRun)
+        wait_for(lambda: "compiled" not in console(build) and "building the thing" in console(build),
+                 timeout=10, what="the pipeline to reach its sleep")
+        raw = aj.nodes.api_json(tree="computer[executors[currentExecutable[url]],oneOffExecutors[currentExecutable[url]]]",
+                                depth=2)
+        execs = [e["currentExecutable"] for c in raw["computer"] for e in c["executors"] if e["currentExecutable"]]
+        one_off = [e["currentExecutable"] for c in raw["computer"] for e in c["oneOffExecutors"] if e["currentExecutable"]]
+        assert [e["_class"] for e in one_off if e["url"] == build.url] == ["org.jenkinsci.plugins.workflow.job.WorkflowRun"]
+        assert any(e["_class"].endswith("PlaceholderTask$PlaceholderExecutable") for e in execs), execs
+        assert [b.url for b in aj.nodes.iter_builds()].count(build.url) == 1
+        describe = build.handle_req("GET", "wfapi/describe").json()
+        assert describe["status"] == "IN_PROGRESS"
+        assert [(s["name"], s["status"]) for s in describe["stages"]] == [("Build", "IN_PROGRESS")]
+    finally:
+        build.stop()  # never leave a 30 s pipeline holding an executor for the next tests
+    finish(build, timeout=20)
+    assert build.result == "ABORTED"
+    describe = build.handle_req("GET", "wfapi/describe").json()
+    assert describe["status"] == "ABORTED"
 
 
 def test_pipeline_input_step(aj, unique):
@@ -328,6 +427,17 @@ def test_pipeline_input_step(aj, unique):
     assert "released" in console(build)
     describe = build.handle_req("GET", "wfapi/describe").json()
     assert [(s["name"], s["status"]) for s in describe["stages"]] == [("Approve", "SUCCESS"), ("Release", "SUCCESS")]
+
+
+def test_descriptions(aj, unique):
+    name = unique("desc")
+    aj.create_job(name, config("freestyle"))
+    job = aj.get_job(name)
+    job.set_description("new job description")  # POST job/X/submitDescription?description=...
+    assert job.api_json(tree="description")["description"] == "new job description"
+    build = run(aj, name)
+    build.set_description("deployed to staging")  # POST job/X/1/submitDescription
+    assert build.description == "deployed to staging"
 
 
 def test_no_test_report(aj, unique):

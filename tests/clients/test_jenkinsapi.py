@@ -190,9 +190,18 @@ def test_copy_disable_enable_rename_delete(japi, unique):
         fresh.get_job(renamed)
 
 
-def test_cancel_queued_item_and_stop_running_builds(japi, unique):
+def stop_everything(japi, job):
+    queue = japi.get_queue()
+    for qi in queue.get_queue_items_for_job(job.name):
+        queue.delete_item(qi)
+    for number in job.get_build_dict():
+        job.get_build(number).stop()
+
+
+def test_cancel_queued_item_and_stop_running_builds(japi, unique, cleanup):
     name = unique("sleeper")
     job = japi.create_job(name, config("sleeper"))
+    cleanup(lambda: stop_everything(japi, job))
     b1 = start(job)
     b2 = start(job)
     assert sorted([b1.get_number(), b2.get_number()]) == [1, 2]
@@ -212,8 +221,17 @@ def test_cancel_queued_item_and_stop_running_builds(japi, unique):
     queue.poll()
     assert qi3.queue_id not in queue.keys()
 
+    # progressive log of a running build: X-Text-Size offsets and X-More-Data: true until it ends
+    wait_for(lambda: "sleeping" in b1.get_console(), timeout=10, what="the echo before the sleep")
+    logs = b1.stream_logs(interval=0.2)
+    first = next(logs)
+    assert "sleeping" in first and "Finished" not in first
+
     assert b1.stop() is True
     assert b2.stop() is True
+    rest = "".join(logs)
+    assert "sleeping" not in rest  # offsets honoured: nothing is sent twice
+    assert rest.rstrip().endswith("Finished: ABORTED")
     for b in (b1, b2):
         finish(b, timeout=20)
         assert b.get_status() == "ABORTED"
@@ -221,6 +239,22 @@ def test_cancel_queued_item_and_stop_running_builds(japi, unique):
         assert "sleeping" in console and "woke up" not in console
         assert console.rstrip().endswith("Finished: ABORTED")
     assert b1.stop() is False  # not running any more
+
+
+def test_quiet_down_holds_builds(japi, unique, cleanup):
+    name = unique("quiet")
+    job = japi.create_job(name, config("freestyle"))
+    cleanup(japi.cancel_quiet_down)
+    japi.quiet_down()  # POST /quietDown → 302 → GET / (must be 200)
+    assert japi.is_quieting_down is True
+    qi = job.invoke()
+    qi.poll()
+    assert qi.is_queued()
+    assert qi.why == "Jenkins is about to shut down"
+    japi.cancel_quiet_down()
+    assert japi.is_quieting_down is False
+    build = finish(wait_for(lambda: _built(qi), timeout=30, what="the held build to start"))
+    assert build.get_status() == "SUCCESS"
 
 
 def test_nodes(japi):

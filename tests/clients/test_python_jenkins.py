@@ -40,6 +40,16 @@ def run_build(server, name, parameters=None, timeout=30):
     return info
 
 
+def stop_everything(server, name):
+    """Cancel queued items and stop running builds of a job (test cleanup)."""
+    for item in server.get_queue_info():
+        if item["task"].get("name") == name.split("/")[-1]:
+            server.cancel_queue(item["id"])
+    for b in server.get_job_info(name)["builds"]:
+        if server.get_build_info(name, b["number"])["building"]:
+            server.stop_build(name, b["number"])
+
+
 def params_of(build_info):
     for action in build_info["actions"]:
         if action and action.get("_class") == "hudson.model.ParametersAction":
@@ -61,6 +71,17 @@ def test_whoami_and_version(server):
     assert info["useCrumbs"] is True
     assert info["useSecurity"] is True
     assert any(v["name"] == "all" for v in info["views"])
+
+
+def test_get_version_on_fresh_client_is_anonymous(base_url, admin):
+    """python-jenkins' get_version() does not resolve auth first: a fresh client asks GET / anonymously,
+    and anonymous without Overall/Read gets 403 (jenkins-wire.md §8.1) → BadHTTPException."""
+    user, _password, token = admin
+    fresh = jenkins.Jenkins(base_url, username=user, password=token, timeout=30)
+    with pytest.raises(jenkins.BadHTTPException):
+        fresh.get_version()
+    fresh.get_whoami()  # resolves auth
+    assert re.match(r"^\d+\.\d+", fresh.get_version())
 
 
 # ----------------------------------------------------------------------- folders and config.xml
@@ -171,6 +192,22 @@ def test_build_inside_folder(server, unique):
     assert "Finished: SUCCESS" in console
 
 
+def test_names_with_spaces_are_percent_encoded(server, unique):
+    """Job 'a b' lives at /job/a%20b/; JSON `name` is raw, `url` encoded (§4)."""
+    folder = unique("space folder")
+    server.create_job(folder, config("folder"))
+    name = f"{folder}/my job"
+    server.create_job(name, config("freestyle"))
+    info = server.get_job_info(name)
+    assert info["name"] == "my job"
+    assert info["fullName"] == name
+    assert info["url"].endswith("/job/" + folder.replace(" ", "%20") + "/job/my%20job/")
+    build = run_build(server, name)
+    assert build["result"] == "SUCCESS"
+    assert f"hello from {name} build #1" in server.get_build_console_output(name, 1)
+    assert name in {j["fullname"] for j in server.get_all_jobs()}
+
+
 def test_build_with_parameters(server, unique):
     name = unique("params")
     server.create_job(name, config("parameterized"))
@@ -236,6 +273,42 @@ def test_failure_and_permalinks(server, unique):
     with pytest.raises(jenkins.JenkinsException, match="does not exist"):
         server.get_build_info(name, "lastUnstableBuild")
 
+    # deleting the only successful build moves the permalinks (POST job/X/1/doDelete → 302)
+    server.delete_build(name, 1)
+    with pytest.raises(jenkins.JenkinsException, match="does not exist"):
+        server.get_build_info(name, 1)
+    job = server.get_job_info(name)
+    assert [b["number"] for b in job["builds"]] == [2]
+    assert job["firstBuild"]["number"] == 2
+    assert job["lastSuccessfulBuild"] is None
+    assert job["nextBuildNumber"] == 3
+
+
+def test_builds_list_is_capped_at_100(server, unique):
+    """`builds` holds the newest 100 builds; python-jenkins' fetch_all_builds re-reads
+    job/X/api/json?tree=allBuilds[number,url] (§5.2, §3.8)."""
+    import time
+    name = unique("many")
+    xml = config("freestyle").replace('echo "hello from ${JOB_NAME} build #${BUILD_NUMBER}"\nseq 3\ntrue', "true")
+    assert "<command>true</command>" in xml
+    server.create_job(name, xml)
+    for n in range(1, 102):
+        q = server.build_job(name)
+        deadline = time.monotonic() + 20
+        while True:
+            exe = server.get_queue_item(q).get("executable")
+            if exe and not server.get_build_info(name, exe["number"])["building"]:
+                assert exe["number"] == n
+                break
+            assert time.monotonic() < deadline, f"build {n} did not finish"
+            time.sleep(0.01)
+    info = server.get_job_info(name)
+    assert len(info["builds"]) == 100
+    assert info["builds"][0]["number"] == 101 and info["builds"][-1]["number"] == 2
+    assert info["firstBuild"]["number"] == 1
+    full = server.get_job_info(name, fetch_all_builds=True)
+    assert [b["number"] for b in full["builds"]] == list(range(101, 0, -1))
+
 
 def test_copy_disable_enable_rename_delete(server, unique):
     src = unique("src")
@@ -287,9 +360,10 @@ def test_copy_and_rename_inside_folder(server, unique):
     assert {j["name"] for j in server.get_job_info(folder)["jobs"]} == {"a"}
 
 
-def test_cancel_queued_item_and_stop_running_builds(server, unique):
+def test_cancel_queued_item_and_stop_running_builds(server, base_url, reader, nobody, unique, cleanup):
     name = unique("sleeper")
     server.create_job(name, config("sleeper"))
+    cleanup(lambda: stop_everything(server, name))
     q1 = server.build_job(name)
     q2 = server.build_job(name)
     numbers = []
@@ -309,13 +383,23 @@ def test_cancel_queued_item_and_stop_running_builds(server, unique):
                               "hudson.model.Queue$BlockedItem")
     assert item["id"] == q3
     assert item.get("executable") is None
-    assert item["why"]
+    assert item["_class"] == "hudson.model.Queue$BuildableItem"
+    assert item["why"].startswith("Waiting for next available executor"), item["why"]
     assert item["task"]["name"] == name
     queued = [i for i in server.get_queue_info() if i["id"] == q3]
     assert len(queued) == 1
 
     running = server.get_running_builds()
     assert sorted(b["number"] for b in running if b["name"] == name) == [1, 2]
+
+    # reader may read the item but lacks Job/Cancel → 422 (§10.4), raised as a raw HTTPError
+    r = as_reader(base_url, reader)
+    with pytest.raises(requests.exceptions.HTTPError) as exc:
+        r.cancel_queue(q3)
+    assert exc.value.response.status_code == 422
+    # nobody cannot read it → 404, which python-jenkins swallows silently; the item stays queued
+    as_reader(base_url, nobody).cancel_queue(q3)
+    assert server.get_queue_item(q3).get("cancelled") is not True
 
     server.cancel_queue(q3)
     left = server.get_queue_item(q3)
@@ -337,6 +421,82 @@ def test_cancel_queued_item_and_stop_running_builds(server, unique):
         assert "sleeping" in console and "woke up" not in console
         assert console.rstrip().endswith("Finished: ABORTED")
     assert server.get_job_info(name)["nextBuildNumber"] == 3
+
+
+def non_concurrent_sleeper():
+    return config("sleeper").replace("<concurrentBuild>true</concurrentBuild>", "<concurrentBuild>false</concurrentBuild>")
+
+
+def test_non_concurrent_job_queues_once(server, unique, cleanup):
+    """A queued (blocked) non-concurrent job is not queued twice: /build answers 201 with the existing item (§10.1)."""
+    name = unique("blocked")
+    server.create_job(name, non_concurrent_sleeper())
+    cleanup(lambda: stop_everything(server, name))
+    q1 = server.build_job(name)
+    wait_for(lambda: server.get_queue_item(q1).get("executable"), timeout=20, what="build #1 to start")
+    q2 = server.build_job(name)
+    item = server.get_queue_item(q2)
+    assert item["_class"] == "hudson.model.Queue$BlockedItem"
+    assert item["blocked"] is True
+    assert item["why"].startswith("Build #1 is already in progress"), item["why"]
+    q3 = server.build_job(name)
+    assert q3 == q2
+    assert server.get_job_info(name)["inQueue"] is True
+    assert server.get_job_info(name)["queueItem"]["id"] == q2
+    server.stop_build(name, 1)
+    started = wait_for(lambda: server.get_queue_item(q2).get("executable"), timeout=20, what="build #2 to start")
+    assert started["number"] == 2
+    server.stop_build(name, 2)
+    wait_for(lambda: server.get_build_info(name, 2)["result"] == "ABORTED", timeout=20, what="#2 aborted")
+    assert server.get_build_info(name, 1)["result"] == "ABORTED"
+
+
+def test_identical_parameters_merge_with_303(server, unique, cleanup):
+    """buildWithParameters with the parameters of an already queued item → 303 to that item (2.308+, §10.2).
+    requests follows the 303 to GET queue/item/N/, whose answer has no Location → EmptyResponseException."""
+    name = unique("merge")
+    xml = config("parameterized").replace(
+        'echo "${GREETING}, deploying to $TARGET"', 'echo "${GREETING}"\nsleep 30')
+    server.create_job(name, xml)
+    cleanup(lambda: stop_everything(server, name))
+    q1 = server.build_job(name, {"GREETING": "one"})
+    wait_for(lambda: server.get_queue_item(q1).get("executable"), timeout=20, what="build #1 to start")
+    q2 = server.build_job(name, {"GREETING": "two"})
+    with pytest.raises(jenkins.EmptyResponseException):
+        server.build_job(name, {"GREETING": "two"})
+    q3 = server.build_job(name, {"GREETING": "three"})
+    assert q3 != q2
+    ids = [i["id"] for i in server.get_queue_info() if i["task"]["name"] == name]
+    assert sorted(ids) == sorted([q2, q3])
+    assert server.get_queue_item(q2)["params"] == "\nGREETING=two\nTARGET=staging"
+    server.cancel_queue(q2)
+    server.cancel_queue(q3)
+    server.stop_build(name, 1)
+    wait_for(lambda: server.get_build_info(name, 1)["result"] == "ABORTED", timeout=20, what="#1 aborted")
+
+
+def test_set_next_build_number(server, unique):
+    """POST job/X/nextbuildnumber/submit belongs to the Next Build Number plugin. Its current version
+    (jakarta, StaplerRequest2) reads req.getSubmittedForm(): python-jenkins posts only
+    nextBuildNumber=N without the `json` form field → 400 "This page expects a form submission"."""
+    assert "next-build-number" in server.get_plugins(depth=1), "the endpoint exists, so the plugin must be listed"
+    name = unique("nextnum")
+    server.create_job(name, config("freestyle"))
+    with pytest.raises(requests.exceptions.HTTPError) as exc:
+        server.set_next_build_number(name, 42)
+    assert exc.value.response.status_code == 400
+    assert server.get_job_info(name)["nextBuildNumber"] == 1
+
+
+def test_crumb_is_bound_to_the_session(base_url, admin, unique):
+    """Since SECURITY-626 a crumb is only valid with the session it was issued to (§8.6)."""
+    user, password, _token = admin
+    first = jenkins.Jenkins(base_url, username=user, password=password, timeout=30)
+    first.create_job(unique("sess"), config("freestyle"))  # fetches crumb + cookie
+    second = jenkins.Jenkins(base_url, username=user, password=password, timeout=30)
+    second.crumb = dict(first.crumb)  # same crumb, but no session cookie
+    with pytest.raises(jenkins.JenkinsException, match=r"\[403\]"):
+        second.create_job(unique("stolen"), config("freestyle"))
 
 
 # -------------------------------------------------------------------------- nodes, views, plugins
@@ -370,6 +530,13 @@ def test_views(server, unique):
     assert server.get_view_config(view).lstrip().startswith("<?xml")
     server.delete_view(view)
     assert not server.view_exists(view)
+
+    # views inside a folder: job/F/createView, job/F/view/V/api/json
+    folder = unique("vfolder")
+    server.create_job(folder, config("folder"))
+    server.create_view(f"{folder}/{view}", view_config(view))
+    assert server.view_exists(f"{folder}/{view}")
+    assert {v["name"] for v in server.get_job_info(folder)["views"]} == {"All", view}
 
 
 def test_plugins(server):
@@ -419,6 +586,15 @@ def test_pipeline_stages_failure(server, unique):
     stages = [(s["name"], s["status"]) for s in run["stages"]]
     assert stages[:2] == [("Checkout", "SUCCESS"), ("Deploy", "FAILED")]
     assert "Notify" not in [s for s, _ in stages]
+
+
+def test_workspace_wipeout_and_plugin_less_endpoints(server, unique):
+    name = unique("ws")
+    server.create_job(name, config("freestyle"))
+    run_build(server, name)
+    server.wipeout_job_workspace(name)  # POST job/X/doWipeOutWorkspace (core) → 302 to the job
+    # EnvInject is not installed: injectedEnvVars → 404 → python-jenkins returns None
+    assert server.get_build_env_vars(name, 1) is None
 
 
 def test_test_report_absent_and_stages_of_freestyle(server, unique):

@@ -697,11 +697,35 @@ pub fn computer_set<'a>(cx: Ctx<'a>) -> Bean<'a> {
     ])
 }
 
+/// What a regular executor shows as running: the build, or for a Pipeline run the placeholder
+/// of its `node {}` block (the run itself sits on a one-off executor).
+fn executable_value<'a>(cx: Ctx<'a>, running: Option<(ItemId, u64)>, regular: bool) -> Value<'a> {
+    match running {
+        None => Value::Null,
+        Some((j, _)) if regular && cx.st.item(j).is_some_and(|i| i.kind == ItemKind::Pipeline) => {
+            Value::bean(Bean::new(
+                "org.jenkinsci.plugins.workflow.support.steps.ExecutorStepExecution$PlaceholderTask$PlaceholderExecutable",
+            ))
+        }
+        Some((j, n)) => build_ref(cx, j, n),
+    }
+}
+
 fn executor_props<'a>(
     cx: Ctx<'a>,
     running: Option<(ItemId, u64)>,
     number: usize,
     now: i64,
+) -> Vec<crate::export::Prop<'a>> {
+    executor_props_of(cx, running, number, now, true)
+}
+
+fn executor_props_of<'a>(
+    cx: Ctx<'a>,
+    running: Option<(ItemId, u64)>,
+    number: usize,
+    now: i64,
+    regular: bool,
 ) -> Vec<crate::export::Prop<'a>> {
     let progress =
         running
@@ -715,7 +739,7 @@ fn executor_props<'a>(
             })
             .unwrap_or(-1);
     vec![
-        p("currentExecutable", running.map_or(Value::Null, |(j, n)| build_ref(cx, j, n))),
+        p("currentExecutable", executable_value(cx, running, regular)),
         p("idle", Value::Bool(running.is_none())),
         p("likelyStuck", Value::Bool(false)),
         p("number", Value::int(number)),
@@ -816,7 +840,24 @@ pub fn computer<'a>(cx: Ctx<'a>, idx: usize) -> Bean<'a> {
         p("offline", Value::Bool(n.offline)),
         p("offlineCause", offline_cause),
         p("offlineCauseReason", s(n.offline_reason.clone().unwrap_or_default())),
-        p("oneOffExecutors", Value::List(vec![])),
+        p(
+            "oneOffExecutors",
+            Value::List(
+                n.one_off
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        Value::bean(Bean::plain("hudson.model.OneOffExecutor").group(executor_props_of(
+                            cx,
+                            Some(*r),
+                            i,
+                            now,
+                            false,
+                        )))
+                    })
+                    .collect(),
+            ),
+        ),
         p("temporarilyOffline", Value::Bool(n.temporarily_offline)),
     ]);
     if n.is_builtin() {

@@ -244,6 +244,7 @@ fn start_build(st: &mut State, now: i64, q: &QueueItem, node_idx: usize, exec: u
     let number = item.next_build_number;
     item.next_build_number += 1;
     let est = estimated_duration(&item.builds);
+    let pipeline = item.kind == ItemKind::Pipeline;
     item.builds.insert(
         number,
         Build {
@@ -274,6 +275,11 @@ fn start_build(st: &mut State, now: i64, q: &QueueItem, node_idx: usize, exec: u
     );
     if let Some(slot) = st.nodes.get_mut(node_idx).and_then(|n| n.busy.get_mut(exec)) {
         *slot = Some((q.job, number));
+    }
+    // A Pipeline run is a flyweight task: it runs on a one-off executor of the built-in node,
+    // while its `node {}` block holds the regular executor (as a placeholder).
+    if pipeline && let Some(builtin) = st.nodes.first_mut() {
+        builtin.one_off.push((q.job, number));
     }
     Some(number)
 }
@@ -426,6 +432,9 @@ pub async fn run_build(twin: Arc<Twin>, job: ItemId, number: u64) {
             && let Some(slot) = st.nodes.get_mut(node).and_then(|n| n.busy.get_mut(exec))
         {
             *slot = None;
+        }
+        for n in st.nodes.iter_mut() {
+            n.one_off.retain(|r| *r != (job, number));
         }
     }
     twin.wake.notify_one();

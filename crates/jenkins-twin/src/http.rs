@@ -709,18 +709,31 @@ fn item_action(twin: &Arc<Twin>, st: &mut State, r: &Req, id: ItemId, rest: &[&s
         ["doRename"] | ["confirmRename"] => rename(st, r, id, base),
         ["build"] if is_job => trigger_build(twin, st, r, id, now, false),
         ["buildWithParameters"] if is_job => trigger_build(twin, st, r, id, now, true),
-        ["nextbuildnumber", "submit"] if is_job => {
+        // The Next Build Number plugin's action; its current version reads the structured form.
+        ["nextbuildnumber", "submit"] if is_job && st.plugin_installed("next-build-number") => {
             if !r.is_post() {
                 return require_post(st, r);
             }
             if !r.has(Perm::JobConfigure) {
                 return deny(st, r, Perm::JobConfigure);
             }
-            let Some(n) = r.param("nextBuildNumber").and_then(|n| n.trim().parse::<u64>().ok()) else {
+            let Some(json) = r.param("json") else {
+                let msg = if r.query.is_empty() && r.form.is_empty() {
+                    "Nothing is submitted"
+                } else {
+                    "This page expects a form submission"
+                };
+                return jetty(StatusCode::BAD_REQUEST, msg, &r.path, "");
+            };
+            let n = serde_json::from_str::<serde_json::Value>(json).ok().and_then(|v| {
+                let f = v.get("nextBuildNumber")?;
+                f.as_u64().or_else(|| f.as_str().and_then(|s| s.trim().parse().ok()))
+            });
+            let Some(n) = n else {
                 return html(
                     st,
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    pages::oops(Some("java.lang.NumberFormatException: nextBuildNumber")),
+                    pages::oops(Some("net.sf.json.JSONException: JSONObject[\"nextBuildNumber\"] is not a number.")),
                 );
             };
             if let Some(it) = st.item_mut(id) {
@@ -728,6 +741,29 @@ fn item_action(twin: &Arc<Twin>, st: &mut State, r: &Req, id: ItemId, rest: &[&s
                 if n > last {
                     it.next_build_number = n;
                 }
+            }
+            redirect(StatusCode::FOUND, &item_url)
+        }
+        ["submitDescription"] => {
+            if !r.is_post() {
+                return require_post(st, r);
+            }
+            if !r.has(Perm::JobConfigure) {
+                return deny(st, r, Perm::JobConfigure);
+            }
+            let d = r.param("description").unwrap_or("").to_string();
+            if let Some(it) = st.item_mut(id) {
+                it.config_xml = set_description_in_xml(&it.config_xml, &d);
+                it.config.description = d;
+            }
+            redirect(StatusCode::FOUND, &item_url)
+        }
+        ["doWipeOutWorkspace"] if item.kind == ItemKind::Freestyle => {
+            if !r.is_post() {
+                return require_post(st, r);
+            }
+            if !r.has(Perm::JobBuild) {
+                return deny(st, r, Perm::JobBuild);
             }
             redirect(StatusCode::FOUND, &item_url)
         }
@@ -758,6 +794,23 @@ fn item_action(twin: &Arc<Twin>, st: &mut State, r: &Req, id: ItemId, rest: &[&s
         }
         _ => not_found(st, r),
     }
+}
+
+fn set_description_in_xml(xml: &str, description: &str) -> String {
+    let escaped = config_xml::escape_xml(description);
+    if let (Some(start), Some(end)) = (xml.find("<description>"), xml.find("</description>"))
+        && start < end
+    {
+        return format!(
+            "{}<description>{escaped}</description>{}",
+            &xml[..start],
+            &xml[end + "</description>".len()..]
+        );
+    }
+    if let Some(pos) = xml.find("<description/>") {
+        return format!("{}<description>{escaped}</description>{}", &xml[..pos], &xml[pos + "<description/>".len()..]);
+    }
+    xml.to_string()
 }
 
 fn set_disabled_in_xml(xml: &str, disabled: bool) -> String {
@@ -1405,8 +1458,9 @@ fn queue_route(twin: &Arc<Twin>, st: &mut State, r: &Req, rest: &[&str], base: &
                 [] => text(
                     st,
                     format!(
-                        "Queue item exists. For details check, for example, {}queue/item/{id}/api/json?tree=cancelled,executable[url]",
-                        base.trim_end_matches('/').to_string() + "/"
+                        // Queue.Item.doIndex uses the request path, not an absolute URL.
+                        "Queue item exists. For details check, for example, {}/api/json?tree=cancelled,executable[url]",
+                        r.path.trim_end_matches('/')
                     ),
                 ),
                 ["cancelQueue"] => {

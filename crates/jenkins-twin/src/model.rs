@@ -491,6 +491,8 @@ pub struct Node {
     pub temporarily_offline: bool,
     /// What each executor runs: (job, build number).
     pub busy: Vec<Option<(ItemId, u64)>>,
+    /// Flyweight (one-off) executors: Pipeline runs themselves, on the built-in node.
+    pub one_off: Vec<(ItemId, u64)>,
     pub remote_fs: String,
 }
 

@@ -408,7 +408,8 @@ pub const DEFAULT_PLUGINS: &[(&str, &str, &str)] = &[
     ("ws-cleanup", "0.48", "Workspace Cleanup Plugin"),
 ];
 
-const KNOWN_EXTRA_PLUGINS: &[(&str, &str, &str)] = &[("notification", "1.17", "Notification plugin")];
+const KNOWN_EXTRA_PLUGINS: &[(&str, &str, &str)] =
+    &[("notification", "1.17", "Notification plugin"), ("next-build-number", "1.8", "Next Build Number Plugin")];
 
 fn plugin_from(spec: &str) -> Plugin {
     let (name, version) = spec.split_once('@').map_or((spec, None), |(n, v)| (n, Some(v)));
@@ -584,6 +585,7 @@ pub fn build_state(sc: &Scenario, extra_admins: &[(String, String, String)], now
         offline_reason: None,
         temporarily_offline: false,
         busy: vec![None; c.executors],
+        one_off: Vec::new(),
         remote_fs: "/var/jenkins_home".into(),
     }];
     for n in &sc.nodes {
@@ -596,6 +598,7 @@ pub fn build_state(sc: &Scenario, extra_admins: &[(String, String, String)], now
             offline_reason: n.offline_reason.clone(),
             temporarily_offline: false,
             busy: vec![None; n.executors],
+            one_off: Vec::new(),
             remote_fs: "/home/jenkins".into(),
         });
     }
