@@ -1,0 +1,1211 @@
+//! The client: transport, authentication and crumbs, error diagnosis, and one typed method per
+//! Jenkins operation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, first_error_line, permission_title};
+use crate::model::*;
+use crate::path::{BaseUrl, JobPath};
+use crate::ssrf::{AllowEntry, EgressPolicy, GuardedResolver, Lookup, SystemLookup};
+use crate::tree::Tree;
+
+/// How the secret authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// An API token: preferred; Jenkins needs no CSRF crumb for it.
+    ApiToken,
+    /// A password: each POST needs a crumb bound to the HTTP session.
+    Password,
+}
+
+/// A Jenkins user and its secret. The secret is never shown by `Debug`, errors or logs.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub secret: SecretString,
+    pub kind: SecretKind,
+}
+
+impl Credentials {
+    pub fn api_token(username: impl Into<String>, token: SecretString) -> Self {
+        Credentials { username: username.into(), secret: token, kind: SecretKind::ApiToken }
+    }
+    pub fn password(username: impl Into<String>, password: SecretString) -> Self {
+        Credentials { username: username.into(), secret: password, kind: SecretKind::Password }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("kind", &self.kind)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// TLS settings of a controller connection.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM certificates to trust in addition to the system roots (a private CA).
+    pub ca_bundle_pem: Option<Vec<u8>>,
+    /// DANGEROUS: accept any certificate, including forged ones. Only for throwaway test
+    /// controllers; anyone on the network path can then read the API token.
+    pub danger_accept_invalid_certs: bool,
+}
+
+/// Limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub connect_timeout: Duration,
+    /// Whole-request timeout for API calls (not for console streams, which use `read_timeout`).
+    pub request_timeout: Duration,
+    /// Idle time allowed between two reads of a console stream.
+    pub read_timeout: Duration,
+    /// Largest API response body read into memory.
+    pub max_body_bytes: usize,
+    /// Attempts for idempotent reads that fail transiently (503, connection errors, timeouts).
+    pub read_attempts: u32,
+    pub retry_base_delay: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            max_body_bytes: 32 * 1024 * 1024,
+            read_attempts: 3,
+            retry_base_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Builds a [`JenkinsClient`].
+pub struct ClientBuilder {
+    base: String,
+    credentials: Option<Credentials>,
+    allow: Vec<AllowEntry>,
+    tls: TlsOptions,
+    limits: Limits,
+    lookup: Option<Arc<dyn Lookup>>,
+}
+
+impl ClientBuilder {
+    /// Authenticates every request as this user (without credentials, requests are anonymous).
+    pub fn credentials(mut self, c: Credentials) -> Self {
+        self.credentials = Some(c);
+        self
+    }
+    /// Adds a private-access allow-list entry: the only way to reach a controller on a private
+    /// network (or the twin on 127.0.0.1). Cloud metadata addresses stay refused.
+    pub fn allow_private(mut self, entry: AllowEntry) -> Self {
+        self.allow.push(entry);
+        self
+    }
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Replaces DNS resolution (tests: scripted answers, rebinding).
+    pub fn lookup(mut self, lookup: Arc<dyn Lookup>) -> Self {
+        self.lookup = Some(lookup);
+        self
+    }
+
+    pub fn build(self) -> Result<JenkinsClient, Error> {
+        let base = BaseUrl::parse(&self.base)?;
+        let policy = Arc::new(EgressPolicy::new(self.allow));
+        policy.check_url(base.as_url())?;
+        let lookup: Arc<dyn Lookup> = self.lookup.unwrap_or_else(|| Arc::new(SystemLookup));
+        let mut http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(
+                // The resolver sees host names only: pin the origin's port for port-scoped entries.
+                GuardedResolver::new(policy.clone(), lookup)
+                    .with_port(base.as_url().port_or_known_default().unwrap_or(443)),
+            ))
+            // Proxies from the environment would resolve names themselves, bypassing the guard.
+            .no_proxy()
+            // Jenkins answers writes with 201/302/303 + Location: read them, never follow.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.limits.connect_timeout)
+            .read_timeout(self.limits.read_timeout)
+            .cookie_store(true)
+            .user_agent(concat!("jgate/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &self.tls.ca_bundle_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Config {
+                problem: format!("the CA bundle is not valid PEM: {e}"),
+                fix: "give a file with one or more -----BEGIN CERTIFICATE----- blocks".into(),
+            })?;
+            if certs.is_empty() {
+                return Err(Error::Config {
+                    problem: "the CA bundle contains no certificate".into(),
+                    fix: "give a file with one or more -----BEGIN CERTIFICATE----- blocks".into(),
+                });
+            }
+            for c in certs {
+                http = http.add_root_certificate(c);
+            }
+        }
+        if self.tls.danger_accept_invalid_certs {
+            tracing::warn!(base = %base, "TLS certificate verification is disabled for this controller");
+            http = http.danger_accept_invalid_certs(true);
+        }
+        let http = http.build().map_err(|e| Error::Config {
+            problem: format!("cannot build the HTTP client: {e}"),
+            fix: "check the TLS options".into(),
+        })?;
+        Ok(JenkinsClient {
+            base,
+            credentials: self.credentials,
+            http,
+            policy,
+            limits: self.limits,
+            crumb: tokio::sync::Mutex::new(None),
+        })
+    }
+}
+
+/// A client for one controller.
+pub struct JenkinsClient {
+    base: BaseUrl,
+    credentials: Option<Credentials>,
+    http: reqwest::Client,
+    policy: Arc<EgressPolicy>,
+    limits: Limits,
+    crumb: tokio::sync::Mutex<Option<Crumb>>,
+}
+
+impl std::fmt::Debug for JenkinsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JenkinsClient").field("base", &self.base).field("credentials", &self.credentials).finish()
+    }
+}
+
+/// A request body.
+enum Body {
+    Form(Vec<(String, String)>),
+    Xml(String),
+}
+
+/// What a call accepts besides 2xx.
+#[derive(Clone, Copy, PartialEq)]
+enum Accept {
+    Success,
+    /// 2xx or 3xx: Jenkins answers many writes with a redirect.
+    SuccessOrRedirect,
+}
+
+/// Which build of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildSelector {
+    Number(u64),
+    LastBuild,
+    LastCompletedBuild,
+    LastSuccessfulBuild,
+    LastStableBuild,
+    LastFailedBuild,
+    LastUnstableBuild,
+    LastUnsuccessfulBuild,
+}
+
+impl BuildSelector {
+    fn segment(&self) -> String {
+        match self {
+            BuildSelector::Number(n) => n.to_string(),
+            BuildSelector::LastBuild => "lastBuild".into(),
+            BuildSelector::LastCompletedBuild => "lastCompletedBuild".into(),
+            BuildSelector::LastSuccessfulBuild => "lastSuccessfulBuild".into(),
+            BuildSelector::LastStableBuild => "lastStableBuild".into(),
+            BuildSelector::LastFailedBuild => "lastFailedBuild".into(),
+            BuildSelector::LastUnstableBuild => "lastUnstableBuild".into(),
+            BuildSelector::LastUnsuccessfulBuild => "lastUnsuccessfulBuild".into(),
+        }
+    }
+}
+
+impl From<u64> for BuildSelector {
+    fn from(n: u64) -> Self {
+        BuildSelector::Number(n)
+    }
+}
+
+/// One piece of a progressive console read.
+#[derive(Debug, Clone)]
+pub struct LogChunk {
+    pub text: Bytes,
+    /// The offset to ask for next (`X-Text-Size`, or less if this chunk was cut at the limit).
+    pub next_start: u64,
+    /// The build is still writing (`X-More-Data: true`) or this chunk was cut.
+    pub more: bool,
+}
+
+/// What `test_connection` found.
+#[derive(Debug, Clone)]
+pub struct ConnectionReport {
+    pub base_url: String,
+    /// From the `X-Jenkins` header.
+    pub version: Option<String>,
+    pub who_am_i: WhoAmI,
+    /// Whether this connection must send crumbs (password authentication on a controller with
+    /// CSRF protection).
+    pub crumbs_required: bool,
+    pub use_security: bool,
+    pub quieting_down: bool,
+    pub capabilities: Capabilities,
+}
+
+/// Plugins that change what the client can do. `None` = unknown (the user cannot list plugins).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Capabilities {
+    pub plugins_visible: bool,
+    pub pipeline_rest_api: Option<bool>,
+    pub notification: Option<bool>,
+    pub junit: Option<bool>,
+    pub folders: Option<bool>,
+    pub multibranch: Option<bool>,
+    pub git: Option<bool>,
+    pub plugins: Vec<Plugin>,
+}
+
+impl JenkinsClient {
+    /// Starts building a client for the controller at `base_url`.
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base: base_url.into(),
+            credentials: None,
+            allow: Vec::new(),
+            tls: TlsOptions::default(),
+            limits: Limits::default(),
+            lookup: None,
+        }
+    }
+
+    pub fn base_url(&self) -> &BaseUrl {
+        &self.base
+    }
+
+    fn user(&self) -> &str {
+        self.credentials.as_ref().map_or("anonymous", |c| c.username.as_str())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // transport
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Body>,
+        what: &str,
+        accept: Accept,
+        timeout: Option<Duration>,
+        crumb: Option<&Crumb>,
+    ) -> Result<reqwest::Response, Error> {
+        let mut url = self.base.join(path)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        // IP-literal hosts skip the resolver: check every request's URL as well.
+        self.policy.check_url(&url)?;
+        let mut req = self.http.request(method.clone(), url.clone());
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        if let Some(c) = &self.credentials {
+            req = req.basic_auth(&c.username, Some(c.secret.expose_secret()));
+        }
+        if let Some(crumb) = crumb {
+            req = req.header(crumb.crumb_request_field.as_str(), crumb.crumb.as_str());
+        }
+        req = match body {
+            None => req,
+            Some(Body::Form(pairs)) => req.form(pairs),
+            Some(Body::Xml(xml)) => req.header("Content-Type", "application/xml; charset=utf-8").body(xml.clone()),
+        };
+        let resp = req.send().await.map_err(|e| transport_error(e, &url, self.limits.request_timeout))?;
+        let status = resp.status();
+        if status.is_success() || (accept == Accept::SuccessOrRedirect && status.is_redirection()) {
+            return Ok(resp);
+        }
+        Err(self.diagnose(resp, what).await)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Body>,
+        what: &str,
+        accept: Accept,
+    ) -> Result<reqwest::Response, Error> {
+        let idempotent = method == Method::GET || method == Method::HEAD;
+        let attempts = if idempotent { self.limits.read_attempts.max(1) } else { 1 };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let crumb = if method == Method::POST && self.needs_crumb() { self.crumb().await? } else { None };
+            let r = self
+                .send_once(
+                    method.clone(),
+                    path,
+                    query,
+                    body.as_ref(),
+                    what,
+                    accept,
+                    Some(self.limits.request_timeout),
+                    crumb.as_ref(),
+                )
+                .await;
+            match r {
+                // A crumb can expire with its session: fetch a fresh one and try the write once more.
+                Err(Error::Crumb) if method == Method::POST && attempt == 1 && self.needs_crumb() => {
+                    *self.crumb.lock().await = None;
+                    let fresh = self.crumb().await?;
+                    return match self
+                        .send_once(
+                            method.clone(),
+                            path,
+                            query,
+                            body.as_ref(),
+                            what,
+                            accept,
+                            Some(self.limits.request_timeout),
+                            fresh.as_ref(),
+                        )
+                        .await
+                    {
+                        Err(Error::Crumb) => Err(Error::Crumb),
+                        other => other,
+                    };
+                }
+                Err(e) if idempotent && e.is_transient() && attempt < attempts => {
+                    let backoff = self.limits.retry_base_delay * 2u32.saturating_pow(attempt - 1);
+                    let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2 + 1));
+                    tracing::debug!(what, attempt, error = %e, "retrying a transient failure");
+                    tokio::time::sleep(backoff + jitter).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn needs_crumb(&self) -> bool {
+        // API-token requests are exempt from CSRF checks (Jenkins 2.96+); anonymous and password
+        // sessions are not.
+        self.credentials.as_ref().is_none_or(|c| c.kind == SecretKind::Password)
+    }
+
+    async fn crumb(&self) -> Result<Option<Crumb>, Error> {
+        let mut guard = self.crumb.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(Some(c.clone()));
+        }
+        let r = self
+            .send_once(
+                Method::GET,
+                "crumbIssuer/api/json",
+                &[],
+                None,
+                "the CSRF crumb",
+                Accept::Success,
+                Some(self.limits.request_timeout),
+                None,
+            )
+            .await;
+        match r {
+            Ok(resp) => {
+                let crumb: Crumb = self.json(resp).await?;
+                *guard = Some(crumb.clone());
+                Ok(Some(crumb))
+            }
+            // No crumb issuer: CSRF protection is off.
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read_capped(&self, resp: reqwest::Response, limit: usize) -> Result<Bytes, Error> {
+        let request_url = resp.url().clone();
+        let url = request_url.to_string();
+        if resp.content_length().is_some_and(|n| n as usize > limit) {
+            return Err(Error::TooLarge { url, limit });
+        }
+        let mut buf = BytesMut::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| transport_error(e, &request_url, self.limits.request_timeout))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(Error::TooLarge { url, limit });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+
+    async fn json<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T, Error> {
+        let url = resp.url().to_string();
+        let body = self.read_capped(resp, self.limits.max_body_bytes).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+            url,
+            detail: format!("the body is not the expected JSON ({e}); it starts with {:?}", snippet(&body)),
+        })
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        what: &str,
+    ) -> Result<T, Error> {
+        let resp = self.send(Method::GET, path, query, None, what, Accept::Success).await?;
+        self.json(resp).await
+    }
+
+    /// Turns a non-success response into the error that explains it.
+    async fn diagnose(&self, resp: reqwest::Response, what: &str) -> Error {
+        let status = resp.status();
+        let url = resp.url().to_string();
+        let headers = resp.headers().clone();
+        let body = self.read_capped(resp, 256 * 1024).await.unwrap_or_default();
+        diagnose_status(
+            status,
+            &headers,
+            &String::from_utf8_lossy(&body),
+            what,
+            &url,
+            self.user(),
+            &self.base,
+            self.credentials.is_none(),
+        )
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // controller
+
+    /// `GET /api/json` with an optional tree; also returns the `X-Jenkins` version header.
+    pub async fn root_info(&self, tree: Option<&Tree>) -> Result<(RootInfo, Option<String>), Error> {
+        let q = tree_query(tree);
+        let resp = self.send(Method::GET, "api/json", &q, None, "the controller's root API", Accept::Success).await?;
+        let version = version_header(resp.headers());
+        Ok((self.json(resp).await?, version))
+    }
+
+    /// The Jenkins version (`X-Jenkins`).
+    pub async fn version(&self) -> Result<Option<String>, Error> {
+        let (_, v) = self.root_info(Some(&Tree::new().field("_class"))).await?;
+        Ok(v)
+    }
+
+    /// Who the controller thinks we are.
+    pub async fn who_am_i(&self) -> Result<WhoAmI, Error> {
+        self.get_json("whoAmI/api/json", &[], "whoAmI").await
+    }
+
+    /// Installed plugins (needs Overall/SystemRead or Administer).
+    pub async fn plugins(&self) -> Result<Vec<Plugin>, Error> {
+        let tree = Tree::new()
+            .nested("plugins", Tree::new().fields(&["shortName", "longName", "version", "active", "enabled"]));
+        let list: PluginList =
+            self.get_json("pluginManager/api/json", &tree_query(Some(&tree)), "the plugin list").await?;
+        Ok(list.plugins)
+    }
+
+    /// Which optional plugins are there. Users who may not list plugins get `None`s, not an error.
+    pub async fn capabilities(&self) -> Result<Capabilities, Error> {
+        match self.plugins().await {
+            Ok(plugins) => {
+                let has = |n: &str| Some(plugins.iter().any(|p| p.short_name == n && p.active));
+                Ok(Capabilities {
+                    plugins_visible: true,
+                    pipeline_rest_api: has("pipeline-rest-api"),
+                    notification: has("notification"),
+                    junit: has("junit"),
+                    folders: has("cloudbees-folder"),
+                    multibranch: has("workflow-multibranch"),
+                    git: has("git"),
+                    plugins,
+                })
+            }
+            Err(Error::Forbidden { .. }) => Ok(Capabilities::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The connection test: version, identity, crumb need and plugins — or the diagnosis.
+    pub async fn test_connection(&self) -> Result<ConnectionReport, Error> {
+        let tree = Tree::new().fields(&["useCrumbs", "useSecurity", "quietingDown", "url"]);
+        let (root, version) = self.root_info(Some(&tree)).await?;
+        if version.is_none() {
+            return Err(Error::Protocol {
+                url: self.base.to_string(),
+                detail: "the answer has no X-Jenkins header, so it does not come from Jenkins".into(),
+            });
+        }
+        let who = self.who_am_i().await?;
+        if self.credentials.is_some() && who.anonymous {
+            return Err(Error::Protocol {
+                url: self.base.to_string(),
+                detail: "Jenkins treated the request as anonymous although credentials were sent (a proxy may strip the Authorization header)".into(),
+            });
+        }
+        let capabilities = self.capabilities().await?;
+        Ok(ConnectionReport {
+            base_url: self.base.to_string(),
+            version,
+            who_am_i: who,
+            crumbs_required: root.use_crumbs && self.needs_crumb(),
+            use_security: root.use_security,
+            quieting_down: root.quieting_down,
+            capabilities,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // jobs
+
+    /// Items directly in a folder (or at the root), or the whole tree down to `depth` levels with
+    /// one request.
+    pub async fn list_items(&self, folder: Option<&JobPath>, depth: usize) -> Result<Vec<ItemRef>, Error> {
+        let tree = Tree::jobs_recursive(&["_class", "name", "url", "color", "fullName"], depth.max(1));
+        let path = format!("{}api/json", folder.map(JobPath::url_path).unwrap_or_default());
+        let what = folder.map_or_else(|| "the root folder".to_string(), |f| format!("folder {f}"));
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Jobs {
+            jobs: Vec<ItemRef>,
+        }
+        let r: Jobs = self.get_json(&path, &tree_query(Some(&tree)), &what).await?;
+        Ok(r.jobs)
+    }
+
+    /// A job or folder (depth 0).
+    pub async fn job(&self, job: &JobPath) -> Result<Job, Error> {
+        self.get_json(&format!("{}api/json", job.url_path()), &[], &format!("job {job}")).await
+    }
+
+    /// Any object of a job with a `tree=` selection, as raw JSON.
+    pub async fn job_tree(&self, job: &JobPath, tree: &Tree) -> Result<Value, Error> {
+        self.get_json(&format!("{}api/json", job.url_path()), &tree_query(Some(tree)), &format!("job {job}")).await
+    }
+
+    /// A build.
+    pub async fn build(&self, job: &JobPath, which: BuildSelector) -> Result<Build, Error> {
+        let path = format!("{}{}/api/json", job.url_path(), which.segment());
+        self.get_json(&path, &[], &describe_build(job, which)).await
+    }
+
+    /// Triggers a build, with parameters (`buildWithParameters`) or without (`build`), and
+    /// returns the queue item id from the `Location` header — the only exact link to the build.
+    pub async fn trigger(&self, job: &JobPath, params: &[(String, String)]) -> Result<u64, Error> {
+        let (path, body) = if params.is_empty() {
+            (format!("{}build", job.url_path()), None)
+        } else {
+            (format!("{}buildWithParameters", job.url_path()), Some(Body::Form(params.to_vec())))
+        };
+        let what = format!("triggering {job}");
+        let resp = self.send(Method::POST, &path, &[], body, &what, Accept::SuccessOrRedirect).await?;
+        let status = resp.status();
+        let location = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        match (status, location) {
+            (StatusCode::CREATED | StatusCode::SEE_OTHER, Some(loc)) => {
+                queue_id_from_location(&loc).ok_or_else(|| Error::Protocol {
+                    url: self.base.to_string(),
+                    detail: format!("the trigger answered Location: {loc}, which is not a queue item URL"),
+                })
+            }
+            (s, loc) => Err(Error::Protocol {
+                url: self.base.to_string(),
+                detail: format!(
+                    "the trigger answered HTTP {} without a queue item (Location: {}); Jenkins did not schedule the build",
+                    s.as_u16(),
+                    loc.unwrap_or_else(|| "none".into())
+                ),
+            }),
+        }
+    }
+
+    /// A queue item, live or left (left items are kept for 5 minutes).
+    pub async fn queue_item(&self, id: u64) -> Result<QueueItem, Error> {
+        self.get_json(&format!("queue/item/{id}/api/json"), &[], &format!("queue item {id}")).await
+    }
+
+    /// The whole queue.
+    pub async fn queue(&self) -> Result<Vec<QueueItem>, Error> {
+        let q: Queue = self.get_json("queue/api/json", &[], "the build queue").await?;
+        Ok(q.items)
+    }
+
+    /// Cancels a queued item (`POST /queue/cancelItem`, 204).
+    pub async fn cancel_queue_item(&self, id: u64) -> Result<(), Error> {
+        self.send(
+            Method::POST,
+            "queue/cancelItem",
+            &[("id", id.to_string())],
+            None,
+            &format!("queue item {id}"),
+            Accept::SuccessOrRedirect,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Follows a queue item until it becomes a build (the exact build, never "lastBuild").
+    /// After the left item has expired, the build is found by its `queueId`.
+    pub async fn wait_for_build(
+        &self,
+        job: &JobPath,
+        queue_id: u64,
+        timeout: Duration,
+        poll: Duration,
+    ) -> Result<BuildRef, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.queue_item(queue_id).await {
+                Ok(item) => {
+                    if let Some(b) = item.executable.filter(|b| b.number > 0) {
+                        return Ok(b);
+                    }
+                    if item.cancelled == Some(true) {
+                        return Err(Error::Conflict {
+                            what: format!("queue item {queue_id} of {job}"),
+                            detail: "it was cancelled before it started".into(),
+                            fix: "trigger the job again if the build is still wanted".into(),
+                        });
+                    }
+                }
+                Err(Error::NotFound { .. }) => {
+                    return self.find_build_by_queue_id(job, queue_id).await?.ok_or_else(|| Error::NotFound {
+                        what: format!("queue item {queue_id}"),
+                        url: self.base.to_string(),
+                        fix: "the item left the queue more than 5 minutes ago and no build of the job has this queueId; it may have been cancelled".into(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::WaitTimeout {
+                    what: format!("queue item {queue_id} of {job} to start"),
+                    seconds: timeout.as_secs(),
+                    fix: "look at the item's 'why' (no free executor? an offline node?) with the queue call".into(),
+                });
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// The build of `job` created from queue item `queue_id`, if any.
+    pub async fn find_build_by_queue_id(&self, job: &JobPath, queue_id: u64) -> Result<Option<BuildRef>, Error> {
+        let tree = Tree::new().nested("allBuilds", Tree::new().fields(&["_class", "number", "url", "queueId"]));
+        let v = self.job_tree(job, &tree).await?;
+        let found = v
+            .get("allBuilds")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().find(|b| b.get("queueId").and_then(Value::as_u64) == Some(queue_id)).cloned());
+        Ok(found.and_then(|b| serde_json::from_value(b).ok()))
+    }
+
+    /// Stops a running build (`POST .../stop`; Jenkins answers 302 whether or not it ran).
+    pub async fn stop_build(&self, job: &JobPath, number: u64) -> Result<(), Error> {
+        let path = format!("{}{number}/stop", job.url_path());
+        self.send(Method::POST, &path, &[], None, &format!("build #{number} of {job}"), Accept::SuccessOrRedirect)
+            .await
+            .map(drop)
+    }
+
+    /// The job's config.xml as stored.
+    pub async fn config_xml(&self, job: &JobPath) -> Result<String, Error> {
+        let resp = self
+            .send(
+                Method::GET,
+                &format!("{}config.xml", job.url_path()),
+                &[],
+                None,
+                &format!("job {job}"),
+                Accept::Success,
+            )
+            .await?;
+        let body = self.read_capped(resp, self.limits.max_body_bytes).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Replaces the job's config.xml.
+    pub async fn update_config_xml(&self, job: &JobPath, xml: &str) -> Result<(), Error> {
+        let path = format!("{}config.xml", job.url_path());
+        self.send(Method::POST, &path, &[], Some(Body::Xml(xml.to_string())), &format!("job {job}"), Accept::Success)
+            .await
+            .map(drop)
+    }
+
+    /// Creates `name` in `folder` (or the root) from a config.xml.
+    pub async fn create_job(&self, folder: Option<&JobPath>, name: &str, xml: &str) -> Result<(), Error> {
+        let path = format!("{}createItem", folder.map(JobPath::url_path).unwrap_or_default());
+        self.send(
+            Method::POST,
+            &path,
+            &[("name", name.to_string())],
+            Some(Body::Xml(xml.to_string())),
+            &format!("creating {name}"),
+            Accept::Success,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Copies `from` (a name in the same folder, or `/full/path`) to `name`.
+    pub async fn copy_job(&self, folder: Option<&JobPath>, name: &str, from: &str) -> Result<(), Error> {
+        let path = format!("{}createItem", folder.map(JobPath::url_path).unwrap_or_default());
+        let q = [("name", name.to_string()), ("mode", "copy".to_string()), ("from", from.to_string())];
+        self.send(Method::POST, &path, &q, None, &format!("copying {from} to {name}"), Accept::SuccessOrRedirect)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes a job or folder.
+    pub async fn delete_job(&self, job: &JobPath) -> Result<(), Error> {
+        let path = format!("{}doDelete", job.url_path());
+        self.send(Method::POST, &path, &[], None, &format!("job {job}"), Accept::SuccessOrRedirect).await.map(drop)
+    }
+
+    /// Enables or disables a job.
+    pub async fn set_enabled(&self, job: &JobPath, enabled: bool) -> Result<(), Error> {
+        let path = format!("{}{}", job.url_path(), if enabled { "enable" } else { "disable" });
+        self.send(Method::POST, &path, &[], None, &format!("job {job}"), Accept::SuccessOrRedirect).await.map(drop)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // nodes, views
+
+    pub async fn nodes(&self) -> Result<ComputerSet, Error> {
+        self.get_json("computer/api/json", &[], "the node list").await
+    }
+
+    /// One node; the controller is `(built-in)`.
+    pub async fn node(&self, name: &str) -> Result<Computer, Error> {
+        let seg = if name.is_empty() || name == "Built-In Node" || name == "built-in" {
+            "(built-in)".to_string()
+        } else {
+            crate::path::raw_encode(name)
+        };
+        self.get_json(&format!("computer/{seg}/api/json"), &[], &format!("node {name}")).await
+    }
+
+    pub async fn views(&self) -> Result<Vec<ViewRef>, Error> {
+        let (root, _) =
+            self.root_info(Some(&Tree::new().nested("views", Tree::new().fields(&["_class", "name", "url"])))).await?;
+        Ok(root.views)
+    }
+
+    pub async fn view(&self, name: &str) -> Result<View, Error> {
+        self.get_json(&format!("view/{}/api/json", crate::path::raw_encode(name)), &[], &format!("view {name}")).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // tests, pipelines
+
+    /// The junit report of a build; `None` if the build recorded no tests.
+    pub async fn test_report(&self, job: &JobPath, number: u64) -> Result<Option<Value>, Error> {
+        match self.get_json(&format!("{}{number}/testReport/api/json", job.url_path()), &[], "the test report").await {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Recent Pipeline runs (at most 10, newest first) from the Pipeline REST API.
+    pub async fn pipeline_runs(&self, job: &JobPath) -> Result<Vec<PipelineRun>, Error> {
+        let path = format!("{}wfapi/runs", job.url_path());
+        self.wfapi(job, &path).await
+    }
+
+    /// One Pipeline run with its stages.
+    pub async fn pipeline_run(&self, job: &JobPath, number: u64) -> Result<PipelineRun, Error> {
+        let path = format!("{}{number}/wfapi/describe", job.url_path());
+        self.wfapi(job, &path).await
+    }
+
+    /// One flow node (a stage with its steps, or a step).
+    pub async fn pipeline_node(&self, job: &JobPath, number: u64, node: &str) -> Result<Stage, Error> {
+        let path =
+            format!("{}{number}/execution/node/{}/wfapi/describe", job.url_path(), crate::path::raw_encode(node));
+        self.wfapi(job, &path).await
+    }
+
+    /// The log of one flow node (the last ≤ 10 KiB, HTML-escaped as Jenkins sends it).
+    pub async fn pipeline_node_log(&self, job: &JobPath, number: u64, node: &str) -> Result<NodeLog, Error> {
+        let path = format!("{}{number}/execution/node/{}/wfapi/log", job.url_path(), crate::path::raw_encode(node));
+        self.wfapi(job, &path).await
+    }
+
+    /// wfapi calls: a 404 is explained — missing job, not a Pipeline job, or the plugin is absent.
+    async fn wfapi<T: DeserializeOwned>(&self, job: &JobPath, path: &str) -> Result<T, Error> {
+        match self.get_json(path, &[], &format!("the Pipeline REST API of {job}")).await {
+            Err(Error::NotFound { url, .. }) => {
+                let class = self.job_tree(job, &Tree::new().field("_class")).await?;
+                let class = class.get("_class").and_then(Value::as_str).unwrap_or_default().to_string();
+                if !class.ends_with("WorkflowJob") {
+                    return Err(Error::BadRequest {
+                        message: format!("{job} is a {class}, not a Pipeline job; it has no stages"),
+                        fix: "use the build and console calls for non-Pipeline jobs".into(),
+                    });
+                }
+                match self.capabilities().await {
+                    Ok(c) if c.pipeline_rest_api == Some(true) => Err(Error::NotFound {
+                        what: "the Pipeline run".into(),
+                        url,
+                        fix: "check the build number".into(),
+                    }),
+                    _ => Err(Error::PluginMissing {
+                        plugin: "pipeline-rest-api",
+                        feature: "Pipeline stages (wfapi)",
+                        alternative: "the console log, which shows [Pipeline] stage markers",
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // consoles
+
+    /// The whole console (`consoleText`) as a byte stream: never held in memory. Combine with
+    /// [`crate::logs`] for head, tail, ranges and grep.
+    pub async fn console_stream(
+        &self,
+        job: &JobPath,
+        number: u64,
+    ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Unpin + use<>, Error> {
+        let path = format!("{}{number}/consoleText", job.url_path());
+        let what = format!("the console of build #{number} of {job}");
+        let mut url = self.base.join(&path)?;
+        url.set_query(None);
+        let resp = self.send_stream(&path, &[], &what).await?;
+        let timeout = self.limits.read_timeout;
+        Ok(resp.bytes_stream().map(move |r| r.map_err(|e| transport_error(e, &url, timeout))))
+    }
+
+    /// A streaming GET: no whole-request timeout (the read timeout guards idle streams).
+    async fn send_stream(&self, path: &str, query: &[(&str, String)], what: &str) -> Result<reqwest::Response, Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.send_once(Method::GET, path, query, None, what, Accept::Success, None, None).await {
+                Err(e) if e.is_transient() && attempt < self.limits.read_attempts.max(1) => {
+                    tokio::time::sleep(self.limits.retry_base_delay * attempt).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One progressive read from byte `start` (`logText/progressiveText`), at most `max_bytes`.
+    pub async fn progressive_text(
+        &self,
+        job: &JobPath,
+        number: u64,
+        start: u64,
+        max_bytes: usize,
+    ) -> Result<LogChunk, Error> {
+        let path = format!("{}{number}/logText/progressiveText", job.url_path());
+        let what = format!("the console of build #{number} of {job}");
+        let resp = self.send_stream(&path, &[("start", start.to_string())], &what).await?;
+        let size =
+            resp.headers().get("X-Text-Size").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+        let more_data = resp.headers().get("X-More-Data").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let Some(size) = size else {
+            return Err(Error::Protocol {
+                url: resp.url().to_string(),
+                detail: "progressiveText answered without X-Text-Size".into(),
+            });
+        };
+        // Jenkins restarts from 0 when start is past the end; the size tells where this chunk began.
+        let mut stream = resp.bytes_stream();
+        let mut buf = BytesMut::new();
+        let mut cut = false;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::Connect { url: path.clone(), detail: e.to_string() })?;
+            let room = max_bytes.saturating_sub(buf.len());
+            if chunk.len() > room {
+                buf.extend_from_slice(&chunk[..room]);
+                cut = true;
+                break;
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        let began = if start > size { 0 } else { start };
+        let next_start = if cut { began + buf.len() as u64 } else { size };
+        Ok(LogChunk { text: buf.freeze(), next_start, more: more_data || cut })
+    }
+
+    /// Follows a running build's console from `start` until Jenkins says there is no more data,
+    /// polling every `poll`. Yields text as it arrives; memory is bounded by `chunk_bytes`.
+    pub fn follow_console<'a>(
+        &'a self,
+        job: &'a JobPath,
+        number: u64,
+        start: u64,
+        poll: Duration,
+        chunk_bytes: usize,
+    ) -> impl Stream<Item = Result<Bytes, Error>> + 'a {
+        futures_util::stream::unfold(Some(start), move |state| async move {
+            let start = state?;
+            let mut pos = start;
+            loop {
+                match self.progressive_text(job, number, pos, chunk_bytes).await {
+                    Err(e) => return Some((Err(e), None)),
+                    Ok(chunk) => {
+                        let next = chunk.more.then_some(chunk.next_start);
+                        if !chunk.text.is_empty() {
+                            return Some((Ok(chunk.text), next));
+                        }
+                        let n = next?;
+                        pos = n;
+                        tokio::time::sleep(poll).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+fn tree_query(tree: Option<&Tree>) -> Vec<(&'static str, String)> {
+    match tree {
+        Some(t) if !t.is_empty() => vec![("tree", t.to_string())],
+        _ => Vec::new(),
+    }
+}
+
+fn version_header(h: &HeaderMap) -> Option<String> {
+    h.get("X-Jenkins").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn describe_build(job: &JobPath, which: BuildSelector) -> String {
+    match which {
+        BuildSelector::Number(n) => format!("build #{n} of {job}"),
+        other => format!("the {} of {job}", other.segment()),
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned()
+}
+
+/// `/queue/item/N/` → N.
+pub fn queue_id_from_location(location: &str) -> Option<u64> {
+    let path = location.split(['?', '#']).next().unwrap_or(location);
+    let mut segs = path.trim_end_matches('/').rsplit('/');
+    let id = segs.next()?.parse().ok()?;
+    (segs.next() == Some("item") && segs.next() == Some("queue")).then_some(id)
+}
+
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        parts.push(err.to_string());
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+/// Explains a failure below HTTP: refused by the SSRF guard, DNS, TLS, connect, timeout.
+fn transport_error(e: reqwest::Error, url: &url::Url, timeout: Duration) -> Error {
+    if let Some(r) = crate::ssrf::find_refusal(&e) {
+        return Error::Refused(r.clone());
+    }
+    let mut shown = url.clone();
+    shown.set_query(None);
+    let text = chain_text(&e);
+    let lower = text.to_ascii_lowercase();
+    let host = url.host_str().unwrap_or_default().to_string();
+    if e.is_timeout() {
+        return Error::Timeout {
+            url: shown.to_string(),
+            seconds: timeout.as_secs(),
+            during: if e.is_connect() { "connecting" } else { "waiting for the answer" },
+        };
+    }
+    if lower.contains("dns error")
+        || lower.contains("failed to lookup address")
+        || lower.contains("name or service not known")
+        || lower.contains("no addresses")
+    {
+        return Error::Dns { host, detail: text };
+    }
+    if lower.contains("certificate")
+        || lower.contains("tls")
+        || lower.contains("handshake")
+        || lower.contains("invalidcontenttype")
+        || lower.contains("corrupt message")
+    {
+        let fix = if lower.contains("unknownissuer")
+            || lower.contains("unknown issuer")
+            || lower.contains("self-signed")
+            || lower.contains("self signed")
+        {
+            "the controller's certificate is signed by a CA this machine does not trust (self-signed or private CA): add that CA certificate (PEM) as the controller's CA bundle; only for a throwaway test controller, opt in to skipping verification (dangerous)"
+        } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+            "the certificate does not name this host: use the host name the certificate was issued for"
+        } else if lower.contains("expired") {
+            "the controller's certificate has expired: renew it on the Jenkins side"
+        } else if lower.contains("invalidcontenttype") || lower.contains("corrupt message") {
+            "the server did not answer with TLS: it probably serves plain http on this port, so use http:// (or the controller's https port)"
+        } else {
+            "check that the URL's scheme matches the port (https on an http port fails), and the controller's certificate"
+        };
+        return Error::Tls { url: shown.to_string(), detail: text, fix: fix.into() };
+    }
+    Error::Connect { url: shown.to_string(), detail: text }
+}
+
+/// Explains an HTTP error status (jenkins-wire.md §6, §8, §11).
+#[allow(clippy::too_many_arguments)]
+fn diagnose_status(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+    what: &str,
+    url: &str,
+    user: &str,
+    base: &BaseUrl,
+    anonymous: bool,
+) -> Error {
+    // Jenkins sends UTF-8 in some headers (X-Error: A job already exists with the name ‘x’).
+    let header =
+        |name: &str| headers.get(name).map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let url = url::Url::parse(url)
+        .map(|mut u| {
+            u.set_query(None);
+            u.to_string()
+        })
+        .unwrap_or_else(|_| url.to_string());
+    match status.as_u16() {
+        401 => Error::Unauthorized {
+            user: user.to_string(),
+            token_url: format!("{base}user/{}/security", crate::path::raw_encode(user)),
+        },
+        403 if body.contains("No valid crumb") => Error::Crumb,
+        403 => {
+            let permission = header("X-Required-Permission");
+            let as_anonymous = anonymous || header("X-You-Are-Authenticated-As").as_deref() == Some("anonymous");
+            match (&permission, as_anonymous) {
+                (Some(p), true) => Error::Forbidden {
+                    message: format!(
+                        "Jenkins refused anonymous access to {what} (HTTP 403): anonymous users lack {} ({p})",
+                        permission_title(p)
+                    ),
+                    permission: permission.clone(),
+                    fix: "anonymous read access is off on this controller: configure a user name and API token".into(),
+                },
+                (Some(p), false) => Error::Forbidden {
+                    message: format!(
+                        "user '{user}' lacks the {} permission ({p}) needed for {what} (HTTP 403)",
+                        permission_title(p)
+                    ),
+                    permission: permission.clone(),
+                    fix: format!(
+                        "grant {} to '{user}' in Jenkins (Manage Jenkins → Security), or connect as a user that has it",
+                        permission_title(p)
+                    ),
+                },
+                (None, _) => Error::Forbidden {
+                    message: format!(
+                        "Jenkins refused {what} for user '{user}' (HTTP 403){}",
+                        first_error_line(body).map(|l| format!(": {l}")).unwrap_or_default()
+                    ),
+                    permission: None,
+                    fix: "check the user's permissions in Jenkins (the /whoAmI page shows what Jenkins sees)".into(),
+                },
+            }
+        }
+        404 => Error::NotFound {
+            what: what.to_string(),
+            url,
+            fix: format!(
+                "check the name: folders are addressed by full name a/b (URL /job/a/job/b/); Jenkins also answers 404 when user '{user}' may not see the item (it lacks Job/Read)"
+            ),
+        },
+        409 => Error::Conflict {
+            what: what.to_string(),
+            detail: first_error_line(body).unwrap_or_else(|| "Jenkins refused it".into()),
+            fix: "the job is probably disabled: enable it first".into(),
+        },
+        400 => {
+            let message = header("X-Error").or_else(|| first_error_line(body)).unwrap_or_else(|| "Bad Request".into());
+            let fix = if message.contains("is not parameterized") {
+                "trigger the job without parameters".to_string()
+            } else if message.contains("Nothing is submitted") || message.contains("expects a form submission") {
+                "this job takes parameters: trigger it with parameters".to_string()
+            } else if message.contains("already exists") {
+                "choose another name, or update the existing item instead".to_string()
+            } else {
+                "correct the request as the message says".to_string()
+            };
+            Error::BadRequest { message, fix }
+        }
+        503 => {
+            let detail = if body.contains("getting ready to work") {
+                "Jenkins is starting up".to_string()
+            } else if body.to_ascii_lowercase().contains("quiet") || body.contains("shut down") {
+                "Jenkins is in quiet-down mode (preparing to shut down)".to_string()
+            } else {
+                "Jenkins or a proxy in front of it is temporarily unavailable".to_string()
+            };
+            Error::Unavailable { detail }
+        }
+        300..=399 => Error::Redirected {
+            url,
+            status: status.as_u16(),
+            location: header("Location").unwrap_or_else(|| "(none)".into()),
+        },
+        s @ 500..=599 => Error::Server {
+            what: what.to_string(),
+            status: s,
+            first_line: first_error_line(body)
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("server error").to_string()),
+        },
+        s => Error::Protocol { url, detail: format!("unexpected HTTP {s} for {what}") },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_ids_from_locations() {
+        assert_eq!(queue_id_from_location("http://ci:8080/queue/item/42/"), Some(42));
+        assert_eq!(queue_id_from_location("https://ci/jenkins/queue/item/7"), Some(7));
+        assert_eq!(queue_id_from_location("http://ci/job/x/42/"), None);
+        assert_eq!(queue_id_from_location("garbage"), None);
+    }
+
+    #[test]
+    fn credentials_never_debug_the_secret() {
+        let c = Credentials::api_token("alice", SecretString::from("s3cr3t-token".to_string()));
+        let shown = format!("{c:?}");
+        assert!(shown.contains("alice") && !shown.contains("s3cr3t"), "{shown}");
+    }
+}
