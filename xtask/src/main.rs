@@ -14,9 +14,11 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("bench") => bench(),
         _ => {
-            eprintln!("usage: cargo xtask test [--rust-only | --clients-only]");
+            eprintln!("usage: cargo xtask test [--rust-only | --clients-only] | cargo xtask bench");
             eprintln!("  test   runs every test (Rust suites, then the real Jenkins clients against the twin)");
+            eprintln!("  bench  runs the benchmarks (release build): speed and memory goals live here, not in tests");
             std::process::exit(2);
         }
     }
@@ -64,6 +66,16 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     }
     eprintln!("xtask: all tests passed");
     Ok(())
+}
+
+/// Benchmarks: tailing a 1 GiB console from the twin with bounded memory.
+fn bench() -> anyhow::Result<()> {
+    let root = root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(
+        Command::new(&cargo).current_dir(&root).args(["run", "--release", "-p", "jenkins", "--example", "tail_bench"]),
+        "tail a 1 GiB console log streamed from the twin (crates/jenkins/examples/tail_bench.rs)",
+    )
 }
 
 /// Creates target/xtask-venv with the pinned client packages, reinstalling when

@@ -35,6 +35,7 @@ pub fn router(twin: Arc<Twin>) -> Router {
 
 /// Fault injection: latency, 503 while "starting", random 500/503 (jenkins-wire.md §11).
 async fn faults(AxState(twin): AxState<Arc<Twin>>, req: Request, next: Next) -> Response {
+    twin.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = req.uri().path().to_string();
     let (latency, fail500, fail503, starting) = match twin.faults.lock() {
         Ok(mut f) => {

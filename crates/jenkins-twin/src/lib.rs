@@ -55,6 +55,8 @@ pub struct Twin {
     /// `http://ADDR/`, set when serving: the request-independent root URL (notifications).
     pub(crate) listen_base: OnceLock<String>,
     started: std::time::Instant,
+    /// Requests received (faulted ones included): lets tests prove what a client retried.
+    pub(crate) requests: std::sync::atomic::AtomicU64,
 }
 
 /// Fault injection settings plus the seeded generator that decides each request's fate.
@@ -95,6 +97,7 @@ impl Twin {
             http,
             listen_base: OnceLock::new(),
             started: std::time::Instant::now(),
+            requests: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -113,6 +116,11 @@ impl Twin {
             .clone()
             .or_else(|| self.listen_base.get().cloned())
             .unwrap_or_else(|| "http://localhost:8080/".into())
+    }
+
+    /// How many HTTP requests the twin has received (faulted ones included).
+    pub fn requests_received(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Current time on the twin clock (epoch ms).

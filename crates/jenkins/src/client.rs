@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::error::{Error, first_error_line, permission_title};
 use crate::model::*;
 use crate::path::{BaseUrl, JobPath};
-use crate::ssrf::{AllowEntry, EgressPolicy, GuardedResolver, Lookup, SystemLookup};
+use crate::ssrf::{AllowEntry, EgressPolicy, GuardedResolver, Lookup, RefusalReason, SystemLookup};
 use crate::tree::Tree;
 
 /// How the secret authenticates.
@@ -1033,7 +1033,14 @@ fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
 /// Explains a failure below HTTP: refused by the SSRF guard, DNS, TLS, connect, timeout.
 fn transport_error(e: reqwest::Error, url: &url::Url, timeout: Duration) -> Error {
     if let Some(r) = crate::ssrf::find_refusal(&e) {
-        return Error::Refused(r.clone());
+        // The guard resolves names itself, so its lookup failures are DNS problems, not refusals.
+        let host = r.target.rsplit_once(':').map_or(r.target.as_str(), |(h, _)| h).to_string();
+        return match &r.reason {
+            RefusalReason::DnsFailure { detail } => Error::Dns { host, detail: detail.clone() },
+            RefusalReason::DnsTimeout { .. } => Error::Dns { host, detail: "the lookup timed out".into() },
+            RefusalReason::NoAddresses => Error::Dns { host, detail: "the name has no addresses".into() },
+            _ => Error::Refused(r.clone()),
+        };
     }
     let mut shown = url.clone();
     shown.set_query(None);

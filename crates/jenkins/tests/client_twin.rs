@@ -402,3 +402,129 @@ async fn password_sessions_fetch_crumbs() {
     let id = c.trigger(&path("team/api"), &[]).await.expect("POST with crumb and session cookie");
     assert!(id > 0);
 }
+
+#[tokio::test]
+async fn reads_are_retried_writes_never() {
+    let sc =
+        scenario::parse("[controller]\nquiet_period = 0\n[faults]\nerror_503_rate = 1.0\n[[jobs]]\npath = \"j\"\n")
+            .expect("sc");
+    let t = Twin::new(&sc, &[("admin".into(), "p".into(), TOKEN.into())]).expect("twin");
+    let s = t.serve("127.0.0.1:0".parse().expect("addr")).await.expect("serve");
+    let c = JenkinsClient::builder(s.url())
+        .credentials(Credentials::api_token("admin", SecretString::from(TOKEN.to_string())))
+        .allow_private(allow(&s))
+        .limits(Limits { read_attempts: 3, retry_base_delay: Duration::from_millis(1), ..Limits::default() })
+        .build()
+        .expect("client");
+    let before = t.requests_received();
+    assert!(matches!(c.job(&path("j")).await, Err(Error::Unavailable { .. })));
+    assert_eq!(t.requests_received() - before, 3, "an idempotent read is tried 3 times");
+    let before = t.requests_received();
+    assert!(matches!(c.trigger(&path("j"), &[]).await, Err(Error::Unavailable { .. })));
+    assert_eq!(t.requests_received() - before, 1, "a write is never retried");
+}
+
+struct FailingLookup;
+impl jenkins::ssrf::Lookup for FailingLookup {
+    fn lookup(
+        &self,
+        host: &str,
+        _port: u16,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<std::net::SocketAddr>>> {
+        let host = host.to_string();
+        Box::pin(async move { Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("no such host {host}"))) })
+    }
+}
+
+#[tokio::test]
+async fn dns_size_and_wait_diagnoses() {
+    let c = JenkinsClient::builder("http://jenkins.example.invalid:8080/")
+        .lookup(Arc::new(FailingLookup))
+        .limits(Limits { read_attempts: 1, ..Limits::default() })
+        .build()
+        .expect("client");
+    let err = c.version().await;
+    assert!(matches!(&err, Err(Error::Dns { host, .. }) if host == "jenkins.example.invalid"), "{err:?}");
+
+    let s = twin(&SCENARIO.replace(
+        "[[jobs]]\npath = \"off\"",
+        "[[jobs]]\npath = \"stuck\"\nlabel = \"nowhere\"\n\n[[jobs]]\npath = \"off\"",
+    ))
+    .await;
+    let small = JenkinsClient::builder(s.url())
+        .credentials(Credentials::api_token("admin", SecretString::from(TOKEN.to_string())))
+        .allow_private(allow(&s))
+        .limits(Limits { max_body_bytes: 100, ..Limits::default() })
+        .build()
+        .expect("client");
+    assert!(matches!(small.job(&path("team/api")).await, Err(Error::TooLarge { limit: 100, .. })));
+    let c = admin(&s);
+    let id = c.trigger(&path("stuck"), &[]).await.expect("trigger");
+    let err = c.wait_for_build(&path("stuck"), id, Duration::from_millis(300), Duration::from_millis(50)).await;
+    assert!(matches!(&err, Err(e @ Error::WaitTimeout { .. }) if e.to_string().contains("why")), "{err:?}");
+    let item = c.queue_item(id).await.expect("item");
+    assert_eq!(item.why.as_deref(), Some("There are no nodes with the label ‘nowhere’"));
+    assert!(item.stuck);
+}
+
+/// A server that is not Jenkins: answers every request with `response`.
+async fn fake_server(response: &'static str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let h = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = l.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock.write_all(response.as_bytes()).await;
+        }
+    });
+    (addr, h)
+}
+
+#[tokio::test]
+async fn non_jenkins_answers_are_explained() {
+    let (addr, _h) = fake_server(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    .await;
+    let c = JenkinsClient::builder(format!("http://{addr}"))
+        .allow_private(format!("127.0.0.1/32:{}", addr.port()).parse().expect("entry"))
+        .build()
+        .expect("client");
+    let err = c.test_connection().await;
+    assert!(matches!(&err, Err(e @ Error::Protocol { .. }) if e.to_string().contains("X-Jenkins")), "{err:?}");
+
+    let (addr, _h) = fake_server("HTTP/1.1 302 Found\r\nLocation: https://sso.example.com/login\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+    let c = JenkinsClient::builder(format!("http://{addr}"))
+        .allow_private(format!("127.0.0.1/32:{}", addr.port()).parse().expect("entry"))
+        .build()
+        .expect("client");
+    let err = c.version().await;
+    assert!(
+        matches!(&err, Err(Error::Redirected { location, .. }) if location == "https://sso.example.com/login"),
+        "{err:?}"
+    );
+
+    let (addr, _h) = fake_server("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-Jenkins: 2.541.2\r\nContent-Length: 19\r\nConnection: close\r\n\r\n<html>login</html>\n").await;
+    let c = JenkinsClient::builder(format!("http://{addr}"))
+        .allow_private(format!("127.0.0.1/32:{}", addr.port()).parse().expect("entry"))
+        .build()
+        .expect("client");
+    let err = c.job(&path("x")).await;
+    assert!(
+        matches!(&err, Err(e @ Error::Protocol { .. }) if e.to_string().contains("not the expected JSON")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn ca_bundles_are_validated() {
+    let err = JenkinsClient::builder("https://ci.example.com")
+        .tls(jenkins::TlsOptions {
+            ca_bundle_pem: Some(b"not a certificate".to_vec()),
+            danger_accept_invalid_certs: false,
+        })
+        .build();
+    assert!(matches!(&err, Err(e @ Error::Config { .. }) if e.to_string().contains("BEGIN CERTIFICATE")), "{err:?}");
+}
