@@ -528,3 +528,18 @@ async fn ca_bundles_are_validated() {
         .build();
     assert!(matches!(&err, Err(e @ Error::Config { .. }) if e.to_string().contains("BEGIN CERTIFICATE")), "{err:?}");
 }
+
+#[tokio::test]
+async fn crumb_failures_are_explained() {
+    let (addr, _h) = fake_server(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nContent-Length: 51\r\nConnection: close\r\n\r\n<h2>No valid crumb was included in the request</h2>",
+    )
+    .await;
+    let c = JenkinsClient::builder(format!("http://{addr}"))
+        .credentials(Credentials::password("admin", SecretString::from("pw".to_string())))
+        .allow_private(format!("127.0.0.1/32:{}", addr.port()).parse().expect("entry"))
+        .build()
+        .expect("client");
+    let err = c.trigger(&path("x"), &[]).await;
+    assert!(matches!(&err, Err(e @ Error::Crumb) if e.to_string().contains("API token")), "{err:?}");
+}
