@@ -1,6 +1,7 @@
 //! jgate: lets AI agents use Jenkins safely. This binary hosts the CLI; today it serves the
 //! Jenkins twin (`jgate twin serve`) and a demo of it (`jgate demo`).
 
+mod admin;
 mod demo;
 mod twin_cmd;
 
@@ -9,6 +10,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "jgate", version, about = "Lets AI agents use Jenkins safely")]
 struct Cli {
+    #[command(flatten)]
+    global: admin::Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +25,39 @@ enum Command {
     },
     /// Runs a short tour on the built-in demo controller.
     Demo(demo::DemoArgs),
+    /// Jenkins controllers jgate connects to.
+    Controller {
+        #[command(subcommand)]
+        command: admin::ControllerCmd,
+    },
+    /// Agents and their keys.
+    Agent {
+        #[command(subcommand)]
+        command: admin::AgentCmd,
+    },
+    /// Grants an agent a level (off/read/full) on a capability group.
+    Grant(admin::GrantArgs),
+    /// Lists an agent's grants.
+    Grants { agent: String },
+    /// Removes a grant by id.
+    Ungrant { id: i64 },
+    /// The audit log: list (filters, --json for JSON lines, --follow), verify, checkpoint.
+    Audit(admin::AuditArgs),
+    /// The master key.
+    Key {
+        #[command(subcommand)]
+        command: KeyCmd,
+    },
+    /// Lists the operations agents can call.
+    Operations,
+    /// Calls an operation as an agent (key from JGATE_AGENT_KEY), through the policy and audit.
+    Call(admin::CallArgs),
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Generates a new master key and re-wraps every stored token with it.
+    Rotate,
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +77,18 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Twin { command } => twin_cmd::run(command).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Controller { command } => admin::controller(&cli.global, command).await,
+            Command::Agent { command } => admin::agent(&cli.global, command).await,
+            Command::Grant(a) => admin::grant(&cli.global, a).await,
+            Command::Grants { agent } => admin::grants(&cli.global, &agent).await,
+            Command::Ungrant { id } => admin::ungrant(&cli.global, id).await,
+            Command::Audit(a) => admin::audit(&cli.global, a).await,
+            Command::Key { command: KeyCmd::Rotate } => admin::rotate_key(&cli.global).await,
+            Command::Operations => {
+                admin::operations(&cli.global);
+                Ok(())
+            }
+            Command::Call(a) => admin::call(&cli.global, a).await,
         }
     });
     match result {

@@ -1,0 +1,753 @@
+//! The gate: the one path every agent call takes, and the administrator's operations.
+//!
+//! agent → surface → [`Gate::authenticate`] → [`Gate::call`]: resolve the catalog operation and
+//! its target → policy decision → audit "intent" (writes; fail closed) → execute through the wire
+//! client → audit "outcome" → response. Surfaces (MCP, proxy, CLI, web) call `call`; none has
+//! policy or audit code of its own.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jenkins::ssrf::AllowEntry;
+use jenkins::{BuildSelector, ConnectionReport, Credentials, JenkinsClient, JobPath, TlsOptions};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use crate::audit::{self, Checkpoint, Entry, Phase, Record, Surface};
+use crate::catalog::{self, Access, Group, Operation, Target};
+use crate::keys;
+use crate::policy::{self, Grant, Level, ParamConstraint};
+use crate::secrets::{self, MasterKey, Sealed};
+use crate::store::{AgentRow, AuditFilter, ControllerRow, KeyRow, Store, StoreError, now_ms};
+
+/// Errors of the gate, in words an administrator or an agent can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Jenkins(Box<jenkins::Error>),
+    #[error(
+        "the connection test of controller '{name}' failed, so nothing was stored: {error}\n(use --force to store it anyway)"
+    )]
+    ConnectionTest { name: String, error: Box<jenkins::Error> },
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the agent key is not valid: {0}")]
+    BadKey(String),
+    #[error("denied: {reason}")]
+    Denied { reason: String },
+    #[error("the audit log cannot be written ({0}); the call was not performed. Fix: check the database, then retry")]
+    AuditUnavailable(String),
+}
+
+impl From<jenkins::Error> for GateError {
+    fn from(e: jenkins::Error) -> Self {
+        GateError::Jenkins(Box::new(e))
+    }
+}
+
+/// Who is calling: an authenticated agent.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub agent: String,
+    pub key_id: Option<String>,
+    pub surface: Surface,
+    pub client_addr: Option<String>,
+    pub request_id: String,
+}
+
+/// A controller to add.
+pub struct NewController {
+    pub name: String,
+    pub url: String,
+    pub username: String,
+    pub token: SecretString,
+    pub password: bool,
+    pub allow_private: Vec<String>,
+    pub ca_pem: Option<String>,
+    pub insecure: bool,
+}
+
+/// The gate over one store and master key.
+pub struct Gate {
+    store: Store,
+    master: MasterKey,
+    hmac_key: [u8; 32],
+    clients: tokio::sync::Mutex<HashMap<String, Arc<JenkinsClient>>>,
+}
+
+fn token_aad(controller: &str) -> String {
+    format!("jgate:controller:{controller}:token")
+}
+
+impl Gate {
+    pub fn new(store: Store, master: MasterKey) -> Gate {
+        let hmac_key = master.audit_hmac_key();
+        Gate { store, master, hmac_key, clients: tokio::sync::Mutex::new(HashMap::new()) }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // controllers
+
+    fn build_client(
+        url: &str,
+        username: &str,
+        token: SecretString,
+        password: bool,
+        allow: &[String],
+        ca_pem: Option<&str>,
+        insecure: bool,
+    ) -> Result<JenkinsClient, GateError> {
+        let creds =
+            if password { Credentials::password(username, token) } else { Credentials::api_token(username, token) };
+        let mut b = JenkinsClient::builder(url).credentials(creds).tls(TlsOptions {
+            ca_bundle_pem: ca_pem.map(|p| p.as_bytes().to_vec()),
+            danger_accept_invalid_certs: insecure,
+        });
+        for a in allow {
+            let entry: AllowEntry = a.parse().map_err(|e| GateError::Invalid(format!("--allow-private {a}: {e}")))?;
+            b = b.allow_private(entry);
+        }
+        Ok(b.build()?)
+    }
+
+    /// Adds a controller after a successful connection test (or unconditionally with `force`).
+    /// The token is sealed (envelope encryption bound to the controller's name).
+    pub async fn add_controller(
+        &self,
+        c: NewController,
+        force: bool,
+    ) -> Result<(ControllerRow, Option<ConnectionReport>), GateError> {
+        if c.name.trim().is_empty() || c.name.contains(char::is_whitespace) {
+            return Err(GateError::Invalid(format!(
+                "controller name '{}' must be one word (e.g. prod, ci-eu)",
+                c.name
+            )));
+        }
+        if self.store.controller(&c.name).await?.is_some() {
+            return Err(StoreError::Duplicate { what: "controller", name: c.name.clone() }.into());
+        }
+        let client = Self::build_client(
+            &c.url,
+            &c.username,
+            c.token.clone(),
+            c.password,
+            &c.allow_private,
+            c.ca_pem.as_deref(),
+            c.insecure,
+        )?;
+        let report = match client.test_connection().await {
+            Ok(r) => Some(r),
+            Err(error) if !force => {
+                return Err(GateError::ConnectionTest { name: c.name.clone(), error: Box::new(error) });
+            }
+            Err(error) => {
+                tracing::warn!(controller = %c.name, %error, "storing a controller whose connection test failed (forced)");
+                None
+            }
+        };
+        let sealed = secrets::seal(&self.master, &c.token, &token_aad(&c.name))?;
+        let row = ControllerRow {
+            id: 0,
+            name: c.name.clone(),
+            base_url: client.base_url().to_string(),
+            username: c.username.clone(),
+            secret_kind: if c.password { "password".into() } else { "token".into() },
+            sealed_token: serde_json::to_string(&sealed).map_err(|e| GateError::Invalid(e.to_string()))?,
+            tls_ca_pem: c.ca_pem.clone(),
+            tls_insecure: c.insecure,
+            allow_private: c.allow_private.clone(),
+            jenkins_version: report.as_ref().and_then(|r| r.version.clone()),
+            plugins: report
+                .as_ref()
+                .map(|r| r.capabilities.plugins.iter().map(|p| format!("{}@{}", p.short_name, p.version)).collect())
+                .unwrap_or_default(),
+            created_ms: now_ms(),
+        };
+        let id = self.store.insert_controller(&row).await?;
+        Ok((ControllerRow { id, ..row }, report))
+    }
+
+    /// The wire client of a stored controller (cached).
+    pub async fn client(&self, name: &str) -> Result<Arc<JenkinsClient>, GateError> {
+        let mut cache = self.clients.lock().await;
+        if let Some(c) = cache.get(name) {
+            return Ok(c.clone());
+        }
+        let row = self.store.controller(name).await?.ok_or_else(|| StoreError::Missing {
+            what: "controller",
+            name: name.to_string(),
+            hint: "`jgate controller list` shows the controllers".into(),
+        })?;
+        let sealed: Sealed = serde_json::from_str(&row.sealed_token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let token = secrets::open(&self.master, &sealed, &token_aad(name))?;
+        let client = Arc::new(Self::build_client(
+            &row.base_url,
+            &row.username,
+            token,
+            row.secret_kind == "password",
+            &row.allow_private,
+            row.tls_ca_pem.as_deref(),
+            row.tls_insecure,
+        )?);
+        cache.insert(name.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Runs the connection test again and records the version and plugins it found.
+    pub async fn test_controller(&self, name: &str) -> Result<ConnectionReport, GateError> {
+        let client = self.client(name).await?;
+        let report = client.test_connection().await?;
+        let plugins: Vec<String> =
+            report.capabilities.plugins.iter().map(|p| format!("{}@{}", p.short_name, p.version)).collect();
+        self.store.update_controller_facts(name, report.version.as_deref(), &plugins).await?;
+        Ok(report)
+    }
+
+    /// Re-wraps every controller token's data key with `new` (the master-key rotation).
+    pub async fn rotate_master_key(&self, new: &MasterKey) -> Result<usize, GateError> {
+        let mut n = 0;
+        for row in self.store.controllers().await? {
+            let sealed: Sealed =
+                serde_json::from_str(&row.sealed_token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let rewrapped = secrets::rewrap(&self.master, new, &sealed, &token_aad(&row.name))?;
+            let json = serde_json::to_string(&rewrapped).map_err(|e| GateError::Invalid(e.to_string()))?;
+            self.store.update_controller_seal(&row.name, &json).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // agents and grants
+
+    /// Creates an agent and its first key. The key is returned once; only its hash is stored.
+    pub async fn create_agent(
+        &self,
+        name: &str,
+        description: &str,
+        expires_ms: Option<i64>,
+    ) -> Result<(AgentRow, keys::NewKey), GateError> {
+        if name.trim().is_empty() || name.contains(char::is_whitespace) {
+            return Err(GateError::Invalid(format!("agent name '{name}' must be one word (e.g. triage-bot)")));
+        }
+        let id = self.store.insert_agent(name, description).await?;
+        let key = keys::generate();
+        self.store.insert_key(id, &key.key_id, &key.hash, expires_ms).await?;
+        let agent = self.store.agent(name).await?.ok_or_else(|| StoreError::Corrupt("agent vanished".into()))?;
+        Ok((agent, key))
+    }
+
+    /// Adds a key to an existing agent.
+    pub async fn new_key(&self, agent: &str, expires_ms: Option<i64>) -> Result<keys::NewKey, GateError> {
+        let row = self.agent_row(agent).await?;
+        let key = keys::generate();
+        self.store.insert_key(row.id, &key.key_id, &key.hash, expires_ms).await?;
+        Ok(key)
+    }
+
+    async fn agent_row(&self, agent: &str) -> Result<AgentRow, GateError> {
+        Ok(self.store.agent(agent).await?.ok_or_else(|| StoreError::Missing {
+            what: "agent",
+            name: agent.to_string(),
+            hint: "`jgate agent list` shows the agents".into(),
+        })?)
+    }
+
+    pub async fn agents(&self) -> Result<Vec<(AgentRow, Vec<KeyRow>)>, GateError> {
+        let mut out = Vec::new();
+        for a in self.store.agents().await? {
+            let keys = self.store.keys_of(a.id).await?;
+            out.push((a, keys));
+        }
+        Ok(out)
+    }
+
+    pub async fn revoke(&self, agent: &str, key_id: Option<&str>) -> Result<u64, GateError> {
+        let row = self.agent_row(agent).await?;
+        Ok(self.store.revoke_keys(row.id, key_id).await?)
+    }
+
+    /// Grants `agent` a level on a group, optionally limited to a controller, a job pattern and
+    /// parameter constraints.
+    pub async fn grant(
+        &self,
+        agent: &str,
+        group: Group,
+        level: Level,
+        controller: Option<&str>,
+        jobs: Option<&str>,
+        params: Vec<ParamConstraint>,
+    ) -> Result<Grant, GateError> {
+        let row = self.agent_row(agent).await?;
+        if let Some(c) = controller
+            && self.store.controller(c).await?.is_none()
+        {
+            {
+                return Err(StoreError::Missing {
+                    what: "controller",
+                    name: c.to_string(),
+                    hint: "`jgate controller list` shows the controllers".into(),
+                }
+                .into());
+            }
+        }
+        if !params.is_empty() && group != Group::Build {
+            return Err(GateError::Invalid(
+                "--param constraints apply to triggers: use them with the build group".into(),
+            ));
+        }
+        if let Some(j) = jobs {
+            policy::normalize_job_pattern(j).map_err(|e| GateError::Invalid(format!("--jobs {j}: {e}")))?;
+        }
+        let jobs = jobs.map(str::to_string);
+        let mut g = Grant {
+            id: 0,
+            agent: agent.to_string(),
+            controller: controller.map(str::to_string),
+            group,
+            level,
+            jobs,
+            params,
+        };
+        g.id = self.store.insert_grant(row.id, &g).await?;
+        Ok(g)
+    }
+
+    pub async fn grants(&self, agent: &str) -> Result<Vec<Grant>, GateError> {
+        self.agent_row(agent).await?;
+        Ok(self.store.grants_of(agent).await?)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // the agent path
+
+    /// Checks a presented agent key: format, existence, revocation, expiry.
+    pub async fn authenticate(&self, presented: &str) -> Result<(String, String), GateError> {
+        keys::check_format(presented).map_err(|e| GateError::BadKey(e.to_string()))?;
+        let hash = keys::hash(presented);
+        let Some((agent, key, stored)) = self.store.find_key(&hash).await? else {
+            return Err(GateError::BadKey(
+                "no agent has this key (it may have been deleted); ask the administrator for a key".into(),
+            ));
+        };
+        if !keys::verify(presented, &stored) {
+            return Err(GateError::BadKey("no agent has this key".into()));
+        }
+        if key.revoked_ms.is_some() {
+            return Err(GateError::BadKey(format!(
+                "key {} of agent {} was revoked; ask the administrator for a new key",
+                key.key_id, agent.name
+            )));
+        }
+        if key.expires_ms.is_some_and(|e| e <= now_ms()) {
+            return Err(GateError::BadKey(format!(
+                "key {} of agent {} has expired; ask the administrator for a new key",
+                key.key_id, agent.name
+            )));
+        }
+        self.store.touch_key(key.id).await?;
+        Ok((agent.name, key.key_id))
+    }
+
+    fn entry(&self, caller: &Caller, controller: &str, op: &Operation, target: Option<String>, args: &Value) -> Entry {
+        Entry {
+            time_ms: now_ms(),
+            request_id: caller.request_id.clone(),
+            agent: caller.agent.clone(),
+            key_id: caller.key_id.clone(),
+            surface: caller.surface,
+            client_addr: caller.client_addr.clone(),
+            controller: controller.to_string(),
+            operation: op.name.to_string(),
+            target,
+            args: redact_args(args),
+            phase: Phase::Read,
+            allowed: false,
+            grant: None,
+            reason: String::new(),
+            outcome: None,
+            http_status: None,
+            duration_ms: None,
+            redactions: 0,
+            build_number: None,
+        }
+    }
+
+    /// The one path: policy → audit → execute → audit. `args` is the operation's JSON arguments
+    /// (`job`, `build`, `parameters`, ...).
+    pub async fn call(
+        &self,
+        caller: &Caller,
+        controller: &str,
+        op_name: &str,
+        args: Value,
+    ) -> Result<Value, GateError> {
+        let op =
+            catalog::operation(op_name).ok_or_else(|| GateError::Invalid(format!("unknown operation '{op_name}'")))?;
+        let job_arg = match op.target {
+            Target::Job => Some(
+                args.get("job")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        GateError::Invalid(format!(
+                            "{op_name} needs a 'job' argument (the job's full name, e.g. team/api)"
+                        ))
+                    })?
+                    .to_string(),
+            ),
+            Target::Folder => args.get("folder").and_then(Value::as_str).map(str::to_string),
+            Target::Controller => None,
+        };
+        let params = trigger_params(&args);
+        let grants = self.store.grants_of(&caller.agent).await?;
+        let decision = policy::decide(
+            &grants,
+            &policy::Request { agent: &caller.agent, controller, op, job: job_arg.as_deref(), params: &params },
+        );
+        let target = decision.job.clone().or(job_arg.clone());
+        let mut entry = self.entry(caller, controller, op, target.clone(), &args);
+        entry.allowed = decision.allowed;
+        entry.grant = decision.grant;
+        entry.reason = decision.reason.clone();
+        if !decision.allowed {
+            entry.phase = Phase::Denied;
+            if let Err(e) = self.store.append_audit(&self.hmac_key, entry).await {
+                tracing::error!(error = %e, "could not audit a denied call");
+            }
+            return Err(GateError::Denied { reason: decision.reason });
+        }
+        if op.access == Access::Write {
+            let mut intent = entry.clone();
+            intent.phase = Phase::Intent;
+            // Fail closed: no intent record, no write.
+            self.store
+                .append_audit(&self.hmac_key, intent)
+                .await
+                .map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
+        }
+        let started = Instant::now();
+        let result = match self.client(controller).await {
+            Ok(client) => {
+                execute(&client, op, target.as_deref(), &args, &params, &grants, &caller.agent, controller).await
+            }
+            Err(e) => Err(e),
+        };
+        entry.phase = if op.access == Access::Write { Phase::Outcome } else { Phase::Read };
+        entry.time_ms = now_ms();
+        entry.duration_ms = Some(started.elapsed().as_millis() as i64);
+        match &result {
+            Ok(v) => {
+                entry.outcome = Some("ok".into());
+                entry.build_number = v
+                    .get("build")
+                    .and_then(|b| b.get("number"))
+                    .and_then(Value::as_u64)
+                    .or_else(|| v.get("number").and_then(Value::as_u64));
+            }
+            Err(e) => {
+                entry.outcome = Some(format!("error: {e}"));
+                entry.http_status = match e {
+                    GateError::Jenkins(j) => j.status(),
+                    _ => None,
+                };
+            }
+        }
+        let appended = self.store.append_audit(&self.hmac_key, entry).await;
+        if let Err(e) = appended {
+            tracing::error!(error = %e, "could not write the outcome audit record");
+            if op.access == Access::Read {
+                // A read that cannot be audited is not returned.
+                return Err(GateError::AuditUnavailable(e.to_string()));
+            }
+        }
+        result
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // audit
+
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<Record>, GateError> {
+        Ok(self.store.audit(filter).await?)
+    }
+
+    /// Verifies the whole chain (and exported checkpoints). Returns how many records were checked.
+    pub async fn verify_audit(&self, checkpoints: &[Checkpoint]) -> Result<Result<u64, audit::VerifyError>, GateError> {
+        let all = self.store.audit(&AuditFilter::default()).await?;
+        Ok(audit::verify(&self.hmac_key, all.iter(), None, checkpoints))
+    }
+
+    /// The current head of the chain, to export and keep elsewhere (detects truncation later).
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, GateError> {
+        let all = self.store.audit(&AuditFilter::default()).await?;
+        Ok(all.last().map(|r| Checkpoint { seq: r.seq, hash: r.hash.clone() }))
+    }
+}
+
+/// Trigger parameters from `args.parameters` (an object of name → value).
+fn trigger_params(args: &Value) -> Vec<(String, String)> {
+    args.get("parameters")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        },
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Argument values kept in the audit: parameters whose names look secret are masked.
+fn redact_args(args: &Value) -> Value {
+    fn walk(v: &Value, key: Option<&str>) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), walk(v, Some(k)))).collect()),
+            Value::Array(a) => Value::Array(a.iter().map(|v| walk(v, key)).collect()),
+            Value::String(_) if key.is_some_and(looks_secret) => Value::String("****".into()),
+            other => other.clone(),
+        }
+    }
+    walk(args, None)
+}
+
+fn looks_secret(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token", "apikey", "api_key", "credential", "private_key"]
+        .iter()
+        .any(|s| n.contains(s))
+}
+
+fn build_selector(args: &Value) -> Result<BuildSelector, GateError> {
+    match args.get("build") {
+        None | Some(Value::Null) => Ok(BuildSelector::LastBuild),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(BuildSelector::Number)
+            .ok_or_else(|| GateError::Invalid("build must be a positive number".into())),
+        Some(Value::String(s)) => Ok(match s.as_str() {
+            "lastBuild" | "last" => BuildSelector::LastBuild,
+            "lastCompletedBuild" => BuildSelector::LastCompletedBuild,
+            "lastSuccessfulBuild" => BuildSelector::LastSuccessfulBuild,
+            "lastStableBuild" => BuildSelector::LastStableBuild,
+            "lastFailedBuild" => BuildSelector::LastFailedBuild,
+            "lastUnstableBuild" => BuildSelector::LastUnstableBuild,
+            "lastUnsuccessfulBuild" => BuildSelector::LastUnsuccessfulBuild,
+            other => BuildSelector::Number(other.trim_start_matches('#').parse().map_err(|_| {
+                GateError::Invalid(format!(
+                    "build '{other}' is neither a number nor lastBuild/lastSuccessfulBuild/lastFailedBuild/..."
+                ))
+            })?),
+        }),
+        Some(_) => Err(GateError::Invalid("build must be a number or a permalink name".into())),
+    }
+}
+
+/// Executes an allowed operation. (The richer answers — triage, log views with sanitizing —
+/// live in the capability layer; this is the direct mapping onto the wire client.)
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    client: &JenkinsClient,
+    op: &Operation,
+    job: Option<&str>,
+    args: &Value,
+    params: &[(String, String)],
+    grants: &[Grant],
+    agent: &str,
+    controller: &str,
+) -> Result<Value, GateError> {
+    let job_path = || -> Result<JobPath, GateError> { Ok(JobPath::parse(job.unwrap_or_default())?) };
+    Ok(match op.name {
+        "list_jobs" => {
+            let folder = args.get("folder").and_then(Value::as_str).map(JobPath::parse).transpose()?;
+            let depth = args.get("depth").and_then(Value::as_u64).unwrap_or(1).clamp(1, 10) as usize;
+            let items = client.list_items(folder.as_ref(), depth).await?;
+            let mut visible = Vec::new();
+            collect_visible(&items, grants, agent, controller, &mut visible);
+            json!({ "jobs": visible })
+        }
+        "get_job" => {
+            let j = client.job(&job_path()?).await?;
+            let parameters = j.parameters();
+            json!({
+                "name": j.full_name, "class": j.class, "color": j.color, "buildable": j.buildable, "in_queue": j.in_queue,
+                "last_build": j.last_build.map(|b| b.number), "last_successful_build": j.last_successful_build.map(|b| b.number),
+                "last_failed_build": j.last_failed_build.map(|b| b.number), "health": j.health_report.iter().map(|h| h.description.clone()).collect::<Vec<_>>(),
+                "parameters": parameters.iter().map(|p| json!({"name": p.name, "type": p.kind, "default": p.default, "choices": p.choices})).collect::<Vec<_>>(),
+            })
+        }
+        "get_build" => {
+            let b = client.build(&job_path()?, build_selector(args)?).await?;
+            json!({
+                "number": b.number, "result": b.result, "building": b.building, "duration_ms": b.duration, "timestamp": b.timestamp,
+                "causes": b.causes().iter().map(|c| c.short_description.clone()).collect::<Vec<_>>(),
+                "parameters": b.parameters().iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
+                "tests": b.test_counts().map(|(f, s, t)| json!({"failed": f, "skipped": s, "total": t})),
+            })
+        }
+        "get_build_log" => {
+            let jp = job_path()?;
+            let number = match build_selector(args)? {
+                BuildSelector::Number(n) => n,
+                other => client.build(&jp, other).await?.number,
+            };
+            let lines = args.get("lines").and_then(Value::as_u64).unwrap_or(100).clamp(1, 2000) as usize;
+            let stream = client.console_stream(&jp, number).await?;
+            let tail = jenkins::logs::tail(stream, lines, 4096).await?;
+            json!({ "number": number, "total_lines": tail.total_lines, "lines": tail.lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>() })
+        }
+        "get_test_report" => {
+            let jp = job_path()?;
+            let number = match build_selector(args)? {
+                BuildSelector::Number(n) => n,
+                other => client.build(&jp, other).await?.number,
+            };
+            json!({ "number": number, "report": client.test_report(&jp, number).await? })
+        }
+        "get_pipeline_run" => {
+            let jp = job_path()?;
+            let number = match build_selector(args)? {
+                BuildSelector::Number(n) => n,
+                other => client.build(&jp, other).await?.number,
+            };
+            let run = client.pipeline_run(&jp, number).await?;
+            json!({ "number": number, "status": run.status, "duration_ms": run.duration_millis,
+                    "stages": run.stages.iter().map(|s| json!({"name": s.name, "status": s.status, "duration_ms": s.duration_millis, "error": s.error.as_ref().map(|e| e.message.clone())})).collect::<Vec<_>>() })
+        }
+        "get_queue" => {
+            let items = client.queue().await?;
+            json!({ "items": items.iter()
+                .filter(|q| q.task.as_ref().is_none_or(|t| t.full_name.as_deref().is_none_or(|f| policy::may_see(grants, agent, controller, f))))
+                .map(|q| json!({"id": q.id, "job": q.task.as_ref().map(|t| t.name.clone()), "why": q.why, "stuck": q.stuck}))
+                .collect::<Vec<_>>() })
+        }
+        "list_views" => json!({ "views": client.views().await?.iter().map(|v| v.name.clone()).collect::<Vec<_>>() }),
+        "trigger_build" => {
+            let jp = job_path()?;
+            let queue_id = client.trigger(&jp, params).await?;
+            let wait = args.get("wait_for_start").and_then(Value::as_bool).unwrap_or(true);
+            if wait {
+                let b =
+                    client.wait_for_build(&jp, queue_id, Duration::from_secs(120), Duration::from_millis(500)).await?;
+                json!({ "queue_id": queue_id, "build": { "number": b.number } })
+            } else {
+                json!({ "queue_id": queue_id })
+            }
+        }
+        "stop_build" => {
+            let jp = job_path()?;
+            let BuildSelector::Number(n) = build_selector(args)? else {
+                return Err(GateError::Invalid("stop_build needs the build number".into()));
+            };
+            client.stop_build(&jp, n).await?;
+            json!({ "stopped": n })
+        }
+        "cancel_queue_item" => {
+            let id = args
+                .get("queue_id")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| GateError::Invalid("cancel_queue_item needs 'queue_id'".into()))?;
+            let item = client.queue_item(id).await?;
+            let owner = item.task.as_ref().and_then(|t| t.full_name.clone()).unwrap_or_default();
+            if !owner.is_empty()
+                && policy::normalize_job_path(&owner).ok() != policy::normalize_job_path(job.unwrap_or_default()).ok()
+            {
+                return Err(GateError::Invalid(format!(
+                    "queue item {id} does not belong to job {}",
+                    job.unwrap_or_default()
+                )));
+            }
+            client.cancel_queue_item(id).await?;
+            json!({ "cancelled": id })
+        }
+        "get_job_config" => json!({ "config_xml": client.config_xml(&job_path()?).await? }),
+        "update_job_config" => {
+            let xml = args
+                .get("config_xml")
+                .and_then(Value::as_str)
+                .ok_or_else(|| GateError::Invalid("update_job_config needs 'config_xml'".into()))?;
+            client.update_config_xml(&job_path()?, xml).await?;
+            json!({ "updated": true })
+        }
+        "enable_job" | "disable_job" => {
+            client.set_enabled(&job_path()?, op.name == "enable_job").await?;
+            json!({ "enabled": op.name == "enable_job" })
+        }
+        "create_job" => {
+            let jp = job_path()?;
+            let xml = args
+                .get("config_xml")
+                .and_then(Value::as_str)
+                .ok_or_else(|| GateError::Invalid("create_job needs 'config_xml'".into()))?;
+            client.create_job(jp.parent().as_ref(), jp.name(), xml).await?;
+            json!({ "created": jp.to_string() })
+        }
+        "copy_job" => {
+            let jp = job_path()?;
+            let from = args
+                .get("from")
+                .and_then(Value::as_str)
+                .ok_or_else(|| GateError::Invalid("copy_job needs 'from' (the job to copy)".into()))?;
+            if !policy::may_see(grants, agent, controller, from) {
+                return Err(GateError::Denied { reason: format!("no grant lets {agent} read the job to copy") });
+            }
+            client.copy_job(jp.parent().as_ref(), jp.name(), &format!("/{}", from.trim_start_matches('/'))).await?;
+            json!({ "created": jp.to_string(), "from": from })
+        }
+        "delete_job" => {
+            client.delete_job(&job_path()?).await?;
+            json!({ "deleted": job })
+        }
+        "list_nodes" => {
+            let n = client.nodes().await?;
+            json!({ "nodes": n.computer.iter().map(|c| json!({"name": c.display_name, "offline": c.offline, "executors": c.num_executors, "idle": c.idle, "offline_reason": c.offline_cause_reason})).collect::<Vec<_>>() })
+        }
+        "get_system_info" => {
+            let (root, version) =
+                client.root_info(Some(&jenkins::tree::Tree::new().fields(&["quietingDown", "useSecurity"]))).await?;
+            let caps = client.capabilities().await?;
+            json!({ "version": version, "quieting_down": root.quieting_down,
+                    "plugins": if caps.plugins_visible { Some(caps.plugins.iter().map(|p| format!("{}@{}", p.short_name, p.version)).collect::<Vec<_>>()) } else { None } })
+        }
+        other => return Err(GateError::Invalid(format!("operation {other} is not implemented"))),
+    })
+}
+
+fn collect_visible(
+    items: &[jenkins::model::ItemRef],
+    grants: &[Grant],
+    agent: &str,
+    controller: &str,
+    out: &mut Vec<Value>,
+) {
+    for i in items {
+        let name = i.full_name.clone().unwrap_or_else(|| i.name.clone());
+        let children = i.jobs.as_deref().unwrap_or(&[]);
+        let mut sub = Vec::new();
+        collect_visible(children, grants, agent, controller, &mut sub);
+        // A folder is shown if the agent may see it or anything inside it.
+        if policy::may_see(grants, agent, controller, &name) || !sub.is_empty() {
+            out.push(json!({ "name": name, "kind": i.class.rsplit('.').next().unwrap_or(""), "color": i.color, "jobs": if i.is_folder() { Some(sub) } else { None } }));
+        }
+    }
+}
+
+/// For tests: a secret as a string.
+#[doc(hidden)]
+pub fn expose(s: &SecretString) -> &str {
+    s.expose_secret()
+}

@@ -1,0 +1,24 @@
+//! # gate: jgate's core
+//!
+//! The part every surface (MCP, proxy, CLI, web console) calls through one function, so that no
+//! surface has its own policy or audit code:
+//!
+//! - [`catalog`]: every operation an agent can ask for, declared once as data.
+//! - [`policy`]: grants (agent × controller × group × level × job scope × parameter rules), the
+//!   deny-by-default decision, job-path normalisation.
+//! - [`audit`]: records that read as plain English, HMAC-chained so edits, deletions, insertions
+//!   and reorderings are detected.
+//! - [`secrets`], [`keys`]: envelope encryption of Jenkins tokens, agent keys (hashed).
+//! - [`store`]: SQLite (embedded default) or PostgreSQL.
+//! - [`gate`]: [`Gate`](gate::Gate) — the admin operations and [`Gate::call`](gate::Gate::call),
+//!   the one path every agent call takes.
+
+pub mod audit;
+pub mod catalog;
+pub mod gate;
+pub mod keys;
+pub mod policy;
+pub mod secrets;
+pub mod store;
+
+pub use gate::{Caller, Gate, GateError, NewController};

@@ -1,0 +1,1383 @@
+//! The policy: who may do what, on which controller, to which jobs.
+//!
+//! # The model
+//!
+//! An administrator gives an agent [`Grant`]s. Each grant is one toggled row:
+//! agent × controller (or all controllers) × capability [`Group`] × [`Level`] (off / read / full use)
+//! × job scope (a glob over Jenkins full names, or all jobs) × optional [`ParamConstraint`]s that
+//! restrict the parameters of `trigger_build`.
+//!
+//! Nothing is allowed without a grant. [`decide`] answers one request; [`may_see`] filters list
+//! results so an agent only ever sees the jobs it could read.
+//!
+//! # Which grant decides
+//!
+//! Only the agent's grants for the operation's group count, and only those whose controller is
+//! unset or equal to the request's. Of those, the ones whose scope covers the job are ranked, and
+//! the **most specific one decides alone** — an `off` grant that is more specific than a broad
+//! `full use` grant denies (that is how an administrator carves `release/prod-*` out of
+//! `release/**`). Specificity, compared in this order:
+//!
+//! 1. a grant for this controller beats a grant for all controllers;
+//! 2. an exact job path beats any pattern, and any pattern beats "all jobs";
+//! 3. a longer literal prefix (characters before the first wildcard) beats a shorter one;
+//! 4. a pattern without `**` beats one with `**`;
+//! 5. more literal characters in total beat fewer.
+//!
+//! On a full tie the more restrictive level wins (off < read < full use), then the lower grant id.
+//!
+//! The deciding grant must reach the operation's level: reads ([`Access::Read`]) need `read`,
+//! changes ([`Access::Write`]) need `full use`.
+//!
+//! Operations that do not name a job:
+//!
+//! - **Controller-wide** operations ([`Target::Controller`]: the queue, views, nodes, system
+//!   information) show things across all jobs, so they need a grant whose scope is *all jobs*;
+//!   job-scoped grants do not count.
+//! - **Listings** ([`Target::Folder`], `list_jobs`): at the root, any grant of the group that
+//!   reaches the level allows the listing; with a folder, the grant deciding for the folder itself
+//!   decides, and when none covers the folder, a grant whose pattern can match something *below*
+//!   it allows the listing. Either way the caller filters the results with [`may_see`], and should
+//!   answer a missing folder exactly like an empty one.
+//!
+//! # Parameters
+//!
+//! Constraints apply to `trigger_build` only. Every constrained parameter must be present in the
+//! request (names compared case-insensitively) and every value given for it must satisfy the rule.
+//! A constrained parameter that is absent denies: Jenkins would use the job's default, which the
+//! policy cannot see. Parameters without a constraint pass.
+//!
+//! # Reasons never leak jobs
+//!
+//! The policy never knows whether a job exists, so a denial for a job outside every scope reads
+//! exactly like one for a job that does not exist. Reasons name the group and, when a grant
+//! decided, that grant — whose scope covered the requested path, so it tells nothing new. Other
+//! grants' scopes are never echoed.
+//!
+//! # Job paths
+//!
+//! The policy works on Jenkins *full names* as Jenkins reports them: item names joined by `/`,
+//! e.g. `shop/feature%2Fx` for the multibranch branch `feature/x` of `shop` (the branch plugin
+//! stores that branch as the item named `feature%2Fx`). [`normalize_job_path`] maps every spelling
+//! an agent could send to that one name, and [`glob_match`] compares case-insensitively, because
+//! Jenkins looks items up case-insensitively. Callers must act on [`Decision::job`], never on the
+//! raw argument; [`job_url_path`] turns it into a Jenkins URL path.
+//!
+//! # Globs
+//!
+//! `*` matches within one path segment, `?` one character, `[a-z]`/`[!a-z]` one character of (or
+//! not of) a set, and a segment that is exactly `**` matches any number of segments, including
+//! none: `release/**` covers the folder `release` itself and everything below it, but not
+//! `release-old`. `**` inside a segment (`a**b`) is just `*`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Access, Group, Operation, Target};
+
+/// The longest raw job path [`normalize_job_path`] accepts, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// How far a grant goes within its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Nothing; as a most specific grant, an explicit denial.
+    Off,
+    /// The group's read operations.
+    Read,
+    /// Everything in the group ("full use").
+    Full,
+}
+
+impl Level {
+    /// The words a person sees: "off", "read", "full use".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Off => "off",
+            Level::Read => "read",
+            Level::Full => "full use",
+        }
+    }
+
+    /// The level an operation of this access needs.
+    pub fn required_for(access: Access) -> Level {
+        match access {
+            Access::Read => Level::Read,
+            Access::Write => Level::Full,
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Level {
+    type Err = ParseError;
+
+    /// Accepts `off`, `read`, `full`, `full use`, `full-use`, `full_use` (any case).
+    fn from_str(s: &str) -> Result<Level, ParseError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(Level::Off),
+            "read" => Ok(Level::Read),
+            "full" | "full use" | "full-use" | "full_use" => Ok(Level::Full),
+            _ => Err(ParseError::Level(s.to_string())),
+        }
+    }
+}
+
+/// What a constrained build parameter may be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamRule {
+    /// Exactly one of these values (case-sensitive).
+    OneOf(Vec<String>),
+    /// A glob, case-sensitive, with the same syntax as job scopes: `feature/*` matches
+    /// `feature/x` but not `feature/x/y`; `feature/**` matches both.
+    Glob(String),
+}
+
+impl ParamRule {
+    /// Whether `value` satisfies the rule.
+    pub fn allows(&self, value: &str) -> bool {
+        match self {
+            ParamRule::OneOf(values) => values.iter().any(|v| v == value),
+            ParamRule::Glob(pattern) => {
+                let glob = Glob::compile(pattern, GlobMode::Param);
+                let segs: Vec<Vec<char>> = value.split('/').map(|s| s.chars().collect()).collect();
+                glob.matches(&segs)
+            }
+        }
+    }
+}
+
+/// A rule for one `trigger_build` parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamConstraint {
+    /// The parameter name (matched case-insensitively).
+    pub name: String,
+    pub rule: ParamRule,
+}
+
+impl fmt::Display for ParamConstraint {
+    /// `ENV ∈ {dev, staging}` or `BRANCH matching feature/*`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.rule {
+            ParamRule::OneOf(values) => write!(f, "{} ∈ {{{}}}", self.name, values.join(", ")),
+            ParamRule::Glob(pattern) => write!(f, "{} matching {}", self.name, pattern),
+        }
+    }
+}
+
+impl FromStr for ParamConstraint {
+    type Err = ParseError;
+
+    /// The CLI form: `ENV=dev` (exactly), `ENV=dev|staging` (one of), `BRANCH=feature/*` (a glob:
+    /// the value contains `*`, `?` or `[`).
+    fn from_str(s: &str) -> Result<ParamConstraint, ParseError> {
+        let bad = |why: &'static str| ParseError::Param { input: s.to_string(), why };
+        let (name, value) = s.split_once('=').ok_or_else(|| bad("there is no '='"))?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(bad("the parameter name is empty"));
+        }
+        if name.chars().any(|c| c.is_whitespace() || c.is_control() || "|*?[]".contains(c)) {
+            return Err(bad("the parameter name may not contain spaces or any of | * ? [ ]"));
+        }
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(bad("the value is empty"));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(bad("the value contains a control character"));
+        }
+        let rule = if value.contains(['*', '?', '[']) {
+            if value.contains('|') {
+                return Err(bad("a glob cannot be combined with | alternatives"));
+            }
+            if !brackets_balanced(value) {
+                return Err(bad("a '[' has no closing ']'"));
+            }
+            ParamRule::Glob(value.to_string())
+        } else {
+            let mut values: Vec<String> = Vec::new();
+            for v in value.split('|').map(str::trim) {
+                if v.is_empty() {
+                    return Err(bad("one of the | alternatives is empty"));
+                }
+                if !values.iter().any(|x| x == v) {
+                    values.push(v.to_string());
+                }
+            }
+            ParamRule::OneOf(values)
+        };
+        Ok(ParamConstraint { name: name.to_string(), rule })
+    }
+}
+
+/// Every `[` opens a class that a later `]` closes.
+fn brackets_balanced(s: &str) -> bool {
+    let mut open = false;
+    for c in s.chars() {
+        match c {
+            '[' if !open => open = true,
+            ']' if open => open = false,
+            _ => {}
+        }
+    }
+    !open
+}
+
+/// A level or a parameter constraint that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("unknown level '{0}': use off, read or full (also: full use, full-use, full_use)")]
+    Level(String),
+    #[error(
+        "invalid parameter constraint '{input}': {why}. Write NAME=value (exactly that value), \
+         NAME=a|b|c (one of these values), or NAME=pattern with * ? [ ] for a glob (e.g. BRANCH=feature/*)"
+    )]
+    Param { input: String, why: &'static str },
+}
+
+/// One toggled row: what an agent may do in a group, where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: i64,
+    pub agent: String,
+    /// `None` = all controllers.
+    pub controller: Option<String>,
+    pub group: Group,
+    pub level: Level,
+    /// A glob over Jenkins full names (see the module docs); `None` = all jobs.
+    pub jobs: Option<String>,
+    /// Rules for `trigger_build` parameters; empty = any parameters.
+    pub params: Vec<ParamConstraint>,
+}
+
+impl Grant {
+    /// The row as a person toggled it: `Trigger a build: full use on release/** (ENV ∈ {staging})`.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{}: {} on {}", self.group.title(), self.level, self.jobs.as_deref().unwrap_or("all jobs"));
+        let mut details: Vec<String> = Vec::new();
+        if let Some(c) = &self.controller {
+            details.push(format!("controller {c}"));
+        }
+        details.extend(self.params.iter().map(ToString::to_string));
+        if !details.is_empty() {
+            s.push_str(" (");
+            s.push_str(&details.join("; "));
+            s.push(')');
+        }
+        s
+    }
+
+    fn applies_to(&self, agent: &str, controller: &str, group: Group) -> bool {
+        self.agent == agent && self.group == group && self.controller.as_deref().is_none_or(|c| c == controller)
+    }
+}
+
+/// One request to check.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub agent: &'a str,
+    pub controller: &'a str,
+    pub op: &'a Operation,
+    /// The job (for [`Target::Job`]) or folder (for [`Target::Folder`]), raw as the agent sent it.
+    pub job: Option<&'a str>,
+    /// Build parameters as sent (only `trigger_build` looks at them).
+    pub params: &'a [(String, String)],
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The grant that decided, if one did.
+    pub grant: Option<i64>,
+    /// Plain English, for audit sentences and the agent.
+    pub reason: String,
+    /// The normalised job (or folder) path: the one to act on.
+    pub job: Option<String>,
+}
+
+impl Decision {
+    fn deny(grant: Option<i64>, reason: String, job: Option<String>) -> Decision {
+        Decision { allowed: false, grant, reason, job }
+    }
+
+    fn allow(grant: &Grant, extra: &str, job: Option<String>) -> Decision {
+        Decision { allowed: true, grant: Some(grant.id), reason: format!("allowed by {}{extra}", cite(grant)), job }
+    }
+}
+
+/// `grant 7 (Trigger a build: full use on release/**)`.
+fn cite(g: &Grant) -> String {
+    format!("grant {} ({})", g.id, g.describe())
+}
+
+/// Decides one request. See the module docs for the rules.
+pub fn decide(grants: &[Grant], req: &Request) -> Decision {
+    let op = req.op;
+    let needed = Level::required_for(op.access);
+    let mine = || grants.iter().filter(|g| g.applies_to(req.agent, req.controller, op.group));
+    let nothing = || format!("no grant gives {}", op.group.title());
+
+    match op.target {
+        Target::Job => {
+            let Some(raw) = req.job else {
+                return Decision::deny(None, format!("{} needs a job path", op.name), None);
+            };
+            let path = match normalize_job_path(raw) {
+                Ok(p) => p,
+                Err(e) => return Decision::deny(None, invalid_path(raw, &e), None),
+            };
+            let Some(g) = deciding(mine(), &path_key(&path)) else {
+                return Decision::deny(None, nothing(), Some(path));
+            };
+            if let Some(reason) = short_of(g, needed, op) {
+                return Decision::deny(Some(g.id), reason, Some(path));
+            }
+            if op.name == "trigger_build"
+                && let Some(reason) = params_violation(g, req.params)
+            {
+                return Decision::deny(Some(g.id), reason, Some(path));
+            }
+            Decision::allow(g, "", Some(path))
+        }
+        Target::Folder if req.job.is_some() || needed == Level::Read => {
+            let filtered = "; the list shows only what the agent may see";
+            let Some(raw) = req.job else {
+                // The root listing: any grant that reaches the level; results are filtered.
+                return match best(mine().filter(|g| g.level >= needed).map(|g| (g, spec_of(g, None)))) {
+                    Some(g) => Decision::allow(g, filtered, None),
+                    None => Decision::deny(None, nothing(), None),
+                };
+            };
+            let path = match normalize_job_path(raw) {
+                Ok(p) => p,
+                Err(e) => return Decision::deny(None, invalid_path(raw, &e), None),
+            };
+            let key = path_key(&path);
+            if let Some(g) = deciding(mine(), &key) {
+                return match short_of(g, needed, op) {
+                    Some(reason) => Decision::deny(Some(g.id), reason, Some(path)),
+                    None => Decision::allow(g, filtered, Some(path)),
+                };
+            }
+            // No grant covers the folder itself: for reading, one that covers something below it
+            // will do.
+            let below = mine().filter(|g| needed == Level::Read && g.level >= needed).filter_map(|g| {
+                let glob = Glob::compile(g.jobs.as_deref()?, GlobMode::Job);
+                glob.matches_below(&key).then(|| (g, glob.spec(g)))
+            });
+            match best(below) {
+                Some(g) => Decision::allow(g, filtered, Some(path)),
+                None => Decision::deny(None, nothing(), Some(path)),
+            }
+        }
+        // Controller-wide operations (and a write at the root) need a grant on all jobs.
+        Target::Folder | Target::Controller => {
+            let whole = mine().filter(|g| g.jobs.is_none()).map(|g| (g, spec_of(g, None)));
+            match best(whole) {
+                Some(g) => match short_of(g, needed, op) {
+                    Some(reason) => Decision::deny(Some(g.id), reason, None),
+                    None => Decision::allow(g, "", None),
+                },
+                None if mine().next().is_some() => Decision::deny(
+                    None,
+                    format!("{} covers the whole controller, so it needs a grant on all jobs; {}", op.name, nothing()),
+                    None,
+                ),
+                None => Decision::deny(None, nothing(), None),
+            }
+        }
+    }
+}
+
+/// Whether the agent may see `job` at all: the grant deciding for it in group Status (the most
+/// specific one, so `off` carve-outs hide jobs) gives at least `read`. For filtering list results;
+/// `job` is a full name as Jenkins reports it (any spelling [`normalize_job_path`] accepts works).
+pub fn may_see(grants: &[Grant], agent: &str, controller: &str, job: &str) -> bool {
+    let Ok(path) = normalize_job_path(job) else {
+        return false;
+    };
+    let mine = grants.iter().filter(|g| g.applies_to(agent, controller, Group::Status));
+    deciding(mine, &path_key(&path)).is_some_and(|g| g.level >= Level::Read)
+}
+
+fn invalid_path(raw: &str, e: &PathError) -> String {
+    format!("the job path '{}' is not valid: {e}", shorten(raw))
+}
+
+/// Why `g` does not reach `needed`, if it does not.
+fn short_of(g: &Grant, needed: Level, op: &Operation) -> Option<String> {
+    if g.level >= needed {
+        None
+    } else if g.level == Level::Off {
+        Some(format!("{} turns this off", cite(g)))
+    } else {
+        Some(format!("{} gives {}, but {} needs {}", cite(g), g.level, op.name, needed))
+    }
+}
+
+/// Why the request's parameters break `g`'s constraints, if they do.
+fn params_violation(g: &Grant, params: &[(String, String)]) -> Option<String> {
+    for c in &g.params {
+        let mut given = params.iter().filter(|(n, _)| n.eq_ignore_ascii_case(&c.name)).peekable();
+        if given.peek().is_none() {
+            return Some(format!(
+                "grant {} allows {c}, but the request does not set {}, so the job's default would apply",
+                g.id, c.name
+            ));
+        }
+        for (name, value) in given {
+            if !c.rule.allows(value) {
+                return Some(format!("grant {} allows {c}, not {}={}", g.id, shorten(name), shorten(value)));
+            }
+        }
+    }
+    None
+}
+
+/// Text from a request, made safe and short for a reason.
+fn shorten(s: &str) -> String {
+    const MAX: usize = 120;
+    let escaped: String = s.escape_debug().collect();
+    if escaped.chars().count() <= MAX {
+        escaped
+    } else {
+        let mut t: String = escaped.chars().take(MAX).collect();
+        t.push('…');
+        t
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Specificity
+
+/// How specific a grant is; greater is more specific. Field order is comparison order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Spec {
+    controller_specific: bool,
+    /// 0 = all jobs, 1 = a pattern, 2 = an exact path.
+    scope: u8,
+    literal_prefix: usize,
+    no_double_star: bool,
+    literals: usize,
+    fewer_wildcards: std::cmp::Reverse<usize>,
+}
+
+fn spec_of(g: &Grant, glob: Option<&Glob>) -> Spec {
+    match glob {
+        Some(glob) => glob.spec(g),
+        None => Spec {
+            controller_specific: g.controller.is_some(),
+            scope: 0,
+            literal_prefix: 0,
+            no_double_star: false,
+            literals: 0,
+            fewer_wildcards: std::cmp::Reverse(usize::MAX),
+        },
+    }
+}
+
+/// The most specific grant; ties go to the lower level, then the lower id.
+fn best<'g>(cands: impl Iterator<Item = (&'g Grant, Spec)>) -> Option<&'g Grant> {
+    cands
+        .max_by(|(a, sa), (b, sb)| sa.cmp(sb).then_with(|| b.level.cmp(&a.level)).then_with(|| b.id.cmp(&a.id)))
+        .map(|(g, _)| g)
+}
+
+/// The grant that decides for the job with match key `key`, among `grants`.
+fn deciding<'g>(grants: impl Iterator<Item = &'g Grant>, key: &[Vec<char>]) -> Option<&'g Grant> {
+    best(grants.filter_map(|g| match g.jobs.as_deref() {
+        None => Some((g, spec_of(g, None))),
+        Some(p) => {
+            let glob = Glob::compile(p, GlobMode::Job);
+            glob.matches(key).then(|| (g, glob.spec(g)))
+        }
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job paths
+
+/// Why a job path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("it is empty")]
+    Empty,
+    #[error("it is longer than {MAX_PATH_LEN} bytes")]
+    TooLong,
+    #[error("it contains a '.' or '..' segment, which no Jenkins job can be named")]
+    DotSegment,
+    #[error("it contains a control character")]
+    ControlChar,
+    #[error("'{0}' is not a valid percent-escape (write % as %25)")]
+    BadEscape(String),
+    #[error("its percent-escapes do not decode to UTF-8 text")]
+    NotUtf8,
+    #[error("one of its segments is only whitespace")]
+    BlankSegment,
+    #[error("a '[' has no closing ']'")]
+    UnclosedBracket,
+}
+
+/// The canonical Jenkins full name of a job, from any spelling an agent may send.
+///
+/// Accepted spellings, all mapping to the same name (up to letter case, which matching ignores):
+///
+/// - a full name, `shop/feature%2Fx`, where `%XX` escapes are part of an item name — a `%2F` never
+///   splits a segment, as in Jenkins;
+/// - a URL path, `/job/shop/job/feature%252Fx/` (recognised when the segments alternate between
+///   a literal `job`, in any case, and a name), whose names are URL-decoded once first; the lax
+///   `job/shop/job/feature%2Fx` means the same item;
+/// - either with leading, trailing or repeated slashes and surrounding whitespace.
+///
+/// Each item name is percent-decoded once and re-encoded the way Jenkins' branch plugin encodes
+/// names (`%` `/` `\` `?` `#` `[` `]` as `%25` `%2F` `%5C` `%3F` `%23` `%5B` `%5D`, nothing else),
+/// so `my%20job` is `my job` and `feature%2fx` is `feature%2Fx`; whitespace around a name is
+/// dropped, as Jenkins trims item names. The result keeps the letter case
+/// it was given, for display; Jenkins and [`glob_match`] ignore case.
+///
+/// Refused ([`PathError`]): empty paths, `.` and `..` segments (also when percent-encoded, and
+/// `.`/`..` components of a decoded multibranch name such as `a%2F..%2Fb`), control characters
+/// (also encoded), whitespace-only segments, malformed escapes, escapes that are not UTF-8, and
+/// paths over [`MAX_PATH_LEN`] bytes.
+///
+/// Ambiguity, resolved in favour of the URL form: a full name whose odd segments are all `job`
+/// (a folder named `job` containing `x`: `job/x`) is read as a URL path. Spell such a job in URL
+/// form (`job/job/job/x`). Either way the decision is about the name returned, which is what the
+/// caller acts on.
+pub fn normalize_job_path(raw: &str) -> Result<String, PathError> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if s.len() > MAX_PATH_LEN {
+        return Err(PathError::TooLong);
+    }
+    if s.chars().any(char::is_control) {
+        return Err(PathError::ControlChar);
+    }
+    let segs: Vec<&str> = s.split('/').filter(|x| !x.is_empty()).collect();
+    if segs.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if segs.iter().any(|x| *x == "." || *x == "..") {
+        return Err(PathError::DotSegment);
+    }
+    let url_form = segs.len().is_multiple_of(2) && segs.iter().step_by(2).all(|x| x.eq_ignore_ascii_case("job"));
+    let mut names: Vec<String> = Vec::with_capacity(segs.len());
+    if url_form {
+        for seg in segs.iter().skip(1).step_by(2) {
+            names.push(canonical_item(&percent_decode(seg)?)?);
+        }
+    } else {
+        for seg in &segs {
+            names.push(canonical_item(seg)?);
+        }
+    }
+    Ok(names.join("/"))
+}
+
+/// Checks and tidies a job scope pattern for storing in a [`Grant`]: trims it, drops empty
+/// segments (leading, trailing, repeated slashes) and refuses what could never match a job:
+/// empty patterns, `.`/`..` segments, control characters, whitespace-only segments, an unclosed
+/// `[`. Letter case and escapes are kept as written.
+pub fn normalize_job_pattern(pattern: &str) -> Result<String, PathError> {
+    let s = pattern.trim();
+    if s.len() > MAX_PATH_LEN {
+        return Err(PathError::TooLong);
+    }
+    if s.chars().any(char::is_control) {
+        return Err(PathError::ControlChar);
+    }
+    let segs: Vec<&str> = s.split('/').filter(|x| !x.is_empty()).collect();
+    if segs.is_empty() {
+        return Err(PathError::Empty);
+    }
+    for seg in &segs {
+        if *seg == "." || *seg == ".." {
+            return Err(PathError::DotSegment);
+        }
+        if seg.trim().is_empty() {
+            return Err(PathError::BlankSegment);
+        }
+        if !brackets_balanced(seg) {
+            return Err(PathError::UnclosedBracket);
+        }
+    }
+    Ok(segs.join("/"))
+}
+
+/// The Jenkins URL path of a normalised full name: `shop/feature%2Fx` → `job/shop/job/feature%252Fx`.
+/// Every character outside `A-Z a-z 0-9 - . _ ~` is percent-encoded, so the path names exactly the
+/// item the policy decided on.
+pub fn job_url_path(full_name: &str) -> String {
+    let mut out = String::with_capacity(full_name.len() * 2);
+    for seg in full_name.split('/').filter(|x| !x.is_empty()) {
+        if !out.is_empty() {
+            out.push('/');
+        }
+        out.push_str("job/");
+        for b in seg.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                push_escape(&mut out, b);
+            }
+        }
+    }
+    out
+}
+
+fn push_escape(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 0x0f)]));
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes every `%XX` once; a `%` not followed by two hex digits is an error.
+fn percent_decode(s: &str) -> Result<String, PathError> {
+    if !s.contains('%') {
+        return Ok(s.to_string());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex_value);
+            let lo = bytes.get(i + 2).copied().and_then(hex_value);
+            match (hi, lo) {
+                (Some(h), Some(l)) => {
+                    out.push((h << 4) | l);
+                    i += 3;
+                }
+                _ => {
+                    let bad: String = s.get(i..).unwrap_or_default().chars().take(3).collect();
+                    return Err(PathError::BadEscape(bad));
+                }
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| PathError::NotUtf8)
+}
+
+/// The characters Jenkins' branch plugin escapes in item names, and how.
+fn item_escape(c: char) -> Option<&'static str> {
+    Some(match c {
+        '%' => "%25",
+        '/' => "%2F",
+        '\\' => "%5C",
+        '?' => "%3F",
+        '#' => "%23",
+        '[' => "%5B",
+        ']' => "%5D",
+        _ => return None,
+    })
+}
+
+fn encode_item(decoded: &str) -> String {
+    let mut out = String::with_capacity(decoded.len() + 8);
+    for c in decoded.chars() {
+        match item_escape(c) {
+            Some(e) => out.push_str(e),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// One item name in canonical spelling: decoded once, checked, re-encoded.
+fn canonical_item(name: &str) -> Result<String, PathError> {
+    let decoded = percent_decode(name)?;
+    if decoded.chars().any(char::is_control) {
+        return Err(PathError::ControlChar);
+    }
+    // Jenkins trims item names when it creates them.
+    let decoded = decoded.trim();
+    if decoded.is_empty() {
+        return Err(PathError::BlankSegment);
+    }
+    if decoded.split(['/', '\\']).any(|c| c == "." || c == "..") {
+        return Err(PathError::DotSegment);
+    }
+    Ok(encode_item(decoded))
+}
+
+/// Lower-cases for case-insensitive comparison.
+fn fold(s: &str) -> impl Iterator<Item = char> + '_ {
+    s.chars().flat_map(char::to_lowercase)
+}
+
+/// The match key of a normalised path: its segments, case-folded.
+fn path_key(path: &str) -> Vec<Vec<char>> {
+    path.split('/').filter(|x| !x.is_empty()).map(|x| fold(x).collect()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Globs
+
+/// Whether the job scope `pattern` covers the normalised full name `path` (see the module docs
+/// for the syntax). Case-insensitive. Escapes in the pattern's literal text are read like
+/// [`normalize_job_path`] reads them, so `my%20job` and `my job` are the same pattern. An empty
+/// pattern matches nothing.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    let key = path_key(path);
+    !key.is_empty() && Glob::compile(pattern, GlobMode::Job).matches(&key)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GlobMode {
+    /// Job scopes: empty segments dropped, literals canonicalised, case-insensitive.
+    Job,
+    /// Parameter values: taken as written.
+    Param,
+}
+
+#[derive(Debug, Clone)]
+enum Tok {
+    Lit(char),
+    /// `?`
+    One,
+    /// `*`
+    Star,
+    /// `[...]`
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+impl Tok {
+    fn matches(&self, c: char) -> bool {
+        match self {
+            Tok::Lit(l) => *l == c,
+            Tok::One => true,
+            Tok::Star => false,
+            Tok::Class { negated, ranges } => ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum SegPat {
+    /// `**`: any number of segments.
+    Any,
+    Toks(Vec<Tok>),
+}
+
+#[derive(Debug, Clone)]
+struct Glob {
+    segs: Vec<SegPat>,
+}
+
+impl Glob {
+    fn compile(pattern: &str, mode: GlobMode) -> Glob {
+        let job = mode == GlobMode::Job;
+        let pattern = if job { pattern.trim() } else { pattern };
+        let segs = pattern
+            .split('/')
+            .filter(|s| !(job && s.is_empty()))
+            .map(|s| if s == "**" { SegPat::Any } else { SegPat::Toks(compile_segment(s, job)) })
+            .collect();
+        Glob { segs }
+    }
+
+    /// Which (pattern prefix, path prefix) pairs match: `reach[i][j]` = the first `i` pattern
+    /// segments match the first `j` path segments.
+    fn reach(&self, path: &[Vec<char>]) -> Vec<Vec<bool>> {
+        let (np, ns) = (self.segs.len(), path.len());
+        let mut f = vec![vec![false; ns + 1]; np + 1];
+        f[0][0] = true;
+        for i in 0..np {
+            for j in 0..=ns {
+                if !f[i][j] {
+                    continue;
+                }
+                match &self.segs[i] {
+                    SegPat::Any => {
+                        f[i + 1][j] = true;
+                        if j < ns {
+                            f[i][j + 1] = true;
+                        }
+                    }
+                    SegPat::Toks(toks) => {
+                        if j < ns && segment_matches(toks, &path[j]) {
+                            f[i + 1][j + 1] = true;
+                        }
+                    }
+                }
+            }
+        }
+        f
+    }
+
+    fn matches(&self, path: &[Vec<char>]) -> bool {
+        self.reach(path)[self.segs.len()][path.len()]
+    }
+
+    /// Whether the pattern can match something strictly below `folder`.
+    fn matches_below(&self, folder: &[Vec<char>]) -> bool {
+        let f = self.reach(folder);
+        (0..self.segs.len()).any(|i| f[i][folder.len()])
+    }
+
+    fn spec(&self, g: &Grant) -> Spec {
+        let mut prefix = 0;
+        let mut in_prefix = true;
+        let (mut literals, mut wildcards, mut double) = (0, 0, false);
+        for (n, seg) in self.segs.iter().enumerate() {
+            if n > 0 {
+                literals += 1;
+                if in_prefix {
+                    prefix += 1;
+                }
+            }
+            match seg {
+                SegPat::Any => {
+                    double = true;
+                    wildcards += 1;
+                    in_prefix = false;
+                }
+                SegPat::Toks(toks) => {
+                    for t in toks {
+                        if let Tok::Lit(_) = t {
+                            literals += 1;
+                            if in_prefix {
+                                prefix += 1;
+                            }
+                        } else {
+                            wildcards += 1;
+                            in_prefix = false;
+                        }
+                    }
+                }
+            }
+        }
+        Spec {
+            controller_specific: g.controller.is_some(),
+            scope: if wildcards == 0 { 2 } else { 1 },
+            literal_prefix: prefix,
+            no_double_star: !double,
+            literals,
+            fewer_wildcards: std::cmp::Reverse(wildcards),
+        }
+    }
+}
+
+/// Compiles one segment (not `**`). For job scopes, literal runs are canonicalised like item
+/// names and case-folded.
+fn compile_segment(seg: &str, job: bool) -> Vec<Tok> {
+    let chars: Vec<char> = seg.chars().collect();
+    let mut toks = Vec::new();
+    let mut run = String::new();
+    let flush = |run: &mut String, toks: &mut Vec<Tok>| {
+        if run.is_empty() {
+            return;
+        }
+        if job {
+            let canon = percent_decode(run).map(|d| encode_item(&d)).unwrap_or_else(|_| run.clone());
+            toks.extend(fold(&canon).map(Tok::Lit));
+        } else {
+            toks.extend(run.chars().map(Tok::Lit));
+        }
+        run.clear();
+    };
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' => {
+                flush(&mut run, &mut toks);
+                if !matches!(toks.last(), Some(Tok::Star)) {
+                    toks.push(Tok::Star);
+                }
+                i += 1;
+            }
+            '?' => {
+                flush(&mut run, &mut toks);
+                toks.push(Tok::One);
+                i += 1;
+            }
+            '[' => match parse_class(&chars[i + 1..], job) {
+                Some((tok, used)) => {
+                    flush(&mut run, &mut toks);
+                    toks.push(tok);
+                    i += 1 + used;
+                }
+                None => {
+                    run.push('[');
+                    i += 1;
+                }
+            },
+            c => {
+                run.push(c);
+                i += 1;
+            }
+        }
+    }
+    flush(&mut run, &mut toks);
+    toks
+}
+
+/// Parses a class after its `[`; returns the token and how many chars it used (through `]`).
+fn parse_class(rest: &[char], job: bool) -> Option<(Tok, usize)> {
+    let close = rest.iter().position(|&c| c == ']')?;
+    let mut body = rest.get(..close)?;
+    let negated = matches!(body.first(), Some('!' | '^'));
+    if negated {
+        body = body.get(1..)?;
+    }
+    if body.is_empty() {
+        return None;
+    }
+    let low = |c: char| if job { c.to_lowercase().next().unwrap_or(c) } else { c };
+    let mut ranges = Vec::new();
+    let mut k = 0;
+    while k < body.len() {
+        if k + 2 < body.len() && body[k + 1] == '-' {
+            ranges.push((low(body[k]), low(body[k + 2])));
+            k += 3;
+        } else {
+            ranges.push((low(body[k]), low(body[k])));
+            k += 1;
+        }
+    }
+    Some((Tok::Class { negated, ranges }, close + 1))
+}
+
+/// Whether a segment's tokens match its characters (`*` backtracks to the last star only, which
+/// is complete for single-character tokens).
+fn segment_matches(toks: &[Tok], s: &[char]) -> bool {
+    let (mut t, mut i) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        match toks.get(t) {
+            Some(Tok::Star) => {
+                star = Some((t, i));
+                t += 1;
+                continue;
+            }
+            Some(tok) if tok.matches(s[i]) => {
+                t += 1;
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match star {
+            Some((st, si)) => {
+                t = st + 1;
+                i = si + 1;
+                star = Some((st, si + 1));
+            }
+            None => return false,
+        }
+    }
+    toks.get(t..).is_some_and(|rest| rest.iter().all(|x| matches!(x, Tok::Star)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::operation;
+
+    fn grant(id: i64, controller: Option<&str>, group: Group, level: Level, jobs: Option<&str>) -> Grant {
+        Grant {
+            id,
+            agent: "bot".into(),
+            controller: controller.map(str::to_string),
+            group,
+            level,
+            jobs: jobs.map(str::to_string),
+            params: Vec::new(),
+        }
+    }
+
+    fn with_params(mut g: Grant, params: &[&str]) -> Grant {
+        g.params = params.iter().map(|p| p.parse().expect("constraint")).collect();
+        g
+    }
+
+    fn ask(grants: &[Grant], controller: &str, op: &str, job: Option<&str>, params: &[(&str, &str)]) -> Decision {
+        let params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let op = operation(op).expect("operation");
+        decide(grants, &Request { agent: "bot", controller, op, job, params: &params })
+    }
+
+    #[test]
+    fn decide_table() {
+        use Group::*;
+        use Level::*;
+        let prod = Some("prod");
+        let grants = vec![
+            grant(1, None, Status, Read, Some("team/**")),
+            grant(2, None, Build, Full, Some("release/**")),
+            grant(3, None, Build, Off, Some("release/prod-*")),
+            grant(4, None, Config, Read, Some("team/**")),
+            grant(5, prod, Config, Full, Some("team/**")),
+            with_params(grant(6, None, Build, Full, Some("deploy")), &["ENV=dev|staging", "BRANCH=feature/*"]),
+            grant(7, None, Status, Read, None),
+            grant(8, None, Status, Off, Some("team/secret/**")),
+            grant(9, None, Nodes, Read, Some("team/**")),
+        ];
+        // (grants, controller, op, job, params, allowed, deciding grant, reason contains)
+        type Case<'a> =
+            (&'a [Grant], &'a str, &'a str, Option<&'a str>, &'a [(&'a str, &'a str)], bool, Option<i64>, &'a str);
+        let cases: &[Case] = &[
+            (&[], "ci", "get_job", Some("a"), &[], false, None, "no grant gives Read job and build status"),
+            (
+                &grants,
+                "ci",
+                "create_job",
+                Some("team/new"),
+                &[],
+                false,
+                None,
+                "no grant gives Create, copy, or delete jobs",
+            ),
+            (
+                &grants,
+                "ci",
+                "get_job",
+                Some("team/api"),
+                &[],
+                true,
+                Some(1),
+                "allowed by grant 1 (Read job and build status: read on team/**)",
+            ),
+            (&grants, "ci", "get_job", Some("/job/Team/job/API/"), &[], true, Some(1), "grant 1"),
+            (&grants, "ci", "get_job", Some("other"), &[], true, Some(7), "grant 7"),
+            (
+                &grants,
+                "ci",
+                "get_job",
+                Some("team/secret"),
+                &[],
+                false,
+                Some(8),
+                "grant 8 (Read job and build status: off on team/secret/**) turns this off",
+            ),
+            (&grants, "ci", "get_job", Some("team//SECRET/x/"), &[], false, Some(8), "turns this off"),
+            (&grants, "ci", "get_job_config", Some("team/api"), &[], true, Some(4), "grant 4"),
+            (
+                &grants,
+                "ci",
+                "update_job_config",
+                Some("team/api"),
+                &[],
+                false,
+                Some(4),
+                "gives read, but update_job_config needs full use",
+            ),
+            (&grants, "prod", "update_job_config", Some("team/api"), &[], true, Some(5), "grant 5"),
+            (
+                &grants,
+                "ci",
+                "trigger_build",
+                Some("release/app"),
+                &[],
+                true,
+                Some(2),
+                "allowed by grant 2 (Trigger a build: full use on release/**)",
+            ),
+            (&grants, "ci", "trigger_build", Some("release"), &[], true, Some(2), "grant 2"),
+            (&grants, "ci", "trigger_build", Some("release/prod-eu"), &[], false, Some(3), "turns this off"),
+            (
+                &grants,
+                "ci",
+                "trigger_build",
+                Some("release/../team/x"),
+                &[],
+                false,
+                None,
+                "the job path 'release/../team/x' is not valid: it contains a '.' or '..' segment",
+            ),
+            (&grants, "ci", "trigger_build", Some("release-old"), &[], false, None, "no grant gives Trigger a build"),
+            (
+                &grants,
+                "ci",
+                "trigger_build",
+                Some("deploy"),
+                &[("ENV", "dev"), ("BRANCH", "feature/x")],
+                true,
+                Some(6),
+                "grant 6",
+            ),
+            (
+                &grants,
+                "ci",
+                "trigger_build",
+                Some("deploy"),
+                &[("env", "staging"), ("BRANCH", "feature/x"), ("X", "y")],
+                true,
+                Some(6),
+                "grant 6",
+            ),
+            (
+                &grants,
+                "ci",
+                "trigger_build",
+                Some("deploy"),
+                &[("ENV", "production"), ("BRANCH", "feature/x")],
+                false,
+                Some(6),
+                "grant 6 allows ENV ∈ {dev, staging}, not ENV=production",
+            ),
+            (
+                &grants,
+                "ci",
+                "trigger_build",
+                Some("deploy"),
+                &[("ENV", "dev"), ("env", "production"), ("BRANCH", "feature/x")],
+                false,
+                Some(6),
+                "not env=production",
+            ),
+            (
+                &grants,
+                "ci",
+                "trigger_build",
+                Some("deploy"),
+                &[("ENV", "dev"), ("BRANCH", "main")],
+                false,
+                Some(6),
+                "grant 6 allows BRANCH matching feature/*, not BRANCH=main",
+            ),
+            (
+                &grants,
+                "ci",
+                "trigger_build",
+                Some("deploy"),
+                &[("ENV", "dev"), ("BRANCH", "feature/x/y")],
+                false,
+                Some(6),
+                "BRANCH matching",
+            ),
+            (&grants, "ci", "trigger_build", Some("deploy"), &[("ENV", "dev")], false, Some(6), "does not set BRANCH"),
+            (&grants, "ci", "stop_build", Some("deploy"), &[], true, Some(6), "grant 6"),
+            (&grants, "ci", "get_queue", None, &[], true, Some(7), "grant 7"),
+            (&grants, "ci", "list_nodes", None, &[], false, None, "list_nodes covers the whole controller"),
+            (
+                &grants,
+                "ci",
+                "get_system_info",
+                None,
+                &[],
+                false,
+                None,
+                "no grant gives See Jenkins version and plugins",
+            ),
+            (&grants, "ci", "list_jobs", None, &[], true, Some(1), "only what the agent may see"),
+            (&grants, "ci", "list_jobs", Some("team"), &[], true, Some(1), "grant 1"),
+            (&grants, "ci", "list_jobs", Some("team/secret"), &[], false, Some(8), "turns this off"),
+            (&grants, "ci", "get_job", None, &[], false, None, "get_job needs a job path"),
+        ];
+        for (i, (gs, ctl, op, job, params, allowed, by, reason)) in cases.iter().enumerate() {
+            let d = ask(gs, ctl, op, *job, params);
+            assert_eq!(d.allowed, *allowed, "case {i}: {d:?}");
+            assert_eq!(d.grant, *by, "case {i}: {d:?}");
+            assert!(d.reason.contains(reason), "case {i}: {:?} lacks {reason:?}", d.reason);
+        }
+    }
+
+    #[test]
+    fn controller_specific_beats_all_controllers() {
+        let grants = vec![
+            grant(1, None, Group::Build, Level::Full, Some("release/prod-x")),
+            grant(2, Some("staging"), Group::Build, Level::Off, Some("**")),
+        ];
+        assert!(ask(&grants, "ci", "trigger_build", Some("release/prod-x"), &[]).allowed);
+        let d = ask(&grants, "staging", "trigger_build", Some("release/prod-x"), &[]);
+        assert_eq!((d.allowed, d.grant), (false, Some(2)));
+        let other_controller = vec![grant(1, Some("prod"), Group::Build, Level::Full, None)];
+        assert!(!ask(&other_controller, "ci", "trigger_build", Some("x"), &[]).allowed);
+    }
+
+    #[test]
+    fn ties_go_to_the_more_restrictive_grant() {
+        let grants = vec![
+            grant(1, None, Group::Status, Level::Read, Some("a/*")),
+            grant(2, None, Group::Status, Level::Off, Some("a/*")),
+        ];
+        assert_eq!(ask(&grants, "ci", "get_job", Some("a/b"), &[]).grant, Some(2));
+        let exact = vec![
+            grant(1, None, Group::Status, Level::Off, Some("a/**")),
+            grant(2, None, Group::Status, Level::Read, Some("a/b")),
+        ];
+        assert!(ask(&exact, "ci", "get_job", Some("A/B"), &[]).allowed);
+    }
+
+    #[test]
+    fn other_agents_grants_do_not_count() {
+        let mut g = grant(1, None, Group::Status, Level::Full, None);
+        g.agent = "someone-else".into();
+        assert!(!ask(&[g], "ci", "get_job", Some("x"), &[]).allowed);
+    }
+
+    #[test]
+    fn outside_scope_reads_like_missing() {
+        let grants = vec![grant(1, None, Group::Build, Level::Full, Some("team/secret-project"))];
+        let a = ask(&grants, "ci", "trigger_build", Some("team/exists-but-not-granted"), &[]);
+        let b = ask(&grants, "ci", "trigger_build", Some("team/does-not-exist"), &[]);
+        assert_eq!(a.reason, b.reason);
+        assert!(!a.reason.contains("secret"));
+    }
+
+    #[test]
+    fn may_see_filters_lists() {
+        let grants = vec![
+            grant(1, None, Group::Status, Level::Read, Some("team/**")),
+            grant(2, None, Group::Status, Level::Off, Some("team/secret*")),
+            grant(3, None, Group::Build, Level::Full, None),
+            grant(4, Some("prod"), Group::Status, Level::Read, Some("ops")),
+        ];
+        let seen: Vec<&str> = ["team", "team/api", "team/secret", "team/secrets", "other", "ops", "team/x/../y", ""]
+            .into_iter()
+            .filter(|j| may_see(&grants, "bot", "ci", j))
+            .collect();
+        assert_eq!(seen, ["team", "team/api"]);
+        assert!(may_see(&grants, "bot", "prod", "OPS"));
+        assert!(!may_see(&grants, "other-bot", "ci", "team/api"));
+    }
+
+    #[test]
+    fn listing_a_folder_with_grants_below_it() {
+        let grants = vec![grant(1, None, Group::Status, Level::Read, Some("team/api-*"))];
+        assert!(ask(&grants, "ci", "list_jobs", Some("team"), &[]).allowed);
+        assert!(!ask(&grants, "ci", "list_jobs", Some("other"), &[]).allowed);
+        assert!(!ask(&grants, "ci", "list_jobs", Some("team/api-x/deeper"), &[]).allowed);
+    }
+
+    #[test]
+    fn normalisation_examples() {
+        let ok = |raw: &str| normalize_job_path(raw).expect("valid");
+        assert_eq!(ok("shop/feature%2Fx"), "shop/feature%2Fx");
+        assert_eq!(ok("shop/feature%2fx"), "shop/feature%2Fx");
+        assert_eq!(ok("/job/shop/job/feature%252Fx/"), "shop/feature%2Fx");
+        assert_eq!(ok("job/shop/job/feature%2Fx"), "shop/feature%2Fx");
+        assert_eq!(ok("JOB/a/Job/b"), "a/b");
+        assert_eq!(ok("  //a///b//  "), "a/b");
+        assert_eq!(ok("my%20job"), "my job");
+        assert_eq!(ok("Team/API"), "Team/API");
+        assert_eq!(ok("job/a/b"), "job/a/b");
+        assert_eq!(ok("r%C3%A9sum%C3%A9"), "résumé");
+        for bad in [
+            "",
+            " ",
+            "/",
+            "a/../b",
+            "./a",
+            "a/.",
+            "a/%2e%2E",
+            "job/%2E%2E",
+            "job/%252E%252E",
+            "a\nb",
+            "a%0Ab",
+            "a%zz",
+            "a%",
+            "a%ff",
+            "a/%20",
+            "x/a%2F..%2Fb",
+        ] {
+            assert!(normalize_job_path(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(job_url_path("shop/feature%2Fx"), "job/shop/job/feature%252Fx");
+        assert_eq!(job_url_path("my job"), "job/my%20job");
+    }
+
+    #[test]
+    fn glob_examples() {
+        let yes = [
+            ("release/**", "release"),
+            ("release/**", "release/a/b"),
+            ("api-*", "API-gateway"),
+            ("a/*/c", "a/b/c"),
+            ("**", "x/y"),
+            ("a/**/z", "a/z"),
+            ("a/**/z", "a/b/c/z"),
+            ("shop/feature%2F*", "shop/feature%2Fx"),
+            ("shop/*", "shop/feature%2Fx"),
+            ("my%20job", "my job"),
+            ("v?", "v1"),
+            ("v[0-9]", "v7"),
+            ("v[!0-9]", "vx"),
+            ("/team/", "team"),
+        ];
+        let no = [
+            ("release/**", "release-old"),
+            ("api-*", "api/x"),
+            ("*", "a/b"),
+            ("a/*", "a"),
+            ("a/*/c", "a/b/x/c"),
+            ("v?", "v12"),
+            ("v[0-9]", "vx"),
+            ("", "a"),
+            ("**", ""),
+        ];
+        for (p, s) in yes {
+            assert!(glob_match(p, s), "{p} should match {s}");
+        }
+        for (p, s) in no {
+            assert!(!glob_match(p, s), "{p} should not match {s}");
+        }
+    }
+
+    #[test]
+    fn parsing() {
+        let c: ParamConstraint = "ENV=dev|staging".parse().expect("one of");
+        assert_eq!(c.rule, ParamRule::OneOf(vec!["dev".into(), "staging".into()]));
+        let c: ParamConstraint = " BRANCH = feature/* ".parse().expect("glob");
+        assert_eq!((c.name.as_str(), c.rule), ("BRANCH", ParamRule::Glob("feature/*".into())));
+        let c: ParamConstraint = "ENV=dev".parse().expect("exact");
+        assert_eq!(c.rule, ParamRule::OneOf(vec!["dev".into()]));
+        for bad in ["ENV", "=x", "ENV=", "ENV=a||b", "ENV=a*|b", "ENV=[ab", "E V=x"] {
+            let e = bad.parse::<ParamConstraint>().expect_err(bad).to_string();
+            assert!(e.contains("NAME=a|b|c"), "{e}");
+        }
+        for (s, l) in [
+            ("off", Level::Off),
+            ("READ", Level::Read),
+            ("full", Level::Full),
+            ("full-use", Level::Full),
+            ("full_use", Level::Full),
+            ("full use", Level::Full),
+        ] {
+            assert_eq!(s.parse::<Level>(), Ok(l));
+        }
+        assert!("write".parse::<Level>().is_err());
+        assert_eq!(Level::Full.to_string(), "full use");
+        assert_eq!(serde_json::to_string(&Level::Full).ok().as_deref(), Some("\"full\""));
+    }
+
+    #[test]
+    fn describe_reads_like_the_row() {
+        let g = with_params(grant(7, None, Group::Build, Level::Full, Some("release/**")), &["ENV=staging"]);
+        assert_eq!(g.describe(), "Trigger a build: full use on release/** (ENV ∈ {staging})");
+        let g = grant(2, Some("prod"), Group::Status, Level::Read, None);
+        assert_eq!(g.describe(), "Read job and build status: read on all jobs (controller prod)");
+        let json = serde_json::to_string(&g).expect("json");
+        assert_eq!(serde_json::from_str::<Grant>(&json).expect("back"), g);
+    }
+}

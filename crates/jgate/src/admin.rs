@@ -1,0 +1,707 @@
+//! The administrator's CLI: controllers, agents, grants, the audit log, key rotation — and
+//! `jgate call`, the CLI surface through which an agent calls an operation.
+//!
+//! Secrets never travel as arguments: tokens come from a file, an environment variable or stdin;
+//! agent keys from `JGATE_AGENT_KEY`.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use gate::audit::{Checkpoint, Phase, Surface};
+use gate::catalog::{self, Group};
+use gate::policy::ParamConstraint;
+use gate::secrets::{KeySource, MasterKey};
+use gate::store::{AuditFilter, Store, parse_level};
+use gate::{Caller, Gate, NewController};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+/// Options every admin command takes.
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Database: a SQLite file path or sqlite:///path (default: jgate.db in the data directory),
+    /// or postgres://user@host:port/db.
+    #[arg(long, global = true, env = "JGATE_DB")]
+    pub db: Option<String>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The master key file (default: master.key in the data directory; JGATE_MASTER_KEY wins).
+    #[arg(long, global = true, env = "JGATE_MASTER_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum ControllerCmd {
+    /// Adds a controller after testing the connection. The API token is read from --token-file,
+    /// --token-env or standard input — never from an argument.
+    Add {
+        name: String,
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        username: String,
+        /// Read the token from this file.
+        #[arg(long, conflicts_with = "token_env")]
+        token_file: Option<PathBuf>,
+        /// Read the token from this environment variable.
+        #[arg(long)]
+        token_env: Option<String>,
+        /// The secret is a password, not an API token (API tokens are preferred).
+        #[arg(long)]
+        password: bool,
+        /// Private-access allow-list entry for a Jenkins on a private network: CIDR or HOST,
+        /// optionally with :PORT (e.g. 10.0.0.0/8, 127.0.0.1:8080, jenkins.internal:8443).
+        #[arg(long = "allow-private", value_name = "CIDR|HOST")]
+        allow_private: Vec<String>,
+        /// PEM file of the CA that signed the controller's certificate.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// DANGEROUS: do not verify the controller's TLS certificate.
+        #[arg(long)]
+        insecure_skip_tls_verify: bool,
+        /// Store the controller even if the connection test fails.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Tests the connection of a stored controller.
+    Test { name: String },
+    /// Lists controllers.
+    List,
+    /// Removes a controller.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum AgentCmd {
+    /// Creates an agent and prints its key once.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The key expires after this many days.
+        #[arg(long)]
+        expires_days: Option<u32>,
+    },
+    /// Lists agents and their keys (ids only).
+    List,
+    /// Revokes all keys of an agent, or one key.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Issues an additional key for an agent (printed once).
+    Key {
+        name: String,
+        #[arg(long)]
+        expires_days: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Verifies the hash chain (and exported checkpoints).
+    Verify {
+        /// A file of checkpoints exported earlier (one `seq hash` per line).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Prints the current head of the chain as a checkpoint (`seq hash`) to keep elsewhere.
+    Checkpoint,
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub cmd: Option<AuditCmd>,
+    #[arg(long)]
+    pub agent: Option<String>,
+    #[arg(long)]
+    pub controller: Option<String>,
+    #[arg(long)]
+    pub operation: Option<String>,
+    /// Only denied calls.
+    #[arg(long, conflicts_with = "allowed")]
+    pub denied: bool,
+    /// Only allowed calls.
+    #[arg(long)]
+    pub allowed: bool,
+    /// From this time: 2026-11-22, 2026-11-22T10:00:00Z, epoch milliseconds, or a duration ago (30m, 2h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until this time (same forms).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Keep printing new records as they are written.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Args)]
+pub struct GrantArgs {
+    pub agent: String,
+    /// status, build, config, jobs, nodes or system.
+    pub group: String,
+    /// off, read or full.
+    pub level: String,
+    /// Only on this controller (default: all).
+    #[arg(long)]
+    pub controller: Option<String>,
+    /// Only on jobs matching this glob over full names (e.g. release/**, api-*).
+    #[arg(long)]
+    pub jobs: Option<String>,
+    /// A trigger parameter constraint: NAME=VALUE, NAME=A|B|C, or NAME=GLOB (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE|GLOB")]
+    pub params: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct CallArgs {
+    /// The operation (see `jgate operations`).
+    pub operation: String,
+    #[arg(long)]
+    pub controller: String,
+    /// Arguments as JSON, e.g. '{"job":"team/api","build":"lastFailedBuild"}'.
+    #[arg(long, default_value = "{}")]
+    pub args: String,
+}
+
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("JGATE_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("jgate");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/jgate"),
+        None => PathBuf::from(".jgate"),
+    }
+}
+
+pub async fn open(g: &Global) -> anyhow::Result<Gate> {
+    let db = g.db.clone().unwrap_or_else(|| data_dir().join("jgate.db").display().to_string());
+    let store = Store::open(&db).await?;
+    let key_file = g.key_file.clone().unwrap_or_else(|| data_dir().join("master.key"));
+    let (master, source) = MasterKey::load_or_create("JGATE_MASTER_KEY", &key_file)?;
+    if let KeySource::Created(p) = source {
+        eprintln!(
+            "created a new master key at {} (back it up: without it stored tokens cannot be decrypted)",
+            p.display()
+        );
+    }
+    Ok(Gate::new(store, master))
+}
+
+fn read_token(file: Option<&PathBuf>, env: Option<&str>) -> anyhow::Result<SecretString> {
+    let raw = if let Some(f) = file {
+        std::fs::read_to_string(f).with_context(|| format!("cannot read the token file {}", f.display()))?
+    } else if let Some(var) = env {
+        std::env::var(var)
+            .with_context(|| format!("the environment variable {var} is not set (it should hold the API token)"))?
+    } else {
+        if std::io::stdin().is_terminal() {
+            eprint!("API token (input hidden is not supported; paste and press Enter): ");
+        }
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("cannot read the token from standard input")?;
+        s
+    };
+    let t = raw.trim().to_string();
+    if t.is_empty() {
+        bail!("the token is empty: give it with --token-file FILE, --token-env VAR, or on standard input");
+    }
+    Ok(SecretString::from(t))
+}
+
+fn out(g: &Global, v: &Value, human: impl FnOnce()) {
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        human();
+    }
+}
+
+/// Prints rows as an aligned table.
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn color_enabled() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}
+
+pub fn format_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `--since`/`--until`: a date, a UTC timestamp, epoch ms, or a duration ago.
+pub fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
+    let s = s.trim();
+    let bad = || {
+        anyhow::anyhow!(
+            "cannot read the time '{s}': use 2026-11-22, 2026-11-22T10:00:00Z, epoch milliseconds, or a duration ago like 30m, 2h, 7d"
+        )
+    };
+    if let Some(num) = s.strip_suffix(['s', 'm', 'h', 'd']) {
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        let unit = match s.chars().last() {
+            Some('s') => 1000,
+            Some('m') => 60_000,
+            Some('h') => 3_600_000,
+            _ => 86_400_000,
+        };
+        return Ok(now_ms - n * unit);
+    }
+    if s.chars().all(|c| c.is_ascii_digit()) && s.len() > 8 {
+        return s.parse().map_err(|_| bad());
+    }
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
+    let dp: Vec<i64> = date.split('-').map(|p| p.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+    let time = time.trim_end_matches('Z');
+    let tp: Vec<i64> = time.split(':').map(|p| p.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+    let (&[y, mo, d], [h, mi, rest @ ..]) = (dp.as_slice(), tp.as_slice()) else { return Err(bad()) };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || !(0..24).contains(h) || !(0..60).contains(mi) {
+        return Err(bad());
+    }
+    let sec = rest.first().copied().unwrap_or(0);
+    Ok((days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec) * 1000)
+}
+
+pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
+    let gate = open(g).await?;
+    match cmd {
+        ControllerCmd::Add {
+            name,
+            url,
+            username,
+            token_file,
+            token_env,
+            password,
+            allow_private,
+            ca_file,
+            insecure_skip_tls_verify,
+            force,
+        } => {
+            let token = read_token(token_file.as_ref(), token_env.as_deref())?;
+            let ca_pem = ca_file
+                .map(|f| {
+                    std::fs::read_to_string(&f).with_context(|| format!("cannot read the CA file {}", f.display()))
+                })
+                .transpose()?;
+            if insecure_skip_tls_verify {
+                eprintln!("warning: TLS verification is OFF for {name}: anyone on the network path can read its token");
+            }
+            let nc = NewController {
+                name: name.clone(),
+                url,
+                username,
+                token,
+                password,
+                allow_private,
+                ca_pem,
+                insecure: insecure_skip_tls_verify,
+            };
+            let (row, report) = match gate.add_controller(nc, force).await {
+                Ok(r) => r,
+                Err(gate::GateError::ConnectionTest { name, error })
+                    if matches!(*error, jenkins::Error::Refused(_)) =>
+                {
+                    bail!(
+                        "the connection test of controller '{name}' failed, so nothing was stored: {error}\nIf this Jenkins is on a private network you trust, add --allow-private with its address (CIDR or HOST[:PORT])."
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let v = json!({"name": row.name, "url": row.base_url, "version": row.jenkins_version, "user": report.as_ref().map(|r| r.who_am_i.name.clone()), "plugins": row.plugins.len()});
+            out(g, &v, || {
+                println!("added controller {} ({})", row.name, row.base_url);
+                if let Some(r) = &report {
+                    println!(
+                        "  Jenkins {} — connected as {} — {} plugins detected{}",
+                        r.version.as_deref().unwrap_or("?"),
+                        r.who_am_i.name,
+                        r.capabilities.plugins.len(),
+                        if r.crumbs_required { " — password auth: CSRF crumbs will be used" } else { "" }
+                    );
+                }
+            });
+        }
+        ControllerCmd::Test { name } => {
+            let r = gate.test_controller(&name).await?;
+            let v = json!({"name": name, "version": r.version, "user": r.who_am_i.name, "crumbs_required": r.crumbs_required,
+                "pipeline_rest_api": r.capabilities.pipeline_rest_api, "plugins": r.capabilities.plugins.len(), "quieting_down": r.quieting_down});
+            out(g, &v, || {
+                println!(
+                    "controller {name}: OK — Jenkins {} — connected as {}",
+                    r.version.as_deref().unwrap_or("?"),
+                    r.who_am_i.name
+                );
+                let cap = |b: Option<bool>| match b {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "unknown (the user cannot list plugins)",
+                };
+                println!(
+                    "  Pipeline REST API: {}; Notification plugin: {}",
+                    cap(r.capabilities.pipeline_rest_api),
+                    cap(r.capabilities.notification)
+                );
+                if r.quieting_down {
+                    println!("  note: Jenkins is in quiet-down mode");
+                }
+            });
+        }
+        ControllerCmd::List => {
+            let rows = gate.store().controllers().await?;
+            let v = Value::Array(rows.iter().map(|c| json!({"name": c.name, "url": c.base_url, "username": c.username, "version": c.jenkins_version, "allow_private": c.allow_private})).collect());
+            out(g, &v, || {
+                table(
+                    &["name", "url", "user", "version", "private access"],
+                    &rows
+                        .iter()
+                        .map(|c| {
+                            vec![
+                                c.name.clone(),
+                                c.base_url.clone(),
+                                c.username.clone(),
+                                c.jenkins_version.clone().unwrap_or_default(),
+                                c.allow_private.join(","),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            });
+        }
+        ControllerCmd::Remove { name } => {
+            if !gate.store().delete_controller(&name).await? {
+                bail!("there is no controller '{name}' (`jgate controller list` shows them)");
+            }
+            out(g, &json!({"removed": name}), || println!("removed controller {name}"));
+        }
+    }
+    Ok(())
+}
+
+pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
+    let gate = open(g).await?;
+    let expiry = |d: Option<u32>| d.map(|d| gate::store::now_ms() + i64::from(d) * 86_400_000);
+    match cmd {
+        AgentCmd::Create { name, description, expires_days } => {
+            let (agent, key) = gate.create_agent(&name, &description, expiry(expires_days)).await?;
+            let secret = gate::gate::expose(&key.secret).to_string();
+            out(g, &json!({"agent": agent.name, "key_id": key.key_id, "key": secret}), || {
+                println!("created agent {}", agent.name);
+                println!("key (shown once, store it now): {secret}");
+                println!("key id: {}", key.key_id);
+                println!("It has no grants yet: everything is denied until you run `jgate grant {} ...`.", agent.name);
+            });
+        }
+        AgentCmd::Key { name, expires_days } => {
+            let key = gate.new_key(&name, expiry(expires_days)).await?;
+            let secret = gate::gate::expose(&key.secret).to_string();
+            out(g, &json!({"agent": name, "key_id": key.key_id, "key": secret}), || {
+                println!("new key for {name} (shown once): {secret}");
+                println!("key id: {}", key.key_id);
+            });
+        }
+        AgentCmd::List => {
+            let agents = gate.agents().await?;
+            let now = gate::store::now_ms();
+            let v = Value::Array(agents.iter().map(|(a, ks)| json!({"name": a.name, "description": a.description,
+                "keys": ks.iter().map(|k| json!({"key_id": k.key_id, "revoked": k.revoked_ms.is_some(), "expires_ms": k.expires_ms, "last_used_ms": k.last_used_ms})).collect::<Vec<_>>()})).collect());
+            out(g, &v, || {
+                let rows: Vec<Vec<String>> = agents
+                    .iter()
+                    .map(|(a, ks)| {
+                        let active = ks
+                            .iter()
+                            .filter(|k| k.revoked_ms.is_none() && k.expires_ms.is_none_or(|e| e > now))
+                            .count();
+                        let last = ks
+                            .iter()
+                            .filter_map(|k| k.last_used_ms)
+                            .max()
+                            .map(format_time)
+                            .unwrap_or_else(|| "never".into());
+                        vec![a.name.clone(), format!("{active} of {}", ks.len()), last, a.description.clone()]
+                    })
+                    .collect();
+                table(&["agent", "active keys", "last used", "description"], &rows);
+            });
+        }
+        AgentCmd::Revoke { name, key } => {
+            let n = gate.revoke(&name, key.as_deref()).await?;
+            if n == 0 {
+                bail!(
+                    "nothing to revoke: {name} has no active key{}",
+                    key.map(|k| format!(" with id {k}")).unwrap_or_default()
+                );
+            }
+            out(g, &json!({"agent": name, "revoked": n}), || println!("revoked {n} key(s) of {name}"));
+        }
+    }
+    Ok(())
+}
+
+pub async fn grant(g: &Global, a: GrantArgs) -> anyhow::Result<()> {
+    let gate = open(g).await?;
+    let group = Group::parse(&a.group).with_context(|| {
+        format!(
+            "unknown group '{}': use one of {}",
+            a.group,
+            Group::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let level = parse_level(&a.level).with_context(|| format!("unknown level '{}': use off, read or full", a.level))?;
+    let params = a
+        .params
+        .iter()
+        .map(|p| p.parse::<ParamConstraint>().map_err(|e| anyhow::anyhow!("--param {p}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let gr = gate.grant(&a.agent, group, level, a.controller.as_deref(), a.jobs.as_deref(), params).await?;
+    out(g, &serde_json::to_value(&gr).unwrap_or(Value::Null), || {
+        println!("grant {}: {} — {}", gr.id, gr.agent, gr.describe())
+    });
+    Ok(())
+}
+
+pub async fn grants(g: &Global, agent: &str) -> anyhow::Result<()> {
+    let gate = open(g).await?;
+    let list = gate.grants(agent).await?;
+    out(g, &serde_json::to_value(&list).unwrap_or(Value::Null), || {
+        if list.is_empty() {
+            println!("{agent} has no grants: every call is denied");
+        }
+        table(
+            &["id", "controller", "grant"],
+            &list
+                .iter()
+                .map(|gr| vec![gr.id.to_string(), gr.controller.clone().unwrap_or_else(|| "all".into()), gr.describe()])
+                .collect::<Vec<_>>(),
+        );
+    });
+    Ok(())
+}
+
+pub async fn ungrant(g: &Global, id: i64) -> anyhow::Result<()> {
+    let gate = open(g).await?;
+    if !gate.store().delete_grant(id).await? {
+        bail!("there is no grant {id} (`jgate grants AGENT` lists them with their ids)");
+    }
+    out(g, &json!({"removed": id}), || println!("removed grant {id}"));
+    Ok(())
+}
+
+fn print_record(r: &gate::audit::Record, color: bool) {
+    let mark = match (r.entry.allowed, color) {
+        (false, true) => "\x1b[31mDENIED\x1b[0m",
+        (false, false) => "DENIED",
+        (true, _) if r.entry.phase == Phase::Intent => "intent",
+        (true, _) => "ok",
+    };
+    println!("#{:<6} {} {:<6} {}", r.seq, format_time(r.entry.time_ms), mark, r.sentence);
+}
+
+pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<()> {
+    let gate = open(g).await?;
+    let now = gate::store::now_ms();
+    match a.cmd {
+        Some(AuditCmd::Verify { checkpoints }) => {
+            let cps = match checkpoints {
+                Some(f) => parse_checkpoints(
+                    &std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?,
+                )?,
+                None => Vec::new(),
+            };
+            match gate.verify_audit(&cps).await? {
+                Ok(n) => out(g, &json!({"ok": true, "records": n}), || {
+                    println!(
+                        "audit chain OK: {n} records verified{}",
+                        if cps.is_empty() { "" } else { " against the checkpoints" }
+                    )
+                }),
+                Err(e) => {
+                    out(g, &json!({"ok": false, "error": e.to_string()}), || println!("audit chain BROKEN: {e}"));
+                    std::process::exit(1);
+                }
+            }
+            return Ok(());
+        }
+        Some(AuditCmd::Checkpoint) => {
+            match gate.checkpoint().await? {
+                Some(c) => out(g, &json!({"seq": c.seq, "hash": c.hash}), || println!("{} {}", c.seq, c.hash)),
+                None => bail!("the audit log is empty: there is nothing to checkpoint yet"),
+            }
+            return Ok(());
+        }
+        None => {}
+    }
+    let mut filter = AuditFilter {
+        agent: a.agent,
+        controller: a.controller,
+        operation: a.operation,
+        allowed: if a.denied {
+            Some(false)
+        } else if a.allowed {
+            Some(true)
+        } else {
+            None
+        },
+        since_ms: a.since.as_deref().map(|s| parse_time(s, now)).transpose()?,
+        until_ms: a.until.as_deref().map(|s| parse_time(s, now)).transpose()?,
+        ..AuditFilter::default()
+    };
+    let color = color_enabled() && !g.json;
+    loop {
+        let records = gate.audit(&filter).await?;
+        for r in &records {
+            if g.json {
+                println!("{}", gate::audit::to_json_line(r));
+            } else {
+                print_record(r, color);
+            }
+        }
+        let _ = std::io::stdout().flush();
+        if !a.follow {
+            return Ok(());
+        }
+        if let Some(last) = records.last() {
+            filter.after_seq = Some(last.seq);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+fn parse_checkpoints(text: &str) -> anyhow::Result<Vec<Checkpoint>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let mut parts = line.split_whitespace();
+        let (Some(seq), Some(hash)) = (parts.next(), parts.next()) else {
+            bail!("checkpoint line {}: expected `SEQ HASH` as printed by `jgate audit checkpoint`", i + 1);
+        };
+        out.push(Checkpoint {
+            seq: seq.parse().with_context(|| format!("checkpoint line {}: '{seq}' is not a number", i + 1))?,
+            hash: hash.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// `jgate key rotate`: writes a new master key file and re-wraps every stored token with it.
+pub async fn rotate_key(g: &Global) -> anyhow::Result<()> {
+    if std::env::var_os("JGATE_MASTER_KEY").is_some() {
+        bail!(
+            "the master key comes from JGATE_MASTER_KEY; rotate it by running with the old key, then set the printed new key. Unset JGATE_MASTER_KEY to rotate the key file instead"
+        );
+    }
+    let gate = open(g).await?;
+    let key_file = g.key_file.clone().unwrap_or_else(|| data_dir().join("master.key"));
+    let new = MasterKey::generate();
+    let n = gate.rotate_master_key(&new).await?;
+    let tmp = key_file.with_extension("new");
+    std::fs::write(&tmp, gate::gate::expose(&new.to_base64()))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, &key_file).with_context(|| format!("cannot replace {}", key_file.display()))?;
+    out(g, &json!({"rewrapped": n, "key_id": new.id()}), || {
+        println!("rotated the master key (new id {}): re-wrapped {n} controller token(s)", new.id())
+    });
+    Ok(())
+}
+
+/// `jgate operations`: the catalog as a table.
+pub fn operations(g: &Global) {
+    let v = Value::Array(catalog::OPERATIONS.iter().map(|o| json!({"name": o.name, "group": o.group.as_str(), "access": format!("{:?}", o.access).to_lowercase(), "description": o.description})).collect());
+    out(g, &v, || {
+        table(
+            &["operation", "group", "access", "description"],
+            &catalog::OPERATIONS
+                .iter()
+                .map(|o| {
+                    vec![
+                        o.name.to_string(),
+                        o.group.as_str().to_string(),
+                        format!("{:?}", o.access).to_lowercase(),
+                        o.description.to_string(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        );
+    });
+}
+
+/// `jgate call`: the CLI surface. The agent key comes from JGATE_AGENT_KEY.
+pub async fn call(g: &Global, a: CallArgs) -> anyhow::Result<()> {
+    let key = std::env::var("JGATE_AGENT_KEY")
+        .context("set JGATE_AGENT_KEY to the agent's key (keys are never passed as arguments)")?;
+    let args: Value = serde_json::from_str(&a.args).with_context(|| format!("--args is not valid JSON: {}", a.args))?;
+    let gate = open(g).await?;
+    let (agent, key_id) = gate.authenticate(&key).await?;
+    let caller = Caller {
+        agent,
+        key_id: Some(key_id),
+        surface: Surface::Cli,
+        client_addr: None,
+        request_id: format!("cli-{}", gate::store::now_ms()),
+    };
+    let result = gate.call(&caller, &a.controller, &a.operation, args).await?;
+    println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+    Ok(())
+}
