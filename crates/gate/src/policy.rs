@@ -527,6 +527,10 @@ pub enum PathError {
     BlankSegment,
     #[error("a '[' has no closing ']'")]
     UnclosedBracket,
+    #[error(
+        "it names a folder called 'job', which cannot be told apart from a URL path (job/NAME); jgate cannot scope such a folder safely, so rename it in Jenkins"
+    )]
+    AmbiguousJobFolder,
 }
 
 /// The canonical Jenkins full name of a job, from any spelling an agent may send.
@@ -583,6 +587,11 @@ pub fn normalize_job_path(raw: &str) -> Result<String, PathError> {
         for seg in &segs {
             names.push(canonical_item(seg)?);
         }
+    }
+    // The canonical name must read back as itself: a full name whose segments alternate with
+    // `job` would be taken for a URL path next time, so it must be spelled as one.
+    if names.len().is_multiple_of(2) && names.iter().step_by(2).all(|x| x.eq_ignore_ascii_case("job")) {
+        return Err(PathError::AmbiguousJobFolder);
     }
     Ok(names.join("/"))
 }

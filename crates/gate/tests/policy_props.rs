@@ -245,3 +245,14 @@ proptest! {
 fn spelling_normalised(s: &str) -> String {
     normalize_job_path(s).unwrap_or_default()
 }
+
+/// A folder literally named `job` is ambiguous with URL paths: refused in every spelling, so
+/// normalisation stays idempotent.
+#[test]
+fn folders_named_job_are_refused() {
+    for raw in ["job /%2F", "job/job/job/x", "job /x", "/JOB/job/JOB/x/"] {
+        assert_eq!(normalize_job_path(raw), Err(gate::policy::PathError::AmbiguousJobFolder), "{raw}");
+    }
+    assert_eq!(normalize_job_path("job/a/job/b").as_deref(), Ok("a/b"), "URL form still works");
+    assert_eq!(normalize_job_path("job/x").as_deref(), Ok("x"), "job/x is the URL form of the root item x");
+}
