@@ -137,3 +137,38 @@ async fn administrator_workflow() {
     let ops = env.ok(&["operations"], &[]);
     assert!(ops.contains("trigger_build"));
 }
+
+/// Two jgate processes appending to one SQLite file at once never fork the audit chain.
+#[test]
+fn two_processes_append_to_one_chain() {
+    let env = Env::new();
+    let created: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--json", "agent", "create", "bot"], &[])).expect("json");
+    let key = created["key"].as_str().expect("key").to_string();
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let dir = env.dir.clone();
+            let key = key.clone();
+            std::thread::spawn(move || {
+                let env = Env { dir };
+                for i in 0..12 {
+                    // Denied (no grant): each call appends one record without touching Jenkins.
+                    let o = env.run(
+                        &["call", "get_job", "--controller", "prod", "--args", &format!(r#"{{"job":"w{w}/j{i}"}}"#)],
+                        &[("JGATE_AGENT_KEY", &key)],
+                    );
+                    assert!(
+                        String::from_utf8_lossy(&o.stderr).contains("denied"),
+                        "{}",
+                        String::from_utf8_lossy(&o.stderr)
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let verified = env.ok(&["audit", "verify"], &[]);
+    assert!(verified.contains("audit chain OK: 24 records"), "{verified}");
+}
