@@ -72,12 +72,24 @@ pub struct NewController {
     pub insecure: bool,
 }
 
+/// Progress of a long call: (done, total, message).
+pub type ProgressSink = tokio::sync::mpsc::UnboundedSender<(f64, Option<f64>, String)>;
+
+/// (agent, controller, key).
+type IdempotencyKey = (String, String, String);
+
+/// How long a trigger's idempotency key is remembered.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// The gate over one store and master key.
 pub struct Gate {
     store: Store,
     master: MasterKey,
     hmac_key: [u8; 32],
     clients: tokio::sync::Mutex<HashMap<String, Arc<JenkinsClient>>>,
+    /// (agent, controller, key) → the first trigger's result. Per process: replicas behind a
+    /// load balancer should route an agent's retries to the same replica (documented).
+    idempotency: tokio::sync::Mutex<HashMap<IdempotencyKey, (Instant, Value)>>,
 }
 
 fn token_aad(controller: &str) -> String {
@@ -87,7 +99,13 @@ fn token_aad(controller: &str) -> String {
 impl Gate {
     pub fn new(store: Store, master: MasterKey) -> Gate {
         let hmac_key = master.audit_hmac_key();
-        Gate { store, master, hmac_key, clients: tokio::sync::Mutex::new(HashMap::new()) }
+        Gate {
+            store,
+            master,
+            hmac_key,
+            clients: tokio::sync::Mutex::new(HashMap::new()),
+            idempotency: tokio::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -391,6 +409,18 @@ impl Gate {
         op_name: &str,
         args: Value,
     ) -> Result<Value, GateError> {
+        self.call_with_progress(caller, controller, op_name, args, None).await
+    }
+
+    /// [`Gate::call`], reporting progress of long operations (waiting for a build) to `progress`.
+    pub async fn call_with_progress(
+        &self,
+        caller: &Caller,
+        controller: &str,
+        op_name: &str,
+        args: Value,
+        progress: Option<ProgressSink>,
+    ) -> Result<Value, GateError> {
         let op =
             catalog::operation(op_name).ok_or_else(|| GateError::Invalid(format!("unknown operation '{op_name}'")))?;
         let job_arg = match op.target {
@@ -425,6 +455,31 @@ impl Gate {
             }
             return Err(GateError::Denied { reason: decision.reason });
         }
+        let idem_key = if op.name == "trigger_build" {
+            args.get("idempotency_key")
+                .and_then(Value::as_str)
+                .map(|k| (caller.agent.clone(), controller.to_string(), k.to_string()))
+        } else {
+            None
+        };
+        if let Some(k) = &idem_key {
+            let mut cache = self.idempotency.lock().await;
+            cache.retain(|_, (at, _)| at.elapsed() < IDEMPOTENCY_TTL);
+            if let Some((_, first)) = cache.get(k) {
+                let mut v = first.clone();
+                if let Value::Object(m) = &mut v {
+                    m.insert("replayed".into(), Value::Bool(true));
+                }
+                // Still audited as a read of the first result; no second build is started.
+                entry.phase = Phase::Read;
+                entry.outcome = Some("replayed: same idempotency key, no new build".into());
+                self.store
+                    .append_audit(&self.hmac_key, entry)
+                    .await
+                    .map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
+                return Ok(v);
+            }
+        }
         if op.access == Access::Write {
             let mut intent = entry.clone();
             intent.phase = Phase::Intent;
@@ -437,7 +492,18 @@ impl Gate {
         let started = Instant::now();
         let result = match self.client(controller).await {
             Ok(client) => {
-                execute(&client, op, target.as_deref(), &args, &params, &grants, &caller.agent, controller).await
+                execute(
+                    &client,
+                    op,
+                    target.as_deref(),
+                    &args,
+                    &params,
+                    &grants,
+                    &caller.agent,
+                    controller,
+                    progress.as_ref(),
+                )
+                .await
             }
             Err(e) => Err(e),
         };
@@ -460,6 +526,9 @@ impl Gate {
                     _ => None,
                 };
             }
+        }
+        if let (Some(k), Ok(v)) = (&idem_key, &result) {
+            self.idempotency.lock().await.insert(k.clone(), (Instant::now(), v.clone()));
         }
         let appended = self.store.append_audit(&self.hmac_key, entry).await;
         if let Err(e) = appended {
@@ -569,6 +638,7 @@ async fn execute(
     grants: &[Grant],
     agent: &str,
     controller: &str,
+    progress: Option<&ProgressSink>,
 ) -> Result<Value, GateError> {
     let job_path = || -> Result<JobPath, GateError> { Ok(JobPath::parse(job.unwrap_or_default())?) };
     Ok(match op.name {
@@ -638,14 +708,53 @@ async fn execute(
         "list_views" => json!({ "views": client.views().await?.iter().map(|v| v.name.clone()).collect::<Vec<_>>() }),
         "trigger_build" => {
             let jp = job_path()?;
+            let wait = args.get("wait").and_then(Value::as_str).unwrap_or("start");
+            if !matches!(wait, "none" | "start" | "finish") {
+                return Err(GateError::Invalid(format!("wait must be none, start or finish, not '{wait}'")));
+            }
             let queue_id = client.trigger(&jp, params).await?;
-            let wait = args.get("wait_for_start").and_then(Value::as_bool).unwrap_or(true);
-            if wait {
-                let b =
-                    client.wait_for_build(&jp, queue_id, Duration::from_secs(120), Duration::from_millis(500)).await?;
-                json!({ "queue_id": queue_id, "build": { "number": b.number } })
-            } else {
-                json!({ "queue_id": queue_id })
+            let report = |done: f64, total: Option<f64>, msg: String| {
+                if let Some(p) = progress {
+                    let _ = p.send((done, total, msg));
+                }
+            };
+            report(1.0, None, format!("queued as item {queue_id}"));
+            if wait == "none" {
+                return Ok(json!({ "queue_id": queue_id }));
+            }
+            let b = client.wait_for_build(&jp, queue_id, Duration::from_secs(600), Duration::from_millis(500)).await?;
+            report(2.0, None, format!("build #{} started", b.number));
+            if wait == "start" {
+                return Ok(json!({ "queue_id": queue_id, "build": { "number": b.number } }));
+            }
+            let started = Instant::now();
+            let mut tick = 2.0;
+            loop {
+                let info = client.build(&jp, BuildSelector::Number(b.number)).await?;
+                if !info.building {
+                    report(
+                        tick + 1.0,
+                        Some(tick + 1.0),
+                        format!("build #{} finished: {}", b.number, info.result.clone().unwrap_or_default()),
+                    );
+                    return Ok(
+                        json!({ "queue_id": queue_id, "build": { "number": b.number, "result": info.result, "duration_ms": info.duration } }),
+                    );
+                }
+                if started.elapsed() > Duration::from_secs(3600) {
+                    return Err(GateError::Invalid(format!(
+                        "build #{} is still running after an hour; follow it with get_build",
+                        b.number
+                    )));
+                }
+                tick += 1.0;
+                let est = if info.estimated_duration > 0 {
+                    format!(" (usually takes {} s)", info.estimated_duration / 1000)
+                } else {
+                    String::new()
+                };
+                report(tick, None, format!("build #{} running for {} s{est}", b.number, started.elapsed().as_secs()));
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
         "stop_build" => {

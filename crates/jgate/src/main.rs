@@ -3,6 +3,8 @@
 
 mod admin;
 mod demo;
+mod mcp;
+mod serve;
 mod twin_cmd;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +54,10 @@ enum Command {
     Operations,
     /// Calls an operation as an agent (key from JGATE_AGENT_KEY), through the policy and audit.
     Call(admin::CallArgs),
+    /// Serves MCP over streamable HTTP at /mcp (agents authenticate with Authorization: Bearer).
+    Serve(serve::ServeArgs),
+    /// Serves MCP over stdio for one agent (key from JGATE_AGENT_KEY).
+    Mcp,
 }
 
 #[derive(Subcommand)]
@@ -89,6 +95,8 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Call(a) => admin::call(&cli.global, a).await,
+            Command::Serve(a) => serve::serve(&cli.global, a).await,
+            Command::Mcp => serve::stdio(&cli.global).await,
         }
     });
     match result {

@@ -1,0 +1,126 @@
+//! `jgate serve` (streamable HTTP MCP at /mcp, /healthz) and `jgate mcp` (stdio).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use clap::Args;
+use gate::Gate;
+use rmcp::ServiceExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+use crate::admin::{Global, open};
+use crate::mcp::{AgentIdentity, JgateMcp};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the ready line shows it).
+    #[arg(long, default_value = "127.0.0.1:8765")]
+    pub addr: SocketAddr,
+    /// A further Host name clients use to reach jgate (repeatable), e.g. jgate.internal:8765.
+    #[arg(long = "allowed-host")]
+    pub allowed_hosts: Vec<String>,
+    /// A further browser Origin allowed to call /mcp (repeatable), e.g. https://console.example.com.
+    #[arg(long = "allowed-origin")]
+    pub allowed_origins: Vec<String>,
+}
+
+/// Bearer authentication of /mcp: the agent key becomes an [`AgentIdentity`] in the request.
+async fn bearer(
+    State(gate): State<Arc<Gate>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|k| k.trim().to_string());
+    let Some(key) = presented else {
+        return unauthorized(
+            "missing agent key: send Authorization: Bearer <agent key> (see `jgate agent create`)",
+            "invalid_request",
+        );
+    };
+    match gate.authenticate(&key).await {
+        Ok((agent, key_id)) => {
+            req.extensions_mut().insert(AgentIdentity { agent, key_id, client_addr: Some(peer.ip().to_string()) });
+            next.run(req).await
+        }
+        Err(gate::GateError::BadKey(why)) => unauthorized(&format!("invalid agent key: {why}"), "invalid_token"),
+        Err(e) => {
+            tracing::error!(error = %e, "authentication failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "jgate cannot check the key right now (store unavailable)")
+                .into_response()
+        }
+    }
+}
+
+fn unauthorized(message: &str, code: &str) -> Response {
+    let body = serde_json::json!({ "error": code, "error_description": message }).to_string();
+    let mut r = (StatusCode::UNAUTHORIZED, body).into_response();
+    let challenge = format!("Bearer realm=\"jgate\", error=\"{code}\"");
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
+    let gate = Arc::new(open(g).await?);
+    let listener =
+        tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
+    let local = listener.local_addr()?;
+    let port = local.port();
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if !local.ip().is_loopback() && !local.ip().is_unspecified() {
+        hosts.push(local.ip().to_string());
+    }
+    hosts.extend(args.allowed_hosts.iter().cloned());
+    let mut origins: Vec<String> =
+        vec![format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"), format!("http://[::1]:{port}")];
+    origins.extend(args.allowed_origins.iter().cloned());
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        // rmcp leaves Origin validation off unless origins are configured: turn it on.
+        .with_allowed_origins(origins)
+        .enforce_origin_validation();
+    let factory_gate = gate.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(JgateMcp::http(factory_gate.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let mcp_routes = Router::new().fallback_service(mcp).layer(middleware::from_fn_with_state(gate.clone(), bearer));
+    let app = Router::new().route("/healthz", get(|| async { "ok\n" })).nest_service("/mcp", mcp_routes);
+    println!("jgate serving on http://{local} (MCP endpoint http://{local}/mcp)");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("the server stopped")?;
+    Ok(())
+}
+
+/// `jgate mcp`: MCP over stdio for one agent (key from JGATE_AGENT_KEY).
+pub async fn stdio(g: &Global) -> anyhow::Result<()> {
+    let key = std::env::var("JGATE_AGENT_KEY")
+        .context("set JGATE_AGENT_KEY to the agent's key (keys are never passed as arguments)")?;
+    let gate = Arc::new(open(g).await?);
+    let (agent, key_id) = gate.authenticate(&key).await?;
+    let handler = JgateMcp::stdio(gate, AgentIdentity { agent, key_id, client_addr: None });
+    let service = handler.serve(rmcp::transport::stdio()).await.context("MCP initialization over stdio failed")?;
+    service.waiting().await.context("the MCP session ended with an error")?;
+    Ok(())
+}

@@ -1,0 +1,85 @@
+"""Drive `jgate serve` (Streamable HTTP) and `jgate mcp` (stdio) with the real Python MCP client.
+
+Run with:
+    JGATE_BIN=/work/main/target/debug/jgate target/xtask-venv/bin/pytest -q tests/mcp
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from jgate_stack import SetupError, Stack, start_stack
+
+# How each test reaches jgate: Streamable HTTP with the client's default negotiation
+# (server/discover first, falling back to initialize), Streamable HTTP forced onto the
+# initialize handshake (2025-11-25 era), and stdio (`jgate mcp`).
+TRANSPORTS = ["http", "http-legacy", "stdio"]
+
+STATUS_TOOLS = {
+    "list_jobs", "get_job", "get_build", "get_build_log", "get_test_report",
+    "get_pipeline_run", "get_queue", "list_views",
+}
+BUILD_TOOLS = {"trigger_build", "stop_build", "cancel_queue_item"}
+EXPECTED_TOOLS = {
+    "triage-bot": {"whoami"} | STATUS_TOOLS,
+    "release-bot": {"whoami"} | STATUS_TOOLS | BUILD_TOOLS,
+}
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    try:
+        s = start_stack()
+    except SetupError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield s
+    s.close()
+
+
+def http_client(key: str | None, **headers: str) -> httpx2.AsyncClient:
+    h = dict(headers)
+    if key is not None:
+        h["Authorization"] = f"Bearer {key}"
+    return httpx2.AsyncClient(headers=h, timeout=httpx2.Timeout(30.0, read=300.0))
+
+
+@asynccontextmanager
+async def connect(stack: Stack, agent: str, transport: str) -> AsyncIterator[Client]:
+    """An initialized MCP client session for the agent over the transport."""
+    if transport in ("http", "http-legacy"):
+        mode = "legacy" if transport == "http-legacy" else "auto"
+        async with http_client(stack.keys[agent]) as http:
+            async with Client(streamable_http_client(stack.mcp_url, http_client=http), mode=mode) as c:
+                yield c
+    elif transport == "stdio":
+        params = StdioServerParameters(command=stack.binary, args=["mcp"], env=stack.stdio_env(agent))
+        async with Client(params) as c:
+            yield c
+    else:
+        raise ValueError(transport)
+
+
+def run(fn, *args: Any) -> Any:
+    """Run an async test body (kept synchronous for pytest: no async plugin needed)."""
+    return anyio.run(fn, *args)
+
+
+def text_of(result) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content)
+
+
+def describe(result) -> str:
+    """A result as text for assertion messages."""
+    return json.dumps(
+        {"is_error": result.is_error, "text": text_of(result), "structured": result.structured_content},
+        indent=1, default=str,
+    )[:3000]

@@ -1,0 +1,133 @@
+"""Tools seen and called by agents through the real Python MCP client, over HTTP and stdio."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from conftest import EXPECTED_TOOLS, TRANSPORTS, connect, describe, run, text_of
+
+pytestmark = pytest.mark.parametrize("transport", TRANSPORTS)
+
+# SEP-986 (2025-11-25): 1-128 characters of A-Z a-z 0-9 _ - .
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+@pytest.mark.parametrize("agent", sorted(EXPECTED_TOOLS))
+def test_tools_listed_follow_the_grants(stack, transport, agent):
+    async def body():
+        async with connect(stack, agent, transport) as c:
+            return (await c.list_tools()).tools
+
+    tools = run(body)
+    names = [t.name for t in tools]
+    assert len(names) == len(set(names)), f"duplicate tool names: {names}"
+    assert set(names) == EXPECTED_TOOLS[agent], (
+        f"{agent} over {transport}: expected exactly {sorted(EXPECTED_TOOLS[agent])}, got {sorted(names)}"
+    )
+    for t in tools:
+        assert TOOL_NAME.match(t.name), t.name
+        assert t.description, f"{t.name} has no description"
+        assert t.input_schema.get("type") == "object", f"{t.name}: {t.input_schema}"
+        assert t.annotations is not None, f"{t.name} has no annotations"
+        reads = t.name == "whoami" or t.name.startswith(("get_", "list_"))
+        assert t.annotations.read_only_hint is reads, f"{t.name}: readOnlyHint={t.annotations.read_only_hint}"
+    by_name = {t.name: t for t in tools}
+    if "trigger_build" in by_name:
+        props = by_name["trigger_build"].input_schema.get("properties", {})
+        for arg in ("controller", "job", "parameters", "wait"):
+            assert arg in props, f"trigger_build lacks argument {arg}: {sorted(props)}"
+        assert set(props["wait"].get("enum", [])) == {"none", "start", "finish"}, props["wait"]
+
+
+@pytest.mark.parametrize("agent", sorted(EXPECTED_TOOLS))
+def test_whoami_names_the_agent(stack, transport, agent):
+    async def body():
+        async with connect(stack, agent, transport) as c:
+            return await c.call_tool("whoami", {})
+
+    r = run(body)
+    assert not r.is_error, describe(r)
+    assert isinstance(r.structured_content, dict), describe(r)
+    assert r.structured_content.get("agent") == agent, describe(r)
+    assert agent in text_of(r), describe(r)
+
+
+def test_triage_reads_the_failed_build_log(stack, transport):
+    async def body():
+        async with connect(stack, "triage-bot", transport) as c:
+            return await c.call_tool("get_build_log", {"job": "api-server", "build": "lastFailedBuild"})
+
+    r = run(body)
+    assert not r.is_error, describe(r)
+    assert isinstance(r.structured_content, dict), describe(r)
+    # What a text-only client (and the model) sees must carry the log itself.
+    assert "error: tests failed" in text_of(r), describe(r)
+    assert "error: tests failed" in json.dumps(r.structured_content), describe(r)
+
+
+def test_release_bot_lists_only_its_jobs(stack, transport):
+    async def body():
+        async with connect(stack, "release-bot", transport) as c:
+            return await c.call_tool("list_jobs", {"depth": 2})
+
+    r = run(body)
+    assert not r.is_error, describe(r)
+    listing = json.dumps(r.structured_content)
+    assert "release/deploy" in listing, describe(r)
+    assert "api-server" not in listing, describe(r)
+    assert "api-server" not in text_of(r), describe(r)
+
+
+def _denied_records(stack, agent, operation):
+    return [r for r in stack.audit(agent=agent, operation=operation) if r["phase"] == "denied"]
+
+
+def _check_denied(stack, agent, operation, args, transport, must_contain):
+    before = len(_denied_records(stack, agent, operation))
+
+    async def body():
+        async with connect(stack, agent, transport) as c:
+            return await c.call_tool(operation, args)
+
+    r = run(body)
+    assert r.is_error, f"{agent} {operation} {args} should be denied:\n{describe(r)}"
+    text = text_of(r)
+    assert "denied" in text.lower(), describe(r)
+    for s in must_contain:
+        assert s in text, f"{s!r} missing from the denial:\n{describe(r)}"
+    after = _denied_records(stack, agent, operation)
+    assert len(after) == before + 1, f"expected one new denied audit record, got {after[before:]}"
+    rec = after[-1]
+    assert rec["allowed"] is False, rec
+    assert rec["agent"] == agent and rec["operation"] == operation, rec
+    assert rec.get("surface") == "mcp", f"audit record should name the MCP surface: {rec}"
+    if "job" in args:
+        assert rec.get("target") == args["job"], rec
+    return text
+
+
+def test_triage_cannot_trigger(stack, transport):
+    _check_denied(stack, "triage-bot", "trigger_build", {"job": "release/deploy"}, transport, ["no grant gives"])
+
+
+def test_release_bot_cannot_trigger_production(stack, transport):
+    _check_denied(
+        stack, "release-bot", "trigger_build",
+        {"job": "release/deploy", "parameters": {"ENV": "production"}, "wait": "none"},
+        transport, ["production"],
+    )
+
+
+def test_release_bot_cannot_delete(stack, transport):
+    existing = _check_denied(stack, "release-bot", "delete_job", {"job": "release/deploy"}, transport, ["no grant gives"])
+    missing = _check_denied(stack, "release-bot", "delete_job", {"job": "release/nope"}, transport, ["no grant gives"])
+    # A denial must not tell whether the job exists.
+    assert existing.replace("release/deploy", "JOB") == missing.replace("release/nope", "JOB"), (existing, missing)
+
+
+def test_release_bot_cannot_read_outside_its_jobs(stack, transport):
+    # release-bot reads only release/**: api-server is denied, not reported missing.
+    _check_denied(stack, "release-bot", "get_build_log", {"job": "api-server", "build": "lastFailedBuild"}, transport, [])
