@@ -41,7 +41,10 @@ class AuthProxy:
         self.host = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.url = f"http://{self.host}"
         self.requests = 0
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self.app, interface="asgi3", proxy_headers=False, server_header=False, date_header=False,
+            log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

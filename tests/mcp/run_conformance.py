@@ -1,11 +1,11 @@
 """Run the official MCP conformance suite (npm @modelcontextprotocol/conformance) against `jgate serve`.
 
     JGATE_BIN=target/debug/jgate python tests/mcp/run_conformance.py \
-        --node NODE --cli .../@modelcontextprotocol/conformance/dist/index.js [--spec-version V ...]
+        --node NODE --cli .../@modelcontextprotocol/conformance/dist/index.js [--revision R ...]
 
 Starts the same setup as the pytest suite (twin, controller, agents, `jgate serve`), puts the
-auth-adding proxy (conformance_proxy.py) in front of /mcp as agent triage-bot, and runs every
-active server scenario of each spec version against it, with
+auth-adding proxy (conformance_proxy.py) in front of /mcp as agent triage-bot, and runs exactly
+the scenarios each spec revision requires (`--requirements REVISION`) against it, with
 tests/mcp/conformance-expected-failures.yml as the baseline: an unlisted failure, or a listed
 scenario that now passes, fails the run. Exit code: 0 when every run matches the baseline.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -23,14 +24,14 @@ from conformance_proxy import AuthProxy
 from jgate_stack import HERE, SetupError, start_stack
 
 EXPECTED = HERE / "conformance-expected-failures.yml"
-SPEC_VERSIONS = ["2025-11-25", "2026-07-28"]
+REVISIONS = ["2025-11-25", "2026-07-28"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--node", required=True, help="the Node 22 binary")
     ap.add_argument("--cli", required=True, help="the conformance package's dist/index.js")
-    ap.add_argument("--spec-version", action="append", help=f"default: {' and '.join(SPEC_VERSIONS)}")
+    ap.add_argument("--revision", action="append", help=f"default: {' and '.join(REVISIONS)}")
     ap.add_argument("--scenario", help="run one scenario only (no baseline)")
     ap.add_argument("--agent", default="triage-bot")
     ap.add_argument("--output-dir", default=str(HERE.parents[1] / "target" / "conformance-results"))
@@ -49,18 +50,18 @@ def main() -> int:
     try:
         with AuthProxy(stack.mcp_url, stack.keys[args.agent]) as proxy:
             url = proxy.url + "/mcp"
-            for version in args.spec_version or SPEC_VERSIONS:
+            for version in args.revision or REVISIONS:
                 out = pathlib.Path(args.output_dir) / version
-                cmd = [args.node, args.cli, "server", "--url", url, "--spec-version", version,
-                       "--timeout", args.timeout_ms, "-o", str(out)]
+                shutil.rmtree(out, ignore_errors=True)
+                cmd = [args.node, args.cli, "server", "--url", url, "--timeout", args.timeout_ms, "-o", str(out)]
                 if args.scenario:
-                    cmd += ["--scenario", args.scenario]
+                    cmd += ["--scenario", args.scenario, "--spec-version", version]
                 else:
-                    cmd += ["--suite", "active", "--expected-failures", str(EXPECTED)]
-                print(f"run_conformance: spec {version}: {' '.join(cmd)}", flush=True)
+                    cmd += ["--requirements", version, "--expected-failures", str(EXPECTED)]
+                print(f"run_conformance: revision {version}: {' '.join(cmd)}", flush=True)
                 started = time.monotonic()
                 rc = subprocess.call(cmd, stdin=subprocess.DEVNULL)
-                print(f"run_conformance: spec {version}: exit {rc} after {time.monotonic() - started:.0f}s "
+                print(f"run_conformance: revision {version}: exit {rc} after {time.monotonic() - started:.0f}s "
                       f"(results in {out})", flush=True)
                 if rc != 0:
                     failed.append(version)

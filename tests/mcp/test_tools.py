@@ -131,3 +131,26 @@ def test_release_bot_cannot_delete(stack, transport):
 def test_release_bot_cannot_read_outside_its_jobs(stack, transport):
     # release-bot reads only release/**: api-server is denied, not reported missing.
     _check_denied(stack, "release-bot", "get_build_log", {"job": "api-server", "build": "lastFailedBuild"}, transport, [])
+
+
+def test_both_protocol_eras_are_served(stack, transport):
+    async def body():
+        async with connect(stack, "triage-bot", transport) as c:
+            return c.protocol_version, c.server_info
+
+    version, info = run(body)
+    # The client's default probes server/discover (2026-07-28, stateless) before falling back to
+    # initialize; the legacy mode forces the 2025-11-25 handshake. jgate serves both.
+    assert version == ("2025-11-25" if transport == "http-legacy" else "2026-07-28"), version
+    if info is not None:
+        assert info.name == "jgate", info
+
+
+def test_a_missing_job_is_a_tool_error(stack, transport):
+    async def body():
+        async with connect(stack, "triage-bot", transport) as c:
+            return await c.call_tool("get_job", {"job": "release/nope"})
+
+    r = run(body)
+    assert r.is_error, describe(r)
+    assert "not found" in text_of(r), describe(r)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anyio
 import pytest
 
@@ -63,6 +65,7 @@ def _check_builds(stack, transport, results):
         params = {p["name"]: p["value"] for p in s.get("parameters") or []}
         assert params.get("ENV") == "staging", describe(b)
         assert not log.is_error, describe(log)
+        assert "to staging" in json.dumps(log.structured_content), describe(log)
         assert "to staging" in text_of(log), describe(log)
 
     # Each trigger left an allowed outcome record naming its exact build.
@@ -107,3 +110,26 @@ def test_wait_start_returns_the_exact_build_number(stack):
 
     r, n, b = run(body)
     assert b.structured_content.get("number") == n, describe(b)
+
+
+@pytest.mark.parametrize("transport", ["http", "http-legacy", "stdio"])
+def test_wait_finish_reports_progress(stack, transport):
+    progress = []
+
+    async def on_progress(done, total, message):
+        progress.append((done, total, message))
+
+    async def body():
+        async with connect(stack, "release-bot", transport) as c:
+            return await c.call_tool(
+                "trigger_build", {"job": JOB, "parameters": {"ENV": "staging"}, "wait": "finish"},
+                read_timeout_seconds=120, progress_callback=on_progress,
+            )
+
+    r = run(body)
+    assert not r.is_error, describe(r)
+    n = r.structured_content["build"]["number"]
+    assert progress, "no notifications/progress while waiting for the build"
+    done = [p[0] for p in progress]
+    assert done == sorted(done) and len(set(done)) == len(done), f"progress must increase: {progress}"
+    assert f"#{n}" in progress[-1][2] and "SUCCESS" in progress[-1][2], progress

