@@ -24,15 +24,19 @@ from jgate_stack import SetupError, Stack, start_stack
 # initialize handshake (2025-11-25 era), and stdio (`jgate mcp`).
 TRANSPORTS = ["http", "http-legacy", "stdio"]
 
+# The tools the brief's grants must show at least (the catalog may grow; see expected_tools).
 STATUS_TOOLS = {
     "list_jobs", "get_job", "get_build", "get_build_log", "get_test_report",
     "get_pipeline_run", "get_queue", "list_views",
 }
 BUILD_TOOLS = {"trigger_build", "stop_build", "cancel_queue_item"}
-EXPECTED_TOOLS = {
-    "triage-bot": {"whoami"} | STATUS_TOOLS,
-    "release-bot": {"whoami"} | STATUS_TOOLS | BUILD_TOOLS,
+AGENTS = ["triage-bot", "release-bot"]
+# What each agent's grants (jgate_stack.GRANTS) give: group -> level.
+GRANTED_LEVELS = {
+    "triage-bot": {"status": "read"},
+    "release-bot": {"status": "read", "build": "full"},
 }
+LEVEL_RANK = {"off": 0, "read": 1, "full": 2}
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +47,33 @@ def stack() -> Stack:
         pytest.fail(str(e), pytrace=False)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def catalog(stack) -> dict[str, dict]:
+    """The operation catalog as `jgate --json operations` prints it: name -> {group, access, ...}."""
+    ops = json.loads(stack.cli("--json", "operations").stdout)
+    return {op["name"]: op for op in ops}
+
+
+@pytest.fixture(scope="session")
+def expected_tools(catalog) -> dict[str, set[str]]:
+    """Exactly the tools each agent must see: whoami, plus every catalog operation whose group
+    the agent's grants give at the needed level (read operations need read, writes need full)."""
+    out = {}
+    for agent, levels in GRANTED_LEVELS.items():
+        names = {"whoami"}
+        for name, op in catalog.items():
+            need = 1 if op["access"] == "read" else 2
+            if LEVEL_RANK[levels.get(op["group"], "off")] >= need:
+                names.add(name)
+        out[agent] = names
+    must = {"triage-bot": STATUS_TOOLS, "release-bot": STATUS_TOOLS | BUILD_TOOLS}
+    for agent, names in must.items():
+        assert names <= out[agent], f"the catalog lost tools {sorted(names - out[agent])} for {agent}"
+    assert not ({"trigger_build", "delete_job"} & out["triage-bot"]), out["triage-bot"]
+    assert "delete_job" not in out["release-bot"], out["release-bot"]
+    return out
 
 
 def http_client(key: str | None, **headers: str) -> httpx2.AsyncClient:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import EXPECTED_TOOLS, TRANSPORTS, connect, describe, run, text_of
+from conftest import AGENTS, TRANSPORTS, connect, describe, run, text_of
 
 pytestmark = pytest.mark.parametrize("transport", TRANSPORTS)
 
@@ -15,8 +15,8 @@ pytestmark = pytest.mark.parametrize("transport", TRANSPORTS)
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
-@pytest.mark.parametrize("agent", sorted(EXPECTED_TOOLS))
-def test_tools_listed_follow_the_grants(stack, transport, agent):
+@pytest.mark.parametrize("agent", AGENTS)
+def test_tools_listed_follow_the_grants(stack, catalog, expected_tools, transport, agent):
     async def body():
         async with connect(stack, agent, transport) as c:
             return (await c.list_tools()).tools
@@ -24,15 +24,15 @@ def test_tools_listed_follow_the_grants(stack, transport, agent):
     tools = run(body)
     names = [t.name for t in tools]
     assert len(names) == len(set(names)), f"duplicate tool names: {names}"
-    assert set(names) == EXPECTED_TOOLS[agent], (
-        f"{agent} over {transport}: expected exactly {sorted(EXPECTED_TOOLS[agent])}, got {sorted(names)}"
+    assert set(names) == expected_tools[agent], (
+        f"{agent} over {transport}: expected exactly {sorted(expected_tools[agent])}, got {sorted(names)}"
     )
     for t in tools:
         assert TOOL_NAME.match(t.name), t.name
         assert t.description, f"{t.name} has no description"
         assert t.input_schema.get("type") == "object", f"{t.name}: {t.input_schema}"
         assert t.annotations is not None, f"{t.name} has no annotations"
-        reads = t.name == "whoami" or t.name.startswith(("get_", "list_"))
+        reads = t.name == "whoami" or catalog[t.name]["access"] == "read"
         assert t.annotations.read_only_hint is reads, f"{t.name}: readOnlyHint={t.annotations.read_only_hint}"
     by_name = {t.name: t for t in tools}
     if "trigger_build" in by_name:
@@ -42,7 +42,7 @@ def test_tools_listed_follow_the_grants(stack, transport, agent):
         assert set(props["wait"].get("enum", [])) == {"none", "start", "finish"}, props["wait"]
 
 
-@pytest.mark.parametrize("agent", sorted(EXPECTED_TOOLS))
+@pytest.mark.parametrize("agent", AGENTS)
 def test_whoami_names_the_agent(stack, transport, agent):
     async def body():
         async with connect(stack, agent, transport) as c:

@@ -268,6 +268,7 @@ const CONJUGATIONS: &[(&str, &str, &str)] = &[
     ("listed", "list", "listing"),
     ("read", "read", "reading"),
     ("stopped", "stop", "stopping"),
+    ("triaged", "triage", "triaging"),
     ("triggered", "trigger", "triggering"),
 ];
 

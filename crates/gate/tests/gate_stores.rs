@@ -203,7 +203,13 @@ async fn agents_keys_and_the_policy_path() {
             )
             .await
             .expect("read");
-        assert!(v["lines"].as_array().is_some_and(|l| l.iter().any(|x| x == "error: tests failed")), "{kind}: {v}");
+        let text = v["text"].as_str().unwrap_or("");
+        assert!(text.contains("error: tests failed"), "{kind}: {v}");
+        assert!(
+            text.starts_with("<<<UNTRUSTED BUILD OUTPUT from api-server #1"),
+            "{kind}: console text is marked untrusted"
+        );
+        assert_eq!(v["untrusted"], true);
         // Denied write: never reaches Jenkins.
         let before = twin.requests_received();
         let err = g.call(&caller("triage-bot"), "prod", "delete_job", json!({"job": "api-server"})).await;
