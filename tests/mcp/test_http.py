@@ -168,3 +168,35 @@ def test_a_session_cannot_be_borrowed_by_another_agent(stack):
     else:
         result = _rpc_result(call).get("result", {})
         assert result.get("isError") is True, f"triage-bot triggered a build through release-bot's session: {show(call)}"
+
+
+def test_session_lifecycle_on_the_wire(stack):
+    """2025-11-25 sessions: unknown or deleted session -> 404, unsupported protocol version -> 400."""
+
+    async def body():
+        async with http_client(stack.keys["release-bot"]) as http:
+            init = await http.post(stack.mcp_url, json=INITIALIZE, headers=MCP_HEADERS)
+            sid = init.headers.get("mcp-session-id")
+            h = MCP_HEADERS | {"Mcp-Session-Id": sid or "", "MCP-Protocol-Version": PROTOCOL}
+            listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+            out = {"init": init}
+            out["initialized"] = await http.post(
+                stack.mcp_url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=h
+            )
+            out["bad_version"] = await http.post(
+                stack.mcp_url, json=listing, headers=h | {"MCP-Protocol-Version": "1999-01-01"}
+            )
+            out["unknown_session"] = await http.post(
+                stack.mcp_url, json=listing, headers=h | {"Mcp-Session-Id": "no-such-session"}
+            )
+            out["delete"] = await http.delete(stack.mcp_url, headers=h)
+            out["after_delete"] = await http.post(stack.mcp_url, json=listing, headers=h)
+            return sid, out
+
+    sid, out = run(body)
+    assert out["init"].status_code == 200 and sid, show(out["init"])
+    assert out["initialized"].status_code == 202, show(out["initialized"])
+    assert out["bad_version"].status_code == 400, show(out["bad_version"])
+    assert out["unknown_session"].status_code == 404, show(out["unknown_session"])
+    assert out["delete"].status_code in (200, 202, 204), show(out["delete"])
+    assert out["after_delete"].status_code == 404, show(out["after_delete"])

@@ -154,3 +154,17 @@ def test_a_missing_job_is_a_tool_error(stack, transport):
     r = run(body)
     assert r.is_error, describe(r)
     assert "not found" in text_of(r), describe(r)
+
+
+def test_controller_argument(stack, transport):
+    async def body():
+        async with connect(stack, "release-bot", transport) as c:
+            named = await c.call_tool("get_job", {"job": "release/deploy", "controller": "prod"})
+            default = await c.call_tool("get_job", {"job": "release/deploy"})
+            unknown = await c.call_tool("get_job", {"job": "release/deploy", "controller": "nope"})
+            return named, default, unknown
+
+    named, default, unknown = run(body)
+    assert not named.is_error, describe(named)
+    assert not default.is_error, describe(default)
+    assert unknown.is_error, describe(unknown)

@@ -641,11 +641,32 @@ async fn execute(
     Ok(match op.name {
         "list_jobs" => {
             let folder = args.get("folder").and_then(Value::as_str).map(JobPath::parse).transpose()?;
-            let depth = args.get("depth").and_then(Value::as_u64).unwrap_or(1).clamp(1, 10) as usize;
+            let filter = args.get("filter").and_then(Value::as_str).map(str::to_lowercase);
+            let status = args.get("status").and_then(Value::as_str).map(str::to_string);
+            let flat = filter.is_some() || status.is_some();
+            // One tree= request lists the whole hierarchy (no request per job).
+            let depth =
+                if flat { 10 } else { args.get("depth").and_then(Value::as_u64).unwrap_or(1).clamp(1, 10) as usize };
             let items = client.list_items(folder.as_ref(), depth).await?;
             let mut visible = Vec::new();
             collect_visible(&items, grants, agent, controller, &mut visible);
-            json!({ "jobs": visible })
+            if !flat {
+                return Ok(json!({ "jobs": visible }));
+            }
+            let mut leaves = Vec::new();
+            flatten_jobs(&visible, &mut leaves);
+            let wanted = |j: &Value| {
+                let name = j["name"].as_str().unwrap_or("").to_lowercase();
+                let color = j["color"].as_str().unwrap_or("");
+                filter.as_ref().is_none_or(|f| name.contains(f.as_str()))
+                    && status.as_deref().is_none_or(|s| status_matches(s, color))
+            };
+            let matching: Vec<Value> = leaves.into_iter().filter(|j| wanted(j)).collect();
+            let offset = args.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(100).clamp(1, 1000) as usize;
+            let page: Vec<Value> = matching.iter().skip(offset).take(limit).cloned().collect();
+            let next = (offset + page.len() < matching.len()).then_some(offset + page.len());
+            json!({ "jobs": page, "total": matching.len(), "offset": offset, "next_offset": next })
         }
         "get_job" => crate::capability::job_summary(client, &job_path()?).await?,
         "get_build" => crate::capability::build_detail(client, &job_path()?, build_selector(args)?).await?,
@@ -808,6 +829,31 @@ async fn execute(
         }
         other => return Err(GateError::Invalid(format!("operation {other} is not implemented"))),
     })
+}
+
+/// Jobs (not folders) of a listing, flattened.
+fn flatten_jobs(items: &[Value], out: &mut Vec<Value>) {
+    for i in items {
+        match i.get("jobs").and_then(Value::as_array) {
+            Some(children) => flatten_jobs(children, out),
+            None => out.push(json!({"name": i["name"], "kind": i["kind"], "color": i["color"]})),
+        }
+    }
+}
+
+/// Status filters over Jenkins ball colours.
+fn status_matches(status: &str, color: &str) -> bool {
+    let base = color.trim_end_matches("_anime");
+    match status {
+        "failing" | "failed" | "red" => base == "red",
+        "unstable" | "yellow" => base == "yellow",
+        "passing" | "success" | "blue" => base == "blue",
+        "building" | "running" => color.ends_with("_anime"),
+        "disabled" => base == "disabled",
+        "never_built" | "notbuilt" => base == "notbuilt",
+        "aborted" => base == "aborted",
+        other => base == other,
+    }
 }
 
 fn collect_visible(

@@ -238,6 +238,25 @@ async fn agents_keys_and_the_policy_path() {
             .await
             .expect("trigger");
         let number = v["build"]["number"].as_u64().expect("exact build number");
+        // The same idempotency key never starts a second build.
+        let before_builds = twin.requests_received();
+        let args = json!({"job": "release/deploy", "parameters": {"ENV": "staging"}, "idempotency_key": "deploy-42"});
+        let first = g.call(&caller("release-bot"), "prod", "trigger_build", args.clone()).await.expect("first");
+        let again = g.call(&caller("release-bot"), "prod", "trigger_build", args).await.expect("retry");
+        assert_eq!(first["build"]["number"], again["build"]["number"], "{kind}");
+        assert_eq!(again["replayed"], true, "{kind}");
+        assert!(twin.requests_received() > before_builds);
+        let builds =
+            g.call(&caller("triage-bot"), "prod", "get_job", json!({"job": "release/deploy"})).await.expect("job");
+        assert_eq!(builds["last_build"], first["build"]["number"], "{kind}: no second build");
+        // Flat, filtered listing.
+        let failing =
+            g.call(&caller("triage-bot"), "prod", "list_jobs", json!({"status": "failing"})).await.expect("list");
+        assert_eq!(
+            failing["jobs"].as_array().map(|a| a.iter().map(|j| j["name"].clone()).collect::<Vec<_>>()),
+            Some(vec![json!("api-server")]),
+            "{kind}: {failing}"
+        );
         // Spellings do not escape scopes.
         for spelled in ["job/release/job/deploy", "/release//deploy/", "RELEASE/deploy"] {
             let r = g
@@ -279,7 +298,8 @@ async fn agents_keys_and_the_policy_path() {
             records.iter().filter(|r| r.entry.operation == "trigger_build" && r.entry.allowed).collect();
         assert_eq!(
             trigger_records.iter().map(|r| r.entry.phase).collect::<Vec<_>>(),
-            [Phase::Intent, Phase::Outcome],
+            // Two triggers (intent + outcome each), then the replayed retry audited as a read.
+            [Phase::Intent, Phase::Outcome, Phase::Intent, Phase::Outcome, Phase::Read],
             "{kind}"
         );
         assert_eq!(g.verify_audit(&[]).await.expect("verify"), Ok(records.len() as u64), "{kind}");

@@ -86,6 +86,10 @@ pub fn input_schema(op: &Operation) -> Map<String, Value> {
         "list_jobs" => {
             props.insert("folder".into(), prop("string", "A folder's full name; omit for the root."));
             props.insert("depth".into(), json!({"type": "integer", "minimum": 1, "maximum": 10, "description": "How many folder levels to list (default 1)."}));
+            props.insert("filter".into(), prop("string", "Only jobs whose full name contains this text (case-insensitive); returns a flat, paged list of jobs from all levels."));
+            props.insert("status".into(), json!({"type": "string", "enum": ["failing", "unstable", "passing", "building", "disabled", "never_built", "aborted"], "description": "Only jobs in this state; returns a flat, paged list."}));
+            props.insert("offset".into(), json!({"type": "integer", "minimum": 0, "description": "Paging: skip this many matching jobs (flat lists)."}));
+            props.insert("limit".into(), json!({"type": "integer", "minimum": 1, "maximum": 1000, "description": "Paging: at most this many jobs (default 100)."}));
         }
         "get_build" | "get_test_report" | "get_pipeline_run" => {
             props.insert("build".into(), build);
