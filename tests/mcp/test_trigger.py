@@ -45,8 +45,9 @@ def _check_builds(stack, transport, results):
         assert build.get("result") == "SUCCESS", f"wait=finish must report the result:\n{describe(r)}"
         numbers.append(build["number"])
         queue_ids.append(s["queue_id"])
-    assert len(set(numbers)) == len(numbers), f"build numbers not distinct: {numbers}"
-    assert len(set(queue_ids)) == len(queue_ids), f"queue ids not distinct: {queue_ids}"
+    everything = "\n".join(describe(r) for r in results)
+    assert len(set(numbers)) == len(numbers), f"build numbers not distinct: {numbers}\n{everything}"
+    assert len(set(queue_ids)) == len(queue_ids), f"queue ids not distinct: {queue_ids}\n{everything}"
 
     async def verify():
         async with connect(stack, "release-bot", transport) as c:

@@ -90,6 +90,10 @@ pub struct Gate {
     /// (agent, controller, key) → the first trigger's result. Per process: replicas behind a
     /// load balancer should route an agent's retries to the same replica (documented).
     idempotency: tokio::sync::Mutex<HashMap<IdempotencyKey, (Instant, Value)>>,
+    /// Identical triggers (controller, job, parameters) are serialised: Jenkins would merge a
+    /// second one into the first while it waits in the queue, and two callers would believe they
+    /// each started a build. Holds the last such trigger's queue item.
+    triggers: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>>,
 }
 
 fn token_aad(controller: &str) -> String {
@@ -105,6 +109,7 @@ impl Gate {
             hmac_key,
             clients: tokio::sync::Mutex::new(HashMap::new()),
             idempotency: tokio::sync::Mutex::new(HashMap::new()),
+            triggers: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -503,6 +508,28 @@ impl Gate {
                 .map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
         }
         let started = Instant::now();
+        // Identical triggers wait until the previous one's queue item has left the queue.
+        let trigger_slot = if op.name == "trigger_build" {
+            let key = format!("{controller}\u{1}{}\u{1}{:?}", target.as_deref().unwrap_or_default().to_lowercase(), {
+                let mut p = params.clone();
+                p.sort();
+                p
+            });
+            let slot = self.triggers.lock().await.entry(key).or_default().clone();
+            let guard = slot.lock_owned().await;
+            if let (Some(prev), Ok(client)) = (*guard, self.client(controller).await) {
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while Instant::now() < deadline {
+                    match client.queue_item(prev).await {
+                        Ok(item) if !item.is_left() => tokio::time::sleep(Duration::from_millis(200)).await,
+                        _ => break,
+                    }
+                }
+            }
+            Some(guard)
+        } else {
+            None
+        };
         let result = match self.client(controller).await {
             Ok(client) => match self.sanitizer(controller).await {
                 Ok(mut sanitizer) => {
@@ -529,7 +556,11 @@ impl Gate {
         entry.duration_ms = Some(started.elapsed().as_millis() as i64);
         match &result {
             Ok(v) => {
-                entry.outcome = Some("ok".into());
+                entry.outcome = Some(if v.get("merged") == Some(&Value::Bool(true)) {
+                    "ok: merged by Jenkins into an identical build already queued".into()
+                } else {
+                    "ok".into()
+                });
                 entry.build_number = v
                     .get("build")
                     .and_then(|b| b.get("number"))
@@ -543,6 +574,9 @@ impl Gate {
                     _ => None,
                 };
             }
+        }
+        if let (Some(mut slot), Ok(v)) = (trigger_slot, &result) {
+            *slot = v.get("queue_id").and_then(Value::as_u64);
         }
         if let (Some(k), Ok(v)) = (&idem_key, &result) {
             self.idempotency.lock().await.insert(k.clone(), (Instant::now(), v.clone()));
@@ -707,7 +741,14 @@ async fn execute(
             }
             let job_info = client.job(&jp).await?;
             crate::capability::validate_parameters(&job_info, params)?;
-            let queue_id = client.trigger(&jp, params).await?;
+            let (queue_id, merged) = client.trigger_detailed(&jp, params).await?;
+            if merged {
+                // Another client queued the same build first; Jenkins merged this trigger into it.
+                let b =
+                    client.wait_for_build(&jp, queue_id, Duration::from_secs(600), Duration::from_millis(500)).await?;
+                return Ok(json!({ "queue_id": queue_id, "merged": true, "build": { "number": b.number },
+                    "note": "Jenkins merged this trigger into an identical build already waiting in the queue; no separate build was started" }));
+            }
             let report = |done: f64, total: Option<f64>, msg: String| {
                 if let Some(p) = progress {
                     let _ = p.send((done, total, msg));

@@ -616,6 +616,13 @@ impl JenkinsClient {
     /// Triggers a build, with parameters (`buildWithParameters`) or without (`build`), and
     /// returns the queue item id from the `Location` header — the only exact link to the build.
     pub async fn trigger(&self, job: &JobPath, params: &[(String, String)]) -> Result<u64, Error> {
+        Ok(self.trigger_detailed(job, params).await?.0)
+    }
+
+    /// [`JenkinsClient::trigger`], also telling whether Jenkins merged the trigger into an
+    /// identical item already waiting in the queue (HTTP 303, Jenkins 2.308+): then no new build
+    /// will start for it.
+    pub async fn trigger_detailed(&self, job: &JobPath, params: &[(String, String)]) -> Result<(u64, bool), Error> {
         let (path, body) = if params.is_empty() {
             (format!("{}build", job.url_path()), None)
         } else {
@@ -626,12 +633,12 @@ impl JenkinsClient {
         let status = resp.status();
         let location = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
         match (status, location) {
-            (StatusCode::CREATED | StatusCode::SEE_OTHER, Some(loc)) => {
-                queue_id_from_location(&loc).ok_or_else(|| Error::Protocol {
+            (StatusCode::CREATED | StatusCode::SEE_OTHER, Some(loc)) => queue_id_from_location(&loc)
+                .map(|id| (id, status == StatusCode::SEE_OTHER))
+                .ok_or_else(|| Error::Protocol {
                     url: self.base.to_string(),
                     detail: format!("the trigger answered Location: {loc}, which is not a queue item URL"),
-                })
-            }
+                }),
             (s, loc) => Err(Error::Protocol {
                 url: self.base.to_string(),
                 detail: format!(
