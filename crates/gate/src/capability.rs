@@ -178,7 +178,13 @@ pub enum LogMode {
     Tail(usize),
     Head(usize),
     Range(u64, u64),
-    Grep { pattern: regex::Regex, context: usize, max_matches: usize },
+    Grep {
+        pattern: regex::Regex,
+        context: usize,
+        max_matches: usize,
+    },
+    /// New output of a (running) build from a byte cursor (`progressiveText`).
+    Follow(u64),
 }
 
 impl LogMode {
@@ -204,7 +210,12 @@ impl LogMode {
                     .map_err(|e| GateError::Invalid(format!("pattern is not a valid regular expression: {e}")))?;
                 LogMode::Grep { pattern, context: n("context", 2).min(50) as usize, max_matches: 50 }
             }
-            other => return Err(GateError::Invalid(format!("mode must be tail, head, range or grep, not '{other}'"))),
+            "follow" => LogMode::Follow(n("cursor", 0)),
+            other => {
+                return Err(GateError::Invalid(format!(
+                    "mode must be tail, head, range, grep or follow, not '{other}'"
+                )));
+            }
         })
     }
 }
@@ -227,6 +238,23 @@ pub async fn log_view(
     mode: &LogMode,
     sanitizer: &mut Sanitizer,
 ) -> Result<Value, GateError> {
+    if let LogMode::Follow(cursor) = mode {
+        let chunk = client.progressive_text(job, number, *cursor, LOG_BUDGET).await?;
+        let text = String::from_utf8_lossy(&chunk.text);
+        let cleaned: String = text.lines().map(|l| format!("{}\n", sanitizer.clean(l))).collect();
+        let report = sanitizer.report().clone();
+        let source = format!("{job} #{number}");
+        return Ok(json!({
+            "job": job.to_string(),
+            "number": number,
+            "summary": format!("{} new byte(s) of the console of {source}{}", chunk.text.len(), if chunk.more { "; the build is still writing: call again with next_cursor" } else { "; the log is complete" }),
+            "text": mark_untrusted(&source, &cleaned),
+            "next_cursor": chunk.next_start,
+            "more": chunk.more,
+            "redactions": report.redactions,
+            "untrusted": true,
+        }));
+    }
     let stream = client.console_stream(job, number).await?;
     let View { lines, total, next_cursor, matches, truncated_search } = match mode {
         LogMode::Tail(n) => {
@@ -247,6 +275,7 @@ pub async fn log_view(
             let next = r.last().filter(|l| l.number == *to).map(|l| l.number + 1);
             View { lines: r.into_iter().map(|l| (l.number, l.text)).collect(), next_cursor: next, ..View::default() }
         }
+        LogMode::Follow(_) => View::default(),
         LogMode::Grep { pattern, context, max_matches } => {
             let opts = jenkins::logs::GrepOptions {
                 before: *context,

@@ -96,7 +96,8 @@ pub fn input_schema(op: &Operation) -> Map<String, Value> {
         }
         "get_build_log" => {
             props.insert("build".into(), build);
-            props.insert("mode".into(), json!({"type": "string", "enum": ["tail", "head", "range", "grep"], "description": "tail (default): the last lines; head: the first lines; range: lines from..to; grep: lines matching pattern with context."}));
+            props.insert("mode".into(), json!({"type": "string", "enum": ["tail", "head", "range", "grep", "follow"], "description": "tail (default): the last lines; head: the first lines; range: lines from..to; grep: lines matching pattern with context; follow: new output of a running build since cursor."}));
+            props.insert("cursor".into(), json!({"type": "integer", "minimum": 0, "description": "follow: the byte offset to continue from (next_cursor of the previous answer; 0 to start)."}));
             props.insert("lines".into(), json!({"type": "integer", "minimum": 1, "maximum": 2000, "description": "How many lines for tail/head (default 100)."}));
             props.insert(
                 "from".into(),
