@@ -113,10 +113,19 @@ fn mcp_tests(root: &Path, python: &Path, bin: &Path) -> anyhow::Result<()> {
 fn bench() -> anyhow::Result<()> {
     let root = root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(
-        Command::new(&cargo).current_dir(&root).args(["run", "--release", "-p", "jenkins", "--example", "tail_bench"]),
-        "tail a 1 GiB console log streamed from the twin (crates/jenkins/examples/tail_bench.rs)",
-    )
+    for (example, what) in [
+        ("tail_bench", "tail a 1 GiB console log streamed from the twin (crates/jenkins/examples/tail_bench.rs)"),
+        (
+            "list_bench",
+            "list 10,000 jobs in 100 folders with one tree= request (crates/jenkins/examples/list_bench.rs)",
+        ),
+    ] {
+        run(
+            Command::new(&cargo).current_dir(&root).args(["run", "--release", "-p", "jenkins", "--example", example]),
+            what,
+        )?;
+    }
+    Ok(())
 }
 
 /// The pinned Python packages: the Jenkins clients and the MCP client. Their shared pins agree,
