@@ -93,8 +93,11 @@ pub struct Gate {
     /// Identical triggers (controller, job, parameters) are serialised: Jenkins would merge a
     /// second one into the first while it waits in the queue, and two callers would believe they
     /// each started a build. Holds the last such trigger's queue item.
-    triggers: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>>,
+    triggers: TriggerSlots,
 }
+
+/// One slot per identical trigger (controller, job, parameters), holding its last queue item.
+type TriggerSlots = tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>>;
 
 fn token_aad(controller: &str) -> String {
     format!("jgate:controller:{controller}:token")
@@ -508,28 +511,6 @@ impl Gate {
                 .map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
         }
         let started = Instant::now();
-        // Identical triggers wait until the previous one's queue item has left the queue.
-        let trigger_slot = if op.name == "trigger_build" {
-            let key = format!("{controller}\u{1}{}\u{1}{:?}", target.as_deref().unwrap_or_default().to_lowercase(), {
-                let mut p = params.clone();
-                p.sort();
-                p
-            });
-            let slot = self.triggers.lock().await.entry(key).or_default().clone();
-            let guard = slot.lock_owned().await;
-            if let (Some(prev), Ok(client)) = (*guard, self.client(controller).await) {
-                let deadline = Instant::now() + Duration::from_secs(600);
-                while Instant::now() < deadline {
-                    match client.queue_item(prev).await {
-                        Ok(item) if !item.is_left() => tokio::time::sleep(Duration::from_millis(200)).await,
-                        _ => break,
-                    }
-                }
-            }
-            Some(guard)
-        } else {
-            None
-        };
         let result = match self.client(controller).await {
             Ok(client) => match self.sanitizer(controller).await {
                 Ok(mut sanitizer) => {
@@ -544,6 +525,7 @@ impl Gate {
                         controller,
                         progress.as_ref(),
                         &mut sanitizer,
+                        &self.triggers,
                     )
                     .await
                 }
@@ -574,9 +556,6 @@ impl Gate {
                     _ => None,
                 };
             }
-        }
-        if let (Some(mut slot), Ok(v)) = (trigger_slot, &result) {
-            *slot = v.get("queue_id").and_then(Value::as_u64);
         }
         if let (Some(k), Ok(v)) = (&idem_key, &result) {
             self.idempotency.lock().await.insert(k.clone(), (Instant::now(), v.clone()));
@@ -670,6 +649,7 @@ async fn execute(
     controller: &str,
     progress: Option<&ProgressSink>,
     sanitizer: &mut crate::sanitize::Sanitizer,
+    triggers: &TriggerSlots,
 ) -> Result<Value, GateError> {
     let job_path = || -> Result<JobPath, GateError> { Ok(JobPath::parse(job.unwrap_or_default())?) };
     Ok(match op.name {
@@ -741,7 +721,27 @@ async fn execute(
             }
             let job_info = client.job(&jp).await?;
             crate::capability::validate_parameters(&job_info, params)?;
+            // Identical triggers queue one after another: each waits until the previous one's queue
+            // item has left the queue, so Jenkins never merges them into one build.
+            let slot_key = format!("{controller}\u{1}{}\u{1}{:?}", jp.to_string().to_lowercase(), {
+                let mut p = params.to_vec();
+                p.sort();
+                p
+            });
+            let slot = triggers.lock().await.entry(slot_key).or_default().clone();
+            let mut guard = slot.lock().await;
+            if let Some(prev) = *guard {
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while Instant::now() < deadline {
+                    match client.queue_item(prev).await {
+                        Ok(item) if !item.is_left() => tokio::time::sleep(Duration::from_millis(200)).await,
+                        _ => break,
+                    }
+                }
+            }
             let (queue_id, merged) = client.trigger_detailed(&jp, params).await?;
+            *guard = Some(queue_id);
+            drop(guard);
             if merged {
                 // Another client queued the same build first; Jenkins merged this trigger into it.
                 let b =
