@@ -25,7 +25,7 @@ enum Command {
         #[command(subcommand)]
         command: twin_cmd::TwinCommand,
     },
-    /// Runs a short tour on the built-in demo controller.
+    /// Plays the whole story on embedded defaults: the twin, jgate on SQLite, two agents over MCP.
     Demo(demo::DemoArgs),
     /// Jenkins controllers jgate connects to.
     Controller {
