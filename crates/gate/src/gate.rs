@@ -626,9 +626,52 @@ fn redact_args(args: &Value) -> Value {
 
 fn looks_secret(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["password", "passwd", "secret", "token", "apikey", "api_key", "credential", "private_key"]
+    ["pass", "pwd", "secret", "token", "apikey", "api_key", "credential", "private_key", "auth"]
         .iter()
         .any(|s| n.contains(s))
+}
+
+/// Jenkins stores secrets in config.xml encrypted with the controller's key, as `{AQAAAB...}`.
+fn redact_encrypted_blobs(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("{AQAAAB") {
+        let after = &rest[i..];
+        match after.find('}') {
+            Some(end) if end > 20 && after[1..end].chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)) => {
+                out.push_str(&rest[..i]);
+                out.push_str("[REDACTED:jenkins-encrypted-secret]");
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..i + 1]);
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypted_blobs_and_secret_names() {
+        let line = "<password>{AQAAABAAAAAQ1234567890abcdefghijKLMNOP=}</password> {AQAAAB short} {x}";
+        assert_eq!(
+            redact_encrypted_blobs(line),
+            "<password>[REDACTED:jenkins-encrypted-secret]</password> {AQAAAB short} {x}"
+        );
+        for name in ["DB_PASS", "PWD", "github_token", "AUTH_HEADER", "Password"] {
+            assert!(looks_secret(name), "{name}");
+        }
+        assert!(!looks_secret("ENV") && !looks_secret("BRANCH"));
+        let masked = redact_args(&json!({"job": "x", "parameters": {"DB_PASS": "hunter2", "ENV": "dev"}}));
+        assert_eq!(masked["parameters"]["DB_PASS"], "****");
+        assert_eq!(masked["parameters"]["ENV"], "dev");
+    }
 }
 
 fn build_selector(args: &Value) -> Result<BuildSelector, GateError> {
@@ -819,7 +862,15 @@ async fn execute(
             client.cancel_queue_item(id).await?;
             json!({ "cancelled": id })
         }
-        "get_job_config" => json!({ "config_xml": client.config_xml(&job_path()?).await? }),
+        "get_job_config" => {
+            // config.xml can carry secrets (tokens in scripts, Jenkins-encrypted {AQAA...} blobs):
+            // it goes through the same redaction as console text.
+            let xml = client.config_xml(&job_path()?).await?;
+            let before = sanitizer.report().redactions;
+            let cleaned: String =
+                xml.lines().map(|l| format!("{}\n", redact_encrypted_blobs(&sanitizer.clean(l)))).collect();
+            json!({ "config_xml": cleaned, "redactions": sanitizer.report().redactions - before })
+        }
         "update_job_config" => {
             let xml = args
                 .get("config_xml")
