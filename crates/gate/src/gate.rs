@@ -653,27 +653,6 @@ fn redact_encrypted_blobs(line: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encrypted_blobs_and_secret_names() {
-        let line = "<password>{AQAAABAAAAAQ1234567890abcdefghijKLMNOP=}</password> {AQAAAB short} {x}";
-        assert_eq!(
-            redact_encrypted_blobs(line),
-            "<password>[REDACTED:jenkins-encrypted-secret]</password> {AQAAAB short} {x}"
-        );
-        for name in ["DB_PASS", "PWD", "github_token", "AUTH_HEADER", "Password"] {
-            assert!(looks_secret(name), "{name}");
-        }
-        assert!(!looks_secret("ENV") && !looks_secret("BRANCH"));
-        let masked = redact_args(&json!({"job": "x", "parameters": {"DB_PASS": "hunter2", "ENV": "dev"}}));
-        assert_eq!(masked["parameters"]["DB_PASS"], "****");
-        assert_eq!(masked["parameters"]["ENV"], "dev");
-    }
-}
-
 fn build_selector(args: &Value) -> Result<BuildSelector, GateError> {
     crate::capability::selector(args)
 }
@@ -971,4 +950,25 @@ fn collect_visible(
 #[doc(hidden)]
 pub fn expose(s: &SecretString) -> &str {
     s.expose_secret()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypted_blobs_and_secret_names() {
+        let line = "<password>{AQAAABAAAAAQ1234567890abcdefghijKLMNOP=}</password> {AQAAAB short} {x}";
+        assert_eq!(
+            redact_encrypted_blobs(line),
+            "<password>[REDACTED:jenkins-encrypted-secret]</password> {AQAAAB short} {x}"
+        );
+        for name in ["DB_PASS", "PWD", "github_token", "AUTH_HEADER", "Password"] {
+            assert!(looks_secret(name), "{name}");
+        }
+        assert!(!looks_secret("ENV") && !looks_secret("BRANCH"));
+        let masked = redact_args(&json!({"job": "x", "parameters": {"DB_PASS": "hunter2", "ENV": "dev"}}));
+        assert_eq!(masked["parameters"]["DB_PASS"], "****");
+        assert_eq!(masked["parameters"]["ENV"], "dev");
+    }
 }
