@@ -553,28 +553,12 @@ fn job_from_url(url: &str) -> Option<String> {
     let path = url.split_once("://").map_or(url, |(_, rest)| rest.split_once('/').map_or("", |(_, p)| p));
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let start = segs.iter().position(|s| *s == "job")?;
-    let names: Vec<String> =
-        segs[start..].chunks(2).filter(|c| c.len() == 2 && c[0] == "job").map(|c| percent_decode(c[1])).collect();
+    let names: Vec<String> = segs[start..]
+        .chunks(2)
+        .filter(|c| c.len() == 2 && c[0] == "job")
+        .map(|c| crate::policy::percent_decode(c[1]).unwrap_or_else(|_| c[1].to_string()))
+        .collect();
     (!names.is_empty()).then(|| names.join("/"))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b)))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Waits are bounded: the longest a trigger waits for its build to start.

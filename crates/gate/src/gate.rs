@@ -72,6 +72,13 @@ pub struct NewController {
     pub insecure: bool,
 }
 
+/// A controller's cached wire client and known secrets.
+#[derive(Clone)]
+struct Connection {
+    client: Arc<JenkinsClient>,
+    known: Arc<crate::sanitize::KnownSecrets>,
+}
+
 /// Progress of a long call: (done, total, message).
 pub type ProgressSink = tokio::sync::mpsc::UnboundedSender<(f64, Option<f64>, String)>;
 
@@ -86,7 +93,7 @@ pub struct Gate {
     store: Store,
     master: MasterKey,
     hmac_key: [u8; 32],
-    clients: tokio::sync::Mutex<HashMap<String, Arc<JenkinsClient>>>,
+    connections: tokio::sync::Mutex<HashMap<String, Connection>>,
     /// (agent, controller, key) → the first trigger's result. Per process: replicas behind a
     /// load balancer should route an agent's retries to the same replica (documented).
     idempotency: tokio::sync::Mutex<HashMap<IdempotencyKey, (Instant, Value)>>,
@@ -110,7 +117,7 @@ impl Gate {
             store,
             master,
             hmac_key,
-            clients: tokio::sync::Mutex::new(HashMap::new()),
+            connections: tokio::sync::Mutex::new(HashMap::new()),
             idempotency: tokio::sync::Mutex::new(HashMap::new()),
             triggers: tokio::sync::Mutex::new(HashMap::new()),
         }
@@ -202,9 +209,10 @@ impl Gate {
         Ok((ControllerRow { id, ..row }, report))
     }
 
-    /// The wire client of a stored controller (cached).
-    pub async fn client(&self, name: &str) -> Result<Arc<JenkinsClient>, GateError> {
-        let mut cache = self.clients.lock().await;
+    /// A stored controller's wire client and the secrets its answers must never echo, built
+    /// once (one store read and one decryption) and cached.
+    async fn connection(&self, name: &str) -> Result<Connection, GateError> {
+        let mut cache = self.connections.lock().await;
         if let Some(c) = cache.get(name) {
             return Ok(c.clone());
         }
@@ -215,6 +223,9 @@ impl Gate {
         })?;
         let sealed: Sealed = serde_json::from_str(&row.sealed_token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let token = secrets::open(&self.master, &sealed, &token_aad(name))?;
+        let mut known = crate::sanitize::KnownSecrets::new();
+        known.add(token.expose_secret());
+        known.add_basic_auth(&row.username, token.expose_secret());
         let client = Arc::new(Self::build_client(
             &row.base_url,
             &row.username,
@@ -224,21 +235,37 @@ impl Gate {
             row.tls_ca_pem.as_deref(),
             row.tls_insecure,
         )?);
-        cache.insert(name.to_string(), client.clone());
-        Ok(client)
+        let conn = Connection { client, known: Arc::new(known) };
+        cache.insert(name.to_string(), conn.clone());
+        Ok(conn)
+    }
+
+    /// The wire client of a stored controller (cached).
+    pub async fn client(&self, name: &str) -> Result<Arc<JenkinsClient>, GateError> {
+        Ok(self.connection(name).await?.client)
     }
 
     /// A sanitizer that knows this controller's own token (redacted in every encoding).
     pub async fn sanitizer(&self, controller: &str) -> Result<crate::sanitize::Sanitizer, GateError> {
-        let mut known = crate::sanitize::KnownSecrets::new();
-        if let Some(row) = self.store.controller(controller).await? {
-            let sealed: Sealed =
-                serde_json::from_str(&row.sealed_token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let token = secrets::open(&self.master, &sealed, &token_aad(controller))?;
-            known.add(token.expose_secret());
-            known.add_basic_auth(&row.username, token.expose_secret());
+        Ok(crate::sanitize::Sanitizer::new(self.connection(controller).await?.known.as_ref().clone()))
+    }
+
+    /// The controller a call addresses: the one named, or the only one configured.
+    pub async fn resolve_controller(&self, named: Option<&str>) -> Result<String, GateError> {
+        if let Some(c) = named {
+            return Ok(c.to_string());
         }
-        Ok(crate::sanitize::Sanitizer::new(known))
+        let mut names: Vec<String> = self.store.controllers().await?.into_iter().map(|c| c.name).collect();
+        match names.len() {
+            1 => Ok(names.remove(0)),
+            0 => Err(GateError::Invalid(
+                "jgate has no Jenkins controller configured; ask the administrator to add one".into(),
+            )),
+            _ => Err(GateError::Invalid(format!(
+                "several controllers are configured: pass controller, one of {}",
+                names.join(", ")
+            ))),
+        }
     }
 
     /// Runs the connection test again and records the version and plugins it found.
@@ -511,26 +538,24 @@ impl Gate {
                 .map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
         }
         let started = Instant::now();
-        let result = match self.client(controller).await {
-            Ok(client) => match self.sanitizer(controller).await {
-                Ok(mut sanitizer) => {
-                    execute(
-                        &client,
-                        op,
-                        target.as_deref(),
-                        &args,
-                        &params,
-                        &grants,
-                        &caller.agent,
-                        controller,
-                        progress.as_ref(),
-                        &mut sanitizer,
-                        &self.triggers,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            },
+        let result = match self.connection(controller).await {
+            Ok(conn) => {
+                let mut sanitizer = crate::sanitize::Sanitizer::new(conn.known.as_ref().clone());
+                execute(
+                    &conn.client,
+                    op,
+                    target.as_deref(),
+                    &args,
+                    &params,
+                    &grants,
+                    &caller.agent,
+                    controller,
+                    progress.as_ref(),
+                    &mut sanitizer,
+                    &self.triggers,
+                )
+                .await
+            }
             Err(e) => Err(e),
         };
         entry.phase = if op.access == Access::Write { Phase::Outcome } else { Phase::Read };
@@ -653,10 +678,6 @@ fn redact_encrypted_blobs(line: &str) -> String {
     out
 }
 
-fn build_selector(args: &Value) -> Result<BuildSelector, GateError> {
-    crate::capability::selector(args)
-}
-
 /// Executes an allowed operation. (The richer answers — triage, log views with sanitizing —
 /// live in the capability layer; this is the direct mapping onto the wire client.)
 #[allow(clippy::too_many_arguments)]
@@ -705,28 +726,30 @@ async fn execute(
             json!({ "jobs": page, "total": matching.len(), "offset": offset, "next_offset": next })
         }
         "get_job" => crate::capability::job_summary(client, &job_path()?).await?,
-        "get_build" => crate::capability::build_detail(client, &job_path()?, build_selector(args)?).await?,
+        "get_build" => {
+            crate::capability::build_detail(client, &job_path()?, crate::capability::selector(args)?).await?
+        }
         "get_build_log" => {
             let jp = job_path()?;
-            let number = crate::capability::resolve_number(client, &jp, build_selector(args)?).await?;
+            let number = crate::capability::resolve_number(client, &jp, crate::capability::selector(args)?).await?;
             let mode = crate::capability::LogMode::from_args(args)?;
             crate::capability::log_view(client, &jp, number, &mode, sanitizer).await?
         }
         "get_test_report" => {
             let jp = job_path()?;
-            let number = crate::capability::resolve_number(client, &jp, build_selector(args)?).await?;
+            let number = crate::capability::resolve_number(client, &jp, crate::capability::selector(args)?).await?;
             json!({ "number": number, "report": client.test_report(&jp, number).await? })
         }
         "get_pipeline_run" => {
             let jp = job_path()?;
-            let number = crate::capability::resolve_number(client, &jp, build_selector(args)?).await?;
+            let number = crate::capability::resolve_number(client, &jp, crate::capability::selector(args)?).await?;
             crate::capability::pipeline_detail(client, &jp, number, sanitizer).await?
         }
         "triage_build" => {
             let jp = job_path()?;
             let sel = match args.get("build") {
                 None | Some(Value::Null) => BuildSelector::LastCompletedBuild,
-                _ => build_selector(args)?,
+                _ => crate::capability::selector(args)?,
             };
             crate::capability::triage(client, &jp, sel, sanitizer).await?
         }
@@ -817,7 +840,7 @@ async fn execute(
         }
         "stop_build" => {
             let jp = job_path()?;
-            let BuildSelector::Number(n) = build_selector(args)? else {
+            let BuildSelector::Number(n) = crate::capability::selector(args)? else {
                 return Err(GateError::Invalid("stop_build needs the build number".into()));
             };
             client.stop_build(&jp, n).await?;

@@ -664,7 +664,7 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// Decodes every `%XX` once; a `%` not followed by two hex digits is an error.
-fn percent_decode(s: &str) -> Result<String, PathError> {
+pub(crate) fn percent_decode(s: &str) -> Result<String, PathError> {
     if !s.contains('%') {
         return Ok(s.to_string());
     }

@@ -463,7 +463,7 @@ impl Store {
         .bind(agent_id)
         .bind(g.controller.clone())
         .bind(g.group.as_str())
-        .bind(level_str(g.level))
+        .bind(g.level.as_str())
         .bind(g.jobs.clone())
         .bind(params)
         .bind(now_ms())
@@ -492,7 +492,7 @@ impl Store {
                     controller: r.try_get("controller").map_err(db("reading a grant"))?,
                     group: crate::catalog::Group::parse(&grp)
                         .ok_or_else(|| StoreError::Corrupt(format!("unknown group {grp}")))?,
-                    level: parse_level(&level).ok_or_else(|| StoreError::Corrupt(format!("unknown level {level}")))?,
+                    level: level.parse::<Level>().map_err(|_| StoreError::Corrupt(format!("unknown level {level}")))?,
                     jobs: r.try_get("jobs").map_err(db("reading a grant"))?,
                     params: serde_json::from_str::<Vec<ParamConstraint>>(&params)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -660,19 +660,6 @@ fn phase_str(r: &Record) -> &'static str {
         audit::Phase::Outcome => "outcome",
         audit::Phase::Read => "read",
         audit::Phase::Denied => "denied",
-    }
-}
-
-pub fn level_str(l: Level) -> &'static str {
-    l.as_str()
-}
-
-pub fn parse_level(s: &str) -> Option<Level> {
-    match s.trim().to_ascii_lowercase().replace(['-', '_', ' '], "").as_str() {
-        "off" => Some(Level::Off),
-        "read" => Some(Level::Read),
-        "full" | "fulluse" => Some(Level::Full),
-        _ => None,
     }
 }
 

@@ -14,7 +14,7 @@ use gate::policy::Level;
 use gate::secrets::MasterKey;
 use gate::store::{AuditFilter, Store};
 use gate::{Caller, Gate, GateError, NewController};
-use jenkins_twin::{Twin, TwinServer, scenario};
+use jenkins_twin::{Twin, TwinServer};
 use secrecy::SecretString;
 use serde_json::json;
 use sqlx::Connection;
@@ -43,10 +43,7 @@ log = "compiling\nerror: tests failed"
 "#;
 
 async fn twin() -> (Arc<Twin>, TwinServer) {
-    let sc = scenario::parse(SCENARIO).expect("scenario");
-    let t = Twin::new(&sc, &[("admin".into(), "admin".into(), TOKEN.into())]).expect("twin");
-    let s = t.serve("127.0.0.1:0".parse().expect("addr")).await.expect("serve");
-    (t, s)
+    jenkins_twin::start(SCENARIO, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin")
 }
 
 fn unique() -> String {

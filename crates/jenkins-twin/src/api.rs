@@ -544,7 +544,7 @@ pub fn test_report<'a>(b: &Build) -> Option<Bean<'a>> {
     let count = |st: TestStatus| tests.iter().filter(|t| t.status == st).count();
     let mut suites: Vec<(String, Vec<Value>)> = Vec::new();
     for t in tests {
-        let suite = t.class_name.rsplit_once('.').map_or(t.class_name.clone(), |_| t.class_name.clone());
+        let suite = t.class_name.clone();
         let case = Bean::plain("hudson.tasks.junit.CaseResult").group(vec![
             p("testActions", Value::List(vec![])),
             p("age", Value::Int(if t.status == TestStatus::Failed { 1 } else { 0 })),
@@ -978,10 +978,12 @@ pub fn crumb_issuer<'a>(crumb: &str) -> Bean<'a> {
         .group(vec![p("crumb", s(crumb)), p("crumbRequestField", s("Jenkins-Crumb"))])
 }
 
-pub fn who_am_i<'a>(name: &str, authenticated: bool, authorities: Vec<String>) -> Bean<'a> {
+/// `/whoAmI`: Spring's anonymous token counts as authenticated too (WhoAmI.isAuthenticated), so
+/// `authenticated` is always true and only `anonymous` tells them apart.
+pub fn who_am_i<'a>(name: &str, anonymous: bool, authorities: Vec<String>) -> Bean<'a> {
     Bean::new("hudson.security.WhoAmI").group(vec![
-        p("anonymous", Value::Bool(!authenticated)),
-        p("authenticated", Value::Bool(authenticated)),
+        p("anonymous", Value::Bool(anonymous)),
+        p("authenticated", Value::Bool(true)),
         p("authorities", Value::List(authorities.into_iter().map(s).collect())),
         p("details", Value::Null),
         p("name", s(name)),

@@ -134,7 +134,7 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return jetty(StatusCode::PAYLOAD_TOO_LARGE, "Form too large", parts.uri.path(), ""),
+        Err(_) => return jetty(StatusCode::PAYLOAD_TOO_LARGE, "Form too large", parts.uri.path()),
     };
     let path = parts.uri.path().to_string();
     let query: Vec<(String, String)> =
@@ -182,7 +182,7 @@ fn session_cookie_name(st: &State) -> String {
 
 fn authenticate(twin: &Twin, r: &mut Req) -> Result<(), Box<Response>> {
     let Ok(st) = twin.state.lock() else {
-        return Err(Box::new(oops_resp(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned")));
+        return Err(Box::new(oops_resp(StatusCode::INTERNAL_SERVER_ERROR)));
     };
     let cookie_name = session_cookie_name(&st);
     r.session = r
@@ -196,7 +196,7 @@ fn authenticate(twin: &Twin, r: &mut Req) -> Result<(), Box<Response>> {
         .map(|(_, v)| v.to_string());
     if let Some(auth) = r.headers.get(header::AUTHORIZATION) {
         let unauthorized = || {
-            let mut resp = jetty(StatusCode::UNAUTHORIZED, "Unauthorized", &r.path, "");
+            let mut resp = jetty(StatusCode::UNAUTHORIZED, "Unauthorized", &r.path);
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Jenkins\""));
             resp.headers_mut().remove("X-Jenkins");
             Box::new(resp)
@@ -287,13 +287,13 @@ fn html(st: &State, status: StatusCode, body: String) -> Response {
     r
 }
 
-fn jetty(status: StatusCode, message: &str, uri: &str, _version: &str) -> Response {
+fn jetty(status: StatusCode, message: &str, uri: &str) -> Response {
     let mut r = html_raw(status, pages::jetty_error(status.as_u16(), message, uri));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("must-revalidate,no-cache,no-store"));
     r
 }
 
-fn oops_resp(status: StatusCode, _message: &str) -> Response {
+fn oops_resp(status: StatusCode) -> Response {
     html_raw(status, pages::oops(None))
 }
 
@@ -369,18 +369,13 @@ fn require_post(st: &State, r: &Req) -> Response {
 }
 
 fn crumb_failure(r: &Req) -> Response {
-    jetty(StatusCode::FORBIDDEN, "No valid crumb was included in the request", &r.path, "")
+    jetty(StatusCode::FORBIDDEN, "No valid crumb was included in the request", &r.path)
 }
 
 /// Serves a bean as `api/json`, `api/python` or `api/xml` with `depth`, `tree`, `pretty`.
 fn api_response(st: &State, r: &Req, flavor: &str, bean: export::Bean) -> Response {
     if r.param("jsonp").is_some() {
-        return jetty(
-            StatusCode::FORBIDDEN,
-            "jsonp forbidden; implement jenkins.security.SecureRequester",
-            &r.path,
-            "",
-        );
+        return jetty(StatusCode::FORBIDDEN, "jsonp forbidden; implement jenkins.security.SecureRequester", &r.path);
     }
     let depth = match r.param("depth") {
         None => 0,
@@ -426,7 +421,7 @@ fn api_response(st: &State, r: &Req, flavor: &str, bean: export::Bean) -> Respon
                         return resp;
                     }
                     None => {
-                        return jetty(StatusCode::NOT_FOUND, &format!("XPath {xp} didn't match"), &r.path, "");
+                        return jetty(StatusCode::NOT_FOUND, &format!("XPath {xp} didn't match"), &r.path);
                     }
                 }
             }
@@ -475,14 +470,13 @@ fn ctx<'a>(st: &'a State, base: &'a str, see: &'a dyn Fn(ItemId) -> bool, now: i
 
 fn dispatch(twin: &Arc<Twin>, r: &Req) -> Response {
     let segs: Vec<&str> = r.segs.iter().map(String::as_str).collect();
-    let Ok(mut guard) = twin.state.lock() else { return oops_resp(StatusCode::INTERNAL_SERVER_ERROR, "lock") };
+    let Ok(mut guard) = twin.state.lock() else { return oops_resp(StatusCode::INTERNAL_SERVER_ERROR) };
     let st: &mut State = &mut guard;
     let base = st.settings.root_url.clone().unwrap_or_else(|| r.host_base());
     let now = twin.clock.now_ms();
     // Unprotected root actions.
     match segs.as_slice() {
         ["whoAmI", rest @ ..] => {
-            // Spring's anonymous token counts as authenticated too (WhoAmI.isAuthenticated).
             let name = match &r.who {
                 Who::Anonymous => "anonymous".to_string(),
                 Who::User { name, .. } => name.clone(),
@@ -491,14 +485,7 @@ fn dispatch(twin: &Arc<Twin>, r: &Req) -> Response {
                 Who::Anonymous => vec!["anonymous".to_string()],
                 Who::User { .. } => vec!["authenticated".to_string()],
             };
-            let bean = api::who_am_i(&name, true, authorities);
-            let bean = {
-                let mut b = bean;
-                if let Some(p) = b.props.iter_mut().find(|p| p.name == "anonymous") {
-                    p.value = export::Value::Bool(matches!(r.who, Who::Anonymous));
-                }
-                b
-            };
+            let bean = api::who_am_i(&name, matches!(r.who, Who::Anonymous), authorities);
             return match rest {
                 ["api", f] => api_response(st, r, f, bean),
                 [] => html(st, StatusCode::OK, pages::simple("Who Am I?", &format!("Name: {name}"))),
@@ -724,7 +711,7 @@ fn item_action(twin: &Arc<Twin>, st: &mut State, r: &Req, id: ItemId, rest: &[&s
                 } else {
                     "This page expects a form submission"
                 };
-                return jetty(StatusCode::BAD_REQUEST, msg, &r.path, "");
+                return jetty(StatusCode::BAD_REQUEST, msg, &r.path);
             };
             let n = serde_json::from_str::<serde_json::Value>(json).ok().and_then(|v| {
                 let f = v.get("nextBuildNumber")?;
@@ -896,7 +883,7 @@ fn config_xml_route(twin: &Arc<Twin>, st: &mut State, r: &Req, id: ItemId) -> Re
             twin.wake.notify_one();
             empty(StatusCode::OK)
         }
-        _ => jetty(StatusCode::BAD_REQUEST, "Bad Request", &r.path, ""),
+        _ => jetty(StatusCode::BAD_REQUEST, "Bad Request", &r.path),
     }
 }
 
@@ -1053,17 +1040,17 @@ fn trigger_build(twin: &Arc<Twin>, st: &mut State, r: &Req, id: ItemId, now: i64
             return deny(st, r, Perm::JobBuild);
         }
         if disabled {
-            return jetty(StatusCode::CONFLICT, &format!("{full} is not buildable"), &r.path, "");
+            return jetty(StatusCode::CONFLICT, &format!("{full} is not buildable"), &r.path);
         }
         if !r.is_post() {
             return require_post(st, r);
         }
         if defs.is_empty() {
-            return jetty(StatusCode::BAD_REQUEST, &format!("{full} is not parameterized"), &r.path, "");
+            return jetty(StatusCode::BAD_REQUEST, &format!("{full} is not parameterized"), &r.path);
         }
     } else {
         if disabled {
-            return jetty(StatusCode::CONFLICT, &format!("{full} is not buildable"), &r.path, "");
+            return jetty(StatusCode::CONFLICT, &format!("{full} is not buildable"), &r.path);
         }
         if !defs.is_empty() && !r.is_post() {
             return html(st, StatusCode::OK, pages::simple(&full, "This build requires parameters:"));
@@ -1131,11 +1118,11 @@ fn trigger_build(twin: &Arc<Twin>, st: &mut State, r: &Req, id: ItemId, now: i64
                 } else {
                     "This page expects a form submission"
                 };
-                return jetty(StatusCode::BAD_REQUEST, msg, &r.path, "");
+                return jetty(StatusCode::BAD_REQUEST, msg, &r.path);
             };
             match parse_json_form(json) {
                 Some(m) => m,
-                None => return jetty(StatusCode::BAD_REQUEST, "This page expects a form submission", &r.path, ""),
+                None => return jetty(StatusCode::BAD_REQUEST, "This page expects a form submission", &r.path),
             }
         };
         for d in &defs {
@@ -1283,7 +1270,7 @@ fn build_action(
                 return deny(st, r, Perm::RunDelete);
             }
             if b.building {
-                return jetty(StatusCode::BAD_REQUEST, "Unable to delete a build that is in progress", &r.path, "");
+                return jetty(StatusCode::BAD_REQUEST, "Unable to delete a build that is in progress", &r.path);
             }
             let job_url = format!("{base}{}", st.item_path(job));
             if let Some(it) = st.item_mut(job) {
@@ -1607,7 +1594,7 @@ fn view_route(
                 }
                 empty(StatusCode::OK)
             }
-            _ => jetty(StatusCode::BAD_REQUEST, "Bad Request", &r.path, ""),
+            _ => jetty(StatusCode::BAD_REQUEST, "Bad Request", &r.path),
         },
         ["doDelete"] => {
             if !r.is_post() {

@@ -145,6 +145,18 @@ impl Twin {
     }
 }
 
+/// Builds a twin from scenario TOML and serves it on a free loopback port: the one call tests,
+/// benchmarks and examples need. `admins` are `(name, password, api token)`.
+pub async fn start(
+    scenario_toml: &str,
+    admins: &[(String, String, String)],
+) -> Result<(Arc<Twin>, TwinServer), ScenarioError> {
+    let sc = scenario::parse(scenario_toml)?;
+    let twin = Twin::new(&sc, admins)?;
+    let server = twin.serve(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    Ok((twin, server))
+}
+
 /// A serving twin. Dropping it stops the server.
 pub struct TwinServer {
     addr: SocketAddr,

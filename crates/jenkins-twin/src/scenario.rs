@@ -22,6 +22,8 @@ pub enum ScenarioError {
     Toml(#[from] toml::de::Error),
     #[error("scenario: {0}")]
     Invalid(String),
+    #[error("cannot serve the twin: {0}")]
+    Serve(#[from] std::io::Error),
 }
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T, ScenarioError> {

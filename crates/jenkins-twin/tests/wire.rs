@@ -54,10 +54,8 @@ disabled = true
 "#;
 
 async fn start(toml: &str) -> (TwinServer, Client, String) {
-    let sc = scenario::parse(toml).expect("test scenario parses");
-    let admins = vec![(ADMIN.0.to_string(), ADMIN.1.to_string(), ADMIN.2.to_string())];
-    let twin = Twin::new(&sc, &admins).expect("twin builds");
-    let server = twin.serve("127.0.0.1:0".parse().expect("addr")).await.expect("serves");
+    let admins = [(ADMIN.0.to_string(), ADMIN.1.to_string(), ADMIN.2.to_string())];
+    let (_twin, server) = jenkins_twin::start(toml, &admins).await.expect("twin serves");
     let client = Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     let base = server.url();
     (server, client, base)

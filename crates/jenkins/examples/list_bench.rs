@@ -16,9 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             toml.push_str(&format!("[[jobs]]\npath = \"team-{f:03}/service-{j:03}\"\n"));
         }
     }
-    let sc = jenkins_twin::scenario::parse(&toml)?;
-    let twin = jenkins_twin::Twin::new(&sc, &[("admin".into(), "admin".into(), "tok".into())])?;
-    let server = twin.serve("127.0.0.1:0".parse()?).await?;
+    let (twin, server) = jenkins_twin::start(&toml, &[("admin".into(), "admin".into(), "tok".into())]).await?;
     let entry: AllowEntry = format!("127.0.0.1/32:{}", server.addr().port()).parse()?;
     let client = JenkinsClient::builder(server.url())
         .credentials(Credentials::api_token("admin", SecretString::from("tok".to_string())))

@@ -33,9 +33,7 @@ fn mb_per_s(bytes: u64, secs: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let toml = format!("[[jobs]]\npath = \"huge\"\n[[jobs.builds]]\nresult = \"SUCCESS\"\nlog_bytes = {LOG_BYTES}\n");
-    let scenario = jenkins_twin::scenario::parse(&toml)?;
-    let twin = jenkins_twin::Twin::new(&scenario, &[("admin".into(), "admin".into(), "tok".into())])?;
-    let server = twin.serve("127.0.0.1:0".parse()?).await?;
+    let (_twin, server) = jenkins_twin::start(&toml, &[("admin".into(), "admin".into(), "tok".into())]).await?;
     let url = format!("{}/job/huge/1/consoleText", server.url().trim_end_matches('/'));
     println!("rss before: {} KiB", peak_rss_kib().unwrap_or(0));
 

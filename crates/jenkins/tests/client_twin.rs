@@ -63,9 +63,7 @@ log = "the very end"
 "#;
 
 async fn twin(toml: &str) -> TwinServer {
-    let sc = scenario::parse(toml).expect("scenario");
-    let t = Twin::new(&sc, &[("admin".into(), "adminpass".into(), TOKEN.into())]).expect("twin");
-    t.serve("127.0.0.1:0".parse().expect("addr")).await.expect("serve")
+    jenkins_twin::start(toml, &[("admin".into(), "adminpass".into(), TOKEN.into())]).await.expect("twin").1
 }
 
 fn allow(server: &TwinServer) -> AllowEntry {
@@ -405,11 +403,8 @@ async fn password_sessions_fetch_crumbs() {
 
 #[tokio::test]
 async fn reads_are_retried_writes_never() {
-    let sc =
-        scenario::parse("[controller]\nquiet_period = 0\n[faults]\nerror_503_rate = 1.0\n[[jobs]]\npath = \"j\"\n")
-            .expect("sc");
-    let t = Twin::new(&sc, &[("admin".into(), "p".into(), TOKEN.into())]).expect("twin");
-    let s = t.serve("127.0.0.1:0".parse().expect("addr")).await.expect("serve");
+    let toml = "[controller]\nquiet_period = 0\n[faults]\nerror_503_rate = 1.0\n[[jobs]]\npath = \"j\"\n";
+    let (t, s) = jenkins_twin::start(toml, &[("admin".into(), "p".into(), TOKEN.into())]).await.expect("twin");
     let c = JenkinsClient::builder(s.url())
         .credentials(Credentials::api_token("admin", SecretString::from(TOKEN.to_string())))
         .allow_private(allow(&s))

@@ -26,9 +26,7 @@ async fn environment_proxies_are_ignored() {
         std::env::remove_var("NO_PROXY");
         std::env::remove_var("no_proxy");
     }
-    let sc = jenkins_twin::scenario::parse("").expect("scenario");
-    let twin = jenkins_twin::Twin::new(&sc, &[("admin".into(), "p".into(), "tok".into())]).expect("twin");
-    let server = twin.serve("127.0.0.1:0".parse().expect("addr")).await.expect("serve");
+    let (_twin, server) = jenkins_twin::start("", &[("admin".into(), "p".into(), "tok".into())]).await.expect("twin");
     let c = JenkinsClient::builder(server.url())
         .credentials(Credentials::api_token("admin", SecretString::from("tok".to_string())))
         .allow_private(format!("127.0.0.1/32:{}", server.addr().port()).parse().expect("entry"))

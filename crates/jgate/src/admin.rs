@@ -13,7 +13,7 @@ use gate::audit::{Checkpoint, Phase, Surface};
 use gate::catalog::{self, Group};
 use gate::policy::ParamConstraint;
 use gate::secrets::{KeySource, MasterKey};
-use gate::store::{AuditFilter, Store, parse_level};
+use gate::store::{AuditFilter, Store};
 use gate::{Caller, Gate, NewController};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -505,7 +505,7 @@ pub async fn grant(g: &Global, a: GrantArgs) -> anyhow::Result<()> {
             Group::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(", ")
         )
     })?;
-    let level = parse_level(&a.level).with_context(|| format!("unknown level '{}': use off, read or full", a.level))?;
+    let level: gate::policy::Level = a.level.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let params = a
         .params
         .iter()

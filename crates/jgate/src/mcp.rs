@@ -240,26 +240,9 @@ impl ServerHandler for JgateMcp {
             // Unknown tools are a protocol error (tools are not secret: the catalog is public).
             return Err(McpError::invalid_params(format!("unknown tool '{name}'"), None));
         }
-        let controller = match args.get("controller").and_then(Value::as_str) {
-            Some(c) => c.to_string(),
-            None => match self.gate.store().controllers().await {
-                Ok(list) if list.len() == 1 => list[0].name.clone(),
-                Ok(list) if list.is_empty() => {
-                    return Ok(text_error(
-                        "jgate has no Jenkins controller configured; ask the administrator to add one",
-                    )
-                    .into());
-                }
-                Ok(list) => {
-                    let names: Vec<String> = list.into_iter().map(|c| c.name).collect();
-                    return Ok(text_error(format!(
-                        "several controllers are configured: pass controller, one of {}",
-                        names.join(", ")
-                    ))
-                    .into());
-                }
-                Err(e) => return Ok(text_error(e.to_string()).into()),
-            },
+        let controller = match self.gate.resolve_controller(args.get("controller").and_then(Value::as_str)).await {
+            Ok(c) => c,
+            Err(e) => return Ok(text_error(e.to_string()).into()),
         };
         let caller = Caller {
             agent: id.agent.clone(),
