@@ -498,7 +498,7 @@ impl Gate {
         entry.reason = decision.reason.clone();
         if !decision.allowed {
             entry.phase = Phase::Denied;
-            if let Err(e) = self.store.append_audit(&self.hmac_key, entry).await {
+            if let Err(e) = self.record(entry).await {
                 tracing::error!(error = %e, "could not audit a denied call");
             }
             return Err(GateError::Denied { reason: decision.reason });
@@ -521,8 +521,7 @@ impl Gate {
                 // Still audited as a read of the first result; no second build is started.
                 entry.phase = Phase::Read;
                 entry.outcome = Some("replayed: same idempotency key, no new build".into());
-                self.store
-                    .append_audit(&self.hmac_key, entry)
+                self.record(entry)
                     .await
                     .map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
                 return Ok(v);
@@ -532,8 +531,7 @@ impl Gate {
             let mut intent = entry.clone();
             intent.phase = Phase::Intent;
             // Fail closed: no intent record, no write.
-            self.store
-                .append_audit(&self.hmac_key, intent)
+            self.record(intent)
                 .await
                 .map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
         }
@@ -585,7 +583,7 @@ impl Gate {
         if let (Some(k), Ok(v)) = (&idem_key, &result) {
             self.idempotency.lock().await.insert(k.clone(), (Instant::now(), v.clone()));
         }
-        let appended = self.store.append_audit(&self.hmac_key, entry).await;
+        let appended = self.record(entry).await;
         if let Err(e) = appended {
             tracing::error!(error = %e, "could not write the outcome audit record");
             if op.access == Access::Read {
@@ -598,6 +596,11 @@ impl Gate {
 
     // -----------------------------------------------------------------------------------------
     // audit
+
+    /// Appends one record to the audit chain: the one seam every audited path writes through.
+    pub async fn record(&self, entry: Entry) -> Result<Record, StoreError> {
+        self.store.append_audit(&self.hmac_key, entry).await
+    }
 
     pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<Record>, GateError> {
         Ok(self.store.audit(filter).await?)
