@@ -1,7 +1,8 @@
 //! The operation catalog: every Jenkins operation an agent can ask for, declared once, as data.
 //!
-//! Policy checks, the MCP tool list, the proxy's route classifier, the CLI and the docs table all
-//! read this table. Adding an operation is one entry here plus its implementation.
+//! The types of the catalog; the entries themselves are declared with their implementations in
+//! [`crate::ops`], and [`OPERATIONS`] is generated from them. Policy checks, the MCP tool list,
+//! the CLI and the docs table all read it.
 
 use std::fmt;
 
@@ -110,14 +111,17 @@ pub struct Operation {
     pub verb_phrase: &'static str,
 }
 
+/// Builds an [`Operation`] from its fields (used by each operation's declaration in `ops`).
+#[macro_export]
+#[doc(hidden)]
 macro_rules! op {
     ($name:literal, $group:ident, $access:ident, $target:ident, destructive: $d:literal, idempotent: $i:literal,
      routes: [$($r:literal),* $(,)?], cli: $cli:literal, phrase: $phrase:literal, $desc:literal) => {
-        Operation {
+        $crate::catalog::Operation {
             name: $name,
-            group: Group::$group,
-            access: Access::$access,
-            target: Target::$target,
+            group: $crate::catalog::Group::$group,
+            access: $crate::catalog::Access::$access,
+            target: $crate::catalog::Target::$target,
             destructive: $d,
             idempotent: $i,
             routes: &[$($r),*],
@@ -128,83 +132,17 @@ macro_rules! op {
     };
 }
 
-/// Every operation, in display order.
-pub static OPERATIONS: &[Operation] = &[
-    op!("list_jobs", Status, Read, Folder, destructive: false, idempotent: true,
-        routes: ["GET /api/json?tree=jobs[...]", "GET /{folder}/api/json?tree=jobs[...]"],
-        cli: "jobs list", phrase: "listed the jobs in",
-        "List jobs and folders at the root or in a folder (recursively if asked), with their status color."),
-    op!("get_job", Status, Read, Job, destructive: false, idempotent: true,
-        routes: ["GET /{job}/api/json"], cli: "job show", phrase: "read job",
-        "Show a job: health, last builds (last success / failure), recent history, parameter definitions, queue state."),
-    op!("get_build", Status, Read, Job, destructive: false, idempotent: true,
-        routes: ["GET /{job}/{build}/api/json"], cli: "build show", phrase: "read a build of",
-        "Show one build (a number or lastBuild, lastSuccessfulBuild, lastFailedBuild, ...): result, duration, causes, parameters, changes, test summary."),
-    op!("get_build_log", Status, Read, Job, destructive: false, idempotent: true,
-        routes: ["GET /{job}/{build}/consoleText", "GET /{job}/{build}/logText/progressiveText"],
-        cli: "build log", phrase: "read the console log of",
-        "Read a build's console log: tail (default), head, a line range, or regex matches with context; bounded in size, secrets redacted."),
-    op!("get_test_report", Status, Read, Job, destructive: false, idempotent: true,
-        routes: ["GET /{job}/{build}/testReport/api/json"], cli: "build tests", phrase: "read the test report of",
-        "Show a build's test results: counts and the failing tests with their errors."),
-    op!("get_pipeline_run", Status, Read, Job, destructive: false, idempotent: true,
-        routes: ["GET /{job}/wfapi/runs", "GET /{job}/{build}/wfapi/describe", "GET /{job}/{build}/execution/node/{id}/wfapi/*"],
-        cli: "pipeline show", phrase: "read the pipeline stages of",
-        "Show a Pipeline run's stages with status and timings, and the failing stage's log excerpt."),
-    op!("triage_build", Status, Read, Job, destructive: false, idempotent: true,
-        routes: ["GET /{job}/{build}/api/json", "GET /{job}/{build}/consoleText", "GET /{job}/{build}/testReport/api/json", "GET /{job}/{build}/wfapi/describe"],
-        cli: "build triage", phrase: "triaged a build of",
-        "Explain why a build failed, in one bounded answer: the failing stage, the error lines of the log, failing tests, changes since the last success, and whether the previous build failed the same way."),
-    op!("get_queue", Status, Read, Controller, destructive: false, idempotent: true,
-        routes: ["GET /queue/api/json", "GET /queue/item/{id}/api/json"], cli: "queue list", phrase: "read the build queue of",
-        "List queued builds and why each waits."),
-    op!("list_views", Status, Read, Controller, destructive: false, idempotent: true,
-        routes: ["GET /api/json?tree=views[...]", "GET /view/{view}/api/json"], cli: "views list", phrase: "listed the views of",
-        "List views and the jobs in a view."),
-    op!("trigger_build", Build, Write, Job, destructive: false, idempotent: false,
-        routes: ["POST /{job}/build", "POST /{job}/buildWithParameters"], cli: "build trigger", phrase: "triggered a build of",
-        "Trigger a build, with parameters if the job takes them; returns the queue item and the exact build number."),
-    op!("stop_build", Build, Write, Job, destructive: true, idempotent: true,
-        routes: ["POST /{job}/{build}/stop", "POST /{job}/{build}/term", "POST /{job}/{build}/kill"], cli: "build stop",
-        phrase: "stopped a build of", "Stop (abort) a running build."),
-    op!("cancel_queue_item", Build, Write, Job, destructive: true, idempotent: true,
-        routes: ["POST /queue/cancelItem?id={id}"], cli: "queue cancel", phrase: "cancelled a queued build of",
-        "Cancel a build that is still waiting in the queue."),
-    op!("get_job_config", Config, Read, Job, destructive: false, idempotent: true,
-        routes: ["GET /{job}/config.xml"], cli: "job config", phrase: "read the configuration of",
-        "Read a job's config.xml."),
-    op!("update_job_config", Config, Write, Job, destructive: true, idempotent: true,
-        routes: ["POST /{job}/config.xml"], cli: "job reconfigure", phrase: "changed the configuration of",
-        "Replace a job's config.xml."),
-    op!("enable_job", Config, Write, Job, destructive: false, idempotent: true,
-        routes: ["POST /{job}/enable"], cli: "job enable", phrase: "enabled job", "Enable a disabled job."),
-    op!("disable_job", Config, Write, Job, destructive: false, idempotent: true,
-        routes: ["POST /{job}/disable"], cli: "job disable", phrase: "disabled job", "Disable a job so it cannot be built."),
-    op!("create_job", Jobs, Write, Job, destructive: false, idempotent: false,
-        routes: ["POST /createItem?name={name}", "POST /{folder}/createItem?name={name}"], cli: "job create",
-        phrase: "created job", "Create a job from a config.xml, at the root or in a folder."),
-    op!("copy_job", Jobs, Write, Job, destructive: false, idempotent: false,
-        routes: ["POST /createItem?name={name}&mode=copy&from={from}"], cli: "job copy", phrase: "copied a job to",
-        "Copy an existing job to a new name."),
-    op!("delete_job", Jobs, Write, Job, destructive: true, idempotent: true,
-        routes: ["POST /{job}/doDelete", "DELETE /{job}/"], cli: "job delete", phrase: "deleted job",
-        "Delete a job or folder with its history."),
-    op!("list_nodes", Nodes, Read, Controller, destructive: false, idempotent: true,
-        routes: ["GET /computer/api/json", "GET /computer/{node}/api/json"], cli: "nodes list", phrase: "listed the nodes of",
-        "List nodes (agents): online/offline, executors, labels."),
-    op!("get_system_info", System, Read, Controller, destructive: false, idempotent: true,
-        routes: ["GET /api/json", "GET /pluginManager/api/json"], cli: "system info", phrase: "read the version and plugins of",
-        "Show the Jenkins version, quiet-down state and installed plugins."),
-];
+/// Every operation, in display order: generated from the operations' own declarations.
+pub use crate::ops::OPERATIONS;
 
 /// Looks an operation up by name.
 pub fn operation(name: &str) -> Option<&'static Operation> {
-    OPERATIONS.iter().find(|o| o.name == name)
+    OPERATIONS.iter().copied().find(|o| o.name == name)
 }
 
 /// The operations of a group.
 pub fn in_group(group: Group) -> impl Iterator<Item = &'static Operation> {
-    OPERATIONS.iter().filter(move |o| o.group == group)
+    OPERATIONS.iter().copied().filter(move |o| o.group == group)
 }
 
 #[cfg(test)]

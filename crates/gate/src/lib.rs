@@ -14,13 +14,17 @@
 //!   the one path every agent call takes.
 
 pub mod audit;
-pub mod capability;
+pub mod call;
 pub mod catalog;
+pub mod error;
 pub mod gate;
 pub mod keys;
+pub mod ops;
 pub mod policy;
 pub mod sanitize;
 pub mod secrets;
 pub mod store;
 
-pub use gate::{Caller, Gate, GateError, NewController};
+pub use call::{CallOptions, Clean, Limits};
+pub use error::GateError;
+pub use gate::{Caller, Gate, NewController};

@@ -295,9 +295,13 @@ async fn agents_keys_and_the_policy_path() {
             records.iter().filter(|r| r.entry.operation == "trigger_build" && r.entry.allowed).collect();
         assert_eq!(
             trigger_records.iter().map(|r| r.entry.phase).collect::<Vec<_>>(),
-            // Two triggers (intent + outcome each), then the replayed retry audited as a read.
-            [Phase::Intent, Phase::Outcome, Phase::Intent, Phase::Outcome, Phase::Read],
+            // Two triggers, then the replayed retry: each a write call with its intent and outcome.
+            [Phase::Intent, Phase::Outcome, Phase::Intent, Phase::Outcome, Phase::Intent, Phase::Outcome],
             "{kind}"
+        );
+        assert!(
+            trigger_records.last().and_then(|r| r.entry.outcome.as_deref()).is_some_and(|o| o.contains("replayed")),
+            "{kind}: the retry's outcome says it was replayed"
         );
         assert_eq!(g.verify_audit(&[]).await.expect("verify"), Ok(records.len() as u64), "{kind}");
         // Filters.

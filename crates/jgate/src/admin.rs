@@ -702,6 +702,7 @@ pub async fn call(g: &Global, a: CallArgs) -> anyhow::Result<()> {
         request_id: format!("cli-{}", gate::store::now_ms()),
     };
     let result = gate.call(&caller, &a.controller, &a.operation, args).await?;
+    // The answer passed the sanitizer in the gate; pretty-printed for a person at a terminal.
     println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
     Ok(())
 }

@@ -6,9 +6,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use gate::audit::Surface;
-use gate::catalog::{self, Access, Operation, Target};
-use gate::policy::Level;
-use gate::{Caller, Gate, GateError};
+use gate::catalog::{self, Access, Operation};
+use gate::{CallOptions, Caller, Gate};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
     PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
@@ -54,99 +53,9 @@ impl JgateMcp {
     }
 }
 
-/// The tools an agent may see: those whose group it holds at the needed level somewhere.
-pub fn visible_tools(grants: &[gate::policy::Grant]) -> Vec<&'static Operation> {
-    catalog::OPERATIONS
-        .iter()
-        .filter(|op| {
-            let need = if op.access == Access::Read { Level::Read } else { Level::Full };
-            grants.iter().any(|g| g.group == op.group && g.level >= need)
-        })
-        .collect()
-}
-
-fn prop(kind: &str, description: &str) -> Value {
-    json!({ "type": kind, "description": description })
-}
-
-/// The JSON Schema of an operation's arguments.
+/// The JSON Schema of an operation's arguments (derived from its argument type).
 pub fn input_schema(op: &Operation) -> Map<String, Value> {
-    let mut props = Map::new();
-    let mut required: Vec<&str> = Vec::new();
-    props.insert(
-        "controller".into(),
-        prop("string", "The Jenkins controller (as named in jgate). Optional when only one is configured."),
-    );
-    if op.target == Target::Job {
-        props.insert("job".into(), prop("string", "The job's full name, folders separated by '/', e.g. team/api-server or shop/feature%2Fx for a multibranch branch."));
-        required.push("job");
-    }
-    let build = json!({ "type": ["integer", "string"], "description": "A build number, or lastBuild, lastCompletedBuild, lastSuccessfulBuild, lastStableBuild, lastFailedBuild, lastUnstableBuild, lastUnsuccessfulBuild. Default: lastBuild." });
-    match op.name {
-        "list_jobs" => {
-            props.insert("folder".into(), prop("string", "A folder's full name; omit for the root."));
-            props.insert("depth".into(), json!({"type": "integer", "minimum": 1, "maximum": 10, "description": "How many folder levels to list (default 1)."}));
-            props.insert("filter".into(), prop("string", "Only jobs whose full name contains this text (case-insensitive); returns a flat, paged list of jobs from all levels."));
-            props.insert("status".into(), json!({"type": "string", "enum": ["failing", "unstable", "passing", "building", "disabled", "never_built", "aborted"], "description": "Only jobs in this state; returns a flat, paged list."}));
-            props.insert("offset".into(), json!({"type": "integer", "minimum": 0, "description": "Paging: skip this many matching jobs (flat lists)."}));
-            props.insert("limit".into(), json!({"type": "integer", "minimum": 1, "maximum": 1000, "description": "Paging: at most this many jobs (default 100)."}));
-        }
-        "get_build" | "get_test_report" | "get_pipeline_run" => {
-            props.insert("build".into(), build);
-        }
-        "get_build_log" => {
-            props.insert("build".into(), build);
-            props.insert("mode".into(), json!({"type": "string", "enum": ["tail", "head", "range", "grep", "follow"], "description": "tail (default): the last lines; head: the first lines; range: lines from..to; grep: lines matching pattern with context; follow: new output of a running build since cursor."}));
-            props.insert("cursor".into(), json!({"type": "integer", "minimum": 0, "description": "follow: the byte offset to continue from (next_cursor of the previous answer; 0 to start)."}));
-            props.insert("lines".into(), json!({"type": "integer", "minimum": 1, "maximum": 2000, "description": "How many lines for tail/head (default 100)."}));
-            props.insert(
-                "from".into(),
-                json!({"type": "integer", "minimum": 1, "description": "range: the first line number (1-based)."}),
-            );
-            props.insert(
-                "to".into(),
-                json!({"type": "integer", "minimum": 1, "description": "range: the last line number."}),
-            );
-            props.insert("pattern".into(), prop("string", "grep: a regular expression."));
-            props.insert("context".into(), json!({"type": "integer", "minimum": 0, "maximum": 50, "description": "grep: lines of context before and after each match (default 2)."}));
-        }
-        "trigger_build" => {
-            props.insert("parameters".into(), json!({"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}, "description": "Build parameters by name (only for parameterized jobs)."}));
-            props.insert("wait".into(), json!({"type": "string", "enum": ["none", "start", "finish"], "description": "none: return the queue item; start (default): wait until the exact build number is known; finish: wait for the result (progress is reported)."}));
-            props.insert("idempotency_key".into(), prop("string", "Optional: a retried call with the same key returns the first call's build instead of starting another."));
-        }
-        "stop_build" => {
-            props.insert(
-                "build".into(),
-                json!({"type": "integer", "description": "The number of the running build to stop."}),
-            );
-            required.push("build");
-        }
-        "cancel_queue_item" => {
-            props.insert(
-                "queue_id".into(),
-                json!({"type": "integer", "description": "The queue item id (from trigger_build or get_queue)."}),
-            );
-            required.push("queue_id");
-        }
-        "update_job_config" | "create_job" => {
-            props.insert("config_xml".into(), prop("string", "The job's complete config.xml."));
-            required.push("config_xml");
-        }
-        "copy_job" => {
-            props.insert("from".into(), prop("string", "The full name of the job to copy."));
-            required.push("from");
-        }
-        _ => {}
-    }
-    let mut schema = Map::new();
-    schema.insert("type".into(), json!("object"));
-    schema.insert("properties".into(), Value::Object(props));
-    if !required.is_empty() {
-        schema.insert("required".into(), json!(required));
-    }
-    schema.insert("additionalProperties".into(), json!(false));
-    schema
+    gate::ops::input_schema(op.name).unwrap_or_default()
 }
 
 fn output_schema() -> Arc<Map<String, Value>> {
@@ -198,7 +107,8 @@ fn render(op: &str, v: &Value) -> String {
             let lines = v.get("text").and_then(Value::as_str).unwrap_or("");
             format!("{}\n{}", v.get("summary").and_then(Value::as_str).unwrap_or(""), lines)
         }
-        _ => serde_json::to_string_pretty(v).unwrap_or_default(),
+        // Compact: agents read it as well as indented JSON, at a fraction of the tokens.
+        _ => serde_json::to_string(v).unwrap_or_default(),
     }
 }
 
@@ -217,9 +127,10 @@ impl ServerHandler for JgateMcp {
         let Some(id) = self.identity(&ctx) else {
             return Err(McpError::invalid_request("no authenticated agent", None));
         };
-        let grants = self.gate.grants(&id.agent).await.map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        let visible =
+            self.gate.visible_operations(&id.agent).await.map_err(|e| McpError::internal_error(e.to_string(), None))?;
         let mut tools: Vec<Tool> = vec![whoami_tool()];
-        tools.extend(visible_tools(&grants).into_iter().map(tool));
+        tools.extend(visible.into_iter().map(tool));
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -233,17 +144,6 @@ impl ServerHandler for JgateMcp {
         };
         let name = request.name.to_string();
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
-        if name == "whoami" {
-            return Ok(self.whoami(&id).await.into());
-        }
-        if catalog::operation(&name).is_none() {
-            // Unknown tools are a protocol error (tools are not secret: the catalog is public).
-            return Err(McpError::invalid_params(format!("unknown tool '{name}'"), None));
-        }
-        let controller = match self.gate.resolve_controller(args.get("controller").and_then(Value::as_str)).await {
-            Ok(c) => c,
-            Err(e) => return Ok(text_error(e.to_string()).into()),
-        };
         let caller = Caller {
             agent: id.agent.clone(),
             key_id: Some(id.key_id.clone()),
@@ -251,6 +151,30 @@ impl ServerHandler for JgateMcp {
             client_addr: id.client_addr.clone(),
             request_id: format!("mcp-{}", ctx.id),
         };
+        if name == "whoami" {
+            return Ok(self.whoami(&caller).await.into());
+        }
+        if catalog::operation(&name).is_none() {
+            // Unknown tools are a protocol error (tools are not secret: the catalog is public).
+            return Err(McpError::invalid_params(format!("unknown tool '{name}'"), None));
+        }
+        // The call stops when the client cancels it, deletes its session, or its connection
+        // drops (the HTTP layer marks that as ClientGone).
+        let cancel = ctx.ct.clone();
+        let gone = ctx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<crate::serve::ClientGone>())
+            .cloned();
+        let watcher = gone.map(|g| {
+            let ct = cancel.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = g.0.cancelled() => ct.cancel(),
+                    _ = ct.cancelled() => {}
+                }
+            })
+        });
         // Progress while waiting for a build, if the client asked for it.
         let progress_token = ctx.meta.get_progress_token();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Option<f64>, String)>();
@@ -265,13 +189,15 @@ impl ServerHandler for JgateMcp {
                 }
             }
         });
-        let result = tokio::select! {
-            r = self.gate.call_with_progress(&caller, &controller, &name, args, Some(tx)) => r,
-            _ = ctx.ct.cancelled() => Err(GateError::Invalid("the call was cancelled by the client".into())),
-        };
+        let opts = CallOptions { progress: Some(tx), cancel: Some(cancel) };
+        let result = self.gate.call_with(&caller, None, &name, args, opts).await;
         forward.abort();
+        if let Some(w) = watcher {
+            w.abort();
+        }
         Ok(match result {
-            Ok(v) => {
+            Ok(clean) => {
+                let v = clean.into_inner();
                 let mut r = CallToolResult::structured(v.clone());
                 r.content = vec![ContentBlock::text(render(&name, &v))];
                 r
@@ -283,38 +209,25 @@ impl ServerHandler for JgateMcp {
 }
 
 impl JgateMcp {
-    async fn whoami(&self, id: &AgentIdentity) -> CallToolResult {
-        let grants = match self.gate.grants(&id.agent).await {
-            Ok(g) => g,
+    async fn whoami(&self, caller: &Caller) -> CallToolResult {
+        let v = match self.gate.whoami(caller).await {
+            Ok(v) => v,
             Err(e) => return text_error(e.to_string()),
         };
-        let controllers: Vec<Value> = match self.gate.store().controllers().await {
-            Ok(list) => list
-                .iter()
-                .map(|c| json!({"name": c.name, "url": c.base_url, "jenkins_version": c.jenkins_version}))
-                .collect(),
-            Err(e) => return text_error(e.to_string()),
-        };
-        let v = json!({
-            "agent": id.agent,
-            "key_id": id.key_id,
-            "controllers": controllers,
-            "grants": grants.iter().map(|g| json!({"id": g.id, "controller": g.controller.clone().unwrap_or_else(|| "all".into()), "grant": g.describe()})).collect::<Vec<_>>(),
-            "tools": visible_tools(&grants).iter().map(|o| o.name).collect::<Vec<_>>(),
-        });
-        let mut r = CallToolResult::structured(v.clone());
-        let mut text = format!("You are agent {} (key {}).\n", id.agent, id.key_id);
+        let mut text = format!("You are agent {} (key {}).\n", caller.agent, caller.key_id.as_deref().unwrap_or("-"));
+        let grants = v.get("grants").and_then(Value::as_array).cloned().unwrap_or_default();
         if grants.is_empty() {
             text.push_str("You have no grants: every call is denied.\n");
         }
         for g in &grants {
             text.push_str(&format!(
                 "- grant {} on {}: {}\n",
-                g.id,
-                g.controller.as_deref().unwrap_or("all controllers"),
-                g.describe()
+                g["id"],
+                g["controller"].as_str().unwrap_or(""),
+                g["grant"].as_str().unwrap_or("")
             ));
         }
+        let mut r = CallToolResult::structured(v);
         r.content = vec![ContentBlock::text(text)];
         r
     }

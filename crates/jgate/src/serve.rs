@@ -1,7 +1,8 @@
 //! `jgate serve` (streamable HTTP MCP at /mcp, /healthz) and `jgate mcp` (stdio).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use axum::Router;
@@ -11,10 +12,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
+use futures_util::StreamExt;
 use gate::Gate;
 use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Global, open};
 use crate::mcp::{AgentIdentity, JgateMcp};
@@ -32,9 +35,40 @@ pub struct ServeArgs {
     pub allowed_origins: Vec<String>,
 }
 
-/// Bearer authentication of /mcp: the agent key becomes an [`AgentIdentity`] in the request.
+/// Marks a request whose client went away: cancelled when the response body is dropped before
+/// it was sent in full (the connection closed), so the call it carries stops within seconds.
+#[derive(Clone)]
+pub struct ClientGone(pub CancellationToken);
+
+/// MCP session id → the agent that opened it. A session is usable only by its own agent; to any
+/// other key it answers exactly like a session that does not exist.
+#[derive(Default)]
+pub struct SessionOwners(Mutex<HashMap<String, String>>);
+
+impl SessionOwners {
+    fn owner(&self, id: &str) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+    fn bind(&self, id: &str, agent: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), agent.to_string());
+    }
+    fn forget(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+#[derive(Clone)]
+struct McpState {
+    gate: Arc<Gate>,
+    sessions: Arc<SessionOwners>,
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// Bearer authentication of /mcp: the agent key becomes an [`AgentIdentity`] in the request;
+/// sessions are bound to the agent that opened them; a dropped connection cancels its call.
 async fn bearer(
-    State(gate): State<Arc<Gate>>,
+    State(McpState { gate, sessions }): State<McpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
     next: Next,
@@ -53,8 +87,36 @@ async fn bearer(
     };
     match gate.authenticate(&key).await {
         Ok((agent, key_id)) => {
-            req.extensions_mut().insert(AgentIdentity { agent, key_id, client_addr: Some(peer.ip().to_string()) });
-            next.run(req).await
+            let session = req.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+            if let Some(id) = &session
+                && sessions.owner(id).is_some_and(|owner| owner != agent)
+            {
+                // Another agent's session: indistinguishable from one that does not exist.
+                return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+            }
+            let is_delete = req.method() == axum::http::Method::DELETE;
+            let gone = CancellationToken::new();
+            req.extensions_mut().insert(ClientGone(gone.clone()));
+            req.extensions_mut().insert(AgentIdentity {
+                agent: agent.clone(),
+                key_id,
+                client_addr: Some(peer.ip().to_string()),
+            });
+            let response = next.run(req).await;
+            match (&session, response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {
+                (None, Some(new)) => sessions.bind(new, &agent),
+                (Some(id), _) if is_delete && response.status().is_success() => sessions.forget(id),
+                _ => {}
+            }
+            // The guard lives as long as the response body: if the client hangs up first, the
+            // body is dropped unfinished and the call is cancelled.
+            let guard = gone.drop_guard();
+            let (parts, body) = response.into_parts();
+            let body = axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+                let _alive = &guard;
+                chunk
+            }));
+            Response::from_parts(parts, body)
         }
         Err(gate::GateError::BadKey(why)) => unauthorized(&format!("invalid agent key: {why}"), "invalid_token"),
         Err(e) => {
@@ -108,13 +170,16 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
         // rmcp leaves Origin validation off unless origins are configured: turn it on.
         .with_allowed_origins(origins)
         .enforce_origin_validation();
+    // Keep-alives every few seconds also reveal a client that went away mid-call.
+    let config = config.with_sse_keep_alive(Some(std::time::Duration::from_secs(5)));
     let factory_gate = gate.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(JgateMcp::http(factory_gate.clone())),
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let mcp_routes = Router::new().fallback_service(mcp).layer(middleware::from_fn_with_state(gate.clone(), bearer));
+    let state = McpState { gate: gate.clone(), sessions: Arc::new(SessionOwners::default()) };
+    let mcp_routes = Router::new().fallback_service(mcp).layer(middleware::from_fn_with_state(state, bearer));
     Router::new().route("/healthz", get(|| async { "ok\n" })).nest_service("/mcp", mcp_routes)
 }
 

@@ -1,0 +1,490 @@
+//! The one path every agent call takes: **begin** → **executor** → **finish**.
+//!
+//! - [`Gate::begin`]: identity → operation → *all* its targets, each with the access it needs →
+//!   policy on the canonical, Java-folded names → audit "intent" (writes; fail closed). A denial
+//!   is audited and ends the call.
+//! - The executor: a typed operation from [`crate::ops`] (MCP, CLI) — or, later, a raw forward
+//!   (the Jenkins-compatible proxy). Executors have no policy or audit code; they act only on the
+//!   canonical targets `begin` returned and their answer is untrusted Jenkins data.
+//! - [`Gate::finish`]: every string of the answer (and of an error) through the sanitizer, the
+//!   answer's size bounded, the outcome audited with the redaction count.
+//!
+//! The gate owns request ids (random, unique across sessions and processes), caps the calls an
+//! agent has in flight, bounds every call by a deadline, and records cancellation as an outcome.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{Entry, Phase};
+use crate::catalog::{Access, Operation};
+use crate::error::GateError;
+use crate::gate::{Caller, Gate};
+use crate::ops::{self, Exec, Need, Op, ProgressSink, Runner, TriggerSlots};
+use crate::policy::{self, Grant, Level};
+use crate::sanitize::Sanitizer;
+use crate::store::now_ms;
+
+/// Limits of the call path (all configurable by the administrator).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Calls one agent may have in flight at once; further calls are refused until one ends.
+    pub max_in_flight_per_agent: usize,
+    /// The longest a read may take, upstream streams included.
+    pub read_deadline: Duration,
+    /// The longest a write may take (a trigger that waits for its build's result included).
+    pub write_deadline: Duration,
+    /// The largest answer (compact JSON bytes) returned; larger answers are refused with advice.
+    /// Under 1 MiB with room for the text rendering MCP clients also receive.
+    pub max_answer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_in_flight_per_agent: 8,
+            read_deadline: Duration::from_secs(120),
+            write_deadline: Duration::from_secs(3700),
+            max_answer_bytes: 400 * 1024,
+        }
+    }
+}
+
+/// The call path's per-process state.
+#[derive(Default)]
+pub struct CallState {
+    pub limits: Limits,
+    in_flight: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    pub(crate) triggers: TriggerSlots,
+}
+
+/// What a surface passes along with a call.
+#[derive(Default)]
+pub struct CallOptions {
+    /// Progress of long calls (waiting for a build).
+    pub progress: Option<ProgressSink>,
+    /// Fires when the client cancels the call or goes away: the call stops, upstream streams
+    /// are dropped, and the outcome is audited as cancelled.
+    pub cancel: Option<CancellationToken>,
+}
+
+/// An answer that passed the sanitizer: the only thing the call path returns to a surface.
+#[derive(Debug, Clone)]
+pub struct Clean(Value);
+
+impl Clean {
+    pub fn into_inner(self) -> Value {
+        self.0
+    }
+    pub fn value(&self) -> &Value {
+        &self.0
+    }
+}
+
+/// A call that `begin` allowed: what `finish` needs.
+pub struct Begun {
+    entry: Entry,
+    access: Access,
+    started: Instant,
+    /// The canonical path of each need (what the executor may act on).
+    pub targets: Vec<Option<String>>,
+    pub grants: Vec<Grant>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A fresh request id: 96 random bits, unique across sessions, replicas and restarts.
+pub fn new_request_id() -> String {
+    format!("req-{}", hex::encode(rand::random::<[u8; 12]>()))
+}
+
+/// The tools an agent may see: an operation is listed when its group is granted at the level it
+/// needs somewhere. The only copy of this rule.
+pub fn visible_operations(grants: &[Grant]) -> Vec<&'static Operation> {
+    ops::OPERATIONS
+        .iter()
+        .copied()
+        .filter(|op| grants.iter().any(|g| g.group == op.group && g.level >= Level::required_for(op.access)))
+        .collect()
+}
+
+impl Gate {
+    /// [`Gate::call_with`] without progress or cancellation, returning the clean answer.
+    pub async fn call(&self, caller: &Caller, controller: &str, op: &str, args: Value) -> Result<Value, GateError> {
+        Ok(self.call_with(caller, Some(controller), op, args, CallOptions::default()).await?.into_inner())
+    }
+
+    /// The one path for a typed call: `args` are the operation's JSON arguments (`controller`
+    /// may be among them, or given as `controller`; none = the only one configured).
+    pub async fn call_with(
+        &self,
+        caller: &Caller,
+        controller: Option<&str>,
+        op: &str,
+        mut args: Value,
+        opts: CallOptions,
+    ) -> Result<Clean, GateError> {
+        let from_args = args.as_object_mut().and_then(|m| m.remove("controller"));
+        let named = match (&from_args, controller) {
+            (Some(Value::String(c)), _) => Some(c.clone()),
+            (Some(Value::Null) | None, c) => c.map(str::to_string),
+            (Some(_), _) => return Err(GateError::Invalid("controller must be a string (a controller's name)".into())),
+        };
+        let controller = self.resolve_controller(named.as_deref()).await?;
+        let runner = TypedCall { gate: self, caller, controller: &controller, args, opts };
+        match ops::dispatch(op, runner).await {
+            Some(r) => r,
+            None => Err(GateError::Invalid(format!("unknown operation '{op}'; `jgate operations` lists them"))),
+        }
+    }
+
+    fn permit(&self, agent: &str) -> Option<OwnedSemaphorePermit> {
+        let limit = self.calls.limits.max_in_flight_per_agent.max(1);
+        let sem = {
+            let mut map = self.calls.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget idle agents so the map stays as small as the set of active agents.
+            map.retain(|_, s| s.available_permits() < limit || Arc::strong_count(s) > 1);
+            map.entry(agent.to_string()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
+        };
+        sem.try_acquire_owned().ok()
+    }
+
+    fn entry(&self, caller: &Caller, controller: &str, op: &Operation, args: Value) -> Entry {
+        Entry {
+            time_ms: now_ms(),
+            request_id: new_request_id(),
+            agent: caller.agent.clone(),
+            key_id: caller.key_id.clone(),
+            surface: caller.surface,
+            client_addr: caller.client_addr.clone(),
+            controller: controller.to_string(),
+            operation: op.name.to_string(),
+            target: None,
+            args,
+            phase: Phase::Read,
+            allowed: false,
+            grant: None,
+            reason: String::new(),
+            outcome: None,
+            http_status: None,
+            duration_ms: None,
+            redactions: 0,
+            build_number: None,
+        }
+    }
+
+    /// Records a refused call and returns the error for it.
+    async fn refuse(&self, mut entry: Entry, reason: String, err: GateError) -> GateError {
+        entry.phase = Phase::Denied;
+        entry.allowed = false;
+        entry.reason = reason;
+        if let Err(e) = self.record(entry).await {
+            tracing::error!(error = %e, "could not audit a refused call");
+        }
+        err
+    }
+
+    /// Begin: every target through the policy, then the intent (writes; fail closed).
+    pub async fn begin(
+        &self,
+        caller: &Caller,
+        controller: &str,
+        meta: &'static Operation,
+        needs: Vec<Need>,
+        params: &[(String, String)],
+        audit_args: Value,
+    ) -> Result<Begun, GateError> {
+        let mut entry = self.entry(caller, controller, meta, audit_args);
+        entry.target = needs.first().and_then(|n| n.path.clone());
+        let Some(permit) = self.permit(&caller.agent) else {
+            let why = format!(
+                "agent {} already has {} calls in flight (the limit); wait for one to finish",
+                caller.agent, self.calls.limits.max_in_flight_per_agent
+            );
+            return Err(self.refuse(entry, why.clone(), GateError::Busy(why)).await);
+        };
+        let grants = self.store().grants_of(&caller.agent).await?;
+        let mut targets = Vec::with_capacity(needs.len());
+        let mut reasons = Vec::new();
+        for (i, need) in needs.iter().enumerate() {
+            // The policy decides per need: the need's group, access and kind of target.
+            let mut op = meta.clone();
+            op.group = need.group;
+            op.access = need.access;
+            op.target = need.target;
+            let decision = policy::decide(
+                &grants,
+                &policy::Request {
+                    agent: &caller.agent,
+                    controller,
+                    op: &op,
+                    job: need.path.as_deref(),
+                    params: if i == 0 { params } else { &[] },
+                },
+            );
+            if i == 0 {
+                entry.grant = decision.grant;
+                entry.target = decision.job.clone().or(entry.target.take());
+            }
+            let reason = if i == 0 { decision.reason.clone() } else { format!("{}: {}", need.role, decision.reason) };
+            if !decision.allowed {
+                return Err(self.refuse(entry, reason.clone(), GateError::Denied { reason }).await);
+            }
+            reasons.push(reason);
+            targets.push(decision.job);
+        }
+        entry.allowed = true;
+        entry.reason = reasons.join("; ");
+        if meta.access == Access::Write {
+            let mut intent = entry.clone();
+            intent.phase = Phase::Intent;
+            // Fail closed: no intent record, no write.
+            self.record(intent).await.map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
+        }
+        Ok(Begun { entry, access: meta.access, started: Instant::now(), targets, grants, _permit: permit })
+    }
+
+    /// Finish: sanitize the answer (or the error), bound it, audit the outcome.
+    pub async fn finish(
+        &self,
+        begun: Begun,
+        result: Result<Value, GateError>,
+        sanitizer: &mut Sanitizer,
+    ) -> Result<Clean, GateError> {
+        let Begun { mut entry, access, started, .. } = begun;
+        entry.phase = if access == Access::Write { Phase::Outcome } else { Phase::Read };
+        entry.time_ms = now_ms();
+        entry.duration_ms = Some(started.elapsed().as_millis() as i64);
+        let result = result.map(|v| clean_value(sanitizer, &v));
+        let result = match result {
+            Ok(v) => {
+                let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(usize::MAX);
+                if size > self.calls.limits.max_answer_bytes {
+                    Err(GateError::Invalid(format!(
+                        "the answer would be {} KiB, over jgate's limit of {} KiB per answer; ask for less (a smaller limit or page, a filter, fewer log lines)",
+                        size / 1024,
+                        self.calls.limits.max_answer_bytes / 1024
+                    )))
+                } else {
+                    Ok(v)
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let returned = match result {
+            Ok(v) => {
+                entry.outcome = Some(if v.get("merged") == Some(&Value::Bool(true)) {
+                    "ok: merged by Jenkins into an identical build already queued".into()
+                } else if v.get("replayed") == Some(&Value::Bool(true)) {
+                    "ok: replayed the first result of the same idempotency key; no new build".into()
+                } else {
+                    "ok".into()
+                });
+                entry.build_number = v
+                    .get("build")
+                    .and_then(|b| b.get("number"))
+                    .and_then(Value::as_u64)
+                    .or_else(|| v.get("number").and_then(Value::as_u64));
+                Ok(Clean(v))
+            }
+            Err(GateError::Cancelled(why)) => {
+                entry.outcome = Some(format!("cancelled: {why}"));
+                Err(GateError::Cancelled(why))
+            }
+            Err(e) => {
+                let status = match &e {
+                    GateError::Jenkins(j) => j.status(),
+                    GateError::Failed { status, .. } => *status,
+                    _ => None,
+                };
+                // Error texts quote Jenkins (error pages, names, parameter choices): they pass the
+                // same boundary as answers before an agent or the audit sees them.
+                let message = clean_text(sanitizer, &e.to_string());
+                entry.outcome = Some(format!("error: {message}"));
+                entry.http_status = status;
+                Err(GateError::Failed { message, status })
+            }
+        };
+        entry.redactions = sanitizer.report().redactions;
+        if let Err(e) = self.record(entry).await {
+            tracing::error!(error = %e, "could not write the outcome audit record");
+            if access == Access::Read {
+                // A read that cannot be audited is not returned.
+                return Err(GateError::AuditUnavailable(e.to_string()));
+            }
+        }
+        returned
+    }
+
+    /// `whoami`: who the agent is to jgate (audited like every call; never touches Jenkins).
+    pub async fn whoami(&self, caller: &Caller) -> Result<Value, GateError> {
+        let grants = self.grants(&caller.agent).await?;
+        let controllers: Vec<Value> = self
+            .store()
+            .controllers()
+            .await?
+            .iter()
+            .map(|c| json!({"name": c.name, "url": c.base_url, "jenkins_version": c.jenkins_version}))
+            .collect();
+        let mut entry = self.entry(caller, "", &WHOAMI, json!({}));
+        entry.allowed = true;
+        entry.reason = "every agent may ask who it is".into();
+        entry.outcome = Some("ok".into());
+        self.record(entry).await.map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
+        Ok(json!({
+            "agent": caller.agent,
+            "key_id": caller.key_id,
+            "controllers": controllers,
+            "grants": grants.iter().map(|g| json!({"id": g.id, "controller": g.controller.clone().unwrap_or_else(|| "all".into()), "grant": g.describe()})).collect::<Vec<_>>(),
+            "tools": visible_operations(&grants).iter().map(|o| o.name).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// The operations (tools) an agent may see.
+    pub async fn visible_operations(&self, agent: &str) -> Result<Vec<&'static Operation>, GateError> {
+        Ok(visible_operations(&self.grants(agent).await?))
+    }
+}
+
+/// `whoami` is not a Jenkins operation: it has no group and is always allowed. This entry only
+/// names it in the audit.
+pub static WHOAMI: Operation = crate::op!("whoami", Status, Read, Controller, destructive: false, idempotent: true,
+    routes: [], cli: "whoami", phrase: "asked who it is on",
+    "Show who you are to jgate: your agent name, the controllers, and your grants (what you may do where).");
+
+/// Runs one typed operation through begin → executor → finish.
+struct TypedCall<'a> {
+    gate: &'a Gate,
+    caller: &'a Caller,
+    controller: &'a str,
+    args: Value,
+    opts: CallOptions,
+}
+
+impl Runner for TypedCall<'_> {
+    type Output = Result<Clean, GateError>;
+
+    async fn run<T: Op>(self) -> Result<Clean, GateError> {
+        let TypedCall { gate, caller, controller, args, opts } = self;
+        let audit_args = redact_args(&args);
+        let meta = &T::META;
+        let typed: T::Args = match serde_json::from_value(args) {
+            Ok(a) => a,
+            Err(e) => {
+                let why = format!("the arguments of {} are not valid: {e}", meta.name);
+                let entry = gate.entry(caller, controller, meta, audit_args);
+                return Err(gate.refuse(entry, why.clone(), GateError::Invalid(why)).await);
+            }
+        };
+        let needs = T::needs(&typed);
+        let params = T::params(&typed);
+        let begun = gate.begin(caller, controller, meta, needs, &params, audit_args).await?;
+        let conn = match gate.connection_for_call(controller).await {
+            Ok(c) => c,
+            Err(e) => {
+                let mut s = Sanitizer::new(Default::default());
+                return gate.finish(begun, Err(e), &mut s).await;
+            }
+        };
+        let mut sanitizer = Sanitizer::new(conn.known.as_ref().clone());
+        let deadline = if meta.access == Access::Write {
+            gate.calls.limits.write_deadline
+        } else {
+            gate.calls.limits.read_deadline
+        };
+        let result = {
+            let mut cx = Exec {
+                client: &conn.client,
+                controller,
+                agent: &caller.agent,
+                grants: &begun.grants,
+                targets: begun.targets.clone(),
+                progress: opts.progress.as_ref(),
+                sanitizer: &mut sanitizer,
+                triggers: &gate.calls.triggers,
+            };
+            let cancelled = async {
+                match &opts.cancel {
+                    Some(t) => t.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Dropping the operation's future drops its upstream requests and streams.
+            tokio::select! {
+                r = T::run(&mut cx, typed) => r,
+                _ = cancelled => Err(GateError::Cancelled("the client cancelled the call or went away".into())),
+                _ = tokio::time::sleep(deadline) => Err(GateError::Invalid(format!(
+                    "{} did not finish within {} s (jgate's deadline for one call); narrow the request",
+                    meta.name, deadline.as_secs()
+                ))),
+            }
+        };
+        gate.finish(begun, result, &mut sanitizer).await
+    }
+}
+
+/// Argument values kept in the audit: parameters whose names look secret are masked.
+pub(crate) fn redact_args(args: &Value) -> Value {
+    fn walk(v: &Value, key: Option<&str>) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), walk(v, Some(k)))).collect()),
+            Value::Array(a) => Value::Array(a.iter().map(|v| walk(v, key)).collect()),
+            Value::String(_) if key.is_some_and(looks_secret) => Value::String("****".into()),
+            other => other.clone(),
+        }
+    }
+    walk(args, None)
+}
+
+fn looks_secret(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token", "apikey", "api_key", "credential", "private_key", "auth"]
+        .iter()
+        .any(|s| n.contains(s))
+}
+
+// SANITIZE-TODO: replace with the sanitizer's own clean_value / clean_text.
+fn clean_value(s: &mut Sanitizer, v: &Value) -> Value {
+    match v {
+        Value::String(t) => Value::String(clean_text(s, t)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| clean_value(s, x)).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (clean_text(s, k), clean_value(s, x))).collect()),
+        other => other.clone(),
+    }
+}
+
+fn clean_text(s: &mut Sanitizer, t: &str) -> String {
+    let mut out = String::with_capacity(t.len());
+    for (i, line) in t.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&s.clean(line));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_looking_parameters_are_masked_in_the_audit() {
+        for name in ["DB_PASS", "PWD", "github_token", "AUTH_HEADER", "Password"] {
+            assert!(looks_secret(name), "{name}");
+        }
+        assert!(!looks_secret("ENV") && !looks_secret("BRANCH"));
+        let masked = redact_args(&json!({"job": "x", "parameters": {"DB_PASS": "hunter2", "ENV": "dev"}}));
+        assert_eq!(masked["parameters"]["DB_PASS"], "****");
+        assert_eq!(masked["parameters"]["ENV"], "dev");
+    }
+
+    #[test]
+    fn request_ids_do_not_repeat() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+    }
+}

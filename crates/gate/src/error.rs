@@ -1,0 +1,44 @@
+//! The gate's errors, in words an administrator or an agent can act on. Its own module so that
+//! the operations and the call path can use it without importing the gate.
+
+use crate::secrets;
+use crate::store::StoreError;
+
+/// Errors of the gate, in words an administrator or an agent can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Jenkins(Box<jenkins::Error>),
+    #[error(
+        "the connection test of controller '{name}' failed, so nothing was stored: {error}\n(use --force to store it anyway)"
+    )]
+    ConnectionTest { name: String, error: Box<jenkins::Error> },
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the agent key is not valid: {0}")]
+    BadKey(String),
+    #[error("denied: {reason}")]
+    Denied { reason: String },
+    #[error("the audit log cannot be written ({0}); the call was not performed. Fix: check the database, then retry")]
+    AuditUnavailable(String),
+    /// A call that failed after it was allowed, with its message already through the sanitizer
+    /// (it may quote Jenkins).
+    #[error("{message}")]
+    Failed { message: String, status: Option<u16> },
+    /// The client cancelled the call or went away; upstream work was stopped.
+    #[error("the call was cancelled: {0}")]
+    Cancelled(String),
+    /// The agent has too many calls in flight.
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl From<jenkins::Error> for GateError {
+    fn from(e: jenkins::Error) -> Self {
+        GateError::Jenkins(Box::new(e))
+    }
+}

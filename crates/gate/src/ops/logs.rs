@@ -1,0 +1,300 @@
+//! Console logs: bounded, sanitized views (tail, head, range, grep, follow).
+//!
+//! Lines are read up to [`READ_LINE`] bytes, sanitized **whole**, and only then cut to
+//! [`MAX_LINE`] for display, so a secret near the end of a long line is redacted before any cut
+//! (the part beyond the read limit is never shown). A view scans at most [`SCAN_BUDGET`] bytes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use jenkins::{JenkinsClient, JobPath};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{BuildArg, Exec, Need, Op, resolve_number};
+use crate::catalog::Operation;
+use crate::error::GateError;
+use crate::sanitize::{Keep, Sanitizer, cut_to_budget, mark_untrusted};
+
+/// The most console text one answer carries (bytes, after sanitizing).
+pub const LOG_BUDGET: usize = 24 * 1024;
+/// Longest console line shown (cut after redaction).
+const MAX_LINE: usize = 2048;
+/// Longest console line read and sanitized; anything beyond is never shown.
+const READ_LINE: usize = 16 * 1024;
+/// The most console bytes one call scans (a tail or grep of a larger log stops there and says so).
+pub const SCAN_BUDGET: u64 = 2 << 30;
+
+pub struct GetBuildLog;
+
+/// Arguments of `get_build_log`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogArgs {
+    /// The job's full name, folders separated by '/', e.g. team/api-server.
+    pub job: String,
+    /// A build number, or lastBuild, lastCompletedBuild, lastSuccessfulBuild, lastStableBuild,
+    /// lastFailedBuild, lastUnstableBuild, lastUnsuccessfulBuild. Default: lastBuild.
+    pub build: Option<BuildArg>,
+    /// tail (default): the last lines; head: the first lines; range: lines from..to; grep: lines
+    /// matching pattern with context; follow: new output of a running build since cursor.
+    pub mode: Option<LogModeName>,
+    /// follow: the byte offset to continue from (next_cursor of the previous answer; 0 to start).
+    pub cursor: Option<u64>,
+    /// How many lines for tail/head (1–2000, default 100).
+    #[schemars(range(min = 1, max = 2000))]
+    pub lines: Option<u64>,
+    /// range: the first line number (1-based).
+    #[schemars(range(min = 1))]
+    pub from: Option<u64>,
+    /// range: the last line number.
+    #[schemars(range(min = 1))]
+    pub to: Option<u64>,
+    /// grep: a regular expression.
+    pub pattern: Option<String>,
+    /// grep: lines of context before and after each match (0–50, default 2).
+    #[schemars(range(min = 0, max = 50))]
+    pub context: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogModeName {
+    Tail,
+    Head,
+    Range,
+    Grep,
+    Follow,
+}
+
+impl Op for GetBuildLog {
+    type Args = LogArgs;
+    const META: Operation = crate::op!("get_build_log", Status, Read, Job, destructive: false, idempotent: true,
+        routes: ["GET /{job}/{build}/consoleText", "GET /{job}/{build}/logText/progressiveText"],
+        cli: "build log", phrase: "read the console log of",
+        "Read a build's console log: tail (default), head, a line range, or regex matches with context; bounded in size, secrets redacted.");
+
+    fn needs(a: &LogArgs) -> Vec<Need> {
+        vec![Need::primary(&Self::META, Some(&a.job))]
+    }
+
+    async fn run(cx: &mut Exec<'_>, a: LogArgs) -> Result<Value, GateError> {
+        let path = cx.path(0)?;
+        let number = resolve_number(cx.client, &path, BuildArg::selector(a.build.as_ref())?).await?;
+        let mode = LogMode::from_args(&a)?;
+        log_view(cx.client, &path, number, &mode, cx.sanitizer).await
+    }
+}
+
+/// Which part of a log to show.
+#[derive(Debug, Clone)]
+pub enum LogMode {
+    Tail(usize),
+    Head(usize),
+    Range(u64, u64),
+    Grep {
+        pattern: regex::Regex,
+        context: usize,
+        max_matches: usize,
+    },
+    /// New output of a (running) build from a byte cursor (`progressiveText`).
+    Follow(u64),
+}
+
+impl LogMode {
+    fn from_args(a: &LogArgs) -> Result<LogMode, GateError> {
+        let lines = a.lines.unwrap_or(100).clamp(1, 2000) as usize;
+        Ok(match a.mode.unwrap_or(LogModeName::Tail) {
+            LogModeName::Tail => LogMode::Tail(lines),
+            LogModeName::Head => LogMode::Head(lines),
+            LogModeName::Range => {
+                let from = a.from.unwrap_or(1).max(1);
+                let to = a.to.unwrap_or(from + 99).max(from);
+                LogMode::Range(from, to.min(from + 1999))
+            }
+            LogModeName::Grep => {
+                let p = a
+                    .pattern
+                    .as_deref()
+                    .ok_or_else(|| GateError::Invalid("mode grep needs 'pattern' (a regular expression)".into()))?;
+                LogMode::Grep {
+                    pattern: compile(p)?,
+                    context: a.context.unwrap_or(2).min(50) as usize,
+                    max_matches: 50,
+                }
+            }
+            LogModeName::Follow => LogMode::Follow(a.cursor.unwrap_or(0)),
+        })
+    }
+}
+
+/// A bounded regular expression (the regex crate runs in linear time; this caps its size).
+pub(super) fn compile(p: &str) -> Result<regex::Regex, GateError> {
+    regex::RegexBuilder::new(p)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| GateError::Invalid(format!("pattern is not a valid regular expression: {e}")))
+}
+
+/// Sanitizes one line whole, then cuts it for display.
+fn clean_line(sanitizer: &mut Sanitizer, line: &str, truncated: bool) -> String {
+    let cleaned = sanitizer.clean(line);
+    let (mut shown, cut) = cut_to_budget(&cleaned, MAX_LINE, Keep::Head);
+    if cut > 0 || truncated {
+        shown.push_str(" …[line cut]");
+    }
+    shown
+}
+
+/// The console stream, stopped after [`SCAN_BUDGET`] bytes; the flag says whether it was.
+fn budgeted<S, E>(stream: S) -> (impl Stream<Item = Result<Bytes, E>> + Unpin, Arc<AtomicBool>)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let hit = Arc::new(AtomicBool::new(false));
+    let flag = hit.clone();
+    let limited = stream.scan(0u64, move |seen, item| {
+        if *seen >= SCAN_BUDGET {
+            flag.store(true, Ordering::Relaxed);
+            return futures_util::future::ready(None);
+        }
+        if let Ok(b) = &item {
+            *seen += b.len() as u64;
+        }
+        futures_util::future::ready(Some(item))
+    });
+    (Box::pin(limited), hit)
+}
+
+/// The lines a log view selected, before sanitizing.
+#[derive(Default)]
+struct View {
+    lines: Vec<(u64, String, bool)>,
+    total: Option<u64>,
+    next_cursor: Option<u64>,
+    matches: Option<usize>,
+    truncated_search: bool,
+}
+
+/// A bounded, sanitized view of a build's console.
+pub(super) async fn log_view(
+    client: &JenkinsClient,
+    job: &JobPath,
+    number: u64,
+    mode: &LogMode,
+    sanitizer: &mut Sanitizer,
+) -> Result<Value, GateError> {
+    let source = format!("{job} #{number}");
+    if let LogMode::Follow(cursor) = mode {
+        let chunk = client.progressive_text(job, number, *cursor, LOG_BUDGET).await?;
+        let text = String::from_utf8_lossy(&chunk.text);
+        let cleaned: String = text.lines().map(|l| format!("{}\n", clean_line(sanitizer, l, false))).collect();
+        let report = sanitizer.report().clone();
+        return Ok(json!({
+            "job": job.to_string(),
+            "number": number,
+            "summary": format!("{} new byte(s) of the console of {source}{}", chunk.text.len(), if chunk.more { "; the build is still writing: call again with next_cursor" } else { "; the log is complete" }),
+            "text": mark_untrusted(&source, &cleaned),
+            "next_cursor": chunk.next_start,
+            "more": chunk.more,
+            "redactions": report.redactions,
+            "untrusted": true,
+        }));
+    }
+    let (stream, budget_hit) = budgeted(client.console_stream(job, number).await?);
+    let to_lines = |ls: Vec<jenkins::logs::Line>| ls.into_iter().map(|l| (l.number, l.text, l.truncated)).collect();
+    let View { lines, total, next_cursor, matches, truncated_search } = match mode {
+        LogMode::Tail(n) => {
+            let t = jenkins::logs::tail(stream, *n, READ_LINE).await?;
+            View { lines: to_lines(t.lines), total: Some(t.total_lines), ..View::default() }
+        }
+        LogMode::Head(n) => {
+            let h = jenkins::logs::head(stream, *n, READ_LINE).await?;
+            let next = h.last().map(|l| l.number + 1);
+            View { lines: to_lines(h), next_cursor: next, ..View::default() }
+        }
+        LogMode::Range(from, to) => {
+            let r = jenkins::logs::line_range(stream, *from, *to, READ_LINE).await?;
+            let next = r.last().filter(|l| l.number == *to).map(|l| l.number + 1);
+            View { lines: to_lines(r), next_cursor: next, ..View::default() }
+        }
+        LogMode::Follow(_) => View::default(),
+        LogMode::Grep { pattern, context, max_matches } => {
+            let opts = jenkins::logs::GrepOptions {
+                before: *context,
+                after: *context,
+                max_matches: *max_matches,
+                max_line_bytes: READ_LINE,
+            };
+            let g = jenkins::logs::grep(stream, pattern, &opts).await?;
+            let lines = g
+                .hits
+                .into_iter()
+                .map(|h| {
+                    (
+                        h.line.number,
+                        format!("{}{}", if h.is_match { "» " } else { "  " }, h.line.text),
+                        h.line.truncated,
+                    )
+                })
+                .collect();
+            View {
+                lines,
+                total: Some(g.lines_scanned),
+                matches: Some(g.matches),
+                truncated_search: g.truncated,
+                ..View::default()
+            }
+        }
+    };
+    let scan_cut = budget_hit.load(Ordering::Relaxed);
+    let mut text = String::new();
+    let mut last_number = 0;
+    for (n, l, truncated) in &lines {
+        if last_number != 0 && *n > last_number + 1 {
+            text.push_str("--\n");
+        }
+        last_number = *n;
+        text.push_str(&format!("{n:>6}  {}\n", clean_line(sanitizer, l, *truncated)));
+    }
+    let keep = if matches!(mode, LogMode::Tail(_)) { Keep::Tail } else { Keep::Head };
+    let (text, cut) = cut_to_budget(&text, LOG_BUDGET, keep);
+    let report = sanitizer.report().clone();
+    let summary = format!(
+        "{} line(s) of the console of {source}{}{}{}{}",
+        lines.len(),
+        total
+            .map(|t| format!(" (the log has {}{t} lines)", if scan_cut { "more than " } else { "" }))
+            .unwrap_or_default(),
+        if report.redactions > 0 { format!("; {} secret(s) redacted", report.redactions) } else { String::new() },
+        if cut > 0 { format!("; {cut} bytes cut to stay within {LOG_BUDGET} bytes") } else { String::new() },
+        if scan_cut {
+            format!(
+                "; jgate stopped reading after {} MiB (its limit per call): these are not the last lines — page with mode follow and a cursor",
+                SCAN_BUDGET >> 20
+            )
+        } else {
+            String::new()
+        },
+    );
+    Ok(json!({
+        "job": job.to_string(),
+        "number": number,
+        "summary": summary,
+        "text": mark_untrusted(&source, &text),
+        "first_line": lines.first().map(|l| l.0),
+        "last_line": lines.last().map(|l| l.0),
+        "total_lines": total,
+        "next_cursor": next_cursor,
+        "matches": matches,
+        "search_truncated": truncated_search || scan_cut,
+        "scan_stopped_at_limit": scan_cut,
+        "cut_bytes": cut,
+        "redactions": report.redactions,
+        "redactions_by_rule": report.by_rule,
+        "untrusted": true,
+    }))
+}

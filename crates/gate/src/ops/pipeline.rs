@@ -1,0 +1,186 @@
+//! Pipeline runs and triage: "why did this build fail?" in one bounded answer.
+
+use jenkins::{BuildSelector, JenkinsClient, JobPath};
+use serde_json::{Value, json};
+
+use super::logs::{LogMode, compile, log_view};
+use super::status::{BuildArgs, changes_of, failing_tests};
+use super::{BuildArg, Exec, Need, Op, resolve_number};
+use crate::catalog::Operation;
+use crate::error::GateError;
+use crate::sanitize::{Keep, Sanitizer, cut_to_budget, mark_untrusted};
+
+pub struct GetPipelineRun;
+
+impl Op for GetPipelineRun {
+    type Args = BuildArgs;
+    const META: Operation = crate::op!("get_pipeline_run", Status, Read, Job, destructive: false, idempotent: true,
+        routes: ["GET /{job}/wfapi/runs", "GET /{job}/{build}/wfapi/describe", "GET /{job}/{build}/execution/node/{id}/wfapi/*"],
+        cli: "pipeline show", phrase: "read the pipeline stages of",
+        "Show a Pipeline run's stages with status and timings, and the failing stage's log excerpt.");
+
+    fn needs(a: &BuildArgs) -> Vec<Need> {
+        vec![Need::primary(&Self::META, Some(&a.job))]
+    }
+
+    async fn run(cx: &mut Exec<'_>, a: BuildArgs) -> Result<Value, GateError> {
+        let path = cx.path(0)?;
+        let number = resolve_number(cx.client, &path, BuildArg::selector(a.build.as_ref())?).await?;
+        pipeline_detail(cx.client, &path, number, cx.sanitizer).await
+    }
+}
+
+/// A Pipeline run: stages with status and timings; the failing stage with its log excerpt.
+async fn pipeline_detail(
+    client: &JenkinsClient,
+    job: &JobPath,
+    number: u64,
+    sanitizer: &mut Sanitizer,
+) -> Result<Value, GateError> {
+    let run = client.pipeline_run(job, number).await?;
+    let failing = run.stages.iter().find(|s| matches!(s.status.as_str(), "FAILED" | "UNSTABLE" | "ABORTED"));
+    let mut excerpt = Value::Null;
+    if let Some(stage) = failing {
+        let node = client.pipeline_node(job, number, &stage.id).await?;
+        let step =
+            node.stage_flow_nodes.unwrap_or_default().into_iter().rev().find(|n| n.status == "FAILED").map(|n| n.id);
+        if let Some(step) = step {
+            let log = client.pipeline_node_log(job, number, &step).await?;
+            let text = unescape_html(&log.text);
+            let cleaned: String = text.lines().map(|l| format!("{}\n", sanitizer.clean(l))).collect();
+            let (cut, _) = cut_to_budget(&cleaned, 8 * 1024, Keep::Tail);
+            excerpt = json!(mark_untrusted(&format!("{job} #{number} stage {}", stage.name), &cut));
+        }
+    }
+    Ok(json!({
+        "number": number,
+        "status": run.status,
+        "duration_ms": run.duration_millis,
+        "queue_ms": run.queue_duration_millis,
+        "stages": run.stages.iter().take(200).map(|s| json!({
+            "name": s.name, "status": s.status, "duration_ms": s.duration_millis,
+            "error": s.error.as_ref().map(|e| e.message.clone()),
+        })).collect::<Vec<_>>(),
+        "failing_stage": failing.map(|s| s.name.clone()),
+        "failing_stage_error": failing.and_then(|s| s.error.as_ref().map(|e| e.message.clone())),
+        "failing_stage_log": excerpt,
+    }))
+}
+
+fn unescape_html(s: &str) -> String {
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
+}
+
+/// Lines that usually mark where a build went wrong.
+const ERROR_PATTERN: &str =
+    r"(?i)(\berror\b|\bfailed\b|\bfailure\b|exception|\bfatal\b|traceback|exit code [1-9]|marked build as failure)";
+
+pub struct TriageBuild;
+
+impl Op for TriageBuild {
+    type Args = BuildArgs;
+    const META: Operation = crate::op!("triage_build", Status, Read, Job, destructive: false, idempotent: true,
+        routes: ["GET /{job}/{build}/api/json", "GET /{job}/{build}/consoleText", "GET /{job}/{build}/testReport/api/json", "GET /{job}/{build}/wfapi/describe"],
+        cli: "build triage", phrase: "triaged a build of",
+        "Explain why a build failed, in one bounded answer: the failing stage, the error lines of the log, failing tests, changes since the last success, and whether the previous build failed the same way. Default build: the last completed one.");
+
+    fn needs(a: &BuildArgs) -> Vec<Need> {
+        vec![Need::primary(&Self::META, Some(&a.job))]
+    }
+
+    async fn run(cx: &mut Exec<'_>, a: BuildArgs) -> Result<Value, GateError> {
+        let path = cx.path(0)?;
+        let sel = match &a.build {
+            None => BuildSelector::LastCompletedBuild,
+            some => BuildArg::selector(some.as_ref())?,
+        };
+        triage(cx.client, &path, sel, cx.sanitizer).await
+    }
+}
+
+/// One bounded answer to "why did this build fail?".
+async fn triage(
+    client: &JenkinsClient,
+    job: &JobPath,
+    sel: BuildSelector,
+    sanitizer: &mut Sanitizer,
+) -> Result<Value, GateError> {
+    let b = client.build(job, sel).await?;
+    let number = b.number;
+    let is_pipeline = b.class.ends_with("WorkflowRun");
+    let pipeline = if is_pipeline {
+        match pipeline_detail(client, job, number, sanitizer).await {
+            Ok(v) => Some(v),
+            Err(GateError::Jenkins(e)) if matches!(*e, jenkins::Error::PluginMissing { .. }) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let grep = LogMode::Grep { pattern: compile(ERROR_PATTERN)?, context: 3, max_matches: 8 };
+    let errors = log_view(client, job, number, &grep, sanitizer).await?;
+    let tail = log_view(client, job, number, &LogMode::Tail(30), sanitizer).await?;
+    let tests = failing_tests(client, job, number, 20).await?;
+    // Changes since the last success: the change sets of every build after it, up to this one.
+    let last_ok = client.job(job).await?.last_successful_build.map(|r| r.number).unwrap_or(0);
+    let mut changes = Vec::new();
+    let mut previous = Value::Null;
+    let first = if last_ok < number { last_ok + 1 } else { number };
+    for n in first.max(number.saturating_sub(20))..=number {
+        if let Ok(pb) = client.build(job, BuildSelector::Number(n)).await {
+            for c in changes_of(&pb) {
+                changes.push(json!({"build": n, "change": c}));
+            }
+        }
+    }
+    if number > 1
+        && let Ok(prev) = client.build(job, BuildSelector::Number(number - 1)).await
+    {
+        let same_stage = match (&pipeline, is_pipeline) {
+            (Some(p), true) => match pipeline_detail(client, job, number - 1, sanitizer).await {
+                Ok(pp) => Some(pp.get("failing_stage") == p.get("failing_stage") && !p["failing_stage"].is_null()),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        previous = json!({
+            "number": prev.number,
+            "result": prev.result,
+            "failed_the_same_way": prev.result == b.result && prev.result.as_deref() != Some("SUCCESS") && same_stage.unwrap_or(true),
+        });
+    }
+    let verdict = match b.result.as_deref() {
+        Some("SUCCESS") => format!("{job} #{number} succeeded; nothing to triage"),
+        None => format!("{job} #{number} is still running"),
+        Some(r) => {
+            let stage = pipeline.as_ref().and_then(|p| p.get("failing_stage")).and_then(Value::as_str);
+            let failed_tests = tests.as_ref().and_then(|t| t.get("failed")).and_then(Value::as_u64).unwrap_or(0);
+            let mut s = format!("{job} #{number} {r}");
+            if let Some(st) = stage {
+                s.push_str(&format!(" in stage '{st}'"));
+            }
+            if failed_tests > 0 {
+                s.push_str(&format!("; {failed_tests} test(s) failing"));
+            }
+            if last_ok > 0 {
+                s.push_str(&format!("; last success was #{last_ok}"));
+            }
+            s
+        }
+    };
+    Ok(json!({
+        "job": job.to_string(),
+        "number": number,
+        "result": b.result,
+        "verdict": verdict,
+        "pipeline": pipeline,
+        "error_lines": errors.get("text"),
+        "error_matches": errors.get("matches"),
+        "log_tail": tail.get("text"),
+        "tests": tests,
+        "last_successful_build": if last_ok > 0 { json!(last_ok) } else { Value::Null },
+        "changes_since_last_success": changes,
+        "previous_build": previous,
+        "untrusted": true,
+    }))
+}
