@@ -152,7 +152,8 @@ pub fn schema_of<T: JsonSchema>() -> Map<String, Value> {
     m
 }
 
-/// Optional arguments are simply absent: `null` alternatives are removed from the schema.
+/// Optional arguments are simply absent: `null` alternatives are removed from the schema; and
+/// descriptions become one line.
 fn drop_null_types(v: &mut Value) {
     match v {
         Value::Object(m) => {
@@ -176,6 +177,10 @@ fn drop_null_types(v: &mut Value) {
                         }
                     }
                 }
+            }
+            // Doc comments wrap lines; a description is one paragraph.
+            if let Some(Value::String(d)) = m.get_mut("description") {
+                *d = d.split_whitespace().collect::<Vec<_>>().join(" ");
             }
             m.values_mut().for_each(drop_null_types);
         }
