@@ -277,9 +277,11 @@ pub fn tools_markdown() -> String {
                 let ty = match (p.get("type"), p.get("anyOf")) {
                     (Some(Value::Array(a)), _) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" or "),
                     (Some(Value::String(t)), _) => t.clone(),
-                    (None, Some(Value::Array(alts))) => {
-                        alts.iter().filter_map(|a| a.get("type").and_then(Value::as_str)).collect::<Vec<_>>().join(" or ")
-                    }
+                    (None, Some(Value::Array(alts))) => alts
+                        .iter()
+                        .filter_map(|a| a.get("type").and_then(Value::as_str))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
                     _ => String::new(),
                 };
                 let req = if required.contains(name) { " (required)" } else { "" };
