@@ -89,9 +89,11 @@ async fn bearer(
         Ok((agent, key_id)) => {
             let session = req.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
             if let Some(id) = &session
-                && sessions.owner(id).is_some_and(|owner| owner != agent)
+                && sessions.owner(id).is_none_or(|owner| owner != agent)
             {
-                // Another agent's session: indistinguishable from one that does not exist.
+                // Every session was opened through here, so one not bound to this agent is
+                // another agent's or none at all: both answer 404, as the MCP spec says for
+                // unknown sessions (rmcp itself would accept a DELETE of an unknown id).
                 return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
             }
             let is_delete = req.method() == axum::http::Method::DELETE;

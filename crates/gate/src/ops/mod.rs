@@ -165,6 +165,9 @@ fn drop_null_types(v: &mut Value) {
                     m.insert("type".into(), t);
                 }
             }
+            if let Some(Value::Array(values)) = m.get_mut("enum") {
+                values.retain(|v| !v.is_null());
+            }
             for key in ["anyOf", "oneOf"] {
                 if let Some(Value::Array(alts)) = m.get_mut(key) {
                     alts.retain(|a| a.get("type") != Some(&Value::String("null".into())));
