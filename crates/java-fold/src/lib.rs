@@ -22,6 +22,7 @@
 //! (set `JGATE_SKIP_JAVA=1` to skip that check where no JDK is installed).
 
 use std::cmp::Ordering;
+use std::sync::OnceLock;
 
 mod table;
 
@@ -34,6 +35,23 @@ pub fn fold_char(c: char) -> char {
         Ok(i) => table::FOLD[i].1,
         Err(_) => c,
     }
+}
+
+/// Every character Java treats as equal to `c` (`c` itself included): those with the same
+/// [`fold_char`]. For matching a character set case-insensitively, e.g. a glob's `[a-z]`.
+pub fn equivalents(c: char) -> impl Iterator<Item = char> {
+    // The table's inverse, sorted by fold; built once.
+    static INVERSE: OnceLock<Vec<(char, char)>> = OnceLock::new();
+    let inverse = INVERSE.get_or_init(|| {
+        let mut v: Vec<(char, char)> = table::FOLD.iter().map(|&(from, to)| (to, from)).collect();
+        v.sort_unstable();
+        v
+    });
+    let f = fold_char(c);
+    let start = inverse.partition_point(|&(to, _)| to < f);
+    let end = inverse.partition_point(|&(to, _)| to <= f);
+    // A fold is its own fold (checked by a test), so `f` is never in the table as a source.
+    std::iter::once(f).chain(inverse.get(start..end).unwrap_or_default().iter().map(|&(_, from)| from))
 }
 
 /// A key that is equal for two strings exactly when Java's `equalsIgnoreCase` (and
@@ -77,6 +95,24 @@ mod tests {
         // A fold that is itself folded again would make fold_key a poor canonical key.
         assert!(table::FOLD.iter().all(|&(_, f)| fold_char(f) == f));
         assert!(table::FOLD.iter().all(|&(c, f)| c != f));
+    }
+
+    #[test]
+    fn equivalents_are_exactly_the_chars_with_the_same_fold() {
+        let mut classes: std::collections::BTreeMap<char, Vec<char>> = std::collections::BTreeMap::new();
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            classes.entry(fold_char(c)).or_default().push(c);
+        }
+        for (f, members) in &classes {
+            for &c in members {
+                let mut got: Vec<char> = equivalents(c).collect();
+                got.sort_unstable();
+                assert_eq!(&got, members, "equivalents of {c:?} (fold {f:?})");
+            }
+        }
+        let mut s: Vec<char> = equivalents('S').collect();
+        s.sort_unstable();
+        assert_eq!(s, ['S', 's', 'ſ']);
     }
 
     #[test]
