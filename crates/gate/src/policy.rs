@@ -44,6 +44,9 @@
 //!
 //! Constraints apply to `trigger_build` only. Every constrained parameter must be present in the
 //! request (names compared case-insensitively) and every value given for it must satisfy the rule.
+//! A value with a control character (Unicode Cc: newline, NUL, ESC, DEL, C1 controls) or an
+//! invisible format character (Cf: zero-width space, bidi overrides and isolates, BOM) never
+//! satisfies a rule, whatever the rule says: such values smuggle a second line or hide text.
 //! A constrained parameter that is absent denies: Jenkins would use the job's default, which the
 //! policy cannot see. Parameters without a constraint pass.
 //!
@@ -63,12 +66,20 @@
 //! Jenkins looks items up case-insensitively. Callers must act on [`Decision::job`], never on the
 //! raw argument; [`job_url_path`] turns it into a Jenkins URL path.
 //!
+//! "Case-insensitively" means exactly as Jenkins does: its item maps are ordered by Java's
+//! `String.CASE_INSENSITIVE_ORDER`, which folds each character with Java's simple case mappings
+//! ([`java_fold`]), not Rust's. So `ſecret` (long s), `SECRET` and `secret` are one item, as are
+//! `admın` (dotless i), `ADMİN` and `admin`, while `paß` and `pass` are two. A decision depends only
+//! on the Java fold of the canonical name, so every spelling of an item gets the same answer.
+//!
 //! # Globs
 //!
 //! `*` matches within one path segment, `?` one character, `[a-z]`/`[!a-z]` one character of (or
 //! not of) a set, and a segment that is exactly `**` matches any number of segments, including
 //! none: `release/**` covers the folder `release` itself and everything below it, but not
-//! `release-old`. `**` inside a segment (`a**b`) is just `*`.
+//! `release-old`. `**` inside a segment (`a**b`) is just `*`. In job scopes a set ignores case
+//! like the rest: it matches a character when any character Java treats as equal is in the set
+//! (`[a-z]` matches `S`, `ſ` and the Kelvin sign), and a negated set matches when none is.
 
 use std::fmt;
 use std::str::FromStr;
@@ -143,8 +154,12 @@ pub enum ParamRule {
 }
 
 impl ParamRule {
-    /// Whether `value` satisfies the rule.
+    /// Whether `value` satisfies the rule. A value with a control or format character never does
+    /// (see [`hidden_char`]).
     pub fn allows(&self, value: &str) -> bool {
+        if hidden_char(value).is_some() {
+            return false;
+        }
         match self {
             ParamRule::OneOf(values) => values.iter().any(|v| v == value),
             ParamRule::Glob(pattern) => {
@@ -154,6 +169,45 @@ impl ParamRule {
             }
         }
     }
+}
+
+/// The format characters (Unicode general category Cf, through Unicode 15.1).
+const FORMAT_CHARS: &[(char, char)] = &[
+    ('\u{AD}', '\u{AD}'),
+    ('\u{600}', '\u{605}'),
+    ('\u{61C}', '\u{61C}'),
+    ('\u{6DD}', '\u{6DD}'),
+    ('\u{70F}', '\u{70F}'),
+    ('\u{890}', '\u{891}'),
+    ('\u{8E2}', '\u{8E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// Why a parameter value may not pass any constraint: the first control (Cc) or format (Cf)
+/// character in it, and what kind it is.
+pub fn hidden_char(value: &str) -> Option<(char, &'static str)> {
+    value.chars().find_map(|c| {
+        if c.is_control() {
+            Some((c, "a control character"))
+        } else if FORMAT_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&c)) {
+            Some((c, "an invisible format character"))
+        } else {
+            None
+        }
+    })
 }
 
 /// A rule for one `trigger_build` parameter.
@@ -429,7 +483,8 @@ fn short_of(g: &Grant, needed: Level, op: &Operation) -> Option<String> {
 /// Why the request's parameters break `g`'s constraints, if they do.
 fn params_violation(g: &Grant, params: &[(String, String)]) -> Option<String> {
     for c in &g.params {
-        let mut given = params.iter().filter(|(n, _)| n.eq_ignore_ascii_case(&c.name)).peekable();
+        // Java-folded like item names: a wider match only means more values get checked.
+        let mut given = params.iter().filter(|(n, _)| java_fold::eq_ignore_case(n, &c.name)).peekable();
         if given.peek().is_none() {
             return Some(format!(
                 "grant {} allows {c}, but the request does not set {}, so the job's default would apply",
@@ -437,6 +492,14 @@ fn params_violation(g: &Grant, params: &[(String, String)]) -> Option<String> {
             ));
         }
         for (name, value) in given {
+            if let Some((ch, kind)) = hidden_char(value) {
+                return Some(format!(
+                    "grant {} allows {c}, but parameter {} contains {kind} (U+{:04X})",
+                    g.id,
+                    shorten(name),
+                    u32::from(ch)
+                ));
+            }
             if !c.rule.allows(value) {
                 return Some(format!("grant {} allows {c}, not {}={}", g.id, shorten(name), shorten(value)));
             }
@@ -590,7 +653,7 @@ pub fn normalize_job_path(raw: &str) -> Result<String, PathError> {
     }
     // The canonical name must read back as itself: a full name whose segments alternate with
     // `job` would be taken for a URL path next time, so it must be spelled as one.
-    if names.len().is_multiple_of(2) && names.iter().step_by(2).all(|x| x.eq_ignore_ascii_case("job")) {
+    if names.len().is_multiple_of(2) && names.iter().step_by(2).all(|x| java_fold::eq_ignore_case(x, "job")) {
         return Err(PathError::AmbiguousJobFolder);
     }
     Ok(names.join("/"))
@@ -735,12 +798,12 @@ fn canonical_item(name: &str) -> Result<String, PathError> {
     Ok(encode_item(decoded))
 }
 
-/// Lower-cases for case-insensitive comparison.
+/// Folds for case-insensitive comparison exactly as Jenkins (Java) does; see the module docs.
 fn fold(s: &str) -> impl Iterator<Item = char> + '_ {
-    s.chars().flat_map(char::to_lowercase)
+    s.chars().map(java_fold::fold_char)
 }
 
-/// The match key of a normalised path: its segments, case-folded.
+/// The match key of a normalised path: its segments, Java-folded.
 fn path_key(path: &str) -> Vec<Vec<char>> {
     path.split('/').filter(|x| !x.is_empty()).map(|x| fold(x).collect()).collect()
 }
@@ -772,9 +835,11 @@ enum Tok {
     One,
     /// `*`
     Star,
-    /// `[...]`
+    /// `[...]`; `fold`: the (already folded) character matches if any character Java treats as
+    /// equal to it is in the ranges (job scopes).
     Class {
         negated: bool,
+        fold: bool,
         ranges: Vec<(char, char)>,
     },
 }
@@ -785,7 +850,11 @@ impl Tok {
             Tok::Lit(l) => *l == c,
             Tok::One => true,
             Tok::Star => false,
-            Tok::Class { negated, ranges } => ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated,
+            Tok::Class { negated, fold, ranges } => {
+                let inside = |c: char| ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c));
+                let hit = if *fold { java_fold::equivalents(c).any(inside) } else { inside(c) };
+                hit != *negated
+            }
         }
     }
 }
@@ -897,7 +966,7 @@ impl Glob {
 }
 
 /// Compiles one segment (not `**`). For job scopes, literal runs are canonicalised like item
-/// names and case-folded.
+/// names and Java-folded.
 fn compile_segment(seg: &str, job: bool) -> Vec<Tok> {
     let chars: Vec<char> = seg.chars().collect();
     let mut toks = Vec::new();
@@ -961,19 +1030,20 @@ fn parse_class(rest: &[char], job: bool) -> Option<(Tok, usize)> {
     if body.is_empty() {
         return None;
     }
-    let low = |c: char| if job { c.to_lowercase().next().unwrap_or(c) } else { c };
+    // Ranges keep the characters as written; job scopes fold when matching (Tok::matches), since
+    // folding the ends would not fold what lies between them (`[Z-a]`).
     let mut ranges = Vec::new();
     let mut k = 0;
     while k < body.len() {
         if k + 2 < body.len() && body[k + 1] == '-' {
-            ranges.push((low(body[k]), low(body[k + 2])));
+            ranges.push((body[k], body[k + 2]));
             k += 3;
         } else {
-            ranges.push((low(body[k]), low(body[k])));
+            ranges.push((body[k], body[k]));
             k += 1;
         }
     }
-    Some((Tok::Class { negated, ranges }, close + 1))
+    Some((Tok::Class { negated, fold: job, ranges }, close + 1))
 }
 
 /// Whether a segment's tokens match its characters (`*` backtracks to the last star only, which
@@ -1388,5 +1458,108 @@ mod tests {
         assert_eq!(g.describe(), "Read job and build status: read on all jobs (controller prod)");
         let json = serde_json::to_string(&g).expect("json");
         assert_eq!(serde_json::from_str::<Grant>(&json).expect("back"), g);
+    }
+
+    #[test]
+    fn carve_outs_cover_every_spelling_jenkins_resolves_to_them() {
+        use Group::Status;
+        use Level::*;
+        let grants = vec![
+            grant(1, None, Status, Read, Some("**")),
+            grant(2, None, Status, Off, Some("secret/**")),
+            grant(3, None, Status, Off, Some("releasex")),
+            grant(4, None, Status, Off, Some("admin-*")),
+            grant(5, None, Status, Off, Some("k[a-z]be")),
+        ];
+        for job in [
+            "secret/x",
+            "SECRET/x",
+            "ſecret/x", // U+017F LATIN SMALL LETTER LONG S
+            "ſECRET/X",
+            "job/%C5%BFecret/job/x",
+            "/job/%C5%BFECRET//job/x/",
+            "releaſex",
+            "RELEAſEX",
+            "relea%C5%BFex",
+            "admın-tools", // U+0131 LATIN SMALL LETTER DOTLESS I
+            "ADMİN-tools", // U+0130 LATIN CAPITAL LETTER I WITH DOT ABOVE
+            "job/adm%C4%B1n-tools",
+            "\u{212A}ube", // KELVIN SIGN
+            "kſbe",        // the class [a-z] matches ſ as Jenkins reads it (s)
+            "\u{212A}UBE",
+        ] {
+            let d = ask(&grants, "ci", "get_job", Some(job), &[]);
+            assert!(!d.allowed, "{job} must be denied: {d:?}");
+            assert!(d.reason.contains("turns this off"), "{job}: {}", d.reason);
+            assert!(!may_see(&grants, "bot", "ci", job), "{job} must be hidden");
+        }
+        // Names Java keeps apart from the carved-out ones stay readable.
+        for job in ["pasß", "secreτ/x", "releasexx", "admi̇n-tools", "adminx", "kbe"] {
+            let d = ask(&grants, "ci", "get_job", Some(job), &[]);
+            assert!(d.allowed, "{job} must be allowed: {d:?}");
+        }
+    }
+
+    #[test]
+    fn classes_in_job_scopes_fold_like_jenkins() {
+        let yes = [
+            ("v[a-z]", "vS"),
+            ("v[a-z]", "vſ"),
+            ("v[A-Z]", "vs"),
+            ("v[A-Z]", "v\u{212A}"),
+            ("v[k]", "v\u{212A}"),
+            ("v[\u{212A}]", "vk"),
+            ("v[ſ]", "vS"),
+            ("v[Z-a]", "v_"),
+            ("v[Z-a]", "vz"),
+            ("v[Z-a]", "vA"),
+            ("v[!a-z]", "v1"),
+            ("v[µ]", "vμ"),
+        ];
+        let no = [("v[!a-z]", "vſ"), ("v[!a-z]", "vK"), ("v[!s]", "vſ"), ("v[a-z]", "vß"), ("v[Z-a]", "vb")];
+        for (p, s) in yes {
+            assert!(glob_match(p, s), "{p} should match {s}");
+        }
+        for (p, s) in no {
+            assert!(!glob_match(p, s), "{p} should not match {s}");
+        }
+    }
+
+    #[test]
+    fn parameter_values_with_control_or_format_characters_are_refused() {
+        let grants = vec![with_params(
+            grant(1, None, Group::Build, Level::Full, Some("deploy")),
+            &["ENV=stag*", "TARGET=eu|us"],
+        )];
+        let fine = ask(&grants, "ci", "trigger_build", Some("deploy"), &[("ENV", "staging"), ("TARGET", "eu")]);
+        assert!(fine.allowed, "{fine:?}");
+        for (value, kind) in [
+            ("stag\nprod", "a control character (U+000A)"),
+            ("stag\rprod", "a control character (U+000D)"),
+            ("stag\0", "a control character (U+0000)"),
+            ("stag\u{1B}[2J", "a control character (U+001B)"),
+            ("stag\u{7F}", "a control character (U+007F)"),
+            ("stag\u{85}", "a control character (U+0085)"),
+            ("stag\u{9B}", "a control character (U+009B)"),
+            ("stag\tx", "a control character (U+0009)"),
+            ("stag\u{200B}", "an invisible format character (U+200B)"),
+            ("stag\u{202E}dorp", "an invisible format character (U+202E)"),
+            ("stag\u{2066}x\u{2069}", "an invisible format character (U+2066)"),
+            ("\u{FEFF}staging", "an invisible format character (U+FEFF)"),
+            ("stag\u{E0041}", "an invisible format character (U+E0041)"),
+        ] {
+            let d = ask(&grants, "ci", "trigger_build", Some("deploy"), &[("ENV", value), ("TARGET", "eu")]);
+            assert!(!d.allowed, "{value:?} must be refused");
+            assert_eq!(d.grant, Some(1));
+            assert!(d.reason.contains(&format!("parameter ENV contains {kind}")), "{value:?}: {}", d.reason);
+            assert!(!ParamRule::Glob("stag*".into()).allows(value), "{value:?}");
+        }
+        // One-of rules refuse them too, even if an administrator's value somehow had one.
+        assert!(!ParamRule::OneOf(vec!["eu\u{200B}".into()]).allows("eu\u{200B}"));
+        let d = ask(&grants, "ci", "trigger_build", Some("deploy"), &[("ENV", "staging"), ("target", "eu\r\n")]);
+        assert!(!d.allowed && d.reason.contains("parameter target contains a control character"), "{d:?}");
+        // Visible non-ASCII text is fine.
+        let d = ask(&grants, "ci", "trigger_build", Some("deploy"), &[("ENV", "staging-ü-東京"), ("TARGET", "us")]);
+        assert!(d.allowed, "{d:?}");
     }
 }

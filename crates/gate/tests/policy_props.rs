@@ -1,12 +1,53 @@
-//! Property tests for job-path normalisation and scope globs: no spelling escapes a scope.
+//! Property tests for job-path normalisation, scope globs and decisions: no spelling escapes a
+//! scope, and a decision depends only on the Java fold of the canonical name (what Jenkins looks
+//! items up by).
 
-use gate::policy::{glob_match, job_url_path, normalize_job_path};
+use gate::catalog::{Group, OPERATIONS, Target};
+use gate::policy::{Grant, Level, Request, decide, glob_match, job_url_path, may_see, normalize_job_path};
+use java_fold::{equivalents, fold_key};
 use proptest::prelude::*;
 
-/// Characters item names are built from: plain, ones Jenkins escapes in names, and non-ASCII.
+/// Characters item names are built from: plain, ones Jenkins escapes in names, non-ASCII, and
+/// letters with Java case variants Rust does not fold the same way (ſ→s, ı/İ→i, K→k, Å→å,
+/// ς→σ, µ→μ, ǅ→ǆ, Deseret), plus ß, which Java keeps apart from "ss".
 const ALPHABET: &[char] = &[
-    'a', 'b', 'c', 'x', 'Y', 'Z', '0', '7', '-', '_', '.', ' ', '~', '+', '%', '/', '\\', '?', '#', '[', ']', '*', 'é',
-    'Ж', '😀', ':', '@', '&',
+    'a',
+    'b',
+    'c',
+    'x',
+    'Y',
+    'Z',
+    '0',
+    '7',
+    '-',
+    '_',
+    '.',
+    ' ',
+    '~',
+    '+',
+    '%',
+    '/',
+    '\\',
+    '?',
+    '#',
+    '[',
+    ']',
+    '*',
+    'é',
+    'Ж',
+    '😀',
+    ':',
+    '@',
+    '&',
+    's',
+    'i',
+    'k',
+    'å',
+    'σ',
+    'μ',
+    'ǆ',
+    'ß',
+    '\u{10428}',
 ];
 
 /// The escapes Jenkins' branch plugin uses inside item names.
@@ -68,6 +109,12 @@ impl Choices {
     }
 }
 
+/// One of the characters Java treats as equal to `c` (`c` itself included), chosen by `r`.
+fn case_variant(c: char, r: u8) -> char {
+    let all: Vec<char> = equivalents(c).collect();
+    all[usize::from(r) % all.len()]
+}
+
 fn flip_case(c: char, flip: bool) -> char {
     if !flip {
         c
@@ -86,8 +133,8 @@ fn full_name_segment(logical: &str, ch: &Choices, k: &mut usize) -> String {
         match item_escape(c) {
             Some(e) if r & 1 == 0 => out.push_str(e),
             Some(e) => out.push_str(&e.to_ascii_lowercase()),
-            None if r & 2 == 0 => out.push(flip_case(c, r & 4 != 0)),
-            None => out.push_str(&escape_bytes(c, r & 8 == 0)),
+            None if r & 2 == 0 => out.push(case_variant(c, r >> 4)),
+            None => out.push_str(&escape_bytes(case_variant(c, r >> 4), r & 8 == 0)),
         }
     }
     out
@@ -106,10 +153,10 @@ fn url_segment(logical: &str, ch: &Choices, k: &mut usize) -> String {
                 out.push_str("%25");
                 out.push_str(&e[1..]);
             }
-            None if r & 2 == 0 => out.push(flip_case(c, r & 4 != 0)),
-            None if r & 4 == 0 => out.push_str(&escape_bytes(c, r & 8 == 0)),
+            None if r & 2 == 0 => out.push(case_variant(c, r >> 4)),
+            None if r & 4 == 0 => out.push_str(&escape_bytes(case_variant(c, r >> 4), r & 8 == 0)),
             // An item-level escape of a plain character, URL-encoded again.
-            None => out.push_str(&escape_bytes(c, true).replace('%', "%25")),
+            None => out.push_str(&escape_bytes(case_variant(c, r >> 4), true).replace('%', "%25")),
         }
     }
     out
@@ -154,8 +201,8 @@ fn url_spelling(names: &[String], ch: &Choices) -> String {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
-    /// Every spelling of a job normalises to the same canonical full name (up to letter case,
-    /// which Jenkins and the matcher ignore), and the canonical name is a fixed point.
+    /// Every spelling of a job normalises to the same canonical full name (up to Java's case fold,
+    /// which Jenkins and the matcher apply), and the canonical name is a fixed point.
     #[test]
     fn every_spelling_normalises_to_the_canonical_name(
         names in prop::collection::vec(logical_name(), 1..5),
@@ -166,8 +213,8 @@ proptest! {
         prop_assert_eq!(normalize_job_path(&expected), Ok(expected.clone()));
         prop_assert_eq!(normalize_job_path(&job_url_path(&expected)), Ok(expected.clone()));
         for spelling in [full_name_spelling(&names, &a), url_spelling(&names, &a), full_name_spelling(&names, &b), url_spelling(&names, &b)] {
-            let got = normalize_job_path(&spelling).map(|s| s.to_lowercase());
-            prop_assert_eq!(got, Ok(expected.to_lowercase()), "spelling {:?}", spelling);
+            let got = normalize_job_path(&spelling).map(|s| fold_key(&s));
+            prop_assert_eq!(got, Ok(fold_key(&expected)), "spelling {:?}", spelling);
             prop_assert!(glob_match(&expected, &spelling_normalised(&spelling)));
         }
     }
@@ -206,7 +253,7 @@ proptest! {
             prop_assert_eq!(normalize_job_path(&c), Ok(c.clone()));
             prop_assert_eq!(normalize_job_path(&job_url_path(&c)), Ok(c.clone()));
             if glob_match("a/**", &c) {
-                let l = c.to_lowercase();
+                let l = fold_key(&c);
                 prop_assert!(l == "a" || l.starts_with("a/"), "{:?} → {:?}", raw, c);
                 let url = job_url_path(&c).to_lowercase();
                 prop_assert!(url == "job/a" || url.starts_with("job/a/job/"), "{:?}", url);
@@ -239,6 +286,157 @@ proptest! {
         if let Ok(c) = normalize_job_path(&s) {
             prop_assert_eq!(normalize_job_path(&c), Ok(c.clone()));
         }
+    }
+}
+
+/// Logical item names for random job trees: some equal to each other under Java's fold, some
+/// that only Rust's folding would confuse, some with characters Jenkins escapes.
+const TREE_NAMES: &[&str] = &[
+    "secret",
+    "Release",
+    "releasex",
+    "x",
+    "admin-tools",
+    "kube",
+    "paß",
+    "pass",
+    "Σας",
+    "µ",
+    "\u{10400}x",
+    "a b",
+    "f/x",
+];
+
+/// Scope patterns for random grants, in mixed spellings (case variants, escapes, classes).
+const PATTERNS: &[&str] = &[
+    "**",
+    "secret/**",
+    "ſECRET/**",
+    "secret/*",
+    "releasex",
+    "RELEAſEX",
+    "releas?",
+    "Release/**",
+    "admin-*",
+    "ADMİN-*",
+    "adm[a-z]n-tools",
+    "k[a-z]be",
+    "\u{212A}UBE",
+    "[!a-z]*",
+    "*/x",
+    "*/X",
+    "pass",
+    "PAß",
+    "σας",
+    "Μ",
+    "*\u{10428}*",
+    "a%20b/**",
+    "f%2fx",
+    "*/f%2Fx",
+];
+
+fn grant_set() -> impl Strategy<Value = Vec<Grant>> {
+    let one = (
+        prop::sample::select(&[Group::Status, Group::Build, Group::Config][..]),
+        prop::sample::select(&[Level::Off, Level::Read, Level::Full][..]),
+        prop::sample::select(&[None, Some("ci"), Some("other")][..]),
+        prop::option::weighted(0.8, prop::sample::select(PATTERNS)),
+    );
+    prop::collection::vec(one, 1..7).prop_map(|rows| {
+        rows.into_iter()
+            .zip(1..)
+            .map(|((group, level, controller, jobs), id)| Grant {
+                id,
+                agent: "bot".into(),
+                controller: controller.map(str::to_string),
+                group,
+                level,
+                jobs: jobs.map(str::to_string),
+                params: Vec::new(),
+            })
+            .collect()
+    })
+}
+
+/// A random job tree: full names of 1–3 segments, one per Java fold key (Jenkins cannot hold two
+/// items that fold together), logical (unescaped) segments.
+fn job_tree() -> impl Strategy<Value = Vec<Vec<String>>> {
+    prop::collection::vec(prop::collection::vec(prop::sample::select(TREE_NAMES), 1..4), 1..6).prop_map(|paths| {
+        let mut seen = std::collections::BTreeSet::new();
+        paths
+            .into_iter()
+            .map(|p| p.into_iter().map(str::to_string).collect::<Vec<_>>())
+            .filter(|p| seen.insert(fold_key(&p.iter().map(|n| canonical(n)).collect::<Vec<_>>().join("/"))))
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// For every operation that names a job or folder and every spelling of every job (case and
+    /// Java-fold variants, full name or URL path, escapes, extra slashes), the decision is the one
+    /// for the canonical name's Java fold key: the same answer from the same grant, about an item
+    /// Jenkins resolves to the same one. `off` carve-outs therefore hold for every spelling.
+    #[test]
+    fn decisions_depend_only_on_the_java_fold_of_the_canonical_name(
+        grants in grant_set(),
+        tree in job_tree(),
+        spell in prop::collection::vec(choices(), 3),
+    ) {
+        for names in &tree {
+            let canon = names.iter().map(|n| canonical(n)).collect::<Vec<_>>().join("/");
+            let key = fold_key(&canon);
+            let mut spellings = vec![canon.clone(), job_url_path(&canon), key.clone()];
+            for ch in &spell {
+                spellings.push(full_name_spelling(names, ch));
+                spellings.push(url_spelling(names, ch));
+            }
+            for op in OPERATIONS.iter().filter(|o| matches!(o.target, Target::Job | Target::Folder)) {
+                let ask = |job: &str| {
+                    decide(&grants, &Request { agent: "bot", controller: "ci", op, job: Some(job), params: &[] })
+                };
+                let reference = ask(&key);
+                prop_assert_eq!(reference.job.as_deref().map(fold_key), Some(key.clone()));
+                for spelling in &spellings {
+                    let d = ask(spelling);
+                    prop_assert_eq!(
+                        (d.allowed, d.grant),
+                        (reference.allowed, reference.grant),
+                        "{} on {:?} (canonical {:?}): {} / reference: {}", op.name, spelling, canon, d.reason, reference.reason
+                    );
+                    // Jenkins resolves the name acted on to the same item: equal under its fold.
+                    prop_assert_eq!(d.job.as_deref().map(fold_key), Some(key.clone()), "{:?}", spelling);
+                }
+            }
+            let seen = may_see(&grants, "bot", "ci", &key);
+            for spelling in &spellings {
+                prop_assert_eq!(may_see(&grants, "bot", "ci", spelling), seen, "{:?}", spelling);
+            }
+        }
+    }
+}
+
+/// The property above, on the issue's examples: a carve-out holds against every Java-equal
+/// spelling, and names Java keeps apart are not caught by it.
+#[test]
+fn carve_outs_hold_for_java_equal_spellings() {
+    let row = |id, level, jobs: Option<&str>| Grant {
+        id,
+        agent: "bot".into(),
+        controller: None,
+        group: Group::Status,
+        level,
+        jobs: jobs.map(str::to_string),
+        params: Vec::new(),
+    };
+    let grants =
+        [row(1, Level::Read, Some("**")), row(2, Level::Off, Some("secret/**")), row(3, Level::Off, Some("releasex"))];
+    for job in ["ſecret/x", "job/%C5%BFecret/job/x", "SECRET//x/", "releaſex", "RELEASEX"] {
+        assert!(!may_see(&grants, "bot", "ci", job), "{job}");
+    }
+    for job in ["secreτ/x", "releasexx", "paß"] {
+        assert!(may_see(&grants, "bot", "ci", job), "{job}");
     }
 }
 

@@ -904,7 +904,7 @@ pub fn view_jobs(cx: Ctx, owner: Option<ItemId>, v: &View) -> Vec<ItemId> {
             .into_iter()
             .filter(|c| {
                 let name = cx.st.item(*c).map(|i| i.name.clone()).unwrap_or_default();
-                v.job_names.iter().any(|j| j.eq_ignore_ascii_case(&name))
+                v.job_names.iter().any(|j| java_fold::eq_ignore_case(j, &name))
                     || v.include_regex.as_deref().is_some_and(|r| crate::engine::simple_regex_match(r, &name))
             })
             .collect(),

@@ -606,9 +606,10 @@ pub fn render_view_config(name: &str, kind: &str, job_names: &[String], descript
         line(&mut out, 1, "<jobNames>");
         line(&mut out, 2, "<comparator class=\"java.lang.String$CaseInsensitiveComparator\"/>");
         let mut sorted: Vec<&String> = job_names.iter().collect();
-        // ListView keeps its names in a case-insensitive TreeSet.
-        sorted.sort_by_key(|n| n.to_lowercase());
-        sorted.dedup_by_key(|n| n.to_lowercase());
+        // ListView keeps its names in a TreeSet on CASE_INSENSITIVE_ORDER; among equal names
+        // the first one added stays (stable sort, then dedup keeps the first).
+        sorted.sort_by(|a, b| java_fold::cmp_ignore_case(a, b));
+        sorted.dedup_by(|a, b| java_fold::eq_ignore_case(a, b));
         for job in sorted {
             elem(&mut out, 2, "string", job);
         }

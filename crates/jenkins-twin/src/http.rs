@@ -1622,13 +1622,17 @@ fn view_route(
             let Some(job) = r.param("name").map(str::to_string) else {
                 return failure(st, "Query parameter 'name' is required");
             };
-            if st.child(owner, &job).is_none() {
+            // ListView stores the resolved item's own name, not the spelling in the request.
+            let Some(job) = st.child(owner, &job).and_then(|id| st.item(id)).map(|i| i.name.clone()) else {
                 return failure(st, &format!("Query parameter 'name' does not correspond to a known item: {job}"));
-            }
+            };
             let add = rest[0] == "addJobToView";
             if let Some(v) = views_mut(st, owner).and_then(|vs| vs.get_mut(idx)) {
-                v.job_names.retain(|j| !j.eq_ignore_ascii_case(&job));
-                if add {
+                // A TreeSet on CASE_INSENSITIVE_ORDER: adding keeps an equal name already present.
+                let present = v.job_names.iter().any(|j| java_fold::eq_ignore_case(j, &job));
+                if !add {
+                    v.job_names.retain(|j| !java_fold::eq_ignore_case(j, &job));
+                } else if !present {
                     v.job_names.push(job);
                 }
                 v.config_xml = None;

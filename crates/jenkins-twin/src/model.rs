@@ -590,9 +590,12 @@ pub struct State {
     pub plugins: Vec<Plugin>,
 }
 
-/// Items are keyed case-insensitively, as Jenkins does (`CASE_INSENSITIVE_ORDER` maps).
+/// Items are keyed case-insensitively as Jenkins does: its item maps are `TreeMap`s ordered by
+/// `compareToIgnoreCase` (hudson.util.CaseInsensitiveComparator), whose Java fold differs from
+/// Rust's `to_lowercase` (`ſ` is `s`, `ı` is `i`, `ß` stays `ß`). The fold key's `Ord` is that
+/// order, so the maps also list children in Jenkins' order.
 pub fn item_key(name: &str) -> String {
-    name.to_lowercase()
+    java_fold::fold_key(name)
 }
 
 impl State {
