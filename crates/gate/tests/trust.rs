@@ -374,3 +374,29 @@ async fn arguments_are_typed_and_unknown_ones_refused() {
     let err = g.call(&caller("reader"), "prod", "no_such_op", json!({})).await.expect_err("unknown op");
     assert!(err.to_string().contains("unknown operation"), "{err}");
 }
+
+#[tokio::test]
+async fn carve_outs_hold_against_every_spelling_jenkins_folds_together() {
+    let (_t, _s, g) = setup(Limits::default()).await;
+    agent(&g, "reader", &[(Group::Status, Level::Read, None), (Group::Config, Level::Read, None)]).await;
+    g.grant("reader", Group::Status, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
+    g.grant("reader", Group::Config, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
+    // The twin resolves each of these to team/secret, as Jenkins (Java's case-insensitive order) does.
+    for spelling in ["team/ſecret", "TEAM/SECRET", "team/secret/", "job/team/job/%C5%BFecret", "team/secret\u{212A}"] {
+        for op in ["get_job", "get_job_config", "get_build"] {
+            let r = g.call(&caller("reader"), "prod", op, json!({"job": spelling})).await;
+            let leaked = r.as_ref().map(|v| v.to_string()).unwrap_or_default();
+            assert!(
+                matches!(r, Err(GateError::Denied { .. })) || !leaked.contains("echo secret"),
+                "{op} {spelling}: {r:?}"
+            );
+            if spelling != "team/secret\u{212A}" {
+                assert!(matches!(r, Err(GateError::Denied { .. })), "{op} {spelling}: {r:?}");
+            }
+        }
+    }
+    // The copy source is folded the same way.
+    g.grant("reader", Group::Jobs, Level::Full, None, Some("team/copies/**"), vec![]).await.expect("jobs");
+    let r = g.call(&caller("reader"), "prod", "copy_job", json!({"job": "team/copies/x", "from": "team/ſecret"})).await;
+    assert!(matches!(r, Err(GateError::Denied { .. })), "{r:?}");
+}

@@ -94,8 +94,8 @@ impl Op for TriggerBuild {
     async fn run(cx: &mut Exec<'_>, a: TriggerArgs) -> Result<Value, GateError> {
         let jp = cx.path(0)?;
         let params = Self::params(&a);
-        // FOLD-TODO: java_fold::fold_key
-        let fingerprint = format!("{}\u{1}{params:?}", jp.to_string().to_lowercase());
+        // Identical for Jenkins means identical after Java's name folding.
+        let fingerprint = format!("{}\u{1}{params:?}", java_fold::fold_key(&jp.to_string()));
         let idem = a.idempotency_key.as_ref().map(|k| (cx.agent.to_string(), cx.controller.to_string(), k.clone()));
         if let Some(k) = &idem {
             let mut cache = cx.triggers.idempotency.lock().await;

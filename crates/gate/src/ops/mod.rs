@@ -318,7 +318,7 @@ pub fn owner_from_url(base: &url::Url, task_url: &str) -> Option<String> {
 pub fn same_item(a: &str, b: &str) -> bool {
     let key = |s: &str| -> Option<Vec<String>> {
         let n = crate::policy::normalize_job_path(s).ok()?;
-        Some(n.split('/').map(str::to_lowercase).collect()) // FOLD-TODO: java_fold::fold_key
+        Some(n.split('/').map(java_fold::fold_key).collect())
     };
     matches!((key(a), key(b)), (Some(x), Some(y)) if x == y)
 }

@@ -91,7 +91,7 @@ impl Op for ListJobs {
         };
         let mut entries = Vec::new();
         flatten(cx, &items, folder.as_ref().map(ToString::to_string).as_deref(), 1, depth, &mut entries);
-        let filter = a.filter.as_deref().map(str::to_lowercase);
+        let filter = a.filter.as_deref().map(java_fold::fold_key);
         let matching: Vec<Value> = entries
             .into_iter()
             .filter(|e| {
@@ -99,7 +99,7 @@ impl Op for ListJobs {
                     return true;
                 }
                 let is_job = e["kind"] != "folder";
-                let name = e["name"].as_str().unwrap_or("").to_lowercase();
+                let name = java_fold::fold_key(e["name"].as_str().unwrap_or(""));
                 let color = e["color"].as_str().unwrap_or("");
                 is_job
                     && filter.as_deref().is_none_or(|f| name.contains(f))
