@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation.
 //!
-//! `cargo xtask test` runs every test: the Rust suites (`cargo test --workspace`), then the real
+//! `cargo xtask test` runs every test: `cargo fmt --check` and clippy (warnings are errors), the Rust
+//! suites (`cargo test --workspace`), then the real
 //! Jenkins clients from PyPI (pinned in tests/clients/requirements.txt) driving `jgate twin serve`,
 //! then the MCP server from outside: the Python `mcp` client (pinned in tests/mcp/requirements.txt)
 //! against `jgate serve` and `jgate mcp`, and the official MCP conformance suite (npm, pinned with
@@ -52,6 +53,18 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     let clients = !only("--rust-only") && !only("--mcp-only");
     let mcp = !only("--rust-only") && !only("--clients-only");
     if rust {
+        run(Command::new(&cargo).current_dir(&root).args(["fmt", "--all", "--check"]), "cargo fmt --check")?;
+        run(
+            Command::new(&cargo).current_dir(&root).args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+            "cargo clippy --all-targets -- -D warnings",
+        )?;
         run(
             Command::new(&cargo).current_dir(&root).args(["test", "--workspace", "--all-targets"]),
             "cargo test --workspace",

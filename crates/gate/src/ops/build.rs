@@ -29,8 +29,11 @@ pub struct TriggerSlots {
     slots: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>>,
     /// (agent, controller, key) → (when, the trigger it was used for, the first result). Per
     /// process: replicas behind a load balancer should route an agent's retries to one replica.
-    idempotency: tokio::sync::Mutex<HashMap<(String, String, String), (Instant, String, Value)>>,
+    idempotency: tokio::sync::Mutex<HashMap<IdempotencyKey, (Instant, String, Value)>>,
 }
+
+/// (agent, controller, key).
+type IdempotencyKey = (String, String, String);
 
 pub struct TriggerBuild;
 

@@ -300,7 +300,7 @@ pub fn owner_from_url(base: &url::Url, task_url: &str) -> Option<String> {
     let rest = u.path().strip_prefix(base_path)?;
     let rest = rest.strip_prefix('/')?;
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    if segs.is_empty() || segs.len() % 2 != 0 {
+    if segs.is_empty() || !segs.len().is_multiple_of(2) {
         return None;
     }
     let mut names = Vec::new();
