@@ -258,7 +258,14 @@ impl Gate {
         entry.phase = if access == Access::Write { Phase::Outcome } else { Phase::Read };
         entry.time_ms = now_ms();
         entry.duration_ms = Some(started.elapsed().as_millis() as i64);
-        let result = result.map(|v| clean_value(sanitizer, &v));
+        let result = result.map(|v| {
+            let mut clean = clean_value(sanitizer, &v);
+            // Every answer says how many secrets the boundary removed from it.
+            if let Value::Object(m) = &mut clean {
+                m.insert("redactions".into(), json!(sanitizer.report().redactions));
+            }
+            clean
+        });
         let result = match result {
             Ok(v) => {
                 let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(usize::MAX);

@@ -195,7 +195,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     head(1, "triage-bot lists the jobs (tools/call list_jobs)");
     let r = triage.call("list_jobs", json!({"depth": 3}), |_| {}).await?;
-    print_jobs(&r["structuredContent"]["jobs"], 1);
+    print_jobs(&r["structuredContent"]["jobs"]);
 
     head(2, "triage-bot asks why team-api/api-server last failed (triage_build)");
     let r = triage.call("triage_build", json!({"job": "team-api/api-server"}), |_| {}).await?;
@@ -299,11 +299,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_jobs(jobs: &Value, depth: usize) {
+/// The flat, paged listing, indented by folder depth.
+fn print_jobs(jobs: &Value) {
     for j in jobs.as_array().into_iter().flatten() {
+        let name = j["name"].as_str().unwrap_or("?");
         let color = j["color"].as_str().map(|c| format!(" ({c})")).unwrap_or_default();
-        println!("{}{}{color}", "   ".repeat(depth), j["name"].as_str().unwrap_or("?"));
-        print_jobs(&j["jobs"], depth + 1);
+        println!("{}{name}{color}", "   ".repeat(name.matches('/').count() + 1));
     }
 }
 
