@@ -19,6 +19,8 @@ const TOKEN: &str = "11bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const GHP: &str = "ghp_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123";
 
 fn scenario() -> String {
+    // A console line long enough that a cut at the display limit would fall inside a secret at its end.
+    let long = "x".repeat(2030);
     let mut s = format!(
         r#"
 [controller]
@@ -54,11 +56,34 @@ script = "echo noisy"
 [[jobs.builds]]
 result = "FAILURE"
 log = "compiling\nexport GH={GHP}\nerror: failed"
+[[jobs.builds.changes]]
+commit = "abc123"
+author = "mallory"
+message = "fix: use {GHP} \u001b[2J\u202e for the cache"
+paths = ["src/{GHP}.txt"]
+[jobs.builds.tests]
+passed = ["a.OkTest.ok"]
+[[jobs.builds.tests.failed]]
+name = "a.LeakTest.leaks"
+error = "expected {TOKEN} but was \u001b[31m{GHP}"
+[[jobs]]
+path = "noisy-pipe"
+kind = "pipeline"
+script = "node {{ stage('Build') {{ echo 'x' }} }}"
+[[jobs.builds]]
+result = "FAILURE"
+log = "start\n{LONG}{GHP}\nend"
+[[jobs.builds.stages]]
+name = "Deploy {GHP}"
+status = "FAILED"
+error = "token {TOKEN} rejected \u0007"
+log = "deploying with {GHP}"
 [[queue]]
 job = "release/deploy"
 [[queue]]
 job = "sandbox/play"
-"#
+"#,
+        LONG = long
     );
     for i in 0..250 {
         s.push_str(&format!("[[jobs]]\npath = \"many/j{i:03}\"\nscript = \"echo {i}\"\n"));
@@ -277,11 +302,21 @@ async fn every_string_from_jenkins_passes_the_sanitizer() {
         ("triage_build", json!({"job": "noisy", "build": 1})),
         ("get_build_log", json!({"job": "noisy", "build": 1})),
         ("get_job", json!({"job": "release/deploy"})),
+        ("get_test_report", json!({"job": "noisy", "build": 1})),
+        ("get_build_log", json!({"job": "noisy-pipe", "build": 1})),
+        ("get_build_log", json!({"job": "noisy-pipe", "build": 1, "mode": "grep", "pattern": "x+"})),
+        ("get_pipeline_run", json!({"job": "noisy-pipe", "build": 1})),
+        ("triage_build", json!({"job": "noisy-pipe", "build": 1})),
     ] {
         let v = g.call(&caller("reader"), "prod", op, args).await.expect(op);
         let t = text(&v);
         assert!(!t.contains(TOKEN) && !t.contains(GHP), "{op} leaked a secret: {t}");
-        assert!(!t.contains('\u{1b}') && !t.contains('\u{7}'), "{op} passed an escape sequence: {t}");
+        // Not even the start of one: a cut must never fall inside a secret.
+        assert!(!t.contains(&GHP[..12]), "{op} leaked part of a secret: {t}");
+        assert!(
+            !t.contains('\u{1b}') && !t.contains('\u{7}') && !t.contains('\u{202e}'),
+            "{op} passed an escape sequence or bidi control: {t}"
+        );
     }
     // An error that quotes Jenkins (the job's parameter choices) is sanitized for the agent and
     // for the audit alike.
