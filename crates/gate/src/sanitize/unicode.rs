@@ -244,3 +244,51 @@ pub(super) fn defuse_fences(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invisible_is_decided_by_property() {
+        for c in [
+            '\u{13430}',
+            '\u{13438}',
+            '\u{0600}',
+            '\u{06DD}',
+            '\u{200B}',
+            '\u{2066}',
+            '\u{E0041}',
+            '\u{FE0F}',
+            '\u{3164}',
+            '\u{180E}',
+            '\u{1D173}',
+        ] {
+            assert!(is_invisible(c), "U+{:04X}", c as u32);
+        }
+        for c in ['a', 'é', '構', '\u{0301}', '\u{00A0}', '✅'] {
+            assert!(!is_invisible(c), "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn views_map_back_to_whole_original_characters() {
+        let src = "x ｇ\u{0301}h\u{00A0}p\u{200B}_ y";
+        let view = View::build(src, Spaces::DropAll);
+        assert_eq!(view.text(), "xghp_y");
+        let (start, end) = view.source_range(1, 5).unwrap_or_default();
+        assert_eq!(&src[start..end], "ｇ\u{0301}h\u{00A0}p\u{200B}_");
+        assert!(view.joined_before(2) && !view.joined_before(1));
+        assert_eq!(View::build(src, Spaces::AsSpace).text(), "x gh p_ y");
+        assert_eq!(View::build(src, Spaces::DropUnicode).text(), "x ghp_ y");
+        assert_eq!(skeleton("①⑵ ﬁ"), "1(2)fi");
+    }
+
+    #[test]
+    fn defusing_breaks_every_run_of_three_brackets() {
+        assert_eq!(defuse_fences("a <<< b >>>> c"), "a << < b >> >> c");
+        assert_eq!(defuse_fences("＜≪\u{0301}x"), "<< <x");
+        assert_eq!(defuse_fences("<\u{200B}<\u{1B}<"), "<< <");
+        assert_eq!(defuse_fences(&defuse_fences("<<<<<<<")), defuse_fences("<<<<<<<"));
+    }
+}
