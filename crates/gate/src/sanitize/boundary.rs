@@ -17,6 +17,9 @@ use super::{Sanitizer, mark_untrusted, parse_frame, unicode};
 /// Byte cap for each string of a structured answer (cut after redaction, marker included).
 pub const MAX_VALUE_STRING_BYTES: usize = 8 * 1024;
 
+/// Nesting depth past which [`Sanitizer::clean_value`] replaces a subtree by a cut marker.
+const MAX_VALUE_DEPTH: usize = 256;
+
 /// Byte cap for the body of a framed console excerpt met again inside a structured answer; larger
 /// than [`MAX_VALUE_STRING_BYTES`] because log views carry their own, larger budget.
 const MAX_FRAMED_BODY_BYTES: usize = 256 * 1024;
@@ -120,10 +123,19 @@ impl Sanitizer {
 
     /// [`Sanitizer::clean_value`] with another cap per string.
     pub fn clean_value_capped(&mut self, value: &Value, max_string_bytes: usize) -> Value {
+        self.clean_tree(value, max_string_bytes, 0)
+    }
+
+    fn clean_tree(&mut self, value: &Value, max_string_bytes: usize, depth: usize) -> Value {
+        if depth > MAX_VALUE_DEPTH && (value.is_array() || value.is_object()) {
+            // Deeper than any parsed JSON gets (serde_json stops at 128): cut rather than risk
+            // the stack (measuring it would recurse too).
+            return Value::String("…[cut: nested too deep]".to_owned());
+        }
         match value {
             Value::String(s) => Value::String(self.clean_string(s, max_string_bytes)),
             Value::Array(items) => {
-                Value::Array(items.iter().map(|v| self.clean_value_capped(v, max_string_bytes)).collect())
+                Value::Array(items.iter().map(|v| self.clean_tree(v, max_string_bytes, depth + 1)).collect())
             }
             Value::Object(fields) => {
                 let mut out = Map::with_capacity(fields.len());
@@ -138,7 +150,7 @@ impl Sanitizer {
                             n += 1;
                         }
                     }
-                    let v = self.clean_value_capped(v, max_string_bytes);
+                    let v = self.clean_tree(v, max_string_bytes, depth + 1);
                     out.insert(key, v);
                 }
                 Value::Object(out)
@@ -217,5 +229,23 @@ mod tests {
         }
         let (out, _) = cap_with_marker("abc [REDACTED:github-pat] def ghi jkl mno pqr stu", 35);
         assert_eq!(out, "abc …[cut 45 bytes]");
+    }
+
+    #[test]
+    fn very_deep_values_are_cut_not_recursed_into() {
+        let mut deep = Value::from("ghp_R8k2QzR8k2QzR8k2QzR8k2QzR8k2QzR8k2Qz");
+        for _ in 0..(MAX_VALUE_DEPTH + 10) {
+            deep = Value::Array(vec![deep]);
+        }
+        let mut s = Sanitizer::new(super::super::KnownSecrets::new());
+        let out = s.clean_value(&deep);
+        let mut at = &out;
+        let mut levels = 0;
+        while let Some(inner) = at.as_array().and_then(|a| a.first()) {
+            at = inner;
+            levels += 1;
+        }
+        assert_eq!(levels, MAX_VALUE_DEPTH + 1);
+        assert_eq!(at, "…[cut: nested too deep]");
     }
 }

@@ -999,10 +999,11 @@ fn prefixed_token_spans(text: &str, spans: &mut Vec<Span>) {
         // suffix of it, with a subset of its characters: if the longer one failed, so does this.
         // Skipping it keeps the scan linear.
         let mut covered_until = 0;
-        // A prefix with its own delimiter (`ghp_`, `glpat-`, `sk_live_`…) is distinctive enough to
-        // count when glued to a word (`xghp_…`, or decoded garbage before it); short or bare ones
-        // (`hf_`, `sk-`, `AKIA`) must start a word.
-        let distinctive = rule.prefix.len() >= 4 && rule.prefix.contains(['_', '-']);
+        // A prefix with its own delimiter and a long body (`ghp_`, `glpat-`, `jgate_`…) is
+        // distinctive enough to count when glued to a word (`xghp_…`, or decoded garbage before
+        // it); short or bare ones (`hf_`, `sk-`, `AKIA`) and short bodies (`risk_test_…`) must
+        // start a word.
+        let distinctive = rule.prefix.len() >= 4 && rule.prefix.contains(['_', '-']) && rule.min >= 20;
         for (at, _) in text.match_indices(rule.prefix) {
             if at < covered_until || !(distinctive || word_start(bytes, at)) {
                 continue;
