@@ -26,7 +26,7 @@ use crate::error::GateError;
 use crate::gate::{Caller, Gate};
 use crate::ops::{self, Exec, Need, Op, ProgressSink, Runner, TriggerSlots};
 use crate::policy::{self, Grant, Level};
-use crate::sanitize::Sanitizer;
+use crate::sanitize::{Clean, Sanitizer, Untrusted};
 use crate::store::now_ms;
 
 /// Limits of the call path (all configurable by the administrator).
@@ -72,19 +72,6 @@ pub struct CallOptions {
     pub cancel: Option<CancellationToken>,
 }
 
-/// An answer that passed the sanitizer: the only thing the call path returns to a surface.
-#[derive(Debug, Clone)]
-pub struct Clean(Value);
-
-impl Clean {
-    pub fn into_inner(self) -> Value {
-        self.0
-    }
-    pub fn value(&self) -> &Value {
-        &self.0
-    }
-}
-
 /// A call that `begin` allowed: what `finish` needs.
 pub struct Begun {
     entry: Entry,
@@ -126,7 +113,7 @@ impl Gate {
         op: &str,
         mut args: Value,
         opts: CallOptions,
-    ) -> Result<Clean, GateError> {
+    ) -> Result<Clean<Value>, GateError> {
         let from_args = args.as_object_mut().and_then(|m| m.remove("controller"));
         let named = match (&from_args, controller) {
             (Some(Value::String(c)), _) => Some(c.clone()),
@@ -251,24 +238,23 @@ impl Gate {
     pub async fn finish(
         &self,
         begun: Begun,
-        result: Result<Value, GateError>,
+        result: Result<Untrusted<Value>, GateError>,
         sanitizer: &mut Sanitizer,
-    ) -> Result<Clean, GateError> {
+    ) -> Result<Clean<Value>, GateError> {
         let Begun { mut entry, access, started, .. } = begun;
         entry.phase = if access == Access::Write { Phase::Outcome } else { Phase::Read };
         entry.time_ms = now_ms();
         entry.duration_ms = Some(started.elapsed().as_millis() as i64);
-        let result = result.map(|v| {
-            let mut clean = clean_value(sanitizer, &v);
+        // The boundary: nothing from Jenkins leaves without passing the sanitizer.
+        let result = result.map(|u| {
+            let clean = sanitizer.release_capped(u, self.calls.limits.max_answer_bytes);
             // Every answer says how many secrets the boundary removed from it.
-            if let Value::Object(m) = &mut clean {
-                m.insert("redactions".into(), json!(sanitizer.report().redactions));
-            }
-            clean
+            let n = u64::from(sanitizer.report().redactions);
+            clean.with_count("redactions", n)
         });
         let result = match result {
-            Ok(v) => {
-                let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(usize::MAX);
+            Ok(clean) => {
+                let size = serde_json::to_vec(clean.as_ref()).map(|b| b.len()).unwrap_or(usize::MAX);
                 if size > self.calls.limits.max_answer_bytes {
                     Err(GateError::Invalid(format!(
                         "the answer would be {} KiB, over jgate's limit of {} KiB per answer; ask for less (a smaller limit or page, a filter, fewer log lines)",
@@ -276,13 +262,14 @@ impl Gate {
                         self.calls.limits.max_answer_bytes / 1024
                     )))
                 } else {
-                    Ok(v)
+                    Ok(clean)
                 }
             }
             Err(e) => Err(e),
         };
         let returned = match result {
-            Ok(v) => {
+            Ok(clean) => {
+                let v = clean.as_ref();
                 entry.outcome = Some(if v.get("merged") == Some(&Value::Bool(true)) {
                     "ok: merged by Jenkins into an identical build already queued".into()
                 } else if v.get("replayed") == Some(&Value::Bool(true)) {
@@ -295,7 +282,7 @@ impl Gate {
                     .and_then(|b| b.get("number"))
                     .and_then(Value::as_u64)
                     .or_else(|| v.get("number").and_then(Value::as_u64));
-                Ok(Clean(v))
+                Ok(clean)
             }
             Err(GateError::Cancelled(why)) => {
                 entry.outcome = Some(format!("cancelled: {why}"));
@@ -309,7 +296,7 @@ impl Gate {
                 };
                 // Error texts quote Jenkins (error pages, names, parameter choices): they pass the
                 // same boundary as answers before an agent or the audit sees them.
-                let message = clean_text(sanitizer, &e.to_string());
+                let message = sanitizer.release_text(Untrusted::new(e.to_string())).into_inner();
                 entry.outcome = Some(format!("error: {message}"));
                 entry.http_status = status;
                 Err(GateError::Failed { message, status })
@@ -372,9 +359,9 @@ struct TypedCall<'a> {
 }
 
 impl Runner for TypedCall<'_> {
-    type Output = Result<Clean, GateError>;
+    type Output = Result<Clean<Value>, GateError>;
 
-    async fn run<T: Op>(self) -> Result<Clean, GateError> {
+    async fn run<T: Op>(self) -> Result<Clean<Value>, GateError> {
         let TypedCall { gate, caller, controller, args, opts } = self;
         let audit_args = redact_args(&args);
         let meta = &T::META;
@@ -429,7 +416,8 @@ impl Runner for TypedCall<'_> {
                 ))),
             }
         };
-        gate.finish(begun, result, &mut sanitizer).await
+        // What the operation returns is Jenkins data: untrusted until finish releases it.
+        gate.finish(begun, result.map(Untrusted::new), &mut sanitizer).await
     }
 }
 
@@ -451,27 +439,6 @@ fn looks_secret(name: &str) -> bool {
     ["pass", "pwd", "secret", "token", "apikey", "api_key", "credential", "private_key", "auth"]
         .iter()
         .any(|s| n.contains(s))
-}
-
-// SANITIZE-TODO: replace with the sanitizer's own clean_value / clean_text.
-fn clean_value(s: &mut Sanitizer, v: &Value) -> Value {
-    match v {
-        Value::String(t) => Value::String(clean_text(s, t)),
-        Value::Array(a) => Value::Array(a.iter().map(|x| clean_value(s, x)).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (clean_text(s, k), clean_value(s, x))).collect()),
-        other => other.clone(),
-    }
-}
-
-fn clean_text(s: &mut Sanitizer, t: &str) -> String {
-    let mut out = String::with_capacity(t.len());
-    for (i, line) in t.split('\n').enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(&s.clean(line));
-    }
-    out
 }
 
 #[cfg(test)]

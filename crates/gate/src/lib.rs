@@ -25,6 +25,7 @@ pub mod sanitize;
 pub mod secrets;
 pub mod store;
 
-pub use call::{CallOptions, Clean, Limits};
+pub use call::{CallOptions, Limits};
 pub use error::GateError;
 pub use gate::{Caller, Gate, NewController};
+pub use sanitize::Clean;

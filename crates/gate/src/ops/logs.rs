@@ -141,9 +141,8 @@ pub(super) fn compile(p: &str) -> Result<regex::Regex, GateError> {
 
 /// Sanitizes one line whole, then cuts it for display.
 fn clean_line(sanitizer: &mut Sanitizer, line: &str, truncated: bool) -> String {
-    let cleaned = sanitizer.clean(line);
-    let (mut shown, cut) = cut_to_budget(&cleaned, MAX_LINE, Keep::Head);
-    if cut > 0 || truncated {
+    let mut shown = sanitizer.clean_line(line, MAX_LINE);
+    if truncated && !shown.ends_with(" bytes]") {
         shown.push_str(" …[line cut]");
     }
     shown

@@ -54,6 +54,16 @@ impl<T> Clean<T> {
     }
 }
 
+impl Clean<Value> {
+    /// Adds a number jgate itself computed (a count, never text from Jenkins) to a clean object.
+    pub fn with_count(mut self, key: &str, n: u64) -> Clean<Value> {
+        if let Value::Object(m) = &mut self.0 {
+            m.insert(key.to_string(), Value::from(n));
+        }
+        self
+    }
+}
+
 impl<T> AsRef<T> for Clean<T> {
     fn as_ref(&self) -> &T {
         &self.0
@@ -162,6 +172,12 @@ impl Sanitizer {
     /// Sanitizes a structured answer read from Jenkins (see [`Sanitizer::clean_value`]).
     pub fn release(&mut self, untrusted: Untrusted<Value>) -> Clean<Value> {
         Clean(self.clean_value(&untrusted.0))
+    }
+
+    /// [`Sanitizer::release`] with a per-string cap other than [`MAX_VALUE_STRING_BYTES`] (an
+    /// answer whose strings are themselves bounded, such as a log view or a config.xml).
+    pub fn release_capped(&mut self, untrusted: Untrusted<Value>, max_string_bytes: usize) -> Clean<Value> {
+        Clean(self.clean_value_capped(&untrusted.0, max_string_bytes))
     }
 
     /// Sanitizes a free-text string read from Jenkins (see [`Sanitizer::clean_text`]).
