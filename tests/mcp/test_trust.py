@@ -49,37 +49,79 @@ def test_a_session_answers_only_the_agent_that_opened_it(stack):
     run(body)
 
 
+def cancelled_calls(stack) -> int:
+    records = stack.audit(agent="release-bot", operation="trigger_build")
+    return sum(1 for r in records if r.get("phase") == "outcome" and (r.get("outcome") or "").startswith("cancelled:"))
+
+
+def wait_for_cancelled(stack, before: int) -> None:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if cancelled_calls(stack) > before:
+            return
+        time.sleep(1)
+    records = stack.audit(agent="release-bot", operation="trigger_build")
+    raise AssertionError("no cancelled outcome was audited:\n" + json.dumps(records[-4:], indent=1))
+
+
+async def start_session(http) -> dict[str, str]:
+    init = rpc(1, "initialize", {
+        "protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "jgate-tests", "version": "0"},
+    })
+    r = await http.post(http.base_url_for_tests, json=init, headers=HEADERS)
+    sid = r.headers["mcp-session-id"]
+    h = HEADERS | {"mcp-session-id": sid, "mcp-protocol-version": PROTOCOL}
+    await http.post(http.base_url_for_tests, json=rpc(None, "notifications/initialized"), headers=h)
+    return h
+
+
+LONG_CALL = rpc(7, "tools/call", {"name": "trigger_build", "arguments": {
+    "job": "release/long-deploy", "parameters": {"ENV": "staging"}, "wait": "finish",
+}})
+
+
 def test_a_client_that_goes_away_cancels_its_call(stack):
+    before = cancelled_calls(stack)
+
     async def body():
         async with http_client(stack.keys["release-bot"]) as http:
-            init = rpc(1, "initialize", {
-                "protocolVersion": PROTOCOL, "capabilities": {},
-                "clientInfo": {"name": "jgate-tests", "version": "0"},
-            })
-            r = await http.post(stack.mcp_url, json=init, headers=HEADERS)
-            sid = r.headers["mcp-session-id"]
-            h = HEADERS | {"mcp-session-id": sid, "mcp-protocol-version": PROTOCOL}
-            await http.post(stack.mcp_url, json=rpc(None, "notifications/initialized"), headers=h)
-            call = rpc(7, "tools/call", {"name": "trigger_build", "arguments": {
-                "job": "release/long-deploy", "parameters": {"ENV": "staging"}, "wait": "finish",
-            }})
+            http.base_url_for_tests = stack.mcp_url
+            h = await start_session(http)
             # Read the start of the answer stream, then hang up mid-call.
             with anyio.move_on_after(3):
-                async with http.stream("POST", stack.mcp_url, json=call, headers=h) as resp:
+                async with http.stream("POST", stack.mcp_url, json=LONG_CALL, headers=h) as resp:
                     assert resp.status_code == 200
                     async for _ in resp.aiter_bytes():
                         pass
 
     run(body)
-    deadline = time.time() + 30
-    outcomes: list[str] = []
-    while time.time() < deadline:
-        records = stack.audit(agent="release-bot", operation="trigger_build")
-        outcomes = [r.get("outcome") or "" for r in records if r.get("phase") == "outcome"]
-        if any(o.startswith("cancelled:") for o in outcomes):
-            break
-        time.sleep(1)
-    assert any(o.startswith("cancelled:") for o in outcomes), json.dumps(outcomes, indent=1)
+    wait_for_cancelled(stack, before)
+
+
+def test_deleting_a_session_cancels_its_calls(stack):
+    before = cancelled_calls(stack)
+
+    async def body():
+        async with http_client(stack.keys["release-bot"]) as http, http_client(stack.keys["release-bot"]) as ender:
+            http.base_url_for_tests = stack.mcp_url
+            h = await start_session(http)
+
+            async def call():
+                async with http.stream("POST", stack.mcp_url, json=LONG_CALL, headers=h) as resp:
+                    async for _ in resp.aiter_bytes():
+                        pass
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await anyio.sleep(2)
+                ended = await ender.delete(stack.mcp_url, headers=h)
+                assert ended.status_code in (200, 202, 204), ended.text
+                with anyio.move_on_after(20):
+                    await anyio.sleep(20)
+                tg.cancel_scope.cancel()
+
+    run(body)
+    wait_for_cancelled(stack, before)
 
 
 def test_job_listings_come_in_pages(stack):
