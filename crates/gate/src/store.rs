@@ -565,8 +565,11 @@ impl Store {
     /// Filters apply to the sealed record, never to the plain columns beside it: editing a column
     /// can neither hide a record from a filter nor slip one into it (`verify` reports the edit).
     pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<Record>, StoreError> {
+        let mut rows = self.audit_rows_after(f.after_seq).await?;
+        // In the sealed order: an edited seq column must not move a record either.
+        rows.sort_by_key(|row| row.record.as_ref().map(|r| r.seq));
         let mut out = Vec::new();
-        for row in self.audit_rows_after(f.after_seq).await? {
+        for row in rows {
             let Some(r) = row.record.as_ref() else {
                 return Err(StoreError::Corrupt(format!(
                     "audit record {} is not valid JSON (run `jgate audit verify`)",
