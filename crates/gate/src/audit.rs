@@ -8,21 +8,23 @@
 //! # How to use it
 //!
 //! 1. The caller fills in an [`Entry`] (arguments already redacted, never key material).
-//! 2. The store reads the chain's head (`seq`, `hash`, or [`GENESIS`] for an empty log) under its
-//!    write lock and calls [`chain`], which adds the plain-English [`sentence`], the `prev_hash`
-//!    link and the `hash`, and stores the resulting [`Record`] (as JSON: [`to_json_line`] or serde).
-//! 3. Every so often the `(seq, hash)` of the newest record is exported to a place the database
-//!    cannot reach as a [`Checkpoint`].
+//! 2. The store reads the chain's sealed [`Head`] under its write lock and calls [`chain`] with
+//!    the current audit key ([`AuditKeys`]), which adds the plain-English [`sentence`], the
+//!    `prev_hash` link, the `key_version` and the `hash`; it stores the resulting [`Record`] (as
+//!    JSON: [`to_json_line`] or serde) and seals the new head in the same transaction.
+//! 3. Optionally the `(seq, hash)` of the newest record is exported to a place the database
+//!    cannot reach as a [`Checkpoint`] (the store also seals its own every [`CHECKPOINT_EVERY`]
+//!    records, and the audit file device keeps a full copy).
 //! 4. `jgate audit verify` reads the records back in `seq` order and calls [`verify`] with the
-//!    exported checkpoints; it reports the first record that is wrong and how.
+//!    checkpoints, then [`verify_head`]; it reports the first record that is wrong and how.
 //!
 //! # The chain
 //!
 //! `hash = hex(HMAC-SHA-256(key[key_version], canonical_bytes(record without hash)))`, where
-//! `prev_hash` is the previous record's `hash` (or [`GENESIS`] for record 1). The key lives
-//! outside the database, so someone who can only write the database can edit, delete, insert
-//! or reorder records but cannot produce hashes that verify. Removing records from the *end*
-//! leaves a shorter, valid chain: only a checkpoint exported earlier reveals that.
+//! `prev_hash` is the previous record's `hash` (or [`GENESIS`] for record 1). The keys live in
+//! the database only wrapped under the master key, so someone who can only write the database can
+//! edit, delete, insert or reorder records but cannot produce hashes that verify. Removing records
+//! from the *end* leaves a shorter, valid chain: the sealed head (and checkpoints) reveal that.
 //!
 //! # The canonical form
 //!

@@ -5,7 +5,11 @@
 //! * One **master key** (32 random bytes) per installation, loaded by [`MasterKey::load_or_create`] from
 //!   `JGATE_MASTER_KEY` or a `0600` key file. It never encrypts data itself: two sub-keys are derived from it
 //!   (HKDF-Expand with HMAC-SHA-256 and versioned labels), one to wrap data keys and one for the audit log HMAC
-//!   ([`MasterKey::audit_hmac_key`]), so the two uses can never share a key.
+//!   ([`MasterKey::audit_hmac_key`]), so the two uses can never share a key. The derived audit key is audit key
+//!   version 1; later versions are random keys. All are stored sealed with [`seal_key`] and re-wrapped by a
+//!   rotation, so records sealed under any version keep verifying after any number of rotations.
+//! * [`MasterKey::check_value`] (an HMAC of a fixed message under a third sub-key) is stored on first use and
+//!   compared on every open, so a wrong master key is refused before anything is written.
 //! * [`seal`] encrypts each secret with its **own random data key** (XChaCha20-Poly1305, random 24-byte nonce),
 //!   then wraps that data key with the master key's wrapping sub-key. The result, [`Sealed`], is what goes into
 //!   the database row, together with the id of the master key that wrapped it.
