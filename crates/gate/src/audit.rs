@@ -8,21 +8,23 @@
 //! # How to use it
 //!
 //! 1. The caller fills in an [`Entry`] (arguments already redacted, never key material).
-//! 2. The store reads the chain's head (`seq`, `hash`, or [`GENESIS`] for an empty log) under its
-//!    write lock and calls [`chain`], which adds the plain-English [`sentence`], the `prev_hash`
-//!    link and the `hash`, and stores the resulting [`Record`] (as JSON: [`to_json_line`] or serde).
-//! 3. Every so often the `(seq, hash)` of the newest record is exported to a place the database
-//!    cannot reach as a [`Checkpoint`].
+//! 2. The store reads the chain's sealed [`Head`] under its write lock and calls [`chain`] with
+//!    the current audit key ([`AuditKeys`]), which adds the plain-English [`sentence`], the
+//!    `prev_hash` link, the `key_version` and the `hash`; it stores the resulting [`Record`] (as
+//!    JSON: [`to_json_line`] or serde) and seals the new head in the same transaction.
+//! 3. Optionally the `(seq, hash)` of the newest record is exported to a place the database
+//!    cannot reach as a [`Checkpoint`] (the store also seals its own every [`CHECKPOINT_EVERY`]
+//!    records, and the audit file device keeps a full copy).
 //! 4. `jgate audit verify` reads the records back in `seq` order and calls [`verify`] with the
-//!    exported checkpoints; it reports the first record that is wrong and how.
+//!    checkpoints, then [`verify_head`]; it reports the first record that is wrong and how.
 //!
 //! # The chain
 //!
-//! `hash = hex(HMAC-SHA-256(key, canonical_bytes(seq, entry, sentence, prev_hash)))`, where
-//! `prev_hash` is the previous record's `hash` (or [`GENESIS`] for record 1). The key lives
-//! outside the database, so someone who can only write the database can edit, delete, insert
-//! or reorder records but cannot produce hashes that verify. Removing records from the *end*
-//! leaves a shorter, valid chain: only a checkpoint exported earlier reveals that.
+//! `hash = hex(HMAC-SHA-256(key[key_version], canonical_bytes(record without hash)))`, where
+//! `prev_hash` is the previous record's `hash` (or [`GENESIS`] for record 1). The keys live in
+//! the database only wrapped under the master key, so someone who can only write the database can
+//! edit, delete, insert or reorder records but cannot produce hashes that verify. Removing records
+//! from the *end* leaves a shorter, valid chain: the sealed head (and checkpoints) reveal that.
 //!
 //! # The canonical form
 //!
@@ -33,12 +35,23 @@
 //! numbers in Rust's shortest round-trip form. It has these keys:
 //!
 //! `agent, allowed, args, build_number, client_addr, controller, duration_ms, grant, http_status,
-//! key_id, operation, outcome, phase, prev_hash, reason, redactions, request_id, schema_version,
-//! sentence, seq, surface, target, time_ms`
+//! key_id, key_version, operation, outcome, phase, prev_hash, reason, redactions, request_id,
+//! schema_version, sentence, seq, surface, target, time_ms`
 //!
-//! `schema_version` is [`SCHEMA_VERSION`]; `surface` and `phase` are their lowercase names. The
-//! writer sorts keys itself, so the bytes do not depend on serde_json's map ordering (the
-//! `preserve_order` feature) nor on the order a database hands JSON back in.
+//! `schema_version` is the record's own (2 = [`SCHEMA_VERSION`]; records written before key
+//! versions existed are schema 1, which has no `key_version` key and is sealed with key version 1);
+//! `surface` and `phase` are their lowercase names. The writer sorts keys itself, so the bytes do
+//! not depend on serde_json's map ordering (the `preserve_order` feature) nor on the order a
+//! database hands JSON back in.
+//!
+//! # Keys, the sealed head and checkpoints
+//!
+//! Each record names the version of the audit key that sealed it (`key_version`); the keys live in
+//! the store wrapped under the master key, so rotating the master key re-wraps them and starts a
+//! new version without orphaning older records ([`AuditKeys`], [`Keyring`]). The store also keeps
+//! a sealed [`Head`] (the newest `seq` and `hash`, MAC'd under the audit key) outside the audit
+//! table and a sealed checkpoint every [`CHECKPOINT_EVERY`] records, so removing records from the
+//! end, or all of them, is detected without a checkpoint exported by hand ([`verify_head`]).
 
 use std::fmt::Write as _;
 
@@ -48,13 +61,26 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use std::collections::BTreeMap;
+
+use zeroize::Zeroizing;
+
 use crate::catalog;
 
 /// The `prev_hash` of record 1: 64 zeros (32 zero bytes in hex).
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The version of the canonical form, part of every hashed record.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of the canonical form written now, part of every hashed record. Version 1 (no
+/// `key_version`) is still verified.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The store seals a checkpoint of the chain every this many records.
+pub const CHECKPOINT_EVERY: i64 = 100;
+
+/// Label of the MAC over the sealed head (kept apart from record hashes and checkpoints).
+const HEAD_LABEL: &str = "jgate audit head v1";
+/// Label of the MAC over a stored checkpoint.
+const CHECKPOINT_LABEL: &str = "jgate audit checkpoint v1";
 
 /// How far a record's `time_ms` may fall behind the latest earlier record before [`verify`]
 /// calls it back-dated (clock steps on one server, skew between replicas): five minutes.
@@ -162,6 +188,13 @@ pub struct Entry {
 pub struct Record {
     /// 1, 2, 3, … with no gaps.
     pub seq: i64,
+    /// The canonical form the hash covers: [`SCHEMA_VERSION`] for new records, 1 for records
+    /// written before key versions existed (absent in their JSON).
+    #[serde(default = "one")]
+    pub schema_version: u32,
+    /// The version of the audit key that sealed this record (1 for schema-1 records).
+    #[serde(default = "one")]
+    pub key_version: u32,
     #[serde(flatten)]
     pub entry: Entry,
     /// The plain-English sentence, covered by the hash.
@@ -170,6 +203,10 @@ pub struct Record {
     pub prev_hash: String,
     /// `hex(HMAC-SHA-256(key, canonical_bytes(…)))`, lowercase.
     pub hash: String,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A `(seq, hash)` pair exported outside the database; [`verify`] checks the log against it.
@@ -222,6 +259,63 @@ pub enum VerifyError {
     /// A checkpoint lies beyond the last record.
     #[error("{}", truncated_text(*.checkpoint, *.last))]
     Truncated { checkpoint: i64, last: i64 },
+    /// The record names an audit key version this installation does not have.
+    #[error(
+        "record {seq} names audit key version {version}, which this installation does not have: it was forged, \
+         or written by a jgate whose master key was rotated after this one opened the store (reopen with the \
+         current master key)"
+    )]
+    UnknownKey { seq: i64, version: u32 },
+    /// A column stored beside the sealed record (used by filters) no longer matches it.
+    #[error(
+        "the {column} column of record {seq} was edited: it no longer matches the sealed record \
+         (filtered queries would have shown or hidden it wrongly)"
+    )]
+    ColumnEdited { seq: i64, column: &'static str },
+    /// The sealed head of the chain is gone although the store was set up.
+    #[error(
+        "the sealed audit head is missing although this store was set up (its key check value exists): \
+         the audit state was deleted or replaced"
+    )]
+    HeadMissing,
+    /// The sealed head's MAC does not match its contents.
+    #[error("the sealed audit head was edited or forged (its MAC does not match)")]
+    HeadForged,
+    /// The sealed head names a later record than the log holds.
+    #[error("{}", head_ahead_text(*.head, *.last))]
+    HeadAhead { head: i64, last: i64 },
+    /// The last record is not the one the sealed head names.
+    #[error("record {seq} differs from the sealed audit head: the last record was replaced")]
+    HeadMismatch { seq: i64 },
+    /// Records follow the sealed head: they were added without sealing it.
+    #[error(
+        "the log ends at {last} but its sealed head names record {head}: records after {head} were added \
+         without sealing the head (inserted, or written by a jgate without sealed heads)"
+    )]
+    HeadBehind { head: i64, last: i64 },
+    /// A checkpoint kept in the store does not carry a valid MAC.
+    #[error("the stored checkpoint for record {seq} was edited or forged (its MAC does not match)")]
+    CheckpointForged { seq: i64 },
+    /// A record of the audit file is absent from the database.
+    #[error("record {seq} is in the audit file but missing from the database (deleted)")]
+    FileRecordMissing { seq: i64 },
+    /// A record of the audit file and the database's record with the same number differ.
+    #[error("record {seq} differs between the database and the audit file: one of them was rewritten")]
+    FileRecordDiffers { seq: i64 },
+    /// A record of the audit file does not verify on its own.
+    #[error("record {seq} in the audit file was edited or forged (its hash does not match its contents)")]
+    FileRecordForged { seq: i64 },
+}
+
+fn head_ahead_text(head: i64, last: i64) -> String {
+    if last <= 0 {
+        format!("the log is empty but its sealed head says {head} records were written: the records were deleted")
+    } else {
+        format!(
+            "the log ends at {last} but its sealed head says record {head} was written: records were removed \
+             from the end"
+        )
+    }
 }
 
 fn missing_text(after: i64, next: i64) -> String {
@@ -303,14 +397,24 @@ fn verb(operation: &str) -> Verb {
 /// * intent: "release-bot asked to trigger a build of release/deploy-production on prod with
 ///   ENV=staging — allowed by grant 7 (Trigger a build: full use on release/**)"
 /// * outcome: "release-bot triggered build #143 of release/deploy-production on prod with
-///   ENV=staging — allowed by grant 7 (…)"; on failure "release-bot tried to trigger … with
-///   ENV=staging, but it failed: upstream answered 500 — allowed by grant 7 (…)"
+///   ENV=staging — allowed by grant 7 (…)"; on failure (`error: …`) "release-bot tried to trigger
+///   … with ENV=staging, but it failed: upstream answered 500 — allowed by grant 7 (…)"; when the
+///   client gave up (`cancelled: …`) "release-bot started to trigger …; the client cancelled the
+///   call — allowed by grant 7 (…)". Any outcome other than `ok`/`ok: note`/`replayed: note`
+///   reads as a failure, never as done.
 /// * denied: "triage-bot was denied deleting job api-server on prod: no grant gives Create, copy,
 ///   or delete jobs"
 /// * read: "triage-bot read the console log of team/api #142 on prod — allowed by grant 2 (…)"
+/// * administrative changes (operations named `admin.…`): "admin (local CLI) granted release-bot
+///   Trigger a build: full use on release/** (grant 7)".
 ///
-/// Control characters in any value are shown escaped, so a sentence is always one line.
+/// Control characters, bidi overrides and isolates, line/paragraph separators and other invisible
+/// format characters in any value are shown as visible escapes (`\u{202E}`), so a sentence is
+/// always one line and reads in the order it is written.
 pub fn sentence(entry: &Entry) -> String {
+    if entry.operation.starts_with("admin.") {
+        return admin_sentence(entry);
+    }
     let verb = verb(&entry.operation);
     let object = object(entry);
     let params = params_text(&entry.args);
@@ -325,24 +429,151 @@ pub fn sentence(entry: &Entry) -> String {
     }
     match entry.phase {
         Phase::Intent => format!("{agent} asked to {} {object}{params}{allowed_suffix}", number(&verb.infinitive)),
-        Phase::Outcome | Phase::Read | Phase::Denied => match failure(entry.outcome.as_deref()) {
-            None => format!("{agent} {} {object}{params}{allowed_suffix}", number(&verb.past)),
-            Some(error) => format!(
+        Phase::Outcome | Phase::Read | Phase::Denied => match outcome_of(entry.outcome.as_deref()) {
+            Outcome::Done(note) => format!("{agent} {} {object}{params}{note}{allowed_suffix}", number(&verb.past)),
+            Outcome::Failed(error) => format!(
                 "{agent} tried to {} {object}{params}, but it failed: {error}{allowed_suffix}",
+                number(&verb.infinitive)
+            ),
+            Outcome::Cancelled(detail) => format!(
+                "{agent} started to {} {object}{params}; the client cancelled the call{detail}{allowed_suffix}",
                 number(&verb.infinitive)
             ),
         },
     }
 }
 
-/// `None` for success (`"ok"` or no outcome), else the error text without its `error:` prefix.
-fn failure(outcome: Option<&str>) -> Option<String> {
-    let outcome = outcome?.trim();
-    if outcome.is_empty() || outcome.eq_ignore_ascii_case("ok") {
-        return None;
+/// How an outcome reads.
+enum Outcome {
+    /// Done; the note (" (…)" or "") follows the object.
+    Done(String),
+    /// Failed, with the error text.
+    Failed(String),
+    /// The client abandoned the call; the detail (" (…)" or "") follows.
+    Cancelled(String),
+}
+
+/// Classifies an outcome text: `ok`, `ok: note`, `replayed: note` (or none) are done;
+/// `cancelled: …` was abandoned by the client; `error: …` and anything unrecognised failed, so a
+/// failure can never read as success.
+fn outcome_of(outcome: Option<&str>) -> Outcome {
+    let Some(text) = outcome.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Outcome::Done(String::new());
+    };
+    let (word, rest) = match text.split_once(':') {
+        Some((w, r)) => (w.trim(), r.trim()),
+        None => (text, ""),
+    };
+    let note = |r: &str| if r.is_empty() { String::new() } else { format!(" ({})", clean(r)) };
+    match word.to_ascii_lowercase().as_str() {
+        "ok" => Outcome::Done(note(rest)),
+        "replayed" => Outcome::Done(if rest.is_empty() {
+            " (replayed)".to_string()
+        } else {
+            format!(" (replayed: {})", clean(rest))
+        }),
+        "cancelled" | "canceled" => Outcome::Cancelled(note(rest)),
+        "error" => Outcome::Failed(if rest.is_empty() { "unknown error".to_string() } else { clean(rest) }),
+        _ => Outcome::Failed(clean(text)),
     }
-    let text = outcome.strip_prefix("error:").map(str::trim).unwrap_or(outcome);
-    Some(if text.is_empty() { "unknown error".to_string() } else { clean(text) })
+}
+
+/// How an administrator's surface reads in a sentence.
+fn surface_phrase(s: Surface) -> &'static str {
+    match s {
+        Surface::Cli => "local CLI",
+        Surface::Web => "web console",
+        Surface::Mcp => "MCP",
+        Surface::Proxy => "proxy",
+    }
+}
+
+/// "alice (local CLI) granted release-bot Trigger a build: full use on release/** (grant 7)".
+fn admin_sentence(e: &Entry) -> String {
+    let actor = format!("{} ({})", clean(&e.agent), surface_phrase(e.surface));
+    let (past, infinitive) = admin_verbs(e);
+    if e.phase == Phase::Denied || !e.allowed {
+        let reason = clean(e.reason.trim());
+        let suffix = if reason.is_empty() { String::new() } else { format!(": {reason}") };
+        return format!("{actor} was refused permission to {infinitive}{suffix}");
+    }
+    match e.phase {
+        Phase::Intent => format!("{actor} asked to {infinitive}"),
+        _ => match outcome_of(e.outcome.as_deref()) {
+            Outcome::Done(note) => format!("{actor} {past}{note}"),
+            Outcome::Failed(error) => format!("{actor} tried to {infinitive}, but it failed: {error}"),
+            Outcome::Cancelled(detail) => format!("{actor} started to {infinitive}; the call was cancelled{detail}"),
+        },
+    }
+}
+
+/// (past, infinitive) of an administrative operation, from its target and arguments.
+fn admin_verbs(e: &Entry) -> (String, String) {
+    let target = e.target.as_deref().map(clean).unwrap_or_default();
+    let text = |k: &str| e.args.get(k).and_then(Value::as_str).map(clean);
+    let num = |k: &str| e.args.get(k).and_then(Value::as_i64);
+    let both = |phrase: String, past_word: &str, inf_word: &str| {
+        (format!("{past_word} {phrase}"), format!("{inf_word} {phrase}"))
+    };
+    match e.operation.as_str() {
+        "admin.controller.add" => {
+            let at = text("url").map(|u| format!(" at {u}")).unwrap_or_default();
+            let forced = if e.args.get("forced").and_then(Value::as_bool) == Some(true) {
+                " (its connection test failed; stored anyway)"
+            } else {
+                ""
+            };
+            both(format!("controller {target}{at}{forced}"), "added", "add")
+        }
+        "admin.controller.remove" => both(format!("controller {target}"), "removed", "remove"),
+        "admin.agent.create" => {
+            let key = text("key_id").map(|k| format!(" with key {k}")).unwrap_or_default();
+            (format!("created agent {target}{key}"), format!("create agent {target}"))
+        }
+        "admin.key.create" => {
+            let key = text("key_id").map(|k| format!("key {k}")).unwrap_or_else(|| "a new key".into());
+            (format!("issued {key} to agent {target}"), format!("issue {key} to agent {target}"))
+        }
+        "admin.key.revoke" => match text("key_id") {
+            Some(k) => both(format!("key {k} of agent {target}"), "revoked", "revoke"),
+            None => {
+                let n = num("revoked").map(|n| format!(" ({n} revoked)")).unwrap_or_default();
+                (format!("revoked every key of agent {target}{n}"), format!("revoke every key of agent {target}"))
+            }
+        },
+        "admin.grant" => {
+            let what = text("grant").unwrap_or_default();
+            let id = num("id").map(|n| format!(" (grant {n})")).unwrap_or_default();
+            (format!("granted {target} {what}{id}"), format!("grant {target} {what}"))
+        }
+        "admin.ungrant" => {
+            let id = num("id").map(|n| format!("grant {n}")).unwrap_or_else(|| "a grant".into());
+            let what = text("grant").map(|g| format!(" ({g})")).unwrap_or_default();
+            both(format!("{id}{what} from {target}"), "removed", "remove")
+        }
+        "admin.key.rotate" => {
+            let ids = match (text("old_key_id"), text("new_key_id")) {
+                (Some(a), Some(b)) => format!(" (key id {a} → {b}"),
+                _ => String::new(),
+            };
+            let version = match (ids.is_empty(), num("audit_key_version")) {
+                (false, Some(v)) => format!("; audit key version {v})"),
+                (false, None) => ")".into(),
+                (true, Some(v)) => format!(" (audit key version {v})"),
+                (true, None) => String::new(),
+            };
+            ("rotated the master key".to_string() + &ids + &version, "rotate the master key".into())
+        }
+        "admin.audit.reseal" => {
+            let at = num("seq").map(|n| format!(" at record {n}")).unwrap_or_default();
+            both(format!("the audit head{at}, accepting the log as it stood"), "resealed", "reseal")
+        }
+        other => {
+            let op = clean(other);
+            let on = if target.is_empty() { String::new() } else { format!(" for {target}") };
+            (format!("called {op}{on}"), format!("call {op}{on}"))
+        }
+    }
 }
 
 /// "a build of" → "build #N of" when the entry names a build.
@@ -421,29 +652,64 @@ fn word(s: &str) -> String {
     } else {
         let mut quoted = Vec::with_capacity(short.len() + 2);
         write_json_string(&mut quoted, &short);
-        String::from_utf8_lossy(&quoted).into_owned()
+        // JSON escapes only C0 controls; bidi and separator characters must not stay raw either.
+        clean(&String::from_utf8_lossy(&quoted))
     }
 }
 
-/// Escapes control characters so text stays on one line and cannot fake a line break.
+/// Characters a sentence never shows raw: controls (C0, DEL, C1), bidi embeddings, overrides and
+/// isolates, line/paragraph separators, zero-width and other invisible format characters, tags.
+/// Shown raw they could break the line or make the sentence display in another order than it reads.
+fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+}
+
+/// Escapes the characters of [`must_escape`] visibly (`\n`, `\u{202E}`), so text stays on one
+/// line, in reading order, and cannot fake a line break.
 fn clean(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(must_escape) {
         return s.to_string();
     }
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if must_escape(c) => {
+                let _ = write!(out, "\\u{{{:X}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
 // Canonical bytes and the chain
 // ---------------------------------------------------------------------------------------------
 
-/// The bytes a record's hash covers: `seq`, every entry field, the sentence and `prev_hash`, as
-/// one canonical JSON object (see the module documentation for the exact form).
-pub fn canonical_bytes(seq: i64, entry: &Entry, sentence: &str, prev_hash: &str) -> Vec<u8> {
+/// The bytes a record's hash covers: `seq`, every entry field, the sentence, `prev_hash` and (from
+/// schema 2 on) `key_version`, as one canonical JSON object (see the module documentation for the
+/// exact form). `hash` itself is not covered.
+pub fn canonical_bytes(r: &Record) -> Vec<u8> {
+    let entry = &r.entry;
     let opt_str = |v: &Option<String>| v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()));
     let mut m = Map::new();
-    m.insert("schema_version".into(), SCHEMA_VERSION.into());
-    m.insert("seq".into(), seq.into());
+    m.insert("schema_version".into(), r.schema_version.into());
+    if r.schema_version >= 2 {
+        m.insert("key_version".into(), r.key_version.into());
+    }
+    m.insert("seq".into(), r.seq.into());
     m.insert("time_ms".into(), entry.time_ms.into());
     m.insert("request_id".into(), entry.request_id.clone().into());
     m.insert("agent".into(), entry.agent.clone().into());
@@ -463,8 +729,8 @@ pub fn canonical_bytes(seq: i64, entry: &Entry, sentence: &str, prev_hash: &str)
     m.insert("duration_ms".into(), entry.duration_ms.map_or(Value::Null, Value::from));
     m.insert("redactions".into(), entry.redactions.into());
     m.insert("build_number".into(), entry.build_number.map_or(Value::Null, Value::from));
-    m.insert("sentence".into(), sentence.into());
-    m.insert("prev_hash".into(), prev_hash.into());
+    m.insert("sentence".into(), r.sentence.clone().into());
+    m.insert("prev_hash".into(), r.prev_hash.clone().into());
     let mut out = Vec::with_capacity(512);
     write_canonical(&mut out, &Value::Object(m));
     out
@@ -544,18 +810,221 @@ fn mac(key: &[u8; 32]) -> Hmac<Sha256> {
     <Hmac<Sha256> as Mac>::new(&block.into())
 }
 
-fn compute_hash(key: &[u8; 32], seq: i64, entry: &Entry, sentence: &str, prev_hash: &str) -> String {
+fn compute_hash(key: &[u8; 32], r: &Record) -> String {
     let mut m = mac(key);
-    m.update(&canonical_bytes(seq, entry, sentence, prev_hash));
+    m.update(&canonical_bytes(r));
     hex::encode(m.finalize().into_bytes())
 }
 
-/// Makes record `seq` from an entry: writes its sentence, links it to `prev_hash` (the previous
-/// record's `hash`, or [`GENESIS`] for `seq` 1) and computes its `hash`.
-pub fn chain(key: &[u8; 32], seq: i64, entry: Entry, prev_hash: &str) -> Record {
+/// Makes record `seq` from an entry, sealed with audit key `key` of version `key_version`: writes
+/// its sentence, links it to `prev_hash` (the previous record's `hash`, or [`GENESIS`] for `seq`
+/// 1) and computes its `hash`.
+pub fn chain(key: &[u8; 32], key_version: u32, seq: i64, entry: Entry, prev_hash: &str) -> Record {
     let sentence = sentence(&entry);
-    let hash = compute_hash(key, seq, &entry, &sentence, prev_hash);
-    Record { seq, entry, sentence, prev_hash: prev_hash.to_string(), hash }
+    let mut r = Record {
+        seq,
+        schema_version: SCHEMA_VERSION,
+        key_version,
+        entry,
+        sentence,
+        prev_hash: prev_hash.to_string(),
+        hash: String::new(),
+    };
+    r.hash = compute_hash(key, &r);
+    r
+}
+
+/// Whether a record's hash is right under the key it names: `None` when that key is unknown.
+pub fn seal_ok(keys: &(impl Keyring + ?Sized), r: &Record) -> Option<bool> {
+    let key = keys.audit_key(r.key_version)?;
+    if r.schema_version == 1 && r.key_version != 1 {
+        // Schema 1 predates key versions: such a record can only have been sealed with version 1.
+        return Some(false);
+    }
+    Some(same(&compute_hash(key, r), &r.hash))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------------------------
+
+/// Where [`verify`] finds the audit key of each version.
+pub trait Keyring {
+    /// The key of `version`, if known.
+    fn audit_key(&self, version: u32) -> Option<&[u8; 32]>;
+}
+
+/// A single key serves every version (tests, and tools that hold one key).
+impl Keyring for [u8; 32] {
+    fn audit_key(&self, _version: u32) -> Option<&[u8; 32]> {
+        Some(self)
+    }
+}
+
+/// The installation's audit keys by version, and the version new records are sealed with.
+///
+/// `Debug` shows the versions only; the key bytes are zeroized on drop.
+#[derive(Clone)]
+pub struct AuditKeys {
+    keys: BTreeMap<u32, Zeroizing<[u8; 32]>>,
+    current: u32,
+}
+
+impl std::fmt::Debug for AuditKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditKeys")
+            .field("versions", &self.keys.keys().collect::<Vec<_>>())
+            .field("current", &self.current)
+            .finish()
+    }
+}
+
+impl AuditKeys {
+    /// A keyring holding `keys`; new records use the highest version. `None` when empty.
+    pub fn new(keys: impl IntoIterator<Item = (u32, Zeroizing<[u8; 32]>)>) -> Option<AuditKeys> {
+        let keys: BTreeMap<u32, Zeroizing<[u8; 32]>> = keys.into_iter().collect();
+        let current = *keys.keys().next_back()?;
+        Some(AuditKeys { keys, current })
+    }
+
+    /// The version new records are sealed with.
+    pub fn current_version(&self) -> u32 {
+        self.current
+    }
+
+    /// The key new records are sealed with.
+    pub fn current_key(&self) -> &[u8; 32] {
+        // `new` refuses an empty ring and `current` is always one of its keys.
+        self.keys.get(&self.current).map_or(&[0u8; 32], |k| k)
+    }
+
+    /// This ring plus `key` as a new current version.
+    pub fn with_new_version(&self, version: u32, key: Zeroizing<[u8; 32]>) -> AuditKeys {
+        let mut keys = self.keys.clone();
+        keys.insert(version, key);
+        AuditKeys { current: version.max(self.current), keys }
+    }
+
+    /// Every (version, key), oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &[u8; 32])> {
+        self.keys.iter().map(|(v, k)| (*v, &**k))
+    }
+}
+
+impl Keyring for AuditKeys {
+    fn audit_key(&self, version: u32) -> Option<&[u8; 32]> {
+        self.keys.get(&version).map(|k| &**k)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sealed head and stored checkpoints
+// ---------------------------------------------------------------------------------------------
+
+/// The newest `(seq, hash)` of the chain, MAC'd under an audit key and kept outside the audit
+/// table (updated in the same transaction as each append). `seq` 0 with [`GENESIS`] is an empty log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
+    pub key_version: u32,
+    pub mac: String,
+}
+
+/// A checkpoint the store keeps by itself every [`CHECKPOINT_EVERY`] records, MAC'd like the head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedCheckpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub key_version: u32,
+    pub mac: String,
+}
+
+/// What a MAC check of a head or stored checkpoint found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealCheck {
+    Valid,
+    Forged,
+    /// Sealed with a key version this keyring lacks.
+    UnknownKey,
+}
+
+fn pair_mac(key: &[u8; 32], label: &str, seq: i64, hash: &str, key_version: u32) -> String {
+    let mut m = mac(key);
+    // Length-free framing is safe here: the label is fixed, seq and version are decimal and the
+    // hash is hex, separated by a character none of them contains.
+    m.update(format!("{label}\n{seq}\n{hash}\n{key_version}").as_bytes());
+    hex::encode(m.finalize().into_bytes())
+}
+
+fn check_pair(keys: &(impl Keyring + ?Sized), label: &str, seq: i64, hash: &str, version: u32, mac: &str) -> SealCheck {
+    match keys.audit_key(version) {
+        None => SealCheck::UnknownKey,
+        Some(k) if same(&pair_mac(k, label, seq, hash, version), mac) => SealCheck::Valid,
+        Some(_) => SealCheck::Forged,
+    }
+}
+
+impl Head {
+    /// The head naming `(seq, hash)`, sealed with the ring's current key.
+    pub fn seal(keys: &AuditKeys, seq: i64, hash: &str) -> Head {
+        let v = keys.current_version();
+        Head {
+            seq,
+            hash: hash.to_string(),
+            key_version: v,
+            mac: pair_mac(keys.current_key(), HEAD_LABEL, seq, hash, v),
+        }
+    }
+
+    pub fn check(&self, keys: &(impl Keyring + ?Sized)) -> SealCheck {
+        check_pair(keys, HEAD_LABEL, self.seq, &self.hash, self.key_version, &self.mac)
+    }
+}
+
+impl SealedCheckpoint {
+    /// A checkpoint of `r`, sealed with the ring's current key.
+    pub fn seal(keys: &AuditKeys, r: &Record) -> SealedCheckpoint {
+        let v = keys.current_version();
+        SealedCheckpoint {
+            seq: r.seq,
+            hash: r.hash.clone(),
+            key_version: v,
+            mac: pair_mac(keys.current_key(), CHECKPOINT_LABEL, r.seq, &r.hash, v),
+        }
+    }
+
+    pub fn check(&self, keys: &(impl Keyring + ?Sized)) -> SealCheck {
+        check_pair(keys, CHECKPOINT_LABEL, self.seq, &self.hash, self.key_version, &self.mac)
+    }
+}
+
+/// Checks the sealed head against the last record of a verified log (`None` for an empty log).
+///
+/// Missing, forged, ahead of the log (records removed from the end, or all of them), naming
+/// another last record (replaced), or behind it (records added without sealing): each is an error.
+pub fn verify_head(
+    keys: &(impl Keyring + ?Sized),
+    head: Option<&Head>,
+    last: Option<&Record>,
+) -> Result<(), VerifyError> {
+    let head = head.ok_or(VerifyError::HeadMissing)?;
+    match head.check(keys) {
+        SealCheck::Valid => {}
+        SealCheck::Forged => return Err(VerifyError::HeadForged),
+        SealCheck::UnknownKey => return Err(VerifyError::UnknownKey { seq: head.seq, version: head.key_version }),
+    }
+    let (last_seq, last_hash) = last.map_or((0, GENESIS), |r| (r.seq, r.hash.as_str()));
+    if head.seq > last_seq {
+        return Err(VerifyError::HeadAhead { head: head.seq, last: last_seq });
+    }
+    if head.seq < last_seq {
+        return Err(VerifyError::HeadBehind { head: head.seq, last: last_seq });
+    }
+    if !same(&head.hash, last_hash) {
+        return Err(VerifyError::HeadMismatch { seq: last_seq });
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -571,7 +1040,8 @@ fn same(a: &str, b: &str) -> bool {
 /// * `from_prev`: `None` checks the whole log, which must start at record 1 linked to
 ///   [`GENESIS`] (a later first record means the head was deleted). `Some(hash)` checks a tail:
 ///   the first record may have any `seq` and must link to `hash`, the hash of the record before it.
-/// * For each record, in this order: its hash is recomputed with `key` ([`VerifyError::Edited`]);
+/// * For each record, in this order: its hash is recomputed with the key of the version it names
+///   ([`VerifyError::Edited`], or [`VerifyError::UnknownKey`] for a version `keys` lacks);
 ///   its `seq` must be the next one ([`VerifyError::Missing`] for a gap,
 ///   [`VerifyError::Reordered`] when records come back out of order); its `prev_hash` must be
 ///   the previous record's hash ([`VerifyError::Inserted`]); its time must not fall more than
@@ -583,7 +1053,7 @@ fn same(a: &str, b: &str) -> bool {
 ///
 /// Returns how many records were checked.
 pub fn verify<'a>(
-    key: &[u8; 32],
+    keys: &(impl Keyring + ?Sized),
     records: impl IntoIterator<Item = &'a Record>,
     from_prev: Option<&str>,
     checkpoints: &[Checkpoint],
@@ -603,9 +1073,10 @@ pub fn verify<'a>(
     while let Some(r) = records.next() {
         let seq = expected.unwrap_or(r.seq);
 
-        let recomputed = compute_hash(key, r.seq, &r.entry, &r.sentence, &r.prev_hash);
-        if !same(&recomputed, &r.hash) {
-            return Err(VerifyError::Edited { seq });
+        match seal_ok(keys, r) {
+            Some(true) => {}
+            Some(false) => return Err(VerifyError::Edited { seq }),
+            None => return Err(VerifyError::UnknownKey { seq, version: r.key_version }),
         }
         if r.seq > seq {
             if records.peek().is_some_and(|next| next.seq < r.seq) {
@@ -813,7 +1284,7 @@ mod tests {
             let mut e = if seq % 3 == 0 { denied_delete() } else { entry("trigger_build", Phase::Intent) };
             e.time_ms += seq * 1000;
             e.request_id = format!("req-{seq}");
-            out.push(chain(&KEY, seq, e, &prev));
+            out.push(chain(&KEY, 1, seq, e, &prev));
         }
         out
     }
@@ -861,6 +1332,8 @@ mod tests {
             |r| r.prev_hash = GENESIS.into(),
             |r| r.hash = r.hash.to_uppercase(),
             |r| r.seq = 100,
+            |r| r.key_version = 2,
+            |r| r.schema_version = 1,
         ];
         for (i, edit) in edits.iter().enumerate() {
             let mut l2 = l.clone();
@@ -896,10 +1369,10 @@ mod tests {
             forged.entry.agent = "ghost".into();
             forged.sentence = sentence(&forged.entry);
             forged.hash = match forge_key {
-                Some(k) => compute_hash(&k, 6, &forged.entry, &forged.sentence, &forged.prev_hash),
+                Some(k) => compute_hash(&k, &forged),
                 None => {
                     use sha2::Digest;
-                    hex::encode(Sha256::digest(canonical_bytes(6, &forged.entry, &forged.sentence, &forged.prev_hash)))
+                    hex::encode(Sha256::digest(canonical_bytes(&forged)))
                 }
             };
             let mut l2: Vec<Record> = l[..5].to_vec();
@@ -926,7 +1399,7 @@ mod tests {
         // Re-chain the other log from record 5 with the same key: record 5 differs from ours.
         for i in 4..10 {
             let prev = other[i - 1].hash.clone();
-            other[i] = chain(&KEY, other[i].seq, other[i].entry.clone(), &prev);
+            other[i] = chain(&KEY, 1, other[i].seq, other[i].entry.clone(), &prev);
         }
         let mut spliced = l.clone();
         spliced[6] = other[6].clone();
@@ -968,7 +1441,7 @@ mod tests {
             let mut e = r.entry.clone();
             e.agent = "someone-else".into();
             let prev = rewritten.last().map_or(GENESIS.to_string(), |p| p.hash.clone());
-            rewritten.push(chain(&KEY, r.seq, e, &prev));
+            rewritten.push(chain(&KEY, 1, r.seq, e, &prev));
         }
         assert_eq!(verify(&KEY, &rewritten, None, &[]), Ok(20));
         assert_eq!(verify(&KEY, &rewritten, None, &cps), Err(VerifyError::CheckpointMismatch { seq: 10 }));
@@ -985,7 +1458,7 @@ mod tests {
         let mut l = log(3);
         let mut e = l[2].entry.clone();
         e.time_ms -= CLOCK_TOLERANCE_MS + 10_000;
-        l[2] = chain(&KEY, 3, e, &l[1].hash);
+        l[2] = chain(&KEY, 1, 3, e, &l[1].hash);
         assert_eq!(verify(&KEY, &l, None, &[]), Err(VerifyError::ClockWentBack { seq: 3 }));
     }
 
@@ -997,7 +1470,7 @@ mod tests {
         e.args = json!({"z": 1, "a": {"y": [1, -2, 3.5, null, true], "b": "é\u{1}\"\\"}, "parameters": {"B": "1", "A": "2"}});
         e.time_ms += 30_000;
         let prev = l[19].hash.clone();
-        l.push(chain(&KEY, 21, e, &prev));
+        l.push(chain(&KEY, 1, 21, e, &prev));
         let lines: Vec<String> = l.iter().map(to_json_line).collect();
         assert!(lines.iter().all(|s| !s.contains('\n')));
         let back: Vec<Record> = lines.iter().map(|s| serde_json::from_str(s)).collect::<Result<_, _>>().unwrap();
@@ -1007,13 +1480,12 @@ mod tests {
         let r = &back[20];
         let mut reordered = r.entry.clone();
         reordered.args = json!({"parameters": {"A": "2", "B": "1"}, "a": {"b": "é\u{1}\"\\", "y": [1, -2, 3.5, null, true]}, "z": 1});
-        assert_eq!(
-            canonical_bytes(r.seq, &reordered, &r.sentence, &r.prev_hash),
-            canonical_bytes(r.seq, &r.entry, &r.sentence, &r.prev_hash)
-        );
-        let text = String::from_utf8(canonical_bytes(1, &r.entry, "s", GENESIS)).unwrap();
+        assert_eq!(canonical_bytes(&Record { entry: reordered, ..r.clone() }), canonical_bytes(r));
+        let probe = Record { seq: 1, sentence: "s".into(), prev_hash: GENESIS.into(), ..r.clone() };
+        let text = String::from_utf8(canonical_bytes(&probe)).unwrap();
         assert!(text.starts_with(r#"{"agent":"release-bot","allowed":true,"args":{"a":{"b":"é\u0001\"\\","y":[1,-2,3.5,null,true]},"parameters":{"A":"2","B":"1"},"z":1},"build_number":null,"#), "{text}");
-        assert!(text.contains(r#""schema_version":1,"sentence":"s","seq":1,"surface":"mcp","#), "{text}");
+        assert!(text.contains(r#""schema_version":2,"sentence":"s","seq":1,"surface":"mcp","#), "{text}");
+        assert!(text.contains(r#""key_id":"key-abc","key_version":1,"operation""#), "{text}");
     }
 
     #[test]
@@ -1033,5 +1505,240 @@ mod tests {
         );
         assert_eq!(VerifyError::Missing { after: 4, next: 6 }.to_string(), "record 5 is missing (deleted)");
         assert!(VerifyError::Truncated { checkpoint: 55, last: 40 }.to_string().starts_with("the log ends at 40"));
+    }
+
+    #[test]
+    fn failed_cancelled_and_noted_outcomes_read_plainly() {
+        let mut e = entry("trigger_build", Phase::Outcome);
+        let with = |e: &mut Entry, o: &str| {
+            e.outcome = Some(o.into());
+            sentence(e)
+        };
+        let s = with(&mut e, "cancelled: the MCP client sent notifications/cancelled");
+        assert_eq!(
+            s,
+            "release-bot started to trigger a build of release/deploy-production on prod with ENV=staging; the client \
+             cancelled the call (the MCP client sent notifications/cancelled) — allowed by grant 7 (Trigger a build: \
+             full use on release/**)"
+        );
+        assert!(with(&mut e, "cancelled").contains("; the client cancelled the call — allowed"));
+        let s = with(&mut e, "ok: merged by Jenkins into an identical build already queued");
+        assert!(
+            s.starts_with(
+                "release-bot triggered a build of release/deploy-production on prod with ENV=staging (merged by Jenkins"
+            ),
+            "{s}"
+        );
+        assert!(!s.contains("failed"), "{s}");
+        let s = with(&mut e, "replayed: same idempotency key, no new build");
+        assert!(s.contains("(replayed: same idempotency key, no new build) — allowed"), "{s}");
+        for failed in ["error: Jenkins answered 500", "ERROR: Jenkins answered 500", "timed out", "error:"] {
+            let s = with(&mut e, failed);
+            assert!(s.contains("tried to trigger") && s.contains("but it failed: "), "{failed}: {s}");
+            assert!(!s.contains(" triggered "), "{failed}: {s}");
+        }
+        e.phase = Phase::Read;
+        e.operation = "get_build_log".into();
+        let s = with(&mut e, "cancelled: client disconnected");
+        assert!(s.starts_with("release-bot started to read the console log of"), "{s}");
+    }
+
+    #[test]
+    fn sentences_escape_bidi_separators_and_controls() {
+        let mut e = entry("trigger_build", Phase::Intent);
+        e.agent = "bot\u{202E}evil".into();
+        e.target = Some("team/\u{2066}api\u{2069}\u{2028}x".into());
+        e.controller = "prod\u{2029}\u{85}".into();
+        e.reason = "allowed by grant 7 \u{202A}(x)\u{202C}\u{200F}\u{FEFF}".into();
+        e.args = json!({"parameters": {"A\u{202D}": "v\u{202B}", "B": "x\u{7f}y", "C": "\u{E0041}"}});
+        let s = sentence(&e);
+        for c in s.chars() {
+            assert!(!must_escape(c), "raw {:?} in {s}", c);
+        }
+        assert!(s.starts_with(r"bot\u{202E}evil asked to trigger a build of team/\u{2066}api\u{2069}\u{2028}x on prod\u{2029}\u{85} with "), "{s}");
+        assert!(
+            s.contains(r#""A\u{202D}"="v\u{202B}""#) && s.contains(r#"B="x\u{7F}y""#) && s.contains(r#"C="\u{E0041}""#),
+            "{s}"
+        );
+        assert!(s.ends_with(r"allowed by grant 7 \u{202A}(x)\u{202C}\u{200F}\u{FEFF}"), "{s}");
+        // Ordinary non-ASCII text stays as it is.
+        e.agent = "bøt-é".into();
+        assert!(sentence(&e).starts_with("bøt-é asked"));
+    }
+
+    fn admin(op: &str, phase: Phase, target: &str, args: Value) -> Entry {
+        Entry {
+            agent: "admin".into(),
+            key_id: None,
+            surface: Surface::Cli,
+            client_addr: None,
+            controller: String::new(),
+            operation: op.into(),
+            target: Some(target.into()),
+            args,
+            phase,
+            grant: None,
+            reason: String::new(),
+            outcome: if phase == Phase::Intent { None } else { Some("ok".into()) },
+            ..entry(op, phase)
+        }
+    }
+
+    #[test]
+    fn admin_changes_read_as_sentences() {
+        let g = json!({"grant": "Trigger a build: full use on release/**", "id": 7});
+        assert_eq!(
+            sentence(&admin("admin.grant", Phase::Outcome, "release-bot", g.clone())),
+            "admin (local CLI) granted release-bot Trigger a build: full use on release/** (grant 7)"
+        );
+        assert_eq!(
+            sentence(&admin("admin.grant", Phase::Intent, "release-bot", g.clone())),
+            "admin (local CLI) asked to grant release-bot Trigger a build: full use on release/**"
+        );
+        let mut failed = admin("admin.grant", Phase::Outcome, "release-bot", g);
+        failed.outcome = Some("error: database error while storing the grant: disk full".into());
+        assert_eq!(
+            sentence(&failed),
+            "admin (local CLI) tried to grant release-bot Trigger a build: full use on release/**, but it failed: \
+             database error while storing the grant: disk full"
+        );
+        let cases = [
+            (
+                "admin.agent.create",
+                "triage-bot",
+                json!({"key_id": "k1"}),
+                "admin (local CLI) created agent triage-bot with key k1",
+            ),
+            (
+                "admin.key.create",
+                "triage-bot",
+                json!({"key_id": "k2"}),
+                "admin (local CLI) issued key k2 to agent triage-bot",
+            ),
+            (
+                "admin.key.revoke",
+                "triage-bot",
+                json!({"revoked": 2}),
+                "admin (local CLI) revoked every key of agent triage-bot (2 revoked)",
+            ),
+            (
+                "admin.key.revoke",
+                "triage-bot",
+                json!({"key_id": "k2", "revoked": 1}),
+                "admin (local CLI) revoked key k2 of agent triage-bot",
+            ),
+            (
+                "admin.controller.add",
+                "prod",
+                json!({"url": "https://ci.example.com/"}),
+                "admin (local CLI) added controller prod at https://ci.example.com/",
+            ),
+            ("admin.controller.remove", "prod", json!({}), "admin (local CLI) removed controller prod"),
+            (
+                "admin.ungrant",
+                "release-bot",
+                json!({"id": 7, "grant": "Read job and build status: read"}),
+                "admin (local CLI) removed grant 7 (Read job and build status: read) from release-bot",
+            ),
+            (
+                "admin.key.rotate",
+                "",
+                json!({"old_key_id": "aa", "new_key_id": "bb", "audit_key_version": 3}),
+                "admin (local CLI) rotated the master key (key id aa → bb; audit key version 3)",
+            ),
+        ];
+        for (op, target, args, want) in cases {
+            assert_eq!(sentence(&admin(op, Phase::Outcome, target, args)), want);
+        }
+        let mut web = admin("admin.controller.remove", Phase::Outcome, "prod", json!({}));
+        web.agent = "alice\u{202E}".into();
+        web.surface = Surface::Web;
+        assert_eq!(sentence(&web), r"alice\u{202E} (web console) removed controller prod");
+    }
+
+    fn ring(versions: &[u32]) -> AuditKeys {
+        AuditKeys::new(versions.iter().map(|&v| (v, Zeroizing::new([v as u8; 32])))).unwrap()
+    }
+
+    #[test]
+    fn records_under_several_key_versions_verify() {
+        let keys = ring(&[1, 2, 3]);
+        assert_eq!(keys.current_version(), 3);
+        let mut out: Vec<Record> = Vec::new();
+        for seq in 1..=9i64 {
+            let v = (seq as u32 - 1) / 3 + 1;
+            let prev = out.last().map_or(GENESIS.to_string(), |r| r.hash.clone());
+            let mut e = entry("trigger_build", Phase::Intent);
+            e.time_ms += seq;
+            out.push(chain(keys.audit_key(v).unwrap(), v, seq, e, &prev));
+        }
+        assert_eq!(verify(&keys, &out, None, &[]), Ok(9));
+        // Without version 2, record 4 cannot be checked.
+        let partial = ring(&[1, 3]);
+        assert_eq!(verify(&partial, &out, None, &[]), Err(VerifyError::UnknownKey { seq: 4, version: 2 }));
+        // Claiming another version changes the bytes: edited.
+        let mut l = out.clone();
+        l[4].key_version = 3;
+        assert_eq!(verify(&keys, &l, None, &[]), Err(VerifyError::Edited { seq: 5 }));
+        assert!(format!("{keys:?}").contains("versions: [1, 2, 3]"));
+    }
+
+    #[test]
+    fn schema_one_records_still_verify() {
+        // A record as the first jgate wrote it: no schema_version or key_version in its JSON.
+        let mut r = chain(&KEY, 1, 1, entry("trigger_build", Phase::Intent), GENESIS);
+        r.schema_version = 1;
+        r.hash = compute_hash(&KEY, &r);
+        let mut v: Value = serde_json::from_str(&to_json_line(&r)).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("schema_version");
+        obj.remove("key_version");
+        let back: Record = serde_json::from_value(v).unwrap();
+        assert_eq!((back.schema_version, back.key_version), (1, 1));
+        assert_eq!(verify(&KEY, [&back], None, &[]), Ok(1));
+        let text = String::from_utf8(canonical_bytes(&back)).unwrap();
+        assert!(text.contains(r#""schema_version":1"#) && !text.contains("key_version"), "{text}");
+        // A schema-1 record naming another key version is not genuine.
+        let keys = ring(&[1, 2]);
+        let mut odd = back.clone();
+        odd.key_version = 2;
+        assert_eq!(seal_ok(&keys, &odd), Some(false));
+    }
+
+    #[test]
+    fn the_sealed_head_catches_truncation_and_replacement() {
+        let keys = ring(&[1, 2]);
+        let l: Vec<Record> = {
+            let mut out: Vec<Record> = Vec::new();
+            for seq in 1..=6 {
+                let prev = out.last().map_or(GENESIS.to_string(), |r| r.hash.clone());
+                out.push(chain(keys.current_key(), 2, seq, entry("get_job", Phase::Read), &prev));
+            }
+            out
+        };
+        let head = Head::seal(&keys, 6, &l[5].hash);
+        assert_eq!(head.check(&keys), SealCheck::Valid);
+        assert_eq!(verify_head(&keys, Some(&head), l.last()), Ok(()));
+        assert_eq!(verify_head(&keys, Some(&head), l[..4].last()), Err(VerifyError::HeadAhead { head: 6, last: 4 }));
+        let gone = verify_head(&keys, Some(&head), None).unwrap_err();
+        assert_eq!(gone, VerifyError::HeadAhead { head: 6, last: 0 });
+        assert!(gone.to_string().starts_with("the log is empty but its sealed head says 6 records were written"));
+        assert_eq!(verify_head(&keys, None, l.last()), Err(VerifyError::HeadMissing));
+        let mut forged = head.clone();
+        forged.seq = 4;
+        assert_eq!(verify_head(&keys, Some(&forged), l[..4].last()), Err(VerifyError::HeadForged));
+        let mut replaced = l.clone();
+        replaced[5] = chain(keys.current_key(), 2, 6, entry("get_queue", Phase::Read), &l[4].hash);
+        assert_eq!(verify_head(&keys, Some(&head), replaced.last()), Err(VerifyError::HeadMismatch { seq: 6 }));
+        let older = Head::seal(&keys, 5, &l[4].hash);
+        assert_eq!(verify_head(&keys, Some(&older), l.last()), Err(VerifyError::HeadBehind { head: 5, last: 6 }));
+        assert_eq!(head.check(&ring(&[1])), SealCheck::UnknownKey);
+        let empty = Head::seal(&keys, 0, GENESIS);
+        assert_eq!(verify_head(&keys, Some(&empty), None), Ok(()));
+        // Checkpoints are sealed under their own label: a head's MAC does not pass as one.
+        let cp = SealedCheckpoint::seal(&keys, &l[5]);
+        assert_eq!(cp.check(&keys), SealCheck::Valid);
+        let swapped = SealedCheckpoint { mac: head.mac.clone(), ..cp };
+        assert_eq!(swapped.check(&keys), SealCheck::Forged);
     }
 }

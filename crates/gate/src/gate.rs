@@ -1,24 +1,27 @@
-//! The gate: the one path every agent call takes, and the administrator's operations.
-//!
-//! agent → surface → [`Gate::authenticate`] → [`Gate::call`]: resolve the catalog operation and
-//! its target → policy decision → audit "intent" (writes; fail closed) → execute through the wire
-//! client → audit "outcome" → response. Surfaces (MCP, proxy, CLI, web) call `call`; none has
-//! policy or audit code of its own.
+//! The gate: controllers, agents, grants and keys (each administrative change audited), the
+//! audit log's keys and verification, and [`Gate::record`] — the one seam every audit append goes
+//! through. The agent call path (begin → executor → finish) is in [`crate::call`].
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use jenkins::ssrf::AllowEntry;
 use jenkins::{ConnectionReport, Credentials, JenkinsClient, TlsOptions};
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
 
-use crate::audit::{self, Checkpoint, Entry, Record, Surface};
+use crate::audit::{self, AuditKeys, Checkpoint, Entry, Head, Phase, Record, SealCheck, Surface, VerifyError};
+use crate::audit_device::{self, AuditDevice};
 use crate::call::{CallState, Limits};
 use crate::catalog::Group;
 use crate::keys;
 use crate::policy::{self, Grant, Level, ParamConstraint};
-use crate::secrets::{self, MasterKey, Sealed};
-use crate::store::{AgentRow, AuditFilter, ControllerRow, KeyRow, Store, StoreError, now_ms};
+use crate::secrets::{self, MasterKey, Sealed, SecretsError};
+use crate::store::{
+    AgentRow, AuditFilter, ControllerRow, KeyRow, META_AUDIT_HEAD, META_KEY_CHECK, Store, StoreError, now_ms,
+};
 
 pub use crate::error::GateError;
 
@@ -30,6 +33,55 @@ pub struct Caller {
     pub surface: Surface,
     pub client_addr: Option<String>,
     pub request_id: String,
+}
+
+/// Who makes an administrative change, and through which surface; named in its audit records
+/// ("alice (local CLI) created agent triage-bot").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub name: String,
+    pub surface: Surface,
+}
+
+impl Admin {
+    pub fn new(name: impl Into<String>, surface: Surface) -> Admin {
+        Admin { name: name.into(), surface }
+    }
+
+    /// The operator at the local CLI: the login name (`$USER`, `$LOGNAME`), else "admin". Not an
+    /// authentication: whoever runs the CLI can already write the store.
+    pub fn local_cli() -> Admin {
+        let name = ["USER", "LOGNAME"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .map(|n| n.trim().to_string())
+            .find(|n| !n.is_empty())
+            .unwrap_or_else(|| "admin".into());
+        Admin { name, surface: Surface::Cli }
+    }
+}
+
+/// What `verify --file` found besides the chain: how many file records matched, and how many
+/// database records the file lacks (the device was off, or failed, when they were written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileReport {
+    pub file_records: u64,
+    pub missing_from_file: u64,
+}
+
+/// The master key's check value as stored (`jgate_meta` [`META_KEY_CHECK`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyCheck {
+    key_id: String,
+    check: String,
+}
+
+fn audit_key_aad(version: u32) -> String {
+    format!("jgate:audit-key:{version}")
+}
+
+fn to_json(v: &impl serde::Serialize) -> Result<String, GateError> {
+    serde_json::to_string(v).map_err(|e| GateError::Invalid(e.to_string()))
 }
 
 /// A controller to add.
@@ -57,7 +109,13 @@ pub use crate::ops::ProgressSink;
 pub struct Gate {
     store: Store,
     master: MasterKey,
-    hmac_key: [u8; 32],
+    /// The audit keys (opened from the store with the master key); replaced by a rotation.
+    audit_keys: RwLock<Arc<AuditKeys>>,
+    /// The optional second audit device.
+    device: Option<Arc<AuditDevice>>,
+    /// Set once this gate rotated the master key: its `master` is stale, so it makes no further
+    /// administrative changes.
+    rotated: AtomicBool,
     connections: tokio::sync::Mutex<HashMap<String, Connection>>,
     /// The call path's limits and per-process state (see [`crate::call`]).
     pub(crate) calls: CallState,
@@ -68,14 +126,154 @@ fn token_aad(controller: &str) -> String {
 }
 
 impl Gate {
-    pub fn new(store: Store, master: MasterKey) -> Gate {
-        let hmac_key = master.audit_hmac_key();
-        Gate {
+    /// Opens the gate over `store` with `master`, writing records also to `device` if given.
+    ///
+    /// Before anything can be written, the master key is checked against the store's check value
+    /// (a wrong `JGATE_MASTER_KEY` or key file is refused with [`SecretsError::MasterKeyMismatch`],
+    /// and nothing is written). On the first open of a store the check value, audit key version 1
+    /// (the key jgate always derived from the master key, so earlier records keep verifying) and
+    /// the sealed head are written.
+    pub async fn open(store: Store, master: MasterKey, device: Option<AuditDevice>) -> Result<Gate, GateError> {
+        let keys = Self::open_audit(&store, &master).await?;
+        Ok(Gate {
             store,
             master,
-            hmac_key,
+            audit_keys: RwLock::new(Arc::new(keys)),
+            device: device.map(Arc::new),
+            rotated: AtomicBool::new(false),
             connections: tokio::sync::Mutex::new(HashMap::new()),
             calls: CallState::default(),
+        })
+    }
+
+    async fn open_audit(store: &Store, master: &MasterKey) -> Result<AuditKeys, GateError> {
+        let mut tx = store.locked().await?;
+        let set_up = match tx.meta(META_KEY_CHECK).await? {
+            Some(text) => {
+                let stored: KeyCheck = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("the master key check value: {e}")))?;
+                if !bool::from(subtle::ConstantTimeEq::ct_eq(stored.check.as_bytes(), master.check_value().as_bytes()))
+                {
+                    return Err(SecretsError::MasterKeyMismatch { key_id: master.id(), expected: stored.key_id }.into());
+                }
+                true
+            }
+            None => {
+                Self::check_unmarked_store(&mut tx, master).await?;
+                tx.put_meta(META_KEY_CHECK, &to_json(&KeyCheck { key_id: master.id(), check: master.check_value() })?)
+                    .await?;
+                false
+            }
+        };
+        let sealed = tx.audit_keys().await?;
+        let mut ring = Vec::with_capacity(sealed.len().max(1));
+        if sealed.is_empty() {
+            if set_up {
+                return Err(StoreError::Corrupt(
+                    "the audit keys are missing although this store was set up: the audit state was deleted".into(),
+                )
+                .into());
+            }
+            // Version 1 is the key jgate always derived from the master key: records written
+            // before audit keys were stored verify with it.
+            let key = zeroize::Zeroizing::new(master.audit_hmac_key());
+            tx.put_audit_key(1, &to_json(&secrets::seal_key(master, &key, &audit_key_aad(1))?)?).await?;
+            ring.push((1, key));
+        }
+        for (version, text) in sealed {
+            let s: Sealed = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("audit key version {version}: {e}")))?;
+            ring.push((version, secrets::open_key(master, &s, &audit_key_aad(version))?));
+        }
+        let keys = AuditKeys::new(ring).ok_or_else(|| StoreError::Corrupt("no audit key".into()))?;
+        // A set-up store whose head is gone keeps it gone: appends stop and verify reports it.
+        if !set_up && tx.meta(META_AUDIT_HEAD).await?.is_none() {
+            let (seq, hash) = tx.last_audit().await?.map_or((0, audit::GENESIS.to_string()), |(s, h, _)| (s, h));
+            tx.put_head(&Head::seal(&keys, seq, &hash)).await?;
+        }
+        tx.commit().await?;
+        Ok(keys)
+    }
+
+    /// A store set up before check values existed: make sure `master` is the key its data was
+    /// sealed with before recording it as *the* key (a wrong key must not win by being first).
+    async fn check_unmarked_store(tx: &mut crate::store::Locked<'_>, master: &MasterKey) -> Result<(), GateError> {
+        if let Some(c) = tx.controllers().await?.first() {
+            let sealed: Sealed =
+                serde_json::from_str(&c.sealed_token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if secrets::open(master, &sealed, &token_aad(&c.name)).is_err() {
+                return Err(
+                    SecretsError::MasterKeyMismatch { key_id: master.id(), expected: sealed.master_key_id }.into()
+                );
+            }
+            return Ok(());
+        }
+        if let Some((_, _, json)) = tx.last_audit().await?
+            && let Ok(r) = serde_json::from_str::<Record>(&json)
+            && audit::seal_ok(&master.audit_hmac_key(), &r) == Some(false)
+        {
+            return Err(SecretsError::MasterKeyMismatch { key_id: master.id(), expected: "unknown".into() }.into());
+        }
+        Ok(())
+    }
+
+    /// The audit keys in use.
+    fn keys(&self) -> Arc<AuditKeys> {
+        self.audit_keys.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// An administrative audit entry (phase intent; [`Gate::admin_outcome`] turns it into the outcome).
+    fn admin_entry(admin: &Admin, op: &str, target: Option<&str>, controller: Option<&str>, args: Value) -> Entry {
+        let time_ms = now_ms();
+        Entry {
+            time_ms,
+            request_id: format!("admin-{}-{time_ms}", std::process::id()),
+            agent: admin.name.clone(),
+            key_id: None,
+            surface: admin.surface,
+            client_addr: None,
+            controller: controller.unwrap_or_default().to_string(),
+            operation: op.to_string(),
+            target: target.map(str::to_string),
+            args,
+            phase: Phase::Intent,
+            allowed: true,
+            grant: None,
+            reason: String::new(),
+            outcome: None,
+            http_status: None,
+            duration_ms: None,
+            redactions: 0,
+            build_number: None,
+        }
+    }
+
+    /// Records that an administrator is about to make a change: no record, no change.
+    async fn admin_intent(&self, entry: &Entry) -> Result<(), GateError> {
+        if self.rotated.load(Ordering::SeqCst) {
+            return Err(GateError::Invalid(
+                "this jgate rotated the master key: reopen it with the new key before making further changes".into(),
+            ));
+        }
+        self.record(entry.clone()).await.map(|_| ()).map_err(|e| GateError::AuditUnavailable(e.to_string()))
+    }
+
+    /// Records how an administrative change went (`extra` joins the arguments on success). The
+    /// change is done (or failed) by now, so a failure to record is logged, not returned.
+    async fn admin_outcome<T>(&self, mut entry: Entry, result: &Result<T, GateError>, extra: Value) {
+        entry.phase = Phase::Outcome;
+        entry.time_ms = now_ms();
+        match result {
+            Ok(_) => {
+                entry.outcome = Some("ok".into());
+                if let (Value::Object(args), Value::Object(more)) = (&mut entry.args, extra) {
+                    args.extend(more);
+                }
+            }
+            Err(e) => entry.outcome = Some(format!("error: {e}")),
+        }
+        if let Err(e) = self.record(entry).await {
+            tracing::error!(error = %e, "an administrative change was made, but its outcome could not be audited (its intent was)");
         }
     }
 
@@ -116,8 +314,11 @@ impl Gate {
 
     /// Adds a controller after a successful connection test (or unconditionally with `force`).
     /// The token is sealed (envelope encryption bound to the controller's name).
+    ///
+    /// Audited as `admin.controller.add` (intent before storing, then the outcome).
     pub async fn add_controller(
         &self,
+        admin: &Admin,
         c: NewController,
         force: bool,
     ) -> Result<(ControllerRow, Option<ConnectionReport>), GateError> {
@@ -149,26 +350,56 @@ impl Gate {
                 None
             }
         };
-        let sealed = secrets::seal(&self.master, &c.token, &token_aad(&c.name))?;
-        let row = ControllerRow {
-            id: 0,
-            name: c.name.clone(),
-            base_url: client.base_url().to_string(),
-            username: c.username.clone(),
-            secret_kind: if c.password { "password".into() } else { "token".into() },
-            sealed_token: serde_json::to_string(&sealed).map_err(|e| GateError::Invalid(e.to_string()))?,
-            tls_ca_pem: c.ca_pem.clone(),
-            tls_insecure: c.insecure,
-            allow_private: c.allow_private.clone(),
-            jenkins_version: report.as_ref().and_then(|r| r.version.clone()),
-            plugins: report
-                .as_ref()
-                .map(|r| r.capabilities.plugins.iter().map(|p| format!("{}@{}", p.short_name, p.version)).collect())
-                .unwrap_or_default(),
-            created_ms: now_ms(),
-        };
-        let id = self.store.insert_controller(&row).await?;
-        Ok((ControllerRow { id, ..row }, report))
+        let entry = Self::admin_entry(
+            admin,
+            "admin.controller.add",
+            Some(&c.name),
+            Some(&c.name),
+            json!({"url": client.base_url().to_string(), "username": c.username, "password": c.password,
+                   "allow_private": c.allow_private, "tls_insecure": c.insecure, "forced": report.is_none()}),
+        );
+        self.admin_intent(&entry).await?;
+        let result = async {
+            let sealed = secrets::seal(&self.master, &c.token, &token_aad(&c.name))?;
+            let row = ControllerRow {
+                id: 0,
+                name: c.name.clone(),
+                base_url: client.base_url().to_string(),
+                username: c.username.clone(),
+                secret_kind: if c.password { "password".into() } else { "token".into() },
+                sealed_token: to_json(&sealed)?,
+                tls_ca_pem: c.ca_pem.clone(),
+                tls_insecure: c.insecure,
+                allow_private: c.allow_private.clone(),
+                jenkins_version: report.as_ref().and_then(|r| r.version.clone()),
+                plugins: report
+                    .as_ref()
+                    .map(|r| r.capabilities.plugins.iter().map(|p| format!("{}@{}", p.short_name, p.version)).collect())
+                    .unwrap_or_default(),
+                created_ms: now_ms(),
+            };
+            let id = self.store.insert_controller(&row).await?;
+            Ok(ControllerRow { id, ..row })
+        }
+        .await;
+        self.admin_outcome(entry, &result, json!({})).await;
+        Ok((result?, report))
+    }
+
+    /// Removes a stored controller; `false` if there is none by that name (nothing recorded).
+    /// Audited as `admin.controller.remove`.
+    pub async fn remove_controller(&self, admin: &Admin, name: &str) -> Result<bool, GateError> {
+        if self.store.controller(name).await?.is_none() {
+            return Ok(false);
+        }
+        let entry = Self::admin_entry(admin, "admin.controller.remove", Some(name), Some(name), json!({}));
+        self.admin_intent(&entry).await?;
+        let result = self.store.delete_controller(name).await.map_err(GateError::from);
+        if result.is_ok() {
+            self.connections.lock().await.remove(name);
+        }
+        self.admin_outcome(entry, &result, json!({})).await;
+        result
     }
 
     /// A stored controller's wire client and the secrets its answers must never echo, built
@@ -245,26 +476,77 @@ impl Gate {
         Ok(report)
     }
 
-    /// Re-wraps every controller token's data key with `new` (the master-key rotation).
-    pub async fn rotate_master_key(&self, new: &MasterKey) -> Result<usize, GateError> {
+    /// The master-key rotation, in one transaction: re-wraps every controller token's data key
+    /// and every audit key with `new`, starts a new audit key version for the records that follow,
+    /// and replaces the check value. Returns how many controller tokens were re-wrapped.
+    ///
+    /// Audited as `admin.key.rotate`: the intent under the old audit key, the outcome under the new
+    /// one. Afterwards this gate makes no further administrative changes (reopen with `new`).
+    pub async fn rotate_master_key(&self, admin: &Admin, new: &MasterKey) -> Result<usize, GateError> {
+        let entry = Self::admin_entry(
+            admin,
+            "admin.key.rotate",
+            None,
+            None,
+            json!({"old_key_id": self.master.id(), "new_key_id": new.id()}),
+        );
+        self.admin_intent(&entry).await?;
+        let result = self.rotate_in_store(new).await;
+        let extra = match &result {
+            Ok((n, version, keys)) => {
+                *self.audit_keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys.clone());
+                self.rotated.store(true, Ordering::SeqCst);
+                json!({"audit_key_version": version, "rewrapped": n})
+            }
+            Err(_) => json!({}),
+        };
+        self.admin_outcome(entry, &result, extra).await;
+        result.map(|(n, _, _)| n)
+    }
+
+    async fn rotate_in_store(&self, new: &MasterKey) -> Result<(usize, u32, AuditKeys), GateError> {
+        let mut tx = self.store.locked().await?;
+        // Another process may have rotated since this gate opened: then this key is stale.
+        let check: Option<KeyCheck> = tx.meta(META_KEY_CHECK).await?.and_then(|t| serde_json::from_str(&t).ok());
+        if check.as_ref().is_none_or(|c| c.check != self.master.check_value()) {
+            return Err(SecretsError::MasterKeyMismatch {
+                key_id: self.master.id(),
+                expected: check.map_or_else(|| "unknown".into(), |c| c.key_id),
+            }
+            .into());
+        }
         let mut n = 0;
-        for row in self.store.controllers().await? {
+        for row in tx.controllers().await? {
             let sealed: Sealed =
                 serde_json::from_str(&row.sealed_token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let rewrapped = secrets::rewrap(&self.master, new, &sealed, &token_aad(&row.name))?;
-            let json = serde_json::to_string(&rewrapped).map_err(|e| GateError::Invalid(e.to_string()))?;
-            self.store.update_controller_seal(&row.name, &json).await?;
+            tx.update_controller_seal(&row.name, &to_json(&rewrapped)?).await?;
             n += 1;
         }
-        Ok(n)
+        let mut latest = 0;
+        for (version, text) in tx.audit_keys().await? {
+            let sealed: Sealed = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("audit key version {version}: {e}")))?;
+            let rewrapped = secrets::rewrap(&self.master, new, &sealed, &audit_key_aad(version))?;
+            tx.put_audit_key(version, &to_json(&rewrapped)?).await?;
+            latest = latest.max(version);
+        }
+        let version = latest + 1;
+        let key = secrets::random_key();
+        tx.put_audit_key(version, &to_json(&secrets::seal_key(new, &key, &audit_key_aad(version))?)?).await?;
+        tx.put_meta(META_KEY_CHECK, &to_json(&KeyCheck { key_id: new.id(), check: new.check_value() })?).await?;
+        tx.commit().await?;
+        Ok((n, version, self.keys().with_new_version(version, key)))
     }
 
     // -----------------------------------------------------------------------------------------
     // agents and grants
 
     /// Creates an agent and its first key. The key is returned once; only its hash is stored.
+    /// Audited as `admin.agent.create`.
     pub async fn create_agent(
         &self,
+        admin: &Admin,
         name: &str,
         description: &str,
         expires_ms: Option<i64>,
@@ -272,19 +554,48 @@ impl Gate {
         if name.trim().is_empty() || name.contains(char::is_whitespace) {
             return Err(GateError::Invalid(format!("agent name '{name}' must be one word (e.g. triage-bot)")));
         }
-        let id = self.store.insert_agent(name, description).await?;
+        if self.store.agent(name).await?.is_some() {
+            return Err(StoreError::Duplicate { what: "agent", name: name.to_string() }.into());
+        }
         let key = keys::generate();
-        self.store.insert_key(id, &key.key_id, &key.hash, expires_ms).await?;
-        let agent = self.store.agent(name).await?.ok_or_else(|| StoreError::Corrupt("agent vanished".into()))?;
-        Ok((agent, key))
+        let entry = Self::admin_entry(
+            admin,
+            "admin.agent.create",
+            Some(name),
+            None,
+            json!({"description": description, "key_id": key.key_id, "expires_ms": expires_ms}),
+        );
+        self.admin_intent(&entry).await?;
+        let result = async {
+            let id = self.store.insert_agent(name, description).await?;
+            self.store.insert_key(id, &key.key_id, &key.hash, expires_ms).await?;
+            Ok(self.store.agent(name).await?.ok_or_else(|| StoreError::Corrupt("agent vanished".into()))?)
+        }
+        .await;
+        self.admin_outcome(entry, &result, json!({})).await;
+        Ok((result?, key))
     }
 
-    /// Adds a key to an existing agent.
-    pub async fn new_key(&self, agent: &str, expires_ms: Option<i64>) -> Result<keys::NewKey, GateError> {
+    /// Adds a key to an existing agent. Audited as `admin.key.create`.
+    pub async fn new_key(
+        &self,
+        admin: &Admin,
+        agent: &str,
+        expires_ms: Option<i64>,
+    ) -> Result<keys::NewKey, GateError> {
         let row = self.agent_row(agent).await?;
         let key = keys::generate();
-        self.store.insert_key(row.id, &key.key_id, &key.hash, expires_ms).await?;
-        Ok(key)
+        let entry = Self::admin_entry(
+            admin,
+            "admin.key.create",
+            Some(agent),
+            None,
+            json!({"key_id": key.key_id, "expires_ms": expires_ms}),
+        );
+        self.admin_intent(&entry).await?;
+        let result = self.store.insert_key(row.id, &key.key_id, &key.hash, expires_ms).await.map_err(GateError::from);
+        self.admin_outcome(entry, &result, json!({})).await;
+        result.map(|_| key)
     }
 
     async fn agent_row(&self, agent: &str) -> Result<AgentRow, GateError> {
@@ -304,15 +615,23 @@ impl Gate {
         Ok(out)
     }
 
-    pub async fn revoke(&self, agent: &str, key_id: Option<&str>) -> Result<u64, GateError> {
+    /// Revokes all of an agent's keys, or one. Audited as `admin.key.revoke`.
+    pub async fn revoke(&self, admin: &Admin, agent: &str, key_id: Option<&str>) -> Result<u64, GateError> {
         let row = self.agent_row(agent).await?;
-        Ok(self.store.revoke_keys(row.id, key_id).await?)
+        let entry = Self::admin_entry(admin, "admin.key.revoke", Some(agent), None, json!({"key_id": key_id}));
+        self.admin_intent(&entry).await?;
+        let result = self.store.revoke_keys(row.id, key_id).await.map_err(GateError::from);
+        let extra = json!({"revoked": result.as_ref().ok()});
+        self.admin_outcome(entry, &result, extra).await;
+        result
     }
 
     /// Grants `agent` a level on a group, optionally limited to a controller, a job pattern and
-    /// parameter constraints.
+    /// parameter constraints. Audited as `admin.grant`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn grant(
         &self,
+        admin: &Admin,
         agent: &str,
         group: Group,
         level: Level,
@@ -351,8 +670,38 @@ impl Gate {
             jobs,
             params,
         };
-        g.id = self.store.insert_grant(row.id, &g).await?;
+        let entry = Self::admin_entry(
+            admin,
+            "admin.grant",
+            Some(agent),
+            controller,
+            json!({"grant": g.describe(), "group": group.as_str(), "level": level.as_str(), "controller": controller,
+                   "jobs": g.jobs, "params": g.params.iter().map(ToString::to_string).collect::<Vec<_>>()}),
+        );
+        self.admin_intent(&entry).await?;
+        let result = self.store.insert_grant(row.id, &g).await.map_err(GateError::from);
+        let extra = json!({"id": result.as_ref().ok()});
+        self.admin_outcome(entry, &result, extra).await;
+        g.id = result?;
         Ok(g)
+    }
+
+    /// Removes a grant by id; `false` if there is none (nothing recorded). Audited as `admin.ungrant`.
+    pub async fn remove_grant(&self, admin: &Admin, id: i64) -> Result<bool, GateError> {
+        let Some(g) = self.store.grant(id).await? else {
+            return Ok(false);
+        };
+        let entry = Self::admin_entry(
+            admin,
+            "admin.ungrant",
+            Some(&g.agent),
+            g.controller.as_deref(),
+            json!({"id": id, "grant": g.describe()}),
+        );
+        self.admin_intent(&entry).await?;
+        let result = self.store.delete_grant(id).await.map_err(GateError::from);
+        self.admin_outcome(entry, &result, json!({})).await;
+        result
     }
 
     pub async fn grants(&self, agent: &str) -> Result<Vec<Grant>, GateError> {
@@ -395,24 +744,157 @@ impl Gate {
     // audit
 
     /// Appends one record to the audit chain: the one seam every audited path writes through.
+    ///
+    /// The record goes to the database (sealed with the current audit key version) and then, if
+    /// configured, to the audit device; it counts as written only when both hold it
+    /// ([`StoreError::AuditDevice`] otherwise). Dropping this future mid-way rolls the database
+    /// transaction back; once the record is committed, the device write runs to completion even if
+    /// the caller has gone.
     pub async fn record(&self, entry: Entry) -> Result<Record, StoreError> {
-        self.store.append_audit(&self.hmac_key, entry).await
+        let record = self.store.append_audit(&self.keys(), entry).await?;
+        if let Some(device) = &self.device {
+            let (device, copy, name) = (device.clone(), record.clone(), device.describe());
+            tokio::task::spawn_blocking(move || device.append(&copy))
+                .await
+                .map_err(|e| StoreError::AuditDevice { path: name, detail: e.to_string() })??;
+        }
+        Ok(record)
     }
 
     pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<Record>, GateError> {
         Ok(self.store.audit(filter).await?)
     }
 
-    /// Verifies the whole chain (and exported checkpoints). Returns how many records were checked.
-    pub async fn verify_audit(&self, checkpoints: &[Checkpoint]) -> Result<Result<u64, audit::VerifyError>, GateError> {
-        let all = self.store.audit(&AuditFilter::default()).await?;
-        Ok(audit::verify(&self.hmac_key, all.iter(), None, checkpoints))
+    /// Verifies the whole log and returns how many records were checked, or the first problem:
+    /// every record's hash under the key version it names, the chain's links and numbering,
+    /// every plain column against its sealed record, the checkpoints the store sealed by itself
+    /// and the `checkpoints` exported by hand, and the sealed head (records removed from the end,
+    /// or all of them).
+    pub async fn verify_audit(&self, checkpoints: &[Checkpoint]) -> Result<Result<u64, VerifyError>, GateError> {
+        Ok(self.verify_store(checkpoints).await?.0)
+    }
+
+    /// [`Gate::verify_audit`], then the records of an audit file (the second device): each must
+    /// verify on its own and be in the database with the same hash. Records the database holds
+    /// and the file lacks are counted, not errors (the device may have been off).
+    pub async fn verify_audit_file(
+        &self,
+        checkpoints: &[Checkpoint],
+        file: &Path,
+    ) -> Result<Result<(u64, FileReport), VerifyError>, GateError> {
+        let path = file.to_path_buf();
+        let in_file = tokio::task::spawn_blocking(move || audit_device::read_file(&path))
+            .await
+            .map_err(|e| GateError::Invalid(e.to_string()))?
+            .map_err(GateError::Invalid)?;
+        let (db_result, records) = self.verify_store(checkpoints).await?;
+        let keys = self.keys();
+        let by_seq: BTreeMap<i64, &Record> = records.iter().map(|r| (r.seq, r)).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut sorted: Vec<&Record> = in_file.iter().collect();
+        sorted.sort_by_key(|r| r.seq);
+        for r in sorted {
+            let in_db = by_seq.get(&r.seq);
+            match audit::seal_ok(&*keys, r) {
+                Some(false) => return Ok(Err(VerifyError::FileRecordForged { seq: r.seq })),
+                None if in_db.is_some() => {
+                    return Ok(Err(VerifyError::UnknownKey { seq: r.seq, version: r.key_version }));
+                }
+                _ => {}
+            }
+            match in_db {
+                None => return Ok(Err(VerifyError::FileRecordMissing { seq: r.seq })),
+                Some(d) if d.hash != r.hash => return Ok(Err(VerifyError::FileRecordDiffers { seq: r.seq })),
+                Some(_) => {
+                    seen.insert(r.seq);
+                }
+            }
+        }
+        let report = FileReport {
+            file_records: seen.len() as u64,
+            missing_from_file: records.iter().filter(|r| !seen.contains(&r.seq)).count() as u64,
+        };
+        Ok(db_result.map(|n| (n, report)))
+    }
+
+    /// Verifies the database; returns the result and the records read.
+    async fn verify_store(
+        &self,
+        exported: &[Checkpoint],
+    ) -> Result<(Result<u64, VerifyError>, Vec<Record>), GateError> {
+        let keys = self.keys();
+        let rows = self.store.audit_rows().await?;
+        let mut records = Vec::with_capacity(rows.len());
+        let mut first_error = None;
+        for row in rows {
+            match (&row.record, row.mismatched_column()) {
+                (None, _) => {
+                    first_error.get_or_insert(VerifyError::Edited { seq: row.seq.unwrap_or_default() });
+                }
+                (Some(r), Some(column)) => {
+                    first_error.get_or_insert(VerifyError::ColumnEdited { seq: r.seq, column });
+                }
+                (Some(_), None) => {}
+            }
+            records.extend(row.record);
+        }
+        if let Some(e) = first_error {
+            return Ok((Err(e), records));
+        }
+        let mut checkpoints = exported.to_vec();
+        for cp in self.store.audit_checkpoints().await? {
+            match cp.check(&*keys) {
+                SealCheck::Valid => checkpoints.push(Checkpoint { seq: cp.seq, hash: cp.hash }),
+                SealCheck::Forged => return Ok((Err(VerifyError::CheckpointForged { seq: cp.seq }), records)),
+                SealCheck::UnknownKey => {
+                    return Ok((Err(VerifyError::UnknownKey { seq: cp.seq, version: cp.key_version }), records));
+                }
+            }
+        }
+        let result = match audit::verify(&*keys, records.iter(), None, &checkpoints) {
+            Ok(n) => {
+                let head = match self.store.meta(META_AUDIT_HEAD).await? {
+                    None => None,
+                    Some(text) => match serde_json::from_str::<Head>(&text) {
+                        Ok(h) => Some(h),
+                        Err(_) => return Ok((Err(VerifyError::HeadForged), records)),
+                    },
+                };
+                audit::verify_head(&*keys, head.as_ref(), records.last()).map(|()| n)
+            }
+            Err(e) => Err(e),
+        };
+        Ok((result, records))
     }
 
     /// The current head of the chain, to export and keep elsewhere (detects truncation later).
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, GateError> {
         let all = self.store.audit(&AuditFilter::default()).await?;
         Ok(all.last().map(|r| Checkpoint { seq: r.seq, hash: r.hash.clone() }))
+    }
+
+    /// Accepts the log as it now stands after `verify` reported a problem with the sealed head
+    /// (appends stop until then): seals a new head on the last record and records that `admin`
+    /// did so, naming the head it replaced. Returns the new head.
+    pub async fn reseal_audit_head(&self, admin: &Admin) -> Result<Checkpoint, GateError> {
+        let keys = self.keys();
+        let mut tx = self.store.locked().await?;
+        let previous = tx.meta(META_AUDIT_HEAD).await?;
+        let (seq, hash) = tx.last_audit().await?.map_or((0, audit::GENESIS.to_string()), |(s, h, _)| (s, h));
+        tx.put_head(&Head::seal(&keys, seq, &hash)).await?;
+        tx.commit().await?;
+        let previous: Value = previous.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+        let mut entry = Self::admin_entry(
+            admin,
+            "admin.audit.reseal",
+            None,
+            None,
+            json!({"seq": seq, "hash": hash, "previous_head": previous}),
+        );
+        entry.phase = Phase::Outcome;
+        entry.outcome = Some("ok".into());
+        self.record(entry).await.map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
+        Ok(Checkpoint { seq, hash })
     }
 }
 

@@ -7,13 +7,14 @@
 //! - [`policy`]: grants (agent × controller × group × level × job scope × parameter rules), the
 //!   deny-by-default decision, job-path normalisation.
 //! - [`audit`]: records that read as plain English, HMAC-chained so edits, deletions, insertions
-//!   and reorderings are detected.
+//!   and reorderings are detected; [`audit_device`]: the optional second copy in a file.
 //! - [`secrets`], [`keys`]: envelope encryption of Jenkins tokens, agent keys (hashed).
 //! - [`store`]: SQLite (embedded default) or PostgreSQL.
 //! - [`gate`]: [`Gate`](gate::Gate) — the admin operations and [`Gate::call`](gate::Gate::call),
 //!   the one path every agent call takes.
 
 pub mod audit;
+pub mod audit_device;
 pub mod call;
 pub mod catalog;
 pub mod error;
@@ -27,5 +28,5 @@ pub mod store;
 
 pub use call::{CallOptions, Limits};
 pub use error::GateError;
-pub use gate::{Caller, Gate, NewController};
+pub use gate::{Admin, Caller, Gate, NewController};
 pub use sanitize::Clean;

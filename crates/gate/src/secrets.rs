@@ -5,7 +5,11 @@
 //! * One **master key** (32 random bytes) per installation, loaded by [`MasterKey::load_or_create`] from
 //!   `JGATE_MASTER_KEY` or a `0600` key file. It never encrypts data itself: two sub-keys are derived from it
 //!   (HKDF-Expand with HMAC-SHA-256 and versioned labels), one to wrap data keys and one for the audit log HMAC
-//!   ([`MasterKey::audit_hmac_key`]), so the two uses can never share a key.
+//!   ([`MasterKey::audit_hmac_key`]), so the two uses can never share a key. The derived audit key is audit key
+//!   version 1; later versions are random keys. All are stored sealed with [`seal_key`] and re-wrapped by a
+//!   rotation, so records sealed under any version keep verifying after any number of rotations.
+//! * [`MasterKey::check_value`] (an HMAC of a fixed message under a third sub-key) is stored on first use and
+//!   compared on every open, so a wrong master key is refused before anything is written.
 //! * [`seal`] encrypts each secret with its **own random data key** (XChaCha20-Poly1305, random 24-byte nonce),
 //!   then wraps that data key with the master key's wrapping sub-key. The result, [`Sealed`], is what goes into
 //!   the database row, together with the id of the master key that wrapped it.
@@ -58,6 +62,10 @@ const KEK_LABEL: &[u8] = b"jgate secrets kek v1";
 const AUDIT_LABEL: &[u8] = b"jgate audit hmac v1";
 /// HMAC message whose output is the (public) key id.
 const KEY_ID_LABEL: &[u8] = b"jgate key id";
+/// HKDF `info` label of the sub-key that computes the master key's check value.
+const CHECK_LABEL: &[u8] = b"jgate master key check v1";
+/// The fixed message whose MAC under the check sub-key is the check value.
+const CHECK_MESSAGE: &[u8] = b"jgate: this is the installation's master key";
 /// Prefix of the associated data of the secret's ciphertext.
 const CT_AAD_PREFIX: &str = "jgate:v1:ct:";
 /// Prefix of the associated data of the wrapped data key.
@@ -159,6 +167,19 @@ pub enum SecretsError {
     UnsupportedVersion {
         /// The version found in the row.
         version: u8,
+    },
+    /// The store was set up with another master key (its check value does not match).
+    #[error(
+        "the master key in use (key id {key_id}) is not this installation's master key (the store was set up \
+         with key id {expected}), so jgate refused to open it and wrote nothing. Fix: set JGATE_MASTER_KEY to the \
+         installation's key, or point --key-file / JGATE_MASTER_KEY_FILE at its key file (restore it from your \
+         backup); after `jgate key rotate`, use the new key"
+    )]
+    MasterKeyMismatch {
+        /// Id of the master key that was loaded.
+        key_id: String,
+        /// Id of the master key the store was set up with ("unknown" if not recorded).
+        expected: String,
     },
     /// The cipher refused to encrypt (only possible for absurdly large inputs).
     #[error("the secret could not be encrypted (it is too large)")]
@@ -283,6 +304,15 @@ impl MasterKey {
     /// The returned copy is the caller's to protect: keep it in a [`Zeroizing`] wrapper or zeroize it.
     pub fn audit_hmac_key(&self) -> [u8; KEY_LEN] {
         *self.audit
+    }
+
+    /// The master key's check value: hex of an HMAC of a fixed message under a sub-key derived for
+    /// this purpose only. Stored by the store on first open and compared on every open, so a wrong
+    /// key is refused before anything is written. Reveals nothing about the key or its other
+    /// sub-keys.
+    pub fn check_value(&self) -> String {
+        let sub = hkdf_expand(&self.key, CHECK_LABEL);
+        hex::encode(*hmac_sha256(&sub, &[CHECK_MESSAGE]))
     }
 
     fn from_key(key: Zeroizing<[u8; KEY_LEN]>) -> Self {
@@ -470,15 +500,39 @@ pub struct Sealed {
 /// data key with `"jgate:v1:dek:" + aad`: pick an `aad` that identifies the row and the purpose, e.g.
 /// `"controller:prod:token"`, and pass the same string to [`open`]. Opening with any other `aad` fails.
 pub fn seal(master: &MasterKey, plaintext: &SecretString, aad: &str) -> Result<Sealed, SecretsError> {
+    seal_bytes(master, plaintext.expose_secret().as_bytes(), aad)
+}
+
+/// [`seal`] for a 32-byte key (an audit key), opened again with [`open_key`].
+pub fn seal_key(master: &MasterKey, key: &[u8; KEY_LEN], aad: &str) -> Result<Sealed, SecretsError> {
+    seal_bytes(master, key, aad)
+}
+
+/// Opens a key sealed with [`seal_key`].
+pub fn open_key(master: &MasterKey, sealed: &Sealed, aad: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, SecretsError> {
+    let plain = open_bytes(master, sealed, aad)?;
+    if plain.len() != KEY_LEN {
+        return Err(SecretsError::Malformed { reason: "the sealed key is not 32 bytes long" });
+    }
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    key.copy_from_slice(&plain);
+    Ok(key)
+}
+
+/// A fresh random 32-byte key (a new audit key version).
+pub fn random_key() -> Zeroizing<[u8; KEY_LEN]> {
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    OsRng.fill_bytes(key.as_mut());
+    key
+}
+
+fn seal_bytes(master: &MasterKey, plaintext: &[u8], aad: &str) -> Result<Sealed, SecretsError> {
     let mut data_key = Zeroizing::new([0u8; KEY_LEN]);
     OsRng.fill_bytes(data_key.as_mut());
     let nonce = random_nonce();
     let ct_aad = format!("{CT_AAD_PREFIX}{aad}");
     let ciphertext = XChaCha20Poly1305::new(data_key.as_ref().into())
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload { msg: plaintext.expose_secret().as_bytes(), aad: ct_aad.as_bytes() },
-        )
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: ct_aad.as_bytes() })
         .map_err(|_| SecretsError::EncryptionFailed)?;
     let (wrapped_key, key_nonce) = wrap_data_key(master, &data_key, aad)?;
     Ok(Sealed {
@@ -497,6 +551,16 @@ pub fn seal(master: &MasterKey, plaintext: &SecretString, aad: &str) -> Result<S
 /// [`SecretsError::DecryptionFailed`] if the row was modified or the `aad` differs (the two cannot be told
 /// apart, by design).
 pub fn open(master: &MasterKey, sealed: &Sealed, aad: &str) -> Result<SecretString, SecretsError> {
+    let plain = open_bytes(master, sealed, aad)?;
+    let text = std::str::from_utf8(&plain).map_err(|_| SecretsError::Malformed { reason: "it is not UTF-8 text" })?;
+    // Copy into an exactly-sized String: `SecretString::from` would otherwise shrink (reallocate) the buffer and
+    // leave an unzeroized copy behind. `plain` is zeroized when it goes out of scope.
+    let mut out = String::with_capacity(text.len());
+    out.push_str(text);
+    Ok(SecretString::from(out))
+}
+
+fn open_bytes(master: &MasterKey, sealed: &Sealed, aad: &str) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
     let data_key = unwrap_data_key(master, sealed, aad)?;
     if sealed.nonce.len() != NONCE_LEN {
         return Err(SecretsError::Malformed { reason: "the nonce is not 24 bytes long" });
@@ -507,12 +571,7 @@ pub fn open(master: &MasterKey, sealed: &Sealed, aad: &str) -> Result<SecretStri
             .decrypt(XNonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad: ct_aad.as_bytes() })
             .map_err(|_| SecretsError::DecryptionFailed)?,
     );
-    let text = std::str::from_utf8(&plain).map_err(|_| SecretsError::Malformed { reason: "it is not UTF-8 text" })?;
-    // Copy into an exactly-sized String: `SecretString::from` would otherwise shrink (reallocate) the buffer and
-    // leave an unzeroized copy behind. `plain` is zeroized when it goes out of scope.
-    let mut out = String::with_capacity(text.len());
-    out.push_str(text);
-    Ok(SecretString::from(out))
+    Ok(plain)
 }
 
 /// Key rotation: unwraps the data key with `old` and wraps it again with `new` under a fresh nonce.
@@ -891,5 +950,37 @@ mod tests {
         }
         // No fallback to the file when the variable is set but wrong.
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn check_value_is_stable_and_per_key() {
+        let master = MasterKey::generate();
+        let again = MasterKey::from_base64(master.to_base64().expose_secret()).unwrap();
+        assert_eq!(master.check_value(), again.check_value());
+        assert_eq!(master.check_value().len(), 64);
+        assert_ne!(master.check_value(), MasterKey::generate().check_value());
+        // Not any of the other derived values.
+        assert_ne!(master.check_value(), hex::encode(master.audit_hmac_key()));
+        assert!(!master.check_value().starts_with(&master.id()));
+        let err = SecretsError::MasterKeyMismatch { key_id: "aaaa".into(), expected: "bbbb".into() }.to_string();
+        assert!(
+            err.contains("JGATE_MASTER_KEY") && err.contains("--key-file") && err.contains("wrote nothing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn keys_seal_and_rewrap() {
+        let old = MasterKey::generate();
+        let new = MasterKey::generate();
+        let key = random_key();
+        let sealed = seal_key(&old, &key, "jgate:audit-key:2").unwrap();
+        assert_eq!(*open_key(&old, &sealed, "jgate:audit-key:2").unwrap(), *key);
+        assert!(open_key(&old, &sealed, "jgate:audit-key:3").is_err());
+        let moved = rewrap(&old, &new, &sealed, "jgate:audit-key:2").unwrap();
+        assert_eq!(*open_key(&new, &moved, "jgate:audit-key:2").unwrap(), *key);
+        assert!(matches!(open_key(&old, &moved, "jgate:audit-key:2"), Err(SecretsError::WrongMasterKey { .. })));
+        let text = seal(&old, &SecretString::from("short"), AAD).unwrap();
+        assert!(matches!(open_key(&old, &text, AAD), Err(SecretsError::Malformed { .. })));
     }
 }

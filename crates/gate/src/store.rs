@@ -6,13 +6,23 @@
 //! applied under the same lock that serialises audit appends, so two processes starting at once
 //! cannot run them twice. Audit appends are serialised (`BEGIN IMMEDIATE` on SQLite, a
 //! transaction-scoped advisory lock on PostgreSQL), so concurrent writers never fork the chain.
+//!
+//! Every locked section is a sqlx [`Transaction`](sqlx::Transaction) ([`Locked`]): if the future
+//! holding it is dropped (a client disconnects mid-append), the transaction is rolled back before
+//! its connection can be used again, so no transaction — and no lock — outlives its future.
+//!
+//! Beside the audit table the store keeps the audit keys wrapped under the master key
+//! (`audit_keys`), the master key's check value and the chain's sealed head (`jgate_meta`, names
+//! [`META_KEY_CHECK`] and [`META_AUDIT_HEAD`]) and a sealed checkpoint every
+//! [`audit::CHECKPOINT_EVERY`] records (`audit_checkpoints`). The head and checkpoints are written
+//! in the same transaction as the record they name.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
-use crate::audit::{self, Entry, Record};
+use crate::audit::{self, AuditKeys, Entry, Head, Record, SealCheck, SealedCheckpoint};
 use crate::policy::{Grant, Level, ParamConstraint};
 
 /// Errors of the store. Messages say what to do.
@@ -28,6 +38,19 @@ pub enum StoreError {
     Missing { what: &'static str, name: String, hint: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The chain's sealed head is missing or forged: appends stop so the evidence is kept.
+    #[error(
+        "the audit log's sealed head {0}, so no record can be appended (the evidence is kept as it is). Fix: run \
+         `jgate audit verify` to see what was changed; once understood, `jgate audit reseal` accepts the log as it \
+         now stands (and records that it did)"
+    )]
+    AuditHead(String),
+    /// The second audit device (the audit file) could not take a record.
+    #[error(
+        "the audit file {path} cannot be written ({detail}); the record is in the database but not in the file. \
+         Fix: free space or fix permissions for the file, then retry"
+    )]
+    AuditDevice { path: String, detail: String },
 }
 
 fn db(doing: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
@@ -42,8 +65,19 @@ pub enum Dialect {
 
 // PostgreSQL advisory lock id (7632345547474177 = 0x1b1d_9d85_9501) for audit appends and migrations.
 
-const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
-const PG_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_audit_keys.sql")),
+];
+const PG_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_audit_keys.sql")),
+];
+
+/// `jgate_meta` name of the master key's check value (JSON of `{key_id, check}`).
+pub const META_KEY_CHECK: &str = "key_check";
+/// `jgate_meta` name of the audit chain's sealed head (JSON of [`Head`]).
+pub const META_AUDIT_HEAD: &str = "audit_head";
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -177,58 +211,55 @@ impl Store {
         })
     }
 
-    /// Begins a transaction that holds the store's write lock.
-    async fn lock(&self, conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<(), StoreError> {
-        match self.dialect {
-            Dialect::Sqlite => {
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await.map_err(db("locking the database"))?;
-            }
-            Dialect::Postgres => {
-                sqlx::query("BEGIN").execute(&mut **conn).await.map_err(db("beginning a transaction"))?;
-                sqlx::query("SELECT pg_advisory_xact_lock(7632345547474177)")
-                    .execute(&mut **conn)
-                    .await
-                    .map_err(db("taking the advisory lock"))?;
-            }
+    /// Begins a transaction that holds the store's write lock (see [`Locked`]).
+    pub async fn locked(&self) -> Result<Locked<'_>, StoreError> {
+        let mut tx = match self.dialect {
+            // IMMEDIATE takes SQLite's write lock at BEGIN, so two appenders cannot both read the
+            // same head.
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("locking the database"))?,
+            Dialect::Postgres => self.pool.begin().await.map_err(db("beginning a transaction"))?,
+        };
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7632345547474177)")
+                .execute(&mut *tx)
+                .await
+                .map_err(db("taking the advisory lock"))?;
         }
-        Ok(())
+        Ok(Locked { store: self, tx })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db("connecting"))?;
-        self.lock(&mut conn).await?;
-        let result = async {
-            sqlx::query(
-                "CREATE TABLE IF NOT EXISTS jgate_schema (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
-            )
+        let mut tx = self.locked().await?;
+        let conn = &mut *tx.tx;
+        sqlx::query("CREATE TABLE IF NOT EXISTS jgate_schema (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)")
             .execute(&mut *conn)
             .await
             .map_err(db("creating the schema table"))?;
-            let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM jgate_schema")
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(db("reading the schema version"))?
-                .try_get("v")
-                .map_err(db("reading the schema version"))?;
-            let migrations = match self.dialect {
-                Dialect::Sqlite => SQLITE_MIGRATIONS,
-                Dialect::Postgres => PG_MIGRATIONS,
-            };
-            for (version, sql) in migrations.iter().filter(|(v, _)| *v > current) {
-                for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                    sqlx::query(stmt).execute(&mut *conn).await.map_err(db("migrating the schema"))?;
-                }
-                sqlx::query(self.sql("INSERT INTO jgate_schema (version, applied_ms) VALUES ($1, $2)"))
-                    .bind(*version)
-                    .bind(now_ms())
+        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM jgate_schema")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db("reading the schema version"))?
+            .try_get("v")
+            .map_err(db("reading the schema version"))?;
+        let migrations = match self.dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS,
+            Dialect::Postgres => PG_MIGRATIONS,
+        };
+        for (version, sql) in migrations.iter().filter(|(v, _)| *v > current) {
+            for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                sqlx::query(sqlx::AssertSqlSafe(stmt.to_string()))
                     .execute(&mut *conn)
                     .await
-                    .map_err(db("recording the schema version"))?;
+                    .map_err(db("migrating the schema"))?;
             }
-            Ok::<(), StoreError>(())
+            sqlx::query(self.sql("INSERT INTO jgate_schema (version, applied_ms) VALUES ($1, $2)"))
+                .bind(*version)
+                .bind(now_ms())
+                .execute(&mut *conn)
+                .await
+                .map_err(db("recording the schema version"))?;
         }
-        .await;
-        finish(&mut conn, result).await
+        tx.commit().await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -481,24 +512,19 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(db("reading grants"))?;
-        rows.iter()
-            .map(|r| {
-                let grp: String = r.try_get("grp").map_err(db("reading a grant"))?;
-                let level: String = r.try_get("level").map_err(db("reading a grant"))?;
-                let params: String = r.try_get("params").map_err(db("reading a grant"))?;
-                Ok(Grant {
-                    id: r.try_get("id").map_err(db("reading a grant"))?,
-                    agent: r.try_get("agent").map_err(db("reading a grant"))?,
-                    controller: r.try_get("controller").map_err(db("reading a grant"))?,
-                    group: crate::catalog::Group::parse(&grp)
-                        .ok_or_else(|| StoreError::Corrupt(format!("unknown group {grp}")))?,
-                    level: level.parse::<Level>().map_err(|_| StoreError::Corrupt(format!("unknown level {level}")))?,
-                    jobs: r.try_get("jobs").map_err(db("reading a grant"))?,
-                    params: serde_json::from_str::<Vec<ParamConstraint>>(&params)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                })
-            })
-            .collect()
+        rows.iter().map(grant_row).collect()
+    }
+
+    /// One grant by id, if it exists.
+    pub async fn grant(&self, id: i64) -> Result<Option<Grant>, StoreError> {
+        let row = sqlx::query(
+            self.sql("SELECT g.*, a.name AS agent FROM grants g JOIN agents a ON a.id = g.agent_id WHERE g.id = $1"),
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a grant"))?;
+        row.as_ref().map(grant_row).transpose()
     }
 
     pub async fn delete_grant(&self, id: i64) -> Result<bool, StoreError> {
@@ -513,114 +539,120 @@ impl Store {
     // -----------------------------------------------------------------------------------------
     // audit
 
-    /// Appends one record to the chain under the write lock; returns it with its sequence number
-    /// and hash. Fails (and writes nothing) if the database cannot take it: callers fail closed.
-    pub async fn append_audit(&self, hmac_key: &[u8; 32], entry: Entry) -> Result<Record, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db("connecting to append an audit record"))?;
-        self.lock(&mut conn).await?;
-        let result = async {
-            let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db("reading the audit chain's head"))?;
-            let (seq, prev) = match last {
-                Some(r) => (
-                    r.try_get::<i64, _>("seq").map_err(db("reading the audit head"))? + 1,
-                    r.try_get::<String, _>("hash").map_err(db("reading the audit head"))?,
-                ),
-                None => (1, audit::GENESIS.to_string()),
-            };
-            let record = audit::chain(hmac_key, seq, entry, &prev);
-            let json = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            sqlx::query(self.sql(
-                "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            ))
-            .bind(seq)
-            .bind(record.entry.time_ms)
-            .bind(&record.entry.agent)
-            .bind(&record.entry.controller)
-            .bind(&record.entry.operation)
-            .bind(phase_str(&record))
-            .bind(i64::from(record.entry.allowed))
-            .bind(json)
-            .bind(&record.prev_hash)
-            .bind(&record.hash)
-            .execute(&mut *conn)
-            .await
-            .map_err(db("appending an audit record"))?;
-            Ok(record)
+    /// Appends one record to the chain under the write lock, sealed with the ring's current key;
+    /// moves the sealed head to it (and seals a checkpoint every [`audit::CHECKPOINT_EVERY`]
+    /// records) in the same transaction. Returns the record with its sequence number and hash.
+    /// Fails (and writes nothing) if the database cannot take it: callers fail closed.
+    ///
+    /// The chain continues from the sealed head, not from the table's last row: if records were
+    /// removed from the end, the next record keeps their numbers free, so the removal stays
+    /// visible as a gap. A missing or forged head stops appends ([`StoreError::AuditHead`]).
+    pub async fn append_audit(&self, keys: &AuditKeys, entry: Entry) -> Result<Record, StoreError> {
+        let mut tx = self.locked().await?;
+        let (seq, prev) = tx.next_link(keys).await?;
+        let record = audit::chain(keys.current_key(), keys.current_version(), seq, entry, &prev);
+        tx.insert_audit(&record).await?;
+        tx.put_json(META_AUDIT_HEAD, &Head::seal(keys, record.seq, &record.hash)).await?;
+        if record.seq % audit::CHECKPOINT_EVERY == 0 {
+            tx.insert_checkpoint(&SealedCheckpoint::seal(keys, &record)).await?;
         }
-        .await;
-        finish(&mut conn, result).await
+        tx.commit().await?;
+        Ok(record)
     }
 
     /// Audit records matching `f`, in sequence order.
+    ///
+    /// Filters apply to the sealed record, never to the plain columns beside it: editing a column
+    /// can neither hide a record from a filter nor slip one into it (`verify` reports the edit).
     pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<Record>, StoreError> {
-        let mut q = String::from("SELECT record FROM audit WHERE 1=1");
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
-        };
-        if f.agent.is_some() {
-            q += &format!(" AND agent = {}", next());
+        let mut rows = self.audit_rows_after(f.after_seq).await?;
+        // In the sealed order: an edited seq column must not move a record either.
+        rows.sort_by_key(|row| row.record.as_ref().map(|r| r.seq));
+        let mut out = Vec::new();
+        for row in rows {
+            let Some(r) = row.record.as_ref() else {
+                return Err(StoreError::Corrupt(format!(
+                    "audit record {} is not valid JSON (run `jgate audit verify`)",
+                    row.seq.unwrap_or_default()
+                )));
+            };
+            if let Some(column) = row.mismatched_column() {
+                tracing::warn!(
+                    seq = r.seq,
+                    column,
+                    "an audit column differs from its sealed record; filtering on the sealed record"
+                );
+            }
+            let e = &r.entry;
+            let keep = f.agent.as_ref().is_none_or(|a| *a == e.agent)
+                && f.controller.as_ref().is_none_or(|c| *c == e.controller)
+                && f.operation.as_ref().is_none_or(|o| *o == e.operation)
+                && f.allowed.is_none_or(|a| a == e.allowed)
+                && f.since_ms.is_none_or(|t| e.time_ms >= t)
+                && f.until_ms.is_none_or(|t| e.time_ms <= t)
+                && f.after_seq.is_none_or(|s| r.seq > s);
+            if keep {
+                out.push(r.clone());
+                if f.limit.is_some_and(|l| out.len() as i64 >= l) {
+                    break;
+                }
+            }
         }
-        if f.controller.is_some() {
-            q += &format!(" AND controller = {}", next());
+        Ok(out)
+    }
+
+    /// Every audit row with its plain columns and its parsed record, in `seq` order (for verify).
+    pub async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
+        self.audit_rows_after(None).await
+    }
+
+    async fn audit_rows_after(&self, after: Option<i64>) -> Result<Vec<AuditRow>, StoreError> {
+        let q = "SELECT seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash FROM audit";
+        let rows = match after {
+            Some(s) => {
+                sqlx::query(self.sql(&format!("{q} WHERE seq > $1 ORDER BY seq"))).bind(s).fetch_all(&self.pool).await
+            }
+            None => sqlx::query(sqlx::AssertSqlSafe(format!("{q} ORDER BY seq"))).fetch_all(&self.pool).await,
         }
-        if f.operation.is_some() {
-            q += &format!(" AND operation = {}", next());
-        }
-        if f.allowed.is_some() {
-            q += &format!(" AND allowed = {}", next());
-        }
-        if f.since_ms.is_some() {
-            q += &format!(" AND time_ms >= {}", next());
-        }
-        if f.until_ms.is_some() {
-            q += &format!(" AND time_ms <= {}", next());
-        }
-        if f.after_seq.is_some() {
-            q += &format!(" AND seq > {}", next());
-        }
-        q += " ORDER BY seq";
-        if f.limit.is_some() {
-            q += &format!(" LIMIT {}", next());
-        }
-        let mut query = sqlx::query(self.sql(&q));
-        if let Some(v) = &f.agent {
-            query = query.bind(v.clone());
-        }
-        if let Some(v) = &f.controller {
-            query = query.bind(v.clone());
-        }
-        if let Some(v) = &f.operation {
-            query = query.bind(v.clone());
-        }
-        if let Some(v) = f.allowed {
-            query = query.bind(i64::from(v));
-        }
-        if let Some(v) = f.since_ms {
-            query = query.bind(v);
-        }
-        if let Some(v) = f.until_ms {
-            query = query.bind(v);
-        }
-        if let Some(v) = f.after_seq {
-            query = query.bind(v);
-        }
-        if let Some(v) = f.limit {
-            query = query.bind(v);
-        }
-        let rows = query.fetch_all(&self.pool).await.map_err(db("reading the audit log"))?;
+        .map_err(db("reading the audit log"))?;
+        Ok(rows.iter().map(AuditRow::from_row).collect())
+    }
+
+    /// The checkpoints the store sealed by itself, by `seq`.
+    pub async fn audit_checkpoints(&self) -> Result<Vec<SealedCheckpoint>, StoreError> {
+        let rows = sqlx::query("SELECT seq, hash, key_version, mac FROM audit_checkpoints ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading the audit checkpoints"))?;
         rows.iter()
             .map(|r| {
-                let json: String = r.try_get("record").map_err(db("reading the audit log"))?;
-                serde_json::from_str(&json)
-                    .map_err(|e| StoreError::Corrupt(format!("audit record is not valid JSON: {e}")))
+                let e = db("reading an audit checkpoint");
+                Ok(SealedCheckpoint {
+                    seq: r.try_get("seq").map_err(&e)?,
+                    hash: r.try_get("hash").map_err(&e)?,
+                    key_version: version_u32(r.try_get("key_version").map_err(&e)?)?,
+                    mac: r.try_get("mac").map_err(&e)?,
+                })
             })
             .collect()
+    }
+
+    /// A `jgate_meta` value.
+    pub async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(self.sql("SELECT value FROM jgate_meta WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading jgate_meta"))?;
+        row.map(|r| r.try_get("value").map_err(db("reading jgate_meta"))).transpose()
+    }
+
+    /// The sealed head, if there is one.
+    pub async fn audit_head(&self) -> Result<Option<Head>, StoreError> {
+        self.meta(META_AUDIT_HEAD)
+            .await?
+            .map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("the audit head: {e}"))))
+            .transpose()
     }
 
     /// Runs raw SQL: for tamper tests and maintenance only.
@@ -638,28 +670,234 @@ impl Store {
     }
 }
 
-async fn finish<T>(
-    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    match result {
-        Ok(v) => {
-            sqlx::query("COMMIT").execute(&mut **conn).await.map_err(db("committing"))?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut **conn).await;
-            Err(e)
-        }
-    }
-}
-
 fn phase_str(r: &Record) -> &'static str {
     match r.entry.phase {
         audit::Phase::Intent => "intent",
         audit::Phase::Outcome => "outcome",
         audit::Phase::Read => "read",
         audit::Phase::Denied => "denied",
+    }
+}
+
+fn version_u32(v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("audit key version {v} is out of range")))
+}
+
+/// One audit row: the plain columns (`None` where a value cannot be read as its type) beside the
+/// record they were derived from (`None` if its JSON does not parse).
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub seq: Option<i64>,
+    pub time_ms: Option<i64>,
+    pub agent: Option<String>,
+    pub controller: Option<String>,
+    pub operation: Option<String>,
+    pub phase: Option<String>,
+    pub allowed: Option<i64>,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
+    pub record: Option<Record>,
+}
+
+impl AuditRow {
+    fn from_row(r: &sqlx::any::AnyRow) -> AuditRow {
+        AuditRow {
+            seq: r.try_get("seq").ok(),
+            time_ms: r.try_get("time_ms").ok(),
+            agent: r.try_get("agent").ok(),
+            controller: r.try_get("controller").ok(),
+            operation: r.try_get("operation").ok(),
+            phase: r.try_get("phase").ok(),
+            allowed: r.try_get("allowed").ok(),
+            prev_hash: r.try_get("prev_hash").ok(),
+            hash: r.try_get("hash").ok(),
+            record: r.try_get::<String, _>("record").ok().and_then(|j| serde_json::from_str(&j).ok()),
+        }
+    }
+
+    /// The first plain column that differs from the sealed record, if any.
+    pub fn mismatched_column(&self) -> Option<&'static str> {
+        let r = self.record.as_ref()?;
+        let e = &r.entry;
+        let checks: [(&'static str, bool); 9] = [
+            ("seq", self.seq == Some(r.seq)),
+            ("time_ms", self.time_ms == Some(e.time_ms)),
+            ("agent", self.agent.as_deref() == Some(e.agent.as_str())),
+            ("controller", self.controller.as_deref() == Some(e.controller.as_str())),
+            ("operation", self.operation.as_deref() == Some(e.operation.as_str())),
+            ("phase", self.phase.as_deref() == Some(phase_str(r))),
+            ("allowed", self.allowed == Some(i64::from(e.allowed))),
+            ("prev_hash", self.prev_hash.as_deref() == Some(r.prev_hash.as_str())),
+            ("hash", self.hash.as_deref() == Some(r.hash.as_str())),
+        ];
+        checks.iter().find(|(_, ok)| !ok).map(|(name, _)| *name)
+    }
+}
+
+/// A transaction holding the store's write lock (`BEGIN IMMEDIATE` on SQLite, the advisory lock on
+/// PostgreSQL). Commit with [`Locked::commit`]; dropping it without committing rolls it back, so a
+/// cancelled future never leaves a transaction open or the store locked.
+pub struct Locked<'s> {
+    store: &'s Store,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+}
+
+impl Locked<'_> {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(db("committing"))
+    }
+
+    /// A `jgate_meta` value.
+    pub async fn meta(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(self.store.sql("SELECT value FROM jgate_meta WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(db("reading jgate_meta"))?;
+        row.map(|r| r.try_get("value").map_err(db("reading jgate_meta"))).transpose()
+    }
+
+    /// Sets a `jgate_meta` value.
+    pub async fn put_meta(&mut self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(self.store.sql(
+            "INSERT INTO jgate_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        ))
+        .bind(name)
+        .bind(value)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db("writing jgate_meta"))?;
+        Ok(())
+    }
+
+    async fn put_json(&mut self, name: &str, value: &impl serde::Serialize) -> Result<(), StoreError> {
+        let text = serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.put_meta(name, &text).await
+    }
+
+    /// Sets the sealed head.
+    pub async fn put_head(&mut self, head: &Head) -> Result<(), StoreError> {
+        self.put_json(META_AUDIT_HEAD, head).await
+    }
+
+    /// The sealed audit keys: (version, JSON of `secrets::Sealed`), oldest first.
+    pub async fn audit_keys(&mut self) -> Result<Vec<(u32, String)>, StoreError> {
+        let rows = sqlx::query("SELECT version, sealed FROM audit_keys ORDER BY version")
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db("reading the audit keys"))?;
+        rows.iter()
+            .map(|r| {
+                let e = db("reading an audit key");
+                Ok((version_u32(r.try_get("version").map_err(&e)?)?, r.try_get("sealed").map_err(&e)?))
+            })
+            .collect()
+    }
+
+    /// Stores (or replaces) the sealed audit key of `version`.
+    pub async fn put_audit_key(&mut self, version: u32, sealed: &str) -> Result<(), StoreError> {
+        sqlx::query(self.store.sql(
+            "INSERT INTO audit_keys (version, sealed, created_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (version) DO UPDATE SET sealed = excluded.sealed",
+        ))
+        .bind(i64::from(version))
+        .bind(sealed)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db("storing an audit key"))?;
+        Ok(())
+    }
+
+    /// The `(seq, hash)` and record JSON of the audit table's last row.
+    pub async fn last_audit(&mut self) -> Result<Option<(i64, String, String)>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash, record FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(db("reading the audit chain's head"))?;
+        row.map(|r| {
+            let e = db("reading the audit chain's head");
+            Ok((r.try_get("seq").map_err(&e)?, r.try_get("hash").map_err(&e)?, r.try_get("record").map_err(&e)?))
+        })
+        .transpose()
+    }
+
+    /// The stored controllers (for re-wrapping their tokens).
+    pub async fn controllers(&mut self) -> Result<Vec<ControllerRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM controllers ORDER BY name")
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db("listing controllers"))?;
+        rows.iter().map(controller_row).collect()
+    }
+
+    pub async fn update_controller_seal(&mut self, name: &str, sealed_token: &str) -> Result<(), StoreError> {
+        sqlx::query(self.store.sql("UPDATE controllers SET sealed_token = $1 WHERE name = $2"))
+            .bind(sealed_token)
+            .bind(name)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db("updating a controller"))?;
+        Ok(())
+    }
+
+    /// Where the next record goes: after the sealed head, or after the table's last row if that
+    /// is further (records written by a jgate that did not seal heads).
+    async fn next_link(&mut self, keys: &AuditKeys) -> Result<(i64, String), StoreError> {
+        let (last_seq, last_hash) = match self.last_audit().await? {
+            Some((seq, hash, _)) => (seq, hash),
+            None => (0, audit::GENESIS.to_string()),
+        };
+        let head: Head = match self.meta(META_AUDIT_HEAD).await? {
+            Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::AuditHead("is not readable".into()))?,
+            None => return Err(StoreError::AuditHead("is missing".into())),
+        };
+        match head.check(keys) {
+            SealCheck::Forged => return Err(StoreError::AuditHead("was edited or forged".into())),
+            // Sealed by a process holding a newer key version (after a master-key rotation):
+            // trusted as far as the table itself is.
+            SealCheck::UnknownKey | SealCheck::Valid => {}
+        }
+        Ok(if head.seq >= last_seq { (head.seq + 1, head.hash) } else { (last_seq + 1, last_hash) })
+    }
+
+    async fn insert_audit(&mut self, record: &Record) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(self.store.sql(
+            "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        ))
+        .bind(record.seq)
+        .bind(record.entry.time_ms)
+        .bind(&record.entry.agent)
+        .bind(&record.entry.controller)
+        .bind(&record.entry.operation)
+        .bind(phase_str(record))
+        .bind(i64::from(record.entry.allowed))
+        .bind(json)
+        .bind(&record.prev_hash)
+        .bind(&record.hash)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db("appending an audit record"))?;
+        Ok(())
+    }
+
+    /// Seals a checkpoint; one already stored for that `seq` is kept (it is evidence).
+    async fn insert_checkpoint(&mut self, cp: &SealedCheckpoint) -> Result<(), StoreError> {
+        sqlx::query(self.store.sql(
+            "INSERT INTO audit_checkpoints (seq, hash, key_version, mac, created_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (seq) DO NOTHING",
+        ))
+        .bind(cp.seq)
+        .bind(&cp.hash)
+        .bind(i64::from(cp.key_version))
+        .bind(&cp.mac)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db("sealing an audit checkpoint"))?;
+        Ok(())
     }
 }
 
@@ -683,6 +921,22 @@ fn controller_row(r: &sqlx::any::AnyRow) -> Result<ControllerRow, StoreError> {
         jenkins_version: r.try_get("jenkins_version").map_err(&e)?,
         plugins: list(r.try_get("plugins").map_err(&e)?)?,
         created_ms: r.try_get("created_ms").map_err(&e)?,
+    })
+}
+
+fn grant_row(r: &sqlx::any::AnyRow) -> Result<Grant, StoreError> {
+    let grp: String = r.try_get("grp").map_err(db("reading a grant"))?;
+    let level: String = r.try_get("level").map_err(db("reading a grant"))?;
+    let params: String = r.try_get("params").map_err(db("reading a grant"))?;
+    Ok(Grant {
+        id: r.try_get("id").map_err(db("reading a grant"))?,
+        agent: r.try_get("agent").map_err(db("reading a grant"))?,
+        controller: r.try_get("controller").map_err(db("reading a grant"))?,
+        group: crate::catalog::Group::parse(&grp).ok_or_else(|| StoreError::Corrupt(format!("unknown group {grp}")))?,
+        level: level.parse::<Level>().map_err(|_| StoreError::Corrupt(format!("unknown level {level}")))?,
+        jobs: r.try_get("jobs").map_err(db("reading a grant"))?,
+        params: serde_json::from_str::<Vec<ParamConstraint>>(&params)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
 }
 

@@ -13,7 +13,7 @@ use gate::catalog::Group;
 use gate::policy::Level;
 use gate::secrets::MasterKey;
 use gate::store::{AuditFilter, Store};
-use gate::{Caller, Gate, GateError, NewController};
+use gate::{Admin, Caller, Gate, GateError, NewController};
 use jenkins_twin::{Twin, TwinServer};
 use secrecy::SecretString;
 use serde_json::json;
@@ -99,7 +99,11 @@ fn key_file() -> std::path::PathBuf {
 async fn gate_on(url: &str, key: &std::path::Path) -> Gate {
     let store = Store::open(url).await.expect("store");
     let (master, _) = MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", key).expect("master key");
-    Gate::new(store, master)
+    Gate::open(store, master, None).await.expect("gate")
+}
+
+fn admin() -> Admin {
+    Admin::new("admin", Surface::Cli)
 }
 
 fn controller(server: &TwinServer, token: &str) -> NewController {
@@ -132,15 +136,15 @@ async fn controllers_are_tested_and_tokens_sealed() {
         let kf = key_file();
         let g = gate_on(&url, &kf).await;
         // A failing connection test stores nothing.
-        let err = g.add_controller(controller(&s, "wrong-token"), false).await;
+        let err = g.add_controller(&admin(), controller(&s, "wrong-token"), false).await;
         assert!(matches!(&err, Err(GateError::ConnectionTest { .. })), "{kind}: {err:?}");
         assert!(g.store().controllers().await.expect("list").is_empty(), "{kind}: nothing stored");
         // Without the allow-list entry the loopback twin is refused, and the error names the flag.
         let mut refused = controller(&s, TOKEN);
         refused.allow_private.clear();
-        let err = g.add_controller(refused, false).await.err().map(|e| e.to_string()).unwrap_or_default();
+        let err = g.add_controller(&admin(), refused, false).await.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("allow"), "{kind}: {err}");
-        let (row, report) = g.add_controller(controller(&s, TOKEN), false).await.expect("add");
+        let (row, report) = g.add_controller(&admin(), controller(&s, TOKEN), false).await.expect("add");
         assert_eq!(row.jenkins_version.as_deref(), Some("2.541.2"), "{kind}");
         assert_eq!(report.map(|r| r.who_am_i.name), Some("admin".into()));
         assert!(!row.sealed_token.contains(TOKEN), "{kind}: the token is encrypted at rest");
@@ -148,21 +152,25 @@ async fn controllers_are_tested_and_tokens_sealed() {
         // Reopened, the token decrypts and the client works.
         let g2 = gate_on(&url, &kf).await;
         assert_eq!(g2.test_controller("prod").await.expect("test").version.as_deref(), Some("2.541.2"), "{kind}");
-        // Another master key cannot open it.
-        let g3 = gate_on(&url, &key_file()).await;
-        let err = g3.test_controller("prod").await.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("master key"), "{kind}: {err}");
+        // Another master key is refused at open, before anything is written.
+        let (other, _) = MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", &key_file()).expect("key");
+        let err = Gate::open(Store::open(&url).await.expect("store"), other, None).await.err();
+        assert!(
+            matches!(err, Some(GateError::Secrets(gate::secrets::SecretsError::MasterKeyMismatch { .. }))),
+            "{kind}: {err:?}"
+        );
         // Rotation re-wraps: the new key works, the old no longer does.
         let new = MasterKey::generate();
-        assert_eq!(g2.rotate_master_key(&new).await.expect("rotate"), 1);
-        let rotated = Gate::new(Store::open(&url).await.expect("store"), new);
+        assert_eq!(g2.rotate_master_key(&admin(), &new).await.expect("rotate"), 1);
+        let rotated = Gate::open(Store::open(&url).await.expect("store"), new, None).await.expect("reopen");
         assert!(rotated.test_controller("prod").await.is_ok(), "{kind}: new key opens the token");
-        let old = gate_on(&url, &kf).await;
-        assert!(old.test_controller("prod").await.is_err(), "{kind}: old key no longer opens it");
+        let (old, _) = MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", &kf).expect("key");
+        let err = Gate::open(Store::open(&url).await.expect("store"), old, None).await.err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("not this installation's master key")), "{kind}: old key refused");
         // Forced add of a failing controller is stored.
         let mut forced = controller(&s, "wrong");
         forced.name = "forced".into();
-        assert!(rotated.add_controller(forced, true).await.is_ok(), "{kind}");
+        assert!(rotated.add_controller(&admin(), forced, true).await.is_ok(), "{kind}");
     }
 }
 
@@ -171,15 +179,16 @@ async fn agents_keys_and_the_policy_path() {
     let (twin, s) = twin().await;
     for (kind, url) in databases().await {
         let g = gate_on(&url, &key_file()).await;
-        g.add_controller(controller(&s, TOKEN), false).await.expect("add");
-        let (_, triage_key) = g.create_agent("triage-bot", "reads everything", None).await.expect("agent");
-        let (_, release_key) = g.create_agent("release-bot", "", None).await.expect("agent");
+        g.add_controller(&admin(), controller(&s, TOKEN), false).await.expect("add");
+        let (_, triage_key) = g.create_agent(&admin(), "triage-bot", "reads everything", None).await.expect("agent");
+        let (_, release_key) = g.create_agent(&admin(), "release-bot", "", None).await.expect("agent");
         let secret = gate::gate::expose(&triage_key.secret).to_string();
         assert!(secret.starts_with("jgate_"));
         assert_eq!(g.authenticate(&secret).await.expect("auth").0, "triage-bot", "{kind}");
         assert!(matches!(g.authenticate("jgate_nope").await, Err(GateError::BadKey(_))));
-        g.grant("triage-bot", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
+        g.grant(&admin(), "triage-bot", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
         g.grant(
+            &admin(),
             "release-bot",
             Group::Build,
             Level::Full,
@@ -315,11 +324,11 @@ async fn agents_keys_and_the_policy_path() {
         );
 
         // Revocation and expiry.
-        g.revoke("release-bot", None).await.expect("revoke");
+        g.revoke(&admin(), "release-bot", None).await.expect("revoke");
         let rel = gate::gate::expose(&release_key.secret).to_string();
         let err = g.authenticate(&rel).await.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("revoked"), "{kind}: {err}");
-        let expired = g.new_key("triage-bot", Some(gate::store::now_ms() - 1)).await.expect("key");
+        let expired = g.new_key(&admin(), "triage-bot", Some(gate::store::now_ms() - 1)).await.expect("key");
         let err =
             g.authenticate(gate::gate::expose(&expired.secret)).await.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("expired"), "{kind}: {err}");
@@ -332,45 +341,47 @@ async fn tampering_is_detected() {
     for (kind, url) in databases().await {
         let kf = key_file();
         let g = gate_on(&url, &kf).await;
-        g.add_controller(controller(&s, TOKEN), false).await.expect("add");
-        g.create_agent("bot", "", None).await.expect("agent");
-        g.grant("bot", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
+        g.add_controller(&admin(), controller(&s, TOKEN), false).await.expect("add");
+        g.create_agent(&admin(), "bot", "", None).await.expect("agent");
+        g.grant(&admin(), "bot", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
+        // Six administrative records (intent and outcome of three changes), then six reads.
         for _ in 0..6 {
             g.call(&caller("bot"), "prod", "get_job", json!({"job": "api-server"})).await.expect("read");
         }
         let cp: Checkpoint = g.checkpoint().await.expect("cp").expect("some");
-        assert_eq!(cp.seq, 6);
-        assert_eq!(g.verify_audit(std::slice::from_ref(&cp)).await.expect("verify"), Ok(6));
+        assert_eq!(cp.seq, 12);
+        assert_eq!(g.verify_audit(std::slice::from_ref(&cp)).await.expect("verify"), Ok(12));
         let bad = |r: Result<u64, gate::audit::VerifyError>| r.err().map(|e| e.to_string()).unwrap_or_default();
-        // Edit record 3.
+        // Edit record 9.
         g.store()
-            .execute_raw("UPDATE audit SET record = REPLACE(record, 'api-server', 'api-servex') WHERE seq = 3")
+            .execute_raw("UPDATE audit SET record = REPLACE(record, 'api-server', 'api-servex') WHERE seq = 9")
             .await
             .expect("edit");
         let msg = bad(g.verify_audit(&[]).await.expect("v"));
-        assert!(msg.contains('3') && msg.contains("edited"), "{kind}: {msg}");
+        assert!(msg.contains('9') && msg.contains("edited"), "{kind}: {msg}");
         g.store()
-            .execute_raw("UPDATE audit SET record = REPLACE(record, 'api-servex', 'api-server') WHERE seq = 3")
+            .execute_raw("UPDATE audit SET record = REPLACE(record, 'api-servex', 'api-server') WHERE seq = 9")
             .await
             .expect("undo");
         assert!(g.verify_audit(&[]).await.expect("v").is_ok(), "{kind}: restored");
-        // Delete record 4.
-        g.store().execute_raw("DELETE FROM audit WHERE seq = 4").await.expect("delete");
+        // Delete record 10.
+        g.store().execute_raw("DELETE FROM audit WHERE seq = 10").await.expect("delete");
         let msg = bad(g.verify_audit(&[]).await.expect("v"));
         assert!(msg.contains("missing") || msg.contains("deleted"), "{kind}: {msg}");
-        // Truncation of the tail is caught by the exported checkpoint.
-        g.store().execute_raw("DELETE FROM audit WHERE seq >= 4").await.expect("truncate");
-        assert!(g.verify_audit(&[]).await.expect("v").is_ok(), "{kind}: a clean prefix alone verifies");
+        // Truncating the tail is caught by the sealed head, without an exported checkpoint.
+        g.store().execute_raw("DELETE FROM audit WHERE seq >= 10").await.expect("truncate");
+        let msg = bad(g.verify_audit(&[]).await.expect("v"));
+        assert!(msg.contains("ends at 9") && msg.contains("12"), "{kind}: {msg}");
         let msg = bad(g.verify_audit(&[cp]).await.expect("v"));
-        assert!(msg.contains('6'), "{kind}: {msg}");
+        assert!(msg.contains("12"), "{kind}: {msg}");
         // Reordering: swap the bodies of records 1 and 2.
         g.store().execute_raw("UPDATE audit SET seq = -1 WHERE seq = 1").await.expect("swap");
         g.store().execute_raw("UPDATE audit SET seq = 1 WHERE seq = 2").await.expect("swap");
         g.store().execute_raw("UPDATE audit SET seq = 2 WHERE seq = -1").await.expect("swap");
         assert!(g.verify_audit(&[]).await.expect("v").is_err(), "{kind}: reordering detected");
-        // A different key cannot verify (the HMAC key lives outside the database).
-        let other = gate_on(&url, &key_file()).await;
-        assert!(other.verify_audit(&[]).await.expect("v").is_err(), "{kind}");
+        // A different key cannot even open the store (the HMAC keys live wrapped under the master key).
+        let (other, _) = MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", &key_file()).expect("key");
+        assert!(Gate::open(Store::open(&url).await.expect("store"), other, None).await.is_err(), "{kind}");
     }
 }
 
@@ -379,9 +390,9 @@ async fn writes_fail_closed_without_audit() {
     let (twin, s) = twin().await;
     for (kind, url) in databases().await {
         let g = gate_on(&url, &key_file()).await;
-        g.add_controller(controller(&s, TOKEN), false).await.expect("add");
-        g.create_agent("bot", "", None).await.expect("agent");
-        g.grant("bot", Group::Build, Level::Full, None, None, vec![]).await.expect("grant");
+        g.add_controller(&admin(), controller(&s, TOKEN), false).await.expect("add");
+        g.create_agent(&admin(), "bot", "", None).await.expect("agent");
+        g.grant(&admin(), "bot", Group::Build, Level::Full, None, None, vec![]).await.expect("grant");
         g.store().execute_raw("ALTER TABLE audit RENAME TO audit_gone").await.expect("break the audit table");
         let before = twin.requests_received();
         let err = g.call(&caller("bot"), "prod", "trigger_build", json!({"job": "api-server"})).await;
@@ -398,7 +409,7 @@ async fn two_writers_never_fork_the_chain() {
         // Two independent stores (separate pools, as two jgate processes would have).
         let a = Arc::new(gate_on(&url, &kf).await);
         let b = Arc::new(gate_on(&url, &kf).await);
-        a.create_agent("bot", "", None).await.expect("agent");
+        a.create_agent(&admin(), "bot", "", None).await.expect("agent");
         let mut tasks = Vec::new();
         for (n, g) in [(0, a.clone()), (1, b.clone())] {
             tasks.push(tokio::spawn(async move {
@@ -412,8 +423,9 @@ async fn two_writers_never_fork_the_chain() {
             tokio::time::timeout(Duration::from_secs(60), t).await.expect("in time").expect("task");
         }
         let records = a.audit(&AuditFilter::default()).await.expect("audit");
-        assert_eq!(records.len(), 50, "{kind}");
+        // 50 calls and the intent and outcome of creating the agent.
+        assert_eq!(records.len(), 52, "{kind}");
         assert!(records.iter().enumerate().all(|(i, r)| r.seq == i as i64 + 1), "{kind}: dense sequence");
-        assert_eq!(b.verify_audit(&[]).await.expect("verify"), Ok(50), "{kind}: one unforked chain");
+        assert_eq!(b.verify_audit(&[]).await.expect("verify"), Ok(52), "{kind}: one unforked chain");
     }
 }

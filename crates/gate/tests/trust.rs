@@ -10,7 +10,7 @@ use gate::catalog::Group;
 use gate::policy::Level;
 use gate::secrets::MasterKey;
 use gate::store::{AuditFilter, Store};
-use gate::{CallOptions, Caller, Gate, GateError, Limits, NewController};
+use gate::{Admin, CallOptions, Caller, Gate, GateError, Limits, NewController};
 use jenkins_twin::{Twin, TwinServer};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -99,8 +99,9 @@ async fn setup(limits: Limits) -> (Arc<Twin>, TwinServer, Arc<Gate>) {
     let store = Store::open(&dir.join("jgate.db").display().to_string()).await.expect("store");
     let (master, _) =
         MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", &dir.join("master.key")).expect("master key");
-    let gate = Gate::new(store, master).with_limits(limits);
+    let gate = Gate::open(store, master, None).await.expect("gate").with_limits(limits);
     gate.add_controller(
+        &admin(),
         NewController {
             name: "prod".into(),
             url: server.url(),
@@ -124,6 +125,10 @@ fn rand_id() -> u64 {
     N.fetch_add(1, Ordering::SeqCst) * 1_000_003 + gate::store::now_ms() as u64 % 1_000_000
 }
 
+fn admin() -> Admin {
+    Admin::local_cli()
+}
+
 fn caller(agent: &str) -> Caller {
     Caller {
         agent: agent.into(),
@@ -135,9 +140,9 @@ fn caller(agent: &str) -> Caller {
 }
 
 async fn agent(g: &Gate, name: &str, grants: &[(Group, Level, Option<&str>)]) {
-    g.create_agent(name, "", None).await.expect("agent");
+    g.create_agent(&admin(), name, "", None).await.expect("agent");
     for (group, level, jobs) in grants {
-        g.grant(name, *group, *level, None, *jobs, vec![]).await.expect("grant");
+        g.grant(&admin(), name, *group, *level, None, *jobs, vec![]).await.expect("grant");
     }
 }
 
@@ -224,7 +229,7 @@ async fn copying_a_job_needs_config_read_on_the_canonical_source() {
             other => panic!("copy from {from} must be denied: {other:?}"),
         }
     }
-    g.grant("copier", Group::Config, Level::Read, None, Some("team/**"), vec![]).await.expect("grant");
+    g.grant(&admin(), "copier", Group::Config, Level::Read, None, Some("team/**"), vec![]).await.expect("grant");
     // The source is sent in its canonical spelling.
     let v = g
         .call(&caller("copier"), "prod", "copy_job", json!({"job": "sandbox/copy", "from": "/job/team/job/open/"}))
@@ -239,7 +244,7 @@ async fn copying_a_job_needs_config_read_on_the_canonical_source() {
 async fn a_folder_lists_only_the_children_the_agent_may_see() {
     let (_t, _s, g) = setup(Limits::default()).await;
     agent(&g, "reader", &[(Group::Status, Level::Read, None)]).await;
-    g.grant("reader", Group::Status, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
+    g.grant(&admin(), "reader", Group::Status, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
     let folder = g.call(&caller("reader"), "prod", "get_job", json!({"job": "team"})).await.expect("folder");
     let names: Vec<&str> =
         folder["items"].as_array().expect("items").iter().filter_map(|i| i["name"].as_str()).collect();
@@ -414,8 +419,8 @@ async fn arguments_are_typed_and_unknown_ones_refused() {
 async fn carve_outs_hold_against_every_spelling_jenkins_folds_together() {
     let (_t, _s, g) = setup(Limits::default()).await;
     agent(&g, "reader", &[(Group::Status, Level::Read, None), (Group::Config, Level::Read, None)]).await;
-    g.grant("reader", Group::Status, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
-    g.grant("reader", Group::Config, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
+    g.grant(&admin(), "reader", Group::Status, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
+    g.grant(&admin(), "reader", Group::Config, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
     // The twin resolves each of these to team/secret, as Jenkins (Java's case-insensitive order) does.
     for spelling in ["team/ſecret", "TEAM/SECRET", "team/secret/", "job/team/job/%C5%BFecret", "team/secret\u{212A}"] {
         for op in ["get_job", "get_job_config", "get_build"] {
@@ -431,7 +436,7 @@ async fn carve_outs_hold_against_every_spelling_jenkins_folds_together() {
         }
     }
     // The copy source is folded the same way.
-    g.grant("reader", Group::Jobs, Level::Full, None, Some("team/copies/**"), vec![]).await.expect("jobs");
+    g.grant(&admin(), "reader", Group::Jobs, Level::Full, None, Some("team/copies/**"), vec![]).await.expect("jobs");
     let r = g.call(&caller("reader"), "prod", "copy_job", json!({"job": "team/copies/x", "from": "team/ſecret"})).await;
     assert!(matches!(r, Err(GateError::Denied { .. })), "{r:?}");
 }

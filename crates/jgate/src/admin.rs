@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use gate::audit::{Checkpoint, Phase, Surface};
+use gate::audit_device::AuditDevice;
 use gate::catalog::{self, Group};
 use gate::policy::ParamConstraint;
 use gate::secrets::{KeySource, MasterKey};
 use gate::store::{AuditFilter, Store};
-use gate::{Caller, Gate, NewController};
+use gate::{Admin, Caller, Gate, NewController};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -31,6 +32,11 @@ pub struct Global {
     /// The master key file (default: master.key in the data directory; JGATE_MASTER_KEY wins).
     #[arg(long, global = true, env = "JGATE_MASTER_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// A second audit device: append every audit record to this file as one JSON line, flushed
+    /// to disk before the call goes on (`-` = standard output). A write whose record cannot be
+    /// appended is refused, and a read is not returned.
+    #[arg(long, global = true, env = "JGATE_AUDIT_FILE", value_name = "PATH")]
+    pub audit_file: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -103,14 +109,20 @@ pub enum AgentCmd {
 
 #[derive(Subcommand)]
 pub enum AuditCmd {
-    /// Verifies the hash chain (and exported checkpoints).
+    /// Verifies the hash chain, every column, the sealed head and checkpoints (and an audit file).
     Verify {
         /// A file of checkpoints exported earlier (one `seq hash` per line).
         #[arg(long)]
         checkpoints: Option<PathBuf>,
+        /// An audit file written with --audit-file: its records must be in the database, unchanged.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
     },
     /// Prints the current head of the chain as a checkpoint (`seq hash`) to keep elsewhere.
     Checkpoint,
+    /// After `verify` reported a problem with the sealed head (appends stop until then): accepts
+    /// the log as it now stands, and records that you did.
+    Reseal,
 }
 
 #[derive(Args)]
@@ -193,7 +205,17 @@ pub async fn open(g: &Global) -> anyhow::Result<Gate> {
             p.display()
         );
     }
-    Ok(Gate::new(store, master))
+    let device = g.audit_file.as_deref().map(AuditDevice::open).transpose()?;
+    Ok(Gate::open(store, master, device).await?)
+}
+
+/// [`open`] for `jgate mcp`, whose standard output carries the MCP protocol: audit lines there
+/// would corrupt it.
+pub async fn open_stdio(g: &Global) -> anyhow::Result<Gate> {
+    if g.audit_file.as_deref() == Some("-") {
+        bail!("`jgate mcp` speaks MCP on standard output, so --audit-file - cannot be used with it: give a file path");
+    }
+    open(g).await
 }
 
 fn read_token(file: Option<&PathBuf>, env: Option<&str>) -> anyhow::Result<SecretString> {
@@ -354,7 +376,7 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
                 ca_pem,
                 insecure: insecure_skip_tls_verify,
             };
-            let (row, report) = match gate.add_controller(nc, force).await {
+            let (row, report) = match gate.add_controller(&Admin::local_cli(), nc, force).await {
                 Ok(r) => r,
                 Err(gate::GateError::ConnectionTest { name, error })
                     if matches!(*error, jenkins::Error::Refused(_)) =>
@@ -426,7 +448,7 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
             });
         }
         ControllerCmd::Remove { name } => {
-            if !gate.store().delete_controller(&name).await? {
+            if !gate.remove_controller(&Admin::local_cli(), &name).await? {
                 bail!("there is no controller '{name}' (`jgate controller list` shows them)");
             }
             out(g, &json!({"removed": name}), || println!("removed controller {name}"));
@@ -440,7 +462,8 @@ pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
     let expiry = |d: Option<u32>| d.map(|d| gate::store::now_ms() + i64::from(d) * 86_400_000);
     match cmd {
         AgentCmd::Create { name, description, expires_days } => {
-            let (agent, key) = gate.create_agent(&name, &description, expiry(expires_days)).await?;
+            let (agent, key) =
+                gate.create_agent(&Admin::local_cli(), &name, &description, expiry(expires_days)).await?;
             let secret = gate::gate::expose(&key.secret).to_string();
             out(g, &json!({"agent": agent.name, "key_id": key.key_id, "key": secret}), || {
                 println!("created agent {}", agent.name);
@@ -450,7 +473,7 @@ pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
             });
         }
         AgentCmd::Key { name, expires_days } => {
-            let key = gate.new_key(&name, expiry(expires_days)).await?;
+            let key = gate.new_key(&Admin::local_cli(), &name, expiry(expires_days)).await?;
             let secret = gate::gate::expose(&key.secret).to_string();
             out(g, &json!({"agent": name, "key_id": key.key_id, "key": secret}), || {
                 println!("new key for {name} (shown once): {secret}");
@@ -483,7 +506,7 @@ pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
             });
         }
         AgentCmd::Revoke { name, key } => {
-            let n = gate.revoke(&name, key.as_deref()).await?;
+            let n = gate.revoke(&Admin::local_cli(), &name, key.as_deref()).await?;
             if n == 0 {
                 bail!(
                     "nothing to revoke: {name} has no active key{}",
@@ -511,7 +534,9 @@ pub async fn grant(g: &Global, a: GrantArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.parse::<ParamConstraint>().map_err(|e| anyhow::anyhow!("--param {p}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let gr = gate.grant(&a.agent, group, level, a.controller.as_deref(), a.jobs.as_deref(), params).await?;
+    let gr = gate
+        .grant(&Admin::local_cli(), &a.agent, group, level, a.controller.as_deref(), a.jobs.as_deref(), params)
+        .await?;
     out(g, &serde_json::to_value(&gr).unwrap_or(Value::Null), || {
         println!("grant {}: {} — {}", gr.id, gr.agent, gr.describe())
     });
@@ -538,46 +563,89 @@ pub async fn grants(g: &Global, agent: &str) -> anyhow::Result<()> {
 
 pub async fn ungrant(g: &Global, id: i64) -> anyhow::Result<()> {
     let gate = open(g).await?;
-    if !gate.store().delete_grant(id).await? {
+    if !gate.remove_grant(&Admin::local_cli(), id).await? {
         bail!("there is no grant {id} (`jgate grants AGENT` lists them with their ids)");
     }
     out(g, &json!({"removed": id}), || println!("removed grant {id}"));
     Ok(())
 }
 
+/// The mark column: how the call ended, so a failure never shows as "ok".
+fn mark(r: &gate::audit::Record) -> &'static str {
+    if !r.entry.allowed {
+        return "DENIED";
+    }
+    if r.entry.phase == Phase::Intent {
+        return "intent";
+    }
+    let outcome = r.entry.outcome.as_deref().unwrap_or("ok").trim().to_ascii_lowercase();
+    let word = outcome.split(':').next().unwrap_or("").trim();
+    match word {
+        "" | "ok" | "replayed" => "ok",
+        "cancelled" | "canceled" => "cancelled",
+        _ => "FAILED",
+    }
+}
+
 fn print_record(r: &gate::audit::Record, color: bool) {
-    let mark = match (r.entry.allowed, color) {
-        (false, true) => "\x1b[31mDENIED\x1b[0m",
-        (false, false) => "DENIED",
-        (true, _) if r.entry.phase == Phase::Intent => "intent",
-        (true, _) => "ok",
+    let mark = match (mark(r), color) {
+        ("DENIED", true) => "\x1b[31mDENIED\x1b[0m",
+        ("FAILED", true) => "\x1b[31mFAILED\x1b[0m",
+        (m, _) => m,
     };
-    println!("#{:<6} {} {:<6} {}", r.seq, format_time(r.entry.time_ms), mark, r.sentence);
+    println!("#{:<6} {} {:<9} {}", r.seq, format_time(r.entry.time_ms), mark, r.sentence);
 }
 
 pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<()> {
     let gate = open(g).await?;
     let now = gate::store::now_ms();
     match a.cmd {
-        Some(AuditCmd::Verify { checkpoints }) => {
+        Some(AuditCmd::Verify { checkpoints, file }) => {
             let cps = match checkpoints {
                 Some(f) => parse_checkpoints(
                     &std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?,
                 )?,
                 None => Vec::new(),
             };
-            match gate.verify_audit(&cps).await? {
-                Ok(n) => out(g, &json!({"ok": true, "records": n}), || {
-                    println!(
-                        "audit chain OK: {n} records verified{}",
-                        if cps.is_empty() { "" } else { " against the checkpoints" }
-                    )
+            let against = if cps.is_empty() { "" } else { " against the checkpoints" };
+            let result = match &file {
+                Some(path) => gate.verify_audit_file(&cps, path).await?.map(|(n, report)| (n, Some(report))),
+                None => gate.verify_audit(&cps).await?.map(|n| (n, None)),
+            };
+            match result {
+                Ok((n, None)) => out(g, &json!({"ok": true, "records": n}), || {
+                    println!("audit chain OK: {n} records verified{against}")
                 }),
+                Ok((n, Some(report))) => {
+                    let v = json!({"ok": true, "records": n, "file_records": report.file_records,
+                        "missing_from_file": report.missing_from_file});
+                    out(g, &v, || {
+                        println!(
+                            "audit chain OK: {n} records verified{against}; the audit file's {} records match the database{}",
+                            report.file_records,
+                            if report.missing_from_file > 0 {
+                                format!(
+                                    " ({} database records are not in the file: written while the file was not in use)",
+                                    report.missing_from_file
+                                )
+                            } else {
+                                String::new()
+                            }
+                        )
+                    })
+                }
                 Err(e) => {
                     out(g, &json!({"ok": false, "error": e.to_string()}), || println!("audit chain BROKEN: {e}"));
                     std::process::exit(1);
                 }
             }
+            return Ok(());
+        }
+        Some(AuditCmd::Reseal) => {
+            let head = gate.reseal_audit_head(&Admin::local_cli()).await?;
+            out(g, &json!({"seq": head.seq, "hash": head.hash}), || {
+                println!("sealed the audit head at record {} (recorded in the log)", head.seq)
+            });
             return Ok(());
         }
         Some(AuditCmd::Checkpoint) => {
@@ -640,7 +708,11 @@ fn parse_checkpoints(text: &str) -> anyhow::Result<Vec<Checkpoint>> {
     Ok(out)
 }
 
-/// `jgate key rotate`: writes a new master key file and re-wraps every stored token with it.
+/// `jgate key rotate`: re-wraps every stored token and audit key with a new master key, starts a
+/// new audit key version, and replaces the key file.
+///
+/// The new key is written (and flushed) beside the key file before the store changes, and moved
+/// over it only after the store committed: a failure at any point leaves a key that opens the store.
 pub async fn rotate_key(g: &Global) -> anyhow::Result<()> {
     if std::env::var_os("JGATE_MASTER_KEY").is_some() {
         bail!(
@@ -650,20 +722,50 @@ pub async fn rotate_key(g: &Global) -> anyhow::Result<()> {
     let gate = open(g).await?;
     let key_file = g.key_file.clone().unwrap_or_else(|| data_dir().join("master.key"));
     let new = MasterKey::generate();
-    let n = gate.rotate_master_key(&new).await?;
     let tmp = key_file.with_extension("new");
-    std::fs::write(&tmp, gate::gate::expose(&new.to_base64()))
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    }
-    std::fs::rename(&tmp, &key_file).with_context(|| format!("cannot replace {}", key_file.display()))?;
+    write_key_file(&tmp, &new).with_context(|| format!("cannot write the new key to {}", tmp.display()))?;
+    let n = match gate.rotate_master_key(&Admin::local_cli(), &new).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+    };
+    std::fs::rename(&tmp, &key_file).with_context(|| {
+        format!(
+            "the store now uses the new key, but {} could not replace {}: move it there by hand (it holds the new key)",
+            tmp.display(),
+            key_file.display()
+        )
+    })?;
     out(g, &json!({"rewrapped": n, "key_id": new.id()}), || {
-        println!("rotated the master key (new id {}): re-wrapped {n} controller token(s)", new.id())
+        println!(
+            "rotated the master key (new id {}): re-wrapped {n} controller token(s) and the audit keys; new audit records use a new audit key",
+            new.id()
+        )
     });
     Ok(())
+}
+
+/// Writes a key file created with mode 0600 and flushed to disk.
+fn write_key_file(path: &std::path::Path, key: &MasterKey) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    #[cfg(unix)]
+    {
+        // A leftover file from an interrupted rotation may have other permissions.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.write_all(gate::gate::expose(&key.to_base64()).as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
 }
 
 /// `jgate operations`: the catalog as a table.

@@ -143,13 +143,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let store = Store::open(&dir.join("jgate.db").display().to_string()).await?;
     let (master, _) = MasterKey::load_or_create("JGATE_DEMO_UNSET", &dir.join("master.key"))?;
-    let gate = Arc::new(Gate::new(store, master));
+    let gate = Arc::new(Gate::open(store, master, None).await?);
+    let admin = gate::Admin::new("demo", gate::audit::Surface::Cli);
     println!("jgate demo — a Jenkins twin at {} and jgate (SQLite in {})", twin_server.url(), dir.display());
     println!(
         "The twin listens on 127.0.0.1, which jgate refuses by default (SSRF protection); it is reached through the private-access allow-list entry 127.0.0.1:{}.",
         twin_server.addr().port()
     );
     gate.add_controller(
+        &admin,
         NewController {
             name: "prod".into(),
             url: twin_server.url(),
@@ -163,11 +165,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         false,
     )
     .await?;
-    let (_, triage_key) = gate.create_agent("triage-bot", "reads everything", None).await?;
-    let (_, release_key) = gate.create_agent("release-bot", "deploys releases to staging", None).await?;
-    gate.grant("triage-bot", Group::Status, Level::Read, None, None, vec![]).await?;
-    gate.grant("release-bot", Group::Status, Level::Read, None, Some("release/**"), vec![]).await?;
+    let (_, triage_key) = gate.create_agent(&admin, "triage-bot", "reads everything", None).await?;
+    let (_, release_key) = gate.create_agent(&admin, "release-bot", "deploys releases to staging", None).await?;
+    gate.grant(&admin, "triage-bot", Group::Status, Level::Read, None, None, vec![]).await?;
+    gate.grant(&admin, "release-bot", Group::Status, Level::Read, None, Some("release/**"), vec![]).await?;
     gate.grant(
+        &admin,
         "release-bot",
         Group::Build,
         Level::Full,

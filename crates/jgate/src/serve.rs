@@ -189,7 +189,7 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
 pub async fn stdio(g: &Global) -> anyhow::Result<()> {
     let key = std::env::var("JGATE_AGENT_KEY")
         .context("set JGATE_AGENT_KEY to the agent's key (keys are never passed as arguments)")?;
-    let gate = Arc::new(open(g).await?);
+    let gate = Arc::new(crate::admin::open_stdio(g).await?);
     let (agent, key_id) = gate.authenticate(&key).await?;
     let handler = JgateMcp::stdio(gate, AgentIdentity { agent, key_id, client_addr: None });
     let service = handler.serve(rmcp::transport::stdio()).await.context("MCP initialization over stdio failed")?;

@@ -24,6 +24,8 @@ impl Env {
             .env("JGATE_DATA_DIR", &self.dir)
             .env_remove("JGATE_MASTER_KEY")
             .env_remove("JGATE_DB")
+            .env_remove("JGATE_AUDIT_FILE")
+            .env("USER", "ops-admin")
             .env("NO_COLOR", "1");
         for (k, v) in extra_env {
             c.env(k, v);
@@ -114,11 +116,19 @@ async fn administrator_workflow() {
         "{audit}"
     );
     assert!(audit.contains("triage-bot read job team/api on prod"), "{audit}");
+    // Administrative changes are in the same chain, in plain English.
+    assert!(audit.contains("ops-admin (local CLI) added controller prod at "), "{audit}");
+    assert!(audit.contains("ops-admin (local CLI) created agent triage-bot with key "), "{audit}");
+    assert!(
+        audit.contains("ops-admin (local CLI) granted triage-bot Read job and build status: read on team/** (grant 1)"),
+        "{audit}"
+    );
     let lines = env.ok(&["audit", "--json", "--agent", "triage-bot", "--denied"], &[]);
     assert_eq!(lines.lines().count(), 1, "{lines}");
-    assert!(env.ok(&["audit", "verify"], &[]).contains("audit chain OK: 2 records"));
+    // Two calls and the intent and outcome of three changes (the refused add stored nothing).
+    assert!(env.ok(&["audit", "verify"], &[]).contains("audit chain OK: 8 records"));
     let cp = env.ok(&["audit", "checkpoint"], &[]);
-    assert!(cp.starts_with("2 "), "{cp}");
+    assert!(cp.starts_with("8 "), "{cp}");
 
     let revoked = env.ok(&["agent", "revoke", "triage-bot"], &[]);
     assert!(revoked.contains("revoked 1 key"));
@@ -128,9 +138,26 @@ async fn administrator_workflow() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("revoked"));
 
-    let rotated = env.ok(&["key", "rotate"], &[]);
-    assert!(rotated.contains("re-wrapped 1"), "{rotated}");
-    assert!(env.ok(&["controller", "test", "prod"], &[]).contains("OK"), "the rotated key opens the token");
+    let old_key = std::fs::read_to_string(env.dir.join("master.key")).expect("key file");
+    for _ in 0..2 {
+        let rotated = env.ok(&["key", "rotate"], &[]);
+        assert!(rotated.contains("re-wrapped 1"), "{rotated}");
+        assert!(env.ok(&["controller", "test", "prod"], &[]).contains("OK"), "the rotated key opens the token");
+    }
+    // Rotation is routine: every earlier record still verifies, and the rotations are recorded.
+    let verified = env.ok(&["audit", "verify"], &[]);
+    assert!(verified.contains("audit chain OK: 14 records"), "{verified}");
+    assert!(
+        env.ok(&["audit", "--operation", "admin.key.rotate"], &[])
+            .contains("ops-admin (local CLI) rotated the master key")
+    );
+    // The old key is refused before anything is written, with the fix named.
+    let o = env.run(&["audit", "verify"], &[("JGATE_MASTER_KEY", old_key.trim())]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("not this installation's master key"), "{err}");
+    assert!(err.contains("JGATE_MASTER_KEY") && err.contains("--key-file"), "{err}");
+    assert!(!err.contains(old_key.trim()), "no key material in errors");
+    assert!(env.ok(&["audit", "verify"], &[]).contains("audit chain OK: 14 records"), "nothing was written");
     let ops = env.ok(&["operations"], &[]);
     assert!(ops.contains("trigger_build"));
 }
@@ -167,5 +194,45 @@ fn two_processes_append_to_one_chain() {
         w.join().expect("worker");
     }
     let verified = env.ok(&["audit", "verify"], &[]);
-    assert!(verified.contains("audit chain OK: 24 records"), "{verified}");
+    assert!(verified.contains("audit chain OK: 26 records"), "{verified}");
+}
+
+/// `--audit-file`: every record also as a JSON line in a file that `audit verify --file` checks;
+/// records deleted from the database are found there.
+#[test]
+fn the_audit_file_is_a_second_copy() {
+    let env = Env::new();
+    let file = env.dir.join("trail").join("audit.jsonl");
+    let file_arg = file.display().to_string();
+    let created: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--audit-file", &file_arg, "--json", "agent", "create", "bot"], &[]))
+            .expect("json");
+    let key = created["key"].as_str().expect("key").to_string();
+    for i in 0..3 {
+        let o = env.run(
+            &["call", "get_job", "--controller", "prod", "--args", &format!(r#"{{"job":"j{i}"}}"#)],
+            &[("JGATE_AGENT_KEY", &key), ("JGATE_AUDIT_FILE", &file_arg)],
+        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains("denied"));
+    }
+    let text = std::fs::read_to_string(&file).expect("audit file");
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["hash"].is_string())));
+    let verified = env.ok(&["audit", "verify", "--file", &file_arg], &[]);
+    assert!(
+        verified.contains("audit chain OK: 5 records") && verified.contains("file's 5 records match"),
+        "{verified}"
+    );
+
+    // Records deleted from the database (here: the database file replaced) are still in the file.
+    std::fs::remove_file(env.dir.join("jgate.db")).expect("wipe");
+    let _ = std::fs::remove_file(env.dir.join("jgate.db-wal"));
+    let _ = std::fs::remove_file(env.dir.join("jgate.db-shm"));
+    let o = env.run(&["audit", "verify", "--file", &file_arg], &[]);
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("record 1 is in the audit file but missing from the database"), "{out}");
+    // `jgate mcp` speaks MCP on standard output: the stdout device is refused there.
+    let o = env.run(&["--audit-file", "-", "mcp"], &[("JGATE_AGENT_KEY", &key)]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with it"));
 }
