@@ -37,6 +37,11 @@ pub struct Global {
     /// appended is refused, and a read is not returned.
     #[arg(long, global = true, env = "JGATE_AUDIT_FILE", value_name = "PATH")]
     pub audit_file: Option<String>,
+    /// Calls one agent may have in flight at once (serve, mcp, call); further calls are refused
+    /// until one finishes.
+    #[arg(long, global = true, env = "JGATE_MAX_CALLS_PER_AGENT", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_calls_per_agent: u32,
 }
 
 #[derive(Subcommand)]
@@ -172,10 +177,13 @@ pub struct GrantArgs {
 
 #[derive(Args)]
 pub struct CallArgs {
-    /// The operation (see `jgate operations`).
-    pub operation: String,
+    /// The operation: its tool name (get_job) or its CLI verb (job show); `jgate operations`
+    /// lists them.
+    #[arg(required = true, num_args = 1..=3)]
+    pub operation: Vec<String>,
+    /// The controller (as named in jgate); needed only when several are configured.
     #[arg(long)]
-    pub controller: String,
+    pub controller: Option<String>,
     /// Arguments as JSON, e.g. '{"job":"team/api","build":"lastFailedBuild"}'.
     #[arg(long, default_value = "{}")]
     pub args: String,
@@ -206,7 +214,8 @@ pub async fn open(g: &Global) -> anyhow::Result<Gate> {
         );
     }
     let device = g.audit_file.as_deref().map(AuditDevice::open).transpose()?;
-    Ok(Gate::open(store, master, device).await?)
+    let limits = gate::Limits { max_in_flight_per_agent: g.max_calls_per_agent as usize, ..gate::Limits::default() };
+    Ok(Gate::open(store, master, device).await?.with_limits(limits))
 }
 
 /// [`open`] for `jgate mcp`, whose standard output carries the MCP protocol: audit lines there
@@ -770,15 +779,16 @@ fn write_key_file(path: &std::path::Path, key: &MasterKey) -> std::io::Result<()
 
 /// `jgate operations`: the catalog as a table.
 pub fn operations(g: &Global) {
-    let v = Value::Array(catalog::OPERATIONS.iter().map(|o| json!({"name": o.name, "group": o.group.as_str(), "access": format!("{:?}", o.access).to_lowercase(), "description": o.description})).collect());
+    let v = Value::Array(catalog::OPERATIONS.iter().map(|o| json!({"name": o.name, "cli": o.cli, "group": o.group.as_str(), "access": format!("{:?}", o.access).to_lowercase(), "description": o.description})).collect());
     out(g, &v, || {
         table(
-            &["operation", "group", "access", "description"],
+            &["operation", "cli verb", "group", "access", "description"],
             &catalog::OPERATIONS
                 .iter()
                 .map(|o| {
                     vec![
                         o.name.to_string(),
+                        o.cli.to_string(),
                         o.group.as_str().to_string(),
                         format!("{:?}", o.access).to_lowercase(),
                         o.description.to_string(),
@@ -793,6 +803,7 @@ pub fn operations(g: &Global) {
 pub async fn call(g: &Global, a: CallArgs) -> anyhow::Result<()> {
     let key = std::env::var("JGATE_AGENT_KEY")
         .context("set JGATE_AGENT_KEY to the agent's key (keys are never passed as arguments)")?;
+    let op = operation_named(&a.operation.join(" "))?;
     let args: Value = serde_json::from_str(&a.args).with_context(|| format!("--args is not valid JSON: {}", a.args))?;
     let gate = open(g).await?;
     let (agent, key_id) = gate.authenticate(&key).await?;
@@ -801,10 +812,25 @@ pub async fn call(g: &Global, a: CallArgs) -> anyhow::Result<()> {
         key_id: Some(key_id),
         surface: Surface::Cli,
         client_addr: None,
-        request_id: format!("cli-{}", gate::store::now_ms()),
+        request_id: format!("cli-{}", std::process::id()),
     };
-    let result = gate.call(&caller, &a.controller, &a.operation, args).await?;
+    let result = gate
+        .call_with(&caller, a.controller.as_deref(), op.name, args, gate::CallOptions::default())
+        .await?
+        .into_inner();
     // The answer passed the sanitizer in the gate; pretty-printed for a person at a terminal.
     println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
     Ok(())
+}
+
+/// An operation by its tool name or its CLI verb.
+pub fn operation_named(words: &str) -> anyhow::Result<&'static catalog::Operation> {
+    let wanted = words.trim();
+    catalog::OPERATIONS
+        .iter()
+        .copied()
+        .find(|o| o.name == wanted || o.cli == wanted || o.cli.replace(' ', "-") == wanted)
+        .with_context(|| {
+            format!("no operation is called '{wanted}': `jgate operations` lists them (by tool name and CLI verb)")
+        })
 }

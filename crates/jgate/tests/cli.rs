@@ -236,3 +236,63 @@ fn the_audit_file_is_a_second_copy() {
     let o = env.run(&["--audit-file", "-", "mcp"], &[("JGATE_AGENT_KEY", &key)]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with it"));
 }
+
+/// Every catalog operation is reachable from the CLI (by tool name and by CLI verb, through the
+/// gate: each attempt is audited) and from MCP (a tool with a schema). By construction an operation
+/// cannot exist without an implementation; this keeps it so for the surfaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_is_reachable_from_the_cli_and_mcp() {
+    let toml = "[controller]\nquiet_period = 0\n[[jobs]]\npath = \"team/api\"\nscript = \"echo hi\"\n";
+    let (_twin, server) =
+        jenkins_twin::start(toml, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
+    let env = Env::new();
+    let allow = format!("127.0.0.1:{}", server.addr().port());
+    env.ok(
+        &[
+            "controller",
+            "add",
+            "prod",
+            "--url",
+            &server.url(),
+            "--username",
+            "admin",
+            "--token-env",
+            "T",
+            "--allow-private",
+            &allow,
+        ],
+        &[("T", TOKEN)],
+    );
+    let created: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--json", "agent", "create", "nobody"], &[])).expect("json");
+    let key = created["key"].as_str().expect("key").to_string();
+    let ops: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "operations"], &[])).expect("json");
+    let ops = ops.as_array().expect("operations");
+    assert!(ops.len() >= 20, "{ops:?}");
+    let tools = env.ok(&["docs", "tools"], &[]);
+    for (i, op) in ops.iter().enumerate() {
+        let name = op["name"].as_str().expect("name");
+        let verb = op["cli"].as_str().expect("cli verb");
+        assert!(tools.contains(&format!("### `{name}`")), "{name} is not an MCP tool");
+        // Alternate between the tool name and the CLI verb; the agent has no grants, so each call
+        // is refused by the gate (and audited), never "unknown operation".
+        let mut args: Vec<&str> = vec!["call"];
+        if i % 2 == 0 {
+            args.push(name);
+        } else {
+            args.extend(verb.split(' '));
+        }
+        args.extend(["--args", r#"{"job":"team/api","from":"team/api","queue_id":1,"build":1,"config_xml":"<x/>"}"#]);
+        let o = env.run(&args, &[("JGATE_AGENT_KEY", &key)]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name}: an agent without grants must be refused");
+        assert!(!err.contains("no operation is called") && !err.contains("unknown operation"), "{name}: {err}");
+    }
+    let audit = env.ok(&["--json", "audit", "--agent", "nobody"], &[]);
+    for op in ops {
+        let name = op["name"].as_str().expect("name");
+        assert!(audit.contains(&format!("\"operation\":\"{name}\"")), "{name} left no audit record:\n{audit}");
+    }
+    let o = env.run(&["call", "no", "such", "op"], &[("JGATE_AGENT_KEY", &key)]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no operation is called 'no such op'"));
+}
