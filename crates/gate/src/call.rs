@@ -24,7 +24,7 @@ use crate::audit::{Entry, Phase};
 use crate::catalog::{Access, Operation};
 use crate::error::GateError;
 use crate::gate::{Caller, Gate};
-use crate::ops::{self, Exec, Need, Op, ProgressSink, Runner, TriggerSlots};
+use crate::ops::{self, Exec, Facts, Need, Op, ProgressSink, Runner, TriggerSlots};
 use crate::policy::{self, Grant, Level};
 use crate::sanitize::{Clean, Sanitizer, Untrusted};
 use crate::store::now_ms;
@@ -186,6 +186,10 @@ impl Gate {
     ) -> Result<Begun, GateError> {
         let mut entry = self.entry(caller, controller, meta, audit_args);
         entry.target = needs.first().and_then(|n| n.path.clone());
+        // The surface's own id (e.g. a JSON-RPC id, unique only per session) ties logs to the
+        // client; the audit uses the gate's unique request id.
+        tracing::debug!(request_id = %entry.request_id, surface_request = %caller.request_id,
+            agent = %caller.agent, operation = meta.name, "call");
         let Some(permit) = self.permit(&caller.agent) else {
             let why = format!(
                 "agent {} already has {} calls in flight (the limit); wait for one to finish",
@@ -234,11 +238,13 @@ impl Gate {
         Ok(Begun { entry, access: meta.access, started: Instant::now(), targets, grants, _permit: permit })
     }
 
-    /// Finish: sanitize the answer (or the error), bound it, audit the outcome.
+    /// Finish: sanitize the answer (or the error), bound it, audit the outcome with the facts the
+    /// executor reads off the clean answer.
     pub async fn finish(
         &self,
         begun: Begun,
         result: Result<Untrusted<Value>, GateError>,
+        facts: impl FnOnce(&Value) -> Facts,
         sanitizer: &mut Sanitizer,
     ) -> Result<Clean<Value>, GateError> {
         let Begun { mut entry, access, started, .. } = begun;
@@ -269,19 +275,12 @@ impl Gate {
         };
         let returned = match result {
             Ok(clean) => {
-                let v = clean.as_ref();
-                entry.outcome = Some(if v.get("merged") == Some(&Value::Bool(true)) {
-                    "ok: merged by Jenkins into an identical build already queued".into()
-                } else if v.get("replayed") == Some(&Value::Bool(true)) {
-                    "ok: replayed the first result of the same idempotency key; no new build".into()
-                } else {
-                    "ok".into()
+                let f = facts(clean.as_ref());
+                entry.outcome = Some(match f.note {
+                    Some(note) => format!("ok: {note}"),
+                    None => "ok".into(),
                 });
-                entry.build_number = v
-                    .get("build")
-                    .and_then(|b| b.get("number"))
-                    .and_then(Value::as_u64)
-                    .or_else(|| v.get("number").and_then(Value::as_u64));
+                entry.build_number = f.build_number;
                 Ok(clean)
             }
             Err(GateError::Cancelled(why)) => {
@@ -380,7 +379,7 @@ impl Runner for TypedCall<'_> {
             Ok(c) => c,
             Err(e) => {
                 let mut s = Sanitizer::new(Default::default());
-                return gate.finish(begun, Err(e), &mut s).await;
+                return gate.finish(begun, Err(e), T::facts, &mut s).await;
             }
         };
         let mut sanitizer = Sanitizer::new(conn.known.as_ref().clone());
@@ -417,7 +416,7 @@ impl Runner for TypedCall<'_> {
             }
         };
         // What the operation returns is Jenkins data: untrusted until finish releases it.
-        gate.finish(begun, result.map(Untrusted::new), &mut sanitizer).await
+        gate.finish(begun, result.map(Untrusted::new), T::facts, &mut sanitizer).await
     }
 }
 

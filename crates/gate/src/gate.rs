@@ -32,6 +32,8 @@ pub struct Caller {
     pub key_id: Option<String>,
     pub surface: Surface,
     pub client_addr: Option<String>,
+    /// The surface's own id for the request (e.g. `mcp-<JSON-RPC id>`), for logs only: it is
+    /// unique only per session, so the audit uses the gate's own request id.
     pub request_id: String,
 }
 

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Exec, Need, Op, owner_from_url, same_item};
+use super::{Exec, Facts, Need, Op, owner_from_url, same_item};
 use crate::catalog::Operation;
 use crate::error::GateError;
 
@@ -92,6 +92,17 @@ impl Op for TriggerBuild {
 
     fn params(a: &TriggerArgs) -> Vec<(String, String)> {
         a.parameters.iter().flatten().map(|(k, v)| (k.clone(), v.text())).collect()
+    }
+
+    fn facts(answer: &Value) -> Facts {
+        let note = if answer.get("merged") == Some(&Value::Bool(true)) {
+            Some("merged by Jenkins into an identical build already queued")
+        } else if answer.get("replayed") == Some(&Value::Bool(true)) {
+            Some("replayed the first result of the same idempotency key; no new build")
+        } else {
+            None
+        };
+        Facts { note, ..Facts::build_of(answer) }
     }
 
     async fn run(cx: &mut Exec<'_>, a: TriggerArgs) -> Result<Value, GateError> {

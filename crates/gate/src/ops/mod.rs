@@ -122,6 +122,31 @@ pub trait Op: 'static {
     }
     /// Performs the operation on the canonical targets. The answer is untrusted Jenkins data.
     fn run(cx: &mut Exec<'_>, args: Self::Args) -> impl Future<Output = Result<Value, GateError>> + Send;
+    /// What the audit record says beyond "ok", read off the sanitized answer: by default the
+    /// build concerned (`build.number`, else `number`).
+    fn facts(answer: &Value) -> Facts {
+        Facts::build_of(answer)
+    }
+}
+
+/// Facts an operation adds to its outcome record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// The build concerned, e.g. the build a trigger created.
+    pub build_number: Option<u64>,
+    /// A qualifier of a successful outcome ("ok: <note>").
+    pub note: Option<&'static str>,
+}
+
+impl Facts {
+    pub fn build_of(answer: &Value) -> Facts {
+        let build_number = answer
+            .get("build")
+            .and_then(|b| b.get("number"))
+            .and_then(Value::as_u64)
+            .or_else(|| answer.get("number").and_then(Value::as_u64));
+        Facts { build_number, note: None }
+    }
 }
 
 /// The JSON Schema of an operation's arguments, derived from its type, plus `controller`.
