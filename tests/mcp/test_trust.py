@@ -137,3 +137,20 @@ def test_job_listings_come_in_pages(stack):
             assert "release/deploy" in names, names
 
     run(body)
+
+
+def test_a_queue_item_is_cancelled_only_through_the_job_that_owns_it(stack):
+    async def body():
+        async with connect(stack, "triage-bot", "http") as reader, connect(stack, "release-bot", "http") as bot:
+            queue = (await reader.call_tool("get_queue", {})).structured_content["items"]
+            item = next(i for i in queue if i["job"] == "ops-cleanup")
+            # release-bot may cancel builds of release/**: naming its own job with another job's
+            # queue item is refused from Jenkins' own answer about the item.
+            r = await bot.call_tool("cancel_queue_item", {"job": "release/deploy", "queue_id": item["id"]})
+            assert r.is_error and "is not a queued build of release/deploy" in r.content[0].text, r
+            r = await bot.call_tool("cancel_queue_item", {"job": "ops-cleanup", "queue_id": item["id"]})
+            assert r.is_error and "denied" in r.content[0].text, r
+            queue = (await reader.call_tool("get_queue", {})).structured_content["items"]
+            assert any(i["id"] == item["id"] for i in queue), "the item is still queued"
+
+    run(body)

@@ -49,7 +49,7 @@ impl Default for Limits {
             max_in_flight_per_agent: 8,
             read_deadline: Duration::from_secs(120),
             write_deadline: Duration::from_secs(3700),
-            max_answer_bytes: 400 * 1024,
+            max_answer_bytes: 320 * 1024,
         }
     }
 }

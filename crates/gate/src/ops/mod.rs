@@ -101,9 +101,12 @@ impl Exec<'_> {
         crate::policy::may_see(self.grants, self.agent, self.controller, job)
     }
 
-    pub fn report(&self, done: f64, total: Option<f64>, message: String) {
+    /// Reports progress to the client. Progress leaves jgate before the answer does, so its text
+    /// (which may quote Jenkins, e.g. a build's result) passes the sanitizer here.
+    pub fn report(&mut self, done: f64, total: Option<f64>, message: String) {
         if let Some(p) = self.progress {
-            let _ = p.send((done, total, message));
+            let clean = self.sanitizer.release_text(crate::sanitize::Untrusted::new(message)).into_inner();
+            let _ = p.send((done, total, clean));
         }
     }
 }
