@@ -28,6 +28,7 @@ use crate::ops::{self, Exec, Facts, Need, Op, ProgressSink, Runner, TriggerSlots
 use crate::policy::{self, Grant, Level};
 use crate::sanitize::{Clean, Sanitizer, Untrusted};
 use crate::store::now_ms;
+use crate::writes::PendingRow;
 
 /// Limits of the call path (all configurable by the administrator).
 #[derive(Debug, Clone)]
@@ -41,6 +42,9 @@ pub struct Limits {
     /// The largest answer (compact JSON bytes) returned; larger answers are refused with advice.
     /// Under 1 MiB with room for the text rendering MCP clients also receive.
     pub max_answer_bytes: usize,
+    /// A process that has not heartbeated for this long is taken for stopped: another process
+    /// reconciles its writes in flight.
+    pub process_stale_after: Duration,
 }
 
 impl Default for Limits {
@@ -50,16 +54,43 @@ impl Default for Limits {
             read_deadline: Duration::from_secs(120),
             write_deadline: Duration::from_secs(3700),
             max_answer_bytes: 320 * 1024,
+            process_stale_after: Duration::from_secs(10),
         }
     }
 }
 
 /// The call path's per-process state.
-#[derive(Default)]
 pub struct CallState {
     pub limits: Limits,
     in_flight: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     pub(crate) triggers: TriggerSlots,
+    /// This process, for writes in flight (random per open, so a restart is a new process).
+    pub(crate) process_id: String,
+    pub(crate) heartbeat_started: std::sync::atomic::AtomicBool,
+    /// Cancelled when the gate is dropped: stops the heartbeat.
+    pub(crate) alive: CancellationToken,
+    /// Outcome records that could not be written yet; retried by [`Gate::reconcile`].
+    pub(crate) unrecorded: std::sync::Mutex<Vec<Entry>>,
+}
+
+impl Default for CallState {
+    fn default() -> Self {
+        CallState {
+            limits: Limits::default(),
+            in_flight: Default::default(),
+            triggers: Default::default(),
+            process_id: format!("proc-{}", hex::encode(rand::random::<[u8; 8]>())),
+            heartbeat_started: Default::default(),
+            alive: CancellationToken::new(),
+            unrecorded: Default::default(),
+        }
+    }
+}
+
+impl Drop for CallState {
+    fn drop(&mut self) {
+        self.alive.cancel();
+    }
 }
 
 /// What a surface passes along with a call.
@@ -75,12 +106,21 @@ pub struct CallOptions {
 /// A call that `begin` allowed: what `finish` needs.
 pub struct Begun {
     entry: Entry,
+    /// The write's row in `pending_writes` (writes only).
+    pending: bool,
     access: Access,
     started: Instant,
     /// The canonical path of each need (what the executor may act on).
     pub targets: Vec<Option<String>>,
     pub grants: Vec<Grant>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Begun {
+    /// The gate's id of this call (its audit records' `request_id`).
+    pub fn request_id(&self) -> String {
+        self.entry.request_id.clone()
+    }
 }
 
 /// A fresh request id: 96 random bits, unique across sessions, replicas and restarts.
@@ -229,13 +269,32 @@ impl Gate {
         }
         entry.allowed = true;
         entry.reason = reasons.join("; ");
-        if meta.access == Access::Write {
+        let pending = meta.access == Access::Write;
+        if pending {
             let mut intent = entry.clone();
             intent.phase = Phase::Intent;
-            // Fail closed: no intent record, no write.
-            self.record(intent).await.map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
+            // The write is in flight from here until its outcome is recorded: if this process
+            // stops, another one closes it (reconciliation). Bookkeeping first, then the intent;
+            // fail closed: no intent record, no write.
+            self.start_heartbeat().await;
+            let row = PendingRow {
+                request_id: entry.request_id.clone(),
+                process_id: self.calls.process_id.clone(),
+                operation: meta.name.to_string(),
+                controller: controller.to_string(),
+                target: entry.target.clone(),
+                queue_id: None,
+                build_number: None,
+                entry: serde_json::to_string(&intent).unwrap_or_default(),
+                started_ms: now_ms(),
+            };
+            self.store().insert_pending(&row).await.map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
+            if let Err(e) = self.record(intent).await {
+                let _ = self.store().delete_pending(&row.request_id).await;
+                return Err(GateError::AuditUnavailable(e.to_string()));
+            }
         }
-        Ok(Begun { entry, access: meta.access, started: Instant::now(), targets, grants, _permit: permit })
+        Ok(Begun { entry, pending, access: meta.access, started: Instant::now(), targets, grants, _permit: permit })
     }
 
     /// Finish: sanitize the answer (or the error), bound it, audit the outcome with the facts the
@@ -247,7 +306,7 @@ impl Gate {
         facts: impl FnOnce(&Value) -> Facts,
         sanitizer: &mut Sanitizer,
     ) -> Result<Clean<Value>, GateError> {
-        let Begun { mut entry, access, started, .. } = begun;
+        let Begun { mut entry, pending, access, started, .. } = begun;
         entry.phase = if access == Access::Write { Phase::Outcome } else { Phase::Read };
         entry.time_ms = now_ms();
         entry.duration_ms = Some(started.elapsed().as_millis() as i64);
@@ -293,6 +352,9 @@ impl Gate {
                     GateError::Failed { status, .. } => *status,
                     _ => None,
                 };
+                if let GateError::Accepted { started, .. } = &e {
+                    entry.build_number = *started;
+                }
                 // Error texts quote Jenkins (error pages, names, parameter choices): they pass the
                 // same boundary as answers before an agent or the audit sees them.
                 let message = sanitizer.release_text(Untrusted::new(e.to_string())).into_inner();
@@ -302,14 +364,41 @@ impl Gate {
             }
         };
         entry.redactions = sanitizer.report().redactions;
-        if let Err(e) = self.record(entry).await {
-            tracing::error!(error = %e, "could not write the outcome audit record");
-            if access == Access::Read {
+        let request_id = entry.request_id.clone();
+        match self.record(entry.clone()).await {
+            Ok(_) => {
+                if pending && let Err(e) = self.store().delete_pending(&request_id).await {
+                    // Harmless: reconciliation finds the outcome already recorded.
+                    tracing::warn!(error = %e, "could not close a write in flight after its outcome was recorded");
+                }
+                returned
+            }
+            Err(e) if access == Access::Read => {
                 // A read that cannot be audited is not returned.
-                return Err(GateError::AuditUnavailable(e.to_string()));
+                tracing::error!(error = %e, "could not write the audit record of a read");
+                Err(GateError::AuditUnavailable(e.to_string()))
+            }
+            Err(e) => {
+                // The write happened (or was attempted) but its outcome is not on record yet: it
+                // is kept and recorded as soon as the store is back; the agent is never told
+                // plain success.
+                tracing::error!(error = %e, "could not write the outcome audit record; it will be retried");
+                self.calls.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
+                let done = match &returned {
+                    Ok(clean) => match Facts::build_of(clean.as_ref()) {
+                        Facts { build_number: Some(n), .. } => format!("it was performed (build #{n})"),
+                        _ => "it was performed".to_string(),
+                    },
+                    Err(err) => format!("it ended with: {err}"),
+                };
+                Err(GateError::Failed {
+                    message: format!(
+                        "{done}, but jgate could not record its outcome in the audit log ({e}); the record is kept and written when the store is back — do not retry"
+                    ),
+                    status: None,
+                })
             }
         }
-        returned
     }
 
     /// `whoami`: who the agent is to jgate (audited like every call; never touches Jenkins).
@@ -388,8 +477,11 @@ impl Runner for TypedCall<'_> {
         } else {
             gate.calls.limits.read_deadline
         };
+        let request_id = begun.request_id();
         let result = {
             let mut cx = Exec {
+                store: gate.store(),
+                request_id: &request_id,
                 client: &conn.client,
                 controller,
                 agent: &caller.agent,

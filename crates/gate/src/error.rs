@@ -35,6 +35,18 @@ pub enum GateError {
     /// The agent has too many calls in flight.
     #[error("{0}")]
     Busy(String),
+    /// Jenkins accepted a trigger, then something failed: the build exists (or will).
+    #[error(
+        "the build was queued as item {queue_id}{}; {cause}; do not retry (that would start another build) — check it with get_build or get_queue",
+        started.map(|n| format!(" and started as #{n}")).unwrap_or_default()
+    )]
+    Accepted { queue_id: u64, started: Option<u64>, cause: String },
+    /// A trigger that Jenkins did not schedule: nothing was started.
+    #[error("nothing was started: {0}")]
+    NotStarted(String),
+    /// A trigger whose fate is unknown (the connection broke after the request was sent).
+    #[error("Jenkins may or may not have queued the build: {0}; check get_job or get_queue before triggering again")]
+    MaybeStarted(String),
 }
 
 impl From<jenkins::Error> for GateError {

@@ -22,9 +22,11 @@ pub mod gate;
 pub mod keys;
 pub mod ops;
 pub mod policy;
+pub mod reconcile;
 pub mod sanitize;
 pub mod secrets;
 pub mod store;
+pub mod writes;
 
 pub use call::{CallOptions, Limits};
 pub use error::GateError;

@@ -53,7 +53,7 @@ pub enum StoreError {
     AuditDevice { path: String, detail: String },
 }
 
-fn db(doing: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+pub(crate) fn db(doing: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError::Db { doing: doing.to_string(), detail: e.to_string() }
 }
 
@@ -68,10 +68,12 @@ pub enum Dialect {
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_audit_keys.sql")),
+    (3, include_str!("../migrations/sqlite/0003_writes.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_audit_keys.sql")),
+    (3, include_str!("../migrations/postgres/0003_writes.sql")),
 ];
 
 /// `jgate_meta` name of the master key's check value (JSON of `{key_id, check}`).
@@ -198,13 +200,18 @@ impl Store {
         Ok(store)
     }
 
+    /// The pool, for the store's other modules (`writes`).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
 
     /// Rewrites `$N` placeholders for SQLite (`?N`). Only placeholders change: every value is
     /// bound, never spliced, so the text stays as safe as the literal it came from.
-    fn sql(&self, q: &str) -> sqlx::AssertSqlSafe<String> {
+    pub(crate) fn sql(&self, q: &str) -> sqlx::AssertSqlSafe<String> {
         sqlx::AssertSqlSafe(match self.dialect {
             Dialect::Postgres => q.to_string(),
             Dialect::Sqlite => q.replace('$', "?"),

@@ -122,6 +122,10 @@ pub enum AuditCmd {
         /// An audit file written with --audit-file: its records must be in the database, unchanged.
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
+        /// Report writes whose intent is older than this many seconds and still has no outcome
+        /// (a running `jgate serve` closes those of stopped processes within seconds).
+        #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+        open_after: u64,
     },
     /// Prints the current head of the chain as a checkpoint (`seq hash`) to keep elsewhere.
     Checkpoint,
@@ -609,7 +613,7 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<()> {
     let gate = open(g).await?;
     let now = gate::store::now_ms();
     match a.cmd {
-        Some(AuditCmd::Verify { checkpoints, file }) => {
+        Some(AuditCmd::Verify { checkpoints, file, open_after }) => {
             let cps = match checkpoints {
                 Some(f) => parse_checkpoints(
                     &std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?,
@@ -647,6 +651,34 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<()> {
                     out(g, &json!({"ok": false, "error": e.to_string()}), || println!("audit chain BROKEN: {e}"));
                     std::process::exit(1);
                 }
+            }
+            // Intents without outcomes: the chain is intact, but a write's result is not on record.
+            let open = gate.open_writes(std::time::Duration::from_secs(open_after)).await?;
+            if !open.is_empty() {
+                let list: Vec<Value> = open
+                    .iter()
+                    .map(|w| {
+                        json!({"request_id": w.request_id, "operation": w.operation, "controller": w.controller,
+                        "target": w.target, "queue_id": w.queue_id, "started_ms": w.started_ms})
+                    })
+                    .collect();
+                out(g, &json!({"ok": false, "open_writes": list}), || {
+                    println!(
+                        "{} write(s) have had an intent without an outcome for more than {open_after} s (run `jgate serve`, which reconciles them with Jenkins):",
+                        open.len()
+                    );
+                    for w in &open {
+                        println!(
+                            "  {} {} {} on {}{}",
+                            w.request_id,
+                            w.operation,
+                            w.target.as_deref().unwrap_or(""),
+                            w.controller,
+                            w.queue_id.map(|q| format!(" (queue item {q})")).unwrap_or_default()
+                        );
+                    }
+                });
+                std::process::exit(1);
             }
             return Ok(());
         }

@@ -142,6 +142,8 @@ fn unauthorized(message: &str, code: &str) -> Response {
 
 pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let gate = Arc::new(open(g).await?);
+    // Heartbeat, and close writes that other (stopped) jgate processes left without an outcome.
+    gate.maintain(std::time::Duration::from_secs(5));
     let listener =
         tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
     let local = listener.local_addr()?;
@@ -190,6 +192,7 @@ pub async fn stdio(g: &Global) -> anyhow::Result<()> {
     let key = std::env::var("JGATE_AGENT_KEY")
         .context("set JGATE_AGENT_KEY to the agent's key (keys are never passed as arguments)")?;
     let gate = Arc::new(crate::admin::open_stdio(g).await?);
+    gate.maintain(std::time::Duration::from_secs(5));
     let (agent, key_id) = gate.authenticate(&key).await?;
     let handler = JgateMcp::stdio(gate, AgentIdentity { agent, key_id, client_addr: None });
     let service = handler.serve(rmcp::transport::stdio()).await.context("MCP initialization over stdio failed")?;

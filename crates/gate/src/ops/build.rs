@@ -16,24 +16,17 @@ use serde_json::{Value, json};
 use super::{Exec, Facts, Need, Op, owner_from_url, same_item};
 use crate::catalog::Operation;
 use crate::error::GateError;
+use crate::writes::KeyState;
 
-/// How long a trigger's idempotency key is remembered.
-const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// Per-process trigger state: serialising slots for identical triggers, and idempotency keys.
+/// Per-process trigger state: serialising slots for identical triggers. (Idempotency keys live
+/// in the store: see [`crate::writes`].)
 #[derive(Default)]
 pub struct TriggerSlots {
     /// Identical triggers (controller, job, parameters) are serialised: Jenkins would merge a
     /// second one into the first while it waits in the queue, and two callers would believe they
     /// each started a build. Holds the last such trigger's queue item.
     slots: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>>,
-    /// (agent, controller, key) → (when, the trigger it was used for, the first result). Per
-    /// process: replicas behind a load balancer should route an agent's retries to one replica.
-    idempotency: tokio::sync::Mutex<HashMap<IdempotencyKey, (Instant, String, Value)>>,
 }
-
-/// (agent, controller, key).
-type IdempotencyKey = (String, String, String);
 
 pub struct TriggerBuild;
 
@@ -109,33 +102,154 @@ impl Op for TriggerBuild {
         let jp = cx.path(0)?;
         let params = Self::params(&a);
         // Identical for Jenkins means identical after Java's name folding.
-        let fingerprint = format!("{}\u{1}{params:?}", java_fold::fold_key(&jp.to_string()));
-        let idem = a.idempotency_key.as_ref().map(|k| (cx.agent.to_string(), cx.controller.to_string(), k.clone()));
-        if let Some(k) = &idem {
-            let mut cache = cx.triggers.idempotency.lock().await;
-            cache.retain(|_, (at, _, _)| at.elapsed() < IDEMPOTENCY_TTL);
-            if let Some((_, used_for, first)) = cache.get(k) {
-                if *used_for != fingerprint {
-                    return Err(GateError::Invalid(format!(
-                        "idempotency key '{}' was already used for another trigger (a different job or parameters); use a new key for a new trigger",
-                        k.2
+        let mut sorted = params.clone();
+        sorted.sort();
+        let fingerprint = format!("{}\u{1}{}\u{1}{sorted:?}", cx.controller, java_fold::fold_key(&jp.to_string()));
+        let wait = a.wait.unwrap_or(Wait::Start);
+        let Some(key) = a.idempotency_key.as_deref() else {
+            return trigger(cx, &jp, &params, wait, &fingerprint, false).await;
+        };
+        if key.is_empty() || key.len() > 200 {
+            return Err(GateError::Invalid("idempotency_key must be 1 to 200 characters".into()));
+        }
+        // The trigger's identity is reserved in the store before Jenkins is called: one call per
+        // key (in any process or replica) triggers; the others wait for it and get its answer.
+        loop {
+            let store = cx.store;
+            if store.reserve_key(cx.agent, cx.controller, key, &fingerprint, cx.request_id).await? {
+                return trigger(cx, &jp, &params, wait, &fingerprint, true).await;
+            }
+            let Some(row) = store.idempotency_key(cx.agent, cx.controller, key).await? else {
+                continue; // expired or removed between the two statements: try again
+            };
+            if row.fingerprint != fingerprint {
+                return Err(GateError::Invalid(format!(
+                    "idempotency key '{key}' was already used for another trigger (a different job or parameters); use a new key for a new trigger"
+                )));
+            }
+            match row.state {
+                KeyState::Reserved | KeyState::Accepted => {
+                    // The first call is still at work: wait for its answer (bounded by the
+                    // call's deadline).
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                KeyState::Done => {
+                    let mut v: Value =
+                        row.answer.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_else(|| json!({}));
+                    v["replayed"] = json!(true);
+                    v["note"] = json!("same idempotency key: this is the first call's build; no new build was started");
+                    return Ok(v);
+                }
+                KeyState::Failed => {
+                    // The first call provably started nothing: this one may.
+                    if store.retake_key(cx.agent, cx.controller, key, cx.request_id).await? {
+                        return trigger(cx, &jp, &params, wait, &fingerprint, true).await;
+                    }
+                }
+                KeyState::Broken => {
+                    let why = row.answer.unwrap_or_default();
+                    return Err(match row.queue_id {
+                        Some(q) => GateError::Accepted {
+                            queue_id: q,
+                            started: row.build_number,
+                            cause: format!("the first call with this idempotency key failed after that: {why}"),
+                        },
+                        None => {
+                            GateError::Invalid(format!("the first call with idempotency key '{key}' failed: {why}"))
+                        }
+                    });
+                }
+                KeyState::Unknown => {
+                    return Err(GateError::MaybeStarted(format!(
+                        "the first call with idempotency key '{key}' was interrupted before Jenkins answered"
                     )));
                 }
-                let mut v = first.clone();
-                v["replayed"] = json!(true);
-                v["note"] = json!("same idempotency key: this is the first call's build; no new build was started");
-                return Ok(v);
             }
         }
-        let result = trigger(cx, &jp, &params, a.wait.unwrap_or(Wait::Start), &fingerprint).await?;
-        if let Some(k) = idem {
-            cx.triggers.idempotency.lock().await.insert(k, (Instant::now(), fingerprint, result.clone()));
-        }
-        Ok(result)
     }
 }
 
+/// How a failed trigger request is to be read: did Jenkins provably not receive it (and may it
+/// be sent again), did it receive and refuse it, or is its fate unknown?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Received {
+    /// Never reached Jenkins (connection refused, connect timeout, name lookup) or refused with
+    /// 503 (starting up, quiet-down, a proxy's "unavailable"): safe to send again.
+    NoRetryable,
+    /// Jenkins answered and did not schedule anything (4xx, no queue item).
+    NoFinal,
+    /// The request may have been processed (the connection broke after sending, a timeout
+    /// waiting for the answer, a 5xx other than 503, a 502/504 from a proxy).
+    Maybe,
+}
+
+fn received(e: &jenkins::Error) -> Received {
+    use jenkins::Error as E;
+    match e {
+        E::Connect { detail, .. } if detail.to_ascii_lowercase().contains("connection refused") => {
+            Received::NoRetryable
+        }
+        E::Timeout { during, .. } if *during == "connecting" => Received::NoRetryable,
+        E::Unavailable { .. } => Received::NoRetryable,
+        E::Dns { .. } | E::Refused(_) | E::InvalidUrl { .. } | E::InvalidJobPath { .. } | E::Tls { .. } => {
+            Received::NoFinal
+        }
+        E::Unauthorized { .. }
+        | E::Forbidden { .. }
+        | E::Crumb
+        | E::NotFound { .. }
+        | E::BadRequest { .. }
+        | E::Conflict { .. }
+        | E::PluginMissing { .. }
+        | E::Protocol { .. } => Received::NoFinal,
+        _ => Received::Maybe,
+    }
+}
+
+/// Attempts of a trigger that Jenkins provably did not receive.
+const TRIGGER_ATTEMPTS: u32 = 4;
+
 async fn trigger(
+    cx: &mut Exec<'_>,
+    jp: &jenkins::JobPath,
+    params: &[(String, String)],
+    wait: Wait,
+    fingerprint: &str,
+    keyed: bool,
+) -> Result<Value, GateError> {
+    let result = trigger_and_wait(cx, jp, params, wait, fingerprint).await;
+    if keyed {
+        let (state, queue_id, build, answer, error) = match &result {
+            Ok(v) => (KeyState::Done, queue_of(v), build_of(v), Some(v), None),
+            Err(GateError::Accepted { queue_id, started, .. }) => {
+                (KeyState::Broken, Some(*queue_id), *started, None, Some(result_text(&result)))
+            }
+            Err(GateError::MaybeStarted(_)) => (KeyState::Unknown, None, None, None, Some(result_text(&result))),
+            Err(_) => (KeyState::Failed, None, None, None, Some(result_text(&result))),
+        };
+        if let Err(e) = cx.store.update_key(cx.request_id, state, queue_id, build, answer, error.as_deref()).await {
+            tracing::error!(error = %e, "could not record a trigger's result under its idempotency key");
+        }
+    }
+    result
+}
+
+fn result_text(r: &Result<Value, GateError>) -> String {
+    match r {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn queue_of(v: &Value) -> Option<u64> {
+    v.get("queue_id").and_then(Value::as_u64)
+}
+
+fn build_of(v: &Value) -> Option<u64> {
+    v.get("build").and_then(|b| b.get("number")).and_then(Value::as_u64)
+}
+
+async fn trigger_and_wait(
     cx: &mut Exec<'_>,
     jp: &jenkins::JobPath,
     params: &[(String, String)],
@@ -147,8 +261,7 @@ async fn trigger(
     validate_parameters(&job_info, params)?;
     // Identical triggers queue one after another: each waits until the previous one's queue
     // item has left the queue, so Jenkins never merges them into one build.
-    let slot_key = format!("{}\u{1}{fingerprint}", cx.controller);
-    let slot = cx.triggers.slots.lock().await.entry(slot_key).or_default().clone();
+    let slot = cx.triggers.slots.lock().await.entry(fingerprint.to_string()).or_default().clone();
     let mut guard = slot.lock().await;
     if let Some(prev) = *guard {
         let deadline = Instant::now() + Duration::from_secs(600);
@@ -159,43 +272,73 @@ async fn trigger(
             }
         }
     }
-    let (queue_id, merged) = client.trigger_detailed(jp, params).await?;
+    let mut attempt = 0;
+    let (queue_id, merged) = loop {
+        attempt += 1;
+        match client.trigger_detailed(jp, params).await {
+            Ok(accepted) => break accepted,
+            Err(e) => match received(&e) {
+                Received::NoRetryable if attempt < TRIGGER_ATTEMPTS => {
+                    cx.report(0.0, None, format!("Jenkins did not take the trigger ({e}); trying again"));
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                }
+                Received::NoRetryable | Received::NoFinal => return Err(GateError::NotStarted(e.to_string())),
+                Received::Maybe => return Err(GateError::MaybeStarted(e.to_string())),
+            },
+        }
+    };
     *guard = Some(queue_id);
     drop(guard);
-    if merged {
-        // Another client queued the same build first; Jenkins merged this trigger into it.
-        let b = client.wait_for_build(jp, queue_id, Duration::from_secs(600), Duration::from_millis(500)).await?;
-        return Ok(json!({ "queue_id": queue_id, "merged": true, "build": { "number": b.number },
-            "note": "Jenkins merged this trigger into an identical build already waiting in the queue; no separate build was started" }));
+    // Accepted: recorded before anything else can fail. From here every answer carries the
+    // queue item (and the build once known).
+    let accepted = |cause: String, started: Option<u64>| GateError::Accepted { queue_id, started, cause };
+    if let Err(e) = cx.store.update_pending(cx.request_id, Some(queue_id), None).await {
+        return Err(accepted(format!("jgate could not record that in its store ({e})"), None));
     }
+    let _ = cx.store.update_key(cx.request_id, KeyState::Accepted, Some(queue_id), None, None, None).await;
     cx.report(1.0, None, format!("queued as item {queue_id}"));
-    if wait == Wait::None {
+    if wait == Wait::None && !merged {
         return Ok(json!({ "queue_id": queue_id }));
     }
-    let b = client.wait_for_build(jp, queue_id, Duration::from_secs(600), Duration::from_millis(500)).await?;
-    cx.report(2.0, None, format!("build #{} started", b.number));
+    let number = wait_started(cx, jp, queue_id, Duration::from_secs(600))
+        .await
+        .map_err(|e| accepted(format!("waiting for it to start failed: {e}"), None))?;
+    let _ = cx.store.update_pending(cx.request_id, None, Some(number)).await;
+    if merged {
+        // Another client queued the same build first; Jenkins merged this trigger into it.
+        return Ok(json!({ "queue_id": queue_id, "merged": true, "build": { "number": number },
+            "note": "Jenkins merged this trigger into an identical build already waiting in the queue; no separate build was started" }));
+    }
+    cx.report(2.0, None, format!("build #{number} started"));
     if wait == Wait::Start {
-        return Ok(json!({ "queue_id": queue_id, "build": { "number": b.number } }));
+        return Ok(json!({ "queue_id": queue_id, "build": { "number": number } }));
     }
     let started = Instant::now();
     let mut tick = 2.0;
+    let mut pause = Duration::from_millis(500);
     loop {
-        let info = client.build(jp, BuildSelector::Number(b.number)).await?;
+        let info = match client.build(jp, BuildSelector::Number(number)).await {
+            Ok(info) => info,
+            // Jenkins restarting or a dropped connection: the build is still there; keep waiting.
+            Err(e) if e.is_transient() && started.elapsed() < Duration::from_secs(3600) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(e) => return Err(accepted(format!("waiting for its result failed: {e}"), Some(number))),
+        };
         if !info.building {
             cx.report(
                 tick + 1.0,
                 Some(tick + 1.0),
-                format!("build #{} finished: {}", b.number, info.result.clone().unwrap_or_default()),
+                format!("build #{number} finished: {}", info.result.clone().unwrap_or_default()),
             );
             return Ok(
-                json!({ "queue_id": queue_id, "build": { "number": b.number, "result": info.result, "duration_ms": info.duration } }),
+                json!({ "queue_id": queue_id, "build": { "number": number, "result": info.result, "duration_ms": info.duration } }),
             );
         }
         if started.elapsed() > Duration::from_secs(3600) {
-            return Err(GateError::Invalid(format!(
-                "build #{} is still running after an hour; follow it with get_build",
-                b.number
-            )));
+            return Err(accepted("it is still running after an hour; follow it with get_build".into(), Some(number)));
         }
         tick += 1.0;
         let est = if info.estimated_duration > 0 {
@@ -203,8 +346,63 @@ async fn trigger(
         } else {
             String::new()
         };
-        cx.report(tick, None, format!("build #{} running for {} s{est}", b.number, started.elapsed().as_secs()));
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        cx.report(tick, None, format!("build #{number} running for {} s{est}", started.elapsed().as_secs()));
+        // Poll less often the longer the build runs, never slower than every 5 s.
+        tokio::time::sleep(pause).await;
+        pause = (pause + Duration::from_millis(250)).min(Duration::from_secs(5));
+    }
+}
+
+/// Follows a queue item until it becomes a build, through Jenkins restarts and dropped
+/// connections, until `timeout`.
+async fn wait_started(
+    cx: &mut Exec<'_>,
+    jp: &jenkins::JobPath,
+    queue_id: u64,
+    timeout: Duration,
+) -> Result<u64, jenkins::Error> {
+    let client = cx.client;
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match client.queue_item(queue_id).await {
+            Ok(item) => {
+                if let Some(b) = item.executable.filter(|b| b.number > 0) {
+                    return Ok(b.number);
+                }
+                if item.cancelled == Some(true) {
+                    return Err(jenkins::Error::Conflict {
+                        what: format!("queue item {queue_id} of {jp}"),
+                        detail: "it was cancelled before it started".into(),
+                        fix: "trigger the job again if the build is still wanted".into(),
+                    });
+                }
+            }
+            Err(jenkins::Error::NotFound { .. }) => match client.find_build_by_queue_id(jp, queue_id).await {
+                Ok(Some(b)) => return Ok(b.number),
+                Ok(None) => {
+                    return Err(jenkins::Error::NotFound {
+                        what: format!("queue item {queue_id}"),
+                        url: client.base_url().to_string(),
+                        fix: "the item left the queue and no build of the job has this queueId; it may have been cancelled".into(),
+                    });
+                }
+                Err(e) if e.is_transient() => {}
+                Err(e) => return Err(e),
+            },
+            // Jenkins restarting (503), connection refused or reset: keep waiting.
+            Err(e) if e.is_transient() => {}
+            Err(e) => return Err(e),
+        }
+        if Instant::now() >= deadline {
+            return Err(jenkins::Error::WaitTimeout {
+                what: format!("queue item {queue_id} of {jp} to start"),
+                seconds: timeout.as_secs(),
+                fix: "look at the item's 'why' (no free executor? an offline node?) with get_queue".into(),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -67,6 +67,10 @@ pub type ProgressSink = tokio::sync::mpsc::UnboundedSender<(f64, Option<f64>, St
 
 /// What an implementation works with.
 pub struct Exec<'a> {
+    /// For writes that keep state across crashes (trigger identities, accepted queue items).
+    pub store: &'a crate::store::Store,
+    /// The gate's id of this call.
+    pub request_id: &'a str,
     pub client: &'a JenkinsClient,
     pub controller: &'a str,
     pub agent: &'a str,
