@@ -257,7 +257,19 @@ async fn trigger_and_wait(
     fingerprint: &str,
 ) -> Result<Value, GateError> {
     let client = cx.client;
-    let job_info = client.job(jp).await?;
+    // The job's definition (to check the parameters) is a read: through a restart it is retried
+    // like the trigger itself.
+    let mut attempt = 0;
+    let job_info = loop {
+        attempt += 1;
+        match client.job(jp).await {
+            Ok(j) => break j,
+            Err(e) if e.is_transient() && attempt < TRIGGER_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+            }
+            Err(e) => return Err(GateError::NotStarted(e.to_string())),
+        }
+    };
     validate_parameters(&job_info, params)?;
     // Identical triggers queue one after another: each waits until the previous one's queue
     // item has left the queue, so Jenkins never merges them into one build.
