@@ -87,13 +87,19 @@ impl Op for TriggerBuild {
         a.parameters.iter().flatten().map(|(k, v)| (k.clone(), v.text())).collect()
     }
 
+    /// Every outcome names the queue item (and the build, as `build_number`).
     fn facts(answer: &Value) -> Facts {
-        let note = if answer.get("merged") == Some(&Value::Bool(true)) {
+        let queued = queue_of(answer).map(|q| format!("queued as item {q}"));
+        let how = if answer.get("merged") == Some(&Value::Bool(true)) {
             Some("merged by Jenkins into an identical build already queued")
         } else if answer.get("replayed") == Some(&Value::Bool(true)) {
             Some("replayed the first result of the same idempotency key; no new build")
         } else {
             None
+        };
+        let note = match (queued, how) {
+            (Some(q), Some(h)) => Some(format!("{q}; {h}")),
+            (q, h) => q.or(h.map(str::to_string)),
         };
         Facts { note, ..Facts::build_of(answer) }
     }
@@ -270,7 +276,7 @@ async fn trigger_and_wait(
             Err(e) => return Err(GateError::NotStarted(e.to_string())),
         }
     };
-    validate_parameters(&job_info, params)?;
+    validate_parameters(&job_info, params).map_err(|e| GateError::NotStarted(e.to_string()))?;
     // Identical triggers queue one after another: each waits until the previous one's queue
     // item has left the queue, so Jenkins never merges them into one build.
     let slot = cx.triggers.slots.lock().await.entry(fingerprint.to_string()).or_default().clone();

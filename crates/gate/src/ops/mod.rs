@@ -142,7 +142,7 @@ pub struct Facts {
     /// The build concerned, e.g. the build a trigger created.
     pub build_number: Option<u64>,
     /// A qualifier of a successful outcome ("ok: <note>").
-    pub note: Option<&'static str>,
+    pub note: Option<String>,
 }
 
 impl Facts {
