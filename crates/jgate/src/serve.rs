@@ -147,6 +147,12 @@ pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
     let local = listener.local_addr()?;
+    // Nagle's algorithm would hold small answers on kept-alive connections for ~40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let app = app(gate, local, &args.allowed_hosts, &args.allowed_origins);
     println!("jgate serving on http://{local} (MCP endpoint http://{local}/mcp)");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
