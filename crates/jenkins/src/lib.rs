@@ -50,6 +50,7 @@
 //! - Redirects are never followed, proxies from the environment are ignored, response bodies are
 //!   capped (compression is not negotiated, so there is no decompression bomb to defuse).
 
+pub mod cache;
 pub mod client;
 pub mod error;
 pub mod logs;
@@ -58,9 +59,10 @@ pub mod path;
 pub mod ssrf;
 pub mod tree;
 
+pub use cache::CacheOptions;
 pub use client::{
-    BuildSelector, Capabilities, ClientBuilder, ConnectionReport, Credentials, JenkinsClient, Limits, LogChunk,
-    SecretKind, TlsOptions,
+    BuildSelector, Capabilities, ClientBuilder, ConnectionReport, Credentials, EndTail, JenkinsClient, Limits,
+    LogChunk, SecretKind, TailLine, TlsOptions,
 };
 pub use error::Error;
 pub use path::{BaseUrl, JobPath};
