@@ -1,7 +1,7 @@
 //! Single-flight reads and a small cache of answers Jenkins can no longer change.
 //!
 //! Many agents often poll the same build at once. Identical reads in flight at the same moment
-//! share one upstream request ([`Wire::join_or_start`]); answers about a *finished* build (its
+//! share one upstream request; answers about a *finished* build (its
 //! JSON, test report, completed console) are immutable, so they are kept for a short TTL in a
 //! bounded LRU. Nothing that can change (jobs, queue, running builds, permalinks) is cached.
 //!
