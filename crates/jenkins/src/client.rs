@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::cache::{CacheOptions, Fetched, Found, Keep, Wire};
 use crate::error::{Error, first_error_line, permission_title};
 use crate::model::*;
 use crate::path::{BaseUrl, JobPath};
@@ -100,6 +101,7 @@ pub struct ClientBuilder {
     tls: TlsOptions,
     limits: Limits,
     lookup: Option<Arc<dyn Lookup>>,
+    cache: CacheOptions,
 }
 
 impl ClientBuilder {
@@ -125,6 +127,11 @@ impl ClientBuilder {
     /// Replaces DNS resolution (tests: scripted answers, rebinding).
     pub fn lookup(mut self, lookup: Arc<dyn Lookup>) -> Self {
         self.lookup = Some(lookup);
+        self
+    }
+    /// Limits of the cache of finished builds' answers (on by default: 60 s, 256 answers, 16 MiB).
+    pub fn cache(mut self, cache: CacheOptions) -> Self {
+        self.cache = cache;
         self
     }
 
@@ -176,19 +183,23 @@ impl ClientBuilder {
             http,
             policy,
             limits: self.limits,
-            crumb: tokio::sync::Mutex::new(None),
+            crumb: Arc::new(tokio::sync::Mutex::new(None)),
+            wire: Arc::new(Wire::new(self.cache)),
         })
     }
 }
 
-/// A client for one controller.
+/// A client for one controller. Clones share the connection pool, the crumb and session, the
+/// in-flight reads and the cache.
+#[derive(Clone)]
 pub struct JenkinsClient {
     base: BaseUrl,
     credentials: Option<Credentials>,
     http: reqwest::Client,
     policy: Arc<EgressPolicy>,
     limits: Limits,
-    crumb: tokio::sync::Mutex<Option<Crumb>>,
+    crumb: Arc<tokio::sync::Mutex<Option<Crumb>>>,
+    wire: Arc<Wire>,
 }
 
 impl std::fmt::Debug for JenkinsClient {
@@ -255,6 +266,33 @@ pub struct LogChunk {
     pub more: bool,
 }
 
+/// The end of a console, as read by [`JenkinsClient::tail_from_end`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndTail {
+    /// The last `n` lines (fewer if the log is shorter), oldest first.
+    pub lines: Vec<TailLine>,
+    /// The log's line count; known only when the whole log was read.
+    pub total_lines: Option<u64>,
+    /// The log's size as `X-Text-Size` (Jenkins' byte offsets) when it was read through
+    /// progressiveText; `None` when the whole `consoleText` was streamed.
+    pub log_size: Option<u64>,
+    /// Jenkins was still writing the log (`X-More-Data`); always `false` when `consoleText` was
+    /// streamed, which does not say.
+    pub more: bool,
+    /// Console bytes read from Jenkins for this answer.
+    pub bytes_read: u64,
+}
+
+/// One line of an [`EndTail`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailLine {
+    /// 1-based position in the log; `None` when only the end of the log was read.
+    pub number: Option<u64>,
+    pub text: String,
+    /// The line was longer than `max_line_bytes`; `text` holds only its beginning.
+    pub truncated: bool,
+}
+
 /// What `test_connection` found.
 #[derive(Debug, Clone)]
 pub struct ConnectionReport {
@@ -293,6 +331,7 @@ impl JenkinsClient {
             tls: TlsOptions::default(),
             limits: Limits::default(),
             lookup: None,
+            cache: CacheOptions::default(),
         }
     }
 
@@ -470,14 +509,105 @@ impl JenkinsClient {
         })
     }
 
+    /// A JSON GET, shared with identical reads in flight; never cached.
     async fn get_json<T: DeserializeOwned>(
         &self,
         path: &str,
-        query: &[(&str, String)],
+        query: &[(&'static str, String)],
         what: &str,
     ) -> Result<T, Error> {
-        let resp = self.send(Method::GET, path, query, None, what, Accept::Success).await?;
-        self.json(resp).await
+        self.get_json_keep(path, query, what, Keep::Never).await
+    }
+
+    async fn get_json_keep<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&'static str, String)],
+        what: &str,
+        keep: Keep,
+    ) -> Result<T, Error> {
+        let (url, f) = self.shared_get(path, query, what, Read::Buffered, keep).await?;
+        decode_json(&url, &f.body)
+    }
+
+    /// A buffered GET made once for every identical read in flight at the same moment, or
+    /// answered from the cache of immutable answers. The read runs in its own task, so a caller
+    /// that gives up does not cancel it for the others.
+    async fn shared_get(
+        &self,
+        path: &str,
+        query: &[(&'static str, String)],
+        what: &str,
+        read: Read,
+        keep: Keep,
+    ) -> Result<(String, Fetched), Error> {
+        let mut url = self.base.join(path)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let shown = {
+            let mut u = url.clone();
+            u.set_query(None);
+            u.to_string()
+        };
+        let key = match read {
+            Read::Buffered => format!("GET {url}"),
+            Read::Progressive { max_bytes } => format!("GET/{max_bytes} {url}"),
+        };
+        let found = self.wire.join_or_start(&key, || {
+            let me = self.clone();
+            let (path, query, what, key) = (path.to_string(), query.to_vec(), what.to_string(), key.clone());
+            let task = tokio::spawn(async move {
+                let mut guard = Abandon { wire: me.wire.clone(), key, armed: true };
+                let out = me.fetch(&path, &query, &what, read).await;
+                me.wire.complete(&guard.key, &keep, &out);
+                guard.armed = false;
+                out
+            });
+            let url = shown.clone();
+            async move {
+                task.await
+                    .unwrap_or_else(|e| Err(Error::Protocol { url, detail: format!("the shared read failed: {e}") }))
+            }
+            .boxed()
+            .shared()
+        });
+        let f = match found {
+            Found::Cached(f) => f,
+            Found::Join(shared) => shared.await?,
+        };
+        Ok((shown, f))
+    }
+
+    /// The upstream read behind [`Self::shared_get`].
+    async fn fetch(&self, path: &str, query: &[(&str, String)], what: &str, read: Read) -> Result<Fetched, Error> {
+        match read {
+            Read::Buffered => {
+                let resp = self.send(Method::GET, path, query, None, what, Accept::Success).await?;
+                let version = version_header(resp.headers());
+                let body = self.read_capped(resp, self.limits.max_body_bytes).await?;
+                Ok(Fetched { body, version, text_size: None, more_data: false, cut: false })
+            }
+            Read::Progressive { max_bytes } => {
+                let resp = self.send_stream(path, query, what).await?;
+                let (text_size, more_data) = progressive_headers(&resp)?;
+                let url = resp.url().clone();
+                let mut stream = resp.bytes_stream();
+                let mut buf = BytesMut::new();
+                let mut cut = false;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| transport_error(e, &url, self.limits.read_timeout))?;
+                    let room = max_bytes.saturating_sub(buf.len());
+                    if chunk.len() > room {
+                        buf.extend_from_slice(&chunk[..room]);
+                        cut = true;
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(Fetched { body: buf.freeze(), version: None, text_size: Some(text_size), more_data, cut })
+            }
+        }
     }
 
     /// Turns a non-success response into the error that explains it.
@@ -504,9 +634,9 @@ impl JenkinsClient {
     /// `GET /api/json` with an optional tree; also returns the `X-Jenkins` version header.
     pub async fn root_info(&self, tree: Option<&Tree>) -> Result<(RootInfo, Option<String>), Error> {
         let q = tree_query(tree);
-        let resp = self.send(Method::GET, "api/json", &q, None, "the controller's root API", Accept::Success).await?;
-        let version = version_header(resp.headers());
-        Ok((self.json(resp).await?, version))
+        let (url, f) =
+            self.shared_get("api/json", &q, "the controller's root API", Read::Buffered, Keep::Never).await?;
+        Ok((decode_json(&url, &f.body)?, f.version))
     }
 
     /// The Jenkins version (`X-Jenkins`).
@@ -607,10 +737,12 @@ impl JenkinsClient {
         self.get_json(&format!("{}api/json", job.url_path()), &tree_query(Some(tree)), &format!("job {job}")).await
     }
 
-    /// A build.
+    /// A build. A finished build's answer is cached for a short while (it cannot change);
+    /// permalinks and running builds always go to Jenkins.
     pub async fn build(&self, job: &JobPath, which: BuildSelector) -> Result<Build, Error> {
         let path = format!("{}{}/api/json", job.url_path(), which.segment());
-        self.get_json(&path, &[], &describe_build(job, which)).await
+        let keep = Keep::BuildJson { job_prefix: job.url_path(), numbered: matches!(which, BuildSelector::Number(_)) };
+        self.get_json_keep(&path, &[], &describe_build(job, which), keep).await
     }
 
     /// Triggers a build, with parameters (`buildWithParameters`) or without (`build`), and
@@ -740,18 +872,9 @@ impl JenkinsClient {
 
     /// The job's config.xml as stored.
     pub async fn config_xml(&self, job: &JobPath) -> Result<String, Error> {
-        let resp = self
-            .send(
-                Method::GET,
-                &format!("{}config.xml", job.url_path()),
-                &[],
-                None,
-                &format!("job {job}"),
-                Accept::Success,
-            )
-            .await?;
-        let body = self.read_capped(resp, self.limits.max_body_bytes).await?;
-        Ok(String::from_utf8_lossy(&body).into_owned())
+        let path = format!("{}config.xml", job.url_path());
+        let (_, f) = self.shared_get(&path, &[], &format!("job {job}"), Read::Buffered, Keep::Never).await?;
+        Ok(String::from_utf8_lossy(&f.body).into_owned())
     }
 
     /// Replaces the job's config.xml.
@@ -773,8 +896,10 @@ impl JenkinsClient {
             &format!("creating {name}"),
             Accept::Success,
         )
-        .await
-        .map(drop)
+        .await?;
+        // The name may belong to a job deleted elsewhere whose finished builds this client cached.
+        self.wire.clear();
+        Ok(())
     }
 
     /// Copies `from` (a name in the same folder, or `/full/path`) to `name`.
@@ -782,14 +907,18 @@ impl JenkinsClient {
         let path = format!("{}createItem", folder.map(JobPath::url_path).unwrap_or_default());
         let q = [("name", name.to_string()), ("mode", "copy".to_string()), ("from", from.to_string())];
         self.send(Method::POST, &path, &q, None, &format!("copying {from} to {name}"), Accept::SuccessOrRedirect)
-            .await
-            .map(drop)
+            .await?;
+        self.wire.clear();
+        Ok(())
     }
 
     /// Deletes a job or folder.
     pub async fn delete_job(&self, job: &JobPath) -> Result<(), Error> {
         let path = format!("{}doDelete", job.url_path());
-        self.send(Method::POST, &path, &[], None, &format!("job {job}"), Accept::SuccessOrRedirect).await.map(drop)
+        let r = self.send(Method::POST, &path, &[], None, &format!("job {job}"), Accept::SuccessOrRedirect).await;
+        // A job created later under this name numbers its builds from 1 again.
+        self.wire.clear();
+        r.map(drop)
     }
 
     /// Enables or disables a job.
@@ -829,8 +958,11 @@ impl JenkinsClient {
     // tests, pipelines
 
     /// The junit report of a build; `None` if the build recorded no tests.
+    /// Cached for a short while once the build is known to be finished (its JSON was read).
     pub async fn test_report(&self, job: &JobPath, number: u64) -> Result<Option<Value>, Error> {
-        match self.get_json(&format!("{}{number}/testReport/api/json", job.url_path()), &[], "the test report").await {
+        let path = format!("{}{number}/testReport/api/json", job.url_path());
+        let keep = Keep::IfFinished { build: format!("{}{number}/", job.url_path()) };
+        match self.get_json_keep(&path, &[], "the test report", keep).await {
             Ok(v) => Ok(Some(v)),
             Err(Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -934,33 +1066,108 @@ impl JenkinsClient {
     ) -> Result<LogChunk, Error> {
         let path = format!("{}{number}/logText/progressiveText", job.url_path());
         let what = format!("the console of build #{number} of {job}");
-        let resp = self.send_stream(&path, &[("start", start.to_string())], &what).await?;
-        let size =
-            resp.headers().get("X-Text-Size").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
-        let more_data = resp.headers().get("X-More-Data").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-        let Some(size) = size else {
-            return Err(Error::Protocol {
-                url: resp.url().to_string(),
-                detail: "progressiveText answered without X-Text-Size".into(),
-            });
-        };
+        // A complete log's chunks are immutable: cached; the build's final size is remembered
+        // for tail_from_end.
+        let keep = Keep::Log { build: format!("{}{number}/", job.url_path()) };
+        let read = Read::Progressive { max_bytes };
+        let (_, f) = self.shared_get(&path, &[("start", start.to_string())], &what, read, keep).await?;
+        let size = f.text_size.unwrap_or_default();
         // Jenkins restarts from 0 when start is past the end; the size tells where this chunk began.
-        let mut stream = resp.bytes_stream();
-        let mut buf = BytesMut::new();
-        let mut cut = false;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::Connect { url: path.clone(), detail: e.to_string() })?;
-            let room = max_bytes.saturating_sub(buf.len());
-            if chunk.len() > room {
-                buf.extend_from_slice(&chunk[..room]);
-                cut = true;
-                break;
-            }
-            buf.extend_from_slice(&chunk);
-        }
         let began = if start > size { 0 } else { start };
-        let next_start = if cut { began + buf.len() as u64 } else { size };
-        Ok(LogChunk { text: buf.freeze(), next_start, more: more_data || cut })
+        let next_start = if f.cut { began + f.body.len() as u64 } else { size };
+        Ok(LogChunk { text: f.body, next_start, more: f.more_data || f.cut })
+    }
+
+    /// The last `n` lines of a console, reading only its end when the log's size is known.
+    ///
+    /// Jenkins offers no cheap way to learn a log's size (jenkins-wire.md §10.6: a `start` past
+    /// the end restarts from 0, and `X-Text-Size` comes with the answer's body). The size is known
+    /// when the caller passes one (`known_size`, e.g. the `next_start` of an earlier
+    /// [`Self::progressive_text`]) or when this client has already seen the finished build's
+    /// complete size in a progressiveText answer. Then only a suffix is read
+    /// (`progressiveText?start=size-window`, the window growing until it holds `n` whole lines).
+    /// Otherwise the whole `consoleText` is streamed, as [`crate::logs::tail`] does. Memory is
+    /// bounded by `n × max_line_bytes` either way.
+    pub async fn tail_from_end(
+        &self,
+        job: &JobPath,
+        number: u64,
+        n: usize,
+        max_line_bytes: usize,
+        known_size: Option<u64>,
+    ) -> Result<EndTail, Error> {
+        let build = format!("{}{number}/", job.url_path());
+        let Some(size) = known_size.or_else(|| self.wire.final_log_size(&build)) else {
+            return self.tail_streamed(job, number, n, max_line_bytes).await;
+        };
+        let path = format!("{build}logText/progressiveText");
+        let what = format!("the console of build #{number} of {job}");
+        let mut window = (n as u64).saturating_mul(256).max(16 * 1024);
+        let mut bytes_read = 0u64;
+        loop {
+            let start = size.saturating_sub(window);
+            let resp = self.send_stream(&path, &[("start", start.to_string())], &what).await?;
+            let (text_size, more) = progressive_headers(&resp)?;
+            // Jenkins restarts from 0 when start is past the end (the log is shorter than
+            // `known_size` said): then this answer is the whole log.
+            let whole = start == 0 || text_size < start;
+            let url = resp.url().clone();
+            let timeout = self.limits.read_timeout;
+            let counted = std::sync::atomic::AtomicU64::new(0);
+            let stream = resp.bytes_stream().map(|r| {
+                let r = r.map_err(|e| transport_error(e, &url, timeout));
+                if let Ok(b) = &r {
+                    counted.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                r
+            });
+            let t = if whole {
+                crate::logs::tail(stream, n, max_line_bytes).await?
+            } else {
+                crate::logs::tail(crate::logs::skip_partial_line(stream), n, max_line_bytes).await?
+            };
+            bytes_read += counted.into_inner();
+            if !more {
+                self.wire.finished_log(&build, text_size);
+            }
+            if whole || t.total_lines >= n as u64 {
+                let lines = t
+                    .lines
+                    .into_iter()
+                    .map(|l| TailLine { number: whole.then_some(l.number), text: l.text, truncated: l.truncated })
+                    .collect();
+                return Ok(EndTail {
+                    lines,
+                    total_lines: whole.then_some(t.total_lines),
+                    log_size: Some(text_size),
+                    more,
+                    bytes_read,
+                });
+            }
+            window = window.saturating_mul(4);
+        }
+    }
+
+    /// [`Self::tail_from_end`] without a known size: the whole `consoleText`.
+    async fn tail_streamed(
+        &self,
+        job: &JobPath,
+        number: u64,
+        n: usize,
+        max_line_bytes: usize,
+    ) -> Result<EndTail, Error> {
+        let t = crate::logs::tail(self.console_stream(job, number).await?, n, max_line_bytes).await?;
+        Ok(EndTail {
+            lines: t
+                .lines
+                .into_iter()
+                .map(|l| TailLine { number: Some(l.number), text: l.text, truncated: l.truncated })
+                .collect(),
+            total_lines: Some(t.total_lines),
+            log_size: None,
+            more: false,
+            bytes_read: t.total_bytes,
+        })
     }
 
     /// Follows a running build's console from `start` until Jenkins says there is no more data,
@@ -1002,6 +1209,53 @@ fn tree_query(tree: Option<&Tree>) -> Vec<(&'static str, String)> {
         Some(t) if !t.is_empty() => vec![("tree", t.to_string())],
         _ => Vec::new(),
     }
+}
+
+/// How a shared read is buffered.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    /// The whole body, up to `Limits::max_body_bytes`.
+    Buffered,
+    /// A progressiveText answer, cut at `max_bytes`.
+    Progressive { max_bytes: usize },
+}
+
+/// Removes the in-flight entry of a shared read whose task ended without completing.
+struct Abandon {
+    wire: Arc<Wire>,
+    key: String,
+    armed: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if self.armed {
+            self.wire.abandon(&self.key);
+        }
+    }
+}
+
+fn decode_json<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::Protocol {
+        url: url.to_string(),
+        detail: format!("the body is not the expected JSON ({e}); it starts with {:?}", snippet(body)),
+    })
+}
+
+/// `X-Text-Size` and `X-More-Data` of a progressiveText answer (jenkins-wire.md §10.6).
+fn progressive_headers(resp: &reqwest::Response) -> Result<(u64, bool), Error> {
+    let size =
+        resp.headers().get("X-Text-Size").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let more_data = resp.headers().get("X-More-Data").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let Some(size) = size else {
+        let mut url = resp.url().clone();
+        url.set_query(None);
+        return Err(Error::Protocol {
+            url: url.to_string(),
+            detail: "progressiveText answered without X-Text-Size".into(),
+        });
+    };
+    Ok((size, more_data))
 }
 
 fn version_header(h: &HeaderMap) -> Option<String> {

@@ -6,7 +6,8 @@
 use crate::ssrf::Refusal;
 
 /// Everything that can go wrong talking to a controller.
-#[derive(Debug, thiserror::Error)]
+/// Cloneable: one failed read shared by several waiters gives each of them the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("invalid Jenkins URL {url}: {problem}. Fix: {fix}")]
     InvalidUrl { url: String, problem: String, fix: String },

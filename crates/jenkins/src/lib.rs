@@ -40,16 +40,28 @@
 //! - [`model`]: typed views of Jenkins' JSON objects.
 //! - [`error`]: [`Error`], whose every variant says what happened and what to do.
 //!
+//! ## Load on the controller
+//!
+//! - Identical buffered GETs in flight at the same moment (same client or clone, same URL and
+//!   query) are made once; every caller gets the answer or a clone of the error, and a caller that
+//!   gives up does not cancel the read for the others.
+//! - What Jenkins can no longer change is cached per client for a short while ([`CacheOptions`],
+//!   60 s by default): a finished build's JSON (asked by number), its test report, and complete
+//!   progressiveText chunks. Jobs, the queue, running builds and permalinks always go upstream.
+//! - [`JenkinsClient::tail_from_end`] reads only the end of a console whose size is known.
+//!
 //! ## Safety properties
 //!
 //! - Credentials live in `secrecy` types; they never appear in `Debug`, errors or logs.
 //! - API tokens are preferred (no CSRF crumb needed). With a password, the client fetches a
-//!   crumb, keeps the session cookie, and retries a write once if the crumb expired.
+//!   crumb once per session, keeps the session cookie, and refetches it (retrying the write once)
+//!   only when Jenkins rejects it.
 //! - Only idempotent reads are retried (503, connection errors, timeouts), with backoff and
 //!   jitter; writes are never retried automatically.
 //! - Redirects are never followed, proxies from the environment are ignored, response bodies are
 //!   capped (compression is not negotiated, so there is no decompression bomb to defuse).
 
+pub mod cache;
 pub mod client;
 pub mod error;
 pub mod logs;
@@ -58,9 +70,10 @@ pub mod path;
 pub mod ssrf;
 pub mod tree;
 
+pub use cache::CacheOptions;
 pub use client::{
-    BuildSelector, Capabilities, ClientBuilder, ConnectionReport, Credentials, JenkinsClient, Limits, LogChunk,
-    SecretKind, TlsOptions,
+    BuildSelector, Capabilities, ClientBuilder, ConnectionReport, Credentials, EndTail, JenkinsClient, Limits,
+    LogChunk, SecretKind, TailLine, TlsOptions,
 };
 pub use error::Error;
 pub use path::{BaseUrl, JobPath};

@@ -392,6 +392,28 @@ where
     }
 }
 
+/// Drops every byte up to and including the first `\n`: a read that starts at a byte offset
+/// inside a log (a `progressiveText?start=`) usually begins in the middle of a line, and that
+/// piece is not a line of its own. A stream without any `\n` yields nothing.
+pub fn skip_partial_line<S, E>(stream: S) -> impl Stream<Item = Result<Bytes, E>> + Unpin
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    stream.scan(false, |found, item| {
+        let out = match item {
+            Ok(chunk) if !*found => match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    *found = true;
+                    Ok(chunk.slice(i + 1..))
+                }
+                None => Ok(Bytes::new()),
+            },
+            other => other,
+        };
+        futures_util::future::ready(Some(out))
+    })
+}
+
 /// The first `n` lines (fewer if the log is shorter).
 ///
 /// Stops pulling chunks as soon as line `n` is complete, so the caller can drop the response
