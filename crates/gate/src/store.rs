@@ -16,8 +16,30 @@
 //! [`META_KEY_CHECK`] and [`META_AUDIT_HEAD`]) and a sealed checkpoint every
 //! [`audit::CHECKPOINT_EVERY`] records (`audit_checkpoints`). The head and checkpoints are written
 //! in the same transaction as the record they name.
+//!
+//! # Bounds: no store call waits forever
+//!
+//! | bound | value | where |
+//! |---|---|---|
+//! | waiting for a pooled connection (connecting included) | [`ACQUIRE_TIMEOUT`] (5 s) | the pool |
+//! | SQLite: waiting for another connection's or process's lock | [`LOCK_WAIT`] (5 s) | `PRAGMA busy_timeout` per connection |
+//! | PostgreSQL: waiting for any lock (the append lock included) | [`LOCK_WAIT`] (5 s) | `lock_timeout` per connection |
+//! | PostgreSQL: one statement | [`STATEMENT_TIMEOUT`] (30 s: `audit verify` reads the whole log) | `statement_timeout` per connection |
+//! | PostgreSQL: a transaction left idle (a stuck process holding the append lock) | [`STATEMENT_TIMEOUT`] | `idle_in_transaction_session_timeout` |
+//! | the call path's store calls (cache loads, one audit batch) | [`CALL_TIMEOUT`] (8 s) | a tokio timeout around the call (also catches a silent network) |
+//!
+//! A store that cannot answer within these bounds — down, unreachable, locked, a closed pool —
+//! is reported as [`StoreError::Unavailable`], one message that names the problem and the fix,
+//! whichever surface asked.
+//!
+//! # SQLite settings
+//!
+//! `journal_mode=WAL` (readers never wait for the writer), `synchronous=FULL` (a commit is on disk
+//! when it returns, power loss included: an intent record must not vanish after its write was
+//! performed; group commit pays the extra fsync once per batch, not per record),
+//! `busy_timeout` = [`LOCK_WAIT`], `foreign_keys=ON`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
@@ -25,13 +47,29 @@ use sqlx::{AnyPool, Row};
 use crate::audit::{self, AuditKeys, Entry, Head, Record, SealCheck, SealedCheckpoint};
 use crate::policy::{Grant, Level, ParamConstraint};
 
+/// How long a store call waits for a pooled connection, connecting included.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a statement waits for a lock: SQLite's `busy_timeout`, PostgreSQL's `lock_timeout`.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// PostgreSQL's `statement_timeout` (and `idle_in_transaction_session_timeout`) per connection.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bound the call path puts around each of its store calls (a cache load, one audit batch):
+/// a lock wait plus the work, and a network that went silent.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// Errors of the store. Messages say what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the database {url}: {detail}. Fix: {fix}")]
     Connect { url: String, detail: String, fix: String },
     #[error("database error while {doing}: {detail}")]
     Db { doing: String, detail: String },
+    /// The database is down, unreachable, locked or too slow: nothing was written.
+    #[error(
+        "jgate's store is unavailable ({detail}, while {doing}). Fix: check that jgate's database is running and \
+         reachable (and not held locked by another program), then retry"
+    )]
+    Unavailable { doing: String, detail: String },
     #[error("{what} '{name}' already exists. Fix: choose another name, or remove the existing one first")]
     Duplicate { what: &'static str, name: String },
     #[error("{what} '{name}' does not exist. Fix: check the name ({hint})")]
@@ -54,7 +92,41 @@ pub enum StoreError {
 }
 
 fn db(doing: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-    move |e| StoreError::Db { doing: doing.to_string(), detail: e.to_string() }
+    move |e| {
+        let (doing, detail) = (doing.to_string(), e.to_string());
+        if unavailable(&e) { StoreError::Unavailable { doing, detail } } else { StoreError::Db { doing, detail } }
+    }
+}
+
+/// Whether an error means the store cannot answer now (as opposed to a bad statement or data).
+fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            // PostgreSQL: connection exceptions, insufficient resources, operator intervention
+            // (statement timeout, shutdown), lock_timeout, idle-in-transaction timeout.
+            let pg = code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code == "55P03"
+                || code == "25P03";
+            // SQLite: BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN (extended codes: low byte).
+            let sqlite = code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 8 | 10 | 13 | 14));
+            pg || sqlite
+        }
+        _ => false,
+    }
+}
+
+/// The error of a store call that did not finish within `bound`.
+pub fn timed_out(doing: &str, bound: Duration) -> StoreError {
+    StoreError::Unavailable { doing: doing.to_string(), detail: format!("no answer within {} s", bound.as_secs()) }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +145,10 @@ const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_audit_keys.sql")),
 ];
+
+/// Rows per multi-row audit INSERT: 10 values each, well under SQLite's and PostgreSQL's limits
+/// on bound parameters.
+const ROWS_PER_INSERT: usize = 200;
 
 /// `jgate_meta` name of the master key's check value (JSON of `{key_id, check}`).
 pub const META_KEY_CHECK: &str = "key_check";
@@ -171,14 +247,29 @@ impl Store {
         let max = if dialect == Dialect::Sqlite { 4 } else { 8 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
+                    // The bounds and settings of the module doc; values are constants, not input.
+                    let lock_ms = LOCK_WAIT.as_millis();
+                    let statement_ms = STATEMENT_TIMEOUT.as_millis();
+                    let settings = match dialect {
                         // WAL lets readers run during an append; busy_timeout makes a second
-                        // process wait for the write lock instead of failing.
-                        sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys=ON").execute(&mut *conn).await?;
+                        // process wait (boundedly) for the write lock instead of failing at once.
+                        Dialect::Sqlite => vec![
+                            "PRAGMA journal_mode=WAL".to_string(),
+                            "PRAGMA synchronous=FULL".to_string(),
+                            format!("PRAGMA busy_timeout={lock_ms}"),
+                            "PRAGMA foreign_keys=ON".to_string(),
+                        ],
+                        Dialect::Postgres => vec![
+                            format!("SET lock_timeout = {lock_ms}"),
+                            format!("SET statement_timeout = {statement_ms}"),
+                            format!("SET idle_in_transaction_session_timeout = {statement_ms}"),
+                        ],
+                    };
+                    for stmt in settings {
+                        sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&mut *conn).await?;
                     }
                     Ok(())
                 })
@@ -457,6 +548,31 @@ impl Store {
         Ok(())
     }
 
+    /// Records when keys were last used, `(key row id, time_ms)`, in one statement per 200 keys
+    /// (the gate batches key use in memory: nothing is written on the authentication path).
+    pub async fn record_key_use(&self, uses: &[(i64, i64)]) -> Result<(), StoreError> {
+        for chunk in uses.chunks(200) {
+            let mut cases = String::new();
+            let mut ids = Vec::with_capacity(chunk.len());
+            for i in 0..chunk.len() {
+                cases.push_str(&format!(" WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2));
+                ids.push(format!("${}", 2 * i + 1));
+            }
+            // Only forward: another replica may have recorded a later use already.
+            let text = format!(
+                "UPDATE agent_keys SET last_used_ms = CASE id{cases} END WHERE id IN ({}) \
+                 AND (last_used_ms IS NULL OR last_used_ms < CASE id{cases} END)",
+                ids.join(", ")
+            );
+            let mut q = sqlx::query(self.sql(&text));
+            for (id, at) in chunk {
+                q = q.bind(*id).bind(*at);
+            }
+            q.execute(&self.pool).await.map_err(db("recording key use"))?;
+        }
+        Ok(())
+    }
+
     /// Revokes all of an agent's keys, or the one with `key_id`. Returns how many were revoked.
     pub async fn revoke_keys(&self, agent_id: i64, key_id: Option<&str>) -> Result<u64, StoreError> {
         let r =
@@ -548,16 +664,38 @@ impl Store {
     /// removed from the end, the next record keeps their numbers free, so the removal stays
     /// visible as a gap. A missing or forged head stops appends ([`StoreError::AuditHead`]).
     pub async fn append_audit(&self, keys: &AuditKeys, entry: Entry) -> Result<Record, StoreError> {
+        let mut records = self.append_audit_batch(vec![(keys, entry)]).await?;
+        records.pop().ok_or_else(|| StoreError::Corrupt("an append returned no record".into()))
+    }
+
+    /// [`Store::append_audit`] for several records in one transaction (group commit): each is
+    /// chained after the one before and sealed with its own key ring, in the order given; the head
+    /// moves once, to the last. All are written or none.
+    pub async fn append_audit_batch(&self, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
+        let Some(&(first_keys, _)) = items.first() else {
+            return Ok(Vec::new());
+        };
         let mut tx = self.locked().await?;
-        let (seq, prev) = tx.next_link(keys).await?;
-        let record = audit::chain(keys.current_key(), keys.current_version(), seq, entry, &prev);
-        tx.insert_audit(&record).await?;
-        tx.put_json(META_AUDIT_HEAD, &Head::seal(keys, record.seq, &record.hash)).await?;
-        if record.seq % audit::CHECKPOINT_EVERY == 0 {
-            tx.insert_checkpoint(&SealedCheckpoint::seal(keys, &record)).await?;
+        let (mut seq, mut prev) = tx.next_link(first_keys).await?;
+        let mut sealed = Vec::with_capacity(items.len());
+        for (keys, entry) in items {
+            let record = audit::chain(keys.current_key(), keys.current_version(), seq, entry, &prev);
+            seq += 1;
+            prev.clone_from(&record.hash);
+            sealed.push((keys, record));
+        }
+        let records: Vec<&Record> = sealed.iter().map(|(_, r)| r).collect();
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            tx.insert_audit(chunk).await?;
+        }
+        if let Some((keys, last)) = sealed.last() {
+            tx.put_json(META_AUDIT_HEAD, &Head::seal(keys, last.seq, &last.hash)).await?;
+        }
+        for (keys, record) in sealed.iter().filter(|(_, r)| r.seq % audit::CHECKPOINT_EVERY == 0) {
+            tx.insert_checkpoint(&SealedCheckpoint::seal(keys, record)).await?;
         }
         tx.commit().await?;
-        Ok(record)
+        Ok(sealed.into_iter().map(|(_, r)| r).collect())
     }
 
     /// Audit records matching `f`, in sequence order.
@@ -861,25 +999,35 @@ impl Locked<'_> {
         Ok(if head.seq >= last_seq { (head.seq + 1, head.hash) } else { (last_seq + 1, last_hash) })
     }
 
-    async fn insert_audit(&mut self, record: &Record) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(self.store.sql(
-            "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        ))
-        .bind(record.seq)
-        .bind(record.entry.time_ms)
-        .bind(&record.entry.agent)
-        .bind(&record.entry.controller)
-        .bind(&record.entry.operation)
-        .bind(phase_str(record))
-        .bind(i64::from(record.entry.allowed))
-        .bind(json)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db("appending an audit record"))?;
+    /// Inserts records in one multi-row statement (one round trip).
+    async fn insert_audit(&mut self, records: &[&Record]) -> Result<(), StoreError> {
+        let mut text = String::from(
+            "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) VALUES ",
+        );
+        let mut jsons = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            jsons.push(serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            let n = i * 10;
+            let row: Vec<String> = (1..=10).map(|k| format!("${}", n + k)).collect();
+            text.push_str(if i == 0 { "(" } else { ", (" });
+            text.push_str(&row.join(", "));
+            text.push(')');
+        }
+        let mut q = sqlx::query(self.store.sql(&text));
+        for (record, json) in records.iter().zip(jsons) {
+            q = q
+                .bind(record.seq)
+                .bind(record.entry.time_ms)
+                .bind(record.entry.agent.as_str())
+                .bind(record.entry.controller.as_str())
+                .bind(record.entry.operation.as_str())
+                .bind(phase_str(record))
+                .bind(i64::from(record.entry.allowed))
+                .bind(json)
+                .bind(record.prev_hash.as_str())
+                .bind(record.hash.as_str());
+        }
+        q.execute(&mut *self.tx).await.map_err(db("appending audit records"))?;
         Ok(())
     }
 
