@@ -9,7 +9,8 @@
 //! - The transaction lives in the writer task, not in a caller's future: a caller that goes away
 //!   cannot leave it open, nor take other callers' records down with it. A caller that is gone
 //!   before its batch begins is not written (as before group commit, a dropped append wrote
-//!   nothing); once its batch has begun, it is written.
+//!   nothing); once its batch has begun, it is written — so a caller that gave up waiting
+//!   ([`RECORD_TIMEOUT`]) may find its record in the log: more evidence, never less.
 //! - Several processes on one SQLite file or one PostgreSQL still take the store's append lock per
 //!   transaction, so the chain never forks.
 //! - Bounded: a batch gets [`CALL_TIMEOUT`]; a caller waits at most [`RECORD_TIMEOUT`] for its
@@ -24,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditKeys, Entry, Record};
 use crate::audit_device::AuditDevice;
+use crate::auth_cache::{KeyUse, WRITER_FLUSH_BOUND};
 use crate::store::{CALL_TIMEOUT, Store, StoreError, timed_out};
 
 /// The most records one transaction takes.
@@ -51,10 +53,10 @@ fn stopped() -> StoreError {
 
 impl AuditWriter {
     /// Starts the writer task (needs a Tokio runtime).
-    pub(crate) fn start(store: Store, device: Option<Arc<AuditDevice>>) -> AuditWriter {
+    pub(crate) fn start(store: Store, device: Option<Arc<AuditDevice>>, key_use: Arc<KeyUse>) -> AuditWriter {
         let (queue, rx) = mpsc::channel(QUEUE);
         let batches = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(store, device, rx, batches.clone()));
+        tokio::spawn(run(store, device, key_use, rx, batches.clone()));
         AuditWriter { queue, batches }
     }
 
@@ -76,7 +78,13 @@ impl AuditWriter {
     }
 }
 
-async fn run(store: Store, device: Option<Arc<AuditDevice>>, mut rx: mpsc::Receiver<Job>, batches: Arc<AtomicU64>) {
+async fn run(
+    store: Store,
+    device: Option<Arc<AuditDevice>>,
+    key_use: Arc<KeyUse>,
+    mut rx: mpsc::Receiver<Job>,
+    batches: Arc<AtomicU64>,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         jobs.retain(|j| !j.reply.is_closed());
@@ -99,6 +107,11 @@ async fn run(store: Store, device: Option<Arc<AuditDevice>>, mut rx: mpsc::Recei
         match result {
             Ok(records) => {
                 let outcomes = to_device(device.as_ref(), records).await;
+                if key_use.due() {
+                    // Before answering: a one-shot process may exit as soon as it has its answer.
+                    // Too slow now is no failure: the background flusher retries.
+                    let _ = key_use.flush(&store, WRITER_FLUSH_BOUND).await;
+                }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }

@@ -21,7 +21,9 @@
 //!
 //! A key's last-use time is noted in memory and written by a background task every
 //! [`FLUSH_EVERY`], for all keys in one statement ([`Store::record_key_use`]); a failed flush is
-//! logged and retried at the next, never fails a call.
+//! logged and retried at the next, never fails a call. So that a short-lived process (`jgate call`)
+//! records its key's use too, the audit writer also flushes when one is due, after a batch and
+//! before answering it, within [`WRITER_FLUSH_BOUND`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,6 +39,8 @@ use crate::store::{CALL_TIMEOUT, Store, StoreError, now_ms, timed_out};
 pub const FRESH_FOR: Duration = Duration::from_secs(1);
 /// How often last-use times are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(3);
+/// The longest the audit writer spends on a due flush (a slower one is left to the background).
+pub const WRITER_FLUSH_BOUND: Duration = Duration::from_millis(250);
 /// Past this many entries, expired ones are dropped (unknown keys are never cached).
 const MAX_ENTRIES: usize = 10_000;
 
@@ -162,6 +166,7 @@ pub(crate) struct AgentGrants {
 #[derive(Default)]
 pub(crate) struct KeyUse {
     pending: Mutex<HashMap<i64, i64>>,
+    last_flush: Mutex<Option<Instant>>,
 }
 
 impl KeyUse {
@@ -169,15 +174,22 @@ impl KeyUse {
         lock(&self.pending).insert(key_row, now_ms());
     }
 
-    /// Writes the pending times in one statement; on failure they stay pending for the next.
-    pub(crate) async fn flush(&self, store: &Store) -> Result<usize, StoreError> {
+    /// Whether times are pending and no flush ran in the last [`FLUSH_EVERY`].
+    pub(crate) fn due(&self) -> bool {
+        !lock(&self.pending).is_empty() && lock(&self.last_flush).is_none_or(|t| t.elapsed() >= FLUSH_EVERY)
+    }
+
+    /// Writes the pending times in one statement within `bound`; on failure they stay pending for
+    /// the next.
+    pub(crate) async fn flush(&self, store: &Store, bound: Duration) -> Result<usize, StoreError> {
         let uses: Vec<(i64, i64)> = lock(&self.pending).drain().collect();
         if uses.is_empty() {
             return Ok(0);
         }
-        let written = tokio::time::timeout(CALL_TIMEOUT, store.record_key_use(&uses))
+        *lock(&self.last_flush) = Some(Instant::now());
+        let written = tokio::time::timeout(bound, store.record_key_use(&uses))
             .await
-            .unwrap_or_else(|_| Err(timed_out("recording key use", CALL_TIMEOUT)));
+            .unwrap_or_else(|_| Err(timed_out("recording key use", bound)));
         if let Err(e) = written {
             let mut pending = lock(&self.pending);
             for (id, at) in uses {
@@ -200,7 +212,7 @@ pub(crate) fn start_flusher(store: Store, uses: Arc<KeyUse>, stop: CancellationT
                 _ = stop.cancelled() => true,
                 _ = tick.tick() => false,
             };
-            if let Err(e) = uses.flush(&store).await {
+            if let Err(e) = uses.flush(&store, CALL_TIMEOUT).await {
                 tracing::warn!(error = %e, "could not record when agent keys were last used (retried later)");
             }
             if last {

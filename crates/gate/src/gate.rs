@@ -152,7 +152,7 @@ impl Gate {
         let stop = tokio_util::sync::CancellationToken::new();
         crate::auth_cache::start_flusher(store.clone(), key_use.clone(), stop.clone());
         Ok(Gate {
-            writer: AuditWriter::start(store.clone(), device.map(Arc::new)),
+            writer: AuditWriter::start(store.clone(), device.map(Arc::new), key_use.clone()),
             store,
             master,
             audit_keys: RwLock::new(Arc::new(keys)),
@@ -824,7 +824,7 @@ impl Gate {
     /// Writes the pending last-use times of keys now (the background task does every few seconds).
     #[doc(hidden)]
     pub async fn flush_key_use(&self) -> Result<usize, GateError> {
-        Ok(self.key_use.flush(&self.store).await?)
+        Ok(self.key_use.flush(&self.store, crate::store::CALL_TIMEOUT).await?)
     }
 
     /// How many audit transactions (group commits) this gate has run: for tests.

@@ -6,6 +6,8 @@
 //! applied under the same lock that serialises audit appends, so two processes starting at once
 //! cannot run them twice. Audit appends are serialised (`BEGIN IMMEDIATE` on SQLite, a
 //! transaction-scoped advisory lock on PostgreSQL), so concurrent writers never fork the chain.
+//! Within a process the gate hands concurrent appends to [`Store::append_audit_batch`] together
+//! (group commit: one transaction, one multi-row INSERT, see [`crate::audit_writer`]).
 //!
 //! Every locked section is a sqlx [`Transaction`](sqlx::Transaction) ([`Locked`]): if the future
 //! holding it is dropped (a client disconnects mid-append), the transaction is rolled back before
@@ -27,6 +29,10 @@
 //! | PostgreSQL: one statement | [`STATEMENT_TIMEOUT`] (30 s: `audit verify` reads the whole log) | `statement_timeout` per connection |
 //! | PostgreSQL: a transaction left idle (a stuck process holding the append lock) | [`STATEMENT_TIMEOUT`] | `idle_in_transaction_session_timeout` |
 //! | the call path's store calls (cache loads, one audit batch) | [`CALL_TIMEOUT`] (8 s) | a tokio timeout around the call (also catches a silent network) |
+//! | a caller waiting for its audit record (queue, batch, audit device) | [`crate::audit_writer::RECORD_TIMEOUT`] (10 s) | a tokio timeout in [`Gate::record`](crate::Gate::record) |
+//!
+//! Administrative store calls (the CLI) rely on the first four; only a network that goes silent
+//! mid-statement can hold them longer (until TCP gives up).
 //!
 //! A store that cannot answer within these bounds — down, unreachable, locked, a closed pool —
 //! is reported as [`StoreError::Unavailable`], one message that names the problem and the fix,

@@ -221,6 +221,16 @@ async fn authentication_writes_nothing_and_key_use_is_flushed() {
         assert!(g.flush_key_use().await.expect("flush") >= 1, "{kind}");
         assert!(last_used().await >= later, "{kind}");
         assert_eq!(g.flush_key_use().await.expect("flush"), 0, "{kind}: nothing pending");
+
+        // A one-shot process (`jgate call`): open, authenticate, one audited call, exit. Its
+        // key's use is written before the call is answered.
+        let one_shot = open(url, &kf).await;
+        let (agent2, key2) = one_shot.create_agent(&admin(), "cli-bot", "", None).await.expect("agent");
+        one_shot.authenticate(gate::gate::expose(&key2.secret)).await.expect("auth");
+        one_shot.record(entry("cli-bot")).await.expect("record");
+        drop(one_shot);
+        let keys = g.store().keys_of(agent2.id).await.expect("keys");
+        assert!(keys.first().and_then(|k| k.last_used_ms).is_some(), "{kind}: the one-shot key use was written");
     }
     dbs.cleanup().await;
 }
