@@ -146,6 +146,9 @@ impl Gate {
     /// and nothing is written). On the first open of a store the check value, audit key version 1
     /// (the key jgate always derived from the master key, so earlier records keep verifying) and
     /// the sealed head are written.
+    ///
+    /// Starts the gate's two background tasks on the current Tokio runtime: the audit writer
+    /// (group commit) and the key-use flusher; both end when the gate is dropped.
     pub async fn open(store: Store, master: MasterKey, device: Option<AuditDevice>) -> Result<Gate, GateError> {
         let keys = Self::open_audit(&store, &master).await?;
         let key_use = Arc::new(KeyUse::default());
