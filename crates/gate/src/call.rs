@@ -237,7 +237,7 @@ impl Gate {
             );
             return Err(self.refuse(entry, why.clone(), GateError::Busy(why)).await);
         };
-        let grants = self.store().grants_of(&caller.agent).await?;
+        let grants = self.grants_for_call(&caller.agent).await?;
         let mut targets = Vec::with_capacity(needs.len());
         let mut reasons = Vec::new();
         for (i, need) in needs.iter().enumerate() {

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 
 use crate::audit::{self, AuditKeys, Checkpoint, Entry, Head, Phase, Record, SealCheck, Surface, VerifyError};
 use crate::audit_device::{self, AuditDevice};
+use crate::audit_writer::AuditWriter;
+use crate::auth_cache::{AgentGrants, KeyEntry, KeyUse, TtlCache};
 use crate::call::{CallState, Limits};
 use crate::catalog::Group;
 use crate::keys;
@@ -113,8 +115,17 @@ pub struct Gate {
     master: MasterKey,
     /// The audit keys (opened from the store with the master key); replaced by a rotation.
     audit_keys: RwLock<Arc<AuditKeys>>,
-    /// The optional second audit device.
-    device: Option<Arc<AuditDevice>>,
+    /// The group-commit queue every audit append goes through (it owns the audit device).
+    writer: AuditWriter,
+    /// Key verifications, grants and controller names, each fresh for at most a second
+    /// (see [`crate::auth_cache`]).
+    keys_cache: TtlCache<KeyEntry>,
+    grants_cache: TtlCache<AgentGrants>,
+    controllers_cache: TtlCache<Arc<Vec<String>>>,
+    /// Last-use times of keys, written in the background.
+    key_use: Arc<KeyUse>,
+    /// Stops the background key-use flusher when the gate is dropped.
+    _stop: tokio_util::sync::DropGuard,
     /// Set once this gate rotated the master key: its `master` is stale, so it makes no further
     /// administrative changes.
     rotated: AtomicBool,
@@ -135,13 +146,24 @@ impl Gate {
     /// and nothing is written). On the first open of a store the check value, audit key version 1
     /// (the key jgate always derived from the master key, so earlier records keep verifying) and
     /// the sealed head are written.
+    ///
+    /// Starts the gate's two background tasks on the current Tokio runtime: the audit writer
+    /// (group commit) and the key-use flusher; both end when the gate is dropped.
     pub async fn open(store: Store, master: MasterKey, device: Option<AuditDevice>) -> Result<Gate, GateError> {
         let keys = Self::open_audit(&store, &master).await?;
+        let key_use = Arc::new(KeyUse::default());
+        let stop = tokio_util::sync::CancellationToken::new();
+        crate::auth_cache::start_flusher(store.clone(), key_use.clone(), stop.clone());
         Ok(Gate {
+            writer: AuditWriter::start(store.clone(), device.map(Arc::new), key_use.clone()),
             store,
             master,
             audit_keys: RwLock::new(Arc::new(keys)),
-            device: device.map(Arc::new),
+            keys_cache: TtlCache::new(),
+            grants_cache: TtlCache::new(),
+            controllers_cache: TtlCache::new(),
+            key_use,
+            _stop: stop.drop_guard(),
             rotated: AtomicBool::new(false),
             connections: tokio::sync::Mutex::new(HashMap::new()),
             calls: CallState::default(),
@@ -263,6 +285,8 @@ impl Gate {
     /// Records how an administrative change went (`extra` joins the arguments on success). The
     /// change is done (or failed) by now, so a failure to record is logged, not returned.
     async fn admin_outcome<T>(&self, mut entry: Entry, result: &Result<T, GateError>, extra: Value) {
+        // This process sees its own changes at once (other processes within a second).
+        self.clear_caches();
         entry.phase = Phase::Outcome;
         entry.time_ms = now_ms();
         match result {
@@ -277,6 +301,12 @@ impl Gate {
         if let Err(e) = self.record(entry).await {
             tracing::error!(error = %e, "an administrative change was made, but its outcome could not be audited (its intent was)");
         }
+    }
+
+    fn clear_caches(&self) {
+        self.keys_cache.clear();
+        self.grants_cache.clear();
+        self.controllers_cache.clear();
     }
 
     /// Sets the call path's limits (calls in flight per agent, deadlines, answer size).
@@ -455,9 +485,16 @@ impl Gate {
         if let Some(c) = named {
             return Ok(c.to_string());
         }
-        let mut names: Vec<String> = self.store.controllers().await?.into_iter().map(|c| c.name).collect();
+        let store = &self.store;
+        let load = || async { Ok(Some(Arc::new(store.controllers().await?.into_iter().map(|c| c.name).collect()))) };
+        // On the call path: a store that cannot answer means the call cannot be audited either.
+        let names = match self.controllers_cache.get("", false, load).await {
+            Ok(names) => names.unwrap_or_default(),
+            Err(e @ StoreError::Unavailable { .. }) => return Err(GateError::AuditUnavailable(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
         match names.len() {
-            1 => Ok(names.remove(0)),
+            1 => Ok(names[0].clone()),
             0 => Err(GateError::Invalid(
                 "jgate has no Jenkins controller configured; ask the administrator to add one".into(),
             )),
@@ -706,40 +743,97 @@ impl Gate {
         result
     }
 
+    /// An agent's grants (cached: at most a second old, see [`crate::auth_cache`]).
     pub async fn grants(&self, agent: &str) -> Result<Vec<Grant>, GateError> {
-        self.agent_row(agent).await?;
-        Ok(self.store.grants_of(agent).await?)
+        let found = self.agent_grants(agent).await?;
+        if !found.exists {
+            return Err(StoreError::Missing {
+                what: "agent",
+                name: agent.to_string(),
+                hint: "`jgate agent list` shows the agents".into(),
+            }
+            .into());
+        }
+        Ok(found.grants.to_vec())
+    }
+
+    /// The grants a call is decided on (none for an unknown agent). A store that cannot answer
+    /// means the call cannot be audited either, and says so.
+    pub(crate) async fn grants_for_call(&self, agent: &str) -> Result<Vec<Grant>, GateError> {
+        match self.agent_grants(agent).await {
+            Ok(found) => Ok(found.grants.to_vec()),
+            Err(e @ StoreError::Unavailable { .. }) => Err(GateError::AuditUnavailable(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn agent_grants(&self, agent: &str) -> Result<AgentGrants, StoreError> {
+        let store = &self.store;
+        let load = || async {
+            let exists = store.agent(agent).await?.is_some();
+            let grants = if exists { store.grants_of(agent).await? } else { Vec::new() };
+            Ok(Some(AgentGrants { exists, grants: Arc::new(grants) }))
+        };
+        let found = self.grants_cache.get(agent, false, load).await?;
+        Ok(found.unwrap_or(AgentGrants { exists: false, grants: Arc::new(Vec::new()) }))
     }
 
     // -----------------------------------------------------------------------------------------
     // the agent path
 
     /// Checks a presented agent key: format, existence, revocation, expiry.
+    ///
+    /// Writes nothing and, for a key checked in the last second, reads nothing: verifications are
+    /// cached for at most a second (so a revocation anywhere takes effect within one), and the
+    /// key's last-use time is written in the background (see [`crate::auth_cache`]).
     pub async fn authenticate(&self, presented: &str) -> Result<(String, String), GateError> {
         keys::check_format(presented).map_err(|e| GateError::BadKey(e.to_string()))?;
         let hash = keys::hash(presented);
-        let Some((agent, key, stored)) = self.store.find_key(&hash).await? else {
+        let store = &self.store;
+        let load = || async {
+            Ok(store.find_key(&hash).await?.map(|(agent, key, stored_hash)| KeyEntry {
+                key_row: key.id,
+                key_id: key.key_id,
+                agent: agent.name,
+                stored_hash,
+                expires_ms: key.expires_ms,
+                revoked_ms: key.revoked_ms,
+            }))
+        };
+        let Some(key) = self.keys_cache.get(&hash, true, load).await? else {
             return Err(GateError::BadKey(
                 "no agent has this key (it may have been deleted); ask the administrator for a key".into(),
             ));
         };
-        if !keys::verify(presented, &stored) {
+        if !keys::verify(presented, &key.stored_hash) {
             return Err(GateError::BadKey("no agent has this key".into()));
         }
         if key.revoked_ms.is_some() {
             return Err(GateError::BadKey(format!(
                 "key {} of agent {} was revoked; ask the administrator for a new key",
-                key.key_id, agent.name
+                key.key_id, key.agent
             )));
         }
         if key.expires_ms.is_some_and(|e| e <= now_ms()) {
             return Err(GateError::BadKey(format!(
                 "key {} of agent {} has expired; ask the administrator for a new key",
-                key.key_id, agent.name
+                key.key_id, key.agent
             )));
         }
-        self.store.touch_key(key.id).await?;
-        Ok((agent.name, key.key_id))
+        self.key_use.note(key.key_row);
+        Ok((key.agent, key.key_id))
+    }
+
+    /// Writes the pending last-use times of keys now (the background task does every few seconds).
+    #[doc(hidden)]
+    pub async fn flush_key_use(&self) -> Result<usize, GateError> {
+        Ok(self.key_use.flush(&self.store, crate::store::CALL_TIMEOUT).await?)
+    }
+
+    /// How many audit transactions (group commits) this gate has run: for tests.
+    #[doc(hidden)]
+    pub fn audit_batches(&self) -> u64 {
+        self.writer.batches()
     }
 
     // -----------------------------------------------------------------------------------------
@@ -749,18 +843,13 @@ impl Gate {
     ///
     /// The record goes to the database (sealed with the current audit key version) and then, if
     /// configured, to the audit device; it counts as written only when both hold it
-    /// ([`StoreError::AuditDevice`] otherwise). Dropping this future mid-way rolls the database
-    /// transaction back; once the record is committed, the device write runs to completion even if
-    /// the caller has gone.
+    /// ([`StoreError::AuditDevice`] otherwise). Concurrent records are committed together by one
+    /// writer task (group commit, see [`crate::audit_writer`]), each caller answered with its own
+    /// record once its batch is durable. Dropping this future never leaves a transaction open: a
+    /// record whose batch has not begun is not written; once begun, it is written in full.
+    /// Bounded by [`crate::audit_writer::RECORD_TIMEOUT`].
     pub async fn record(&self, entry: Entry) -> Result<Record, StoreError> {
-        let record = self.store.append_audit(&self.keys(), entry).await?;
-        if let Some(device) = &self.device {
-            let (device, copy, name) = (device.clone(), record.clone(), device.describe());
-            tokio::task::spawn_blocking(move || device.append(&copy))
-                .await
-                .map_err(|e| StoreError::AuditDevice { path: name, detail: e.to_string() })??;
-        }
-        Ok(record)
+        self.writer.append(self.keys(), entry).await
     }
 
     pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<Record>, GateError> {

@@ -15,6 +15,8 @@
 
 pub mod audit;
 pub mod audit_device;
+pub mod audit_writer;
+pub mod auth_cache;
 pub mod call;
 pub mod catalog;
 pub mod error;

@@ -6,6 +6,8 @@
 //! applied under the same lock that serialises audit appends, so two processes starting at once
 //! cannot run them twice. Audit appends are serialised (`BEGIN IMMEDIATE` on SQLite, a
 //! transaction-scoped advisory lock on PostgreSQL), so concurrent writers never fork the chain.
+//! Within a process the gate hands concurrent appends to [`Store::append_audit_batch`] together
+//! (group commit: one transaction, one multi-row INSERT, see [`crate::audit_writer`]).
 //!
 //! Every locked section is a sqlx [`Transaction`](sqlx::Transaction) ([`Locked`]): if the future
 //! holding it is dropped (a client disconnects mid-append), the transaction is rolled back before
@@ -16,8 +18,44 @@
 //! [`META_KEY_CHECK`] and [`META_AUDIT_HEAD`]) and a sealed checkpoint every
 //! [`audit::CHECKPOINT_EVERY`] records (`audit_checkpoints`). The head and checkpoints are written
 //! in the same transaction as the record they name.
+//!
+//! # Bounds: no store call waits forever
+//!
+//! | bound | value | where |
+//! |---|---|---|
+//! | waiting for a pooled connection (connecting included) | [`ACQUIRE_TIMEOUT`] (5 s) | the pool |
+//! | SQLite: waiting for another connection's or process's lock | [`LOCK_WAIT`] (5 s) | `PRAGMA busy_timeout` per connection |
+//! | PostgreSQL: waiting for any lock (the append lock included) | [`LOCK_WAIT`] (5 s) | `lock_timeout` per connection |
+//! | PostgreSQL: one statement | [`STATEMENT_TIMEOUT`] (30 s: `audit verify` reads the whole log) | `statement_timeout` per connection |
+//! | PostgreSQL: a transaction left idle (a stuck process holding the append lock) | [`STATEMENT_TIMEOUT`] | `idle_in_transaction_session_timeout` |
+//! | the call path's store calls (cache loads, one audit batch) | [`CALL_TIMEOUT`] (8 s) | a tokio timeout around the call (also catches a silent network) |
+//! | a caller waiting for its audit record (queue, batch, audit device) | [`crate::audit_writer::RECORD_TIMEOUT`] (10 s) | a tokio timeout in [`Gate::record`](crate::Gate::record) |
+//!
+//! Administrative store calls (the CLI) rely on the first four; only a network that goes silent
+//! mid-statement can hold them longer (until TCP gives up).
+//!
+//! A store that cannot answer within these bounds — down, unreachable, locked, a closed pool —
+//! is reported as [`StoreError::Unavailable`], one message that names the problem and the fix,
+//! whichever surface asked.
+//!
+//! # SQLite settings
+//!
+//! `journal_mode=WAL` (readers never wait for the writer), `busy_timeout` = [`LOCK_WAIT`],
+//! `foreign_keys=ON`, and durability chosen per transaction:
+//!
+//! - `synchronous=FULL` for every transaction that holds an intent record (an agent's write or an
+//!   administrator's change is about to be made) and for migrations, rotations and reseals: the
+//!   commit is on disk when it returns, power loss included, so no change is ever made whose
+//!   intent could vanish. It also puts every earlier commit on disk (the WAL is sequential).
+//! - `synchronous=NORMAL` for the rest (reads, denials, outcomes; the connection default): the
+//!   commit is in the WAL before the call returns, so it survives a crash of jgate, but an OS crash
+//!   or power loss before the next fsync (the next FULL commit or WAL checkpoint) can lose the
+//!   last such records. That trade buys the read path ~0.5 ms per call (one fsync); group commit
+//!   amortises the FULL fsync across the batch under load.
+//!
+//! PostgreSQL commits as its server's `synchronous_commit` says (on by default: durable).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
@@ -25,13 +63,29 @@ use sqlx::{AnyPool, Row};
 use crate::audit::{self, AuditKeys, Entry, Head, Record, SealCheck, SealedCheckpoint};
 use crate::policy::{Grant, Level, ParamConstraint};
 
+/// How long a store call waits for a pooled connection, connecting included.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a statement waits for a lock: SQLite's `busy_timeout`, PostgreSQL's `lock_timeout`.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// PostgreSQL's `statement_timeout` (and `idle_in_transaction_session_timeout`) per connection.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bound the call path puts around each of its store calls (a cache load, one audit batch):
+/// a lock wait plus the work, and a network that went silent.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// Errors of the store. Messages say what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the database {url}: {detail}. Fix: {fix}")]
     Connect { url: String, detail: String, fix: String },
     #[error("database error while {doing}: {detail}")]
     Db { doing: String, detail: String },
+    /// The database is down, unreachable, locked or too slow: nothing was written.
+    #[error(
+        "jgate's store is unavailable ({detail}, while {doing}). Fix: check that jgate's database is running and \
+         reachable (and not held locked by another program), then retry"
+    )]
+    Unavailable { doing: String, detail: String },
     #[error("{what} '{name}' already exists. Fix: choose another name, or remove the existing one first")]
     Duplicate { what: &'static str, name: String },
     #[error("{what} '{name}' does not exist. Fix: check the name ({hint})")]
@@ -54,7 +108,41 @@ pub enum StoreError {
 }
 
 pub(crate) fn db(doing: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-    move |e| StoreError::Db { doing: doing.to_string(), detail: e.to_string() }
+    move |e| {
+        let (doing, detail) = (doing.to_string(), e.to_string());
+        if unavailable(&e) { StoreError::Unavailable { doing, detail } } else { StoreError::Db { doing, detail } }
+    }
+}
+
+/// Whether an error means the store cannot answer now (as opposed to a bad statement or data).
+fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            // PostgreSQL: connection exceptions, insufficient resources, operator intervention
+            // (statement timeout, shutdown), lock_timeout, idle-in-transaction timeout.
+            let pg = code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code == "55P03"
+                || code == "25P03";
+            // SQLite: BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN (extended codes: low byte).
+            let sqlite = code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 8 | 10 | 13 | 14));
+            pg || sqlite
+        }
+        _ => false,
+    }
+}
+
+/// The error of a store call that did not finish within `bound`.
+pub fn timed_out(doing: &str, bound: Duration) -> StoreError {
+    StoreError::Unavailable { doing: doing.to_string(), detail: format!("no answer within {} s", bound.as_secs()) }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +163,10 @@ const PG_MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/postgres/0002_audit_keys.sql")),
     (3, include_str!("../migrations/postgres/0003_writes.sql")),
 ];
+
+/// Rows per multi-row audit INSERT: 10 values each, well under SQLite's and PostgreSQL's limits
+/// on bound parameters.
+const ROWS_PER_INSERT: usize = 200;
 
 /// `jgate_meta` name of the master key's check value (JSON of `{key_id, check}`).
 pub const META_KEY_CHECK: &str = "key_check";
@@ -173,14 +265,29 @@ impl Store {
         let max = if dialect == Dialect::Sqlite { 4 } else { 8 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
+                    // The bounds and settings of the module doc; values are constants, not input.
+                    let lock_ms = LOCK_WAIT.as_millis();
+                    let statement_ms = STATEMENT_TIMEOUT.as_millis();
+                    let settings = match dialect {
                         // WAL lets readers run during an append; busy_timeout makes a second
-                        // process wait for the write lock instead of failing.
-                        sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys=ON").execute(&mut *conn).await?;
+                        // process wait (boundedly) for the write lock instead of failing at once.
+                        Dialect::Sqlite => vec![
+                            "PRAGMA journal_mode=WAL".to_string(),
+                            "PRAGMA synchronous=NORMAL".to_string(),
+                            format!("PRAGMA busy_timeout={lock_ms}"),
+                            "PRAGMA foreign_keys=ON".to_string(),
+                        ],
+                        Dialect::Postgres => vec![
+                            format!("SET lock_timeout = {lock_ms}"),
+                            format!("SET statement_timeout = {statement_ms}"),
+                            format!("SET idle_in_transaction_session_timeout = {statement_ms}"),
+                        ],
+                    };
+                    for stmt in settings {
+                        sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&mut *conn).await?;
                     }
                     Ok(())
                 })
@@ -218,20 +325,38 @@ impl Store {
         })
     }
 
-    /// Begins a transaction that holds the store's write lock (see [`Locked`]).
+    /// Begins a transaction that holds the store's write lock (see [`Locked`]), committed with
+    /// SQLite's `synchronous=FULL`.
     pub async fn locked(&self) -> Result<Locked<'_>, StoreError> {
-        let mut tx = match self.dialect {
+        self.locked_with(true).await
+    }
+
+    /// [`Store::locked`]; `durable` = false commits with SQLite's `synchronous=NORMAL` (see the
+    /// module doc).
+    async fn locked_with(&self, durable: bool) -> Result<Locked<'_>, StoreError> {
+        let tx = match self.dialect {
             // IMMEDIATE takes SQLite's write lock at BEGIN, so two appenders cannot both read the
-            // same head.
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("locking the database"))?,
-            Dialect::Postgres => self.pool.begin().await.map_err(db("beginning a transaction"))?,
+            // same head. `synchronous` can only change outside a transaction: hence first, in the
+            // same round trip.
+            Dialect::Sqlite => {
+                let begin = if durable {
+                    "PRAGMA synchronous=FULL; BEGIN IMMEDIATE"
+                } else {
+                    "PRAGMA synchronous=NORMAL; BEGIN IMMEDIATE"
+                };
+                self.pool.begin_with(begin).await.map_err(db("locking the database"))?
+            }
+            // The lock is a statement of its own inside the transaction: a lock timeout in the
+            // BEGIN's own round trip would leave sqlx unaware of the aborted transaction.
+            Dialect::Postgres => {
+                let mut tx = self.pool.begin().await.map_err(db("beginning a transaction"))?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7632345547474177)")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("taking the advisory lock"))?;
+                tx
+            }
         };
-        if self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(7632345547474177)")
-                .execute(&mut *tx)
-                .await
-                .map_err(db("taking the advisory lock"))?;
-        }
         Ok(Locked { store: self, tx })
     }
 
@@ -464,6 +589,31 @@ impl Store {
         Ok(())
     }
 
+    /// Records when keys were last used, `(key row id, time_ms)`, in one statement per 200 keys
+    /// (the gate batches key use in memory: nothing is written on the authentication path).
+    pub async fn record_key_use(&self, uses: &[(i64, i64)]) -> Result<(), StoreError> {
+        for chunk in uses.chunks(200) {
+            let mut cases = String::new();
+            let mut ids = Vec::with_capacity(chunk.len());
+            for i in 0..chunk.len() {
+                cases.push_str(&format!(" WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2));
+                ids.push(format!("${}", 2 * i + 1));
+            }
+            // Only forward: another replica may have recorded a later use already.
+            let text = format!(
+                "UPDATE agent_keys SET last_used_ms = CASE id{cases} END WHERE id IN ({}) \
+                 AND (last_used_ms IS NULL OR last_used_ms < CASE id{cases} END)",
+                ids.join(", ")
+            );
+            let mut q = sqlx::query(self.sql(&text));
+            for (id, at) in chunk {
+                q = q.bind(*id).bind(*at);
+            }
+            q.execute(&self.pool).await.map_err(db("recording key use"))?;
+        }
+        Ok(())
+    }
+
     /// Revokes all of an agent's keys, or the one with `key_id`. Returns how many were revoked.
     pub async fn revoke_keys(&self, agent_id: i64, key_id: Option<&str>) -> Result<u64, StoreError> {
         let r =
@@ -555,16 +705,45 @@ impl Store {
     /// removed from the end, the next record keeps their numbers free, so the removal stays
     /// visible as a gap. A missing or forged head stops appends ([`StoreError::AuditHead`]).
     pub async fn append_audit(&self, keys: &AuditKeys, entry: Entry) -> Result<Record, StoreError> {
-        let mut tx = self.locked().await?;
-        let (seq, prev) = tx.next_link(keys).await?;
-        let record = audit::chain(keys.current_key(), keys.current_version(), seq, entry, &prev);
-        tx.insert_audit(&record).await?;
-        tx.put_json(META_AUDIT_HEAD, &Head::seal(keys, record.seq, &record.hash)).await?;
-        if record.seq % audit::CHECKPOINT_EVERY == 0 {
-            tx.insert_checkpoint(&SealedCheckpoint::seal(keys, &record)).await?;
+        let mut records = self.append_audit_batch(vec![(keys, entry)]).await?;
+        records.pop().ok_or_else(|| StoreError::Corrupt("an append returned no record".into()))
+    }
+
+    /// [`Store::append_audit`] for several records in one transaction (group commit): each is
+    /// chained after the one before and sealed with its own key ring, in the order given; the head
+    /// moves once, to the last. All are written or none.
+    pub async fn append_audit_batch(&self, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
+        let Some(&(first_keys, _)) = items.first() else {
+            return Ok(Vec::new());
+        };
+        // Records of calls about to change something are on disk before the change is made.
+        let durable = items.iter().any(|(_, e)| e.phase == audit::Phase::Intent);
+        let mut tx = self.locked_with(durable).await?;
+        let (mut seq, mut prev) = tx.next_link(first_keys).await?;
+        let mut sealed = Vec::with_capacity(items.len());
+        for (keys, entry) in items {
+            let record = audit::chain(keys.current_key(), keys.current_version(), seq, entry, &prev);
+            seq += 1;
+            prev.clone_from(&record.hash);
+            sealed.push((keys, record));
+        }
+        let records: Vec<&Record> = sealed.iter().map(|(_, r)| r).collect();
+        let head = match sealed.last() {
+            Some((keys, last)) => serde_json::to_string(&Head::seal(keys, last.seq, &last.hash))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            None => return Ok(Vec::new()),
+        };
+        let chunks: Vec<&[&Record]> = records.chunks(ROWS_PER_INSERT).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            // The head moves with the last rows: in the same statement on PostgreSQL.
+            let last = i + 1 == chunks.len();
+            tx.insert_audit(chunk, last.then_some(head.as_str())).await?;
+        }
+        for (keys, record) in sealed.iter().filter(|(_, r)| r.seq % audit::CHECKPOINT_EVERY == 0) {
+            tx.insert_checkpoint(&SealedCheckpoint::seal(keys, record)).await?;
         }
         tx.commit().await?;
-        Ok(record)
+        Ok(sealed.into_iter().map(|(_, r)| r).collect())
     }
 
     /// Audit records matching `f`, in sequence order.
@@ -851,11 +1030,25 @@ impl Locked<'_> {
     /// Where the next record goes: after the sealed head, or after the table's last row if that
     /// is further (records written by a jgate that did not seal heads).
     async fn next_link(&mut self, keys: &AuditKeys) -> Result<(i64, String), StoreError> {
-        let (last_seq, last_hash) = match self.last_audit().await? {
-            Some((seq, hash, _)) => (seq, hash),
-            None => (0, audit::GENESIS.to_string()),
+        // The sealed head and the table's last row in one round trip.
+        let row = sqlx::query(self.store.sql(
+            "SELECT (SELECT value FROM jgate_meta WHERE name = $1) AS head, \
+             (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1) AS seq, \
+             (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1) AS hash",
+        ))
+        .bind(META_AUDIT_HEAD)
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(db("reading the audit chain's head"))?;
+        let e = db("reading the audit chain's head");
+        let head: Option<String> = row.try_get("head").map_err(&e)?;
+        let last: Option<i64> = row.try_get("seq").map_err(&e)?;
+        let hash: Option<String> = row.try_get("hash").map_err(&e)?;
+        let (last_seq, last_hash) = match (last, hash) {
+            (Some(seq), Some(hash)) => (seq, hash),
+            _ => (0, audit::GENESIS.to_string()),
         };
-        let head: Head = match self.meta(META_AUDIT_HEAD).await? {
+        let head: Head = match head {
             Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::AuditHead("is not readable".into()))?,
             None => return Err(StoreError::AuditHead("is missing".into())),
         };
@@ -868,25 +1061,53 @@ impl Locked<'_> {
         Ok(if head.seq >= last_seq { (head.seq + 1, head.hash) } else { (last_seq + 1, last_hash) })
     }
 
-    async fn insert_audit(&mut self, record: &Record) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(self.store.sql(
-            "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        ))
-        .bind(record.seq)
-        .bind(record.entry.time_ms)
-        .bind(&record.entry.agent)
-        .bind(&record.entry.controller)
-        .bind(&record.entry.operation)
-        .bind(phase_str(record))
-        .bind(i64::from(record.entry.allowed))
-        .bind(json)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db("appending an audit record"))?;
+    /// Inserts records in one multi-row statement and, if given, sets the sealed head: in the same
+    /// statement on PostgreSQL (one round trip), in a second on SQLite (no data-modifying CTEs).
+    async fn insert_audit(&mut self, records: &[&Record], head: Option<&str>) -> Result<(), StoreError> {
+        let pg_head = head.filter(|_| self.store.dialect == Dialect::Postgres);
+        let mut text = String::from(if pg_head.is_some() { "WITH rows AS (" } else { "" });
+        text.push_str(
+            "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) VALUES ",
+        );
+        let mut jsons = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            jsons.push(serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            let n = i * 10;
+            let row: Vec<String> = (1..=10).map(|k| format!("${}", n + k)).collect();
+            text.push_str(if i == 0 { "(" } else { ", (" });
+            text.push_str(&row.join(", "));
+            text.push(')');
+        }
+        if pg_head.is_some() {
+            let n = records.len() * 10;
+            text.push_str(&format!(
+                ") INSERT INTO jgate_meta (name, value) VALUES (${}, ${}) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                n + 1,
+                n + 2
+            ));
+        }
+        let mut q = sqlx::query(self.store.sql(&text));
+        for (record, json) in records.iter().zip(jsons) {
+            q = q
+                .bind(record.seq)
+                .bind(record.entry.time_ms)
+                .bind(record.entry.agent.as_str())
+                .bind(record.entry.controller.as_str())
+                .bind(record.entry.operation.as_str())
+                .bind(phase_str(record))
+                .bind(i64::from(record.entry.allowed))
+                .bind(json)
+                .bind(record.prev_hash.as_str())
+                .bind(record.hash.as_str());
+        }
+        if let Some(head) = pg_head {
+            q = q.bind(META_AUDIT_HEAD).bind(head);
+        }
+        q.execute(&mut *self.tx).await.map_err(db("appending audit records"))?;
+        if let (Some(head), None) = (head, pg_head) {
+            self.put_meta(META_AUDIT_HEAD, head).await?;
+        }
         Ok(())
     }
 

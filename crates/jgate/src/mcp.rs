@@ -96,6 +96,24 @@ fn whoami_tool() -> Tool {
     )
 }
 
+/// The JSON-RPC error of a failed `tools/list`. A store that cannot answer gets its own server
+/// error code (JSON-RPC's implementation-defined range) and the message that names the problem and
+/// the fix, so a client does not mistake it for a bug in jgate; tool calls answer it as a tool error.
+fn list_error(e: gate::GateError) -> McpError {
+    use gate::store::StoreError;
+    match e {
+        gate::GateError::AuditUnavailable(_) | gate::GateError::Store(StoreError::Unavailable { .. }) => McpError::new(
+            rmcp::model::ErrorCode(STORE_UNAVAILABLE),
+            e.to_string(),
+            Some(json!({"reason": "store_unavailable", "retryable": true})),
+        ),
+        other => McpError::internal_error(other.to_string(), None),
+    }
+}
+
+/// JSON-RPC error code of "jgate's store is unavailable" (implementation-defined server error).
+pub const STORE_UNAVAILABLE: i32 = -32000;
+
 fn text_error(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
 }
@@ -127,8 +145,7 @@ impl ServerHandler for JgateMcp {
         let Some(id) = self.identity(&ctx) else {
             return Err(McpError::invalid_request("no authenticated agent", None));
         };
-        let visible =
-            self.gate.visible_operations(&id.agent).await.map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        let visible = self.gate.visible_operations(&id.agent).await.map_err(list_error)?;
         let mut tools: Vec<Tool> = vec![whoami_tool()];
         tools.extend(visible.into_iter().map(tool));
         Ok(ListToolsResult::with_all_items(tools))

@@ -123,8 +123,16 @@ async fn bearer(
         Err(gate::GateError::BadKey(why)) => unauthorized(&format!("invalid agent key: {why}"), "invalid_token"),
         Err(e) => {
             tracing::error!(error = %e, "authentication failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "jgate cannot check the key right now (store unavailable)")
-                .into_response()
+            // The store's message names the problem and the fix; it holds no secret (database
+            // URLs appear only in the log of `jgate serve`, never in these messages).
+            let body = serde_json::json!({
+                "error": "temporarily_unavailable",
+                "error_description": format!("jgate cannot check the agent key now: {e}"),
+            });
+            let mut r = (StatusCode::SERVICE_UNAVAILABLE, body.to_string()).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
         }
     }
 }
