@@ -122,10 +122,15 @@ fn mcp_tests(root: &Path, python: &Path, bin: &Path) -> anyhow::Result<()> {
     )
 }
 
-/// Benchmarks: tailing a 1 GiB console from the twin with bounded memory.
+/// `cargo xtask bench [--soak-minutes N | --soak-secs N | other gateway_bench options]`: the wire
+/// client's benchmarks (tailing a 1 GiB console from the twin with bounded memory, listing 10,000
+/// jobs), then jgate side by side with direct calls to the twin
+/// (crates/jgate/examples/gateway_bench.rs), whose report goes to docs/benchmarks.md. Options
+/// after `bench` are passed to gateway_bench (`--soak-minutes 30` for the full soak).
 fn bench() -> anyhow::Result<()> {
     let root = root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let passed: Vec<String> = std::env::args().skip(2).collect();
     for (example, what) in [
         ("tail_bench", "tail a 1 GiB console log streamed from the twin (crates/jenkins/examples/tail_bench.rs)"),
         (
@@ -138,6 +143,20 @@ fn bench() -> anyhow::Result<()> {
             what,
         )?;
     }
+    // gateway_bench runs `jgate serve` as a child: the release binary next to the example.
+    run(
+        Command::new(&cargo).current_dir(&root).args(["build", "--release", "-p", "jgate", "--bin", "jgate"]),
+        "build jgate (release) for the gateway benchmark",
+    )?;
+    let out = root.join("docs/benchmarks.md");
+    run(
+        Command::new(&cargo)
+            .current_dir(&root)
+            .args(["run", "--release", "-p", "jgate", "--example", "gateway_bench", "--", "--out"])
+            .arg(&out)
+            .args(&passed),
+        "jgate vs direct calls to the twin: latency, calls/s, 1 GiB tail, polling, RSS soak (crates/jgate/examples/gateway_bench.rs)",
+    )?;
     Ok(())
 }
 
