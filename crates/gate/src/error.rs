@@ -23,7 +23,7 @@ pub enum GateError {
     BadKey(String),
     #[error("denied: {reason}")]
     Denied { reason: String },
-    #[error("the audit log cannot be written ({0}); the call was not performed. Fix: check the database, then retry")]
+    #[error("the audit log cannot be written, so the call was not performed: {}", with_fix(.0))]
     AuditUnavailable(String),
     /// A call that failed after it was allowed, with its message already through the sanitizer
     /// (it may quote Jenkins).
@@ -53,4 +53,9 @@ impl From<jenkins::Error> for GateError {
     fn from(e: jenkins::Error) -> Self {
         GateError::Jenkins(Box::new(e))
     }
+}
+
+/// The cause, with the generic fix unless it already names one.
+fn with_fix(cause: &str) -> String {
+    if cause.contains("Fix:") { cause.to_string() } else { format!("{cause}. Fix: check the database, then retry") }
 }
