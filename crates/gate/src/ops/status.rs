@@ -178,9 +178,40 @@ impl Op for GetJob {
     }
 }
 
+/// Everything a job summary shows, in one `tree=` request (the job, its last builds' numbers,
+/// its parameters, the 10 newest builds; a folder's children).
+fn summary_tree() -> Tree {
+    let number = || Tree::new().field("number");
+    let mut t = Tree::new()
+        .fields(&["_class", "fullName", "description", "color", "buildable", "disabled", "inQueue", "nextBuildNumber"])
+        .nested("queueItem", Tree::new().field("why"))
+        .nested("healthReport", Tree::new().fields(&["score", "description"]))
+        .nested(
+            "property",
+            Tree::new().nested(
+                "parameterDefinitions",
+                Tree::new()
+                    .fields(&["name", "type", "choices", "description"])
+                    .nested("defaultParameterValue", Tree::new().field("value")),
+            ),
+        )
+        .nested("jobs", Tree::new().fields(&["_class", "name", "url", "color"]))
+        .nested_range(
+            "builds",
+            Tree::new().fields(&["number", "result", "duration", "timestamp", "building"]),
+            Range::first(10),
+        );
+    for permalink in ["lastBuild", "lastSuccessfulBuild", "lastFailedBuild", "lastCompletedBuild"] {
+        t = t.nested(permalink, number());
+    }
+    t
+}
+
 /// A job: health, last builds, recent history with a success rate, parameters, queue state.
 async fn job_summary(cx: &Exec<'_>, job: &JobPath) -> Result<Value, GateError> {
-    let j: Job = cx.client.job(job).await?;
+    let raw = cx.client.job_tree(job, &summary_tree()).await?;
+    let j: Job = serde_json::from_value(raw.clone())
+        .map_err(|e| GateError::Invalid(format!("Jenkins answered job {job} in a shape jgate does not read: {e}")))?;
     if j.is_folder() {
         // The children pass the same policy as list_jobs: an `off` carve-out hides them here too.
         let items: Vec<Value> = j
@@ -192,13 +223,7 @@ async fn job_summary(cx: &Exec<'_>, job: &JobPath) -> Result<Value, GateError> {
             .collect();
         return Ok(json!({ "name": job.to_string(), "kind": "folder", "description": j.description, "items": items }));
     }
-    let tree = Tree::new().nested_range(
-        "builds",
-        Tree::new().fields(&["number", "result", "duration", "timestamp", "building"]),
-        Range::first(10),
-    );
-    let history = cx.client.job_tree(job, &tree).await?;
-    let builds = history.get("builds").and_then(Value::as_array).cloned().unwrap_or_default();
+    let builds = raw.get("builds").and_then(Value::as_array).cloned().unwrap_or_default();
     let finished: Vec<&Value> = builds.iter().filter(|b| b.get("building") == Some(&Value::Bool(false))).collect();
     let ok = finished.iter().filter(|b| b.get("result").and_then(Value::as_str) == Some("SUCCESS")).count();
     let rate =
