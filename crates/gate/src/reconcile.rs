@@ -17,6 +17,7 @@ use crate::error::GateError;
 use crate::gate::Gate;
 use crate::store::now_ms;
 use crate::writes::{KeyState, PendingRow};
+use jenkins::model::QueueFate;
 
 /// How often a process heartbeats.
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -156,50 +157,21 @@ impl Gate {
             return Some(ran(queue_id, n));
         }
         let conn = self.connection_for_call(&row.controller).await.ok()?;
-        let job = row.target.as_deref().and_then(|t| jenkins::JobPath::parse(t).ok());
-        match conn.client.queue_item(queue_id).await {
-            Ok(item) => {
-                if let Some(b) = item.executable.filter(|b| b.number > 0) {
-                    return Some(ran(queue_id, b.number));
-                }
-                if item.cancelled == Some(true) {
-                    return Some(Resolution {
-                        outcome: format!(
-                            "ok: after jgate stopped: the build queued as item {queue_id} was cancelled before it started"
-                        ),
-                        build_number: None,
-                        key: KeyState::Broken,
-                        answer: None,
-                    });
-                }
-                Some(Resolution {
-                    outcome: format!(
-                        "ok: after jgate stopped: the build is queued as item {queue_id} and has not started yet — follow it with get_queue"
-                    ),
-                    build_number: None,
-                    key: KeyState::Broken,
-                    answer: None,
-                })
-            }
-            Err(jenkins::Error::NotFound { .. }) => {
-                let found = match &job {
-                    Some(j) => conn.client.find_build_by_queue_id(j, queue_id).await.ok()?,
-                    None => None,
-                };
-                Some(match found {
-                    Some(b) => ran(queue_id, b.number),
-                    None => Resolution {
-                        outcome: format!(
-                            "unknown: the build was queued as item {queue_id}, but Jenkins no longer knows the item and no build of the job came from it"
-                        ),
-                        build_number: None,
-                        key: KeyState::Broken,
-                        answer: None,
-                    },
-                })
-            }
-            Err(_) => None,
-        }
+        let job = jenkins::JobPath::parse(row.target.as_deref()?).ok()?;
+        let broken = |outcome: String| Resolution { outcome, build_number: None, key: KeyState::Broken, answer: None };
+        // Jenkins unreachable now: try again at the next round.
+        Some(match conn.client.queue_item_fate(&job, queue_id).await.ok()? {
+            QueueFate::Started(b) => ran(queue_id, b.number),
+            QueueFate::Cancelled => broken(format!(
+                "ok: after jgate stopped: the build queued as item {queue_id} was cancelled before it started"
+            )),
+            QueueFate::Waiting(_) => broken(format!(
+                "ok: after jgate stopped: the build is queued as item {queue_id} and has not started yet — follow it with get_queue"
+            )),
+            QueueFate::Gone => broken(format!(
+                "unknown: the build was queued as item {queue_id}, but Jenkins no longer knows the item and no build of the job came from it"
+            )),
+        })
     }
 
     /// Writes in flight for longer than `older_than` (for `jgate audit verify`).

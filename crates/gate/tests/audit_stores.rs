@@ -7,94 +7,24 @@
 //! each test works in a fresh schema (prefix `jga_`, dropped at the end). Under CI an unreachable
 //! PostgreSQL fails the tests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gate::audit::{Entry, Phase, Surface, VerifyError};
+use gate::audit::{Phase, Surface, VerifyError};
 use gate::audit_device::{self, AuditDevice};
 use gate::catalog::Group;
 use gate::policy::Level;
 use gate::secrets::{MasterKey, SecretsError};
 use gate::store::{AuditFilter, Store, StoreError};
-use gate::{Admin, Caller, Gate, GateError};
+use gate::{Admin, Gate, GateError};
 use serde_json::json;
-use sqlx::Connection;
 
-fn unique() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}_{}_{}", std::process::id(), gate::store::now_ms() % 1_000_000_000, N.fetch_add(1, Ordering::SeqCst))
-}
-
-fn temp_dir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jgate-audit-{what}-{}", unique()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-/// One database of each kind; [`Dbs::cleanup`] drops the PostgreSQL schema (only its own: other
-/// test processes may be using theirs).
-struct Dbs {
-    list: Vec<(&'static str, String)>,
-    pg_schema: Option<(String, String)>,
-}
-
-impl Dbs {
-    async fn new() -> Dbs {
-        let sqlite = temp_dir("db").join("jgate.db").display().to_string();
-        let mut list = vec![("sqlite", sqlite)];
-        let pg =
-            std::env::var("JGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = format!("jga_{}", unique());
-        sqlx::any::install_default_drivers();
-        let mut pg_schema = None;
-        match sqlx::AnyConnection::connect_with(&pg.parse().expect("pg url")).await {
-            Ok(mut conn) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create schema");
-                let _ = conn.close().await;
-                list.push(("postgres", format!("{pg}?options=-c%20search_path%3D{schema}")));
-                pg_schema = Some((pg, schema));
-            }
-            Err(e) if std::env::var_os("CI").is_some() => panic!("PostgreSQL at {pg} is unreachable under CI: {e}"),
-            Err(e) => eprintln!("SKIPPING PostgreSQL (not under CI): {pg} unreachable: {e}"),
-        }
-        Dbs { list, pg_schema }
-    }
-
-    async fn cleanup(self) {
-        if let Some((pg, schema)) = self.pg_schema
-            && let Ok(mut conn) = sqlx::AnyConnection::connect_with(&pg.parse().expect("pg url")).await
-        {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-                .execute(&mut conn)
-                .await;
-            let _ = conn.close().await;
-        }
-    }
-}
-
-fn admin() -> Admin {
-    Admin::new("admin", Surface::Cli)
-}
-
-fn key_file() -> PathBuf {
-    temp_dir("key").join("master.key")
-}
-
-fn load(kf: &Path) -> MasterKey {
-    MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", kf).expect("master key").0
-}
+mod common;
+use common::{Dbs, admin, caller, entry, key_file, load, temp_dir};
 
 async fn open(url: &str, master: MasterKey) -> Gate {
     Gate::open(Store::open(url).await.expect("store"), master, None).await.expect("gate")
-}
-
-fn caller(agent: &str) -> Caller {
-    Caller { agent: agent.into(), key_id: None, surface: Surface::Mcp, client_addr: None, request_id: "r".into() }
 }
 
 /// A denied call: one record, no controller needed.
@@ -105,33 +35,9 @@ async fn denied(g: &Gate, n: usize) {
     }
 }
 
-fn entry(agent: &str) -> Entry {
-    Entry {
-        time_ms: gate::store::now_ms(),
-        request_id: "r".into(),
-        agent: agent.into(),
-        key_id: None,
-        surface: Surface::Mcp,
-        client_addr: None,
-        controller: "prod".into(),
-        operation: "get_job".into(),
-        target: Some("team/api".into()),
-        args: json!({"job": "team/api"}),
-        phase: Phase::Read,
-        allowed: true,
-        grant: Some(1),
-        reason: "allowed by grant 1".into(),
-        outcome: Some("ok".into()),
-        http_status: None,
-        duration_ms: Some(1),
-        redactions: 0,
-        build_number: None,
-    }
-}
-
 #[tokio::test]
 async fn verify_passes_across_master_key_rotations() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jga").await;
     for (kind, url) in &dbs.list {
         let kf = key_file();
         let mut g = open(url, load(&kf)).await;
@@ -180,7 +86,7 @@ async fn verify_passes_across_master_key_rotations() {
 
 #[tokio::test]
 async fn a_wrong_master_key_is_refused_before_anything_is_written() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jga").await;
     for (kind, url) in &dbs.list {
         let kf = key_file();
         let g = open(url, load(&kf)).await;
@@ -221,7 +127,7 @@ async fn a_wrong_master_key_is_refused_before_anything_is_written() {
 
 #[tokio::test]
 async fn every_column_is_bound_to_the_sealed_record() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jga").await;
     for (kind, url) in &dbs.list {
         let g = open(url, load(&key_file())).await;
         denied(&g, 4).await;
@@ -276,7 +182,7 @@ async fn every_column_is_bound_to_the_sealed_record() {
 
 #[tokio::test]
 async fn removing_the_last_records_or_all_of_them_is_detected() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jga").await;
     for (kind, url) in &dbs.list {
         let kf = key_file();
         let g = open(url, load(&kf)).await;
@@ -330,7 +236,7 @@ async fn removing_the_last_records_or_all_of_them_is_detected() {
 
 #[tokio::test]
 async fn checkpoints_are_sealed_automatically() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jga").await;
     for (kind, url) in &dbs.list {
         let g = open(url, load(&key_file())).await;
         for _ in 0..gate::audit::CHECKPOINT_EVERY + 5 {
@@ -348,7 +254,7 @@ async fn checkpoints_are_sealed_automatically() {
 
 #[tokio::test]
 async fn the_audit_file_survives_a_wiped_database() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jga").await;
     for (kind, url) in &dbs.list {
         let kf = key_file();
         let path = temp_dir("file").join("audit.jsonl");
@@ -413,7 +319,7 @@ async fn nothing_proceeds_when_the_audit_file_cannot_take_the_record() {
         eprintln!("SKIPPING: no /dev/full to simulate a full disk");
         return;
     }
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jga").await;
     for (kind, url) in &dbs.list {
         let device = AuditDevice::open("/dev/full").expect("device");
         let g =
@@ -430,7 +336,7 @@ async fn nothing_proceeds_when_the_audit_file_cannot_take_the_record() {
 
 #[tokio::test]
 async fn administrative_changes_read_as_sentences() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jga").await;
     for (kind, url) in &dbs.list {
         let g = open(url, load(&key_file())).await;
         let alice = Admin::new("alice", Surface::Cli);
@@ -487,7 +393,7 @@ async fn administrative_changes_read_as_sentences() {
 /// once and the chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dropped_appends_never_leave_the_store_locked() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jga").await;
     for (kind, url) in &dbs.list {
         let kf = key_file();
         let g = Arc::new(open(url, load(&kf)).await);

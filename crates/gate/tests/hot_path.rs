@@ -8,116 +8,22 @@
 //! each test works in a fresh schema (prefix `jgh_`, dropped at the end). Under CI an unreachable
 //! PostgreSQL fails the tests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gate::audit::{Entry, Phase, Surface};
 use gate::catalog::Group;
 use gate::policy::Level;
-use gate::secrets::MasterKey;
 use gate::store::{AuditFilter, Store, StoreError};
-use gate::{Admin, Caller, Gate, GateError};
+use gate::{Gate, GateError};
 use serde_json::json;
 use sqlx::Connection;
 
-fn unique() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}_{}_{}", std::process::id(), gate::store::now_ms() % 1_000_000_000, N.fetch_add(1, Ordering::SeqCst))
-}
-
-fn temp_dir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jgate-hot-{what}-{}", unique()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-/// One database of each kind; [`Dbs::cleanup`] drops this test's PostgreSQL schema.
-struct Dbs {
-    list: Vec<(&'static str, String)>,
-    pg_schema: Option<(String, String)>,
-}
-
-impl Dbs {
-    async fn new() -> Dbs {
-        let sqlite = temp_dir("db").join("jgate.db").display().to_string();
-        let mut list = vec![("sqlite", sqlite)];
-        let pg =
-            std::env::var("JGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = format!("jgh_{}", unique());
-        sqlx::any::install_default_drivers();
-        let mut pg_schema = None;
-        match sqlx::AnyConnection::connect_with(&pg.parse().expect("pg url")).await {
-            Ok(mut conn) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create schema");
-                let _ = conn.close().await;
-                list.push(("postgres", format!("{pg}?options=-c%20search_path%3D{schema}")));
-                pg_schema = Some((pg, schema));
-            }
-            Err(e) if std::env::var_os("CI").is_some() => panic!("PostgreSQL at {pg} is unreachable under CI: {e}"),
-            Err(e) => eprintln!("SKIPPING PostgreSQL (not under CI): {pg} unreachable: {e}"),
-        }
-        Dbs { list, pg_schema }
-    }
-
-    async fn cleanup(self) {
-        if let Some((pg, schema)) = self.pg_schema
-            && let Ok(mut conn) = sqlx::AnyConnection::connect_with(&pg.parse().expect("pg url")).await
-        {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-                .execute(&mut conn)
-                .await;
-            let _ = conn.close().await;
-        }
-    }
-}
-
-fn admin() -> Admin {
-    Admin::new("admin", Surface::Cli)
-}
-
-fn key_file() -> PathBuf {
-    temp_dir("key").join("master.key")
-}
-
-fn load(kf: &Path) -> MasterKey {
-    MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", kf).expect("master key").0
-}
+mod common;
+use common::{Dbs, admin, caller, entry, key_file, load};
 
 async fn open(url: &str, kf: &Path) -> Gate {
     Gate::open(Store::open(url).await.expect("store"), load(kf), None).await.expect("gate")
-}
-
-fn caller(agent: &str) -> Caller {
-    Caller { agent: agent.into(), key_id: None, surface: Surface::Mcp, client_addr: None, request_id: "r".into() }
-}
-
-fn entry(agent: &str) -> Entry {
-    Entry {
-        time_ms: gate::store::now_ms(),
-        request_id: "r".into(),
-        agent: agent.into(),
-        key_id: None,
-        surface: Surface::Mcp,
-        client_addr: None,
-        controller: "prod".into(),
-        operation: "get_job".into(),
-        target: Some("team/api".into()),
-        args: json!({"job": "team/api"}),
-        phase: Phase::Read,
-        allowed: true,
-        grant: Some(1),
-        reason: "allowed by grant 1".into(),
-        outcome: Some("ok".into()),
-        http_status: None,
-        duration_ms: Some(1),
-        redactions: 0,
-        build_number: None,
-    }
 }
 
 /// A raw connection to the same database (another program, as far as jgate can tell).
@@ -145,7 +51,7 @@ async fn release(conn: &mut sqlx::AnyConnection) {
 
 #[tokio::test]
 async fn a_revoked_key_stops_working_within_a_second_on_another_replica() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jgh").await;
     for (kind, url) in &dbs.list {
         let kf = key_file();
         let a = open(url, &kf).await;
@@ -183,7 +89,7 @@ async fn a_revoked_key_stops_working_within_a_second_on_another_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_writes_nothing_and_key_use_is_flushed() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jgh").await;
     for (kind, url) in &dbs.list {
         let kf = key_file();
         let g = open(url, &kf).await;
@@ -237,7 +143,7 @@ async fn authentication_writes_nothing_and_key_use_is_flushed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_records_share_transactions_and_one_chain() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jgh").await;
     for (kind, url) in &dbs.list {
         let g = Arc::new(open(url, &key_file()).await);
         let n = 300;
@@ -267,7 +173,7 @@ async fn concurrent_records_share_transactions_and_one_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dropping_half_of_the_concurrent_records_loses_nobody_elses() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jgh").await;
     for (kind, url) in &dbs.list {
         let kf = key_file();
         let g = Arc::new(open(url, &kf).await);
@@ -303,7 +209,7 @@ async fn dropping_half_of_the_concurrent_records_loses_nobody_elses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_answer_fails_calls_promptly_and_clearly() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jgh").await;
     for (kind, url) in &dbs.list {
         let kf = key_file();
         let g = open(url, &kf).await;
@@ -372,7 +278,7 @@ async fn an_unreachable_postgresql_is_reported_within_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn measure_the_hot_path() {
-    let dbs = Dbs::new().await;
+    let dbs = Dbs::new("jgh").await;
     for (kind, url) in &dbs.list {
         let g = Arc::new(open(url, &key_file()).await);
         let (_, key) = g.create_agent(&admin(), "bot", "", None).await.expect("agent");

@@ -15,6 +15,8 @@ use jenkins_twin::{Twin, TwinServer};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+mod common;
+
 const TOKEN: &str = "11bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const GHP: &str = "ghp_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123";
 
@@ -95,7 +97,7 @@ job = "sandbox/play"
 async fn setup(limits: Limits) -> (Arc<Twin>, TwinServer, Arc<Gate>) {
     let (twin, server) =
         jenkins_twin::start(&scenario(), &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
-    let dir = std::env::temp_dir().join(format!("jgate-trust-{}-{}", std::process::id(), rand_id()));
+    let dir = common::temp_dir("trust");
     let store = Store::open(&dir.join("jgate.db").display().to_string()).await.expect("store");
     let (master, _) =
         MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", &dir.join("master.key")).expect("master key");
@@ -117,12 +119,6 @@ async fn setup(limits: Limits) -> (Arc<Twin>, TwinServer, Arc<Gate>) {
     .await
     .expect("controller");
     (twin, server, Arc::new(gate))
-}
-
-fn rand_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::SeqCst) * 1_000_003 + gate::store::now_ms() as u64 % 1_000_000
 }
 
 fn admin() -> Admin {
@@ -422,17 +418,10 @@ async fn carve_outs_hold_against_every_spelling_jenkins_folds_together() {
     g.grant(&admin(), "reader", Group::Status, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
     g.grant(&admin(), "reader", Group::Config, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
     // The twin resolves each of these to team/secret, as Jenkins (Java's case-insensitive order) does.
-    for spelling in ["team/ſecret", "TEAM/SECRET", "team/secret/", "job/team/job/%C5%BFecret", "team/secret\u{212A}"] {
+    for spelling in ["team/ſecret", "TEAM/SECRET", "Team/ſECRET", "team/secret/", "job/team/job/%C5%BFecret"] {
         for op in ["get_job", "get_job_config", "get_build"] {
             let r = g.call(&caller("reader"), "prod", op, json!({"job": spelling})).await;
-            let leaked = r.as_ref().map(|v| v.to_string()).unwrap_or_default();
-            assert!(
-                matches!(r, Err(GateError::Denied { .. })) || !leaked.contains("echo secret"),
-                "{op} {spelling}: {r:?}"
-            );
-            if spelling != "team/secret\u{212A}" {
-                assert!(matches!(r, Err(GateError::Denied { .. })), "{op} {spelling}: {r:?}");
-            }
+            assert!(matches!(r, Err(GateError::Denied { .. })), "{op} {spelling}: {r:?}");
         }
     }
     // The copy source is folded the same way.

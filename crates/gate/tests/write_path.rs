@@ -16,7 +16,9 @@ use jenkins_twin::scenario::FaultSpec;
 use jenkins_twin::{Twin, TwinServer};
 use secrecy::SecretString;
 use serde_json::json;
-use sqlx::Connection;
+
+mod common;
+use common::{Dbs, key_file, temp_dir};
 
 const TOKEN: &str = "11cccccccccccccccccccccccccccccccc";
 
@@ -39,32 +41,9 @@ kind = "pipeline"
 script = "node { stage('Wait') { sleep 600 } }"
 "#;
 
-fn unique() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), gate::store::now_ms() % 1_000_000)
-}
-
-/// A fresh database of each kind (PostgreSQL in its own schema; only this test's are dropped).
-async fn databases() -> Vec<(&'static str, String)> {
-    let dir = std::env::temp_dir().join(format!("jgate-wp-{}", unique()));
-    let mut out = vec![("sqlite", dir.join("jgate.db").display().to_string())];
-    let pg = std::env::var("JGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("jgw_{}", unique());
-    sqlx::any::install_default_drivers();
-    match sqlx::AnyConnection::connect_with(&pg.parse().expect("pg url")).await {
-        Ok(mut conn) => {
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                .execute(&mut conn)
-                .await
-                .expect("create schema");
-            let _ = conn.close().await;
-            out.push(("postgres", format!("{pg}?options=-c%20search_path%3D{schema}")));
-        }
-        Err(e) if std::env::var_os("CI").is_some() => panic!("PostgreSQL at {pg} is unreachable under CI: {e}"),
-        Err(e) => eprintln!("SKIPPING PostgreSQL (not under CI): {pg} unreachable: {e}"),
-    }
-    out
+/// A SQLite store of its own (for the tests that are about Jenkins, not the store).
+fn sqlite() -> String {
+    temp_dir("jgw-db").join("jgate.db").display().to_string()
 }
 
 struct Fixture {
@@ -77,7 +56,7 @@ struct Fixture {
 async fn fixture(url: String) -> Fixture {
     let (twin, server) =
         jenkins_twin::start(SCENARIO, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
-    let key = std::env::temp_dir().join(format!("jgate-wp-key-{}", unique())).join("master.key");
+    let key = key_file();
     let g = open(&url, &key, Limits::default()).await;
     g.add_controller(
         &Admin::local_cli(),
@@ -134,7 +113,8 @@ async fn builds_of(g: &Gate, job: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_idempotency_key_starts_one_build_across_calls_and_processes() {
-    for (kind, url) in databases().await {
+    let dbs = Dbs::new("jgw").await;
+    for (kind, url) in dbs.list.clone() {
         let f = fixture(url).await;
         // Two processes on one store (replicas), ten concurrent calls with one key.
         let a = open(&f.url, &f.key, Limits::default()).await;
@@ -172,11 +152,12 @@ async fn one_idempotency_key_starts_one_build_across_calls_and_processes() {
         assert_eq!(builds_of(&a, "deploy").await, before + 1, "{kind}");
         drop(f.twin);
     }
+    dbs.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_jenkins_never_received_is_retried_and_waits_survive_a_restart() {
-    let url = databases().await.remove(0).1;
+    let url = sqlite();
     let f = fixture(url).await;
     let g = open(&f.url, &f.key, Limits::default()).await;
     // Jenkins is "starting up" (503 to everything) for 1.5 s: the trigger is refused, so it is
@@ -195,7 +176,7 @@ async fn a_trigger_jenkins_never_received_is_retried_and_waits_survive_a_restart
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_after_acceptance_names_the_queue_item_and_says_not_to_retry() {
-    let url = databases().await.remove(0).1;
+    let url = sqlite();
     let f = fixture(url).await;
     let g = open(&f.url, &f.key, Limits::default()).await;
     let g2 = g.clone();
@@ -217,7 +198,8 @@ async fn an_error_after_acceptance_names_the_queue_item_and_says_not_to_retry() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_left_by_a_stopped_process_are_reconciled_against_jenkins() {
-    for (kind, url) in databases().await {
+    let dbs = Dbs::new("jgw").await;
+    for (kind, url) in dbs.list.clone() {
         let f = fixture(url).await;
         let fast = Limits { process_stale_after: Duration::from_millis(500), ..Limits::default() };
         let dying = open(&f.url, &f.key, fast.clone()).await;
@@ -282,4 +264,21 @@ async fn writes_left_by_a_stopped_process_are_reconciled_against_jenkins() {
             .expect("replay");
         assert_eq!(again["build"]["number"].as_u64(), Some(started), "{kind}: {again}");
     }
+    dbs.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_or_huge_idempotency_keys_are_refused_before_anything_starts() {
+    let url = sqlite();
+    let f = fixture(url).await;
+    let g = open(&f.url, &f.key, Limits::default()).await;
+    let before = builds_of(&g, "deploy").await;
+    for key in [String::new(), "k".repeat(201), "k".repeat(1 << 20)] {
+        let err = g
+            .call(&bot(), "prod", "trigger_build", json!({"job": "deploy", "idempotency_key": key}))
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains("idempotency_key must be 1 to 200 bytes"), "{err}");
+    }
+    assert_eq!(builds_of(&g, "deploy").await, before, "no build started");
 }

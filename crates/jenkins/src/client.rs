@@ -807,8 +807,28 @@ impl JenkinsClient {
         .map(drop)
     }
 
+    /// Where a queue item of `job` stands, from Jenkins' own answer: the build it became (found by
+    /// its `queueId` once the left item has expired), cancelled, still waiting, or gone.
+    pub async fn queue_item_fate(&self, job: &JobPath, queue_id: u64) -> Result<QueueFate, Error> {
+        match self.queue_item(queue_id).await {
+            Ok(item) => Ok(if let Some(b) = item.executable.filter(|b| b.number > 0) {
+                QueueFate::Started(b)
+            } else if item.cancelled == Some(true) {
+                QueueFate::Cancelled
+            } else {
+                QueueFate::Waiting(item.why)
+            }),
+            Err(Error::NotFound { .. }) => {
+                Ok(self.find_build_by_queue_id(job, queue_id).await?.map_or(QueueFate::Gone, QueueFate::Started))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Follows a queue item until it becomes a build (the exact build, never "lastBuild").
-    /// After the left item has expired, the build is found by its `queueId`.
+    /// After the left item has expired, the build is found by its `queueId`. Transient failures
+    /// (Jenkins restarting, a refused or dropped connection) do not end the wait: it goes on until
+    /// `timeout`, polling every `poll`.
     pub async fn wait_for_build(
         &self,
         job: &JobPath,
@@ -818,26 +838,24 @@ impl JenkinsClient {
     ) -> Result<BuildRef, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match self.queue_item(queue_id).await {
-                Ok(item) => {
-                    if let Some(b) = item.executable.filter(|b| b.number > 0) {
-                        return Ok(b);
-                    }
-                    if item.cancelled == Some(true) {
-                        return Err(Error::Conflict {
-                            what: format!("queue item {queue_id} of {job}"),
-                            detail: "it was cancelled before it started".into(),
-                            fix: "trigger the job again if the build is still wanted".into(),
-                        });
-                    }
+            match self.queue_item_fate(job, queue_id).await {
+                Ok(QueueFate::Started(b)) => return Ok(b),
+                Ok(QueueFate::Cancelled) => {
+                    return Err(Error::Conflict {
+                        what: format!("queue item {queue_id} of {job}"),
+                        detail: "it was cancelled before it started".into(),
+                        fix: "trigger the job again if the build is still wanted".into(),
+                    });
                 }
-                Err(Error::NotFound { .. }) => {
-                    return self.find_build_by_queue_id(job, queue_id).await?.ok_or_else(|| Error::NotFound {
+                Ok(QueueFate::Gone) => {
+                    return Err(Error::NotFound {
                         what: format!("queue item {queue_id}"),
                         url: self.base.to_string(),
                         fix: "the item left the queue more than 5 minutes ago and no build of the job has this queueId; it may have been cancelled".into(),
                     });
                 }
+                Ok(QueueFate::Waiting(_)) => {}
+                Err(e) if e.is_transient() => {}
                 Err(e) => return Err(e),
             }
             if tokio::time::Instant::now() >= deadline {

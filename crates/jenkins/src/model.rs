@@ -251,6 +251,19 @@ impl QueueItem {
     }
 }
 
+/// Where a queue item stands ([`crate::JenkinsClient::queue_item_fate`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueFate {
+    /// It became this build.
+    Started(BuildRef),
+    /// It was cancelled before it started.
+    Cancelled,
+    /// Still in the queue, with Jenkins' reason.
+    Waiting(Option<String>),
+    /// Jenkins no longer knows the item and no build of the job came from it.
+    Gone,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Queue {

@@ -116,7 +116,7 @@ impl Op for TriggerBuild {
             return trigger(cx, &jp, &params, wait, &fingerprint, false).await;
         };
         if key.is_empty() || key.len() > 200 {
-            return Err(GateError::Invalid("idempotency_key must be 1 to 200 characters".into()));
+            return Err(GateError::Invalid("idempotency_key must be 1 to 200 bytes long".into()));
         }
         // The trigger's identity is reserved in the store before Jenkins is called: one call per
         // key (in any process or replica) triggers; the others wait for it and get its answer.
@@ -318,9 +318,12 @@ async fn trigger_and_wait(
     if wait == Wait::None && !merged {
         return Ok(json!({ "queue_id": queue_id }));
     }
-    let number = wait_started(cx, jp, queue_id, Duration::from_secs(600))
+    // The wire client's wait rides out Jenkins restarts and dropped connections.
+    let number = client
+        .wait_for_build(jp, queue_id, Duration::from_secs(600), Duration::from_millis(250))
         .await
-        .map_err(|e| accepted(format!("waiting for it to start failed: {e}"), None))?;
+        .map_err(|e| accepted(format!("waiting for it to start failed: {e}"), None))?
+        .number;
     let _ = cx.store.update_pending(cx.request_id, None, Some(number)).await;
     if merged {
         // Another client queued the same build first; Jenkins merged this trigger into it.
@@ -368,59 +371,6 @@ async fn trigger_and_wait(
         // Poll less often the longer the build runs, never slower than every 5 s.
         tokio::time::sleep(pause).await;
         pause = (pause + Duration::from_millis(250)).min(Duration::from_secs(5));
-    }
-}
-
-/// Follows a queue item until it becomes a build, through Jenkins restarts and dropped
-/// connections, until `timeout`.
-async fn wait_started(
-    cx: &mut Exec<'_>,
-    jp: &jenkins::JobPath,
-    queue_id: u64,
-    timeout: Duration,
-) -> Result<u64, jenkins::Error> {
-    let client = cx.client;
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match client.queue_item(queue_id).await {
-            Ok(item) => {
-                if let Some(b) = item.executable.filter(|b| b.number > 0) {
-                    return Ok(b.number);
-                }
-                if item.cancelled == Some(true) {
-                    return Err(jenkins::Error::Conflict {
-                        what: format!("queue item {queue_id} of {jp}"),
-                        detail: "it was cancelled before it started".into(),
-                        fix: "trigger the job again if the build is still wanted".into(),
-                    });
-                }
-            }
-            Err(jenkins::Error::NotFound { .. }) => match client.find_build_by_queue_id(jp, queue_id).await {
-                Ok(Some(b)) => return Ok(b.number),
-                Ok(None) => {
-                    return Err(jenkins::Error::NotFound {
-                        what: format!("queue item {queue_id}"),
-                        url: client.base_url().to_string(),
-                        fix: "the item left the queue and no build of the job has this queueId; it may have been cancelled".into(),
-                    });
-                }
-                Err(e) if e.is_transient() => {}
-                Err(e) => return Err(e),
-            },
-            // Jenkins restarting (503), connection refused or reset: keep waiting.
-            Err(e) if e.is_transient() => {}
-            Err(e) => return Err(e),
-        }
-        if Instant::now() >= deadline {
-            return Err(jenkins::Error::WaitTimeout {
-                what: format!("queue item {queue_id} of {jp} to start"),
-                seconds: timeout.as_secs(),
-                fix: "look at the item's 'why' (no free executor? an offline node?) with get_queue".into(),
-            });
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 
