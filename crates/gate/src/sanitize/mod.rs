@@ -69,6 +69,9 @@ mod unicode;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use aho_corasick::{AhoCorasick, MatchKind};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -178,6 +181,17 @@ struct Form {
 #[derive(Clone, Default)]
 pub struct KnownSecrets {
     forms: BTreeMap<String, Form>,
+    /// Every form in one automaton, built on first use after the last change and shared by the
+    /// clones made since (each call's sanitizer starts from a clone of its controller's set): one
+    /// pass over a text finds every form (searching for each in turn cost more than all the rest).
+    finder: Arc<OnceLock<Option<KnownFinder>>>,
+}
+
+#[derive(Clone)]
+struct KnownFinder {
+    automaton: AhoCorasick,
+    /// The [`Form`] of each pattern, by pattern id.
+    forms: Vec<Form>,
 }
 
 impl fmt::Debug for KnownSecrets {
@@ -231,6 +245,7 @@ impl KnownSecrets {
         let form = unicode::skeleton(&form);
         if form.len() >= MIN_KNOWN_SECRET_LEN {
             self.forms.entry(form).or_default();
+            self.finder = Arc::default();
         }
     }
 
@@ -253,7 +268,19 @@ impl KnownSecrets {
                 entry.base64 = true;
                 entry.widen_left = entry.widen_left.max(widen);
             }
+            self.finder = Arc::default();
         }
+    }
+
+    /// The automaton over every form (`None` only if it could not be built, and then callers
+    /// search form by form).
+    fn finder(&self) -> Option<&KnownFinder> {
+        self.finder
+            .get_or_init(|| {
+                let automaton = AhoCorasick::builder().match_kind(MatchKind::Standard).build(self.forms.keys()).ok()?;
+                Some(KnownFinder { automaton, forms: self.forms.values().copied().collect() })
+            })
+            .as_ref()
     }
 }
 
@@ -666,35 +693,47 @@ fn known_spans(known: &KnownSecrets, text: &str, spans: &mut Vec<Span>) {
     let view = View::build(text, Spaces::DropAll);
     let normal = view.text();
     let bytes = normal.as_bytes();
-    for (needle, form) in &known.forms {
-        for (at, _) in normal.match_indices(needle.as_str()) {
-            let mut start = at;
-            let mut end = at + needle.len();
-            if form.base64 {
-                // Widen only over characters that touch in the original text too: the view has
-                // removed the spaces that separate words.
-                for _ in 0..form.widen_left {
-                    match start.checked_sub(1) {
-                        Some(prev)
-                            if bytes.get(prev).is_some_and(|&b| is_base64_byte(b)) && view.joined_before(start) =>
-                        {
-                            start = prev;
-                        }
-                        _ => break,
+    // Overlapping matches: every occurrence of every form (a superset of searching each form on
+    // its own; overlapping findings are merged later).
+    let found: Vec<(usize, usize, Form)> = match known.finder() {
+        Some(finder) => finder
+            .automaton
+            .find_overlapping_iter(normal)
+            .filter_map(|m| Some((m.start(), m.end(), *finder.forms.get(m.pattern().as_usize())?)))
+            .collect(),
+        None => known
+            .forms
+            .iter()
+            .flat_map(|(needle, form)| {
+                normal.match_indices(needle.as_str()).map(|(at, _)| (at, at + needle.len(), *form))
+            })
+            .collect(),
+    };
+    for (at, needle_end, form) in found {
+        let mut start = at;
+        let mut end = needle_end;
+        if form.base64 {
+            // Widen only over characters that touch in the original text too: the view has
+            // removed the spaces that separate words.
+            for _ in 0..form.widen_left {
+                match start.checked_sub(1) {
+                    Some(prev) if bytes.get(prev).is_some_and(|&b| is_base64_byte(b)) && view.joined_before(start) => {
+                        start = prev;
                     }
-                }
-                if bytes.get(end).is_some_and(|&b| is_base64_byte(b)) && view.joined_before(end) {
-                    end += 1;
-                }
-                let mut padding = 0;
-                while padding < 2 && bytes.get(end) == Some(&b'=') && view.joined_before(end) {
-                    end += 1;
-                    padding += 1;
+                    _ => break,
                 }
             }
-            if let Some((start, end)) = view.source_range(start, end) {
-                spans.push(Span { start, end, rule: KNOWN_SECRET_RULE });
+            if bytes.get(end).is_some_and(|&b| is_base64_byte(b)) && view.joined_before(end) {
+                end += 1;
             }
+            let mut padding = 0;
+            while padding < 2 && bytes.get(end) == Some(&b'=') && view.joined_before(end) {
+                end += 1;
+                padding += 1;
+            }
+        }
+        if let Some((start, end)) = view.source_range(start, end) {
+            spans.push(Span { start, end, rule: KNOWN_SECRET_RULE });
         }
     }
 }
@@ -712,14 +751,23 @@ fn rule_spans(text: &str, spans: &mut Vec<Span>) {
 
 fn rules_on(view: &View<'_>, spans: &mut Vec<Span>) {
     let text = view.text();
-    let lower = text.to_ascii_lowercase();
+    let present = Triggers::find(text);
     let mut found = Vec::new();
-    prefixed_token_spans(text, &mut found);
-    jwt_spans(text, &mut found);
-    url_password_spans(text, &mut found);
-    authorization_spans(text, &lower, &mut found);
-    scheme_spans(text, &lower, &mut found);
-    webhook_spans(text, &mut found);
+    prefixed_token_spans(text, present, &mut found);
+    if present.has(Triggers::JWT) {
+        jwt_spans(text, &mut found);
+    }
+    if present.has(Triggers::URL) {
+        url_password_spans(text, &mut found);
+    }
+    if present.has(Triggers::AUTHORIZATION) || present.has(Triggers::BEARER) || present.has(Triggers::BASIC) {
+        let lower = text.to_ascii_lowercase();
+        if present.has(Triggers::AUTHORIZATION) {
+            authorization_spans(text, &lower, &mut found);
+        }
+        scheme_spans(text, &lower, present, &mut found);
+    }
+    webhook_spans(text, present, &mut found);
     jenkins_token_spans(text, &mut found);
     assignment_spans(text, &mut found);
     for span in found {
@@ -992,9 +1040,57 @@ const PREFIXED: &[Prefixed] = &[
     p("jgate_", "jgate-agent-key", Charset::Word, 40),
 ];
 
-fn prefixed_token_spans(text: &str, spans: &mut Vec<Span>) {
+/// The fixed strings the pattern rules start from, in one automaton: one pass over a text tells
+/// which occur, and a rule whose string is absent is not run. (Each rule searching the text on its
+/// own cost most of the gateway's CPU time on the many short strings of a JSON answer.) ASCII case
+/// is folded, so what is found is a superset of what each rule's own search finds.
+#[derive(Clone, Copy)]
+struct Triggers(u128);
+
+impl Triggers {
+    /// Ids: [`PREFIXED`] by index, then these, then [`HOOKS`] by index.
+    const JWT: usize = PREFIXED.len();
+    const URL: usize = PREFIXED.len() + 1;
+    const AUTHORIZATION: usize = PREFIXED.len() + 2;
+    const BEARER: usize = PREFIXED.len() + 3;
+    const BASIC: usize = PREFIXED.len() + 4;
+    const FIRST_HOOK: usize = PREFIXED.len() + 5;
+    const COUNT: usize = Self::FIRST_HOOK + HOOKS.len();
+
+    fn literals() -> Vec<&'static str> {
+        let mut all: Vec<&'static str> = PREFIXED.iter().map(|rule| rule.prefix).collect();
+        all.extend(["eyJ", "://", "authorization", "bearer ", "basic "]);
+        all.extend(HOOKS.iter().map(|(path, _)| *path));
+        all
+    }
+
+    fn find(text: &str) -> Triggers {
+        static AUTOMATON: LazyLock<Option<AhoCorasick>> =
+            LazyLock::new(|| AhoCorasick::builder().ascii_case_insensitive(true).build(Triggers::literals()).ok());
+        let Some(automaton) = AUTOMATON.as_ref() else {
+            // Not expected (the literals are fixed); every rule then searches on its own.
+            return Triggers(u128::MAX);
+        };
+        let mut bits = 0u128;
+        for found in automaton.find_overlapping_iter(text) {
+            bits |= 1u128 << (found.pattern().as_usize() % 128);
+        }
+        Triggers(bits)
+    }
+
+    fn has(self, id: usize) -> bool {
+        id < 128 && self.0 & (1u128 << id) != 0
+    }
+}
+
+const _: () = assert!(Triggers::COUNT <= 128, "Triggers holds at most 128 literals");
+
+fn prefixed_token_spans(text: &str, present: Triggers, spans: &mut Vec<Span>) {
     let bytes = text.as_bytes();
-    for rule in PREFIXED {
+    for (id, rule) in PREFIXED.iter().enumerate() {
+        if !present.has(id) {
+            continue;
+        }
         // A candidate inside the body of the previous one (`sk-sk-sk-…`) can only be a shorter
         // suffix of it, with a subset of its characters: if the longer one failed, so does this.
         // Skipping it keeps the scan linear.
@@ -1137,9 +1233,13 @@ fn is_token_byte(b: u8) -> bool {
 /// `Bearer <token>` and `Basic <base64>` outside an Authorization header (curl `-H`, HTTP
 /// traces). To avoid prose, a bearer token needs ≥ 16 characters including a digit, and a Basic
 /// value must decode to `user:password`.
-fn scheme_spans(text: &str, lower: &str, spans: &mut Vec<Span>) {
+fn scheme_spans(text: &str, lower: &str, present: Triggers, spans: &mut Vec<Span>) {
     let bytes = text.as_bytes();
-    for (scheme, rule) in [("bearer ", "bearer-token"), ("basic ", "basic-auth")] {
+    for (id, scheme, rule) in [(Triggers::BEARER, "bearer ", "bearer-token"), (Triggers::BASIC, "basic ", "basic-auth")]
+    {
+        if !present.has(id) {
+            continue;
+        }
         for (at, _) in lower.match_indices(scheme) {
             if !word_start(bytes, at) {
                 continue;
@@ -1172,17 +1272,21 @@ fn decodes_to_credentials(value: &str) -> bool {
 }
 
 /// Slack, Discord and Microsoft Teams incoming-webhook URLs: the secret path.
-fn webhook_spans(text: &str, spans: &mut Vec<Span>) {
-    const HOOKS: &[(&str, &str)] = &[
-        ("hooks.slack.com/services/", "slack-webhook-url"),
-        ("hooks.slack.com/workflows/", "slack-webhook-url"),
-        ("hooks.slack.com/triggers/", "slack-webhook-url"),
-        ("discord.com/api/webhooks/", "discord-webhook-url"),
-        ("discordapp.com/api/webhooks/", "discord-webhook-url"),
-        ("webhook.office.com/webhookb2/", "teams-webhook-url"),
-    ];
+const HOOKS: &[(&str, &str)] = &[
+    ("hooks.slack.com/services/", "slack-webhook-url"),
+    ("hooks.slack.com/workflows/", "slack-webhook-url"),
+    ("hooks.slack.com/triggers/", "slack-webhook-url"),
+    ("discord.com/api/webhooks/", "discord-webhook-url"),
+    ("discordapp.com/api/webhooks/", "discord-webhook-url"),
+    ("webhook.office.com/webhookb2/", "teams-webhook-url"),
+];
+
+fn webhook_spans(text: &str, present: Triggers, spans: &mut Vec<Span>) {
     let bytes = text.as_bytes();
-    for (path, rule) in HOOKS {
+    for (index, (path, rule)) in HOOKS.iter().enumerate() {
+        if !present.has(Triggers::FIRST_HOOK + index) {
+            continue;
+        }
         for (at, _) in text.match_indices(path) {
             let start = at + path.len();
             let len = run_len(bytes, start, |b| is_word_byte(b) || matches!(b, b'/' | b'-' | b'+' | b'@'));
@@ -1926,6 +2030,48 @@ mod tests {
             assert!(out.starts_with("before ") && out.ends_with(" after\n"), "{out}");
         }
         assert_eq!(s.report().by_rule.get(KNOWN_SECRET_RULE), Some(&(forms.len() as u32)));
+    }
+
+    #[test]
+    fn a_secret_added_after_a_search_is_found_too() {
+        // The forms' automaton is built on first use: adding a secret later must rebuild it.
+        let mut known = KnownSecrets::new();
+        known.add("first-secret-value");
+        let mut spans = Vec::new();
+        known_spans(&known, "a first-secret-value b second-secret-value", &mut spans);
+        assert_eq!(spans.len(), 1);
+        let before = known.clone();
+        known.add("second-secret-value");
+        let mut spans = Vec::new();
+        known_spans(&known, "a first-secret-value b second-secret-value", &mut spans);
+        assert_eq!(spans.len(), 2);
+        // A clone taken before the change keeps the set it had.
+        let mut spans = Vec::new();
+        known_spans(&before, "a first-secret-value b second-secret-value", &mut spans);
+        assert_eq!(spans.len(), 1);
+    }
+
+    #[test]
+    fn every_rule_literal_is_a_trigger_in_any_case() {
+        // A rule runs only when its literal was found; a literal missing from the automaton
+        // would silently switch its rule off.
+        for (id, rule) in PREFIXED.iter().enumerate() {
+            let text = format!("x {} y", rule.prefix);
+            assert!(Triggers::find(&text).has(id), "{}", rule.prefix);
+        }
+        for (id, literal) in [
+            (Triggers::JWT, "eyJ"),
+            (Triggers::URL, "://"),
+            (Triggers::AUTHORIZATION, "AUTHORIZATION"),
+            (Triggers::BEARER, "Bearer "),
+            (Triggers::BASIC, "BASIC "),
+        ] {
+            assert!(Triggers::find(&format!("x {literal} y")).has(id), "{literal}");
+        }
+        for (index, (path, _)) in HOOKS.iter().enumerate() {
+            assert!(Triggers::find(path).has(Triggers::FIRST_HOOK + index), "{path}");
+        }
+        assert!(!Triggers::find("nothing to see here").has(Triggers::URL));
     }
 
     #[test]
