@@ -9,6 +9,11 @@ mod twin_cmd;
 
 use clap::{Parser, Subcommand};
 
+// Every call allocates many small, short-lived strings and JSON values; glibc's allocator spent a
+// fifth of the gateway's CPU time on them (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "jgate", version, about = "Lets AI agents use Jenkins safely")]
 struct Cli {

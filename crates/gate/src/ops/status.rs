@@ -210,7 +210,7 @@ fn summary_tree() -> Tree {
 /// A job: health, last builds, recent history with a success rate, parameters, queue state.
 async fn job_summary(cx: &Exec<'_>, job: &JobPath) -> Result<Value, GateError> {
     let raw = cx.client.job_tree(job, &summary_tree()).await?;
-    let j: Job = serde_json::from_value(raw.clone())
+    let j = Job::deserialize(&raw)
         .map_err(|e| GateError::Invalid(format!("Jenkins answered job {job} in a shape jgate does not read: {e}")))?;
     if j.is_folder() {
         // The children pass the same policy as list_jobs: an `off` carve-out hides them here too.
@@ -223,7 +223,7 @@ async fn job_summary(cx: &Exec<'_>, job: &JobPath) -> Result<Value, GateError> {
             .collect();
         return Ok(json!({ "name": job.to_string(), "kind": "folder", "description": j.description, "items": items }));
     }
-    let builds = raw.get("builds").and_then(Value::as_array).cloned().unwrap_or_default();
+    let builds: &[Value] = raw.get("builds").and_then(Value::as_array).map_or(&[], Vec::as_slice);
     let finished: Vec<&Value> = builds.iter().filter(|b| b.get("building") == Some(&Value::Bool(false))).collect();
     let ok = finished.iter().filter(|b| b.get("result").and_then(Value::as_str) == Some("SUCCESS")).count();
     let rate =

@@ -186,6 +186,21 @@ impl Sanitizer {
     }
 
     fn clean_string(&mut self, text: &str, max: usize) -> String {
+        let memo = text.len() <= super::MEMO_MAX_BYTES && text.len() <= max;
+        if memo && self.known.is_known_clean(text) {
+            self.report.bytes_in = self.report.bytes_in.saturating_add(text.len());
+            self.report.bytes_out = self.report.bytes_out.saturating_add(text.len());
+            return text.to_owned();
+        }
+        let findings = self.report.findings();
+        let out = self.clean_string_uncached(text, max);
+        if memo && out == text && self.report.findings() == findings {
+            self.known.remember_clean(text);
+        }
+        out
+    }
+
+    fn clean_string_uncached(&mut self, text: &str, max: usize) -> String {
         if let Some((source, body)) = parse_frame(text) {
             let source = self.clean_isolated(source);
             let body = self.clean_isolated(body);
@@ -263,5 +278,41 @@ mod tests {
         }
         assert_eq!(levels, MAX_VALUE_DEPTH + 1);
         assert_eq!(at, "…[cut: nested too deep]");
+    }
+
+    #[test]
+    fn remembered_clean_strings_give_the_same_answer_and_counts() {
+        // The memo of strings that cleaned to themselves must be invisible: a second sanitizer
+        // from the same set (a second call) returns the same value and the same report, and
+        // what needed cleaning is cleaned again, never remembered.
+        let mut known = super::super::KnownSecrets::new();
+        known.add("s3cr3t-jenkins-token");
+        let value = serde_json::json!({
+            "name": "app",
+            "color": "blue",
+            "description": "token s3cr3t-jenkins-token here",
+            "log": "\u{1b}[31mred\u{1b}[0m",
+            "pat": "ghp_R8k2QzR8k2QzR8k2QzR8k2QzR8k2QzR8k2Qz",
+            "hidden": "a\u{200b}b",
+            "list": ["app", "app", "blue"],
+        });
+        let mut first = Sanitizer::new(known.clone());
+        let once = first.clean_value(&value);
+        let mut second = Sanitizer::new(known.clone());
+        let twice = second.clean_value(&value);
+        assert_eq!(once, twice);
+        assert_eq!(first.report(), second.report());
+        assert!(known.is_known_clean("app") && known.is_known_clean("description"));
+        for dirty in ["token s3cr3t-jenkins-token here", "ghp_R8k2QzR8k2QzR8k2QzR8k2QzR8k2QzR8k2Qz", "a\u{200b}b"] {
+            assert!(!known.is_known_clean(dirty), "{dirty:?} was remembered as clean");
+        }
+        assert_eq!(twice["pat"], "[REDACTED:github-pat]");
+        // A string longer than a later caller's cap is not answered from the memo uncut.
+        let long = "x".repeat(100);
+        let mut third = Sanitizer::new(known.clone());
+        let _ = third.clean_value(&Value::from(long.clone()));
+        assert!(known.is_known_clean(&long));
+        let capped = third.clean_value_capped(&Value::from(long.clone()), 40);
+        assert!(capped.as_str().is_some_and(|s| s.len() <= 40), "{capped}");
     }
 }

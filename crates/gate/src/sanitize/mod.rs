@@ -181,11 +181,25 @@ struct Form {
 #[derive(Clone, Default)]
 pub struct KnownSecrets {
     forms: BTreeMap<String, Form>,
-    /// Every form in one automaton, built on first use after the last change and shared by the
-    /// clones made since (each call's sanitizer starts from a clone of its controller's set): one
-    /// pass over a text finds every form (searching for each in turn cost more than all the rest).
-    finder: Arc<OnceLock<Option<KnownFinder>>>,
+    /// What is derived from the forms, shared by the clones made since the last change (each
+    /// call's sanitizer starts from a clone of its controller's set).
+    shared: Arc<Shared>,
 }
+
+#[derive(Default)]
+struct Shared {
+    /// Every form in one automaton, built on first use: one pass over a text finds every form
+    /// (searching for each in turn cost more than all the rest of a call).
+    finder: OnceLock<Option<KnownFinder>>,
+    /// Short strings that cleaned to themselves with nothing counted (see
+    /// [`KnownSecrets::is_known_clean`]).
+    clean: std::sync::Mutex<std::collections::HashSet<Box<str>>>,
+}
+
+/// Strings longer than this are not remembered as clean.
+pub(crate) const MEMO_MAX_BYTES: usize = 256;
+/// The memo is emptied when it holds this many strings (at most 2 MiB with [`MEMO_MAX_BYTES`]).
+const MEMO_MAX_ENTRIES: usize = 8192;
 
 #[derive(Clone)]
 struct KnownFinder {
@@ -245,7 +259,7 @@ impl KnownSecrets {
         let form = unicode::skeleton(&form);
         if form.len() >= MIN_KNOWN_SECRET_LEN {
             self.forms.entry(form).or_default();
-            self.finder = Arc::default();
+            self.shared = Arc::default();
         }
     }
 
@@ -268,14 +282,32 @@ impl KnownSecrets {
                 entry.base64 = true;
                 entry.widen_left = entry.widen_left.max(widen);
             }
-            self.finder = Arc::default();
+            self.shared = Arc::default();
+        }
+    }
+
+    /// Whether `text` was seen to clean to itself with nothing counted, under this same set of
+    /// secrets. Answers repeat the same short strings (keys, class names, results) call after
+    /// call; the sanitizer is deterministic for a string on its own, so the result can be reused.
+    pub(crate) fn is_known_clean(&self, text: &str) -> bool {
+        self.shared.clean.lock().is_ok_and(|memo| memo.contains(text))
+    }
+
+    /// Remembers that `text` cleans to itself (callers check that and the length cap).
+    pub(crate) fn remember_clean(&self, text: &str) {
+        if let Ok(mut memo) = self.shared.clean.lock() {
+            if memo.len() >= MEMO_MAX_ENTRIES {
+                memo.clear();
+            }
+            memo.insert(text.into());
         }
     }
 
     /// The automaton over every form (`None` only if it could not be built, and then callers
     /// search form by form).
     fn finder(&self) -> Option<&KnownFinder> {
-        self.finder
+        self.shared
+            .finder
             .get_or_init(|| {
                 let automaton = AhoCorasick::builder().match_kind(MatchKind::Standard).build(self.forms.keys()).ok()?;
                 Some(KnownFinder { automaton, forms: self.forms.values().copied().collect() })
@@ -342,6 +374,11 @@ pub struct Report {
 }
 
 impl Report {
+    /// Everything counted except the byte totals: unchanged when a text needed no cleaning.
+    fn findings(&self) -> (usize, u32, u32, u32, u32) {
+        (self.truncated_bytes, self.redactions, self.console_notes_stripped, self.escapes_stripped, self.invisible_stripped)
+    }
+
     fn redacted(&mut self, rule: &str) {
         self.redactions = self.redactions.saturating_add(1);
         let count = self.by_rule.entry(rule.to_owned()).or_insert(0);
