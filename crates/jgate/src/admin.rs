@@ -757,7 +757,7 @@ fn parse_checkpoints(text: &str) -> anyhow::Result<Vec<Checkpoint>> {
 pub async fn rotate_key(g: &Global) -> anyhow::Result<()> {
     if std::env::var_os("JGATE_MASTER_KEY").is_some() {
         bail!(
-            "the master key comes from JGATE_MASTER_KEY; rotate it by running with the old key, then set the printed new key. Unset JGATE_MASTER_KEY to rotate the key file instead"
+            "the master key comes from JGATE_MASTER_KEY, which jgate cannot replace: keep the key in a file instead (write it to the key file, unset JGATE_MASTER_KEY) and run `jgate key rotate` again"
         );
     }
     let gate = open(g).await?;
