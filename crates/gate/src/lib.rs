@@ -25,6 +25,7 @@ pub mod keys;
 pub mod ops;
 pub mod policy;
 pub mod reconcile;
+pub mod route;
 pub mod sanitize;
 pub mod secrets;
 pub mod store;
