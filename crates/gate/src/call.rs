@@ -179,7 +179,7 @@ impl Gate {
         sem.try_acquire_owned().ok()
     }
 
-    fn entry(&self, caller: &Caller, controller: &str, op: &Operation, args: Value) -> Entry {
+    pub(crate) fn entry(&self, caller: &Caller, controller: &str, op: &Operation, args: Value) -> Entry {
         Entry {
             time_ms: now_ms(),
             request_id: new_request_id(),
@@ -204,7 +204,7 @@ impl Gate {
     }
 
     /// Records a refused call and returns the error for it.
-    async fn refuse(&self, mut entry: Entry, reason: String, err: GateError) -> GateError {
+    pub(crate) async fn refuse(&self, mut entry: Entry, reason: String, err: GateError) -> GateError {
         entry.phase = Phase::Denied;
         entry.allowed = false;
         entry.reason = reason;
@@ -306,13 +306,27 @@ impl Gate {
         facts: impl FnOnce(&Value) -> Facts,
         sanitizer: &mut Sanitizer,
     ) -> Result<Clean<Value>, GateError> {
+        let cap = self.calls.limits.max_answer_bytes;
+        self.finish_within(begun, result, facts, sanitizer, cap).await
+    }
+
+    /// [`Gate::finish`] with another answer size cap (the proxy answers Jenkins clients, which
+    /// are not bound by what an MCP client reads).
+    pub async fn finish_within(
+        &self,
+        begun: Begun,
+        result: Result<Untrusted<Value>, GateError>,
+        facts: impl FnOnce(&Value) -> Facts,
+        sanitizer: &mut Sanitizer,
+        max_answer_bytes: usize,
+    ) -> Result<Clean<Value>, GateError> {
         let Begun { mut entry, pending, access, started, .. } = begun;
         entry.phase = if access == Access::Write { Phase::Outcome } else { Phase::Read };
         entry.time_ms = now_ms();
         entry.duration_ms = Some(started.elapsed().as_millis() as i64);
         // The boundary: nothing from Jenkins leaves without passing the sanitizer.
         let result = result.map(|u| {
-            let clean = sanitizer.release_capped(u, self.calls.limits.max_answer_bytes);
+            let clean = sanitizer.release_capped(u, max_answer_bytes);
             // Every answer says how many secrets the boundary removed from it.
             let n = u64::from(sanitizer.report().redactions);
             clean.with_count("redactions", n)
@@ -320,11 +334,11 @@ impl Gate {
         let result = match result {
             Ok(clean) => {
                 let size = serde_json::to_vec(clean.as_ref()).map(|b| b.len()).unwrap_or(usize::MAX);
-                if size > self.calls.limits.max_answer_bytes {
+                if size > max_answer_bytes {
                     Err(GateError::Invalid(format!(
                         "the answer would be {} KiB, over jgate's limit of {} KiB per answer; ask for less (a smaller limit or page, a filter, fewer log lines)",
                         size / 1024,
-                        self.calls.limits.max_answer_bytes / 1024
+                        max_answer_bytes / 1024
                     )))
                 } else {
                     Ok(clean)

@@ -24,6 +24,7 @@ pub mod gate;
 pub mod keys;
 pub mod ops;
 pub mod policy;
+pub mod proxy;
 pub mod reconcile;
 pub mod route;
 pub mod sanitize;

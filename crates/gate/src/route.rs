@@ -97,8 +97,29 @@ pub struct Classified {
     pub queue_id: Option<u64>,
     pub format: Option<Format>,
     /// The path and query to send to Jenkins, relative to the controller's base URL, rebuilt from
-    /// this classification.
+    /// this classification (for logs and tests; the proxy rebuilds it with the canonical job the
+    /// policy decided on: [`Classified::upstream_with`]).
     pub upstream: String,
+    pattern: &'static str,
+    name: Option<String>,
+    query: Vec<(String, String)>,
+}
+
+impl Classified {
+    /// The path (relative to the controller's base URL) and the query to send to Jenkins, with
+    /// `job` in place of the job named in the request.
+    pub fn upstream_with(&self, job: Option<&JobPath>) -> (String, Vec<(String, String)>) {
+        let path = upstream_path(self.pattern, job, self.build, self.queue_id, self.format, self.name.as_deref());
+        (path, self.query.clone())
+    }
+
+    /// Asks Jenkins for `format` instead (the proxy reads JSON and renders the others itself).
+    pub fn with_format(mut self, format: Format) -> Classified {
+        if self.format.is_some() {
+            self.format = Some(format);
+        }
+        self
+    }
 }
 
 /// What a raw request is.
@@ -109,6 +130,10 @@ pub enum Route {
     Forbidden(&'static str),
     /// Maps to no operation: refused.
     Unknown,
+    /// `crumbIssuer/api/…`: agents are exempt from crumbs (as API-token users are in Jenkins); the
+    /// proxy answers as a Jenkins without CSRF protection does (404), and adds the controller's
+    /// crumb itself when it forwards a write.
+    Crumb,
     /// A path jgate does not parse the way Jenkins might (see rule 2); the reason says what.
     Malformed(&'static str),
 }
@@ -134,6 +159,8 @@ const API_QUERY: &[&str] = &["tree", "depth"];
 /// Every route the proxy forwards. Order matters only where two patterns could match one path;
 /// none can today (tested).
 const ROUTES: &[Pattern] = &[
+    // The root page: clients read the Jenkins version from its X-Jenkins header.
+    Pattern { method: "GET", path: "/", op: "get_system_info", query: &[], catalog: "GET /" },
     Pattern {
         method: "GET",
         path: "/api/{format}",
@@ -340,6 +367,9 @@ pub fn classify(method: &str, path: &str, query: Option<&str>) -> Route {
     if let Some(reason) = forbidden(&segments) {
         return Route::Forbidden(reason);
     }
+    if segments.first().is_some_and(|s| s == "crumbIssuer") && method.eq_ignore_ascii_case("GET") {
+        return Route::Crumb;
+    }
     let pairs = match parse_query(query.unwrap_or("")) {
         Ok(p) => p,
         Err(why) => return Route::Malformed(why),
@@ -538,8 +568,14 @@ fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -
             _ => return Route::Malformed("cancelItem needs exactly one numeric id"),
         };
     }
-    let upstream =
-        upstream(pattern.path, job.as_ref(), found.build, queue_id, found.format, found.name.as_deref(), &kept);
+    let mut upstream =
+        upstream_path(pattern.path, job.as_ref(), found.build, queue_id, found.format, found.name.as_deref());
+    if !kept.is_empty() {
+        let encoded: Vec<String> =
+            kept.iter().map(|(k, v)| format!("{}={}", query_encode(k), query_encode(v))).collect();
+        upstream.push('?');
+        upstream.push_str(&encoded.join("&"));
+    }
     Route::Op(Box::new(Classified {
         op: pattern.op,
         route: pattern.catalog,
@@ -548,18 +584,20 @@ fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -
         queue_id,
         format: found.format,
         upstream,
+        pattern: pattern.path,
+        name: found.name,
+        query: kept,
     }))
 }
 
-/// The request for Jenkins, rebuilt from the parts: names encoded as Jenkins encodes them.
-fn upstream(
+/// The path for Jenkins, rebuilt from the parts: names encoded as Jenkins encodes them.
+fn upstream_path(
     pattern: &str,
     job: Option<&JobPath>,
     build: Option<BuildRef>,
     id: Option<u64>,
     format: Option<Format>,
     name: Option<&str>,
-    query: &[(String, String)],
 ) -> String {
     let mut out = String::new();
     for part in pattern.trim_start_matches('/').split('/').filter(|p| !p.is_empty()) {
@@ -580,12 +618,6 @@ fn upstream(
     // Endpoints are addressed without the trailing slash (as clients send them).
     if out.ends_with('/') {
         out.pop();
-    }
-    if !query.is_empty() {
-        let encoded: Vec<String> =
-            query.iter().map(|(k, v)| format!("{}={}", query_encode(k), query_encode(v))).collect();
-        out.push('?');
-        out.push_str(&encoded.join("&"));
     }
     out
 }
@@ -713,7 +745,7 @@ mod tests {
             ("GET", "/queue/item/abc/api/json"),
             ("GET", "/view/a/view/b/api/json"),
             ("GET", "/whoAmI/api/json"),
-            ("GET", "/"),
+            ("POST", "/"),
         ] {
             assert_eq!(refused(method, target), Route::Unknown, "{method} {target}");
         }
@@ -775,6 +807,7 @@ mod tests {
                 .path
                 .trim_start_matches('/')
                 .split('/')
+                .filter(|p| !p.is_empty())
                 .flat_map(|p| match p {
                     "{job}" => vec!["job".to_string(), "x".to_string()],
                     "{build}" => vec!["3".to_string()],

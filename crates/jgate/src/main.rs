@@ -4,6 +4,7 @@
 mod admin;
 mod demo;
 mod mcp;
+mod proxy;
 mod serve;
 mod twin_cmd;
 
