@@ -1145,6 +1145,11 @@ impl Gate {
             return Err(GateError::Invalid("the new key's expiry must be in the future".into()));
         }
         let row = self.agent_row(agent).await?;
+        if let Some(old) = old_key_id
+            && !self.store.keys_of(row.id).await?.iter().any(|k| k.key_id == old && k.active_at(now))
+        {
+            return Err(no_such_key(agent, old));
+        }
         let key = keys::generate();
         let revoke_at_ms = now + overlap_ms;
         let entry = Self::admin_entry(
@@ -1161,18 +1166,15 @@ impl Gate {
             .rotate_agent_key(row.id, &key.key_id, &key.hash, expires_ms, old_key_id, revoke_at_ms)
             .await
             .map_err(GateError::from)
-            .and_then(|r| {
-                r.ok_or_else(|| {
-                    GateError::Invalid(format!(
-                        "agent {agent} has no valid key with id {} (`jgate agent list` shows its keys)",
-                        old_key_id.unwrap_or_default()
-                    ))
-                })
-            });
+            .and_then(|r| r.ok_or_else(|| no_such_key(agent, old_key_id.unwrap_or_default())));
         let extra = json!({"retired": result.as_ref().ok()});
         self.admin_outcome(entry, &result, extra).await;
         Ok(Rotation { key, retired: result?, revoke_at_ms })
     }
+}
+
+fn no_such_key(agent: &str, key_id: &str) -> GateError {
+    GateError::Invalid(format!("agent {agent} has no valid key with id {key_id} (`jgate agent list` shows its keys)"))
 }
 
 fn missing_agent(agent: &str) -> GateError {
