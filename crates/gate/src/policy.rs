@@ -544,9 +544,13 @@ pub fn explain(grants: &[Grant], req: &Request) -> Explanation {
                 } else {
                     format!("its scope reaches below {what}; the listing shows only what the agent may see")
                 };
-                match short_of(g, Level::required_for(op.access), op) {
-                    Some(short) => format!("decides, as {how}; {short}"),
-                    None => format!("decides, as {how}"),
+                let needed = Level::required_for(op.access);
+                if g.level >= needed {
+                    format!("decides, as {how}")
+                } else if g.level == Level::Off {
+                    format!("decides, as {how}: it turns this off")
+                } else {
+                    format!("decides, as {how}: it gives {}, but {} needs {needed}", g.level, op.name)
                 }
             } else if !covers && op.target == Target::Controller {
                 format!(

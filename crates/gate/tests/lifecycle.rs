@@ -163,7 +163,7 @@ async fn agents_are_disabled_enabled_and_deleted() {
         let key_id = g.agents().await.expect("agents")[0].1[0].key_id.clone();
         match g.delete_agent(&admin(), "bot", true).await.expect("delete") {
             AgentDeletion::Deleted { keys_revoked, grants_removed } => {
-                assert_eq!(keys_revoked, [key_id.clone()], "{kind}");
+                assert_eq!(keys_revoked, std::slice::from_ref(&key_id), "{kind}");
                 assert_eq!(grants_removed.len(), 1, "{kind}");
             }
             other => panic!("{kind}: {other:?}"),
@@ -224,7 +224,7 @@ async fn a_rotated_key_replaces_the_old_one_after_the_overlap() {
 
         // No overlap: the old key is revoked at once.
         let r = g.rotate_agent_key(&admin(), "bot", None, 0, None).await.expect("rotate");
-        assert_eq!(r.retired, [k1_id.clone()], "{kind}");
+        assert_eq!(r.retired, std::slice::from_ref(&k1_id), "{kind}");
         let k2 = gate::gate::expose(&r.key.secret).to_string();
         assert!(bad_key(g.authenticate(&k1).await).contains("was revoked"), "{kind}");
         g.authenticate(&k2).await.expect("new key");

@@ -835,7 +835,7 @@ pub async fn access(g: &Global, a: AccessArgs) -> anyhow::Result<()> {
                 println!("\njob {j} on {c}:");
                 for ja in per_job.iter().filter(|x| &x.controller == c) {
                     let verdict = |e: &Option<policy::Explanation>| match e {
-                        None => "-".to_string(),
+                        None => "n/a".to_string(),
                         Some(e) if e.decision.allowed => "allowed".to_string(),
                         Some(_) => "denied".to_string(),
                     };
