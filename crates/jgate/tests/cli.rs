@@ -519,3 +519,70 @@ fn mcp_lists_only_tools_the_agent_could_use() {
     let names = tools(&env);
     assert!(names.iter().any(|n| n == "get_queue"), "a grant on all jobs allows the queue: {names:?}");
 }
+
+/// `jgate serve`: a disabled agent's key is refused exactly like a revoked key (401,
+/// `invalid_token`, the reason in the description), by a server that was already running when
+/// the change was made in another process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_disabled_agent_like_a_revoked_key() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let key_of = |name: &str| {
+        let created = json_of(&env.ok(&["--json", "agent", "create", name], &[]));
+        created["key"].as_str().expect("key").to_string()
+    };
+    let (disabled, revoked) = (key_of("paused-bot"), key_of("revoked-bot"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jgate"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("JGATE_DATA_DIR", &env.dir)
+        .env_remove("JGATE_MASTER_KEY")
+        .env_remove("JGATE_DB")
+        .env_remove("JGATE_AUDIT_FILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("jgate serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut first).expect("ready line");
+    let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect("address").to_string();
+    let client = reqwest::Client::new();
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    let post = |key: String| {
+        let client = client.clone();
+        let url = format!("{base}/mcp");
+        let init = init.clone();
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .header("Accept", "application/json, text/event-stream")
+                .json(&init)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            let challenge =
+                r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            (status, challenge, r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(post(disabled.clone()).await.0, 200);
+    assert_eq!(post(revoked.clone()).await.0, 200);
+    env.ok(&["agent", "disable", "paused-bot"], &[]);
+    env.ok(&["agent", "revoke", "revoked-bot"], &[]);
+    // Within the caches' second (and some slack for a loaded machine).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (s1, c1, b1) = post(disabled).await;
+    let (s2, c2, b2) = post(revoked).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!((s1, s2), (401, 401), "{b1} {b2}");
+    assert_eq!(c1, c2, "the same challenge");
+    let (j1, j2) = (json_of(&b1), json_of(&b2));
+    assert_eq!(j1["error"], "invalid_token");
+    assert_eq!(j2["error"], "invalid_token");
+    assert!(j1["error_description"].as_str().is_some_and(|d| d.contains("agent paused-bot is disabled")), "{b1}");
+    assert!(j2["error_description"].as_str().is_some_and(|d| d.contains("was revoked")), "{b2}");
+}
