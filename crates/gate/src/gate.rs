@@ -757,6 +757,7 @@ impl Gate {
 
     /// The grants a call is decided on (none for an unknown agent). A store that cannot answer
     /// means the call cannot be audited either, and says so.
+    ///
     /// A disabled agent's calls are refused like a revoked key's (an agent whose session began
     /// before it was disabled included: within a second, as for grants).
     pub(crate) async fn grants_for_call(&self, agent: &str) -> Result<Vec<Grant>, GateError> {
@@ -1010,7 +1011,7 @@ pub fn expose(s: &SecretString) -> &str {
     s.expose_secret()
 }
 
-/// What an agent whose agent is disabled is told (on every surface, like a revoked key).
+/// What a disabled agent is told (on every surface, like a revoked key).
 fn disabled_message(agent: &str) -> String {
     format!("agent {agent} is disabled; ask the administrator to enable it (`jgate agent enable {agent}`)")
 }
