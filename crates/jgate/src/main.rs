@@ -49,6 +49,9 @@ enum Command {
     Grants { agent: String },
     /// Removes a grant by id.
     Ungrant { id: i64 },
+    /// What an agent may do: groups × controllers (Off/Read/Full with job patterns); with --job,
+    /// which grant decides for that job and why.
+    Access(admin::AccessArgs),
     /// The audit log: list (filters, --json for JSON lines, --follow), verify, checkpoint.
     Audit(admin::AuditArgs),
     /// The master key.
@@ -97,6 +100,7 @@ fn main() -> std::process::ExitCode {
             Command::Grant(a) => admin::grant(&cli.global, a).await,
             Command::Grants { agent } => admin::grants(&cli.global, &agent).await,
             Command::Ungrant { id } => admin::ungrant(&cli.global, id).await,
+            Command::Access(a) => admin::access(&cli.global, a).await,
             Command::Audit(a) => admin::audit(&cli.global, a).await,
             Command::Key { command: KeyCmd::Rotate } => admin::rotate_key(&cli.global).await,
             Command::Operations => {
