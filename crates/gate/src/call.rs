@@ -25,7 +25,7 @@ use crate::catalog::{Access, Operation};
 use crate::error::GateError;
 use crate::gate::{Caller, Gate};
 use crate::ops::{self, Exec, Facts, Need, Op, ProgressSink, Runner, TriggerSlots};
-use crate::policy::{self, Grant, Level};
+use crate::policy::{self, Grant};
 use crate::sanitize::{Clean, Sanitizer, Untrusted};
 use crate::store::now_ms;
 use crate::writes::PendingRow;
@@ -131,11 +131,7 @@ pub fn new_request_id() -> String {
 /// The tools an agent may see: an operation is listed when its group is granted at the level it
 /// needs somewhere. The only copy of this rule.
 pub fn visible_operations(grants: &[Grant]) -> Vec<&'static Operation> {
-    ops::OPERATIONS
-        .iter()
-        .copied()
-        .filter(|op| grants.iter().any(|g| g.group == op.group && g.level >= Level::required_for(op.access)))
-        .collect()
+    ops::OPERATIONS.iter().copied().filter(|op| policy::could_allow(grants, op)).collect()
 }
 
 impl Gate {

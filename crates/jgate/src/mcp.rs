@@ -145,12 +145,11 @@ impl ServerHandler for JgateMcp {
         let Some(id) = self.identity(&ctx) else {
             return Err(McpError::invalid_request("no authenticated agent", None));
         };
+        // Only tools some request could pass (`policy::could_allow`): an agent whose grants are all
+        // limited to job patterns is never offered the controller-wide ones (queue, views, nodes).
         let visible = self.gate.visible_operations(&id.agent).await.map_err(list_error)?;
-        // Of those, only tools some request could pass: an agent whose grants are all limited to
-        // job patterns is never allowed the controller-wide ones (queue, views, nodes, system).
-        let grants = self.gate.grants(&id.agent).await.map_err(list_error)?;
         let mut tools: Vec<Tool> = vec![whoami_tool()];
-        tools.extend(visible.into_iter().filter(|op| gate::policy::could_allow(&grants, op)).map(tool));
+        tools.extend(visible.into_iter().map(tool));
         Ok(ListToolsResult::with_all_items(tools))
     }
 
