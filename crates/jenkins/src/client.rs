@@ -1500,10 +1500,14 @@ fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        parts.push(err.to_string());
+        let text = err.to_string();
+        // reqwest's wrappers repeat the URL (with its query) and say nothing of the cause.
+        if !text.starts_with("error sending request for url") && !text.starts_with("client error (") {
+            parts.push(text);
+        }
         cur = err.source();
     }
-    parts.join(": ")
+    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
 }
 
 /// Explains a failure below HTTP: refused by the SSRF guard, DNS, TLS, connect, timeout.
