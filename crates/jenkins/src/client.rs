@@ -774,9 +774,11 @@ impl JenkinsClient {
                     fix: "check the context path: Jenkins often lives below one (e.g. https://host:8443/jenkins); open the URL in a browser and use the address of the Jenkins dashboard".into(),
                 });
             }
-            Err(e @ (Error::Connect { .. } | Error::Protocol { .. } | Error::Tls { .. }))
-                if self.base.as_url().scheme() == "http" =>
-            {
+            // A TLS port answers plain HTTP with a TLS alert (not HTTP), by closing, or — nginx,
+            // some proxies — with "400 The plain HTTP request was sent to HTTPS port".
+            Err(
+                e @ (Error::Connect { .. } | Error::Protocol { .. } | Error::Tls { .. } | Error::BadRequest { .. }),
+            ) if self.base.as_url().scheme() == "http" => {
                 return Err(match self.https_url_if_tls().await {
                     Some(https_url) => Error::PlainHttpToTls { url: self.base.to_string(), https_url },
                     None => e,

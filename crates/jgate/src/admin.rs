@@ -468,7 +468,7 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
             let (row, report) =
                 waiting(&url, timeout, gate.add_controller_with(&Admin::local_cli(), nc, settings, force))
                     .await
-                    .map_err(|e| fix_names(e, &name))?;
+                    .map_err(|e| fix_names(e, &name, true))?;
             let v = json!({"name": row.name, "url": row.base_url, "version": row.jenkins_version,
                 "user": report.as_ref().map(|r| r.who_am_i.name.clone()), "plugins": row.plugins.len(),
                 "quieting_down": report.as_ref().map(|r| r.quieting_down),
@@ -545,7 +545,7 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
                 gate.update_controller(&Admin::local_cli(), &name, change, force),
             )
             .await
-            .map_err(|e| fix_names(e, &name))?;
+            .map_err(|e| fix_names(e, &name, false))?;
             let v = json!({"name": row.name, "url": row.base_url, "version": row.jenkins_version,
                 "user": report.as_ref().map(|r| r.who_am_i.name.clone()),
                 "warnings": report.as_ref().map(|r| named(&r.warnings, &name)).unwrap_or_default()});
@@ -561,7 +561,7 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
             let shown = gate.store().controller(&name).await?.map(|r| r.base_url).unwrap_or_default();
             let r = waiting(&shown, timeout, gate.test_controller_with(&name, timeout))
                 .await
-                .map_err(|e| fix_names(e, &name))?;
+                .map_err(|e| fix_names(e, &name, false))?;
             let v = json!({"name": name, "version": r.version, "user": r.who_am_i.name, "crumbs_required": r.crumbs_required,
                 "pipeline_rest_api": r.capabilities.pipeline_rest_api, "plugins": r.capabilities.plugins.len(),
                 "quieting_down": r.quieting_down, "warnings": named(&r.warnings, &name)});
@@ -656,10 +656,15 @@ fn named(texts: &[String], name: &str) -> Vec<String> {
     texts.iter().map(|t| t.replace("controller update NAME ", &format!("controller update {name} "))).collect()
 }
 
-/// An error whose fix names `jgate controller update NAME ...`: with this controller's name.
-fn fix_names(e: gate::GateError, name: &str) -> anyhow::Error {
+/// An error whose fix names `jgate controller update NAME ...`: with this controller's name, and
+/// for a controller not stored yet (`adding`) as the `add` command to run again.
+fn fix_names(e: gate::GateError, name: &str, adding: bool) -> anyhow::Error {
     let text = e.to_string();
-    let fixed = named(std::slice::from_ref(&text), name).pop().unwrap_or_default();
+    let fixed = if adding {
+        text.replace("jgate controller update NAME ", &format!("jgate controller add {name} ... "))
+    } else {
+        named(std::slice::from_ref(&text), name).pop().unwrap_or_default()
+    };
     if fixed == text { e.into() } else { anyhow::anyhow!(fixed) }
 }
 
