@@ -187,27 +187,25 @@ fn http_client(
     limits: &Limits,
     trust: &crate::tls::Trust,
 ) -> Result<reqwest::Client, Error> {
-    {
-        let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(
-                // The resolver sees host names only: pin the origin's port for port-scoped entries.
-                GuardedResolver::new(policy.clone(), lookup.clone())
-                    .with_port(base.as_url().port_or_known_default().unwrap_or(443)),
-            ))
-            // Proxies from the environment would resolve names themselves, bypassing the guard.
-            .no_proxy()
-            // Jenkins answers writes with 201/302/303 + Location: read them, never follow.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(limits.connect_timeout)
-            .read_timeout(limits.read_timeout)
-            .cookie_store(true)
-            .user_agent(concat!("jgate/", env!("CARGO_PKG_VERSION")))
-            .use_preconfigured_tls(crate::tls::client_config(trust)?);
-        http.build().map_err(|e| Error::Config {
-            problem: format!("cannot build the HTTP client: {e}"),
-            fix: "check the TLS options (--ca-file, --system-ca)".into(),
-        })
-    }
+    let http = reqwest::Client::builder()
+        .dns_resolver(Arc::new(
+            // The resolver sees host names only: pin the origin's port for port-scoped entries.
+            GuardedResolver::new(policy.clone(), lookup.clone())
+                .with_port(base.as_url().port_or_known_default().unwrap_or(443)),
+        ))
+        // Proxies from the environment would resolve names themselves, bypassing the guard.
+        .no_proxy()
+        // Jenkins answers writes with 201/302/303 + Location: read them, never follow.
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(limits.connect_timeout)
+        .read_timeout(limits.read_timeout)
+        .cookie_store(true)
+        .user_agent(concat!("jgate/", env!("CARGO_PKG_VERSION")))
+        .use_preconfigured_tls(crate::tls::client_config(trust)?);
+    http.build().map_err(|e| Error::Config {
+        problem: format!("cannot build the HTTP client: {e}"),
+        fix: "check the TLS options (--ca-file, --system-ca)".into(),
+    })
 }
 
 /// Refuses a base URL that is a page inside Jenkins (a job, view, build or manage page pasted

@@ -535,17 +535,17 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
             if insecure_skip_tls_verify {
                 eprintln!("warning: TLS verification is OFF for {name}: anyone on the network path can read its token");
             }
-            let shown = match &url {
-                Some(u) => u.clone(),
-                None => gate.store().controller(&name).await?.map(|r| r.base_url).unwrap_or_default(),
+            let stored = gate.store().controller(&name).await?;
+            let shown = url.clone().or_else(|| stored.as_ref().map(|r| r.base_url.clone())).unwrap_or_default();
+            let wait = match timeout {
+                Some(0) => None,
+                Some(t) => Some(t),
+                None => stored.as_ref().and_then(|r| r.timeout_secs).and_then(|t| u64::try_from(t).ok()),
             };
-            let (row, report) = waiting(
-                &shown,
-                timeout.filter(|t| *t > 0),
-                gate.update_controller(&Admin::local_cli(), &name, change, force),
-            )
-            .await
-            .map_err(|e| fix_names(e, &name, false))?;
+            let (row, report) =
+                waiting(&shown, wait, gate.update_controller(&Admin::local_cli(), &name, change, force))
+                    .await
+                    .map_err(|e| fix_names(e, &name, false))?;
             let v = json!({"name": row.name, "url": row.base_url, "version": row.jenkins_version,
                 "user": report.as_ref().map(|r| r.who_am_i.name.clone()),
                 "warnings": report.as_ref().map(|r| named(&r.warnings, &name)).unwrap_or_default()});
@@ -558,8 +558,10 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
             });
         }
         ControllerCmd::Test { name, timeout } => {
-            let shown = gate.store().controller(&name).await?.map(|r| r.base_url).unwrap_or_default();
-            let r = waiting(&shown, timeout, gate.test_controller_with(&name, timeout))
+            let stored = gate.store().controller(&name).await?;
+            let shown = stored.as_ref().map(|r| r.base_url.clone()).unwrap_or_default();
+            let wait = timeout.or_else(|| stored.and_then(|r| r.timeout_secs).and_then(|t| u64::try_from(t).ok()));
+            let r = waiting(&shown, wait, gate.test_controller_with(&name, timeout))
                 .await
                 .map_err(|e| fix_names(e, &name, false))?;
             let v = json!({"name": name, "version": r.version, "user": r.who_am_i.name, "crumbs_required": r.crumbs_required,
@@ -611,6 +613,9 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The wire client's request timeout when none is configured (`jenkins::Limits::default`).
+const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
 /// Awaits a connection test, telling the operator on standard error what it waits for once it
 /// takes longer than a few seconds (standard output stays machine-readable).
 async fn waiting<T>(url: &str, timeout: Option<u64>, fut: impl std::future::Future<Output = T>) -> T {
@@ -620,8 +625,8 @@ async fn waiting<T>(url: &str, timeout: Option<u64>, fut: impl std::future::Futu
         r = &mut fut => return r,
         _ = tokio::time::sleep(AFTER) => {}
     }
-    let limit = timeout.map_or_else(|| "the controller's timeout".to_string(), |t| format!("{t} s per request"));
-    eprintln!("waiting for {url} to answer (up to {limit}; --timeout SECONDS changes it)...");
+    let t = timeout.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    eprintln!("waiting for {url} to answer (up to {t} s per request; --timeout SECONDS changes it)...");
     fut.await
 }
 
