@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 import base64
 
@@ -62,12 +63,14 @@ def proxied(tmp_path_factory):
         jg("controller", "add", "prod", "--url", twin_url, "--username", "admin", "--token-file", str(tmp / "token"),
            "--allow-private", f"127.0.0.1:{port}")
         keys = {}
-        for agent in ["reader-bot", "scoped-bot"]:
+        for agent in ["reader-bot", "scoped-bot", "release-bot"]:
             keys[agent] = re.search(r"jgate_[A-Za-z0-9_-]{20,}", jg("agent", "create", agent)).group(0)
         jg("grant", "reader-bot", "status", "read")
         jg("grant", "reader-bot", "nodes", "read")
         jg("grant", "reader-bot", "system", "read")
         jg("grant", "scoped-bot", "status", "read", "--jobs", "team-api/**")
+        jg("grant", "release-bot", "status", "read", "--jobs", "release/**")
+        jg("grant", "release-bot", "build", "full", "--jobs", "release/**", "--param", "ENV=staging")
         serve, addr = _start([binary, "serve", "--addr", "127.0.0.1:0"], env, r"jgate serving on (http://\S+?) ")
         procs.append(serve)
         yield {"url": f"{addr}/jenkins/prod/", "addr": addr, "keys": keys, "jg": jg}
@@ -139,7 +142,7 @@ def test_dangerous_and_unknown_endpoints_are_refused_and_audited(proxied):
         ("GET", "script", 403),
         ("POST", "computer/(built-in)/scriptText", 403),
         ("GET", "cli", 403),
-        ("POST", "job/team-api/job/api-server/build", 403),  # writes are not served yet
+        ("POST", "job/team-api/job/api-server/build", 403),  # reader-bot has no build grant
         ("GET", "job/team-api//job/api-server/api/json", 400),
         ("GET", "job/team-api/job/..%2f/api/json", 400),
         ("GET", "job/team-api/job/api-server/ws/", 403),
@@ -163,3 +166,29 @@ def test_no_jenkins_token_in_any_answer(proxied):
     for path in ["api/json?depth=1", "job/team-api/job/api-server/api/json", "computer/api/json"]:
         code, headers, body = raw(proxied, "reader-bot", "GET", path)
         assert TWIN_TOKEN not in body and TWIN_TOKEN not in json.dumps(headers), path
+
+
+def test_triggers_go_through_the_policy_and_the_audit(proxied):
+    j = client(proxied, "release-bot")
+    queue_id = j.build_job("release/deploy-production", {"ENV": "staging"})
+    assert isinstance(queue_id, int) and queue_id > 0, queue_id
+    # Outside the parameter constraint: refused, never reaching Jenkins.
+    with pytest.raises(jenkins.JenkinsException) as refused:
+        j.build_job("release/deploy-production", {"ENV": "production"})
+    assert "403" in str(refused.value), refused.value
+    # The same constraint holds for the json= form Jenkins also reads.
+    form = "json=" + urllib.parse.quote(json.dumps({"parameter": [{"name": "ENV", "value": "production"}]}))
+    req = urllib.request.Request(proxied["url"] + "job/release/job/deploy-production/build", data=form.encode(),
+                                 method="POST")
+    req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    token = proxied["keys"]["release-bot"]
+    req.add_header("Authorization", "Basic " + base64.b64encode(f"release-bot:{token}".encode()).decode())
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 403
+    # A job the agent may not see answers like a missing one, for writes too.
+    code, _, _ = raw(proxied, "release-bot", "POST", "job/team-api/job/api-server/build")
+    assert code == 404
+    audit = proxied["jg"]("audit", "--agent", "release-bot")
+    assert "release-bot, through the Jenkins proxy, triggered a build of release/deploy-production" in audit, audit[-2000:]
+    assert f"queued as item {queue_id}" in audit, audit[-3000:]

@@ -418,7 +418,11 @@ pub fn sentence(entry: &Entry) -> String {
     let verb = verb(&entry.operation);
     let object = object(entry);
     let params = params_text(&entry.args);
-    let agent = clean(&entry.agent);
+    // Calls through the Jenkins proxy say so: the agent used a Jenkins client, not jgate's tools.
+    let agent = match entry.surface {
+        Surface::Proxy => format!("{}, through the Jenkins proxy,", clean(&entry.agent)),
+        _ => clean(&entry.agent),
+    };
     let reason = clean(entry.reason.trim());
     let allowed_suffix = if reason.is_empty() { String::new() } else { format!(" — {reason}") };
     let number = |phrase: &str| with_build_number(phrase, entry);

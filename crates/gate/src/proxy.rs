@@ -6,9 +6,11 @@
 //! the agent may see (the same `policy::may_see` as every listing) and released through the
 //! sanitizer; `finish` audits the outcome.
 //!
-//! Served so far: every read route of [`crate::route`] answering JSON (rendered by the surface as
-//! JSON or Python), `consoleText` and `logText/progressiveText`. Writes are refused with a message
-//! until they are served (issue #11).
+//! Reads: every read route of [`crate::route`] answering JSON (rendered by the surface as JSON or
+//! Python), `consoleText` and `logText/progressiveText`. Writes ([`Gate::proxy_write`]) run the
+//! same typed operation an MCP client would call (`trigger_build` with its parameter constraints,
+//! `stop_build`, `cancel_queue_item`, ...), so a write through the proxy is checked, recorded
+//! (intent, then outcome) and retried exactly as one through MCP.
 
 use std::time::Duration;
 
@@ -68,9 +70,7 @@ impl Gate {
             .find(|o| o.name == c.op)
             .ok_or_else(|| GateError::Invalid(format!("{} is not in the catalog", c.op)))?;
         if meta.access == Access::Write {
-            let reason =
-                format!("{} through the Jenkins proxy is not served yet; use jgate's MCP tools for it", meta.name);
-            return Err(self.proxy_refused(caller, controller, &c.upstream, &reason).await.into());
+            return Err(GateError::Invalid(format!("{} is a write: serve it with Gate::proxy_write", meta.name)).into());
         }
         let job = c.job.as_ref().map(ToString::to_string);
         let needs = vec![Need::primary(meta, job.as_deref())];
@@ -181,6 +181,138 @@ impl Gate {
         let entry = self.entry(caller, controller, &PROXY_REFUSED, json!({"request": shown}));
         self.refuse(entry, reason.to_string(), GateError::Denied { reason: reason.to_string() }).await
     }
+}
+
+/// What a proxied write did, for the surface's Jenkins-shaped answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyWrite {
+    /// A trigger Jenkins queued (the client reads the item from `Location`).
+    Queued {
+        queue_id: u64,
+    },
+    Done,
+}
+
+/// The largest form or config.xml body the proxy accepts.
+pub const MAX_PROXY_BODY_BYTES: usize = 1024 * 1024;
+
+impl Gate {
+    /// Serves a classified write by calling its typed operation with the request's arguments:
+    /// the form fields, query parameters and `json=` field of a trigger become its parameters
+    /// (checked against the grant's constraints), a POSTed config.xml its new configuration.
+    pub async fn proxy_write(
+        &self,
+        caller: &Caller,
+        controller: &str,
+        c: &Classified,
+        form: &[(String, String)],
+        body: Option<String>,
+    ) -> Result<ProxyWrite, ProxyError> {
+        let job = c.job.as_ref().map(ToString::to_string);
+        let args = match c.op {
+            "trigger_build" => {
+                let params = trigger_parameters(c.query(), form)?;
+                let mut args = json!({"job": job, "wait": "none"});
+                if !params.is_empty() {
+                    args["parameters"] =
+                        Value::Object(params.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+                }
+                args
+            }
+            "stop_build" => match c.build {
+                Some(crate::route::BuildRef::Number(n)) => json!({"job": job, "build": n}),
+                _ => return Err(GateError::Invalid("stop a build by its number, not a permalink".into()).into()),
+            },
+            "cancel_queue_item" => {
+                // The item's job is known only from Jenkins' answer; the operation verifies it again.
+                let id = c.queue_id.ok_or_else(|| GateError::Invalid("cancelItem needs an id".into()))?;
+                let conn = self.connection_for_call(controller).await?;
+                let base = conn.client.base_url().to_string();
+                let owner = match conn.client.forward_get(&format!("queue/item/{id}/api/json"), &[]).await {
+                    Ok(resp) => {
+                        let raw = read_capped(resp, MAX_PROXY_JSON_BYTES).await?;
+                        serde_json::from_slice::<Value>(&raw)
+                            .ok()
+                            .and_then(|v| v.pointer("/task/url").and_then(Value::as_str).map(str::to_string))
+                            .and_then(|u| u.strip_prefix(base.as_str()).and_then(job_from_url_path))
+                    }
+                    Err(_) => None,
+                };
+                let Some(owner) = owner else { return Err(ProxyError::NotFound) };
+                json!({"job": owner, "queue_id": id})
+            }
+            "update_job_config" => {
+                let xml =
+                    body.ok_or_else(|| GateError::Invalid("POST the new config.xml as the request body".into()))?;
+                json!({"job": job, "config_xml": xml})
+            }
+            "enable_job" | "disable_job" | "delete_job" => json!({"job": job}),
+            other => {
+                return Err(GateError::Invalid(format!("{other} is not served through the Jenkins proxy yet")).into());
+            }
+        };
+        let target = args.get("job").and_then(Value::as_str).map(str::to_string);
+        match self.call_with(caller, Some(controller), c.op, args, crate::call::CallOptions::default()).await {
+            Ok(clean) => Ok(match clean.as_ref().get("queue_id").and_then(Value::as_u64) {
+                Some(queue_id) if c.op == "trigger_build" => ProxyWrite::Queued { queue_id },
+                _ => ProxyWrite::Done,
+            }),
+            Err(GateError::Denied { reason }) => {
+                let grants = self.grants_for_call(&caller.agent).await?;
+                match target {
+                    Some(j) if !policy::may_see(&grants, &caller.agent, controller, &j) => Err(ProxyError::NotFound),
+                    _ => Err(GateError::Denied { reason }.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A trigger's parameters from the query string, the form fields and the `json=` field
+/// (`{"parameter": [{"name": ..., "value": ...}]}`), as Jenkins reads them. `delay` is Jenkins'
+/// own; a build token (`token`) is refused: agents authenticate as themselves.
+fn trigger_parameters(
+    query: &[(String, String)],
+    form: &[(String, String)],
+) -> Result<Vec<(String, String)>, GateError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in query.iter().chain(form) {
+        match k.as_str() {
+            "delay" | "Submit" => {}
+            "token" => {
+                return Err(GateError::Invalid(
+                    "build tokens are not used through jgate: agents authenticate with their own key".into(),
+                ));
+            }
+            "json" => {
+                let parsed: Value = serde_json::from_str(v)
+                    .map_err(|e| GateError::Invalid(format!("the json= field is not JSON: {e}")))?;
+                let list = match parsed.get("parameter") {
+                    Some(Value::Array(items)) => items.clone(),
+                    Some(one @ Value::Object(_)) => vec![one.clone()],
+                    _ => Vec::new(),
+                };
+                for p in list {
+                    let Some(name) = p.get("name").and_then(Value::as_str) else { continue };
+                    let value = match p.get("value") {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Null) | None => String::new(),
+                        Some(other) => other.to_string(),
+                    };
+                    out.push((name.to_string(), value));
+                }
+            }
+            _ => out.push((k.clone(), v.clone())),
+        }
+    }
+    // A name given twice keeps its last value: the value checked is the value sent, because the
+    // trigger sent to Jenkins is rebuilt from this list (never forwarded as the client wrote it).
+    let mut seen = std::collections::BTreeMap::new();
+    for (k, v) in out {
+        seen.insert(k, v);
+    }
+    Ok(seen.into_iter().collect())
 }
 
 enum Fetched {
@@ -421,6 +553,17 @@ mod tests {
         let queue = json!({"items": [item, {"id": 5, "task": {"url": "http://j.example/job/open/"}}]});
         let out = filter_visible(queue, BASE, None, &only(&["open"])).to_string();
         assert!(!out.contains("secret") && out.contains("\"id\":5"), "{out}");
+    }
+
+    #[test]
+    fn trigger_parameters_are_read_as_jenkins_reads_them() {
+        let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let json_field = r#"{"parameter": [{"name": "ENV", "value": "production"}, {"name": "N", "value": 3}]}"#;
+        let got = trigger_parameters(&pairs(&[("ENV", "staging"), ("delay", "0sec")]), &pairs(&[("json", json_field)]));
+        // Every way of passing a value is seen; the last one is checked and is the one sent.
+        assert_eq!(got.ok(), Some(pairs(&[("ENV", "production"), ("N", "3")])));
+        assert!(trigger_parameters(&pairs(&[("token", "x")]), &[]).is_err(), "build tokens are refused");
+        assert!(trigger_parameters(&[], &pairs(&[("json", "{not json")])).is_err());
     }
 
     #[test]

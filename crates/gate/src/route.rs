@@ -113,6 +113,11 @@ impl Classified {
         (path, self.query.clone())
     }
 
+    /// The query parameters the route passes on (decoded).
+    pub fn query(&self) -> &[(String, String)] {
+        &self.query
+    }
+
     /// Asks Jenkins for `format` instead (the proxy reads JSON and renders the others itself).
     pub fn with_format(mut self, format: Format) -> Classified {
         if self.format.is_some() {

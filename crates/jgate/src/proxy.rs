@@ -39,6 +39,7 @@ async fn handle(
 ) -> Response {
     let method = req.method().as_str().to_string();
     let headers = req.headers().clone();
+    let body = req.into_body();
     let Some(rest) = uri.path().strip_prefix(PREFIX).and_then(|p| p.strip_prefix('/')) else {
         return jenkins_error(StatusCode::NOT_FOUND, "Not Found", "use /jenkins/<controller>/ as the Jenkins URL");
     };
@@ -88,6 +89,11 @@ async fn handle(
         let _ = gate.proxy_refused(&caller, &controller, &request_line, reason).await;
         return jenkins_error(StatusCode::NOT_ACCEPTABLE, "Not Acceptable", reason);
     }
+    let is_write =
+        gate::ops::OPERATIONS.iter().any(|o| o.name == classified.op && o.access == gate::catalog::Access::Write);
+    if is_write {
+        return write(&gate, &caller, &controller, &classified, &headers, body, &own_base).await;
+    }
     match gate.proxy(&caller, &controller, &classified).await {
         Ok(answer) => {
             let mut response = match answer.body {
@@ -107,6 +113,65 @@ async fn handle(
             }
             response
         }
+        Err(ProxyError::NotFound) => jenkins_error(StatusCode::NOT_FOUND, "Not Found", "no such item"),
+        Err(ProxyError::Gate(e)) => gate_error(e),
+    }
+}
+
+/// A write: the request's form (or config.xml) read within a cap, then the typed operation.
+async fn write(
+    gate: &Gate,
+    caller: &Caller,
+    controller: &str,
+    c: &gate::route::Classified,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    own_base: &str,
+) -> Response {
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    if content_type.starts_with("multipart/") {
+        return jenkins_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+            "file parameters are not served through jgate's proxy yet: pass parameters as form fields or in the query",
+        );
+    }
+    let bytes = match axum::body::to_bytes(body, gate::proxy::MAX_PROXY_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return jenkins_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                &format!("the request body is over jgate's limit of {} KiB", gate::proxy::MAX_PROXY_BODY_BYTES / 1024),
+            );
+        }
+    };
+    let (form, text) = if content_type.starts_with("application/x-www-form-urlencoded") {
+        (url::form_urlencoded::parse(&bytes).into_owned().collect::<Vec<(String, String)>>(), None)
+    } else if bytes.is_empty() {
+        (Vec::new(), None)
+    } else {
+        match String::from_utf8(bytes.to_vec()) {
+            Ok(t) => (Vec::new(), Some(t)),
+            Err(_) => {
+                return jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", "the request body is not UTF-8 text");
+            }
+        }
+    };
+    match gate.proxy_write(caller, controller, c, &form, text).await {
+        Ok(gate::proxy::ProxyWrite::Queued { queue_id }) => {
+            // As Jenkins answers a trigger: 201 with the queue item, here under the proxy's base.
+            let mut r = StatusCode::CREATED.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("{own_base}queue/item/{queue_id}/")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        // Jenkins answers cancelItem with 204 and the others with a redirect to a page the proxy
+        // does not serve (HTML): a plain 200 lets clients that follow redirects succeed.
+        Ok(gate::proxy::ProxyWrite::Done) if c.op == "cancel_queue_item" => StatusCode::NO_CONTENT.into_response(),
+        Ok(gate::proxy::ProxyWrite::Done) => StatusCode::OK.into_response(),
         Err(ProxyError::NotFound) => jenkins_error(StatusCode::NOT_FOUND, "Not Found", "no such item"),
         Err(ProxyError::Gate(e)) => gate_error(e),
     }
@@ -185,6 +250,7 @@ fn gate_error(e: GateError) -> Response {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);
             jenkins_error(status, status.canonical_reason().unwrap_or("Error"), &message)
         }
+        GateError::Invalid(why) => jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", &why),
         GateError::Busy(why) => jenkins_error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests", &why),
         e @ GateError::AuditUnavailable(_) => {
             jenkins_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", &e.to_string())
