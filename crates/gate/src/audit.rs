@@ -591,6 +591,19 @@ fn admin_verbs(e: &Entry) -> (String, String) {
             let tail = if new_key.is_empty() { String::new() } else { format!("{old}{when}") };
             (format!("rotated the key of agent {target}{new_key}{tail}"), format!("rotate the key of agent {target}"))
         }
+        "admin.exec.start" => {
+            let key = text("key_id").map(|k| format!(" with token {k}")).unwrap_or_default();
+            let until =
+                num("expires_ms").map(|t| format!(", valid until {}", crate::gate::utc_time(t))).unwrap_or_default();
+            (format!("started a `jgate exec` run{key}{until}"), "start a `jgate exec` run".to_string())
+        }
+        "admin.exec.end" => {
+            let key = text("key_id").unwrap_or_default();
+            (
+                format!("ended the `jgate exec` run of token {key} (token revoked)"),
+                format!("end the `jgate exec` run of token {key}"),
+            )
+        }
         "admin.key.create" => {
             let key = text("key_id").map(|k| format!("key {k}")).unwrap_or_else(|| "a new key".into());
             (format!("issued {key} to agent {target}"), format!("issue {key} to agent {target}"))
@@ -1683,6 +1696,12 @@ mod tests {
                 "admin (local CLI) disabled agent triage-bot (its keys and calls are refused; its grants are kept)",
             ),
             ("admin.agent.enable", "triage-bot", json!({}), "admin (local CLI) enabled agent triage-bot"),
+            (
+                "admin.exec.start",
+                "triage-bot",
+                json!({"key_id": "k7", "expires_ms": 0}),
+                "admin (local CLI) started a `jgate exec` run with token k7, valid until 1970-01-01 00:00:00Z",
+            ),
             (
                 "admin.agent.delete",
                 "triage-bot",

@@ -156,6 +156,8 @@ pub(crate) struct KeyEntry {
     pub(crate) revoked_ms: Option<i64>,
     /// Whether the key's agent is disabled (read with the key, so it is as fresh).
     pub(crate) agent_disabled: bool,
+    /// A `jgate exec` token: valid only through the Jenkins proxy.
+    pub(crate) proxy_only: bool,
 }
 
 /// An agent's grants (`exists`: whether the agent does).

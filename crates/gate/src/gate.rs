@@ -342,7 +342,13 @@ impl Gate {
     }
 
     /// An administrative audit entry (phase intent; [`Gate::admin_outcome`] turns it into the outcome).
-    fn admin_entry(admin: &Admin, op: &str, target: Option<&str>, controller: Option<&str>, args: Value) -> Entry {
+    pub(crate) fn admin_entry(
+        admin: &Admin,
+        op: &str,
+        target: Option<&str>,
+        controller: Option<&str>,
+        args: Value,
+    ) -> Entry {
         let time_ms = now_ms();
         Entry {
             time_ms,
@@ -368,7 +374,7 @@ impl Gate {
     }
 
     /// Records that an administrator is about to make a change: no record, no change.
-    async fn admin_intent(&self, entry: &Entry) -> Result<(), GateError> {
+    pub(crate) async fn admin_intent(&self, entry: &Entry) -> Result<(), GateError> {
         if self.rotated.load(Ordering::SeqCst) {
             return Err(GateError::Invalid(
                 "this jgate rotated the master key: reopen it with the new key before making further changes".into(),
@@ -379,7 +385,7 @@ impl Gate {
 
     /// Records how an administrative change went (`extra` joins the arguments on success). The
     /// change is done (or failed) by now, so a failure to record is logged, not returned.
-    async fn admin_outcome<T>(&self, mut entry: Entry, result: &Result<T, GateError>, extra: Value) {
+    pub(crate) async fn admin_outcome<T>(&self, mut entry: Entry, result: &Result<T, GateError>, extra: Value) {
         // This process sees its own changes at once (other processes within a second).
         self.clear_caches();
         entry.phase = Phase::Outcome;
@@ -1143,6 +1149,22 @@ impl Gate {
     /// cached for at most a second (so a revocation anywhere takes effect within one), and the
     /// key's last-use time is written in the background (see [`crate::auth_cache`]).
     pub async fn authenticate(&self, presented: &str) -> Result<(String, String), GateError> {
+        let (agent, key_id, proxy_only) = self.authenticate_any(presented).await?;
+        if proxy_only {
+            return Err(GateError::BadKey(format!(
+                "key {key_id} of agent {agent} is a `jgate exec` token, valid only through the Jenkins proxy (/jenkins/<controller>/)"
+            )));
+        }
+        Ok((agent, key_id))
+    }
+
+    /// Authentication for the Jenkins proxy: agent keys and the agent's `jgate exec` tokens.
+    pub async fn authenticate_proxy(&self, presented: &str) -> Result<(String, String), GateError> {
+        let (agent, key_id, _) = self.authenticate_any(presented).await?;
+        Ok((agent, key_id))
+    }
+
+    async fn authenticate_any(&self, presented: &str) -> Result<(String, String, bool), GateError> {
         keys::check_format(presented).map_err(|e| GateError::BadKey(e.to_string()))?;
         let hash = keys::hash(presented);
         let store = &self.store;
@@ -1155,6 +1177,7 @@ impl Gate {
                 expires_ms: key.expires_ms,
                 revoked_ms: key.revoked_ms,
                 agent_disabled: agent.disabled_ms.is_some(),
+                proxy_only: key.proxy_only,
             }))
         };
         let Some(key) = self.keys_cache.get(&hash, true, load).await? else {
@@ -1186,7 +1209,7 @@ impl Gate {
             return Err(GateError::BadKey(disabled_message(&key.agent)));
         }
         self.key_use.note(key.key_row);
-        Ok((key.agent, key.key_id))
+        Ok((key.agent, key.key_id, key.proxy_only))
     }
 
     /// Writes the pending last-use times of keys now (the background task does every few seconds).

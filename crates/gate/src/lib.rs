@@ -20,6 +20,7 @@ pub mod auth_cache;
 pub mod call;
 pub mod catalog;
 pub mod error;
+pub mod exec_tokens;
 pub mod gate;
 pub mod keys;
 pub mod ops;

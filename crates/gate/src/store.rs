@@ -159,6 +159,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_writes.sql")),
     (4, include_str!("../migrations/sqlite/0004_agents.sql")),
     (5, include_str!("../migrations/sqlite/0005_controllers.sql")),
+    (6, include_str!("../migrations/sqlite/0006_exec_tokens.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -166,6 +167,7 @@ const PG_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_writes.sql")),
     (4, include_str!("../migrations/postgres/0004_agents.sql")),
     (5, include_str!("../migrations/postgres/0005_controllers.sql")),
+    (6, include_str!("../migrations/postgres/0006_exec_tokens.sql")),
 ];
 
 /// Rows per multi-row audit INSERT: 10 values each, well under SQLite's and PostgreSQL's limits
@@ -226,6 +228,8 @@ pub struct KeyRow {
     /// rotation with an overlap; the key is valid until then.
     pub revoked_ms: Option<i64>,
     pub last_used_ms: Option<i64>,
+    /// A token made by `jgate exec`: valid only through the Jenkins proxy.
+    pub proxy_only: bool,
 }
 
 impl KeyRow {
@@ -656,11 +660,49 @@ impl Store {
         row.try_get("id").map_err(db("storing the agent key"))
     }
 
+    /// Stores a `jgate exec` token: a key of the agent valid only through the Jenkins proxy, until
+    /// `expires_ms`.
+    pub async fn insert_proxy_key(
+        &self,
+        agent_id: i64,
+        key_id: &str,
+        key_hash: &str,
+        expires_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(self.sql(
+            "INSERT INTO agent_keys (agent_id, key_id, key_hash, created_ms, expires_ms, scope) VALUES ($1, $2, $3, $4, $5, 'proxy') RETURNING id",
+        ))
+        .bind(agent_id)
+        .bind(key_id)
+        .bind(key_hash)
+        .bind(now_ms())
+        .bind(expires_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("storing a jgate exec token"))?;
+        row.try_get("id").map_err(db("storing a jgate exec token"))
+    }
+
+    /// Revokes one of an agent's `jgate exec` tokens (never a full key). Whether one was revoked.
+    pub async fn revoke_proxy_key(&self, agent_id: i64, key_id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query(self.sql(
+            "UPDATE agent_keys SET revoked_ms = $1 WHERE agent_id = $2 AND key_id = $3 AND scope = 'proxy' \
+             AND (revoked_ms IS NULL OR revoked_ms > $1)",
+        ))
+        .bind(now_ms())
+        .bind(agent_id)
+        .bind(key_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db("revoking a jgate exec token"))?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// The agent and key a presented key hash belongs to (revoked and expired keys included:
     /// the caller decides and explains).
     pub async fn find_key(&self, key_hash: &str) -> Result<Option<(AgentRow, KeyRow, String)>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT k.id AS kid, k.agent_id, k.key_id, k.key_hash, k.created_ms AS kcreated, k.expires_ms, k.revoked_ms, k.last_used_ms, \
+            "SELECT k.id AS kid, k.agent_id, k.key_id, k.key_hash, k.created_ms AS kcreated, k.expires_ms, k.revoked_ms, k.last_used_ms, k.scope, \
              a.id, a.name, a.description, a.created_ms, a.disabled_ms FROM agent_keys k JOIN agents a ON a.id = k.agent_id WHERE k.key_hash = $1",
         ))
         .bind(key_hash)
@@ -677,6 +719,7 @@ impl Store {
             expires_ms: row.try_get("expires_ms").map_err(db("reading a key"))?,
             revoked_ms: row.try_get("revoked_ms").map_err(db("reading a key"))?,
             last_used_ms: row.try_get("last_used_ms").map_err(db("reading a key"))?,
+            proxy_only: row.try_get::<String, _>("scope").map_err(db("reading a key"))? == "proxy",
         };
         let hash: String = row.try_get("key_hash").map_err(db("reading a key"))?;
         Ok(Some((agent, key, hash)))
@@ -698,6 +741,7 @@ impl Store {
                     expires_ms: r.try_get("expires_ms").map_err(db("reading a key"))?,
                     revoked_ms: r.try_get("revoked_ms").map_err(db("reading a key"))?,
                     last_used_ms: r.try_get("last_used_ms").map_err(db("reading a key"))?,
+                    proxy_only: r.try_get::<String, _>("scope").map_err(db("reading a key"))? == "proxy",
                 })
             })
             .collect()

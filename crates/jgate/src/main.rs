@@ -3,6 +3,7 @@
 
 mod admin;
 mod demo;
+mod exec;
 mod mcp;
 mod proxy;
 mod serve;
@@ -67,6 +68,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Serves MCP over stdio for one agent (key from JGATE_AGENT_KEY).
     Mcp,
+    /// Runs a command (a Jenkins client, an MCP server, curl) against jgate's Jenkins proxy with
+    /// JENKINS_URL, JENKINS_USER and a short-lived JENKINS_TOKEN made for this run.
+    Exec(exec::ExecArgs),
     /// Generated documentation (`jgate docs tools > docs/tools.md`).
     #[command(hide = true)]
     Docs { what: String },
@@ -110,6 +114,11 @@ fn main() -> std::process::ExitCode {
             Command::Call(a) => admin::call(&cli.global, a).await,
             Command::Serve(a) => serve::serve(&cli.global, a).await,
             Command::Mcp => serve::stdio(&cli.global).await,
+            Command::Exec(a) => match exec::run(a).await {
+                // The command's own exit status is jgate exec's.
+                Ok(code) => std::process::exit(code),
+                Err(e) => Err(e),
+            },
             Command::Docs { what } if what == "tools" => {
                 print!("{}", mcp::tools_markdown());
                 Ok(())

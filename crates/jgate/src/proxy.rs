@@ -196,7 +196,7 @@ async fn authenticate(gate: &Gate, headers: &HeaderMap, peer: SocketAddr) -> Res
     } else {
         return Err(unauthorized("use HTTP Basic (agent name and key) or Bearer (agent key)"));
     };
-    match gate.authenticate(&key).await {
+    match gate.authenticate_proxy(&key).await {
         Ok((agent, key_id)) => {
             if user.as_deref().is_some_and(|u| u != agent) {
                 return Err(unauthorized("the user name is not the agent this key belongs to"));

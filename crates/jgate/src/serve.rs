@@ -202,6 +202,7 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .nest_service("/mcp", mcp_routes)
+        .nest(crate::exec::PREFIX, crate::exec::routes(gate.clone()))
         .nest(crate::proxy::PREFIX, crate::proxy::routes(gate))
 }
 

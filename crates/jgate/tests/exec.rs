@@ -1,0 +1,123 @@
+//! `jgate exec` end to end: the real binary runs a command (curl, as the integration guides use
+//! it) against `jgate serve`'s Jenkins proxy with a token made for the run.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+const TOKEN: &str = "11aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+fn jgate(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_jgate"));
+    c.env("JGATE_DATA_DIR", dir)
+        .env_remove("JGATE_MASTER_KEY")
+        .env_remove("JGATE_DB")
+        .env_remove("JGATE_AUDIT_FILE")
+        .env_remove("JGATE_URL")
+        .env("USER", "ops-admin")
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn ok(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = jgate(dir).args(args).env("TWIN_TOKEN", TOKEN).output().expect("run jgate");
+    assert!(
+        o.status.success(),
+        "jgate {args:?}:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_gets_a_proxy_only_token_that_ends_with_it() {
+    let toml = "[controller]\nquiet_period = 0\n[[jobs]]\npath = \"team/api\"\nscript = \"echo hi\"\n";
+    let (_twin, server) =
+        jenkins_twin::start(toml, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
+    let dir = std::env::temp_dir().join(format!("jgate-exec-{}", std::process::id()));
+    let allow = format!("127.0.0.1:{}", server.addr().port());
+    ok(
+        &dir,
+        &[
+            "controller",
+            "add",
+            "prod",
+            "--url",
+            &server.url(),
+            "--username",
+            "admin",
+            "--token-env",
+            "TWIN_TOKEN",
+            "--allow-private",
+            &allow,
+        ],
+    );
+    let created: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["--json", "agent", "create", "ci-bot"])).expect("agent json");
+    let key = created["key"].as_str().expect("key").to_string();
+    ok(&dir, &["grant", "ci-bot", "status", "read"]);
+
+    let mut serve = jgate(&dir)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("jgate serve");
+    let mut first = String::new();
+    std::io::BufReader::new(serve.stdout.take().expect("stdout")).read_line(&mut first).expect("ready line");
+    let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect("address").to_string();
+
+    // The command reports what it was given and what the token can reach, then exits with 7.
+    let script = r#"
+printf '%s\n' "$JENKINS_URL" "$JENKINS_USER" "$JENKINS_TOKEN" "${JGATE_AGENT_KEY:-no-agent-key}"
+curl -s -o /dev/null -w '%{http_code}\n' -u "$JENKINS_USER:$JENKINS_TOKEN" "${JENKINS_URL}job/team/job/api/api/json"
+curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $JENKINS_TOKEN" \
+  -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' \
+  -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}' \
+  "$JGATE_FOR_TEST/mcp"
+exit 7
+"#;
+    let out = jgate(&dir)
+        .args(["exec", "--url", &base, "--ttl", "10m", "--", "sh", "-c", script])
+        .env("JGATE_AGENT_KEY", &key)
+        .env("JGATE_FOR_TEST", &base)
+        .output()
+        .expect("jgate exec");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the command's exit code is jgate exec's:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines.first().copied(), Some(format!("{base}/jenkins/prod/").as_str()), "{stdout}");
+    assert_eq!(lines.get(1).copied(), Some("ci-bot"));
+    let token = lines.get(2).copied().unwrap_or_default().to_string();
+    assert!(token.starts_with("jgate_") && token != key, "a token of its own, not the agent key: {stdout}");
+    assert_eq!(lines.get(3).copied(), Some("no-agent-key"), "the agent's key is not passed to the command");
+    assert_eq!(lines.get(4).copied(), Some("200"), "the token works through the proxy: {stdout}");
+    assert_eq!(lines.get(5).copied(), Some("401"), "the token does not open MCP: {stdout}");
+
+    // After the command: the token is revoked.
+    let after = reqwest::Client::new()
+        .get(format!("{base}/jenkins/prod/api/json"))
+        .basic_auth("ci-bot", Some(&token))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(after.status().as_u16(), 401, "the run's token must end with the run");
+    let _ = serve.kill();
+    let _ = serve.wait();
+
+    let audit = ok(&dir, &["audit", "--agent", "ci-bot"]);
+    assert!(audit.contains("started a `jgate exec` run"), "{audit}");
+    assert!(audit.contains("ended the `jgate exec` run"), "{audit}");
+    assert!(!audit.contains(&token) && !audit.contains(&key), "no secret in the audit");
+
+    // Without a key, or with an unknown controller, nothing runs.
+    let no_key = jgate(&dir).args(["exec", "--url", &base, "--", "true"]).output().expect("exec");
+    assert!(!no_key.status.success());
+    assert!(String::from_utf8_lossy(&no_key.stderr).contains("JGATE_AGENT_KEY"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
