@@ -84,7 +84,8 @@ class Session:
         self.work = tmp / "work"
         self.work.mkdir()
         self.env = {
-            "PATH": f"{self.bin_dir}:/usr/bin:/bin",
+            # The venv's python3 (with the pinned Jenkins clients) is the README's python3.
+            "PATH": f"{self.bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin",
             "HOME": str(tmp),
             "JGATE_DATA_DIR": str(tmp / "data"),
             "USER": "readme",
@@ -164,7 +165,7 @@ def test_every_readme_command_runs_as_shown(tmp_path):
 
         # The administration session, in order (it connects the twin started above).
         admin = [c for c in shell if c.startswith(("jgate ", "printf "))
-                 and not c.startswith(("jgate serve", "jgate mcp"))]
+                 and not c.startswith(("jgate serve", "jgate mcp", "jgate exec"))]
         for command in admin:
             out = s.run(command)
             m = re.search(r"\bjgate_[A-Za-z0-9_-]{20,}", out)
@@ -187,6 +188,15 @@ def test_every_readme_command_runs_as_shown(tmp_path):
         )
         assert '"result"' in cp.stdout, f"`{stdio}` did not answer initialize:\n{cp.stdout}{cp.stderr}"
         ran.add(stdio)
+
+        # The proxy through `jgate exec`, as triage-bot (`export JGATE_AGENT_KEY=jgate_...`).
+        export = next(c for c in shell if c.startswith("export JGATE_AGENT_KEY="))
+        s.env["JGATE_AGENT_KEY"] = s.keys["triage-bot"]
+        ran.add(export)
+        for command in [c for c in shell if c.startswith("jgate exec")]:
+            out = s.run(command)
+            assert "api-server" in out or "team-api" in out, f"`{command}` printed:\n{out}"
+            ran.add(command)
     finally:
         s.stop_all()
 

@@ -214,7 +214,9 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
         .env("JENKINS_USER", &minted.agent)
         .env("JENKINS_USERNAME", &minted.agent)
         .env("JENKINS_TOKEN", &minted.token)
-        .env("JENKINS_API_TOKEN", &minted.token);
+        .env("JENKINS_API_TOKEN", &minted.token)
+        // mcp-jenkins and others read a "password": Jenkins accepts an API token there.
+        .env("JENKINS_PASSWORD", &minted.token);
     let status = match tokio::task::spawn_blocking(move || child.status()).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
