@@ -161,6 +161,9 @@ pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    if let Some(warning) = plain_http_warning(local) {
+        eprintln!("{warning}");
+    }
     let app = app(gate, local, &args.allowed_hosts, &args.allowed_origins);
     println!("jgate serving on http://{local} (MCP endpoint http://{local}/mcp)");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -170,6 +173,17 @@ pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("the server stopped")?;
     Ok(())
+}
+
+/// On an address other hosts can reach, agent keys (and answers) travel in plain HTTP.
+fn plain_http_warning(local: SocketAddr) -> Option<String> {
+    (!local.ip().is_loopback()).then(|| {
+        format!(
+            "warning: jgate listens on {local}, reachable from other hosts, in plain HTTP: agent keys and answers \
+             cross the network unencrypted unless TLS terminates in front of jgate (a reverse proxy such as nginx \
+             or Caddy with a certificate). Bind 127.0.0.1 to keep it local."
+        )
+    })
 }
 
 /// The HTTP application: `/healthz` and the authenticated MCP endpoint `/mcp`.

@@ -376,7 +376,13 @@ pub struct Report {
 impl Report {
     /// Everything counted except the byte totals: unchanged when a text needed no cleaning.
     fn findings(&self) -> (usize, u32, u32, u32, u32) {
-        (self.truncated_bytes, self.redactions, self.console_notes_stripped, self.escapes_stripped, self.invisible_stripped)
+        (
+            self.truncated_bytes,
+            self.redactions,
+            self.console_notes_stripped,
+            self.escapes_stripped,
+            self.invisible_stripped,
+        )
     }
 
     fn redacted(&mut self, rule: &str) {
