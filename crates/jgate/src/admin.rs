@@ -52,9 +52,12 @@ pub enum ControllerCmd {
     /// Adds a controller after testing the connection. The API token is read from --token-file,
     /// --token-env or standard input — never from an argument.
     Add {
+        /// The controller's name in jgate (agents and grants refer to it), e.g. prod.
         name: String,
+        /// The controller's base URL, e.g. https://ci.example.com/jenkins.
         #[arg(long)]
         url: String,
+        /// The Jenkins user whose API token jgate uses.
         #[arg(long)]
         username: String,
         /// Read the token from this file.
@@ -81,18 +84,26 @@ pub enum ControllerCmd {
         force: bool,
     },
     /// Tests the connection of a stored controller.
-    Test { name: String },
+    Test {
+        /// The controller's name.
+        name: String,
+    },
     /// Lists controllers.
     List,
     /// Removes a controller.
-    Remove { name: String },
+    Remove {
+        /// The controller's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum AgentCmd {
     /// Creates an agent and prints its key once.
     Create {
+        /// The agent's name, e.g. triage-bot.
         name: String,
+        /// What the agent is for (shown in `jgate agent list`).
         #[arg(long, default_value = "")]
         description: String,
         /// The key expires after this many days.
@@ -103,13 +114,17 @@ pub enum AgentCmd {
     List,
     /// Revokes all keys of an agent, or one key.
     Revoke {
+        /// The agent's name.
         name: String,
+        /// Only this key (its id, as `jgate agent list --json` shows it).
         #[arg(long)]
         key: Option<String>,
     },
     /// Issues an additional key for an agent (printed once).
     Key {
+        /// The agent's name.
         name: String,
+        /// The key expires after this many days.
         #[arg(long)]
         expires_days: Option<u32>,
     },
@@ -141,10 +156,13 @@ pub enum AuditCmd {
 pub struct AuditArgs {
     #[command(subcommand)]
     pub cmd: Option<AuditCmd>,
+    /// Only records of this agent.
     #[arg(long)]
     pub agent: Option<String>,
+    /// Only records of this controller.
     #[arg(long)]
     pub controller: Option<String>,
+    /// Only records of this operation (its tool name, e.g. trigger_build).
     #[arg(long)]
     pub operation: Option<String>,
     /// Only denied calls.
@@ -166,6 +184,7 @@ pub struct AuditArgs {
 
 #[derive(Args)]
 pub struct GrantArgs {
+    /// The agent's name.
     pub agent: String,
     /// status, build, config, jobs, nodes or system.
     pub group: String,
