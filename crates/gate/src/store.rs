@@ -157,15 +157,24 @@ pub fn timed_out(doing: &str, bound: Duration) -> StoreError {
     StoreError::Unavailable { doing: doing.to_string(), detail: format!("no answer within {} s", bound.as_secs()) }
 }
 
-/// Checks a SQLite database path before it is opened: its directory must exist; a missing file
-/// is created empty with mode 0600; an existing non-empty file must start with SQLite's header.
-/// Returns whether the file existed with content.
+/// Prepares a SQLite database path before it is opened: a missing directory is created (0700), a
+/// missing file created empty with mode 0600; an existing non-empty file must start with SQLite's
+/// header. Returns whether the file existed with content.
 fn prepare_sqlite_file(path: &str) -> Result<bool, StoreError> {
     let p = std::path::Path::new(path);
-    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.is_dir()
-    {
-        return Err(StoreError::NoDirectory { dir: dir.display().to_string(), path: path.to_string() });
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir).map_err(|e| StoreError::Connect {
+            url: path.to_string(),
+            detail: e.to_string(),
+            fix: format!("create the directory {} or choose another --db path", dir.display()),
+        })?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
@@ -345,10 +354,11 @@ impl Store {
     /// Opens (creating if needed) the database at `url`: `sqlite:///path/to/file.db`, a plain
     /// file path, or `postgres://user@host:port/db`. Runs the migrations.
     ///
-    /// SQLite: the file's directory must exist (a mistyped path is an error naming it, not a new
-    /// empty store); a new file is created with mode 0600 (SQLite gives its `-wal` and `-shm`
-    /// files the same); a file that is not a jgate database — another program's, or not SQLite
-    /// at all — or is damaged fails at once with [`StoreError::NotADatabase`].
+    /// SQLite: a missing directory is created (0700; the CLI refuses a `--db` whose directory is
+    /// missing first, with [`Store::check_location`]); a new file is created with mode 0600 (SQLite
+    /// gives its `-wal` and `-shm` files the same); a file that is not a jgate database — another
+    /// program's, or not SQLite at all — or is damaged fails at once with
+    /// [`StoreError::NotADatabase`].
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (url, dialect, sqlite_path) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -425,6 +435,23 @@ impl Store {
             _ => e,
         })?;
         Ok(store)
+    }
+
+    /// For a path the user named: a SQLite path whose directory does not exist is
+    /// [`StoreError::NoDirectory`] (a mistyped path must not become a new, empty store).
+    /// PostgreSQL URLs pass.
+    pub fn check_location(url: &str) -> Result<(), StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(());
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let path = path.split('?').next().unwrap_or(path);
+        match std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) if !dir.is_dir() => {
+                Err(StoreError::NoDirectory { dir: dir.display().to_string(), path: path.to_string() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The pool, for the store's other modules (`writes`).

@@ -230,7 +230,11 @@ pub fn data_dir() -> PathBuf {
 
 pub async fn open(g: &Global) -> anyhow::Result<Gate> {
     let db = match &g.db {
-        Some(db) => db.clone(),
+        Some(db) => {
+            // A path the user typed: a missing directory is a mistake to report, not to create.
+            Store::check_location(db)?;
+            db.clone()
+        }
         None => {
             let dir = data_dir();
             create_private_dir(&dir)?;

@@ -239,6 +239,16 @@ fn errors_have_a_kind_an_exit_code_and_a_json_form() {
     let o = env.run(&["--json", "agent", "create", "bot"], &[]);
     assert_eq!(o.status.code(), Some(8), "{}", text(&o.stderr));
     assert_eq!(json_error(&o)["error"]["kind"], "conflict");
+
+    // An audit trail that does not verify: audit_broken, exit 10 (the report on stdout).
+    let file = env.dir.join("audit.jsonl").display().to_string();
+    env.ok(&["--audit-file", &file, "agent", "create", "bot2"], &[]);
+    for f in ["jgate.db", "jgate.db-wal", "jgate.db-shm"] {
+        let _ = std::fs::remove_file(env.dir.join(f));
+    }
+    let o = env.run(&["audit", "verify", "--file", &file], &[]);
+    assert_eq!(o.status.code(), Some(10), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(text(&o.stdout).contains("audit chain BROKEN"), "{}", text(&o.stdout));
 }
 
 #[test]
