@@ -277,12 +277,13 @@ async fn refuse_missing_key_file(store: &Store, db: &str, key_file: &std::path::
     if std::env::var_os("JGATE_MASTER_KEY").is_some() || std::fs::symlink_metadata(key_file).is_ok() {
         return Ok(());
     }
-    if store.meta(META_KEY_CHECK).await?.is_none() {
+    let controllers = store.controllers().await?.len();
+    if controllers == 0 && store.meta(META_KEY_CHECK).await?.is_none() {
         return Ok(()); // a new store: the key is created with it
     }
-    let tokens = match store.controllers().await.map(|c| c.len()) {
-        Ok(0) | Err(_) => String::new(),
-        Ok(n) => format!(" and holds {n} controller token(s) encrypted with it"),
+    let tokens = match controllers {
+        0 => String::new(),
+        n => format!(" and holds {n} controller token(s) encrypted with it"),
     };
     Err(CliError::new(
         Kind::Auth,
@@ -977,7 +978,9 @@ pub async fn call(g: &Global, a: CallArgs) -> anyhow::Result<()> {
                 shown = true;
                 spinner.show();
             }
-            Some((_, _, text)) = progress.recv() => spinner.message(format!("{}: {text}", op.name)),
+            Some((_, _, text)) = progress.recv() => {
+                spinner.message(format!("{}: {}", op.name, text.replace(['\n', '\r'], " ")));
+            }
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
                 cancel.cancel();

@@ -458,7 +458,7 @@ fn the_token_prompt_does_not_echo() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jgate_call_finds_the_controller_answers_whoami_and_shows_progress() {
-    let jobs = "[[jobs]]\npath = \"team/api\"\nscript = \"echo hi\"\n[[jobs]]\npath = \"team/slow\"\nscript = \"sleep 2\\necho done\"\n";
+    let jobs = "[[jobs]]\npath = \"team/api\"\nscript = \"echo hi\"\n[[jobs]]\npath = \"team/slow\"\nscript = \"sleep 2\\necho done\"\n[[jobs]]\npath = \"team/slower\"\nscript = \"sleep 60\"\n";
     let (_twin, server) = twin(jobs).await;
     let env = Env::new("call");
     // No controller yet: said, with the fix (and nothing called).
@@ -494,6 +494,25 @@ async fn jgate_call_finds_the_controller_answers_whoami_and_shows_progress() {
         assert!(tty.chars().any(is_spinner) && tty.contains("trigger_build"), "{tty}");
         assert!(tty.contains("SUCCESS"), "{tty}");
     }
+
+    // Ctrl-C cancels a waiting call: it ends within seconds and the audit says cancelled.
+    let mut child = env
+        .command(&["call", "build", "trigger", "--args", r#"{"job":"team/slower","wait":"finish"}"#], &agent)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(sent.success());
+    let start = Instant::now();
+    wait(&mut child, Duration::from_secs(15));
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    let o = child.wait_with_output().expect("output");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("cancelled"), "{}", text(&o.stderr));
+    let audit = env.ok(&["audit", "--operation", "trigger_build"], &[]);
+    assert!(audit.lines().last().is_some_and(|l| l.contains("cancelled")), "{audit}");
 
     // Several controllers and none named: the error lists them.
     add_controller(&env, "staging", &server);
