@@ -189,8 +189,9 @@ fn split_fix(text: &str) -> (String, Option<String>) {
     match text.split_once("Fix: ") {
         Some((message, fix)) => {
             let message = message.trim_end().trim_end_matches(['.', ';', ',']).trim_end();
-            let fix = fix.trim();
-            (format!("{message}."), (!fix.is_empty()).then(|| fix.to_string()))
+            // One line: a fix may carry a further hint on a line of its own.
+            let fix = fix.split_whitespace().collect::<Vec<_>>().join(" ");
+            (format!("{message}."), (!fix.is_empty()).then_some(fix))
         }
         None => (text.trim().to_string(), None),
     }

@@ -173,7 +173,9 @@ fn a_closed_pipe_ends_the_command_quietly() {
     for i in 0..3 {
         env.ok(&["agent", "create", &format!("bot{i}")], &[]);
     }
-    let commands: [&[&str]; 6] = [
+    let commands: [&[&str]; 8] = [
+        &["--help"],
+        &["audit", "--help"],
         &["operations"],
         &["audit"],
         &["audit", "--json"],
