@@ -530,6 +530,34 @@ fn admin_verbs(e: &Entry) -> (String, String) {
             let key = text("key_id").map(|k| format!(" with key {k}")).unwrap_or_default();
             (format!("created agent {target}{key}"), format!("create agent {target}"))
         }
+        "admin.agent.disable" => {
+            both(format!("agent {target} (its keys and calls are refused; its grants are kept)"), "disabled", "disable")
+        }
+        "admin.agent.enable" => both(format!("agent {target}"), "enabled", "enable"),
+        "admin.agent.delete" => {
+            let count = |k: &str| e.args.get(k).and_then(Value::as_array).map(Vec::len);
+            let keys = num("keys_revoked").map(|n| format!("{n} key(s) revoked"));
+            let grants = count("grants_removed").filter(|n| *n > 0).map(|n| format!("{n} grant(s) removed"));
+            let what: Vec<String> = keys.into_iter().chain(grants).collect();
+            let detail = if what.is_empty() { String::new() } else { format!(" ({})", what.join(", ")) };
+            (format!("deleted agent {target}{detail}"), format!("delete agent {target}"))
+        }
+        "admin.agent.key.rotate" => {
+            let new_key = text("key_id").map(|k| format!(": new key {k}")).unwrap_or_default();
+            let old = match e.args.get("retired").and_then(Value::as_array) {
+                Some(ids) if !ids.is_empty() => {
+                    let ids: Vec<String> = ids.iter().filter_map(Value::as_str).map(clean).collect();
+                    format!("; old key(s) {}", ids.join(", "))
+                }
+                _ => "; the old key(s)".to_string(),
+            };
+            let when = match num("overlap_ms") {
+                Some(ms) if ms > 0 => format!(" stop working after {} minute(s)", (ms + 59_999) / 60_000),
+                _ => " stop working at once".to_string(),
+            };
+            let tail = if new_key.is_empty() { String::new() } else { format!("{old}{when}") };
+            (format!("rotated the key of agent {target}{new_key}{tail}"), format!("rotate the key of agent {target}"))
+        }
         "admin.key.create" => {
             let key = text("key_id").map(|k| format!("key {k}")).unwrap_or_else(|| "a new key".into());
             (format!("issued {key} to agent {target}"), format!("issue {key} to agent {target}"))
@@ -1614,6 +1642,31 @@ mod tests {
                 "triage-bot",
                 json!({"key_id": "k2"}),
                 "admin (local CLI) issued key k2 to agent triage-bot",
+            ),
+            (
+                "admin.agent.disable",
+                "triage-bot",
+                json!({}),
+                "admin (local CLI) disabled agent triage-bot (its keys and calls are refused; its grants are kept)",
+            ),
+            ("admin.agent.enable", "triage-bot", json!({}), "admin (local CLI) enabled agent triage-bot"),
+            (
+                "admin.agent.delete",
+                "triage-bot",
+                json!({"with_grants": true, "keys_revoked": 2, "grants_removed": [4, 5]}),
+                "admin (local CLI) deleted agent triage-bot (2 key(s) revoked, 2 grant(s) removed)",
+            ),
+            (
+                "admin.agent.key.rotate",
+                "triage-bot",
+                json!({"key_id": "k9", "overlap_ms": 3_600_000, "retired": ["k1", "k2"]}),
+                "admin (local CLI) rotated the key of agent triage-bot: new key k9; old key(s) k1, k2 stop working after 60 minute(s)",
+            ),
+            (
+                "admin.agent.key.rotate",
+                "triage-bot",
+                json!({"key_id": "k9", "overlap_ms": 0, "retired": ["k1"]}),
+                "admin (local CLI) rotated the key of agent triage-bot: new key k9; old key(s) k1 stop working at once",
             ),
             (
                 "admin.key.revoke",

@@ -6,7 +6,7 @@
 //!
 //! Every entry is used for at most [`FRESH_FOR`] (1 s) after it was read; the first use after that
 //! reads it again (one task per entry does; the others wait for its answer). So a revocation, an
-//! expiry, a deleted agent or a changed grant — made by this process, by another replica on the
+//! expiry, a disabled or deleted agent or a changed grant — made by this process, by another replica on the
 //! same PostgreSQL or another process on the same SQLite file, even by hand in SQL — takes effect
 //! on every process within one second. (A per-entry TTL rather than a "changed since" generation
 //! check: no schema change, and it sees edits that bypass jgate too.) Changes this process makes
@@ -152,13 +152,18 @@ pub(crate) struct KeyEntry {
     pub(crate) agent: String,
     pub(crate) stored_hash: String,
     pub(crate) expires_ms: Option<i64>,
+    /// When the key is (or will be, after a rotation's overlap) revoked.
     pub(crate) revoked_ms: Option<i64>,
+    /// Whether the key's agent is disabled (read with the key, so it is as fresh).
+    pub(crate) agent_disabled: bool,
 }
 
 /// An agent's grants (`exists`: whether the agent does).
 #[derive(Clone)]
 pub(crate) struct AgentGrants {
     pub(crate) exists: bool,
+    /// Whether the agent is disabled: its calls are refused whatever its grants.
+    pub(crate) disabled: bool,
     pub(crate) grants: Arc<Vec<Grant>>,
 }
 

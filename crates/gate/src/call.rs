@@ -25,7 +25,7 @@ use crate::catalog::{Access, Operation};
 use crate::error::GateError;
 use crate::gate::{Caller, Gate};
 use crate::ops::{self, Exec, Facts, Need, Op, ProgressSink, Runner, TriggerSlots};
-use crate::policy::{self, Grant, Level};
+use crate::policy::{self, Grant};
 use crate::sanitize::{Clean, Sanitizer, Untrusted};
 use crate::store::now_ms;
 use crate::writes::PendingRow;
@@ -131,11 +131,7 @@ pub fn new_request_id() -> String {
 /// The tools an agent may see: an operation is listed when its group is granted at the level it
 /// needs somewhere. The only copy of this rule.
 pub fn visible_operations(grants: &[Grant]) -> Vec<&'static Operation> {
-    ops::OPERATIONS
-        .iter()
-        .copied()
-        .filter(|op| grants.iter().any(|g| g.group == op.group && g.level >= Level::required_for(op.access)))
-        .collect()
+    ops::OPERATIONS.iter().copied().filter(|op| policy::could_allow(grants, op)).collect()
 }
 
 impl Gate {
@@ -179,7 +175,7 @@ impl Gate {
         sem.try_acquire_owned().ok()
     }
 
-    fn entry(&self, caller: &Caller, controller: &str, op: &Operation, args: Value) -> Entry {
+    pub(crate) fn entry(&self, caller: &Caller, controller: &str, op: &Operation, args: Value) -> Entry {
         Entry {
             time_ms: now_ms(),
             request_id: new_request_id(),
@@ -204,7 +200,7 @@ impl Gate {
     }
 
     /// Records a refused call and returns the error for it.
-    async fn refuse(&self, mut entry: Entry, reason: String, err: GateError) -> GateError {
+    pub(crate) async fn refuse(&self, mut entry: Entry, reason: String, err: GateError) -> GateError {
         entry.phase = Phase::Denied;
         entry.allowed = false;
         entry.reason = reason;
@@ -306,13 +302,27 @@ impl Gate {
         facts: impl FnOnce(&Value) -> Facts,
         sanitizer: &mut Sanitizer,
     ) -> Result<Clean<Value>, GateError> {
+        let cap = self.calls.limits.max_answer_bytes;
+        self.finish_within(begun, result, facts, sanitizer, cap).await
+    }
+
+    /// [`Gate::finish`] with another answer size cap (the proxy answers Jenkins clients, which
+    /// are not bound by what an MCP client reads).
+    pub async fn finish_within(
+        &self,
+        begun: Begun,
+        result: Result<Untrusted<Value>, GateError>,
+        facts: impl FnOnce(&Value) -> Facts,
+        sanitizer: &mut Sanitizer,
+        max_answer_bytes: usize,
+    ) -> Result<Clean<Value>, GateError> {
         let Begun { mut entry, pending, access, started, .. } = begun;
         entry.phase = if access == Access::Write { Phase::Outcome } else { Phase::Read };
         entry.time_ms = now_ms();
         entry.duration_ms = Some(started.elapsed().as_millis() as i64);
         // The boundary: nothing from Jenkins leaves without passing the sanitizer.
         let result = result.map(|u| {
-            let clean = sanitizer.release_capped(u, self.calls.limits.max_answer_bytes);
+            let clean = sanitizer.release_capped(u, max_answer_bytes);
             // Every answer says how many secrets the boundary removed from it.
             let n = u64::from(sanitizer.report().redactions);
             clean.with_count("redactions", n)
@@ -320,11 +330,11 @@ impl Gate {
         let result = match result {
             Ok(clean) => {
                 let size = serde_json::to_vec(clean.as_ref()).map(|b| b.len()).unwrap_or(usize::MAX);
-                if size > self.calls.limits.max_answer_bytes {
+                if size > max_answer_bytes {
                     Err(GateError::Invalid(format!(
                         "the answer would be {} KiB, over jgate's limit of {} KiB per answer; ask for less (a smaller limit or page, a filter, fewer log lines)",
                         size / 1024,
-                        self.calls.limits.max_answer_bytes / 1024
+                        max_answer_bytes / 1024
                     )))
                 } else {
                     Ok(clean)

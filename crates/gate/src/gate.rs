@@ -590,9 +590,7 @@ impl Gate {
         description: &str,
         expires_ms: Option<i64>,
     ) -> Result<(AgentRow, keys::NewKey), GateError> {
-        if name.trim().is_empty() || name.contains(char::is_whitespace) {
-            return Err(GateError::Invalid(format!("agent name '{name}' must be one word (e.g. triage-bot)")));
-        }
+        keys::check_agent_name(name).map_err(GateError::Invalid)?;
         if self.store.agent(name).await?.is_some() {
             return Err(StoreError::Duplicate { what: "agent", name: name.to_string() }.into());
         }
@@ -697,7 +695,7 @@ impl Gate {
             ));
         }
         if let Some(j) = jobs {
-            policy::normalize_job_pattern(j).map_err(|e| GateError::Invalid(format!("--jobs {j}: {e}")))?;
+            policy::check_job_pattern(j).map_err(|e| GateError::Invalid(format!("--jobs {j}: {e}")))?;
         }
         let jobs = jobs.map(str::to_string);
         let mut g = Grant {
@@ -759,8 +757,12 @@ impl Gate {
 
     /// The grants a call is decided on (none for an unknown agent). A store that cannot answer
     /// means the call cannot be audited either, and says so.
+    ///
+    /// A disabled agent's calls are refused like a revoked key's (an agent whose session began
+    /// before it was disabled included: within a second, as for grants).
     pub(crate) async fn grants_for_call(&self, agent: &str) -> Result<Vec<Grant>, GateError> {
         match self.agent_grants(agent).await {
+            Ok(found) if found.disabled => Err(GateError::BadKey(disabled_message(agent))),
             Ok(found) => Ok(found.grants.to_vec()),
             Err(e @ StoreError::Unavailable { .. }) => Err(GateError::AuditUnavailable(e.to_string())),
             Err(e) => Err(e.into()),
@@ -770,18 +772,23 @@ impl Gate {
     async fn agent_grants(&self, agent: &str) -> Result<AgentGrants, StoreError> {
         let store = &self.store;
         let load = || async {
-            let exists = store.agent(agent).await?.is_some();
-            let grants = if exists { store.grants_of(agent).await? } else { Vec::new() };
-            Ok(Some(AgentGrants { exists, grants: Arc::new(grants) }))
+            let row = store.agent(agent).await?;
+            let grants = if row.is_some() { store.grants_of(agent).await? } else { Vec::new() };
+            Ok(Some(AgentGrants {
+                exists: row.is_some(),
+                disabled: row.is_some_and(|r| r.disabled_ms.is_some()),
+                grants: Arc::new(grants),
+            }))
         };
         let found = self.grants_cache.get(agent, false, load).await?;
-        Ok(found.unwrap_or(AgentGrants { exists: false, grants: Arc::new(Vec::new()) }))
+        Ok(found.unwrap_or(AgentGrants { exists: false, disabled: false, grants: Arc::new(Vec::new()) }))
     }
 
     // -----------------------------------------------------------------------------------------
     // the agent path
 
-    /// Checks a presented agent key: format, existence, revocation, expiry.
+    /// Checks a presented agent key: format, existence, revocation, expiry, and that its agent is
+    /// not disabled.
     ///
     /// Writes nothing and, for a key checked in the last second, reads nothing: verifications are
     /// cached for at most a second (so a revocation anywhere takes effect within one), and the
@@ -798,6 +805,7 @@ impl Gate {
                 stored_hash,
                 expires_ms: key.expires_ms,
                 revoked_ms: key.revoked_ms,
+                agent_disabled: agent.disabled_ms.is_some(),
             }))
         };
         let Some(key) = self.keys_cache.get(&hash, true, load).await? else {
@@ -808,17 +816,25 @@ impl Gate {
         if !keys::verify(presented, &key.stored_hash) {
             return Err(GateError::BadKey("no agent has this key".into()));
         }
-        if key.revoked_ms.is_some() {
+        let now = now_ms();
+        // A revocation in the future is a rotation's overlap: the key is valid until then.
+        if key.revoked_ms.is_some_and(|r| r <= now) {
             return Err(GateError::BadKey(format!(
                 "key {} of agent {} was revoked; ask the administrator for a new key",
                 key.key_id, key.agent
             )));
         }
-        if key.expires_ms.is_some_and(|e| e <= now_ms()) {
+        if let Some(e) = key.expires_ms.filter(|e| *e <= now) {
             return Err(GateError::BadKey(format!(
-                "key {} of agent {} has expired; ask the administrator for a new key",
-                key.key_id, key.agent
+                "key {} of agent {} expired at {}; ask the administrator for a new key (`jgate agent key rotate {}`)",
+                key.key_id,
+                key.agent,
+                utc_time(e),
+                key.agent
             )));
+        }
+        if key.agent_disabled {
+            return Err(GateError::BadKey(disabled_message(&key.agent)));
         }
         self.key_use.note(key.key_row);
         Ok((key.agent, key.key_id))
@@ -993,4 +1009,186 @@ impl Gate {
 #[doc(hidden)]
 pub fn expose(s: &SecretString) -> &str {
     s.expose_secret()
+}
+
+/// What a disabled agent is told (on every surface, like a revoked key).
+fn disabled_message(agent: &str) -> String {
+    format!("agent {agent} is disabled; ask the administrator to enable it (`jgate agent enable {agent}`)")
+}
+
+/// `2026-12-01 10:52:00Z`: a time (ms since the epoch) for messages.
+pub fn utc_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
+/// The longest overlap a key rotation may give the old key.
+pub const MAX_ROTATION_OVERLAP_MS: i64 = 30 * 86_400_000;
+
+/// What [`Gate::rotate_agent_key`] did.
+#[derive(Debug)]
+pub struct Rotation {
+    /// The new key (shown once).
+    pub key: keys::NewKey,
+    /// The keys it retires.
+    pub retired: Vec<String>,
+    /// When the retired keys stop working (now, without an overlap).
+    pub revoke_at_ms: i64,
+}
+
+// Agent lifecycle: disable, enable, delete, key rotation. Each an audited administrative change
+// (intent, then outcome); every process sees it within a second (see `crate::auth_cache`).
+impl Gate {
+    /// Disables an agent: its keys are refused at authentication and its calls by the call path
+    /// (sessions already open included), its grants are kept. `false` if it already was (nothing
+    /// recorded). Audited as `admin.agent.disable`.
+    pub async fn disable_agent(&self, admin: &Admin, agent: &str) -> Result<bool, GateError> {
+        self.set_disabled(admin, agent, true).await
+    }
+
+    /// Enables a disabled agent again. `false` if it was not disabled (nothing recorded). Audited
+    /// as `admin.agent.enable`.
+    pub async fn enable_agent(&self, admin: &Admin, agent: &str) -> Result<bool, GateError> {
+        self.set_disabled(admin, agent, false).await
+    }
+
+    async fn set_disabled(&self, admin: &Admin, agent: &str, disable: bool) -> Result<bool, GateError> {
+        let row = self.agent_row(agent).await?;
+        if row.disabled_ms.is_some() == disable {
+            return Ok(false);
+        }
+        let op = if disable { "admin.agent.disable" } else { "admin.agent.enable" };
+        let entry = Self::admin_entry(admin, op, Some(agent), None, json!({}));
+        self.admin_intent(&entry).await?;
+        let result = self
+            .store
+            .set_agent_disabled(row.id, disable.then(now_ms))
+            .await
+            .map_err(GateError::from)
+            .and_then(|found| if found { Ok(true) } else { Err(missing_agent(agent)) });
+        self.admin_outcome(entry, &result, json!({})).await;
+        result
+    }
+
+    /// Deletes an agent and its keys (they authenticate no more, in every process within a
+    /// second). An agent with grants is refused unless `with_grants`, which removes them in the
+    /// same transaction; the record lists them and the keys. Audited as `admin.agent.delete`.
+    pub async fn delete_agent(
+        &self,
+        admin: &Admin,
+        agent: &str,
+        with_grants: bool,
+    ) -> Result<crate::store::AgentDeletion, GateError> {
+        use crate::store::AgentDeletion;
+        let row = self.agent_row(agent).await?;
+        let grants = self.store.grants_of(agent).await?;
+        if !grants.is_empty() && !with_grants {
+            return Err(has_grants(agent, &grants));
+        }
+        let live: Vec<String> =
+            self.store.keys_of(row.id).await?.into_iter().filter(|k| k.active_at(now_ms())).map(|k| k.key_id).collect();
+        let entry = Self::admin_entry(
+            admin,
+            "admin.agent.delete",
+            Some(agent),
+            None,
+            json!({"with_grants": with_grants, "keys": live,
+                   "grants": grants.iter().map(|g| json!({"id": g.id, "grant": g.describe()})).collect::<Vec<_>>()}),
+        );
+        self.admin_intent(&entry).await?;
+        let result = match self.store.delete_agent(row.id, with_grants).await {
+            Ok(AgentDeletion::HasGrants(g)) => Err(has_grants(agent, &g)),
+            Ok(AgentDeletion::Missing) => Err(missing_agent(agent)),
+            Ok(done) => Ok(done),
+            Err(e) => Err(e.into()),
+        };
+        let extra = match &result {
+            Ok(AgentDeletion::Deleted { keys_revoked, grants_removed }) => json!({
+                "keys_revoked": keys_revoked,
+                "grants_removed": grants_removed.iter().map(|g| g.id).collect::<Vec<_>>(),
+            }),
+            _ => json!({}),
+        };
+        self.admin_outcome(entry, &result, extra).await;
+        result
+    }
+
+    /// Issues a new key to `agent` and retires its valid keys (or only `old_key_id`): they stop
+    /// working after `overlap_ms` (0: at once), so a client can switch without a gap. The new key
+    /// may expire. In one transaction. Audited as `admin.agent.key.rotate`.
+    pub async fn rotate_agent_key(
+        &self,
+        admin: &Admin,
+        agent: &str,
+        old_key_id: Option<&str>,
+        overlap_ms: i64,
+        expires_ms: Option<i64>,
+    ) -> Result<Rotation, GateError> {
+        if !(0..=MAX_ROTATION_OVERLAP_MS).contains(&overlap_ms) {
+            return Err(GateError::Invalid(format!(
+                "the overlap must be between 0 and {} days",
+                MAX_ROTATION_OVERLAP_MS / 86_400_000
+            )));
+        }
+        let now = now_ms();
+        if expires_ms.is_some_and(|e| e <= now) {
+            return Err(GateError::Invalid("the new key's expiry must be in the future".into()));
+        }
+        let row = self.agent_row(agent).await?;
+        if let Some(old) = old_key_id
+            && !self.store.keys_of(row.id).await?.iter().any(|k| k.key_id == old && k.active_at(now))
+        {
+            return Err(no_such_key(agent, old));
+        }
+        let key = keys::generate();
+        let revoke_at_ms = now + overlap_ms;
+        let entry = Self::admin_entry(
+            admin,
+            "admin.agent.key.rotate",
+            Some(agent),
+            None,
+            json!({"key_id": key.key_id, "expires_ms": expires_ms, "old_key_id": old_key_id,
+                   "overlap_ms": overlap_ms, "revoke_at_ms": revoke_at_ms}),
+        );
+        self.admin_intent(&entry).await?;
+        let result = self
+            .store
+            .rotate_agent_key(row.id, &key.key_id, &key.hash, expires_ms, old_key_id, revoke_at_ms)
+            .await
+            .map_err(GateError::from)
+            .and_then(|r| r.ok_or_else(|| no_such_key(agent, old_key_id.unwrap_or_default())));
+        let extra = json!({"retired": result.as_ref().ok()});
+        self.admin_outcome(entry, &result, extra).await;
+        Ok(Rotation { key, retired: result?, revoke_at_ms })
+    }
+}
+
+fn no_such_key(agent: &str, key_id: &str) -> GateError {
+    GateError::Invalid(format!("agent {agent} has no valid key with id {key_id} (`jgate agent list` shows its keys)"))
+}
+
+fn missing_agent(agent: &str) -> GateError {
+    StoreError::Missing { what: "agent", name: agent.to_string(), hint: "`jgate agent list` shows the agents".into() }
+        .into()
+}
+
+fn has_grants(agent: &str, grants: &[Grant]) -> GateError {
+    let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
+    GateError::Invalid(format!(
+        "agent {agent} still has {} grant(s) (ids {}): remove them with `jgate ungrant ID`, or delete the agent with \
+         --with-grants, which removes them too (recorded in the audit log)",
+        grants.len(),
+        ids.join(", ")
+    ))
 }

@@ -228,6 +228,34 @@ fn prefix_hint(key: &str) -> &'static str {
     }
 }
 
+/// The one rule for agent names, as a pattern: `[a-z0-9][a-z0-9._-]{0,62}`.
+pub const AGENT_NAME_PATTERN: &str = "[a-z0-9][a-z0-9._-]{0,62}";
+/// The longest agent name.
+pub const AGENT_NAME_MAX: usize = 63;
+
+/// Checks an agent name against [`AGENT_NAME_PATTERN`]: 1 to 63 characters of `a-z`, `0-9`, `.`,
+/// `_` and `-`, the first a letter or digit. Names appear in audit sentences, logs and URLs, so
+/// they are plain and lowercase. The error states the rule and an example (and shows the refused
+/// name escaped and shortened).
+pub fn check_agent_name(name: &str) -> Result<(), String> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= AGENT_NAME_MAX
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'));
+    if ok {
+        return Ok(());
+    }
+    let mut shown: String = name.chars().take(70).flat_map(char::escape_debug).collect();
+    if name.chars().count() > 70 {
+        shown.push('…');
+    }
+    Err(format!(
+        "agent name '{shown}' is not valid: an agent name is 1 to {AGENT_NAME_MAX} characters of lowercase letters a-z, \
+         digits 0-9, '.', '_' and '-', starting with a letter or digit ({AGENT_NAME_PATTERN}), e.g. triage-bot or release.bot_2"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +413,29 @@ mod tests {
         }
         let err = check_format(&key[..KEY_LEN - 3]).unwrap_err();
         assert!(!err.to_string().contains(&key[KEY_PREFIX.len()..KEY_LEN - 3]));
+    }
+
+    #[test]
+    fn agent_names_follow_one_rule() {
+        for ok in ["a", "0", "triage-bot", "release.bot_2", "9lives", &"a".repeat(63)] {
+            assert_eq!(check_agent_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-bot",
+            ".bot",
+            "_bot",
+            "Triage",
+            "triage bot",
+            "bot/x",
+            "bot\n",
+            "bøt",
+            "bot\u{202e}",
+            &"a".repeat(64),
+        ] {
+            let err = check_agent_name(bad).expect_err(bad);
+            assert!(err.contains("[a-z0-9][a-z0-9._-]{0,62}") && err.contains("e.g. triage-bot"), "{err}");
+            assert!(!err.contains('\n') && !err.contains('\u{202e}'), "escaped: {err}");
+        }
     }
 }

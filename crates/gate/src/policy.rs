@@ -465,6 +465,295 @@ pub fn may_see(grants: &[Grant], agent: &str, controller: &str, job: &str) -> bo
     deciding(mine, &path_key(&path)).is_some_and(|g| g.level >= Level::Read)
 }
 
+/// Whether some request for `op` could be allowed by `grants` on some controller and job: a grant
+/// of its group reaches its level, and — for operations that cover the whole controller (the
+/// queue, views, nodes, system information, a write at the root) — that grant is on all jobs, the
+/// only grants [`decide`] counts for them. A tool for which this is false is denied whatever the
+/// agent asks (so it is not listed). Parameter constraints are not weighed: a constrained trigger
+/// can still be allowed.
+pub fn could_allow(grants: &[Grant], op: &Operation) -> bool {
+    let needed = Level::required_for(op.access);
+    let whole_controller = op.target == Target::Controller || (op.target == Target::Folder && needed != Level::Read);
+    grants.iter().any(|g| g.group == op.group && g.level >= needed && (!whole_controller || g.jobs.is_none()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Explaining access
+
+/// One grant weighed for a request, and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Considered {
+    pub grant: Grant,
+    /// Whether its scope covers the request's job (for controller-wide operations: whether it is
+    /// on all jobs, the only grants those count).
+    pub covers: bool,
+    /// Whether it is the grant that decided.
+    pub decides: bool,
+    /// Why it decides, or why it does not.
+    pub why: String,
+}
+
+/// [`decide`]'s answer and how it came about.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    /// The answer, exactly as [`decide`] gives it (it is computed by it).
+    pub decision: Decision,
+    /// The agent's grants of the operation's group on the request's controller, most specific
+    /// first (the order [`decide`] ranks them in).
+    pub considered: Vec<Considered>,
+}
+
+/// Explains [`decide`]: its decision (computed by [`decide`] itself) and, for every grant of the
+/// operation's group that applies on the controller, whether its scope covers the request and
+/// why it does or does not decide — most specific first, so the first grant that covers a job
+/// is the one that decides for it.
+pub fn explain(grants: &[Grant], req: &Request) -> Explanation {
+    let decision = decide(grants, req);
+    let op = req.op;
+    let path = req.job.and_then(|raw| normalize_job_path(raw).ok());
+    let key = path.as_deref().map(path_key);
+    let shown = path.as_deref().map(shorten);
+    let mut ranked: Vec<(&Grant, Spec, bool)> = grants
+        .iter()
+        .filter(|g| g.applies_to(req.agent, req.controller, op.group))
+        .map(|g| {
+            let glob = g.jobs.as_deref().map(|p| Glob::compile(p, GlobMode::Job));
+            let spec = spec_of(g, glob.as_ref());
+            let covers = match (op.target, &glob, &key) {
+                (_, None, _) => true,
+                (Target::Controller, Some(_), _) => false,
+                (_, Some(glob), Some(key)) => glob.matches(key),
+                // A root listing: every grant of the group counts (the list is filtered).
+                (Target::Folder, Some(_), None) => req.job.is_none() && op.access == Access::Read,
+                (Target::Job, Some(_), None) => false,
+            };
+            (g, spec, covers)
+        })
+        .collect();
+    ranked
+        .sort_by(|(a, sa, _), (b, sb, _)| sb.cmp(sa).then_with(|| a.level.cmp(&b.level)).then_with(|| a.id.cmp(&b.id)));
+    let winner = ranked.iter().find(|(g, _, _)| Some(g.id) == decision.grant).map(|(g, s, _)| (*g, *s));
+    let what = shown.clone().unwrap_or_else(|| "the controller".into());
+    let considered = ranked
+        .iter()
+        .map(|&(g, spec, covers)| {
+            let decides = Some(g.id) == decision.grant;
+            let why = if decides {
+                let how = if covers {
+                    format!("the most specific grant that covers {what}")
+                } else {
+                    format!("its scope reaches below {what}; the listing shows only what the agent may see")
+                };
+                let needed = Level::required_for(op.access);
+                if g.level >= needed {
+                    format!("decides, as {how}")
+                } else if g.level == Level::Off {
+                    format!("decides, as {how}: it turns this off")
+                } else {
+                    format!("decides, as {how}: it gives {}, but {} needs {needed}", g.level, op.name)
+                }
+            } else if !covers && op.target == Target::Controller {
+                format!(
+                    "is limited to {}, and {} covers the whole controller: only grants on all jobs count",
+                    g.jobs.as_deref().unwrap_or("all jobs"),
+                    op.name
+                )
+            } else if !covers {
+                format!("does not cover {what}")
+            } else {
+                match winner {
+                    Some((w, ws)) => format!(
+                        "covers {what} too, but grant {} is more specific: {}",
+                        w.id,
+                        more_specific(w, &ws, g, &spec)
+                    ),
+                    None => format!("covers {what}, but does not decide"),
+                }
+            };
+            Considered { grant: g.clone(), covers, decides, why }
+        })
+        .collect();
+    Explanation { decision, considered }
+}
+
+/// Why grant `a` (spec `sa`) ranks before grant `b` (spec `sb`), in [`decide`]'s order.
+fn more_specific(a: &Grant, sa: &Spec, b: &Grant, sb: &Spec) -> String {
+    let text = if sa.controller_specific != sb.controller_specific {
+        "a grant for this controller beats one for all controllers"
+    } else if sa.scope != sb.scope {
+        match (sa.scope, sb.scope) {
+            (2, 1) => "an exact job path beats a pattern",
+            (2, _) => "an exact job path beats all jobs",
+            _ => "a pattern beats all jobs",
+        }
+    } else if sa.literal_prefix != sb.literal_prefix {
+        "its literal prefix (before the first wildcard) is longer"
+    } else if sa.no_double_star != sb.no_double_star {
+        "a pattern without ** beats one with **"
+    } else if sa.literals != sb.literals {
+        "it has more literal characters"
+    } else if sa.fewer_wildcards != sb.fewer_wildcards {
+        "it has fewer wildcards"
+    } else if a.level != b.level {
+        "they are equally specific, and then the more restrictive level wins"
+    } else {
+        "they are equally specific and grant the same level, and then the lower grant id wins"
+    };
+    text.to_string()
+}
+
+/// What an agent may do in one group on one controller: the cell of `jgate access`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccessCell {
+    pub group: Group,
+    pub controller: String,
+    /// The most the agent may do somewhere in this group on this controller.
+    pub best: Level,
+    /// The level on every job no pattern grant below covers — and for the controller-wide
+    /// operations (queue, views, nodes, system information), which count only grants on all jobs.
+    pub all_jobs: Level,
+    /// The grant on all jobs that decides `all_jobs`, if any.
+    pub all_jobs_grant: Option<i64>,
+    /// The grants limited to job patterns that can decide for some job here, most specific first.
+    pub patterns: Vec<PatternAccess>,
+}
+
+/// A job-pattern grant in an [`AccessCell`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PatternAccess {
+    pub jobs: String,
+    pub level: Level,
+    pub grant: i64,
+    /// Whether the grant is for this controller only.
+    pub controller_specific: bool,
+}
+
+impl AccessCell {
+    /// `Read`, or `Full — release/** full use, release/prod-* off, other jobs read`.
+    pub fn summary(&self) -> String {
+        let word = |l: Level| match l {
+            Level::Off => "Off",
+            Level::Read => "Read",
+            Level::Full => "Full",
+        };
+        if self.patterns.is_empty() {
+            return word(self.best).to_string();
+        }
+        let mut parts: Vec<String> = self.patterns.iter().map(|p| format!("{} {}", p.jobs, p.level)).collect();
+        parts.push(format!("other jobs {}", self.all_jobs));
+        format!("{} — {}", word(self.best), parts.join(", "))
+    }
+}
+
+/// The effective access of `agent`: for every group and each of `controllers`, which level its
+/// grants give on all jobs and on which patterns — only grants that can decide for some job there
+/// (a grant for all controllers never decides on a controller where a grant of the same group for
+/// that controller covers all jobs, since a controller's own grant is always more specific).
+/// Each level agrees with [`decide`]: on a job no listed pattern covers, [`decide`] gives
+/// `all_jobs`.
+pub fn access_matrix(grants: &[Grant], agent: &str, controllers: &[String]) -> Vec<AccessCell> {
+    let mut cells = Vec::new();
+    for &group in Group::ALL.iter() {
+        for controller in controllers {
+            let mine: Vec<&Grant> = grants.iter().filter(|g| g.applies_to(agent, controller, group)).collect();
+            let whole = best(mine.iter().filter(|g| g.jobs.is_none()).map(|g| (*g, spec_of(g, None))));
+            let specific_whole = whole.is_some_and(|g| g.controller.is_some());
+            let mut ranked: Vec<(&Grant, Spec)> = mine
+                .iter()
+                .filter_map(|g| {
+                    let p = g.jobs.as_deref()?;
+                    (!specific_whole || g.controller.is_some()).then(|| (*g, Glob::compile(p, GlobMode::Job).spec(g)))
+                })
+                .collect();
+            ranked.sort_by(|(a, sa), (b, sb)| {
+                sb.cmp(sa).then_with(|| a.level.cmp(&b.level)).then_with(|| a.id.cmp(&b.id))
+            });
+            let mut patterns: Vec<PatternAccess> = Vec::new();
+            for (g, _) in ranked {
+                let jobs = g.jobs.clone().unwrap_or_default();
+                // The same pattern at the same specificity twice: only the first ranked decides.
+                if patterns.iter().any(|p| p.jobs == jobs && p.controller_specific == g.controller.is_some()) {
+                    continue;
+                }
+                patterns.push(PatternAccess {
+                    jobs,
+                    level: g.level,
+                    grant: g.id,
+                    controller_specific: g.controller.is_some(),
+                });
+            }
+            let all_jobs = whole.map_or(Level::Off, |g| g.level);
+            let best = patterns.iter().map(|p| p.level).fold(all_jobs, Level::max);
+            cells.push(AccessCell {
+                group,
+                controller: controller.clone(),
+                best,
+                all_jobs,
+                all_jobs_grant: whole.map(|g| g.id),
+                patterns,
+            });
+        }
+    }
+    cells
+}
+
+/// How one job fares in one group: the grant that decides and whether reads and changes pass.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobAccess {
+    pub group: Group,
+    pub controller: String,
+    /// The group's reads on the job (a read operation of the group, through [`explain`]).
+    pub read: Option<Explanation>,
+    /// The group's changes on the job (a write operation of the group, through [`explain`]).
+    pub write: Option<Explanation>,
+}
+
+/// For `job` on `controller`, each group's answer through [`explain`] (so through [`decide`]):
+/// a representative read and write operation of the group — one that names a job where the
+/// group has one (for changes in the build group, one without parameter constraints:
+/// `trigger_build`'s constraints are shown with the deciding grant), else its controller-wide one.
+pub fn explain_job(grants: &[Grant], agent: &str, controller: &str, job: &str) -> Vec<JobAccess> {
+    let pick = |group: Group, access: Access| -> Option<&'static Operation> {
+        let of = || crate::catalog::OPERATIONS.iter().copied().filter(move |o| o.group == group && o.access == access);
+        of().find(|o| o.target == Target::Job && o.name != "trigger_build")
+            .or_else(|| of().find(|o| o.target == Target::Job))
+            .or_else(|| of().next())
+    };
+    Group::ALL
+        .iter()
+        .map(|&group| {
+            let run = |access: Access| {
+                pick(group, access).map(|op| {
+                    let job = (op.target != Target::Controller).then_some(job);
+                    explain(grants, &Request { agent, controller, op, job, params: &[] })
+                })
+            };
+            JobAccess { group, controller: controller.to_string(), read: run(Access::Read), write: run(Access::Write) }
+        })
+        .collect()
+}
+
+/// Checks a job pattern an administrator grants: everything [`normalize_job_pattern`] refuses,
+/// and the spellings that read as a path but that no full name has — a leading `/`, a URL path
+/// (`job/team/job/api`), empty segments (`a//b`, a trailing `/`) — each refused with the form
+/// to write instead. Returns the pattern as written.
+pub fn check_job_pattern(pattern: &str) -> Result<String, PathError> {
+    let tidy = normalize_job_pattern(pattern)?;
+    let s = pattern.trim();
+    let segs: Vec<&str> = tidy.split('/').collect();
+    if segs.len().is_multiple_of(2) && segs.iter().step_by(2).all(|x| x.eq_ignore_ascii_case("job")) {
+        let names: Vec<&str> = segs.iter().skip(1).step_by(2).copied().collect();
+        return Err(PathError::UrlFormPattern { suggest: names.join("/") });
+    }
+    if s.starts_with('/') {
+        return Err(PathError::LeadingSlash { suggest: tidy });
+    }
+    if s.contains("//") || s.ends_with('/') {
+        return Err(PathError::EmptySegment { suggest: tidy });
+    }
+    Ok(s.to_string())
+}
+
 fn invalid_path(raw: &str, e: &PathError) -> String {
     format!("the job path '{}' is not valid: {e}", shorten(raw))
 }
@@ -594,6 +883,12 @@ pub enum PathError {
         "it names a folder called 'job', which cannot be told apart from a URL path (job/NAME); jgate cannot scope such a folder safely, so rename it in Jenkins"
     )]
     AmbiguousJobFolder,
+    #[error("job patterns are full names, without a leading '/': write '{suggest}'")]
+    LeadingSlash { suggest: String },
+    #[error("it is a URL path (job/NAME/job/NAME), but job patterns are full names: write '{suggest}'")]
+    UrlFormPattern { suggest: String },
+    #[error("it has an empty segment ('//' or a trailing '/'), which no job's full name has: write '{suggest}'")]
+    EmptySegment { suggest: String },
 }
 
 /// The canonical Jenkins full name of a job, from any spelling an agent may send.

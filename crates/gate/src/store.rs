@@ -270,11 +270,13 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_audit_keys.sql")),
     (3, include_str!("../migrations/sqlite/0003_writes.sql")),
+    (4, include_str!("../migrations/sqlite/0004_agents.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_audit_keys.sql")),
     (3, include_str!("../migrations/postgres/0003_writes.sql")),
+    (4, include_str!("../migrations/postgres/0004_agents.sql")),
 ];
 
 /// Rows per multi-row audit INSERT: 10 values each, well under SQLite's and PostgreSQL's limits
@@ -316,6 +318,8 @@ pub struct AgentRow {
     pub name: String,
     pub description: String,
     pub created_ms: i64,
+    /// When the agent was disabled (its keys are refused until it is enabled again).
+    pub disabled_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -325,8 +329,17 @@ pub struct KeyRow {
     pub key_id: String,
     pub created_ms: i64,
     pub expires_ms: Option<i64>,
+    /// When the key is (or was) revoked: a time in the future is a revocation scheduled by a key
+    /// rotation with an overlap; the key is valid until then.
     pub revoked_ms: Option<i64>,
     pub last_used_ms: Option<i64>,
+}
+
+impl KeyRow {
+    /// Whether the key authenticates at `now` (neither revoked nor expired by then).
+    pub fn active_at(&self, now: i64) -> bool {
+        self.revoked_ms.is_none_or(|r| r > now) && self.expires_ms.is_none_or(|e| e > now)
+    }
 }
 
 /// Which audit records to read.
@@ -684,7 +697,7 @@ impl Store {
     pub async fn find_key(&self, key_hash: &str) -> Result<Option<(AgentRow, KeyRow, String)>, StoreError> {
         let row = sqlx::query(self.sql(
             "SELECT k.id AS kid, k.agent_id, k.key_id, k.key_hash, k.created_ms AS kcreated, k.expires_ms, k.revoked_ms, k.last_used_ms, \
-             a.id, a.name, a.description, a.created_ms FROM agent_keys k JOIN agents a ON a.id = k.agent_id WHERE k.key_hash = $1",
+             a.id, a.name, a.description, a.created_ms, a.disabled_ms FROM agent_keys k JOIN agents a ON a.id = k.agent_id WHERE k.key_hash = $1",
         ))
         .bind(key_hash)
         .fetch_optional(&self.pool)
@@ -761,12 +774,13 @@ impl Store {
         Ok(())
     }
 
-    /// Revokes all of an agent's keys, or the one with `key_id`. Returns how many were revoked.
+    /// Revokes all of an agent's keys, or the one with `key_id`, now (also keys whose revocation
+    /// was scheduled for later). Returns how many were revoked.
     pub async fn revoke_keys(&self, agent_id: i64, key_id: Option<&str>) -> Result<u64, StoreError> {
         let r =
             match key_id {
                 Some(k) => sqlx::query(self.sql(
-                    "UPDATE agent_keys SET revoked_ms = $1 WHERE agent_id = $2 AND key_id = $3 AND revoked_ms IS NULL",
+                    "UPDATE agent_keys SET revoked_ms = $1 WHERE agent_id = $2 AND key_id = $3 AND (revoked_ms IS NULL OR revoked_ms > $1)",
                 ))
                 .bind(now_ms())
                 .bind(agent_id)
@@ -775,7 +789,9 @@ impl Store {
                 .await,
                 None => {
                     sqlx::query(
-                        self.sql("UPDATE agent_keys SET revoked_ms = $1 WHERE agent_id = $2 AND revoked_ms IS NULL"),
+                        self.sql(
+                            "UPDATE agent_keys SET revoked_ms = $1 WHERE agent_id = $2 AND (revoked_ms IS NULL OR revoked_ms > $1)",
+                        ),
                     )
                     .bind(now_ms())
                     .bind(agent_id)
@@ -1322,6 +1338,7 @@ fn agent_row(r: &sqlx::any::AnyRow) -> Result<AgentRow, StoreError> {
         name: r.try_get("name").map_err(&e)?,
         description: r.try_get("description").map_err(&e)?,
         created_ms: r.try_get("created_ms").map_err(&e)?,
+        disabled_ms: r.try_get("disabled_ms").map_err(&e)?,
     })
 }
 
@@ -1340,5 +1357,159 @@ pub fn redact_url(url: &str) -> String {
             None => url.to_string(),
         },
         None => url.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// agent lifecycle: disable/enable, delete, key rotation
+
+/// What [`Store::delete_agent`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentDeletion {
+    /// The agent, its keys and (when asked) its grants are gone.
+    Deleted {
+        /// The ids of the keys that were still valid (now gone: they authenticate no more).
+        keys_revoked: Vec<String>,
+        /// The grants removed with the agent.
+        grants_removed: Vec<Grant>,
+    },
+    /// Refused: the agent still has these grants (and removing them was not asked for).
+    HasGrants(Vec<Grant>),
+    /// There is no such agent.
+    Missing,
+}
+
+impl Store {
+    /// Disables an agent (`Some(time)`) or enables it (`None`). Returns whether the agent exists.
+    pub async fn set_agent_disabled(&self, agent_id: i64, disabled_ms: Option<i64>) -> Result<bool, StoreError> {
+        let r = sqlx::query(self.sql("UPDATE agents SET disabled_ms = $1 WHERE id = $2"))
+            .bind(disabled_ms)
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("disabling or enabling an agent"))?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Deletes an agent with its keys, in one transaction under the store's write lock. With
+    /// grants it is refused unless `with_grants`, which removes them too. The grants are read in
+    /// the same transaction, so a grant added meanwhile is never removed unseen.
+    pub async fn delete_agent(&self, agent_id: i64, with_grants: bool) -> Result<AgentDeletion, StoreError> {
+        let now = now_ms();
+        let mut tx = self.locked().await?;
+        let conn = &mut *tx.tx;
+        let exists = sqlx::query(self.sql("SELECT id FROM agents WHERE id = $1"))
+            .bind(agent_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("reading an agent"))?
+            .is_some();
+        if !exists {
+            return Ok(AgentDeletion::Missing);
+        }
+        let rows = sqlx::query(self.sql(
+            "SELECT g.*, a.name AS agent FROM grants g JOIN agents a ON a.id = g.agent_id WHERE g.agent_id = $1 ORDER BY g.id",
+        ))
+        .bind(agent_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("reading grants"))?;
+        let grants = rows.iter().map(grant_row).collect::<Result<Vec<_>, _>>()?;
+        if !grants.is_empty() && !with_grants {
+            return Ok(AgentDeletion::HasGrants(grants));
+        }
+        let keys = sqlx::query(self.sql(
+            "SELECT key_id FROM agent_keys WHERE agent_id = $1 AND (revoked_ms IS NULL OR revoked_ms > $2) \
+             AND (expires_ms IS NULL OR expires_ms > $2) ORDER BY id",
+        ))
+        .bind(agent_id)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("reading keys"))?;
+        let keys_revoked = keys
+            .iter()
+            .map(|r| r.try_get::<String, _>("key_id"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db("reading keys"))?;
+        for stmt in [
+            "DELETE FROM grants WHERE agent_id = $1",
+            "DELETE FROM agent_keys WHERE agent_id = $1",
+            "DELETE FROM agents WHERE id = $1",
+        ] {
+            sqlx::query(self.sql(stmt)).bind(agent_id).execute(&mut *conn).await.map_err(db("deleting the agent"))?;
+        }
+        tx.commit().await?;
+        Ok(AgentDeletion::Deleted { keys_revoked, grants_removed: grants })
+    }
+
+    /// A key rotation in one transaction: stores the new key and schedules the revocation of the
+    /// agent's valid keys (or only `old_key_id`) at `revoke_at_ms` (now: no overlap). Returns the
+    /// ids of the keys it retires (none when the agent had no valid key: the new key is stored
+    /// anyway), or `None` when `old_key_id` is not a valid key of the agent (nothing is stored).
+    pub async fn rotate_agent_key(
+        &self,
+        agent_id: i64,
+        new_key_id: &str,
+        new_hash: &str,
+        expires_ms: Option<i64>,
+        old_key_id: Option<&str>,
+        revoke_at_ms: i64,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.locked().await?;
+        let conn = &mut *tx.tx;
+        let valid =
+            "agent_id = $1 AND (revoked_ms IS NULL OR revoked_ms > $2) AND (expires_ms IS NULL OR expires_ms > $2)";
+        let rows = match old_key_id {
+            Some(k) => {
+                sqlx::query(
+                    self.sql(&format!("SELECT id, key_id FROM agent_keys WHERE {valid} AND key_id = $3 ORDER BY id")),
+                )
+                .bind(agent_id)
+                .bind(now)
+                .bind(k)
+                .fetch_all(&mut *conn)
+                .await
+            }
+            None => {
+                sqlx::query(self.sql(&format!("SELECT id, key_id FROM agent_keys WHERE {valid} ORDER BY id")))
+                    .bind(agent_id)
+                    .bind(now)
+                    .fetch_all(&mut *conn)
+                    .await
+            }
+        }
+        .map_err(db("reading keys"))?;
+        let mut retired = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: i64 = r.try_get("id").map_err(db("reading keys"))?;
+            retired.push(r.try_get::<String, _>("key_id").map_err(db("reading keys"))?);
+            // A key already due to be revoked sooner keeps the sooner time.
+            sqlx::query(self.sql(
+                "UPDATE agent_keys SET revoked_ms = $1 WHERE id = $2 AND (revoked_ms IS NULL OR revoked_ms > $1)",
+            ))
+            .bind(revoke_at_ms)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("revoking a key"))?;
+        }
+        if old_key_id.is_some() && retired.is_empty() {
+            return Ok(None);
+        }
+        sqlx::query(self.sql(
+            "INSERT INTO agent_keys (agent_id, key_id, key_hash, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)",
+        ))
+        .bind(agent_id)
+        .bind(new_key_id)
+        .bind(new_hash)
+        .bind(now)
+        .bind(expires_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("storing the agent key"))?;
+        tx.commit().await?;
+        Ok(Some(retired))
     }
 }

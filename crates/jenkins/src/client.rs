@@ -1074,6 +1074,14 @@ impl JenkinsClient {
         }
     }
 
+    /// A GET of `path` (relative to the base URL) with `query`, answered as it comes: for the
+    /// governed proxy, which forwards requests it has classified and rebuilt itself. Retried like
+    /// every read; any status but 2xx is an error diagnosed as usual.
+    pub async fn forward_get(&self, path: &str, query: &[(String, String)]) -> Result<reqwest::Response, Error> {
+        let pairs: Vec<(&str, String)> = query.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        self.send_stream(path, &pairs, &format!("{}{path}", self.base)).await
+    }
+
     /// One progressive read from byte `start` (`logText/progressiveText`), at most `max_bytes`.
     pub async fn progressive_text(
         &self,

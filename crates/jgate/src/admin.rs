@@ -99,18 +99,22 @@ pub enum ControllerCmd {
 
 #[derive(Subcommand)]
 pub enum AgentCmd {
-    /// Creates an agent and prints its key once.
+    /// Creates an agent and prints its key once. Names: 1-63 characters of a-z, 0-9, '.', '_'
+    /// and '-', starting with a letter or digit (e.g. triage-bot).
     Create {
         /// The agent's name, e.g. triage-bot.
         name: String,
         /// What the agent is for (shown in `jgate agent list`).
         #[arg(long, default_value = "")]
         description: String,
-        /// The key expires after this many days.
-        #[arg(long)]
+        /// The key expires after this long: 90d, 12h, 30m, 2w (default: never).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        /// The key expires after this many days (same as --expires Nd).
+        #[arg(long, hide = true, conflicts_with = "expires")]
         expires_days: Option<u32>,
     },
-    /// Lists agents and their keys (ids only).
+    /// Lists agents, whether they are enabled, and their keys (ids, expiry, last use).
     List,
     /// Revokes all keys of an agent, or one key.
     Revoke {
@@ -120,14 +124,70 @@ pub enum AgentCmd {
         #[arg(long)]
         key: Option<String>,
     },
-    /// Issues an additional key for an agent (printed once).
+    /// Issues an additional key for an agent (printed once); `agent key rotate NAME` replaces them.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Key {
+        #[command(subcommand)]
+        action: Option<KeyAction>,
         /// The agent's name.
-        name: String,
-        /// The key expires after this many days.
-        #[arg(long)]
+        #[arg(required = true)]
+        name: Option<String>,
+        /// The key expires after this long: 90d, 12h, 30m, 2w (default: never).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        /// The key expires after this many days (older form of --expires).
+        #[arg(long, hide = true, conflicts_with = "expires")]
         expires_days: Option<u32>,
     },
+    /// Refuses the agent's keys and calls until it is enabled again (its grants are kept).
+    Disable {
+        /// The agent's name.
+        name: String,
+    },
+    /// Enables a disabled agent again.
+    Enable {
+        /// The agent's name.
+        name: String,
+    },
+    /// Deletes an agent and its keys. Refused while it has grants, unless --with-grants.
+    Delete {
+        /// The agent's name.
+        name: String,
+        /// Remove its grants too (each is named in the audit record).
+        #[arg(long)]
+        with_grants: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeyAction {
+    /// Issues a new key (printed once) and retires the agent's keys: at once, or after --overlap.
+    Rotate {
+        /// The agent's name.
+        name: String,
+        /// Keep the old key(s) valid this long (e.g. 1h, 30m, up to 30d) so clients can switch;
+        /// default: revoked now.
+        #[arg(long, value_name = "DURATION")]
+        overlap: Option<String>,
+        /// Rotate only this key (by id); default: every valid key of the agent.
+        #[arg(long, value_name = "KEY_ID")]
+        key: Option<String>,
+        /// The new key expires after this long: 90d, 12h, 30m, 2w (default: never).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct AccessArgs {
+    /// The agent's name.
+    pub agent: String,
+    /// Only this controller (default: every configured controller).
+    #[arg(long)]
+    pub controller: Option<String>,
+    /// Explain, for this job, which grant decides in each group and why.
+    #[arg(long)]
+    pub job: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -193,7 +253,8 @@ pub struct GrantArgs {
     /// Only on this controller (default: all).
     #[arg(long)]
     pub controller: Option<String>,
-    /// Only on jobs matching this glob over full names (e.g. release/**, api-*).
+    /// Only on jobs matching this glob over full names (e.g. release/**, api-*; not /release,
+    /// job/release/job/x or a//b).
     #[arg(long)]
     pub jobs: Option<String>,
     /// A trigger parameter constraint: NAME=VALUE, NAME=A|B|C, or NAME=GLOB (repeatable).
@@ -561,58 +622,100 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
 
 pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
     let gate = open(g).await?;
-    let expiry = |d: Option<u32>| d.map(|d| gate::store::now_ms() + i64::from(d) * 86_400_000);
+    let admin = Admin::local_cli();
     match cmd {
-        AgentCmd::Create { name, description, expires_days } => {
-            let (agent, key) =
-                gate.create_agent(&Admin::local_cli(), &name, &description, expiry(expires_days)).await?;
+        AgentCmd::Create { name, description, expires, expires_days } => {
+            let expires_ms = key_expiry(expires.as_deref(), expires_days)?;
+            let (agent, key) = gate.create_agent(&admin, &name, &description, expires_ms).await?;
             let secret = gate::gate::expose(&key.secret).to_string();
-            out(g, &json!({"agent": agent.name, "key_id": key.key_id, "key": secret}), || {
-                println!("created agent {}", agent.name);
-                println!("key (shown once, store it now): {secret}");
-                println!("key id: {}", key.key_id);
-                println!("It has no grants yet: everything is denied until you run `jgate grant {} ...`.", agent.name);
+            out(
+                g,
+                &json!({"agent": agent.name, "key_id": key.key_id, "key": secret, "expires_ms": expires_ms}),
+                || {
+                    println!("created agent {}", agent.name);
+                    println!("key (shown once, store it now): {secret}");
+                    println!("key id: {}{}", key.key_id, expiry_note(expires_ms));
+                    println!(
+                        "It has no grants yet: everything is denied until you run `jgate grant {} ...`.",
+                        agent.name
+                    );
+                },
+            );
+        }
+        AgentCmd::Key { action: Some(KeyAction::Rotate { name, overlap, key, expires }), .. } => {
+            let overlap_ms = overlap.as_deref().map(|o| parse_duration_ms(o, "--overlap")).transpose()?.unwrap_or(0);
+            let expires_ms = key_expiry(expires.as_deref(), None)?;
+            let r = gate.rotate_agent_key(&admin, &name, key.as_deref(), overlap_ms, expires_ms).await?;
+            let secret = gate::gate::expose(&r.key.secret).to_string();
+            let v = json!({"agent": name, "key_id": r.key.key_id, "key": secret, "expires_ms": expires_ms,
+                "retired": r.retired, "retired_at_ms": r.revoke_at_ms});
+            out(g, &v, || {
+                println!("new key for {name} (shown once, store it now): {secret}");
+                println!("key id: {}{}", r.key.key_id, expiry_note(expires_ms));
+                match (r.retired.is_empty(), overlap_ms) {
+                    (true, _) => println!("{name} had no valid key to retire"),
+                    (false, 0) => println!("revoked: {}", r.retired.join(", ")),
+                    (false, _) => println!(
+                        "still valid until {} (then revoked): {}",
+                        format_time(r.revoke_at_ms),
+                        r.retired.join(", ")
+                    ),
+                }
             });
         }
-        AgentCmd::Key { name, expires_days } => {
-            let key = gate.new_key(&Admin::local_cli(), &name, expiry(expires_days)).await?;
+        AgentCmd::Key { action: None, name, expires, expires_days } => {
+            let name = name.context("name the agent: `jgate agent key NAME`")?;
+            let expires_ms = key_expiry(expires.as_deref(), expires_days)?;
+            let key = gate.new_key(&admin, &name, expires_ms).await?;
             let secret = gate::gate::expose(&key.secret).to_string();
-            out(g, &json!({"agent": name, "key_id": key.key_id, "key": secret}), || {
+            out(g, &json!({"agent": name, "key_id": key.key_id, "key": secret, "expires_ms": expires_ms}), || {
                 println!("new key for {name} (shown once): {secret}");
-                println!("key id: {}", key.key_id);
+                println!("key id: {}{}", key.key_id, expiry_note(expires_ms));
             });
         }
         AgentCmd::List => {
             let agents = gate.agents().await?;
             let now = gate::store::now_ms();
-            let v = Value::Array(agents.iter().map(|(a, ks)| json!({"name": a.name, "description": a.description,
-                "keys": ks.iter().map(|k| json!({"key_id": k.key_id, "revoked": k.revoked_ms.is_some(), "expires_ms": k.expires_ms, "last_used_ms": k.last_used_ms})).collect::<Vec<_>>()})).collect());
-            out(g, &v, || {
-                let rows: Vec<Vec<String>> = agents
+            let v = Value::Array(
+                agents
                     .iter()
                     .map(|(a, ks)| {
-                        let active = ks
-                            .iter()
-                            .filter(|k| k.revoked_ms.is_none() && k.expires_ms.is_none_or(|e| e > now))
-                            .count();
-                        let last = ks
-                            .iter()
-                            .filter_map(|k| k.last_used_ms)
-                            .max()
-                            .map(format_time)
-                            .unwrap_or_else(|| "never".into());
-                        vec![a.name.clone(), format!("{active} of {}", ks.len()), last, a.description.clone()]
+                        json!({"name": a.name, "description": a.description, "disabled": a.disabled_ms.is_some(),
+                        "disabled_ms": a.disabled_ms,
+                        "keys": ks.iter().map(|k| json!({"key_id": k.key_id, "state": key_state(k, now), "active": k.active_at(now),
+                            "revoked": k.revoked_ms.is_some_and(|r| r <= now), "revoked_ms": k.revoked_ms,
+                            "expires_ms": k.expires_ms, "last_used_ms": k.last_used_ms})).collect::<Vec<_>>()})
                     })
-                    .collect();
+                    .collect(),
+            );
+            out(g, &v, || {
+                let mut rows: Vec<Vec<String>> = Vec::new();
+                for (a, ks) in &agents {
+                    let status = if a.disabled_ms.is_some() { "DISABLED" } else { "enabled" };
+                    let mut first = vec![a.name.clone(), status.to_string()];
+                    if ks.is_empty() {
+                        first.extend(["-".into(), "no key".into(), String::new(), a.description.clone()]);
+                        rows.push(first);
+                        continue;
+                    }
+                    for (i, k) in ks.iter().enumerate() {
+                        let used = k.last_used_ms.map(format_time).unwrap_or_else(|| "never".into());
+                        let desc = if i == 0 { a.description.clone() } else { String::new() };
+                        let lead = if i == 0 { first.clone() } else { vec![String::new(), String::new()] };
+                        let mut row = lead;
+                        row.extend([k.key_id.clone(), key_state(k, now), used, desc]);
+                        rows.push(row);
+                    }
+                }
                 table_or(
                     "no agents (create one with `jgate agent create`)",
-                    &["agent", "active keys", "last used", "description"],
+                    &["agent", "status", "key", "key state", "last used", "description"],
                     &rows,
                 );
             });
         }
         AgentCmd::Revoke { name, key } => {
-            let n = gate.revoke(&Admin::local_cli(), &name, key.as_deref()).await?;
+            let n = gate.revoke(&admin, &name, key.as_deref()).await?;
             if n == 0 {
                 bail!(
                     "nothing to revoke: {name} has no active key{}",
@@ -620,6 +723,40 @@ pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
                 );
             }
             out(g, &json!({"agent": name, "revoked": n}), || println!("revoked {n} key(s) of {name}"));
+        }
+        AgentCmd::Disable { name } => {
+            let changed = gate.disable_agent(&admin, &name).await?;
+            out(g, &json!({"agent": name, "disabled": true, "changed": changed}), || {
+                if changed {
+                    println!(
+                        "disabled {name}: its keys and calls are refused (within a second everywhere); its grants are kept"
+                    );
+                } else {
+                    println!("{name} was already disabled");
+                }
+            });
+        }
+        AgentCmd::Enable { name } => {
+            let changed = gate.enable_agent(&admin, &name).await?;
+            out(g, &json!({"agent": name, "disabled": false, "changed": changed}), || {
+                if changed {
+                    println!("enabled {name}");
+                } else {
+                    println!("{name} was not disabled");
+                }
+            });
+        }
+        AgentCmd::Delete { name, with_grants } => {
+            let gone = gate.delete_agent(&admin, &name, with_grants).await?;
+            let (keys, grants) = match &gone {
+                gate::store::AgentDeletion::Deleted { keys_revoked, grants_removed } => {
+                    (keys_revoked.clone(), grants_removed.iter().map(|g| g.id).collect::<Vec<_>>())
+                }
+                _ => (Vec::new(), Vec::new()),
+            };
+            out(g, &json!({"deleted": name, "keys_revoked": keys, "grants_removed": grants}), || {
+                println!("deleted agent {name}: {} key(s) revoked, {} grant(s) removed", keys.len(), grants.len());
+            });
         }
     }
     Ok(())
@@ -671,6 +808,159 @@ pub async fn ungrant(g: &Global, id: i64) -> anyhow::Result<()> {
         bail!("there is no grant {id} (`jgate grants AGENT` lists them with their ids)");
     }
     out(g, &json!({"removed": id}), || println!("removed grant {id}"));
+    Ok(())
+}
+
+/// A duration as the CLI takes it: `90d`, `12h`, `30m`, `45s`, `2w` — in milliseconds.
+pub fn parse_duration_ms(s: &str, flag: &str) -> anyhow::Result<i64> {
+    let t = s.trim();
+    let bad = || anyhow::anyhow!("{flag} {s}: write a number and a unit, e.g. 90d, 12h, 30m, 45s or 2w");
+    let unit = t.chars().last().ok_or_else(bad)?;
+    let ms: i64 = match unit {
+        's' => 1000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        'w' => 7 * 86_400_000,
+        _ => return Err(bad()),
+    };
+    let n: i64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
+    // Up to 100 years: anything longer is a typo, and the product must not overflow.
+    if !(0..=100 * 366 * 86_400_000 / ms).contains(&n) {
+        return Err(bad());
+    }
+    Ok(n * ms)
+}
+
+/// When a new key expires, from `--expires DURATION` (or the older `--expires-days N`).
+fn key_expiry(expires: Option<&str>, days: Option<u32>) -> anyhow::Result<Option<i64>> {
+    let now = gate::store::now_ms();
+    let after = match (expires, days) {
+        (Some(e), _) => Some(parse_duration_ms(e, "--expires")?),
+        (None, Some(d)) => Some(i64::from(d) * 86_400_000),
+        (None, None) => None,
+    };
+    match after {
+        Some(0) => bail!("--expires must be longer than 0"),
+        Some(ms) => Ok(Some(now + ms)),
+        None => Ok(None),
+    }
+}
+
+fn expiry_note(expires_ms: Option<i64>) -> String {
+    expires_ms.map(|e| format!(" (expires {})", format_time(e))).unwrap_or_default()
+}
+
+/// How a key stands at `now`, for `agent list`.
+fn key_state(k: &gate::store::KeyRow, now: i64) -> String {
+    match (k.revoked_ms, k.expires_ms) {
+        (Some(r), _) if r <= now => format!("revoked {}", format_time(r)),
+        (_, Some(e)) if e <= now => format!("EXPIRED {}", format_time(e)),
+        (Some(r), Some(e)) if e < r => format!("valid, expires {}", format_time(e)),
+        (Some(r), _) => format!("valid until {} (rotated)", format_time(r)),
+        (None, Some(e)) => format!("valid, expires {}", format_time(e)),
+        (None, None) => "valid, no expiry".into(),
+    }
+}
+
+/// `jgate access AGENT`: what the agent may do, as a matrix of groups × controllers (Off, Read,
+/// Full, with job patterns), and with `--job`, which grant decides for that job in each group and
+/// why — all from `gate::policy` (`access_matrix`, `explain_job`), so it agrees with the policy.
+pub async fn access(g: &Global, a: AccessArgs) -> anyhow::Result<()> {
+    use gate::policy::{self, Level};
+    let gate = open(g).await?;
+    let row = gate
+        .store()
+        .agent(&a.agent)
+        .await?
+        .with_context(|| format!("there is no agent '{}' (`jgate agent list` shows the agents)", a.agent))?;
+    let grants = gate.grants(&a.agent).await?;
+    let now = gate::store::now_ms();
+    let valid_keys = gate.store().keys_of(row.id).await?.iter().filter(|k| k.active_at(now)).count();
+    let mut controllers: Vec<String> = gate.store().controllers().await?.into_iter().map(|c| c.name).collect();
+    for gr in &grants {
+        if let Some(c) = &gr.controller
+            && !controllers.contains(c)
+        {
+            // A grant for a controller since removed still exists: show it.
+            controllers.push(c.clone());
+        }
+    }
+    if let Some(c) = &a.controller {
+        controllers = vec![c.clone()];
+    }
+    if controllers.is_empty() {
+        bail!("no controller is configured: add one with `jgate controller add`, or name one with --controller");
+    }
+    let cells = policy::access_matrix(&grants, &a.agent, &controllers);
+    let job = match a.job.as_deref() {
+        Some(j) => Some(policy::normalize_job_path(j).map_err(|e| anyhow::anyhow!("--job {j}: {e}"))?),
+        None => None,
+    };
+    let per_job: Vec<policy::JobAccess> = job
+        .iter()
+        .flat_map(|j| controllers.iter().flat_map(|c| policy::explain_job(&grants, &a.agent, c, j)))
+        .collect();
+    let v = json!({"agent": a.agent, "disabled": row.disabled_ms.is_some(), "valid_keys": valid_keys,
+        "controllers": controllers, "matrix": cells, "job": job, "explanations": per_job});
+    out(g, &v, || {
+        let state = if row.disabled_ms.is_some() {
+            "DISABLED: every call is refused whatever the grants".to_string()
+        } else {
+            format!("enabled, {valid_keys} valid key(s)")
+        };
+        println!("agent {} ({state})", a.agent);
+        let mut headers: Vec<&str> = vec!["group"];
+        headers.extend(controllers.iter().map(String::as_str));
+        let rows: Vec<Vec<String>> = Group::ALL
+            .iter()
+            .map(|grp| {
+                let mut r = vec![grp.as_str().to_string()];
+                r.extend(controllers.iter().map(|c| {
+                    cells
+                        .iter()
+                        .find(|x| x.group == *grp && &x.controller == c)
+                        .map(|x| x.summary())
+                        .unwrap_or_default()
+                }));
+                r
+            })
+            .collect();
+        table(&headers, &rows);
+        println!(
+            "(queue, views, nodes and system information cover the whole controller: they follow \"other jobs\", the grants on all jobs)"
+        );
+        if let Some(j) = &job {
+            for c in &controllers {
+                println!("\njob {j} on {c}:");
+                for ja in per_job.iter().filter(|x| &x.controller == c) {
+                    let verdict = |e: &Option<policy::Explanation>| match e {
+                        None => "n/a".to_string(),
+                        Some(e) if e.decision.allowed => "allowed".to_string(),
+                        Some(_) => "denied".to_string(),
+                    };
+                    println!("  {:<7} reads {}, changes {}", ja.group.as_str(), verdict(&ja.read), verdict(&ja.write));
+                    let Some(e) = ja.read.as_ref().or(ja.write.as_ref()) else { continue };
+                    if e.considered.is_empty() {
+                        println!("          no grant of this group applies on {c}: denied");
+                    }
+                    for k in &e.considered {
+                        let mark = if k.decides { "→" } else { " " };
+                        println!("        {mark} grant {} ({}) {}", k.grant.id, k.grant.describe(), k.why);
+                    }
+                    if let Some(w) = ja.write.as_ref().and_then(|w| w.decision.grant)
+                        && let Some(gr) =
+                            grants.iter().find(|x| x.id == w && !x.params.is_empty() && x.level == Level::Full)
+                    {
+                        println!(
+                            "          trigger_build also needs: {}",
+                            gr.params.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                        );
+                    }
+                }
+            }
+        }
+    });
     Ok(())
 }
 
@@ -857,7 +1147,7 @@ fn parse_checkpoints(text: &str) -> anyhow::Result<Vec<Checkpoint>> {
 pub async fn rotate_key(g: &Global) -> anyhow::Result<()> {
     if std::env::var_os("JGATE_MASTER_KEY").is_some() {
         bail!(
-            "the master key comes from JGATE_MASTER_KEY; rotate it by running with the old key, then set the printed new key. Unset JGATE_MASTER_KEY to rotate the key file instead"
+            "the master key comes from JGATE_MASTER_KEY, which jgate cannot replace: keep the key in a file instead (write it to the key file, unset JGATE_MASTER_KEY) and run `jgate key rotate` again"
         );
     }
     let gate = open(g).await?;

@@ -290,7 +290,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("\nEverything keeps running. MCP endpoint: {mcp_url}");
         println!("  triage-bot key:  {triage_key}");
         println!("  release-bot key: {release_key}");
-        print_client_configs(&mcp_url, &triage_key);
+        print_client_configs(&mcp_url, &triage_key, &dir);
         println!("Ctrl-C stops it.");
         let _ = tokio::signal::ctrl_c().await;
     } else {
@@ -311,15 +311,24 @@ fn print_jobs(jobs: &Value) {
     }
 }
 
-fn print_client_configs(url: &str, key: &str) {
-    println!("\nClaude Code:\n  claude mcp add --transport http jgate {url} --header \"Authorization: Bearer {key}\"");
+fn print_client_configs(url: &str, key: &str, dir: &std::path::Path) {
+    let bearer = format!("Bearer {key}");
+    println!("\nClaude Code:\n  claude mcp add --transport http jgate {url} --header \"Authorization: {bearer}\"");
     println!(
-        "Claude Desktop / Cursor (mcpServers):\n  {}",
-        json!({"mcpServers": {"jgate": {"url": url, "headers": {"Authorization": format!("Bearer {key}")}}}})
+        "Cursor (~/.cursor/mcp.json):\n  {}",
+        json!({"mcpServers": {"jgate": {"url": url, "headers": {"Authorization": bearer}}}})
     );
     println!(
         "VS Code (.vscode/mcp.json):\n  {}",
-        json!({"servers": {"jgate": {"type": "http", "url": url, "headers": {"Authorization": format!("Bearer {key}")}}}})
+        json!({"servers": {"jgate": {"type": "http", "url": url, "headers": {"Authorization": bearer}}}})
     );
-    println!("stdio (any client): command `jgate mcp` with env JGATE_AGENT_KEY={key}");
+    // Claude Desktop's config file takes stdio servers only. The stdio server must open the demo's
+    // own store, so the data directory travels with it.
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "jgate".into());
+    println!(
+        "Claude Desktop (claude_desktop_config.json, stdio) or any client that starts the server itself:\n  {}",
+        json!({"mcpServers": {"jgate": {"command": exe, "args": ["mcp"],
+            "env": {"JGATE_AGENT_KEY": key, "JGATE_DATA_DIR": dir.display().to_string()}}}})
+    );
+    println!("(These work while the demo runs: its data directory is removed when it stops.)");
 }

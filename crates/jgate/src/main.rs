@@ -13,6 +13,7 @@ mod admin;
 mod cli_error;
 mod demo;
 mod mcp;
+mod proxy;
 mod serve;
 mod twin_cmd;
 
@@ -91,6 +92,9 @@ enum Command {
         /// The grant's id, as `jgate grants AGENT` lists it.
         id: i64,
     },
+    /// What an agent may do: groups × controllers (Off/Read/Full with job patterns); with --job,
+    /// which grant decides for that job and why.
+    Access(admin::AccessArgs),
     /// The audit log: list (filters, --json for JSON lines, --follow), verify, checkpoint.
     #[command(after_help = "Examples:
   jgate audit --agent release-bot --since 2h
@@ -241,6 +245,7 @@ fn main() -> std::process::ExitCode {
             Command::Grant(a) => admin::grant(&cli.global, a).await,
             Command::Grants { agent } => admin::grants(&cli.global, &agent).await,
             Command::Ungrant { id } => admin::ungrant(&cli.global, id).await,
+            Command::Access(a) => admin::access(&cli.global, a).await,
             Command::Audit(a) => admin::audit(&cli.global, a).await,
             Command::Key { command: KeyCmd::Rotate } => admin::rotate_key(&cli.global).await,
             Command::Operations => {

@@ -145,6 +145,8 @@ impl ServerHandler for JgateMcp {
         let Some(id) = self.identity(&ctx) else {
             return Err(McpError::invalid_request("no authenticated agent", None));
         };
+        // Only tools some request could pass (`policy::could_allow`): an agent whose grants are all
+        // limited to job patterns is never offered the controller-wide ones (queue, views, nodes).
         let visible = self.gate.visible_operations(&id.agent).await.map_err(list_error)?;
         let mut tools: Vec<Tool> = vec![whoami_tool()];
         tools.extend(visible.into_iter().map(tool));

@@ -186,7 +186,8 @@ fn plain_http_warning(local: SocketAddr) -> Option<String> {
     })
 }
 
-/// The HTTP application: `/healthz` and the authenticated MCP endpoint `/mcp`.
+/// The HTTP application: `/healthz`, the authenticated MCP endpoint `/mcp`, and the governed
+/// Jenkins proxy at `/jenkins/<controller>/`.
 pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed_origins: &[String]) -> Router {
     let port = local.port();
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -212,7 +213,10 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
     );
     let state = McpState { gate: gate.clone(), sessions: Arc::new(SessionOwners::default()) };
     let mcp_routes = Router::new().fallback_service(mcp).layer(middleware::from_fn_with_state(state, bearer));
-    Router::new().route("/healthz", get(|| async { "ok\n" })).nest_service("/mcp", mcp_routes)
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .nest_service("/mcp", mcp_routes)
+        .nest(crate::proxy::PREFIX, crate::proxy::routes(gate))
 }
 
 /// `jgate mcp`: MCP over stdio for one agent (key from JGATE_AGENT_KEY).

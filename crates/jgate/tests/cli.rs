@@ -296,3 +296,293 @@ async fn every_operation_is_reachable_from_the_cli_and_mcp() {
     let o = env.run(&["call", "no", "such", "op"], &[("JGATE_AGENT_KEY", &key)]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no operation is called 'no such op'"));
 }
+
+fn json_of(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A controller that is never called (the agent commands need one only for `call`).
+fn add_unreachable_controller(env: &Env) {
+    env.ok(
+        &[
+            "controller",
+            "add",
+            "prod",
+            "--url",
+            "http://127.0.0.1:9",
+            "--username",
+            "admin",
+            "--token-env",
+            "T",
+            "--allow-private",
+            "127.0.0.1:9",
+            "--force",
+        ],
+        &[("T", TOKEN)],
+    );
+}
+
+/// `jgate call` as `key`; returns its standard error.
+fn call_as(env: &Env, key: &str) -> String {
+    let o = env.run(
+        &["call", "get_job", "--controller", "prod", "--args", r#"{"job":"team/api"}"#],
+        &[("JGATE_AGENT_KEY", key)],
+    );
+    assert!(!o.status.success(), "the agent has no grant: the call cannot succeed");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The agent lifecycle as an administrator scripts it: the name rule, key expiry (set, listed,
+/// enforced), disable/enable, key rotation with and without an overlap, delete with grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_lifecycle_from_the_cli() {
+    let env = Env::new();
+    add_unreachable_controller(&env);
+    let o = env.run(&["agent", "create", "Triage Bot"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("[a-z0-9][a-z0-9._-]{0,62}") && err.contains("e.g. triage-bot"),
+        "{err}"
+    );
+
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let created = json_of(&env.ok(&["--json", "agent", "create", "bot", "--expires", "90d"], &[]));
+    let key1 = created["key"].as_str().expect("key").to_string();
+    let expires = created["expires_ms"].as_i64().expect("expires_ms");
+    assert!((expires - before - 90 * 86_400_000).abs() < 60_000, "{created}");
+    let listed = env.ok(&["agent", "list"], &[]);
+    assert!(listed.contains("enabled") && listed.contains("valid, expires 20"), "{listed}");
+    let listed = json_of(&env.ok(&["--json", "agent", "list"], &[]));
+    assert_eq!(listed[0]["keys"][0]["expires_ms"], expires);
+    assert_eq!(listed[0]["disabled"], false);
+    assert!(call_as(&env, &key1).contains("denied"), "a valid key reaches the policy");
+
+    // A key that expires in a second is refused after it, with the way out named.
+    let short = json_of(&env.ok(&["--json", "agent", "key", "bot", "--expires", "1s"], &[]));
+    let short_key = short["key"].as_str().expect("key").to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let err = call_as(&env, &short_key);
+    assert!(err.contains("expired at") && err.contains("jgate agent key rotate bot"), "{err}");
+    assert!(env.ok(&["agent", "list"], &[]).contains("EXPIRED"));
+    assert!(!env.run(&["agent", "create", "b2", "--expires", "soon"], &[]).status.success());
+
+    env.ok(&["agent", "disable", "bot"], &[]);
+    let err = call_as(&env, &key1);
+    assert!(err.contains("agent bot is disabled"), "{err}");
+    assert!(env.ok(&["agent", "list"], &[]).contains("DISABLED"));
+    assert!(env.ok(&["agent", "disable", "bot"], &[]).contains("already disabled"));
+    env.ok(&["agent", "enable", "bot"], &[]);
+    assert!(call_as(&env, &key1).contains("denied"));
+
+    // Rotation with an overlap: both keys work until it ends.
+    let rotated = json_of(&env.ok(&["--json", "agent", "key", "rotate", "bot", "--overlap", "1h"], &[]));
+    let key2 = rotated["key"].as_str().expect("key").to_string();
+    assert!(rotated["retired"].as_array().is_some_and(|r| !r.is_empty()), "{rotated}");
+    assert!(call_as(&env, &key1).contains("denied"), "the old key works during the overlap");
+    assert!(call_as(&env, &key2).contains("denied"));
+    assert!(env.ok(&["agent", "list"], &[]).contains("(rotated)"));
+    // Without one: the old keys are revoked at once.
+    let text = env.ok(&["agent", "key", "rotate", "bot"], &[]);
+    assert!(text.contains("shown once") && text.contains("revoked: "), "{text}");
+    assert!(call_as(&env, &key1).contains("revoked"));
+    assert!(call_as(&env, &key2).contains("revoked"));
+
+    env.ok(&["grant", "bot", "status", "read"], &[]);
+    let o = env.run(&["agent", "delete", "bot"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--with-grants"), "{err}");
+    let gone = json_of(&env.ok(&["--json", "agent", "delete", "bot", "--with-grants"], &[]));
+    assert_eq!(gone["grants_removed"].as_array().map(Vec::len), Some(1), "{gone}");
+    assert!(call_as(&env, &key2).contains("no agent has this key"));
+    let audit = env.ok(&["audit", "--json"], &[]);
+    for op in ["admin.agent.disable", "admin.agent.enable", "admin.agent.key.rotate", "admin.agent.delete"] {
+        assert!(audit.contains(&format!("\"operation\":\"{op}\"")), "{op}");
+    }
+    for k in [&key1, &key2, &short_key] {
+        assert!(!audit.contains(k.as_str()), "no agent key in the audit");
+    }
+    assert!(env.ok(&["audit", "verify"], &[]).contains("audit chain OK"));
+}
+
+/// `jgate access`: the matrix of groups × controllers, and for a job the grant that decides.
+#[test]
+fn access_shows_the_matrix_and_the_deciding_grant() {
+    let env = Env::new();
+    add_unreachable_controller(&env);
+    env.ok(&["agent", "create", "bot"], &[]);
+    env.ok(&["grant", "bot", "status", "read"], &[]);
+    env.ok(&["grant", "bot", "build", "full", "--jobs", "release/**"], &[]);
+    env.ok(&["grant", "bot", "build", "off", "--jobs", "release/prod-*", "--controller", "prod"], &[]);
+    let o = env.run(&["grant", "bot", "status", "read", "--jobs", "job/team/job/api"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("write 'team/api'"), "{err}");
+
+    let text = env.ok(&["access", "bot"], &[]);
+    assert!(text.contains("agent bot (enabled, 1 valid key(s))"), "{text}");
+    assert!(text.contains("Full — release/prod-* off, release/** full use, other jobs off"), "{text}");
+    let status = text.lines().find(|l| l.starts_with("status")).expect("status row");
+    assert!(status.ends_with("Read"), "{text}");
+    assert!(text.lines().find(|l| l.starts_with("config")).is_some_and(|l| l.ends_with("Off")), "{text}");
+
+    let v = json_of(&env.ok(&["access", "bot", "--json", "--job", "/job/release/job/prod-eu/"], &[]));
+    assert_eq!(v["job"], "release/prod-eu");
+    let build = v["explanations"]
+        .as_array()
+        .expect("explanations")
+        .iter()
+        .find(|e| e["group"] == "build")
+        .expect("build")
+        .clone();
+    assert_eq!(build["write"]["decision"]["allowed"], false);
+    assert_eq!(build["write"]["decision"]["grant"], 3);
+    let text = env.ok(&["access", "bot", "--job", "release/prod-eu"], &[]);
+    assert!(text.contains("→ grant 3") && text.contains("grant 3 is more specific"), "{text}");
+    let text = env.ok(&["access", "bot", "--job", "release/dev"], &[]);
+    assert!(text.contains("build   reads n/a, changes allowed"), "{text}");
+    assert!(!env.run(&["access", "nobody"], &[]).status.success());
+}
+
+/// MCP tools/list over stdio: an agent scoped to one folder is not offered the controller-wide
+/// tools (queue, views), nor tools of groups it has no grant in; a grant on all jobs brings them.
+#[test]
+fn mcp_lists_only_tools_the_agent_could_use() {
+    use std::io::{BufRead, Write};
+    let env = Env::new();
+    let created = json_of(&env.ok(&["--json", "agent", "create", "team-bot"], &[]));
+    let key = created["key"].as_str().expect("key").to_string();
+    env.ok(&["grant", "team-bot", "status", "read", "--jobs", "team/**"], &[]);
+    let tools = |env: &Env| -> Vec<String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jgate"))
+            .arg("mcp")
+            .env("JGATE_DATA_DIR", &env.dir)
+            .env_remove("JGATE_MASTER_KEY")
+            .env_remove("JGATE_DB")
+            .env_remove("JGATE_AUDIT_FILE")
+            .env("JGATE_AGENT_KEY", &key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("jgate mcp");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let send = |stdin: &mut std::process::ChildStdin, v: serde_json::Value| {
+            writeln!(stdin, "{v}").expect("write");
+            stdin.flush().expect("flush");
+        };
+        send(
+            &mut stdin,
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}),
+        );
+        let mut answer = None;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut sent_list = false;
+        while answer.is_none() && std::time::Instant::now() < deadline {
+            let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(30)) else { break };
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["id"] == 1 && !sent_list {
+                send(&mut stdin, serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+                send(&mut stdin, serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+                sent_list = true;
+            } else if v["id"] == 2 {
+                answer = Some(v);
+            }
+        }
+        drop(stdin);
+        let _ = child.kill();
+        let _ = child.wait();
+        let answer = answer.expect("tools/list answered");
+        answer["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let names = tools(&env);
+    for listed in ["whoami", "list_jobs", "get_job", "get_build_log"] {
+        assert!(names.iter().any(|n| n == listed), "{listed} missing from {names:?}");
+    }
+    for hidden in ["get_queue", "list_views", "trigger_build", "list_nodes", "get_job_config"] {
+        assert!(!names.iter().any(|n| n == hidden), "{hidden} must not be listed: {names:?}");
+    }
+    env.ok(&["grant", "team-bot", "status", "read"], &[]);
+    let names = tools(&env);
+    assert!(names.iter().any(|n| n == "get_queue"), "a grant on all jobs allows the queue: {names:?}");
+}
+
+/// `jgate serve`: a disabled agent's key is refused exactly like a revoked key (401,
+/// `invalid_token`, the reason in the description), by a server that was already running when
+/// the change was made in another process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_disabled_agent_like_a_revoked_key() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let key_of = |name: &str| {
+        let created = json_of(&env.ok(&["--json", "agent", "create", name], &[]));
+        created["key"].as_str().expect("key").to_string()
+    };
+    let (disabled, revoked) = (key_of("paused-bot"), key_of("revoked-bot"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jgate"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("JGATE_DATA_DIR", &env.dir)
+        .env_remove("JGATE_MASTER_KEY")
+        .env_remove("JGATE_DB")
+        .env_remove("JGATE_AUDIT_FILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("jgate serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut first).expect("ready line");
+    let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect("address").to_string();
+    let client = reqwest::Client::new();
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    let post = |key: String| {
+        let client = client.clone();
+        let url = format!("{base}/mcp");
+        let init = init.clone();
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .header("Accept", "application/json, text/event-stream")
+                .json(&init)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            let challenge =
+                r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            (status, challenge, r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(post(disabled.clone()).await.0, 200);
+    assert_eq!(post(revoked.clone()).await.0, 200);
+    env.ok(&["agent", "disable", "paused-bot"], &[]);
+    env.ok(&["agent", "revoke", "revoked-bot"], &[]);
+    // Within the caches' second (and some slack for a loaded machine).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (s1, c1, b1) = post(disabled).await;
+    let (s2, c2, b2) = post(revoked).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!((s1, s2), (401, 401), "{b1} {b2}");
+    assert_eq!(c1, c2, "the same challenge");
+    let (j1, j2) = (json_of(&b1), json_of(&b2));
+    assert_eq!(j1["error"], "invalid_token");
+    assert_eq!(j2["error"], "invalid_token");
+    assert!(j1["error_description"].as_str().is_some_and(|d| d.contains("agent paused-bot is disabled")), "{b1}");
+    assert!(j2["error_description"].as_str().is_some_and(|d| d.contains("was revoked")), "{b2}");
+}

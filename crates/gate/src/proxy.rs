@@ -1,0 +1,434 @@
+//! The governed proxy's executor: a raw Jenkins read, forwarded as [`crate::route`] classified it,
+//! through the same `Gate::begin` → executor → `Gate::finish` path as every typed call.
+//!
+//! It has no policy or audit code of its own: `begin` decides on the operation and the canonical
+//! target; the request sent to Jenkins is rebuilt from that target; the answer is filtered to what
+//! the agent may see (the same `policy::may_see` as every listing) and released through the
+//! sanitizer; `finish` audits the outcome.
+//!
+//! Served so far: every read route of [`crate::route`] answering JSON (rendered by the surface as
+//! JSON or Python), `consoleText` and `logText/progressiveText`. Writes are refused with a message
+//! until they are served (issue #11).
+
+use std::time::Duration;
+
+use jenkins::path::JobPath;
+use serde_json::{Map, Value, json};
+
+use crate::catalog::Access;
+use crate::error::GateError;
+use crate::gate::{Caller, Gate};
+use crate::ops::{self, Facts, Need};
+use crate::policy;
+use crate::route::{Classified, Format};
+use crate::sanitize::{Sanitizer, Untrusted};
+
+/// The largest JSON answer the proxy reads from Jenkins to filter (a listing of ~10,000 jobs with
+/// a few fields each fits several times over).
+pub const MAX_PROXY_JSON_BYTES: usize = 32 * 1024 * 1024;
+/// The largest console answer the proxy buffers (a progressiveText chunk, a consoleText).
+pub const MAX_PROXY_TEXT_BYTES: usize = 64 * 1024 * 1024;
+
+/// What the proxy answers a client, already through the sanitizer.
+#[derive(Debug)]
+pub struct ProxyAnswer {
+    /// Headers Jenkins sent that clients rely on (`X-Jenkins`, `X-Text-Size`, `X-More-Data`).
+    pub headers: Vec<(&'static str, String)>,
+    pub body: ProxyBody,
+}
+
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// Filtered, clean JSON with Jenkins' absolute URLs still pointing at Jenkins (the surface
+    /// rewrites them to its own base) in the representation the client asked for.
+    Json(Value, Format),
+    /// Clean console text.
+    Text(String),
+}
+
+/// Why the proxy did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Hidden from the agent, or missing in Jenkins: the two answer alike.
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Gate(#[from] GateError),
+}
+
+/// Headers passed from Jenkins' answer to the client.
+const PASSED_HEADERS: [&str; 3] = ["X-Jenkins", "X-Text-Size", "X-More-Data"];
+
+impl Gate {
+    /// Serves one classified request for `caller` on `controller`.
+    pub async fn proxy(&self, caller: &Caller, controller: &str, c: &Classified) -> Result<ProxyAnswer, ProxyError> {
+        let meta = ops::OPERATIONS
+            .iter()
+            .copied()
+            .find(|o| o.name == c.op)
+            .ok_or_else(|| GateError::Invalid(format!("{} is not in the catalog", c.op)))?;
+        if meta.access == Access::Write {
+            let reason =
+                format!("{} through the Jenkins proxy is not served yet; use jgate's MCP tools for it", meta.name);
+            return Err(self.proxy_refused(caller, controller, &c.upstream, &reason).await.into());
+        }
+        let job = c.job.as_ref().map(ToString::to_string);
+        let needs = vec![Need::primary(meta, job.as_deref())];
+        let audit_args = json!({"route": c.route, "request": c.upstream});
+        let begun = match self.begin(caller, controller, meta, needs, &[], audit_args).await {
+            Ok(b) => b,
+            Err(GateError::Denied { reason }) => {
+                // An item the agent may not see answers like a missing one; one it may see but not
+                // use this way is a plain refusal.
+                let grants = self.grants_for_call(&caller.agent).await?;
+                return match &job {
+                    Some(j) if !policy::may_see(&grants, &caller.agent, controller, j) => Err(ProxyError::NotFound),
+                    _ => Err(GateError::Denied { reason }.into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let conn = self.connection_for_call(controller).await?;
+        let mut sanitizer = Sanitizer::new(conn.known.as_ref().clone());
+        let canonical = match begun.targets.first().cloned().flatten() {
+            Some(p) => Some(JobPath::parse(&p).map_err(GateError::from)?),
+            None => None,
+        };
+        let grants = begun.grants.clone();
+        let json_wanted = c.format;
+        let (path, query) = if c.route == "GET /" {
+            // The root page is HTML; its headers (X-Jenkins) come with every API answer too, so
+            // the smallest one is read and the client gets the headers with an empty page.
+            ("api/json".to_string(), vec![("tree".to_string(), "mode".to_string())])
+        } else {
+            c.clone().with_format(Format::Json).upstream_with(canonical.as_ref())
+        };
+        let json_wanted = if c.route == "GET /" { None } else { json_wanted };
+        let deadline = self.calls.limits.read_deadline;
+        let fetched = fetch(&conn.client, &path, &query, json_wanted.is_some() || c.route == "GET /", deadline).await;
+        let mut headers = Vec::new();
+        let mut text_body = None;
+        let result: Result<Untrusted<Value>, GateError> = match fetched {
+            Ok(Fetched::Json(_, h)) if c.route == "GET /" => {
+                headers = h;
+                text_body = Some(String::new());
+                Ok(Untrusted::new(json!({})))
+            }
+            Ok(Fetched::Json(value, h)) => {
+                headers = h;
+                let visible = |name: &str| policy::may_see(&grants, &caller.agent, controller, name);
+                let base = conn.client.base_url().to_string();
+                if c.op == "get_queue" && c.queue_id.is_some() && !queue_item_visible(&value, &base, &visible) {
+                    // Finish the call (audited as a read that found nothing to show), then 404.
+                    let _ = self
+                        .finish(
+                            begun,
+                            Err(GateError::Invalid("not found".into())),
+                            |_| Facts::default(),
+                            &mut sanitizer,
+                        )
+                        .await;
+                    return Err(ProxyError::NotFound);
+                }
+                Ok(Untrusted::new(filter_visible(value, &base, canonical.as_ref(), &visible)))
+            }
+            Ok(Fetched::Text(raw, h)) => {
+                headers = h;
+                // Console text is cleaned here, whole lines at a time; the audit records its size.
+                let cleaned = clean_console(&mut sanitizer, &raw);
+                let bytes = cleaned.len();
+                text_body = Some(cleaned);
+                Ok(Untrusted::new(json!({"console_bytes": bytes})))
+            }
+            Err(e) => Err(e),
+        };
+        let facts = |_: &Value| Facts::default();
+        let clean = self.finish_within(begun, result, facts, &mut sanitizer, MAX_PROXY_JSON_BYTES).await?;
+        let body = match (text_body, json_wanted) {
+            (Some(text), _) => ProxyBody::Text(text),
+            (None, Some(format)) => {
+                let mut value = clean.into_inner();
+                strip_redaction_count(&mut value);
+                ProxyBody::Json(value, format)
+            }
+            (None, None) => ProxyBody::Text(String::new()),
+        };
+        Ok(ProxyAnswer { headers, body })
+    }
+}
+
+/// A proxied request that maps to no operation, or is never served: named in the audit as this
+/// pseudo-operation, so refusals are on record like every other call.
+pub static PROXY_REFUSED: crate::catalog::Operation = crate::op!("proxy_request", Status, Read, Controller,
+    destructive: false, idempotent: true, routes: [], cli: "", phrase: "sent a Jenkins request to",
+    "A raw Jenkins request through the governed proxy that maps to no operation jgate serves.");
+
+impl Gate {
+    /// The Jenkins base URL of a controller the proxy serves (`None`: there is no such controller).
+    pub async fn proxy_controller(&self, name: &str) -> Result<Option<String>, GateError> {
+        if self.store().controller(name).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.connection_for_call(name).await?.client.base_url().to_string()))
+    }
+
+    /// Records a proxied request refused before it reached the policy (an unknown, forbidden or
+    /// malformed route) and returns the error to answer with.
+    pub async fn proxy_refused(&self, caller: &Caller, controller: &str, request: &str, reason: &str) -> GateError {
+        // The request line is the client's own text: it goes to the audit through the sanitizer.
+        let mut sanitizer = Sanitizer::new(crate::sanitize::KnownSecrets::new());
+        let shown = sanitizer.release_text(Untrusted::new(request.chars().take(512).collect())).into_inner();
+        let entry = self.entry(caller, controller, &PROXY_REFUSED, json!({"request": shown}));
+        self.refuse(entry, reason.to_string(), GateError::Denied { reason: reason.to_string() }).await
+    }
+}
+
+enum Fetched {
+    Json(Value, Vec<(&'static str, String)>),
+    Text(String, Vec<(&'static str, String)>),
+}
+
+async fn fetch(
+    client: &jenkins::client::JenkinsClient,
+    path: &str,
+    query: &[(String, String)],
+    json: bool,
+    deadline: Duration,
+) -> Result<Fetched, GateError> {
+    let work = async {
+        let resp = client.forward_get(path, query).await?;
+        let headers: Vec<(&'static str, String)> = PASSED_HEADERS
+            .iter()
+            .filter_map(|h| resp.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| (*h, v.to_string())))
+            .collect();
+        let cap = if json { MAX_PROXY_JSON_BYTES } else { MAX_PROXY_TEXT_BYTES };
+        let body = read_capped(resp, cap).await?;
+        if json {
+            let value: Value = serde_json::from_slice(&body)
+                .map_err(|e| GateError::Invalid(format!("Jenkins answered {path} with JSON jgate cannot read: {e}")))?;
+            Ok(Fetched::Json(value, headers))
+        } else {
+            Ok(Fetched::Text(String::from_utf8_lossy(&body).into_owned(), headers))
+        }
+    };
+    match tokio::time::timeout(deadline, work).await {
+        Ok(r) => r,
+        Err(_) => Err(GateError::Invalid(format!("Jenkins did not answer {path} within {} s", deadline.as_secs()))),
+    }
+}
+
+async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, GateError> {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| GateError::Invalid(format!("the answer from Jenkins broke off: {e}")))?;
+        if body.len() + chunk.len() > cap {
+            return Err(GateError::Invalid(format!(
+                "the answer from Jenkins is over the proxy's limit of {} MiB; ask for less (tree=, a smaller depth)",
+                cap / (1024 * 1024)
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Console text cleaned whole lines at a time (the sanitizer's contract), without the untrusted
+/// fence the MCP tools add: a Jenkins client expects the console as Jenkins writes it.
+fn clean_console(sanitizer: &mut Sanitizer, raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for line in raw.split_inclusive('\n') {
+        out.push_str(&sanitizer.clean(line));
+    }
+    out
+}
+
+/// `finish` adds the redaction count to object answers; a Jenkins client must see Jenkins' shape.
+fn strip_redaction_count(value: &mut Value) {
+    if let Some(map) = value.as_object_mut() {
+        map.remove("redactions");
+    }
+}
+
+/// The full name of the job an object describes, from its `url` under the controller's base (or
+/// its `fullName`).
+fn job_of(object: &Map<String, Value>, base: &str) -> Option<String> {
+    if let Some(url) = object.get("url").and_then(Value::as_str)
+        && let Some(rest) = url.strip_prefix(base)
+    {
+        return job_from_url_path(rest);
+    }
+    object.get("fullName").and_then(Value::as_str).map(str::to_string)
+}
+
+/// `job/a/job/b/12/` → `a/b` (segments decoded once, as Jenkins encoded them).
+fn job_from_url_path(rest: &str) -> Option<String> {
+    let segs: Vec<&str> = rest.split('/').collect();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while segs.get(i) == Some(&"job") {
+        let name = percent_encoding::percent_decode_str(segs.get(i + 1)?).decode_utf8().ok()?;
+        names.push(name.into_owned());
+        i += 2;
+    }
+    (!names.is_empty()).then(|| names.join("/"))
+}
+
+/// Drops from an answer everything about jobs the agent may not see: entries of `jobs` arrays
+/// (at any depth, under any `tree=`), and any other object whose `url` names a hidden job
+/// (builds in a view, an executor's current build, upstream projects…). An entry whose job
+/// cannot be told is dropped too (fail closed).
+fn filter_visible(value: Value, base: &str, this: Option<&JobPath>, visible: &dyn Fn(&str) -> bool) -> Value {
+    let parent = this.map(ToString::to_string);
+    prune(value, base, parent.as_deref(), visible).unwrap_or(Value::Null)
+}
+
+fn prune(value: Value, base: &str, parent: Option<&str>, visible: &dyn Fn(&str) -> bool) -> Option<Value> {
+    match value {
+        Value::Object(map) => {
+            if let Some(job) = job_of(&map, base)
+                && !visible(&job)
+            {
+                return None;
+            }
+            let this = job_of(&map, base).or_else(|| parent.map(str::to_string));
+            let mut out = Map::with_capacity(map.len());
+            for (key, v) in map {
+                let v = if key == "jobs" {
+                    prune_jobs(v, base, this.as_deref(), visible)
+                } else {
+                    match prune(v, base, this.as_deref(), visible) {
+                        Some(v) => v,
+                        None => Value::Null,
+                    }
+                };
+                out.insert(key, v);
+            }
+            Some(Value::Object(out))
+        }
+        Value::Array(items) => {
+            Some(Value::Array(items.into_iter().filter_map(|v| prune(v, base, parent, visible)).collect()))
+        }
+        other => Some(other),
+    }
+}
+
+/// A `jobs` array: each entry's full name from its url, its fullName, or its name under the
+/// object the array belongs to; entries whose name cannot be told are dropped.
+fn prune_jobs(value: Value, base: &str, parent: Option<&str>, visible: &dyn Fn(&str) -> bool) -> Value {
+    let Value::Array(items) = value else { return Value::Null };
+    let kept = items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Object(map) = &item else { return None };
+            let name = job_of(map, base).or_else(|| {
+                let short = map.get("name").and_then(Value::as_str)?;
+                Some(match parent {
+                    Some(p) if !p.is_empty() => format!("{p}/{short}"),
+                    _ => short.to_string(),
+                })
+            })?;
+            if !visible(&name) {
+                return None;
+            }
+            prune(item, base, Some(&name), visible)
+        })
+        .collect();
+    Value::Array(kept)
+}
+
+/// Whether a queue item belongs to a job the agent may see (its `task.url`); unknown → hidden.
+fn queue_item_visible(item: &Value, base: &str, visible: &dyn Fn(&str) -> bool) -> bool {
+    let Some(url) = item.pointer("/task/url").and_then(Value::as_str) else { return false };
+    url.strip_prefix(base).and_then(job_from_url_path).is_some_and(|job| visible(&job))
+}
+
+/// Rewrites every string that starts with `from` (Jenkins' base URL) to start with `to` (the
+/// proxy's base for the controller), so clients keep coming back through jgate.
+pub fn rewrite_urls(value: &mut Value, from: &str, to: &str) {
+    match value {
+        Value::String(s) => {
+            if let Some(rest) = s.strip_prefix(from) {
+                *s = format!("{to}{rest}");
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_urls(v, from, to)),
+        Value::Object(map) => map.values_mut().for_each(|v| rewrite_urls(v, from, to)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "http://j.example/";
+
+    fn only(allowed: &'static [&'static str]) -> impl Fn(&str) -> bool {
+        move |name: &str| allowed.iter().any(|a| name == *a || name.starts_with(&format!("{a}/")))
+    }
+
+    #[test]
+    fn hidden_jobs_leave_no_trace_in_listings() {
+        let root = json!({
+            "_class": "hudson.model.Hudson",
+            "jobs": [
+                {"name": "open", "url": "http://j.example/job/open/"},
+                {"name": "secret", "url": "http://j.example/job/secret/"},
+                {"name": "team", "url": "http://j.example/job/team/", "jobs": [
+                    {"name": "api", "url": "http://j.example/job/team/job/api/"},
+                    {"name": "hidden", "url": "http://j.example/job/team/job/hidden/"},
+                    {"name": "nourl"},
+                ]},
+            ],
+            "views": [{"name": "all", "jobs": [{"name": "secret"}, {"name": "open", "url": "http://j.example/job/open/"}]}],
+            "primaryView": {"name": "all", "url": "http://j.example/"},
+        });
+        let visible = only(&["open", "team/api", "team/nourl"]);
+        // "team" itself is visible as the folder holding team/api.
+        let visible = |n: &str| visible(n) || n == "team";
+        let out = filter_visible(root, BASE, None, &visible);
+        let text = out.to_string();
+        assert!(!text.contains("secret") && !text.contains("hidden"), "{text}");
+        assert!(text.contains("team/job/api") && text.contains("nourl"), "{text}");
+        // tree=jobs[name] without urls: names compose by nesting; unknown ones are dropped.
+        let bare = json!({"jobs": [{"name": "open"}, {"name": "secret"}, {"name": "team", "jobs": [{"name": "api"}, {"name": "hidden"}]}]});
+        let out = filter_visible(bare, BASE, None, &visible).to_string();
+        assert!(!out.contains("secret") && !out.contains("hidden") && out.contains("api"), "{out}");
+    }
+
+    #[test]
+    fn objects_pointing_at_hidden_jobs_are_removed_anywhere() {
+        let nodes = json!({"computer": [{"executors": [
+            {"currentExecutable": {"url": "http://j.example/job/secret/7/", "number": 7}},
+            {"currentExecutable": {"url": "http://j.example/job/open/3/", "number": 3}},
+        ]}]});
+        let out = filter_visible(nodes, BASE, None, &only(&["open"])).to_string();
+        assert!(!out.contains("secret") && out.contains("job/open/3"), "{out}");
+        let job = json!({"name": "open", "url": "http://j.example/job/open/", "downstreamProjects": [
+            {"name": "secret", "url": "http://j.example/job/secret/"}]});
+        let out = filter_visible(job, BASE, None, &only(&["open"])).to_string();
+        assert!(!out.contains("secret"), "{out}");
+    }
+
+    #[test]
+    fn queue_items_belong_to_their_task() {
+        let item = json!({"id": 4, "task": {"name": "secret", "url": "http://j.example/job/secret/"}});
+        assert!(!queue_item_visible(&item, BASE, &only(&["open"])));
+        assert!(queue_item_visible(&item, BASE, &only(&["secret"])));
+        assert!(!queue_item_visible(&json!({"id": 4}), BASE, &only(&["secret"])), "no owner: hidden");
+        let queue = json!({"items": [item, {"id": 5, "task": {"url": "http://j.example/job/open/"}}]});
+        let out = filter_visible(queue, BASE, None, &only(&["open"])).to_string();
+        assert!(!out.contains("secret") && out.contains("\"id\":5"), "{out}");
+    }
+
+    #[test]
+    fn urls_are_rewritten_to_the_proxy() {
+        let mut v = json!({"url": "http://j.example/job/a/", "x": ["http://j.example/queue/item/3/", "http://other/"]});
+        rewrite_urls(&mut v, BASE, "http://gate/jenkins/prod/");
+        assert_eq!(v["url"], "http://gate/jenkins/prod/job/a/");
+        assert_eq!(v["x"][0], "http://gate/jenkins/prod/queue/item/3/");
+        assert_eq!(v["x"][1], "http://other/");
+    }
+}

@@ -1,0 +1,861 @@
+//! # Jenkins URLs as catalog operations (the governed proxy's classifier)
+//!
+//! The governed proxy (issue #11) receives raw Jenkins requests from clients that believe they talk
+//! to Jenkins. Each request is mapped here to exactly one catalog operation and its targets, or
+//! refused. The proxy then takes the same path as MCP (`Gate::begin` → executor → `Gate::finish`),
+//! so policy and audit see a proxied request as the operation it is.
+//!
+//! Three rules keep the mapping safe:
+//!
+//! 1. **Fail closed.** Only the shapes in [`ROUTES`] are recognised. Anything else is
+//!    [`Route::Unknown`] (refused: "maps to no operation"); a small set of endpoints is
+//!    [`Route::Forbidden`] whatever the grants (script console, CLI, user and security
+//!    management, credentials, plugin installation, restart).
+//! 2. **Parse once, strictly.** The path is split on `/` and each segment is percent-decoded
+//!    exactly once. What a servlet container or Stapler would normalise, strip or reject in its own
+//!    way — empty segments (`//`), `.` and `..` (also encoded), `;` path parameters, a decoded `/`
+//!    or `\`, control characters, invalid UTF-8 — is refused here rather than guessed at.
+//! 3. **Forward what was decided.** The request sent to Jenkins is rebuilt from the classification
+//!    ([`Classified::upstream`]: canonical `job/…/` segments encoded as Jenkins encodes them, and
+//!    only the query parameters the route allows), never copied from the raw request, so the name
+//!    the policy decided on is the name Jenkins resolves.
+//!
+//! Every pair (operation, route) here is one the operation declares in its catalog `routes`, and
+//! every proxied route of the catalog is here (tested below), so the catalog's routes are data
+//! that is checked, not prose.
+
+use std::fmt;
+
+use jenkins::path::{JobPath, raw_encode};
+use percent_encoding::percent_decode_str;
+
+/// The representation an `api/…` endpoint answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Xml,
+    Python,
+}
+
+impl Format {
+    fn parse(segment: &str) -> Option<Format> {
+        match segment {
+            "json" => Some(Format::Json),
+            "xml" => Some(Format::Xml),
+            "python" => Some(Format::Python),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Xml => "xml",
+            Format::Python => "python",
+        }
+    }
+}
+
+/// Jenkins' build permalinks (jenkins-wire.md §5.12).
+pub const PERMALINKS: [&str; 7] = [
+    "lastBuild",
+    "lastStableBuild",
+    "lastSuccessfulBuild",
+    "lastFailedBuild",
+    "lastUnstableBuild",
+    "lastUnsuccessfulBuild",
+    "lastCompletedBuild",
+];
+
+/// A build named in a URL: a number or a permalink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildRef {
+    Number(u64),
+    Permalink(&'static str),
+}
+
+impl fmt::Display for BuildRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildRef::Number(n) => write!(f, "{n}"),
+            BuildRef::Permalink(p) => f.write_str(p),
+        }
+    }
+}
+
+/// A request recognised as a catalog operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    /// The catalog operation (its name, as in `ops::OPERATIONS`).
+    pub op: &'static str,
+    /// The route it matched, as declared in the operation's catalog `routes`.
+    pub route: &'static str,
+    /// The job or folder acted on (`None` for the root and controller-wide operations).
+    pub job: Option<JobPath>,
+    pub build: Option<BuildRef>,
+    /// A queue item id from the path or the query (`queue/item/N`, `cancelItem?id=N`).
+    pub queue_id: Option<u64>,
+    pub format: Option<Format>,
+    /// The path and query to send to Jenkins, relative to the controller's base URL, rebuilt from
+    /// this classification (for logs and tests; the proxy rebuilds it with the canonical job the
+    /// policy decided on: [`Classified::upstream_with`]).
+    pub upstream: String,
+    pattern: &'static str,
+    name: Option<String>,
+    query: Vec<(String, String)>,
+}
+
+impl Classified {
+    /// The path (relative to the controller's base URL) and the query to send to Jenkins, with
+    /// `job` in place of the job named in the request.
+    pub fn upstream_with(&self, job: Option<&JobPath>) -> (String, Vec<(String, String)>) {
+        let path = upstream_path(self.pattern, job, self.build, self.queue_id, self.format, self.name.as_deref());
+        (path, self.query.clone())
+    }
+
+    /// Asks Jenkins for `format` instead (the proxy reads JSON and renders the others itself).
+    pub fn with_format(mut self, format: Format) -> Classified {
+        if self.format.is_some() {
+            self.format = Some(format);
+        }
+        self
+    }
+}
+
+/// What a raw request is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Op(Box<Classified>),
+    /// Never forwarded, whatever the grants; the reason is one line for the 403 page.
+    Forbidden(&'static str),
+    /// Maps to no operation: refused.
+    Unknown,
+    /// `crumbIssuer/api/…`: agents are exempt from crumbs (as API-token users are in Jenkins); the
+    /// proxy answers as a Jenkins without CSRF protection does (404), and adds the controller's
+    /// crumb itself when it forwards a write.
+    Crumb,
+    /// A path jgate does not parse the way Jenkins might (see rule 2); the reason says what.
+    Malformed(&'static str),
+}
+
+/// One proxied route: method, pattern, the operation, and the query parameters passed on.
+///
+/// Pattern segments: literals; `{job}` (one or more `job/NAME` pairs: a job or a folder);
+/// `{build}` (a number or a permalink); `{id}` (a queue item number); `{format}` (`json`, `xml`,
+/// `python`); `{node}` and `{view}` (one name); a trailing `*` (any further segments).
+struct Pattern {
+    method: &'static str,
+    path: &'static str,
+    op: &'static str,
+    /// Query parameters passed on to Jenkins; others are refused (`*`: any, for parameters of
+    /// `buildWithParameters`, which the policy's parameter constraints check).
+    query: &'static [&'static str],
+    /// The route as the operation's catalog entry spells it.
+    catalog: &'static str,
+}
+
+const API_QUERY: &[&str] = &["tree", "depth"];
+
+/// Every route the proxy forwards. Order matters only where two patterns could match one path;
+/// none can today (tested).
+const ROUTES: &[Pattern] = &[
+    // The root page: clients read the Jenkins version from its X-Jenkins header.
+    Pattern { method: "GET", path: "/", op: "get_system_info", query: &[], catalog: "GET /" },
+    Pattern {
+        method: "GET",
+        path: "/api/{format}",
+        op: "list_jobs",
+        query: API_QUERY,
+        catalog: "GET /api/json?tree=jobs[...]",
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/api/{format}",
+        op: "get_job",
+        query: API_QUERY,
+        catalog: "GET /{job}/api/json",
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/api/{format}",
+        op: "get_build",
+        query: API_QUERY,
+        catalog: "GET /{job}/{build}/api/json",
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/consoleText",
+        op: "get_build_log",
+        query: &[],
+        catalog: "GET /{job}/{build}/consoleText",
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/logText/progressiveText",
+        op: "get_build_log",
+        query: &["start"],
+        catalog: "GET /{job}/{build}/logText/progressiveText",
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/testReport/api/{format}",
+        op: "get_test_report",
+        query: API_QUERY,
+        catalog: "GET /{job}/{build}/testReport/api/json",
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/wfapi/runs",
+        op: "get_pipeline_run",
+        query: &[],
+        catalog: "GET /{job}/wfapi/runs",
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/wfapi/describe",
+        op: "get_pipeline_run",
+        query: &[],
+        catalog: "GET /{job}/{build}/wfapi/describe",
+    },
+    Pattern {
+        method: "GET",
+        path: "/queue/api/{format}",
+        op: "get_queue",
+        query: API_QUERY,
+        catalog: "GET /queue/api/json",
+    },
+    Pattern {
+        method: "GET",
+        path: "/queue/item/{id}/api/{format}",
+        op: "get_queue",
+        query: API_QUERY,
+        catalog: "GET /queue/item/{id}/api/json",
+    },
+    Pattern {
+        method: "GET",
+        path: "/view/{view}/api/{format}",
+        op: "list_views",
+        query: API_QUERY,
+        catalog: "GET /view/{view}/api/json",
+    },
+    Pattern {
+        method: "GET",
+        path: "/computer/api/{format}",
+        op: "list_nodes",
+        query: API_QUERY,
+        catalog: "GET /computer/api/json",
+    },
+    Pattern {
+        method: "GET",
+        path: "/computer/{node}/api/{format}",
+        op: "list_nodes",
+        query: API_QUERY,
+        catalog: "GET /computer/{node}/api/json",
+    },
+    Pattern {
+        method: "GET",
+        path: "/pluginManager/api/{format}",
+        op: "get_system_info",
+        query: API_QUERY,
+        catalog: "GET /pluginManager/api/json",
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/config.xml",
+        op: "get_job_config",
+        query: &[],
+        catalog: "GET /{job}/config.xml",
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/config.xml",
+        op: "update_job_config",
+        query: &[],
+        catalog: "POST /{job}/config.xml",
+    },
+    Pattern { method: "POST", path: "/{job}/enable", op: "enable_job", query: &[], catalog: "POST /{job}/enable" },
+    Pattern { method: "POST", path: "/{job}/disable", op: "disable_job", query: &[], catalog: "POST /{job}/disable" },
+    Pattern { method: "POST", path: "/{job}/doDelete", op: "delete_job", query: &[], catalog: "POST /{job}/doDelete" },
+    Pattern {
+        method: "POST",
+        path: "/{job}/build",
+        op: "trigger_build",
+        query: &["delay"],
+        catalog: "POST /{job}/build",
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/buildWithParameters",
+        op: "trigger_build",
+        query: &["*"],
+        catalog: "POST /{job}/buildWithParameters",
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/stop",
+        op: "stop_build",
+        query: &[],
+        catalog: "POST /{job}/{build}/stop",
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/term",
+        op: "stop_build",
+        query: &[],
+        catalog: "POST /{job}/{build}/term",
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/kill",
+        op: "stop_build",
+        query: &[],
+        catalog: "POST /{job}/{build}/kill",
+    },
+    Pattern {
+        method: "POST",
+        path: "/queue/cancelItem",
+        op: "cancel_queue_item",
+        query: &["id"],
+        catalog: "POST /queue/cancelItem?id={id}",
+    },
+];
+
+/// First path segments that are never forwarded, with the reason shown to the client.
+const FORBIDDEN_ROOTS: &[(&str, &str)] = &[
+    ("script", "the script console runs arbitrary code on the controller"),
+    ("scriptText", "the script console runs arbitrary code on the controller"),
+    ("cli", "the Jenkins CLI endpoint can do anything its user can"),
+    ("jnlpJars", "agent connection files are not served to agents of jgate"),
+    ("user", "user accounts and their API tokens are managed in Jenkins, not through jgate"),
+    ("me", "user accounts and their API tokens are managed in Jenkins, not through jgate"),
+    ("securityRealm", "security configuration is not reachable through jgate"),
+    ("configureSecurity", "security configuration is not reachable through jgate"),
+    ("credentials", "credentials are not reachable through jgate"),
+    ("manage", "Jenkins administration is not reachable through jgate"),
+    ("configure", "Jenkins administration is not reachable through jgate"),
+    ("configSubmit", "Jenkins administration is not reachable through jgate"),
+    ("updateCenter", "installing or updating plugins is not reachable through jgate"),
+    ("restart", "restarting or stopping Jenkins is not reachable through jgate"),
+    ("safeRestart", "restarting or stopping Jenkins is not reachable through jgate"),
+    ("exit", "restarting or stopping Jenkins is not reachable through jgate"),
+    ("safeExit", "restarting or stopping Jenkins is not reachable through jgate"),
+    ("quietDown", "restarting or stopping Jenkins is not reachable through jgate"),
+    ("cancelQuietDown", "restarting or stopping Jenkins is not reachable through jgate"),
+    ("reload", "restarting or stopping Jenkins is not reachable through jgate"),
+];
+
+/// Segments never forwarded wherever they appear (`/computer/x/script`, `/job/x/credentials/…`,
+/// form-validation endpoints under `descriptorByName` that can run code or reach the network).
+const FORBIDDEN_ANYWHERE: &[(&str, &str)] = &[
+    ("script", "the script console runs arbitrary code on the controller"),
+    ("scriptText", "the script console runs arbitrary code on the controller"),
+    ("credentials", "credentials are not reachable through jgate"),
+    ("descriptorByName", "form validation endpoints can run code or reach the network"),
+    ("configSubmit", "configuration forms are not reachable through jgate"),
+];
+
+/// Plugin manager endpoints other than its read-only API.
+const PLUGIN_MANAGER_REASON: &str = "installing or updating plugins is not reachable through jgate";
+
+/// Classifies a raw request: its method, its path below the controller's proxy base (starting with
+/// `/`), and its raw query string (without `?`, not decoded).
+pub fn classify(method: &str, path: &str, query: Option<&str>) -> Route {
+    let segments = match split_path(path) {
+        Ok(s) => s,
+        Err(why) => return Route::Malformed(why),
+    };
+    if let Some(reason) = forbidden(&segments) {
+        return Route::Forbidden(reason);
+    }
+    if segments.first().is_some_and(|s| s == "crumbIssuer") && method.eq_ignore_ascii_case("GET") {
+        return Route::Crumb;
+    }
+    let pairs = match parse_query(query.unwrap_or("")) {
+        Ok(p) => p,
+        Err(why) => return Route::Malformed(why),
+    };
+    for pattern in ROUTES {
+        if !pattern.method.eq_ignore_ascii_case(method) {
+            continue;
+        }
+        let Some(found) = match_pattern(pattern.path, &segments) else { continue };
+        return finish(pattern, found, &pairs);
+    }
+    Route::Unknown
+}
+
+/// The decoded segments of a path; a trailing `/` is allowed (Jenkins answers both forms).
+fn split_path(path: &str) -> Result<Vec<String>, &'static str> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("the path must start with /");
+    };
+    if rest.contains(';') {
+        return Err("path parameters (;) are not accepted");
+    }
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let mut out = Vec::new();
+    for raw in rest.split('/') {
+        if raw.is_empty() {
+            return Err("empty path segments (//) are not accepted");
+        }
+        if has_bad_escape(raw) {
+            return Err("a % in the path is not followed by two hex digits");
+        }
+        let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| "the path is not valid UTF-8 once decoded")?;
+        if decoded == "." || decoded == ".." {
+            return Err("'.' and '..' segments are not accepted");
+        }
+        if decoded.contains(['/', '\\']) {
+            return Err("an encoded / or \\ inside a path segment is not accepted");
+        }
+        if decoded.chars().any(char::is_control) {
+            return Err("control characters in the path are not accepted");
+        }
+        if decoded.is_empty() {
+            return Err("empty path segments are not accepted");
+        }
+        out.push(decoded.into_owned());
+    }
+    Ok(out)
+}
+
+fn has_bad_escape(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
+fn forbidden(segments: &[String]) -> Option<&'static str> {
+    let first = segments.first()?;
+    if let Some((_, reason)) = FORBIDDEN_ROOTS.iter().find(|(name, _)| name == first) {
+        return Some(reason);
+    }
+    if first == "pluginManager" && !(segments.len() == 3 && segments[1] == "api") {
+        return Some(PLUGIN_MANAGER_REASON);
+    }
+    // Inside a job path a segment after `job` is an item name, which may be anything: only the
+    // structural segments are checked.
+    let mut i = 0;
+    while i < segments.len() {
+        if segments[i] == "job" || segments[i] == "view" {
+            i += 2;
+            continue;
+        }
+        if let Some((_, reason)) = FORBIDDEN_ANYWHERE.iter().find(|(name, _)| *name == segments[i]) {
+            return Some(reason);
+        }
+        i += 1;
+    }
+    None
+}
+
+#[derive(Default)]
+struct Found {
+    job: Option<Vec<String>>,
+    build: Option<BuildRef>,
+    id: Option<u64>,
+    format: Option<Format>,
+    name: Option<String>,
+}
+
+fn match_pattern(pattern: &str, segments: &[String]) -> Option<Found> {
+    let mut found = Found::default();
+    let mut at = 0;
+    for part in pattern.trim_start_matches('/').split('/').filter(|p| !p.is_empty()) {
+        match part {
+            "{job}" => {
+                let mut names = Vec::new();
+                while segments.get(at).is_some_and(|s| s == "job") {
+                    names.push(segments.get(at + 1)?.clone());
+                    at += 2;
+                }
+                if names.is_empty() {
+                    return None;
+                }
+                found.job = Some(names);
+            }
+            "{build}" => {
+                let s = segments.get(at)?;
+                found.build = Some(parse_build(s)?);
+                at += 1;
+            }
+            "{id}" => {
+                found.id = Some(parse_number(segments.get(at)?)?);
+                at += 1;
+            }
+            "{format}" => {
+                found.format = Some(Format::parse(segments.get(at)?)?);
+                at += 1;
+            }
+            "{node}" | "{view}" => {
+                found.name = Some(segments.get(at)?.clone());
+                at += 1;
+            }
+            literal => {
+                if segments.get(at)? != literal {
+                    return None;
+                }
+                at += 1;
+            }
+        }
+    }
+    (at == segments.len()).then_some(found)
+}
+
+/// A build number as Jenkins accepts it: decimal digits only (no sign, no leading `+`), at most
+/// what fits; permalinks by their exact name.
+fn parse_build(s: &str) -> Option<BuildRef> {
+    if let Some(p) = PERMALINKS.iter().find(|p| **p == s) {
+        return Some(BuildRef::Permalink(p));
+    }
+    parse_number(s).map(BuildRef::Number)
+}
+
+fn parse_number(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_query(query: &str) -> Result<Vec<(String, String)>, &'static str> {
+    if query.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        if has_bad_escape(pair) {
+            return Err("a % in the query is not followed by two hex digits");
+        }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            let plus = s.replace('+', " ");
+            percent_decode_str(&plus).decode_utf8().map(|c| c.into_owned())
+        };
+        let (Ok(k), Ok(v)) = (decode(k), decode(v)) else {
+            return Err("the query is not valid UTF-8 once decoded");
+        };
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -> Route {
+    let any_query = pattern.query.contains(&"*");
+    let mut kept = Vec::new();
+    for (k, v) in pairs {
+        if any_query || pattern.query.contains(&k.as_str()) {
+            kept.push((k.clone(), v.clone()));
+        } else {
+            return Route::Malformed("a query parameter this endpoint does not take through jgate");
+        }
+    }
+    let job = match found.job.map(|names| JobPath::parse(&names.join("/"))) {
+        Some(Ok(job)) => Some(job),
+        Some(Err(_)) => return Route::Malformed("not a valid item name"),
+        None => None,
+    };
+    let mut queue_id = found.id;
+    if pattern.op == "cancel_queue_item" {
+        queue_id = match kept.iter().find(|(k, _)| k == "id").and_then(|(_, v)| parse_number(v)) {
+            Some(id) if kept.len() == 1 => Some(id),
+            _ => return Route::Malformed("cancelItem needs exactly one numeric id"),
+        };
+    }
+    let mut upstream =
+        upstream_path(pattern.path, job.as_ref(), found.build, queue_id, found.format, found.name.as_deref());
+    if !kept.is_empty() {
+        let encoded: Vec<String> =
+            kept.iter().map(|(k, v)| format!("{}={}", query_encode(k), query_encode(v))).collect();
+        upstream.push('?');
+        upstream.push_str(&encoded.join("&"));
+    }
+    Route::Op(Box::new(Classified {
+        op: pattern.op,
+        route: pattern.catalog,
+        job,
+        build: found.build,
+        queue_id,
+        format: found.format,
+        upstream,
+        pattern: pattern.path,
+        name: found.name,
+        query: kept,
+    }))
+}
+
+/// The path for Jenkins, rebuilt from the parts: names encoded as Jenkins encodes them.
+fn upstream_path(
+    pattern: &str,
+    job: Option<&JobPath>,
+    build: Option<BuildRef>,
+    id: Option<u64>,
+    format: Option<Format>,
+    name: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    for part in pattern.trim_start_matches('/').split('/').filter(|p| !p.is_empty()) {
+        match part {
+            "{job}" => {
+                if let Some(job) = job {
+                    out.push_str(job.url_path().trim_end_matches('/'));
+                }
+            }
+            "{build}" => out.push_str(&build.map(|b| b.to_string()).unwrap_or_default()),
+            "{id}" => out.push_str(&id.map(|i| i.to_string()).unwrap_or_default()),
+            "{format}" => out.push_str(format.map_or("json", Format::as_str)),
+            "{node}" | "{view}" => out.push_str(&raw_encode(name.unwrap_or_default())),
+            literal => out.push_str(literal),
+        }
+        out.push('/');
+    }
+    // Endpoints are addressed without the trailing slash (as clients send them).
+    if out.ends_with('/') {
+        out.pop();
+    }
+    out
+}
+
+fn query_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, QUERY_SET).to_string()
+}
+
+/// Everything but unreserved characters and the `tree=` grammar's brackets and commas.
+const QUERY_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'[')
+    .remove(b']')
+    .remove(b',');
+
+/// Every (operation, catalog route) pair the proxy forwards.
+pub fn proxied_routes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ROUTES.iter().map(|p| (p.op, p.catalog))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(method: &str, target: &str) -> Classified {
+        let (path, query) = target.split_once('?').map_or((target, None), |(p, q)| (p, Some(q)));
+        match classify(method, path, query) {
+            Route::Op(c) => *c,
+            other => panic!("{method} {target}: expected an operation, got {other:?}"),
+        }
+    }
+
+    fn refused(method: &str, target: &str) -> Route {
+        let (path, query) = target.split_once('?').map_or((target, None), |(p, q)| (p, Some(q)));
+        let route = classify(method, path, query);
+        assert!(!matches!(route, Route::Op(_)), "{method} {target} must be refused, got {route:?}");
+        route
+    }
+
+    #[test]
+    fn the_usual_client_requests_map_to_their_operations() {
+        let c = op("GET", "/job/team/job/api/api/json?tree=jobs[name,url]");
+        assert_eq!((c.op, c.job.map(|j| j.to_string())), ("get_job", Some("team/api".into())));
+        assert_eq!(c.upstream, "job/team/job/api/api/json?tree=jobs[name,url]");
+        let c = op("GET", "/job/app/12/consoleText");
+        assert_eq!((c.op, c.build), ("get_build_log", Some(BuildRef::Number(12))));
+        let c = op("GET", "/job/app/lastFailedBuild/api/python?depth=1");
+        assert_eq!(
+            (c.op, c.build, c.format),
+            ("get_build", Some(BuildRef::Permalink("lastFailedBuild")), Some(Format::Python))
+        );
+        let c = op("GET", "/job/app/7/logText/progressiveText?start=1024");
+        assert_eq!(c.upstream, "job/app/7/logText/progressiveText?start=1024");
+        let c = op("POST", "/job/app/buildWithParameters?ENV=staging&delay=0sec");
+        assert_eq!(c.op, "trigger_build");
+        let c = op("POST", "/queue/cancelItem?id=42");
+        assert_eq!((c.op, c.queue_id), ("cancel_queue_item", Some(42)));
+        let c = op("GET", "/queue/item/42/api/json");
+        assert_eq!((c.op, c.queue_id), ("get_queue", Some(42)));
+        assert_eq!(op("GET", "/api/json?tree=jobs[name]").op, "list_jobs");
+        assert_eq!(op("GET", "/computer/(built-in)/api/json").upstream, "computer/(built-in)/api/json");
+        // A job named like a permalink or a keyword is still a job: `job/` says so.
+        let c = op("GET", "/job/lastBuild/job/api/api/json");
+        assert_eq!(c.job.map(|j| j.to_string()), Some("lastBuild/api".into()));
+    }
+
+    #[test]
+    fn names_are_decoded_once_and_sent_as_jenkins_encodes_them() {
+        let c = op("GET", "/job/my%20job/api/json");
+        assert_eq!(c.job.map(|j| j.to_string()), Some("my job".into()));
+        assert_eq!(c.upstream, "job/my%20job/api/json");
+        // A multibranch branch: its name holds %2F, its URL %252F (jenkins-wire.md §4).
+        let c = op("GET", "/job/repo/job/feature%252Fx/3/api/json");
+        assert_eq!(c.job.as_ref().map(|j| j.to_string()), Some("repo/feature%2Fx".into()));
+        assert_eq!(c.upstream, "job/repo/job/feature%252Fx/3/api/json");
+        let c = op("GET", "/job/caf%C3%A9/api/json");
+        assert_eq!(c.upstream, "job/caf%C3%A9/api/json");
+    }
+
+    #[test]
+    fn spellings_jenkins_might_resolve_differently_are_refused() {
+        for target in [
+            "/job/a//api/json",
+            "/job//a/api/json",
+            "/job/./api/json",
+            "/job/../api/json",
+            "/job/%2e%2e/api/json",
+            "/job/%2E/api/json",
+            "/job/a%2Fb/api/json",
+            "/job/a%5Cb/api/json",
+            "/job/a;jsessionid=x/api/json",
+            "/job/a/api/json;x",
+            "/job/a%00/api/json",
+            "/job/a%0a/api/json",
+            "/job/a%zz/api/json",
+            "/job/a%/api/json",
+            "/job/%ff/api/json",
+            "job/a/api/json",
+        ] {
+            assert!(matches!(refused("GET", target), Route::Malformed(_)), "{target}");
+        }
+    }
+
+    #[test]
+    fn unknown_shapes_and_other_spellings_of_known_ones_are_refused() {
+        for (method, target) in [
+            ("GET", "/JOB/a/api/json"),
+            ("GET", "/Job/a/api/json"),
+            ("GET", "/job/a/API/json"),
+            ("GET", "/job/a/api/JSON"),
+            ("GET", "/job/a/api/yaml"),
+            ("GET", "/job/a/12/artifact/x"),
+            ("GET", "/job/a/+12/api/json"),
+            ("GET", "/job/a/-1/api/json"),
+            ("GET", "/job/a/0x1/api/json"),
+            ("GET", "/job/a/lastbuild/api/json"),
+            ("GET", "/job/a/12/consoleFull"),
+            ("GET", "/job/a/ws/secret.txt"),
+            ("GET", "/job/a/build"),
+            ("POST", "/job/a/api/json"),
+            ("DELETE", "/job/a/config.xml"),
+            ("GET", "/queue/item/abc/api/json"),
+            ("GET", "/view/a/view/b/api/json"),
+            ("GET", "/whoAmI/api/json"),
+            ("POST", "/"),
+        ] {
+            assert_eq!(refused(method, target), Route::Unknown, "{method} {target}");
+        }
+    }
+
+    #[test]
+    fn dangerous_endpoints_are_forbidden_whatever_the_spelling() {
+        for (method, target) in [
+            ("POST", "/scriptText"),
+            ("GET", "/script"),
+            ("POST", "/computer/(built-in)/scriptText"),
+            ("POST", "/computer/agent-1/script"),
+            ("POST", "/job/a/script"),
+            ("POST", "/cli"),
+            ("GET", "/cli/ws"),
+            ("POST", "/user/admin/descriptorByName/jenkins.security.ApiTokenProperty/generateNewToken"),
+            ("GET", "/me/api/json"),
+            ("POST", "/pluginManager/installNecessaryPlugins"),
+            ("POST", "/pluginManager/uploadPlugin"),
+            ("GET", "/credentials/store/system/domain/_/api/json"),
+            ("GET", "/job/a/credentials/store/folder/api/json"),
+            ("POST", "/job/a/descriptorByName/hudson.plugins.git.UserRemoteConfig/checkUrl"),
+            ("POST", "/restart"),
+            ("POST", "/safeRestart"),
+            ("POST", "/exit"),
+            ("POST", "/quietDown"),
+            ("POST", "/configSubmit"),
+            ("POST", "/manage/configureSecurity/configure"),
+            ("POST", "/%73criptText"),
+            ("POST", "/scriptText/"),
+            ("POST", "/updateCenter/safeRestart"),
+        ] {
+            assert!(matches!(refused(method, target), Route::Forbidden(_)), "{method} {target}");
+        }
+        // An item may be called "script": as a name it is a job, not the script console.
+        assert_eq!(op("GET", "/job/script/api/json").job.map(|j| j.to_string()), Some("script".into()));
+        // The plugin manager's read-only API is the one part that is forwarded.
+        assert_eq!(op("GET", "/pluginManager/api/json?depth=1").op, "get_system_info");
+    }
+
+    #[test]
+    fn only_the_query_parameters_a_route_takes_are_forwarded() {
+        assert!(matches!(refused("GET", "/job/a/api/json?jsonp=alert"), Route::Malformed(_)));
+        assert!(matches!(refused("GET", "/job/a/12/consoleText?start=0"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/job/a/build?token=x"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/queue/cancelItem?id=1&id=2"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/queue/cancelItem?id=x"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/queue/cancelItem"), Route::Malformed(_)));
+        // Values are re-encoded, so what Jenkins reads is what was classified.
+        let c = op("POST", "/job/a/buildWithParameters?ENV=a%26b&X=1+2");
+        assert_eq!(c.upstream, "job/a/buildWithParameters?ENV=a%26b&X=1%202");
+    }
+
+    #[test]
+    fn no_two_routes_overlap() {
+        // Every route's own example path matches it and no route before it.
+        for (i, pattern) in ROUTES.iter().enumerate() {
+            let example: Vec<String> = pattern
+                .path
+                .trim_start_matches('/')
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .flat_map(|p| match p {
+                    "{job}" => vec!["job".to_string(), "x".to_string()],
+                    "{build}" => vec!["3".to_string()],
+                    "{id}" => vec!["4".to_string()],
+                    "{format}" => vec!["json".to_string()],
+                    "{node}" | "{view}" => vec!["n".to_string()],
+                    literal => vec![literal.to_string()],
+                })
+                .collect();
+            for earlier in &ROUTES[..i] {
+                if earlier.method == pattern.method {
+                    assert!(
+                        match_pattern(earlier.path, &example).is_none(),
+                        "{} shadows {}",
+                        earlier.path,
+                        pattern.path
+                    );
+                }
+            }
+            assert!(match_pattern(pattern.path, &example).is_some(), "{}", pattern.path);
+        }
+    }
+
+    #[test]
+    fn every_proxied_route_is_declared_by_its_operation_and_every_declared_one_is_proxied() {
+        use crate::ops::OPERATIONS;
+        for (name, route) in proxied_routes() {
+            let op =
+                OPERATIONS.iter().find(|o| o.name == name).unwrap_or_else(|| panic!("{name} is not in the catalog"));
+            assert!(op.routes.contains(&route), "{name} does not declare {route}");
+        }
+        // Declared routes the proxy does not forward, each for a stated reason.
+        let not_proxied: &[(&str, &str, &str)] = &[
+            ("triage_build", "*", "a composite of reads made by jgate itself, not a Jenkins endpoint"),
+            ("list_jobs", "GET /{folder}/api/json?tree=jobs[...]", "the same URL as get_job on a folder"),
+            ("list_views", "GET /api/json?tree=views[...]", "the same URL as list_jobs at the root"),
+            ("get_system_info", "GET /api/json", "the same URL as list_jobs at the root"),
+            ("get_pipeline_run", "GET /{job}/{build}/execution/node/{id}/wfapi/*", "not yet proxied"),
+            ("create_job", "*", "not yet proxied (needs the XML body cap)"),
+            ("copy_job", "*", "not yet proxied"),
+            ("delete_job", "DELETE /{job}/", "not yet proxied"),
+        ];
+        for op in OPERATIONS {
+            for route in op.routes {
+                let proxied = proxied_routes().any(|(n, r)| n == op.name && r == *route);
+                let excused = not_proxied.iter().any(|(n, r, _)| *n == op.name && (*r == "*" || r == route));
+                assert!(proxied || excused, "{} declares {route}, which the proxy does not forward", op.name);
+            }
+        }
+    }
+}
