@@ -221,8 +221,10 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
 
 /// `jgate mcp`: MCP over stdio for one agent (key from JGATE_AGENT_KEY).
 pub async fn stdio(g: &Global) -> anyhow::Result<()> {
-    let key = std::env::var("JGATE_AGENT_KEY")
-        .context("set JGATE_AGENT_KEY to the agent's key (keys are never passed as arguments)")?;
+    let key = std::env::var("JGATE_AGENT_KEY").map_err(|_| {
+        crate::cli_error::CliError::new(crate::cli_error::Kind::Auth, "JGATE_AGENT_KEY is not set")
+            .fix("set JGATE_AGENT_KEY to the agent's key (keys are never passed as arguments)")
+    })?;
     let gate = Arc::new(crate::admin::open_stdio(g).await?);
     gate.maintain(std::time::Duration::from_secs(5));
     let (agent, key_id) = gate.authenticate(&key).await?;

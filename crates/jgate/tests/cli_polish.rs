@@ -237,6 +237,10 @@ fn errors_have_a_kind_an_exit_code_and_a_json_form() {
     let o = env.run(&["--json", "call", "whoami"], &[]);
     assert_eq!(o.status.code(), Some(5));
     assert!(json_error(&o)["error"]["fix"].as_str().is_some_and(|f| f.contains("JGATE_AGENT_KEY")));
+    // `jgate mcp` without a key: auth too.
+    let o = env.run(&["--json", "mcp"], &[]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
+    assert!(json_error(&o)["error"]["fix"].as_str().is_some_and(|f| f.contains("JGATE_AGENT_KEY")));
     // A duplicate: conflict, exit 8.
     let o = env.run(&["--json", "agent", "create", "bot"], &[]);
     assert_eq!(o.status.code(), Some(8), "{}", text(&o.stderr));
