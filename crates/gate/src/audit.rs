@@ -525,7 +525,36 @@ fn admin_verbs(e: &Entry) -> (String, String) {
             };
             both(format!("controller {target}{at}{forced}"), "added", "add")
         }
-        "admin.controller.remove" => both(format!("controller {target}"), "removed", "remove"),
+        "admin.controller.remove" => {
+            let grants = e.args.get("grants").and_then(Value::as_array).map_or(0, Vec::len);
+            let with = if grants > 0 { format!(" with the {grants} grant(s) that named it") } else { String::new() };
+            both(format!("controller {target}{with}"), "removed", "remove")
+        }
+        "admin.controller.update" => {
+            let changed: Vec<String> = match e.args.get("changed").and_then(Value::as_object) {
+                Some(map) => map
+                    .iter()
+                    .map(|(k, v)| match (k.as_str(), v) {
+                        ("token", _) => "the token".to_string(),
+                        (k, Value::String(s)) => format!("{} to {}", clean(k), clean(s)),
+                        (k, Value::Array(items)) => format!(
+                            "{} to [{}]",
+                            clean(k),
+                            items.iter().filter_map(Value::as_str).map(clean).collect::<Vec<_>>().join(", ")
+                        ),
+                        (k, other) => format!("{} to {}", clean(k), clean(&other.to_string())),
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let what = if changed.is_empty() { String::new() } else { format!(": {}", changed.join(", ")) };
+            let forced = if e.args.get("forced").and_then(Value::as_bool) == Some(true) {
+                " (its connection test failed; stored anyway)"
+            } else {
+                ""
+            };
+            (format!("updated controller {target}{what}{forced}"), format!("update controller {target}"))
+        }
         "admin.agent.create" => {
             let key = text("key_id").map(|k| format!(" with key {k}")).unwrap_or_default();
             (format!("created agent {target}{key}"), format!("create agent {target}"))
@@ -1687,6 +1716,18 @@ mod tests {
                 "admin (local CLI) added controller prod at https://ci.example.com/",
             ),
             ("admin.controller.remove", "prod", json!({}), "admin (local CLI) removed controller prod"),
+            (
+                "admin.controller.remove",
+                "prod",
+                json!({"with_grants": true, "grants": [{"id": 3}, {"id": 4}]}),
+                "admin (local CLI) removed controller prod with the 2 grant(s) that named it",
+            ),
+            (
+                "admin.controller.update",
+                "prod",
+                json!({"changed": {"token": "replaced", "url": "https://ci.example.com/", "timeout_secs": 60}}),
+                "admin (local CLI) updated controller prod: the token, url to https://ci.example.com/, timeout_secs to 60",
+            ),
             (
                 "admin.ungrant",
                 "release-bot",

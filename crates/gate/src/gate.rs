@@ -22,7 +22,8 @@ use crate::keys;
 use crate::policy::{self, Grant, Level, ParamConstraint};
 use crate::secrets::{self, MasterKey, Sealed, SecretsError};
 use crate::store::{
-    AgentRow, AuditFilter, ControllerRow, KeyRow, META_AUDIT_HEAD, META_KEY_CHECK, Store, StoreError, now_ms,
+    AgentRow, AuditFilter, ControllerRow, KeyRow, META_AUDIT_HEAD, META_KEY_CHECK, RemoveOutcome, Store, StoreError,
+    now_ms,
 };
 
 pub use crate::error::GateError;
@@ -100,6 +101,96 @@ pub struct NewController {
     pub insecure: bool,
 }
 
+/// A controller's connection settings beyond [`NewController`]'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControllerSettings {
+    /// Seconds per Jenkins request (`--timeout`); `None` = the client's default (30 s).
+    pub timeout_secs: Option<u64>,
+    /// Also trust the operating system's certificate store (`--system-ca`).
+    pub system_ca: bool,
+}
+
+/// A change to a stored controller: `None` keeps the current value.
+#[derive(Default)]
+pub struct ControllerUpdate {
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub token: Option<SecretString>,
+    /// The secret is a password (`Some(true)`) or an API token (`Some(false)`).
+    pub password: Option<bool>,
+    /// `Some(None)` removes the CA bundle.
+    pub ca_pem: Option<Option<String>>,
+    pub system_ca: Option<bool>,
+    pub insecure: Option<bool>,
+    /// Replaces the whole allow-list.
+    pub allow_private: Option<Vec<String>>,
+    /// `Some(None)` returns to the default timeout.
+    pub timeout_secs: Option<Option<u64>>,
+}
+
+impl std::fmt::Debug for ControllerUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerUpdate")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("password", &self.password)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|c| c.as_ref().map(|_| "[PEM]")))
+            .field("system_ca", &self.system_ca)
+            .field("insecure", &self.insecure)
+            .field("allow_private", &self.allow_private)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+/// What `remove_controller_with` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControllerRemoval {
+    /// Removed, together with this many grants.
+    Removed { grants: u64 },
+    /// There is no controller by that name (nothing recorded).
+    Missing,
+}
+
+/// How often a gate asks the store whether controllers changed.
+const CONNECTIONS_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Default)]
+struct ConnectionsChecked {
+    at: Option<std::time::Instant>,
+    generation: Option<i64>,
+}
+
+/// What a wire client is built from (a stored row, or a row about to be stored).
+struct ClientSpec<'a> {
+    name: &'a str,
+    url: &'a str,
+    username: &'a str,
+    password: bool,
+    allow: &'a [String],
+    ca_pem: Option<&'a str>,
+    insecure: bool,
+    system_ca: bool,
+    timeout_secs: Option<u64>,
+}
+
+impl<'a> ClientSpec<'a> {
+    fn of(row: &'a ControllerRow) -> ClientSpec<'a> {
+        ClientSpec {
+            name: &row.name,
+            url: &row.base_url,
+            username: &row.username,
+            password: row.secret_kind == "password",
+            allow: &row.allow_private,
+            ca_pem: row.tls_ca_pem.as_deref(),
+            insecure: row.tls_insecure,
+            system_ca: row.system_ca,
+            timeout_secs: row.timeout_secs.and_then(|t| u64::try_from(t).ok()),
+        }
+    }
+}
+
 /// A controller's cached wire client and known secrets.
 #[derive(Clone)]
 pub(crate) struct Connection {
@@ -130,6 +221,9 @@ pub struct Gate {
     /// administrative changes.
     rotated: AtomicBool,
     connections: tokio::sync::Mutex<HashMap<String, Connection>>,
+    /// When `connections` was last checked against the store's controller generation, and the
+    /// generation it was built under (see [`Gate::connection`]).
+    connections_checked: std::sync::Mutex<ConnectionsChecked>,
     /// The call path's limits and per-process state (see [`crate::call`]).
     pub(crate) calls: CallState,
 }
@@ -166,6 +260,7 @@ impl Gate {
             _stop: stop.drop_guard(),
             rotated: AtomicBool::new(false),
             connections: tokio::sync::Mutex::new(HashMap::new()),
+            connections_checked: std::sync::Mutex::new(ConnectionsChecked::default()),
             calls: CallState::default(),
         })
     }
@@ -322,26 +417,59 @@ impl Gate {
     // -----------------------------------------------------------------------------------------
     // controllers
 
-    fn build_client(
-        url: &str,
-        username: &str,
-        token: SecretString,
-        password: bool,
-        allow: &[String],
-        ca_pem: Option<&str>,
-        insecure: bool,
-    ) -> Result<JenkinsClient, GateError> {
-        let creds =
-            if password { Credentials::password(username, token) } else { Credentials::api_token(username, token) };
-        let mut b = JenkinsClient::builder(url).credentials(creds).tls(TlsOptions {
-            ca_bundle_pem: ca_pem.map(|p| p.as_bytes().to_vec()),
-            danger_accept_invalid_certs: insecure,
-        });
-        for a in allow {
+    fn build_client(spec: &ClientSpec<'_>, token: SecretString) -> Result<JenkinsClient, GateError> {
+        let creds = if spec.password {
+            Credentials::password(spec.username, token)
+        } else {
+            Credentials::api_token(spec.username, token)
+        };
+        let mut b = JenkinsClient::builder(spec.url)
+            .credentials(creds)
+            .tls(TlsOptions {
+                ca_bundle_pem: spec.ca_pem.map(|p| p.as_bytes().to_vec()),
+                danger_accept_invalid_certs: spec.insecure,
+            })
+            .system_ca(spec.system_ca);
+        if let Some(t) = spec.timeout_secs {
+            b = b.limits(jenkins::Limits::with_timeout(std::time::Duration::from_secs(t)));
+        }
+        for a in spec.allow {
             let entry: AllowEntry = a.parse().map_err(|e| GateError::Invalid(format!("--allow-private {a}: {e}")))?;
             b = b.allow_private(entry);
         }
         Ok(b.build()?)
+    }
+
+    /// [`Gate::build_client`] for a controller about to be stored: a URL or setting no connection
+    /// could work with is refused once, with its own fix (never `--force`, which would only store
+    /// a controller no call can use).
+    fn build_client_to_store(spec: &ClientSpec<'_>, token: SecretString) -> Result<JenkinsClient, GateError> {
+        match Self::build_client(spec, token) {
+            Err(GateError::Jenkins(e)) => {
+                Err(GateError::Invalid(format!("controller '{}' was not stored: {e}", spec.name)))
+            }
+            other => other,
+        }
+    }
+
+    /// The connection test before storing: its failure is [`GateError::ConnectionTest`] (which
+    /// mentions `--force`), except a refusal by the egress guard, which `--force` cannot help.
+    async fn test_before_storing(
+        name: &str,
+        client: &JenkinsClient,
+        force: bool,
+    ) -> Result<Option<ConnectionReport>, GateError> {
+        match client.test_connection().await {
+            Ok(r) => Ok(Some(r)),
+            Err(error @ jenkins::Error::Refused(_)) => Err(GateError::Invalid(format!(
+                "the connection test of controller '{name}' failed, so nothing was stored: {error}"
+            ))),
+            Err(error) if !force => Err(GateError::ConnectionTest { name: name.to_string(), error: Box::new(error) }),
+            Err(error) => {
+                tracing::warn!(controller = %name, %error, "storing a controller whose connection test failed (forced)");
+                Ok(None)
+            }
+        }
     }
 
     /// Adds a controller after a successful connection test (or unconditionally with `force`).
@@ -354,6 +482,17 @@ impl Gate {
         c: NewController,
         force: bool,
     ) -> Result<(ControllerRow, Option<ConnectionReport>), GateError> {
+        self.add_controller_with(admin, c, ControllerSettings::default(), force).await
+    }
+
+    /// [`Gate::add_controller`] with a request timeout and the OS trust store setting.
+    pub async fn add_controller_with(
+        &self,
+        admin: &Admin,
+        c: NewController,
+        settings: ControllerSettings,
+        force: bool,
+    ) -> Result<(ControllerRow, Option<ConnectionReport>), GateError> {
         if c.name.trim().is_empty() || c.name.contains(char::is_whitespace) {
             return Err(GateError::Invalid(format!(
                 "controller name '{}' must be one word (e.g. prod, ci-eu)",
@@ -363,32 +502,27 @@ impl Gate {
         if self.store.controller(&c.name).await?.is_some() {
             return Err(StoreError::Duplicate { what: "controller", name: c.name.clone() }.into());
         }
-        let client = Self::build_client(
-            &c.url,
-            &c.username,
-            c.token.clone(),
-            c.password,
-            &c.allow_private,
-            c.ca_pem.as_deref(),
-            c.insecure,
-        )?;
-        let report = match client.test_connection().await {
-            Ok(r) => Some(r),
-            Err(error) if !force => {
-                return Err(GateError::ConnectionTest { name: c.name.clone(), error: Box::new(error) });
-            }
-            Err(error) => {
-                tracing::warn!(controller = %c.name, %error, "storing a controller whose connection test failed (forced)");
-                None
-            }
+        let spec = ClientSpec {
+            name: &c.name,
+            url: &c.url,
+            username: &c.username,
+            password: c.password,
+            allow: &c.allow_private,
+            ca_pem: c.ca_pem.as_deref(),
+            insecure: c.insecure,
+            system_ca: settings.system_ca,
+            timeout_secs: settings.timeout_secs,
         };
+        let client = Self::build_client_to_store(&spec, c.token.clone())?;
+        let report = Self::test_before_storing(&c.name, &client, force).await?;
         let entry = Self::admin_entry(
             admin,
             "admin.controller.add",
             Some(&c.name),
             Some(&c.name),
             json!({"url": client.base_url().to_string(), "username": c.username, "password": c.password,
-                   "allow_private": c.allow_private, "tls_insecure": c.insecure, "forced": report.is_none()}),
+                   "allow_private": c.allow_private, "tls_insecure": c.insecure, "system_ca": settings.system_ca,
+                   "ca_file": c.ca_pem.is_some(), "timeout_secs": settings.timeout_secs, "forced": report.is_none()}),
         );
         self.admin_intent(&entry).await?;
         let result = async {
@@ -404,11 +538,10 @@ impl Gate {
                 tls_insecure: c.insecure,
                 allow_private: c.allow_private.clone(),
                 jenkins_version: report.as_ref().and_then(|r| r.version.clone()),
-                plugins: report
-                    .as_ref()
-                    .map(|r| r.capabilities.plugins.iter().map(|p| format!("{}@{}", p.short_name, p.version)).collect())
-                    .unwrap_or_default(),
+                plugins: report.as_ref().map(plugin_list).unwrap_or_default(),
                 created_ms: now_ms(),
+                timeout_secs: settings.timeout_secs.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+                system_ca: settings.system_ca,
             };
             let id = self.store.insert_controller(&row).await?;
             Ok(ControllerRow { id, ..row })
@@ -419,24 +552,78 @@ impl Gate {
     }
 
     /// Removes a stored controller; `false` if there is none by that name (nothing recorded).
+    /// Refuses while grants name it (see [`Gate::remove_controller_with`]).
     /// Audited as `admin.controller.remove`.
     pub async fn remove_controller(&self, admin: &Admin, name: &str) -> Result<bool, GateError> {
+        Ok(self.remove_controller_with(admin, name, false).await? != ControllerRemoval::Missing)
+    }
+
+    /// Removes a stored controller, and with `with_grants` the grants that name it (in the same
+    /// transaction). Without it, refuses while such grants exist: they would silently apply to a
+    /// later controller of the same name. Every running jgate drops the controller's connection
+    /// within a second (the store's controller generation moves on in the same transaction).
+    ///
+    /// Audited as `admin.controller.remove` with the grants removed (their ids, agents, groups
+    /// and levels).
+    pub async fn remove_controller_with(
+        &self,
+        admin: &Admin,
+        name: &str,
+        with_grants: bool,
+    ) -> Result<ControllerRemoval, GateError> {
         if self.store.controller(name).await?.is_none() {
-            return Ok(false);
+            return Ok(ControllerRemoval::Missing);
         }
-        let entry = Self::admin_entry(admin, "admin.controller.remove", Some(name), Some(name), json!({}));
+        let grants = self.store.grants_on_controller(name).await?;
+        if !grants.is_empty() && !with_grants {
+            let list =
+                grants.iter().map(|g| format!("#{} ({}: {} {})", g.id, g.agent, g.group.as_str(), g.level.as_str()));
+            return Err(GateError::Invalid(format!(
+                "controller '{name}' was not removed: {} grant(s) name it: {}. They would apply to any later controller called '{name}'. Fix: remove them with `jgate ungrant ID`, or remove them together with the controller: `jgate controller remove {name} --with-grants`",
+                grants.len(),
+                list.collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let shown: Vec<Value> = grants
+            .iter()
+            .map(|g| json!({"id": g.id, "agent": g.agent, "group": g.group.as_str(), "level": g.level.as_str(), "jobs": g.jobs}))
+            .collect();
+        let entry = Self::admin_entry(
+            admin,
+            "admin.controller.remove",
+            Some(name),
+            Some(name),
+            json!({"with_grants": with_grants, "grants": shown}),
+        );
         self.admin_intent(&entry).await?;
-        let result = self.store.delete_controller(name).await.map_err(GateError::from);
+        let result = match self.store.remove_controller(name, with_grants).await {
+            Ok(RemoveOutcome::Removed { grants }) => Ok(ControllerRemoval::Removed { grants }),
+            Ok(RemoveOutcome::Missing) => Ok(ControllerRemoval::Missing),
+            // A grant was added between the check and the removal.
+            Ok(RemoveOutcome::HasGrants(n)) => Err(GateError::Invalid(format!(
+                "controller '{name}' was not removed: {n} grant(s) name it (one was just added). Fix: run the command again, or add --with-grants"
+            ))),
+            Err(e) => Err(e.into()),
+        };
         if result.is_ok() {
-            self.connections.lock().await.remove(name);
+            self.drop_connections().await;
         }
-        self.admin_outcome(entry, &result, json!({})).await;
+        let removed = match &result {
+            Ok(ControllerRemoval::Removed { grants }) => json!({"grants_removed": grants}),
+            _ => json!({}),
+        };
+        self.admin_outcome(entry, &result, removed).await;
         result
     }
 
     /// A stored controller's wire client and the secrets its answers must never echo, built
     /// once (one store read and one decryption) and cached.
+    ///
+    /// The cache is checked against the store's controller generation at most once a second: a
+    /// controller updated or removed by any process (the CLI, another replica) is rebuilt or gone
+    /// here within a second, without a restart.
     async fn connection(&self, name: &str) -> Result<Connection, GateError> {
+        self.recheck_connections().await?;
         let mut cache = self.connections.lock().await;
         if let Some(c) = cache.get(name) {
             return Ok(c.clone());
@@ -451,18 +638,47 @@ impl Gate {
         let mut known = crate::sanitize::KnownSecrets::new();
         known.add(token.expose_secret());
         known.add_basic_auth(&row.username, token.expose_secret());
-        let client = Arc::new(Self::build_client(
-            &row.base_url,
-            &row.username,
-            token,
-            row.secret_kind == "password",
-            &row.allow_private,
-            row.tls_ca_pem.as_deref(),
-            row.tls_insecure,
-        )?);
+        let client = Arc::new(Self::build_client(&ClientSpec::of(&row), token)?);
         let conn = Connection { client, known: Arc::new(known) };
         cache.insert(name.to_string(), conn.clone());
         Ok(conn)
+    }
+
+    /// Empties the connection cache if the store's controller generation moved on since it was
+    /// filled; asks the store at most once per [`CONNECTIONS_RECHECK`].
+    async fn recheck_connections(&self) -> Result<(), GateError> {
+        let due = {
+            let checked = self.connections_checked.lock().unwrap_or_else(PoisonError::into_inner);
+            checked.at.is_none_or(|at| at.elapsed() >= CONNECTIONS_RECHECK)
+        };
+        if !due {
+            return Ok(());
+        }
+        let generation = match self.store.controller_generation().await {
+            Ok(g) => g,
+            // On the call path: a store that cannot answer means the call cannot be audited either.
+            Err(e @ StoreError::Unavailable { .. }) => return Err(GateError::AuditUnavailable(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        let changed = {
+            let mut checked = self.connections_checked.lock().unwrap_or_else(PoisonError::into_inner);
+            checked.at = Some(std::time::Instant::now());
+            let changed = checked.generation != Some(generation);
+            checked.generation = Some(generation);
+            changed
+        };
+        if changed {
+            self.connections.lock().await.clear();
+            self.controllers_cache.clear();
+        }
+        Ok(())
+    }
+
+    /// Forgets every cached connection now (this process made a change).
+    async fn drop_connections(&self) {
+        self.connections.lock().await.clear();
+        let mut checked = self.connections_checked.lock().unwrap_or_else(PoisonError::into_inner);
+        checked.at = None;
     }
 
     /// The controller's connection for a call (the call path's executor uses it).
@@ -507,12 +723,145 @@ impl Gate {
 
     /// Runs the connection test again and records the version and plugins it found.
     pub async fn test_controller(&self, name: &str) -> Result<ConnectionReport, GateError> {
-        let client = self.client(name).await?;
+        self.test_controller_with(name, None).await
+    }
+
+    /// [`Gate::test_controller`] with this request timeout instead of the stored one (`--timeout`).
+    /// Tests with a client of its own, built from the stored row (not the cached one).
+    pub async fn test_controller_with(
+        &self,
+        name: &str,
+        timeout_secs: Option<u64>,
+    ) -> Result<ConnectionReport, GateError> {
+        let row = self.store.controller(name).await?.ok_or_else(|| StoreError::Missing {
+            what: "controller",
+            name: name.to_string(),
+            hint: "`jgate controller list` shows the controllers".into(),
+        })?;
+        let sealed: Sealed = serde_json::from_str(&row.sealed_token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let token = secrets::open(&self.master, &sealed, &token_aad(name))?;
+        let mut spec = ClientSpec::of(&row);
+        if timeout_secs.is_some() {
+            spec.timeout_secs = timeout_secs;
+        }
+        let client = Self::build_client(&spec, token)?;
         let report = client.test_connection().await?;
-        let plugins: Vec<String> =
-            report.capabilities.plugins.iter().map(|p| format!("{}@{}", p.short_name, p.version)).collect();
-        self.store.update_controller_facts(name, report.version.as_deref(), &plugins).await?;
+        self.store.update_controller_facts(name, report.version.as_deref(), &plugin_list(&report)).await?;
         Ok(report)
+    }
+
+    /// Changes a stored controller: URL, user, secret, TLS trust, allow-list, timeout. The new
+    /// settings pass the connection test first; if it fails nothing is stored, unless `force`.
+    /// Stored in one transaction with the controllers' generation, so every running jgate uses the
+    /// new settings within a second. The token stays sealed to the controller's name.
+    ///
+    /// Audited as `admin.controller.update` (intent before storing, then the outcome) with what
+    /// changed — never the token itself, only that it changed.
+    pub async fn update_controller(
+        &self,
+        admin: &Admin,
+        name: &str,
+        change: ControllerUpdate,
+        force: bool,
+    ) -> Result<(ControllerRow, Option<ConnectionReport>), GateError> {
+        let old = self.store.controller(name).await?.ok_or_else(|| StoreError::Missing {
+            what: "controller",
+            name: name.to_string(),
+            hint: "`jgate controller list` shows the controllers".into(),
+        })?;
+        let token = match &change.token {
+            Some(t) => t.clone(),
+            None => {
+                let sealed: Sealed =
+                    serde_json::from_str(&old.sealed_token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                secrets::open(&self.master, &sealed, &token_aad(name))?
+            }
+        };
+        let mut new = old.clone();
+        if let Some(u) = &change.url {
+            new.base_url = u.clone();
+        }
+        if let Some(u) = &change.username {
+            new.username = u.clone();
+        }
+        if let Some(p) = change.password {
+            new.secret_kind = if p { "password".into() } else { "token".into() };
+        }
+        if let Some(ca) = &change.ca_pem {
+            new.tls_ca_pem = ca.clone();
+        }
+        if let Some(v) = change.system_ca {
+            new.system_ca = v;
+        }
+        if let Some(v) = change.insecure {
+            new.tls_insecure = v;
+        }
+        if let Some(a) = &change.allow_private {
+            new.allow_private = a.clone();
+        }
+        if let Some(t) = change.timeout_secs {
+            new.timeout_secs = t.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+        }
+        let client = Self::build_client_to_store(&ClientSpec::of(&new), token.clone())?;
+        new.base_url = client.base_url().to_string();
+        let report = Self::test_before_storing(name, &client, force).await?;
+        if let Some(r) = &report {
+            new.jenkins_version = r.version.clone();
+            new.plugins = plugin_list(r);
+        }
+        let mut changed = serde_json::Map::new();
+        if new.base_url != old.base_url {
+            changed.insert("url".into(), json!(new.base_url));
+        }
+        if new.username != old.username {
+            changed.insert("username".into(), json!(new.username));
+        }
+        if new.secret_kind != old.secret_kind {
+            changed.insert("password".into(), json!(new.secret_kind == "password"));
+        }
+        if change.token.is_some() {
+            changed.insert("token".into(), json!("replaced"));
+        }
+        if new.tls_ca_pem != old.tls_ca_pem {
+            changed.insert("ca_file".into(), json!(new.tls_ca_pem.is_some()));
+        }
+        if new.system_ca != old.system_ca {
+            changed.insert("system_ca".into(), json!(new.system_ca));
+        }
+        if new.tls_insecure != old.tls_insecure {
+            changed.insert("tls_insecure".into(), json!(new.tls_insecure));
+        }
+        if new.allow_private != old.allow_private {
+            changed.insert("allow_private".into(), json!(new.allow_private));
+        }
+        if new.timeout_secs != old.timeout_secs {
+            changed.insert("timeout_secs".into(), json!(new.timeout_secs));
+        }
+        let entry = Self::admin_entry(
+            admin,
+            "admin.controller.update",
+            Some(name),
+            Some(name),
+            json!({"changed": Value::Object(changed), "forced": report.is_none()}),
+        );
+        self.admin_intent(&entry).await?;
+        let result = async {
+            if change.token.is_some() {
+                new.sealed_token = to_json(&secrets::seal(&self.master, &token, &token_aad(name))?)?;
+            }
+            if !self.store.update_controller(&new).await? {
+                return Err(GateError::Store(StoreError::Missing {
+                    what: "controller",
+                    name: name.to_string(),
+                    hint: "it was removed while being updated".into(),
+                }));
+            }
+            Ok(new)
+        }
+        .await;
+        self.drop_connections().await;
+        self.admin_outcome(entry, &result, json!({})).await;
+        Ok((result?, report))
     }
 
     /// The master-key rotation, in one transaction: re-wraps every controller token's data key
@@ -1191,4 +1540,9 @@ fn has_grants(agent: &str, grants: &[Grant]) -> GateError {
         grants.len(),
         ids.join(", ")
     ))
+}
+
+/// `short-name@version` of each plugin a connection test found.
+fn plugin_list(r: &ConnectionReport) -> Vec<String> {
+    r.capabilities.plugins.iter().map(|p| format!("{}@{}", p.short_name, p.version)).collect()
 }

@@ -34,5 +34,5 @@ pub mod writes;
 
 pub use call::{CallOptions, Limits};
 pub use error::GateError;
-pub use gate::{Admin, Caller, Gate, NewController};
+pub use gate::{Admin, Caller, ControllerRemoval, ControllerSettings, ControllerUpdate, Gate, NewController};
 pub use sanitize::Clean;

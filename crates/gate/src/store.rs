@@ -271,12 +271,14 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_audit_keys.sql")),
     (3, include_str!("../migrations/sqlite/0003_writes.sql")),
     (4, include_str!("../migrations/sqlite/0004_agents.sql")),
+    (5, include_str!("../migrations/sqlite/0005_controllers.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_audit_keys.sql")),
     (3, include_str!("../migrations/postgres/0003_writes.sql")),
     (4, include_str!("../migrations/postgres/0004_agents.sql")),
+    (5, include_str!("../migrations/postgres/0005_controllers.sql")),
 ];
 
 /// Rows per multi-row audit INSERT: 10 values each, well under SQLite's and PostgreSQL's limits
@@ -310,6 +312,10 @@ pub struct ControllerRow {
     pub jenkins_version: Option<String>,
     pub plugins: Vec<String>,
     pub created_ms: i64,
+    /// Seconds per Jenkins request (`--timeout`); `None` = the client's default.
+    pub timeout_secs: Option<i64>,
+    /// Also trust the operating system's certificate store (`--system-ca`).
+    pub system_ca: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -557,13 +563,15 @@ impl Store {
     // -----------------------------------------------------------------------------------------
     // controllers
 
+    /// Adds a controller and moves the controllers' generation on, in one transaction.
     pub async fn insert_controller(&self, c: &ControllerRow) -> Result<i64, StoreError> {
         if self.controller(&c.name).await?.is_some() {
             return Err(StoreError::Duplicate { what: "controller", name: c.name.clone() });
         }
+        let mut tx = self.begin_write("adding the controller").await?;
         let row = sqlx::query(self.sql(
-            "INSERT INTO controllers (name, base_url, username, secret_kind, sealed_token, tls_ca_pem, tls_insecure, allow_private, jenkins_version, plugins, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            "INSERT INTO controllers (name, base_url, username, secret_kind, sealed_token, tls_ca_pem, tls_insecure, allow_private, jenkins_version, plugins, created_ms, timeout_secs, system_ca) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         ))
         .bind(&c.name)
         .bind(&c.base_url)
@@ -576,10 +584,15 @@ impl Store {
         .bind(c.jenkins_version.clone())
         .bind(json_list(&c.plugins))
         .bind(c.created_ms)
-        .fetch_one(&self.pool)
+        .bind(c.timeout_secs)
+        .bind(i64::from(c.system_ca))
+        .fetch_one(&mut *tx)
         .await
         .map_err(db("adding the controller"))?;
-        row.try_get("id").map_err(db("adding the controller"))
+        let id = row.try_get("id").map_err(db("adding the controller"))?;
+        bump_controller_generation(&mut tx).await?;
+        tx.commit().await.map_err(db("adding the controller"))?;
+        Ok(id)
     }
 
     pub async fn controllers(&self) -> Result<Vec<ControllerRow>, StoreError> {
@@ -633,6 +646,104 @@ impl Store {
             .await
             .map_err(db("removing a controller"))?;
         Ok(r.rows_affected() > 0)
+    }
+
+    /// A plain transaction that takes SQLite's write lock at BEGIN (a read that later writes
+    /// cannot then fail on a lock upgrade); PostgreSQL's row locks need nothing more.
+    async fn begin_write(&self, doing: &'static str) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db(doing)),
+            Dialect::Postgres => self.pool.begin().await.map_err(db(doing)),
+        }
+    }
+
+    /// The controllers' generation: moved on in the same transaction as every change to a
+    /// controller, so a process that sees it unchanged knows its cached connections are current.
+    pub async fn controller_generation(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT generation FROM controller_generation WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading the controllers' generation"))?;
+        row.map_or(Ok(0), |r| r.try_get("generation").map_err(db("reading the controllers' generation")))
+    }
+
+    /// Replaces a controller's settings (everything but its id, name and creation time) and moves
+    /// the generation on, in one transaction. `false` if there is no controller by that name.
+    pub async fn update_controller(&self, c: &ControllerRow) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write("updating a controller").await?;
+        let r = sqlx::query(self.sql(
+            "UPDATE controllers SET base_url = $1, username = $2, secret_kind = $3, sealed_token = $4, tls_ca_pem = $5, \
+             tls_insecure = $6, allow_private = $7, jenkins_version = $8, plugins = $9, timeout_secs = $10, system_ca = $11 \
+             WHERE name = $12",
+        ))
+        .bind(&c.base_url)
+        .bind(&c.username)
+        .bind(&c.secret_kind)
+        .bind(&c.sealed_token)
+        .bind(c.tls_ca_pem.clone())
+        .bind(i64::from(c.tls_insecure))
+        .bind(json_list(&c.allow_private))
+        .bind(c.jenkins_version.clone())
+        .bind(json_list(&c.plugins))
+        .bind(c.timeout_secs)
+        .bind(i64::from(c.system_ca))
+        .bind(&c.name)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("updating a controller"))?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        bump_controller_generation(&mut tx).await?;
+        tx.commit().await.map_err(db("updating a controller"))?;
+        Ok(true)
+    }
+
+    /// The grants that name this controller (grants for every controller are not included).
+    pub async fn grants_on_controller(&self, name: &str) -> Result<Vec<Grant>, StoreError> {
+        let rows = sqlx::query(self.sql(
+            "SELECT g.*, a.name AS agent FROM grants g JOIN agents a ON a.id = g.agent_id WHERE g.controller = $1 ORDER BY g.id",
+        ))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading grants"))?;
+        rows.iter().map(grant_row).collect()
+    }
+
+    /// Removes a controller, and with `with_grants` the grants naming it, and moves the generation
+    /// on, in one transaction. Without `with_grants`, removes nothing while grants name it
+    /// ([`RemoveOutcome::HasGrants`]): they would otherwise apply to a later controller of the
+    /// same name.
+    pub async fn remove_controller(&self, name: &str, with_grants: bool) -> Result<RemoveOutcome, StoreError> {
+        let mut tx = self.begin_write("removing a controller").await?;
+        let count: i64 = sqlx::query(self.sql("SELECT COUNT(*) AS n FROM grants WHERE controller = $1"))
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("counting a controller's grants"))?
+            .try_get("n")
+            .map_err(db("counting a controller's grants"))?;
+        if count > 0 && !with_grants {
+            return Ok(RemoveOutcome::HasGrants(count as u64));
+        }
+        let grants = sqlx::query(self.sql("DELETE FROM grants WHERE controller = $1"))
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("removing a controller's grants"))?
+            .rows_affected();
+        let r = sqlx::query(self.sql("DELETE FROM controllers WHERE name = $1"))
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("removing a controller"))?;
+        if r.rows_affected() == 0 {
+            return Ok(RemoveOutcome::Missing);
+        }
+        bump_controller_generation(&mut tx).await?;
+        tx.commit().await.map_err(db("removing a controller"))?;
+        Ok(RemoveOutcome::Removed { grants })
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1312,6 +1423,8 @@ fn controller_row(r: &sqlx::any::AnyRow) -> Result<ControllerRow, StoreError> {
         jenkins_version: r.try_get("jenkins_version").map_err(&e)?,
         plugins: list(r.try_get("plugins").map_err(&e)?)?,
         created_ms: r.try_get("created_ms").map_err(&e)?,
+        timeout_secs: r.try_get("timeout_secs").map_err(&e)?,
+        system_ca: r.try_get::<i64, _>("system_ca").map_err(&e)? != 0,
     })
 }
 
@@ -1512,4 +1625,24 @@ impl Store {
         tx.commit().await?;
         Ok(Some(retired))
     }
+}
+
+/// What [`Store::remove_controller`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    /// Removed, with this many grants.
+    Removed { grants: u64 },
+    /// Nothing removed: this many grants name the controller (and removing them was not asked).
+    HasGrants(u64),
+    /// There is no controller by that name.
+    Missing,
+}
+
+/// Moves the controllers' generation on (inside the caller's transaction).
+async fn bump_controller_generation(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE controller_generation SET generation = generation + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .map_err(db("moving the controllers' generation on"))?;
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! Jenkins operation.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Stream, StreamExt};
@@ -16,7 +16,7 @@ use crate::cache::{CacheOptions, Fetched, Found, Keep, Wire};
 use crate::error::{Error, first_error_line, permission_title};
 use crate::model::*;
 use crate::path::{BaseUrl, JobPath};
-use crate::ssrf::{AllowEntry, EgressPolicy, GuardedResolver, Lookup, RefusalReason, SystemLookup};
+use crate::ssrf::{AllowEntry, EgressPolicy, GuardedResolver, IpClass, Lookup, RefusalReason, SystemLookup};
 use crate::tree::Tree;
 
 /// How the secret authenticates.
@@ -93,6 +93,14 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The default limits with one timeout for connecting and for each API request
+    /// (`--timeout SECONDS`).
+    pub fn with_timeout(timeout: Duration) -> Limits {
+        Limits { connect_timeout: timeout, request_timeout: timeout, ..Limits::default() }
+    }
+}
+
 /// Builds a [`JenkinsClient`].
 pub struct ClientBuilder {
     base: String,
@@ -102,6 +110,7 @@ pub struct ClientBuilder {
     limits: Limits,
     lookup: Option<Arc<dyn Lookup>>,
     cache: CacheOptions,
+    system_ca: bool,
 }
 
 impl ClientBuilder {
@@ -118,6 +127,12 @@ impl ClientBuilder {
     }
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.tls = tls;
+        self
+    }
+    /// Also trusts the operating system's certificate store (`--system-ca`: corporate CAs
+    /// installed on this machine). The built-in Mozilla roots and the CA bundle are trusted always.
+    pub fn system_ca(mut self, on: bool) -> Self {
+        self.system_ca = on;
         self
     }
     pub fn limits(mut self, limits: Limits) -> Self {
@@ -137,56 +152,84 @@ impl ClientBuilder {
 
     pub fn build(self) -> Result<JenkinsClient, Error> {
         let base = BaseUrl::parse(&self.base)?;
+        check_root_path(&base)?;
         let policy = Arc::new(EgressPolicy::new(self.allow));
         policy.check_url(base.as_url())?;
         let lookup: Arc<dyn Lookup> = self.lookup.unwrap_or_else(|| Arc::new(SystemLookup));
-        let mut http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(
-                // The resolver sees host names only: pin the origin's port for port-scoped entries.
-                GuardedResolver::new(policy.clone(), lookup)
-                    .with_port(base.as_url().port_or_known_default().unwrap_or(443)),
-            ))
-            // Proxies from the environment would resolve names themselves, bypassing the guard.
-            .no_proxy()
-            // Jenkins answers writes with 201/302/303 + Location: read them, never follow.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(self.limits.connect_timeout)
-            .read_timeout(self.limits.read_timeout)
-            .cookie_store(true)
-            .user_agent(concat!("jgate/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &self.tls.ca_bundle_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Config {
-                problem: format!("the CA bundle is not valid PEM: {e}"),
-                fix: "give a file with one or more -----BEGIN CERTIFICATE----- blocks".into(),
-            })?;
-            if certs.is_empty() {
-                return Err(Error::Config {
-                    problem: "the CA bundle contains no certificate".into(),
-                    fix: "give a file with one or more -----BEGIN CERTIFICATE----- blocks".into(),
-                });
-            }
-            for c in certs {
-                http = http.add_root_certificate(c);
-            }
-        }
-        if self.tls.danger_accept_invalid_certs {
+        let trust = crate::tls::Trust {
+            ca_bundle_pem: self.tls.ca_bundle_pem.clone(),
+            system_ca: self.system_ca,
+            insecure: self.tls.danger_accept_invalid_certs,
+        };
+        if trust.insecure {
             tracing::warn!(base = %base, "TLS certificate verification is disabled for this controller");
-            http = http.danger_accept_invalid_certs(true);
         }
-        let http = http.build().map_err(|e| Error::Config {
-            problem: format!("cannot build the HTTP client: {e}"),
-            fix: "check the TLS options".into(),
-        })?;
+        let http = http_client(&base, &policy, &lookup, &self.limits, &trust)?;
         Ok(JenkinsClient {
             base,
             credentials: self.credentials,
             http,
             policy,
+            lookup,
             limits: self.limits,
             crumb: Arc::new(tokio::sync::Mutex::new(None)),
             wire: Arc::new(Wire::new(self.cache)),
         })
     }
+}
+
+/// The HTTP client of a controller: the guarded resolver, no proxy, no redirects, timeouts, the
+/// cookie store (crumb sessions) and the TLS trust of [`crate::tls`].
+fn http_client(
+    base: &BaseUrl,
+    policy: &Arc<EgressPolicy>,
+    lookup: &Arc<dyn Lookup>,
+    limits: &Limits,
+    trust: &crate::tls::Trust,
+) -> Result<reqwest::Client, Error> {
+    let http = reqwest::Client::builder()
+        .dns_resolver(Arc::new(
+            // The resolver sees host names only: pin the origin's port for port-scoped entries.
+            GuardedResolver::new(policy.clone(), lookup.clone())
+                .with_port(base.as_url().port_or_known_default().unwrap_or(443)),
+        ))
+        // Proxies from the environment would resolve names themselves, bypassing the guard.
+        .no_proxy()
+        // Jenkins answers writes with 201/302/303 + Location: read them, never follow.
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(limits.connect_timeout)
+        .read_timeout(limits.read_timeout)
+        .cookie_store(true)
+        .user_agent(concat!("jgate/", env!("CARGO_PKG_VERSION")))
+        .use_preconfigured_tls(crate::tls::client_config(trust)?);
+    http.build().map_err(|e| Error::Config {
+        problem: format!("cannot build the HTTP client: {e}"),
+        fix: "check the TLS options (--ca-file, --system-ca)".into(),
+    })
+}
+
+/// Refuses a base URL that is a page inside Jenkins (a job, view, build or manage page pasted
+/// from the browser) rather than the controller's root.
+fn check_root_path(base: &BaseUrl) -> Result<(), Error> {
+    let url = base.as_url();
+    let segs: Vec<&str> = url.path_segments().map(|s| s.filter(|x| !x.is_empty()).collect()).unwrap_or_default();
+    let page = ["job", "view", "manage", "computer", "user", "me", "blue", "queue", "configure", "pluginManager"];
+    let Some(at) = segs.iter().position(|s| page.contains(s)) else { return Ok(()) };
+    let mut root = url.clone();
+    root.set_path(&format!("/{}", segs[..at].iter().map(|s| format!("{s}/")).collect::<String>()));
+    let kind = match segs[at] {
+        "job" | "blue" => "a job page",
+        "view" => "a view page",
+        "manage" | "configure" | "pluginManager" => "a Manage Jenkins page",
+        "computer" => "a node page",
+        "queue" => "the queue page",
+        _ => "a user page",
+    };
+    Err(Error::NotJenkinsRoot {
+        url: url.to_string(),
+        problem: format!("this looks like {kind}, not the controller's root URL"),
+        fix: format!("use the controller's root URL: {root}"),
+    })
 }
 
 /// A client for one controller. Clones share the connection pool, the crumb and session, the
@@ -197,6 +240,8 @@ pub struct JenkinsClient {
     credentials: Option<Credentials>,
     http: reqwest::Client,
     policy: Arc<EgressPolicy>,
+    /// The resolver behind the guard (the connection test's probes use it too).
+    lookup: Arc<dyn Lookup>,
     limits: Limits,
     crumb: Arc<tokio::sync::Mutex<Option<Crumb>>>,
     wire: Arc<Wire>,
@@ -305,7 +350,15 @@ pub struct ConnectionReport {
     pub crumbs_required: bool,
     pub use_security: bool,
     pub quieting_down: bool,
+    /// `quietDownReason` (Jenkins 2.267+), when quieting down with a reason.
+    pub quiet_down_reason: Option<String>,
     pub capabilities: Capabilities,
+    /// Things that work but deserve the administrator's attention, each a sentence naming the
+    /// cause and the fix: quiet-down, a user who sees no jobs or cannot list plugins, a token
+    /// sent in clear text, security off.
+    pub warnings: Vec<String>,
+    /// How long the test took.
+    pub elapsed: Duration,
 }
 
 /// Plugins that change what the client can do. `None` = unknown (the user cannot list plugins).
@@ -332,6 +385,7 @@ impl JenkinsClient {
             limits: Limits::default(),
             lookup: None,
             cache: CacheOptions::default(),
+            system_ca: false,
         }
     }
 
@@ -399,6 +453,7 @@ impl JenkinsClient {
         let idempotent = method == Method::GET || method == Method::HEAD;
         let attempts = if idempotent { self.limits.read_attempts.max(1) } else { 1 };
         let mut attempt = 0;
+        let started = Instant::now();
         loop {
             attempt += 1;
             let crumb = if method == Method::POST && self.needs_crumb() { self.crumb().await? } else { None };
@@ -441,6 +496,10 @@ impl JenkinsClient {
                     let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2 + 1));
                     tracing::debug!(what, attempt, error = %e, "retrying a transient failure");
                     tokio::time::sleep(backoff + jitter).await;
+                }
+                // The wait stated is the wait there was, over every attempt.
+                Err(Error::Timeout { url, during, .. }) => {
+                    return Err(Error::Timeout { url, seconds: whole_seconds(started.elapsed()), during });
                 }
                 other => return other,
             }
@@ -680,10 +739,53 @@ impl JenkinsClient {
         }
     }
 
-    /// The connection test: version, identity, crumb need and plugins — or the diagnosis.
+    /// The connection test: version, identity, the kind of secret, crumb need, plugins and what
+    /// the user can see — or the diagnosis of why not, naming the cause and the fix.
+    ///
+    /// Each request is tried once (no retries): a controller that does not answer costs exactly
+    /// one timeout (`Limits::request_timeout`), and a timeout error states the time really waited.
     pub async fn test_connection(&self) -> Result<ConnectionReport, Error> {
-        let tree = Tree::new().fields(&["useCrumbs", "useSecurity", "quietingDown", "url"]);
-        let (root, version) = self.root_info(Some(&tree)).await?;
+        let started = Instant::now();
+        let mut once = self.clone();
+        once.limits.read_attempts = 1;
+        match once.test_connection_once(started).await {
+            Err(Error::Timeout { url, during, .. }) => {
+                Err(Error::Timeout { url, seconds: whole_seconds(started.elapsed()), during })
+            }
+            other => other,
+        }
+    }
+
+    async fn test_connection_once(&self, started: Instant) -> Result<ConnectionReport, Error> {
+        let tree = Tree::new()
+            .fields(&["useCrumbs", "useSecurity", "quietingDown", "quietDownReason", "url"])
+            .nested_range("jobs", Tree::new().field("name"), crate::tree::Range::first(1));
+        let resp = match self
+            .send(Method::GET, "api/json", &tree_query(Some(&tree)), None, "the controller's root API", Accept::Success)
+            .await
+        {
+            Ok(r) => r,
+            Err(Error::NotFound { url, .. }) => {
+                return Err(Error::NotJenkinsRoot {
+                    url,
+                    problem: "no Jenkins at this path: the controller's root API answered 404".into(),
+                    fix: "check the context path: Jenkins often lives below one (e.g. https://host:8443/jenkins); open the URL in a browser and use the address of the Jenkins dashboard".into(),
+                });
+            }
+            // A TLS port answers plain HTTP with a TLS alert (not HTTP), by closing, or — nginx,
+            // some proxies — with "400 The plain HTTP request was sent to HTTPS port".
+            Err(
+                e @ (Error::Connect { .. } | Error::Protocol { .. } | Error::Tls { .. } | Error::BadRequest { .. }),
+            ) if self.base.as_url().scheme() == "http" => {
+                return Err(match self.https_url_if_tls().await {
+                    Some(https_url) => Error::PlainHttpToTls { url: self.base.to_string(), https_url },
+                    None => e,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let version = version_header(resp.headers());
+        let root: RootInfo = self.json(resp).await?;
         if version.is_none() {
             return Err(Error::Protocol {
                 url: self.base.to_string(),
@@ -697,7 +799,41 @@ impl JenkinsClient {
                 detail: "Jenkins treated the request as anonymous although credentials were sent (a proxy may strip the Authorization header)".into(),
             });
         }
+        if root.use_crumbs && !self.needs_crumb() && self.refuses_crumbless_post().await? {
+            let user = self.user().to_string();
+            return Err(Error::PasswordNotToken {
+                token_url: format!("{}user/{}/security", self.base, crate::path::raw_encode(&user)),
+                user,
+            });
+        }
         let capabilities = self.capabilities().await?;
+        let mut warnings = Vec::new();
+        if root.quieting_down {
+            warnings.push(format!(
+                "Jenkins is in quiet-down mode{}: it starts no new builds, so triggers will wait in the queue. Fix: cancel quiet-down in Jenkins (Manage Jenkins → Cancel Quiet Down) once the maintenance is over",
+                root.quiet_down_reason.as_deref().filter(|r| !r.is_empty()).map(|r| format!(" ({r})")).unwrap_or_default()
+            ));
+        }
+        let user = self.user().to_string();
+        if root.jobs.is_empty() {
+            warnings.push(format!(
+                "user '{user}' can see no jobs: it lacks Job/Read (Overall/Read alone shows none), or the controller has no jobs yet. Fix: grant '{user}' Job/Read in Jenkins (Manage Jenkins → Security) on the jobs agents should reach"
+            ));
+        }
+        if !capabilities.plugins_visible {
+            warnings.push(format!(
+                "user '{user}' cannot list plugins (needs Overall/SystemRead or Administer), so optional features (Pipeline stages, test reports) are unknown and are tried when used. Fix: grant '{user}' Overall/SystemRead in Jenkins if you want them detected"
+            ));
+        }
+        if !root.use_security {
+            warnings.push("security is off on this controller: anyone who can reach it may do anything, whatever jgate allows. Fix: enable security in Jenkins (Manage Jenkins → Security)".into());
+        }
+        if self.base.as_url().scheme() == "http" && self.host_is_public().await {
+            warnings.push(format!(
+                "the URL is plain http:// to a public address: the API token travels in clear text with every request. Fix: serve Jenkins over https and change the URL (`jgate controller update NAME --url {}`)",
+                https_of(self.base.as_url())
+            ));
+        }
         Ok(ConnectionReport {
             base_url: self.base.to_string(),
             version,
@@ -705,8 +841,54 @@ impl JenkinsClient {
             crumbs_required: root.use_crumbs && self.needs_crumb(),
             use_security: root.use_security,
             quieting_down: root.quieting_down,
+            quiet_down_reason: root.quiet_down_reason,
             capabilities,
+            warnings,
+            elapsed: started.elapsed(),
         })
+    }
+
+    /// Whether Jenkins refuses a harmless POST sent without a crumb: it does for passwords and
+    /// never for API tokens (`ApiCrumbExclusion`, jenkins-wire.md §8.6). The POST is to the root
+    /// API (`Api.doJson` answers any method and changes nothing).
+    async fn refuses_crumbless_post(&self) -> Result<bool, Error> {
+        let q = [("tree", "_class".to_string())];
+        let timeout = Some(self.limits.request_timeout);
+        match self.send_once(Method::POST, "api/json", &q, None, "a test POST", Accept::Success, timeout, None).await {
+            Err(Error::Crumb) => Ok(true),
+            Err(e @ Error::Timeout { .. }) => Err(e),
+            // Anything else (a proxy refusing POSTs, ...) says nothing about the secret.
+            _ => Ok(false),
+        }
+    }
+
+    /// For an `http://` base URL whose request failed below HTTP: whether the same port completes
+    /// a TLS handshake. The probe sends no credentials, goes through the same egress guard, and
+    /// accepts any certificate (it only asks whether the port speaks TLS).
+    async fn https_url_if_tls(&self) -> Option<String> {
+        let https = https_of(self.base.as_url());
+        let base = BaseUrl::parse(&https).ok()?;
+        let trust = crate::tls::Trust { insecure: true, ..Default::default() };
+        let limits = Limits::with_timeout(self.limits.request_timeout.min(Duration::from_secs(5)));
+        let http = http_client(&base, &self.policy, &self.lookup, &limits, &trust).ok()?;
+        let resp = http.get(base.as_url().clone()).timeout(limits.request_timeout).send().await;
+        resp.is_ok().then_some(https)
+    }
+
+    /// Whether the base URL's host is (or resolves to) a public address.
+    async fn host_is_public(&self) -> bool {
+        let url = self.base.as_url();
+        let port = url.port_or_known_default().unwrap_or(80);
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => crate::ssrf::classify(ip.into()) == IpClass::Public,
+            Some(url::Host::Ipv6(ip)) => crate::ssrf::classify(ip.into()) == IpClass::Public,
+            Some(url::Host::Domain(name)) => self
+                .lookup
+                .lookup(name, port)
+                .await
+                .is_ok_and(|addrs| addrs.iter().any(|a| crate::ssrf::classify(a.ip()) == IpClass::Public)),
+            None => false,
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1284,6 +1466,21 @@ fn progressive_headers(resp: &reqwest::Response) -> Result<(u64, bool), Error> {
     Ok((size, more_data))
 }
 
+/// A duration in whole seconds, rounded to the nearest.
+fn whole_seconds(d: Duration) -> u64 {
+    (d.as_millis() as u64 + 500) / 1000
+}
+
+/// The `https://` twin of an `http://` URL, on the same port.
+fn https_of(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let port = u.port_or_known_default();
+    if u.set_scheme("https").is_ok() {
+        let _ = u.set_port(port.filter(|p| *p != 443));
+    }
+    u.to_string()
+}
+
 fn version_header(h: &HeaderMap) -> Option<String> {
     h.get("X-Jenkins").and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -1311,10 +1508,14 @@ fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        parts.push(err.to_string());
+        let text = err.to_string();
+        // reqwest's wrappers repeat the URL (with its query) and say nothing of the cause.
+        if !text.starts_with("error sending request for url") && !text.starts_with("client error (") {
+            parts.push(text);
+        }
         cur = err.source();
     }
-    parts.join(": ")
+    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
 }
 
 /// Explains a failure below HTTP: refused by the SSRF guard, DNS, TLS, connect, timeout.
@@ -1358,16 +1559,17 @@ fn transport_error(e: reqwest::Error, url: &url::Url, timeout: Duration) -> Erro
             || lower.contains("unknown issuer")
             || lower.contains("self-signed")
             || lower.contains("self signed")
+            || lower.contains("causedasendentity")
         {
-            "the controller's certificate is signed by a CA this machine does not trust (self-signed or private CA): add that CA certificate (PEM) as the controller's CA bundle; only for a throwaway test controller, opt in to skipping verification (dangerous)"
+            "the controller's certificate is signed by a CA this machine does not trust, or is self-signed: give that CA's certificate, or the self-signed certificate itself, as a PEM file with --ca-file FILE; for a corporate CA installed on this machine, add --system-ca (--insecure-skip-tls-verify only for a throwaway test controller: anyone on the path can then read the token)"
         } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
-            "the certificate does not name this host: use the host name the certificate was issued for"
-        } else if lower.contains("expired") {
-            "the controller's certificate has expired: renew it on the Jenkins side"
+            "the certificate does not name this host: use the host name the certificate was issued for in the URL (--url), or reissue the certificate with this name in its subject alternative names"
+        } else if lower.contains("expired") || lower.contains("notvalidyet") || lower.contains("not valid yet") {
+            "the controller's certificate is outside its validity period: renew it on the Jenkins side (or check this machine's clock)"
         } else if lower.contains("invalidcontenttype") || lower.contains("corrupt message") {
-            "the server did not answer with TLS: it probably serves plain http on this port, so use http:// (or the controller's https port)"
+            "the server did not answer with TLS: it serves plain http on this port, so use http:// (or the controller's https port) in --url"
         } else {
-            "check that the URL's scheme matches the port (https on an http port fails), and the controller's certificate"
+            "check that the URL's scheme matches the port (https on an http port fails), and the controller's certificate (--ca-file, --system-ca)"
         };
         return Error::Tls { url: shown.to_string(), detail: text, fix: fix.into() };
     }

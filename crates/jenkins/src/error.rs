@@ -15,7 +15,9 @@ pub enum Error {
     #[error("invalid job path '{path}': {problem}. Fix: {fix}")]
     InvalidJobPath { path: String, problem: String, fix: String },
 
-    #[error("{0}")]
+    /// Transparent: the refusal's own sentence (with its fix) is the whole message, and an error
+    /// chain printer (`{:#}`) does not print it twice.
+    #[error(transparent)]
     Refused(#[from] Refusal),
 
     #[error(
@@ -28,8 +30,9 @@ pub enum Error {
     )]
     Connect { url: String, detail: String },
 
+    /// `seconds` is the time really waited (all attempts together), measured, not the setting.
     #[error(
-        "{url} did not answer within {seconds} s ({during}). Fix: check the network path to Jenkins, or raise the timeout if the controller is slow"
+        "{url} did not answer: gave up after waiting {seconds} s ({during}). Fix: check that Jenkins is running and that the network path to it is open (a firewall that drops packets looks like this); a controller that is merely slow gets more time with --timeout SECONDS (`jgate controller update NAME --timeout SECONDS`)"
     )]
     Timeout { url: String, seconds: u64, during: &'static str },
 
@@ -37,7 +40,7 @@ pub enum Error {
     Tls { url: String, detail: String, fix: String },
 
     #[error(
-        "Jenkins rejected the credentials of user '{user}' (HTTP 401): the API token was revoked or the user name is misspelled. Fix: generate a new API token at {token_url} and update the controller's credentials"
+        "Jenkins rejected the credentials of user '{user}' (HTTP 401): the API token was revoked or the user name is misspelled. Fix: generate a new API token at {token_url} (signed in as '{user}'), then store it with `jgate controller update NAME --token-file FILE` (add --username USER if the user name was wrong)"
     )]
     Unauthorized { user: String, token_url: String },
 
@@ -56,6 +59,24 @@ pub enum Error {
 
     #[error("{what} was not found (HTTP 404) at {url}. Fix: {fix}")]
     NotFound { what: String, url: String, fix: String },
+
+    /// The base URL does not lead to a Jenkins root: a 404 at the root (wrong context path), or a
+    /// pasted job, view or manage page.
+    #[error("{problem} ({url}). Fix: {fix}")]
+    NotJenkinsRoot { url: String, problem: String, fix: String },
+
+    /// An `http://` URL whose port answered with TLS.
+    #[error(
+        "{url}: this port speaks TLS, not plain HTTP: use https:// (e.g. {https_url}). Fix: change the controller's URL to https:// (`jgate controller update NAME --url {https_url}`)"
+    )]
+    PlainHttpToTls { url: String, https_url: String },
+
+    /// The secret authenticates, but POSTs without a crumb are refused: Jenkins treats it as a
+    /// password (API-token requests are exempt from the crumb check, jenkins-wire.md §8.6).
+    #[error(
+        "the secret given for user '{user}' is a password, not an API token: Jenkins asks for a CSRF crumb on its requests, which it never does for API tokens. Fix: create an API token at {token_url} and give that instead (`--token-file FILE`), or, if you mean to use the password, add --password"
+    )]
+    PasswordNotToken { user: String, token_url: String },
 
     #[error(
         "the {plugin} plugin is not installed on this controller, so {feature} is not available. Fix: install the '{plugin}' plugin in Jenkins, or use {alternative}"

@@ -68,6 +68,7 @@ pub mod logs;
 pub mod model;
 pub mod path;
 pub mod ssrf;
+pub mod tls;
 pub mod tree;
 
 pub use cache::CacheOptions;

@@ -54,7 +54,7 @@ pub enum ControllerCmd {
     Add {
         /// The controller's name in jgate (agents and grants refer to it), e.g. prod.
         name: String,
-        /// The controller's base URL, e.g. https://ci.example.com/jenkins.
+        /// The controller's root URL (with its context path, e.g. https://host:8443/jenkins).
         #[arg(long)]
         url: String,
         /// The Jenkins user whose API token jgate uses.
@@ -73,13 +73,78 @@ pub enum ControllerCmd {
         /// optionally with :PORT (e.g. 10.0.0.0/8, 127.0.0.1:8080, jenkins.internal:8443).
         #[arg(long = "allow-private", value_name = "CIDR|HOST")]
         allow_private: Vec<String>,
-        /// PEM file of the CA that signed the controller's certificate.
+        /// PEM file of the CA that signed the controller's certificate, or of its self-signed
+        /// certificate (e.g. one made with `openssl req -x509`).
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// Also trust this machine's certificate store (corporate CAs installed in the OS).
+        #[arg(long)]
+        system_ca: bool,
         /// DANGEROUS: do not verify the controller's TLS certificate.
         #[arg(long)]
         insecure_skip_tls_verify: bool,
+        /// Seconds to wait for each Jenkins request (default 30).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: Option<u64>,
         /// Store the controller even if the connection test fails.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Changes a stored controller (only what is given changes). The new settings are tested
+    /// first; if the test fails nothing is stored, unless --force. Running `jgate serve` and
+    /// `jgate mcp` processes use the new settings within a second.
+    Update {
+        /// The controller's name.
+        name: String,
+        /// The controller's new root URL.
+        #[arg(long)]
+        url: Option<String>,
+        /// The Jenkins user whose API token jgate uses from now on.
+        #[arg(long)]
+        username: Option<String>,
+        /// Read a new token from this file.
+        #[arg(long, conflicts_with_all = ["token_env", "token_stdin"])]
+        token_file: Option<PathBuf>,
+        /// Read a new token from this environment variable.
+        #[arg(long, conflicts_with = "token_stdin")]
+        token_env: Option<String>,
+        /// Read a new token from standard input.
+        #[arg(long)]
+        token_stdin: bool,
+        /// The secret is a password, not an API token.
+        #[arg(long, conflicts_with = "api_token")]
+        password: bool,
+        /// The secret is an API token (undoes --password).
+        #[arg(long)]
+        api_token: bool,
+        /// Replaces the private-access allow-list with these entries (repeat for several).
+        #[arg(long = "allow-private", value_name = "CIDR|HOST", conflicts_with = "no_allow_private")]
+        allow_private: Vec<String>,
+        /// Empties the private-access allow-list.
+        #[arg(long)]
+        no_allow_private: bool,
+        /// PEM file of the CA (or the self-signed certificate) to trust.
+        #[arg(long, conflicts_with = "no_ca_file")]
+        ca_file: Option<PathBuf>,
+        /// Stops trusting the stored CA file.
+        #[arg(long)]
+        no_ca_file: bool,
+        /// Also trust this machine's certificate store.
+        #[arg(long, conflicts_with = "no_system_ca")]
+        system_ca: bool,
+        /// Stops trusting this machine's certificate store.
+        #[arg(long)]
+        no_system_ca: bool,
+        /// DANGEROUS: do not verify the controller's TLS certificate.
+        #[arg(long, conflicts_with = "verify_tls")]
+        insecure_skip_tls_verify: bool,
+        /// Verifies the controller's TLS certificate again (undoes --insecure-skip-tls-verify).
+        #[arg(long)]
+        verify_tls: bool,
+        /// Seconds to wait for each Jenkins request (0 = back to the default, 30).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+        timeout: Option<u64>,
+        /// Store the change even if the connection test fails.
         #[arg(long)]
         force: bool,
     },
@@ -87,13 +152,20 @@ pub enum ControllerCmd {
     Test {
         /// The controller's name.
         name: String,
+        /// Seconds to wait for each Jenkins request, for this test only (default: the stored
+        /// setting, else 30).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: Option<u64>,
     },
     /// Lists controllers.
     List,
-    /// Removes a controller.
+    /// Removes a controller. Refuses while grants name it, unless --with-grants.
     Remove {
         /// The controller's name.
         name: String,
+        /// Also remove the grants that name this controller (each is audited).
+        #[arg(long)]
+        with_grants: bool,
     },
 }
 
@@ -506,6 +578,8 @@ pub fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
 
 pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
     let gate = open(g).await?;
+    let read_ca =
+        |f: PathBuf| std::fs::read_to_string(&f).with_context(|| format!("cannot read the CA file {}", f.display()));
     match cmd {
         ControllerCmd::Add {
             name,
@@ -516,21 +590,19 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
             password,
             allow_private,
             ca_file,
+            system_ca,
             insecure_skip_tls_verify,
+            timeout,
             force,
         } => {
             let token = read_token(token_file.as_ref(), token_env.as_deref())?;
-            let ca_pem = ca_file
-                .map(|f| {
-                    std::fs::read_to_string(&f).with_context(|| format!("cannot read the CA file {}", f.display()))
-                })
-                .transpose()?;
+            let ca_pem = ca_file.map(read_ca).transpose()?;
             if insecure_skip_tls_verify {
                 eprintln!("warning: TLS verification is OFF for {name}: anyone on the network path can read its token");
             }
             let nc = NewController {
                 name: name.clone(),
-                url,
+                url: url.clone(),
                 username,
                 token,
                 password,
@@ -538,59 +610,117 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
                 ca_pem,
                 insecure: insecure_skip_tls_verify,
             };
-            let (row, report) = match gate.add_controller(&Admin::local_cli(), nc, force).await {
-                Ok(r) => r,
-                Err(gate::GateError::ConnectionTest { name, error })
-                    if matches!(*error, jenkins::Error::Refused(_)) =>
-                {
-                    bail!(
-                        "the connection test of controller '{name}' failed, so nothing was stored: {error}\nIf this Jenkins is on a private network you trust, add --allow-private with its address (CIDR or HOST[:PORT])."
-                    )
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let v = json!({"name": row.name, "url": row.base_url, "version": row.jenkins_version, "user": report.as_ref().map(|r| r.who_am_i.name.clone()), "plugins": row.plugins.len()});
+            let settings = gate::ControllerSettings { timeout_secs: timeout, system_ca };
+            let (row, report) =
+                waiting(&url, timeout, gate.add_controller_with(&Admin::local_cli(), nc, settings, force))
+                    .await
+                    .map_err(|e| fix_names(e, &name, true))?;
+            let v = json!({"name": row.name, "url": row.base_url, "version": row.jenkins_version,
+                "user": report.as_ref().map(|r| r.who_am_i.name.clone()), "plugins": row.plugins.len(),
+                "quieting_down": report.as_ref().map(|r| r.quieting_down),
+                "warnings": report.as_ref().map(|r| named(&r.warnings, &name)).unwrap_or_default()});
             out(g, &v, || {
                 println!("added controller {} ({})", row.name, row.base_url);
-                if let Some(r) = &report {
-                    println!(
-                        "  Jenkins {} — connected as {} — {} plugins detected{}",
-                        r.version.as_deref().unwrap_or("?"),
-                        r.who_am_i.name,
-                        r.capabilities.plugins.len(),
-                        if r.crumbs_required { " — password auth: CSRF crumbs will be used" } else { "" }
-                    );
+                match &report {
+                    Some(r) => print_report(r, &name),
+                    None => println!("  stored without a passing connection test (--force)"),
                 }
             });
         }
-        ControllerCmd::Test { name } => {
-            let r = gate.test_controller(&name).await?;
-            let v = json!({"name": name, "version": r.version, "user": r.who_am_i.name, "crumbs_required": r.crumbs_required,
-                "pipeline_rest_api": r.capabilities.pipeline_rest_api, "plugins": r.capabilities.plugins.len(), "quieting_down": r.quieting_down});
-            out(g, &v, || {
-                println!(
-                    "controller {name}: OK — Jenkins {} — connected as {}",
-                    r.version.as_deref().unwrap_or("?"),
-                    r.who_am_i.name
-                );
-                let cap = |b: Option<bool>| match b {
-                    Some(true) => "yes",
-                    Some(false) => "no",
-                    None => "unknown (the user cannot list plugins)",
-                };
-                println!(
-                    "  Pipeline REST API: {}; Notification plugin: {}",
-                    cap(r.capabilities.pipeline_rest_api),
-                    cap(r.capabilities.notification)
-                );
-                if r.quieting_down {
-                    println!("  note: Jenkins is in quiet-down mode");
+        ControllerCmd::Update {
+            name,
+            url,
+            username,
+            token_file,
+            token_env,
+            token_stdin,
+            password,
+            api_token,
+            allow_private,
+            no_allow_private,
+            ca_file,
+            no_ca_file,
+            system_ca,
+            no_system_ca,
+            insecure_skip_tls_verify,
+            verify_tls,
+            timeout,
+            force,
+        } => {
+            let token = if token_file.is_some() || token_env.is_some() || token_stdin {
+                Some(read_token(token_file.as_ref(), token_env.as_deref())?)
+            } else {
+                None
+            };
+            let flag = |on: bool, off: bool| {
+                if on {
+                    Some(true)
+                } else if off {
+                    Some(false)
+                } else {
+                    None
                 }
+            };
+            let change = gate::ControllerUpdate {
+                url: url.clone(),
+                username,
+                token,
+                password: flag(password, api_token),
+                ca_pem: if no_ca_file { Some(None) } else { ca_file.map(read_ca).transpose()?.map(Some) },
+                system_ca: flag(system_ca, no_system_ca),
+                insecure: flag(insecure_skip_tls_verify, verify_tls),
+                allow_private: if no_allow_private {
+                    Some(Vec::new())
+                } else if allow_private.is_empty() {
+                    None
+                } else {
+                    Some(allow_private)
+                },
+                timeout_secs: timeout.map(|t| (t > 0).then_some(t)),
+            };
+            if insecure_skip_tls_verify {
+                eprintln!("warning: TLS verification is OFF for {name}: anyone on the network path can read its token");
+            }
+            let stored = gate.store().controller(&name).await?;
+            let shown = url.clone().or_else(|| stored.as_ref().map(|r| r.base_url.clone())).unwrap_or_default();
+            let wait = match timeout {
+                Some(0) => None,
+                Some(t) => Some(t),
+                None => stored.as_ref().and_then(|r| r.timeout_secs).and_then(|t| u64::try_from(t).ok()),
+            };
+            let (row, report) =
+                waiting(&shown, wait, gate.update_controller(&Admin::local_cli(), &name, change, force))
+                    .await
+                    .map_err(|e| fix_names(e, &name, false))?;
+            let v = json!({"name": row.name, "url": row.base_url, "version": row.jenkins_version,
+                "user": report.as_ref().map(|r| r.who_am_i.name.clone()),
+                "warnings": report.as_ref().map(|r| named(&r.warnings, &name)).unwrap_or_default()});
+            out(g, &v, || {
+                println!("updated controller {} ({})", row.name, row.base_url);
+                match &report {
+                    Some(r) => print_report(r, &name),
+                    None => println!("  stored without a passing connection test (--force)"),
+                }
+            });
+        }
+        ControllerCmd::Test { name, timeout } => {
+            let stored = gate.store().controller(&name).await?;
+            let shown = stored.as_ref().map(|r| r.base_url.clone()).unwrap_or_default();
+            let wait = timeout.or_else(|| stored.and_then(|r| r.timeout_secs).and_then(|t| u64::try_from(t).ok()));
+            let r = waiting(&shown, wait, gate.test_controller_with(&name, timeout))
+                .await
+                .map_err(|e| fix_names(e, &name, false))?;
+            let v = json!({"name": name, "version": r.version, "user": r.who_am_i.name, "crumbs_required": r.crumbs_required,
+                "pipeline_rest_api": r.capabilities.pipeline_rest_api, "plugins": r.capabilities.plugins.len(),
+                "quieting_down": r.quieting_down, "warnings": named(&r.warnings, &name)});
+            out(g, &v, || {
+                println!("controller {name}: OK");
+                print_report(&r, &name);
             });
         }
         ControllerCmd::List => {
             let rows = gate.store().controllers().await?;
-            let v = Value::Array(rows.iter().map(|c| json!({"name": c.name, "url": c.base_url, "username": c.username, "version": c.jenkins_version, "allow_private": c.allow_private})).collect());
+            let v = Value::Array(rows.iter().map(|c| json!({"name": c.name, "url": c.base_url, "username": c.username, "version": c.jenkins_version, "allow_private": c.allow_private, "timeout_secs": c.timeout_secs, "system_ca": c.system_ca, "ca_file": c.tls_ca_pem.is_some(), "tls_insecure": c.tls_insecure})).collect());
             out(g, &v, || {
                 table_or(
                     "no controllers (add one with `jgate controller add`)",
@@ -610,14 +740,84 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
                 );
             });
         }
-        ControllerCmd::Remove { name } => {
-            if !gate.remove_controller(&Admin::local_cli(), &name).await? {
-                bail!("there is no controller '{name}' (`jgate controller list` shows them)");
+        ControllerCmd::Remove { name, with_grants } => {
+            match gate.remove_controller_with(&Admin::local_cli(), &name, with_grants).await? {
+                gate::ControllerRemoval::Missing => {
+                    bail!("there is no controller '{name}' (`jgate controller list` shows them)")
+                }
+                gate::ControllerRemoval::Removed { grants } => {
+                    out(g, &json!({"removed": name, "grants_removed": grants}), || {
+                        if grants > 0 {
+                            println!("removed controller {name} and its {grants} grant(s)");
+                        } else {
+                            println!("removed controller {name}");
+                        }
+                    })
+                }
             }
-            out(g, &json!({"removed": name}), || println!("removed controller {name}"));
         }
     }
     Ok(())
+}
+
+/// The wire client's request timeout when none is configured (`jenkins::Limits::default`).
+const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
+/// Awaits a connection test, telling the operator on standard error what it waits for once it
+/// takes longer than a few seconds (standard output stays machine-readable).
+async fn waiting<T>(url: &str, timeout: Option<u64>, fut: impl std::future::Future<Output = T>) -> T {
+    const AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+    tokio::pin!(fut);
+    tokio::select! {
+        r = &mut fut => return r,
+        _ = tokio::time::sleep(AFTER) => {}
+    }
+    let t = timeout.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    eprintln!("waiting for {url} to answer (up to {t} s per request; --timeout SECONDS changes it)...");
+    fut.await
+}
+
+/// The connection test's report, for people.
+fn print_report(r: &jenkins::ConnectionReport, name: &str) {
+    let plugins = if r.capabilities.plugins_visible {
+        format!("{} plugins detected", r.capabilities.plugins.len())
+    } else {
+        "plugins not visible to this user".to_string()
+    };
+    println!(
+        "  Jenkins {} — connected as {} — {plugins}{}",
+        r.version.as_deref().unwrap_or("?"),
+        r.who_am_i.name,
+        if r.crumbs_required { " — password auth: CSRF crumbs will be used" } else { "" }
+    );
+    if r.capabilities.plugins_visible {
+        let cap = |b: Option<bool>| if b == Some(true) { "yes" } else { "no" };
+        println!(
+            "  Pipeline REST API: {}; Notification plugin: {}",
+            cap(r.capabilities.pipeline_rest_api),
+            cap(r.capabilities.notification)
+        );
+    }
+    for w in named(&r.warnings, name) {
+        println!("  warning: {w}");
+    }
+}
+
+/// Texts with the `NAME` placeholder of the wire client's fixes replaced by the controller's name.
+fn named(texts: &[String], name: &str) -> Vec<String> {
+    texts.iter().map(|t| t.replace("controller update NAME ", &format!("controller update {name} "))).collect()
+}
+
+/// An error whose fix names `jgate controller update NAME ...`: with this controller's name, and
+/// for a controller not stored yet (`adding`) as the `add` command to run again.
+fn fix_names(e: gate::GateError, name: &str, adding: bool) -> anyhow::Error {
+    let text = e.to_string();
+    let fixed = if adding {
+        text.replace("jgate controller update NAME ", &format!("jgate controller add {name} ... "))
+    } else {
+        named(std::slice::from_ref(&text), name).pop().unwrap_or_default()
+    };
+    if fixed == text { e.into() } else { anyhow::anyhow!(fixed) }
 }
 
 pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {

@@ -289,11 +289,12 @@ fn jenkins_kind(e: &jenkins::Error) -> Kind {
         | J::Config { .. }
         | J::TooLarge { .. }
         | J::Protocol { .. }
-        | J::Redirected { .. } => Kind::Invalid,
+        | J::Redirected { .. }
+        | J::NotJenkinsRoot { .. } => Kind::Invalid,
         J::Refused(_) | J::Forbidden { .. } => Kind::Denied,
         J::Dns { .. } | J::Connect { .. } | J::Timeout { .. } | J::Unavailable { .. } => Kind::Unreachable,
-        J::Tls { .. } => Kind::Tls,
-        J::Unauthorized { .. } | J::Crumb => Kind::Auth,
+        J::Tls { .. } | J::PlainHttpToTls { .. } => Kind::Tls,
+        J::Unauthorized { .. } | J::Crumb | J::PasswordNotToken { .. } => Kind::Auth,
         J::NotFound { .. } | J::PluginMissing { .. } => Kind::NotFound,
         J::Conflict { .. } => Kind::Conflict,
         J::Server { .. } | J::WaitTimeout { .. } => Kind::Internal,
