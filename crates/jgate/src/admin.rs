@@ -810,14 +810,19 @@ fn named(texts: &[String], name: &str) -> Vec<String> {
 
 /// An error whose fix names `jgate controller update NAME ...`: with this controller's name, and
 /// for a controller not stored yet (`adding`) as the `add` command to run again.
-fn fix_names(e: gate::GateError, name: &str, adding: bool) -> anyhow::Error {
+pub(crate) fn fix_names(e: gate::GateError, name: &str, adding: bool) -> anyhow::Error {
     let text = e.to_string();
     let fixed = if adding {
         text.replace("jgate controller update NAME ", &format!("jgate controller add {name} ... "))
     } else {
         named(std::slice::from_ref(&text), name).pop().unwrap_or_default()
     };
-    if fixed == text { e.into() } else { anyhow::anyhow!(fixed) }
+    if fixed == text {
+        return e.into();
+    }
+    // The rewritten text keeps the error's kind (and so its exit code).
+    let kind = crate::cli_error::classify(&anyhow::Error::new(e)).kind;
+    CliError::new(kind, fixed).into()
 }
 
 pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {

@@ -383,6 +383,15 @@ mod tests {
     }
 
     #[test]
+    fn a_rewritten_fix_keeps_the_kind() {
+        let plain = jenkins::Error::PlainHttpToTls { url: "http://j:8443".into(), https_url: "https://j:8443".into() };
+        let err = GateError::ConnectionTest { name: "prod".into(), error: Box::new(plain) };
+        let r = classify(&crate::admin::fix_names(err, "prod", true));
+        assert_eq!(r.kind, Kind::Tls);
+        assert!(r.fix.as_deref().is_some_and(|f| f.contains("jgate controller add prod")), "{r:?}");
+    }
+
+    #[test]
     fn a_cause_is_said_once_and_the_fix_is_split_off() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
         let err =
