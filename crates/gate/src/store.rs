@@ -78,6 +78,18 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(8);
 pub enum StoreError {
     #[error("cannot open the database {url}: {detail}. Fix: {fix}")]
     Connect { url: String, detail: String, fix: String },
+    /// A SQLite path whose directory does not exist (jgate does not create an empty store there).
+    #[error(
+        "the directory {dir} of the database {path} does not exist. Fix: create it (mkdir -p {dir}) or choose \
+         another --db path"
+    )]
+    NoDirectory { dir: String, path: String },
+    /// A SQLite path that holds something other than a jgate database, or a damaged one.
+    #[error(
+        "the file {path} is not a jgate database (or is corrupt): {detail}. Fix: check the --db path (or \
+         JGATE_DB); restore the database from a backup if it was damaged"
+    )]
+    NotADatabase { path: String, detail: String },
     #[error("database error while {doing}: {detail}")]
     Db { doing: String, detail: String },
     /// The database is down, unreachable, locked or too slow: nothing was written.
@@ -143,6 +155,107 @@ fn unavailable(e: &sqlx::Error) -> bool {
 /// The error of a store call that did not finish within `bound`.
 pub fn timed_out(doing: &str, bound: Duration) -> StoreError {
     StoreError::Unavailable { doing: doing.to_string(), detail: format!("no answer within {} s", bound.as_secs()) }
+}
+
+/// Prepares a SQLite database path before it is opened: a missing directory is created (0700), a
+/// missing file created empty with mode 0600; an existing non-empty file must start with SQLite's
+/// header. Returns whether the file existed with content.
+fn prepare_sqlite_file(path: &str) -> Result<bool, StoreError> {
+    let p = std::path::Path::new(path);
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir).map_err(|e| StoreError::Connect {
+            url: path.to_string(),
+            detail: e.to_string(),
+            fix: format!("create the directory {} or choose another --db path", dir.display()),
+        })?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(p).map_err(|e| StoreError::Connect {
+        url: path.to_string(),
+        detail: e.to_string(),
+        fix: "check that the file's directory is writable and the path is not a directory".into(),
+    })?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut header = [0u8; 16];
+    let read = std::io::Read::read(&mut file, &mut header).unwrap_or(0);
+    if read < header.len() || &header != b"SQLite format 3\0" {
+        return Err(StoreError::NotADatabase {
+            path: path.to_string(),
+            detail: "it does not start with the SQLite file header".into(),
+        });
+    }
+    Ok(true)
+}
+
+/// Opens one connection to a SQLite file and reads its schema: a file SQLite cannot read fails
+/// here at once. An existing file must be jgate's: either without tables or holding jgate's
+/// schema table (jgate never migrates another program's database).
+async fn probe_sqlite(opts: &AnyConnectOptions, path: &str, existed: bool) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let bad = |e: sqlx::Error| {
+        if not_a_database(&e) {
+            StoreError::NotADatabase { path: path.to_string(), detail: e.to_string() }
+        } else {
+            StoreError::Connect {
+                url: path.to_string(),
+                detail: e.to_string(),
+                fix: "check that the file and its directory are readable and writable".into(),
+            }
+        }
+    };
+    let mut conn = sqlx::AnyConnection::connect_with(opts).await.map_err(bad)?;
+    let tables: Vec<String> = sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .fetch_all(&mut conn)
+        .await
+        .map_err(bad)?
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>("name").ok())
+        .collect();
+    if existed && !tables.is_empty() && !tables.iter().any(|t| t == "jgate_schema") {
+        let _ = conn.close().await;
+        return Err(StoreError::NotADatabase {
+            path: path.to_string(),
+            detail: format!(
+                "it is a SQLite database without jgate's tables (it has {})",
+                tables.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    // The pool's connections set WAL too; here a damaged file still fails fast.
+    let wal = sqlx::query("PRAGMA journal_mode=WAL").execute(&mut conn).await.map(|_| ()).map_err(bad);
+    let _ = conn.close().await;
+    wal
+}
+
+/// SQLite's NOTADB (26) and CORRUPT (11): the file is not a database, or a damaged one.
+fn not_a_database(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 11 | 26))
+                || detail_not_a_database(d.message())
+        }
+        other => detail_not_a_database(&other.to_string()),
+    }
+}
+
+fn detail_not_a_database(detail: &str) -> bool {
+    detail.contains("file is not a database") || detail.contains("database disk image is malformed")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,21 +376,21 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database at `url`: `sqlite:///path/to/file.db`, a plain
     /// file path, or `postgres://user@host:port/db`. Runs the migrations.
+    ///
+    /// SQLite: a missing directory is created (0700; the CLI refuses a `--db` whose directory is
+    /// missing first, with [`Store::check_location`]); a new file is created with mode 0600 (SQLite
+    /// gives its `-wal` and `-shm` files the same); a file that is not a jgate database — another
+    /// program's, or not SQLite at all — or is damaged fails at once with
+    /// [`StoreError::NotADatabase`].
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (url, dialect) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (url.to_string(), Dialect::Postgres)
+        let (url, dialect, sqlite_path) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (url.to_string(), Dialect::Postgres, None)
         } else {
             let path = url.strip_prefix("sqlite://").unwrap_or(url);
             let path = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect {
-                    url: path.to_string(),
-                    detail: e.to_string(),
-                    fix: format!("create the directory {} or choose another --db path", dir.display()),
-                })?;
-            }
-            (format!("sqlite://{path}?mode=rwc"), Dialect::Sqlite)
+            let existed = prepare_sqlite_file(path)?;
+            (format!("sqlite://{path}?mode=rwc"), Dialect::Sqlite, Some((path.to_string(), existed)))
         };
         let shown = redact_url(&url);
         let opts: AnyConnectOptions = url.parse().map_err(|e: sqlx::Error| StoreError::Connect {
@@ -285,6 +398,11 @@ impl Store {
             detail: e.to_string(),
             fix: "use sqlite:///path/file.db or postgres://user@host:5432/db".into(),
         })?;
+        if let Some((path, existed)) = &sqlite_path {
+            // One plain connection first: the pool would retry a file SQLite cannot read until
+            // its acquire timeout, logging each attempt.
+            probe_sqlite(&opts, path, *existed).await?;
+        }
         let max = if dialect == Dialect::Sqlite { 4 } else { 8 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
@@ -317,17 +435,46 @@ impl Store {
             })
             .connect_with(opts)
             .await
-            .map_err(|e| StoreError::Connect {
-                url: shown.clone(),
-                detail: e.to_string(),
-                fix: match dialect {
-                    Dialect::Postgres => "check that PostgreSQL runs and accepts this user and database".into(),
-                    Dialect::Sqlite => "check that the file's directory is writable".into(),
+            .map_err(|e| match &sqlite_path {
+                Some((path, _)) if not_a_database(&e) => {
+                    StoreError::NotADatabase { path: path.clone(), detail: e.to_string() }
+                }
+                _ => StoreError::Connect {
+                    url: shown.clone(),
+                    detail: e.to_string(),
+                    fix: match dialect {
+                        Dialect::Postgres => "check that PostgreSQL runs and accepts this user and database".into(),
+                        Dialect::Sqlite => "check that the file's directory is writable".into(),
+                    },
                 },
             })?;
         let store = Store { pool, dialect };
-        store.migrate().await?;
+        store.migrate().await.map_err(|e| match (&sqlite_path, &e) {
+            (Some((path, _)), StoreError::Db { detail, .. } | StoreError::Unavailable { detail, .. })
+                if detail_not_a_database(detail) =>
+            {
+                StoreError::NotADatabase { path: path.clone(), detail: detail.clone() }
+            }
+            _ => e,
+        })?;
         Ok(store)
+    }
+
+    /// For a path the user named: a SQLite path whose directory does not exist is
+    /// [`StoreError::NoDirectory`] (a mistyped path must not become a new, empty store).
+    /// PostgreSQL URLs pass.
+    pub fn check_location(url: &str) -> Result<(), StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(());
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let path = path.split('?').next().unwrap_or(path);
+        match std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) if !dir.is_dir() => {
+                Err(StoreError::NoDirectory { dir: dir.display().to_string(), path: path.to_string() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The pool, for the store's other modules (`writes`).

@@ -14,10 +14,13 @@ use gate::audit_device::AuditDevice;
 use gate::catalog::{self, Group};
 use gate::policy::ParamConstraint;
 use gate::secrets::{KeySource, MasterKey};
-use gate::store::{AuditFilter, Store};
+use gate::store::{AuditFilter, META_KEY_CHECK, Store};
 use gate::{Admin, Caller, Gate, NewController};
 use secrecy::SecretString;
 use serde_json::{Value, json};
+
+use crate::cli_error::{CliError, Kind};
+use crate::term;
 
 /// Options every admin command takes.
 #[derive(Args, Clone)]
@@ -30,7 +33,7 @@ pub struct Global {
     #[arg(long, global = true)]
     pub json: bool,
     /// The master key file (default: master.key in the data directory; JGATE_MASTER_KEY wins).
-    #[arg(long, global = true, env = "JGATE_MASTER_KEY_FILE")]
+    #[arg(long, global = true, env = "JGATE_MASTER_KEY_FILE", visible_alias = "master-key-file", value_name = "PATH")]
     pub key_file: Option<PathBuf>,
     /// A second audit device: append every audit record to this file as one JSON line, flushed
     /// to disk before the call goes on (`-` = standard output). A write whose record cannot be
@@ -49,10 +52,12 @@ pub enum ControllerCmd {
     /// Adds a controller after testing the connection. The API token is read from --token-file,
     /// --token-env or standard input — never from an argument.
     Add {
+        /// The controller's name in jgate (agents and grants refer to it), e.g. prod.
         name: String,
         /// The controller's root URL (with its context path, e.g. https://host:8443/jenkins).
         #[arg(long)]
         url: String,
+        /// The Jenkins user whose API token jgate uses.
         #[arg(long)]
         username: String,
         /// Read the token from this file.
@@ -89,10 +94,12 @@ pub enum ControllerCmd {
     /// first; if the test fails nothing is stored, unless --force. Running `jgate serve` and
     /// `jgate mcp` processes use the new settings within a second.
     Update {
+        /// The controller's name.
         name: String,
         /// The controller's new root URL.
         #[arg(long)]
         url: Option<String>,
+        /// The Jenkins user whose API token jgate uses from now on.
         #[arg(long)]
         username: Option<String>,
         /// Read a new token from this file.
@@ -143,6 +150,7 @@ pub enum ControllerCmd {
     },
     /// Tests the connection of a stored controller.
     Test {
+        /// The controller's name.
         name: String,
         /// Seconds to wait for each Jenkins request, for this test only (default: the stored
         /// setting, else 30).
@@ -153,6 +161,7 @@ pub enum ControllerCmd {
     List,
     /// Removes a controller. Refuses while grants name it, unless --with-grants.
     Remove {
+        /// The controller's name.
         name: String,
         /// Also remove the grants that name this controller (each is audited).
         #[arg(long)]
@@ -165,7 +174,9 @@ pub enum AgentCmd {
     /// Creates an agent and prints its key once. Names: 1-63 characters of a-z, 0-9, '.', '_'
     /// and '-', starting with a letter or digit (e.g. triage-bot).
     Create {
+        /// The agent's name, e.g. triage-bot.
         name: String,
+        /// What the agent is for (shown in `jgate agent list`).
         #[arg(long, default_value = "")]
         description: String,
         /// The key expires after this long: 90d, 12h, 30m, 2w (default: never).
@@ -179,7 +190,9 @@ pub enum AgentCmd {
     List,
     /// Revokes all keys of an agent, or one key.
     Revoke {
+        /// The agent's name.
         name: String,
+        /// Only this key (its id, as `jgate agent list --json` shows it).
         #[arg(long)]
         key: Option<String>,
     },
@@ -188,20 +201,29 @@ pub enum AgentCmd {
     Key {
         #[command(subcommand)]
         action: Option<KeyAction>,
+        /// The agent's name.
         #[arg(required = true)]
         name: Option<String>,
         /// The key expires after this long: 90d, 12h, 30m, 2w (default: never).
         #[arg(long, value_name = "DURATION")]
         expires: Option<String>,
+        /// The key expires after this many days (older form of --expires).
         #[arg(long, hide = true, conflicts_with = "expires")]
         expires_days: Option<u32>,
     },
     /// Refuses the agent's keys and calls until it is enabled again (its grants are kept).
-    Disable { name: String },
+    Disable {
+        /// The agent's name.
+        name: String,
+    },
     /// Enables a disabled agent again.
-    Enable { name: String },
+    Enable {
+        /// The agent's name.
+        name: String,
+    },
     /// Deletes an agent and its keys. Refused while it has grants, unless --with-grants.
     Delete {
+        /// The agent's name.
         name: String,
         /// Remove its grants too (each is named in the audit record).
         #[arg(long)]
@@ -213,6 +235,7 @@ pub enum AgentCmd {
 pub enum KeyAction {
     /// Issues a new key (printed once) and retires the agent's keys: at once, or after --overlap.
     Rotate {
+        /// The agent's name.
         name: String,
         /// Keep the old key(s) valid this long (e.g. 1h, 30m, up to 30d) so clients can switch;
         /// default: revoked now.
@@ -229,6 +252,7 @@ pub enum KeyAction {
 
 #[derive(Args)]
 pub struct AccessArgs {
+    /// The agent's name.
     pub agent: String,
     /// Only this controller (default: every configured controller).
     #[arg(long)]
@@ -264,10 +288,13 @@ pub enum AuditCmd {
 pub struct AuditArgs {
     #[command(subcommand)]
     pub cmd: Option<AuditCmd>,
+    /// Only records of this agent.
     #[arg(long)]
     pub agent: Option<String>,
+    /// Only records of this controller.
     #[arg(long)]
     pub controller: Option<String>,
+    /// Only records of this operation (its tool name, e.g. trigger_build).
     #[arg(long)]
     pub operation: Option<String>,
     /// Only denied calls.
@@ -289,6 +316,7 @@ pub struct AuditArgs {
 
 #[derive(Args)]
 pub struct GrantArgs {
+    /// The agent's name.
     pub agent: String,
     /// status, build, config, jobs, nodes or system.
     pub group: String,
@@ -334,9 +362,21 @@ pub fn data_dir() -> PathBuf {
 }
 
 pub async fn open(g: &Global) -> anyhow::Result<Gate> {
-    let db = g.db.clone().unwrap_or_else(|| data_dir().join("jgate.db").display().to_string());
+    let db = match &g.db {
+        Some(db) => {
+            // A path the user typed: a missing directory is a mistake to report, not to create.
+            Store::check_location(db)?;
+            db.clone()
+        }
+        None => {
+            let dir = data_dir();
+            create_private_dir(&dir)?;
+            dir.join("jgate.db").display().to_string()
+        }
+    };
     let store = Store::open(&db).await?;
     let key_file = g.key_file.clone().unwrap_or_else(|| data_dir().join("master.key"));
+    refuse_missing_key_file(&store, &db, &key_file).await?;
     let (master, source) = MasterKey::load_or_create("JGATE_MASTER_KEY", &key_file)?;
     if let KeySource::Created(p) = source {
         eprintln!(
@@ -347,6 +387,50 @@ pub async fn open(g: &Global) -> anyhow::Result<Gate> {
     let device = g.audit_file.as_deref().map(AuditDevice::open).transpose()?;
     let limits = gate::Limits { max_in_flight_per_agent: g.max_calls_per_agent as usize, ..gate::Limits::default() };
     Ok(Gate::open(store, master, device).await?.with_limits(limits))
+}
+
+/// Creates the data directory (mode 0700) if it does not exist; an existing one is left as it is.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// A store set up with a master key whose key file is gone (and no JGATE_MASTER_KEY) must not
+/// get a new key: its tokens and audit keys are sealed under the old one. Say how to restore it.
+async fn refuse_missing_key_file(store: &Store, db: &str, key_file: &std::path::Path) -> anyhow::Result<()> {
+    if std::env::var_os("JGATE_MASTER_KEY").is_some() || std::fs::symlink_metadata(key_file).is_ok() {
+        return Ok(());
+    }
+    let controllers = store.controllers().await?.len();
+    if controllers == 0 && store.meta(META_KEY_CHECK).await?.is_none() {
+        return Ok(()); // a new store: the key is created with it
+    }
+    let tokens = match controllers {
+        0 => String::new(),
+        n => format!(" and holds {n} controller token(s) encrypted with it"),
+    };
+    Err(CliError::new(
+        Kind::Auth,
+        format!(
+            "the master key file {} is missing, but the database {} was set up with a master key{tokens}; jgate did not create a new key (it could not open what the old one sealed)",
+            key_file.display(),
+            gate::store::redact_url(db)
+        ),
+    )
+    .fix(format!(
+        "restore the key file from your backup to {} (mode 0600), or point --master-key-file (JGATE_MASTER_KEY_FILE) at it, or set JGATE_MASTER_KEY to the key",
+        key_file.display()
+    ))
+    .into())
 }
 
 /// [`open`] for `jgate mcp`, whose standard output carries the MCP protocol: audit lines there
@@ -364,10 +448,11 @@ fn read_token(file: Option<&PathBuf>, env: Option<&str>) -> anyhow::Result<Secre
     } else if let Some(var) = env {
         std::env::var(var)
             .with_context(|| format!("the environment variable {var} is not set (it should hold the API token)"))?
+    } else if std::io::stdin().is_terminal() {
+        // Typed or pasted at a terminal: not echoed.
+        rpassword::prompt_password("Jenkins API token (input hidden): ")
+            .context("cannot read the token from the terminal")?
     } else {
-        if std::io::stdin().is_terminal() {
-            eprint!("API token (input hidden is not supported; paste and press Enter): ");
-        }
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).context("cannot read the token from standard input")?;
         s
@@ -415,8 +500,17 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Prints the table, or `empty` when there are no rows.
+fn table_or(empty: &str, headers: &[&str], rows: &[Vec<String>]) {
+    if rows.is_empty() {
+        println!("{empty}");
+    } else {
+        table(headers, rows);
+    }
+}
+
 fn color_enabled() -> bool {
-    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+    term::color(term::Stream::Stdout)
 }
 
 pub fn format_time(ms: i64) -> String {
@@ -628,7 +722,8 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
             let rows = gate.store().controllers().await?;
             let v = Value::Array(rows.iter().map(|c| json!({"name": c.name, "url": c.base_url, "username": c.username, "version": c.jenkins_version, "allow_private": c.allow_private, "timeout_secs": c.timeout_secs, "system_ca": c.system_ca, "ca_file": c.tls_ca_pem.is_some(), "tls_insecure": c.tls_insecure})).collect());
             out(g, &v, || {
-                table(
+                table_or(
+                    "no controllers (add one with `jgate controller add`)",
                     &["name", "url", "user", "version", "private access"],
                     &rows
                         .iter()
@@ -715,14 +810,19 @@ fn named(texts: &[String], name: &str) -> Vec<String> {
 
 /// An error whose fix names `jgate controller update NAME ...`: with this controller's name, and
 /// for a controller not stored yet (`adding`) as the `add` command to run again.
-fn fix_names(e: gate::GateError, name: &str, adding: bool) -> anyhow::Error {
+pub(crate) fn fix_names(e: gate::GateError, name: &str, adding: bool) -> anyhow::Error {
     let text = e.to_string();
     let fixed = if adding {
         text.replace("jgate controller update NAME ", &format!("jgate controller add {name} ... "))
     } else {
         named(std::slice::from_ref(&text), name).pop().unwrap_or_default()
     };
-    if fixed == text { e.into() } else { anyhow::anyhow!(fixed) }
+    if fixed == text {
+        return e.into();
+    }
+    // The rewritten text keeps the error's kind (and so its exit code).
+    let kind = crate::cli_error::classify(&anyhow::Error::new(e)).kind;
+    CliError::new(kind, fixed).into()
 }
 
 pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
@@ -812,7 +912,11 @@ pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
                         rows.push(row);
                     }
                 }
-                table(&["agent", "status", "key", "key state", "last used", "description"], &rows);
+                table_or(
+                    "no agents (create one with `jgate agent create`)",
+                    &["agent", "status", "key", "key state", "last used", "description"],
+                    &rows,
+                );
             });
         }
         AgentCmd::Revoke { name, key } => {
@@ -891,10 +995,8 @@ pub async fn grants(g: &Global, agent: &str) -> anyhow::Result<()> {
     let gate = open(g).await?;
     let list = gate.grants(agent).await?;
     out(g, &serde_json::to_value(&list).unwrap_or(Value::Null), || {
-        if list.is_empty() {
-            println!("{agent} has no grants: every call is denied");
-        }
-        table(
+        table_or(
+            &format!("no grants: every call of {agent} is denied (add one with `jgate grant`)"),
             &["id", "controller", "grant"],
             &list
                 .iter()
@@ -1133,7 +1235,7 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<()> {
                 }
                 Err(e) => {
                     out(g, &json!({"ok": false, "error": e.to_string()}), || println!("audit chain BROKEN: {e}"));
-                    std::process::exit(1);
+                    std::process::exit(i32::from(Kind::AuditBroken.exit_code()));
                 }
             }
             // Intents without outcomes: the chain is intact, but a write's result is not on record.
@@ -1198,8 +1300,17 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<()> {
         ..AuditFilter::default()
     };
     let color = color_enabled() && !g.json;
+    let mut first = true;
     loop {
         let records = gate.audit(&filter).await?;
+        if first && records.is_empty() && !g.json {
+            if a.follow {
+                eprintln!("no audit records match yet; waiting for new ones (Ctrl-C stops)");
+            } else {
+                println!("no audit records match");
+            }
+        }
+        first = false;
         for r in &records {
             if g.json {
                 println!("{}", gate::audit::to_json_line(r));
@@ -1207,7 +1318,7 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<()> {
                 print_record(r, color);
             }
         }
-        let _ = std::io::stdout().flush();
+        term::flush_stdout();
         if !a.follow {
             return Ok(());
         }
@@ -1315,11 +1426,18 @@ pub fn operations(g: &Global) {
     });
 }
 
-/// `jgate call`: the CLI surface. The agent key comes from JGATE_AGENT_KEY.
+/// `jgate call`: the CLI surface. The agent key comes from JGATE_AGENT_KEY. `whoami` is callable
+/// as on MCP; the controller may be left out when exactly one is configured. A call that runs
+/// longer than a moment shows a spinner (with the operation's progress) on a terminal; Ctrl-C
+/// cancels the call (audited as cancelled).
 pub async fn call(g: &Global, a: CallArgs) -> anyhow::Result<()> {
-    let key = std::env::var("JGATE_AGENT_KEY")
-        .context("set JGATE_AGENT_KEY to the agent's key (keys are never passed as arguments)")?;
-    let op = operation_named(&a.operation.join(" "))?;
+    let key = std::env::var("JGATE_AGENT_KEY").map_err(|_| {
+        CliError::new(Kind::Auth, "JGATE_AGENT_KEY is not set")
+            .fix("set JGATE_AGENT_KEY to the agent's key (keys are never passed as arguments)")
+    })?;
+    let words = a.operation.join(" ");
+    let whoami = words.trim() == "whoami";
+    let op = if whoami { None } else { Some(operation_named(&words)?) };
     let args: Value = serde_json::from_str(&a.args).with_context(|| format!("--args is not valid JSON: {}", a.args))?;
     let gate = open(g).await?;
     let (agent, key_id) = gate.authenticate(&key).await?;
@@ -1330,13 +1448,59 @@ pub async fn call(g: &Global, a: CallArgs) -> anyhow::Result<()> {
         client_addr: None,
         request_id: format!("cli-{}", std::process::id()),
     };
-    let result = gate
-        .call_with(&caller, a.controller.as_deref(), op.name, args, gate::CallOptions::default())
-        .await?
-        .into_inner();
+    let Some(op) = op else {
+        let me = gate.whoami(&caller).await?;
+        println!("{}", serde_json::to_string_pretty(&me).unwrap_or_default());
+        return Ok(());
+    };
+    let controller = match (&a.controller, args.get("controller")) {
+        (None, None | Some(Value::Null)) => Some(only_controller(&gate).await?),
+        (c, _) => c.clone(),
+    };
+    let (tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let opts = gate::CallOptions { progress: Some(tx), cancel: Some(cancel.clone()) };
+    let running = gate.call_with(&caller, controller.as_deref(), op.name, args, opts);
+    tokio::pin!(running);
+    let mut spinner = term::Spinner::new(format!("{} …", op.name));
+    let delay = tokio::time::sleep(term::SPINNER_DELAY);
+    tokio::pin!(delay);
+    let (mut shown, mut interrupted) = (false, false);
+    let result = loop {
+        tokio::select! {
+            r = &mut running => break r,
+            () = &mut delay, if !shown => {
+                shown = true;
+                spinner.show();
+            }
+            Some((_, _, text)) = progress.recv() => {
+                spinner.message(format!("{}: {}", op.name, text.replace(['\n', '\r'], " ")));
+            }
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                cancel.cancel();
+                spinner.message(format!("{}: cancelling …", op.name));
+            }
+        }
+    };
+    spinner.finish();
     // The answer passed the sanitizer in the gate; pretty-printed for a person at a terminal.
-    println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+    println!("{}", serde_json::to_string_pretty(&result?.into_inner()).unwrap_or_default());
     Ok(())
+}
+
+/// The controller a call without `--controller` goes to: the only one configured.
+async fn only_controller(gate: &Gate) -> anyhow::Result<String> {
+    let mut names: Vec<String> = gate.store().controllers().await?.into_iter().map(|c| c.name).collect();
+    match names.len() {
+        1 => Ok(names.remove(0)),
+        0 => Err(CliError::new(Kind::NotFound, "no Jenkins controller is configured")
+            .fix("add one with `jgate controller add NAME --url URL --username USER --token-file FILE`")
+            .into()),
+        _ => Err(CliError::new(Kind::Invalid, format!("several controllers are configured: {}", names.join(", ")))
+            .fix(format!("choose one with --controller NAME, e.g. --controller {}", names[0]))
+            .into()),
+    }
 }
 
 /// An operation by its tool name or its CLI verb.

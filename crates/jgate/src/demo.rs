@@ -130,7 +130,7 @@ fn plain_heading(n: u32, text: &str) {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let color = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let color = crate::term::color(crate::term::Stream::Stdout);
     let head = |n: u32, t: &str| if color { heading(n, t) } else { plain_heading(n, t) };
 
     // The twin: a realistic Jenkins with folders, pipelines, a failing build and an offline node.

@@ -161,6 +161,9 @@ pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    if let Some(warning) = plain_http_warning(local) {
+        eprintln!("{warning}");
+    }
     let app = app(gate, local, &args.allowed_hosts, &args.allowed_origins);
     println!("jgate serving on http://{local} (MCP endpoint http://{local}/mcp)");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -170,6 +173,17 @@ pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("the server stopped")?;
     Ok(())
+}
+
+/// On an address other hosts can reach, agent keys (and answers) travel in plain HTTP.
+fn plain_http_warning(local: SocketAddr) -> Option<String> {
+    (!local.ip().is_loopback()).then(|| {
+        format!(
+            "warning: jgate listens on {local}, reachable from other hosts, in plain HTTP: agent keys and answers \
+             cross the network unencrypted unless TLS terminates in front of jgate (a reverse proxy such as nginx \
+             or Caddy with a certificate). Bind 127.0.0.1 to keep it local."
+        )
+    })
 }
 
 /// The HTTP application: `/healthz`, the authenticated MCP endpoint `/mcp`, and the governed
@@ -208,8 +222,10 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
 
 /// `jgate mcp`: MCP over stdio for one agent (key from JGATE_AGENT_KEY).
 pub async fn stdio(g: &Global) -> anyhow::Result<()> {
-    let key = std::env::var("JGATE_AGENT_KEY")
-        .context("set JGATE_AGENT_KEY to the agent's key (keys are never passed as arguments)")?;
+    let key = std::env::var("JGATE_AGENT_KEY").map_err(|_| {
+        crate::cli_error::CliError::new(crate::cli_error::Kind::Auth, "JGATE_AGENT_KEY is not set")
+            .fix("set JGATE_AGENT_KEY to the agent's key (keys are never passed as arguments)")
+    })?;
     let gate = Arc::new(crate::admin::open_stdio(g).await?);
     gate.maintain(std::time::Duration::from_secs(5));
     let (agent, key_id) = gate.authenticate(&key).await?;
