@@ -80,6 +80,21 @@ name = "Deploy {GHP}"
 status = "FAILED"
 error = "token {TOKEN} rejected \u0007"
 log = "deploying with {GHP}"
+[[jobs]]
+path = "flaky"
+script = "echo flaky"
+[[jobs.builds]]
+result = "FAILURE"
+log = "step 1\nerror: it broke\nstep 2"
+[[jobs.builds]]
+result = "SUCCESS"
+log = "all good"
+[[jobs]]
+path = "steady"
+script = "echo steady"
+[[jobs.builds]]
+result = "SUCCESS"
+log = "fine"
 [[queue]]
 job = "release/deploy"
 [[queue]]
@@ -428,4 +443,87 @@ async fn carve_outs_hold_against_every_spelling_jenkins_folds_together() {
     g.grant(&admin(), "reader", Group::Jobs, Level::Full, None, Some("team/copies/**"), vec![]).await.expect("jobs");
     let r = g.call(&caller("reader"), "prod", "copy_job", json!({"job": "team/copies/x", "from": "team/ſecret"})).await;
     assert!(matches!(r, Err(GateError::Denied { .. })), "{r:?}");
+}
+
+fn proxy_caller(agent: &str) -> Caller {
+    Caller { surface: gate::audit::Surface::Proxy, ..caller(agent) }
+}
+
+/// What the proxy answers a raw request with: the body as text, or why not.
+async fn proxied(g: &Gate, agent: &str, method: &str, target: &str) -> Result<String, String> {
+    let (path, query) = target.split_once('?').map_or((target, None), |(p, q)| (p, Some(q)));
+    let c = match gate::route::classify(method, path, query) {
+        gate::route::Route::Op(c) => c,
+        other => return Err(format!("refused: {other:?}")),
+    };
+    match g.proxy(&proxy_caller(agent), "prod", &c).await {
+        Ok(answer) => Ok(match answer.body {
+            gate::proxy::ProxyBody::Json(v, _) => v.to_string(),
+            gate::proxy::ProxyBody::Text(t) => t,
+        }),
+        Err(gate::proxy::ProxyError::NotFound) => Err("not found".into()),
+        Err(gate::proxy::ProxyError::Gate(e)) => Err(e.to_string()),
+    }
+}
+
+/// The spelling table of the carve-out test, replayed as raw Jenkins requests through the proxy:
+/// every URL Jenkins would resolve to the carved-out job answers like a missing one, listings
+/// leave it out, and no answer carries the controller's token or a secret from Jenkins.
+#[tokio::test]
+async fn the_proxy_holds_the_same_carve_outs_and_never_answers_with_a_secret() {
+    let (_t, _s, g) = setup(Limits::default()).await;
+    agent(&g, "reader", &[(Group::Status, Level::Read, None), (Group::Config, Level::Read, None)]).await;
+    g.grant(&admin(), "reader", Group::Status, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
+    g.grant(&admin(), "reader", Group::Config, Level::Off, None, Some("team/secret"), vec![]).await.expect("off");
+    assert!(proxied(&g, "reader", "GET", "/job/team/job/open/api/json").await.is_ok(), "the open job is served");
+    for target in [
+        "/job/team/job/secret/api/json",
+        "/job/team/job/%C5%BFecret/api/json",
+        "/job/TEAM/job/SECRET/api/json",
+        "/job/Team/job/%C5%BFECRET/api/python",
+        "/job/team/job/secret/config.xml",
+        "/job/team/job/secret/lastBuild/api/json",
+        "/job/team/job/secret/1/consoleText",
+        "/job/team/job/secret/1/logText/progressiveText?start=0",
+    ] {
+        let r = proxied(&g, "reader", "GET", target).await;
+        assert_eq!(r, Err("not found".to_string()), "{target}");
+    }
+    for target in ["/api/json?tree=jobs[name,jobs[name]]", "/job/team/api/json", "/api/json?depth=2"] {
+        let body = proxied(&g, "reader", "GET", target).await.expect(target);
+        // (Redaction markers say "known-secret": look for the job's own name and URL.)
+        let hidden = body.contains("job/secret") || body.contains("\"secret\"") || body.contains("team/secret");
+        assert!(body.contains("open") && !hidden, "{target}: {body}");
+    }
+    for target in [
+        "/job/noisy/api/json?depth=1",
+        "/job/noisy/1/api/json",
+        "/job/noisy/1/consoleText",
+        "/job/noisy/1/testReport/api/json",
+        "/job/release/job/deploy/api/json?depth=2",
+        "/queue/api/json",
+    ] {
+        let body = proxied(&g, "reader", "GET", target).await.expect(target);
+        assert!(!body.contains(TOKEN) && !body.contains(GHP), "{target} leaked: {body}");
+    }
+}
+
+/// triage_build explains the last failed build by default, reads a failed build's console once
+/// for both its error lines and its tail, and does not read the console of a build that succeeded.
+#[tokio::test]
+async fn triage_reads_the_last_failed_build_and_its_console_once() {
+    let (t, _s, g) = setup(Limits::default()).await;
+    agent(&g, "reader", &[(Group::Status, Level::Read, None)]).await;
+    let v = g.call(&caller("reader"), "prod", "triage_build", json!({"job": "flaky"})).await.expect("triage");
+    assert_eq!(v["number"], 1, "the last failed build, not the later success: {v}");
+    assert!(text(&v["error_lines"]).contains("it broke"), "{v}");
+    assert_eq!(t.requests_to("/job/flaky/1/consoleText"), 1, "one read of the console for both views");
+    let v =
+        g.call(&caller("reader"), "prod", "triage_build", json!({"job": "flaky", "build": 2})).await.expect("triage");
+    assert!(v["verdict"].as_str().is_some_and(|s| s.contains("succeeded")), "{v}");
+    assert_eq!(t.requests_to("/job/flaky/2/consoleText"), 0, "a build that succeeded has no log to read");
+    // A job that never failed: its last completed build is explained.
+    let v = g.call(&caller("reader"), "prod", "triage_build", json!({"job": "steady"})).await.expect("triage");
+    assert_eq!(v["number"], 1, "{v}");
+    assert!(v["verdict"].as_str().is_some_and(|s| s.contains("succeeded")), "{v}");
 }

@@ -37,6 +37,9 @@ pub fn router(twin: Arc<Twin>) -> Router {
 async fn faults(AxState(twin): AxState<Arc<Twin>>, req: Request, next: Next) -> Response {
     twin.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = req.uri().path().to_string();
+    if let Ok(mut by_path) = twin.requests_by_path.lock() {
+        *by_path.entry(path.clone()).or_insert(0) += 1;
+    }
     let (latency, fail500, fail503, starting) = match twin.faults.lock() {
         Ok(mut f) => {
             let applies = f.spec.path_prefix.as_deref().is_none_or(|p| path.starts_with(p));

@@ -33,6 +33,7 @@ pub mod scenario;
 pub mod script;
 mod wfapi;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -57,6 +58,8 @@ pub struct Twin {
     started: std::time::Instant,
     /// Requests received (faulted ones included): lets tests prove what a client retried.
     pub(crate) requests: std::sync::atomic::AtomicU64,
+    /// Requests per path (without the query), for tests that count what a client fetched.
+    pub(crate) requests_by_path: Mutex<HashMap<String, u64>>,
 }
 
 /// Fault injection settings plus the seeded generator that decides each request's fate.
@@ -98,6 +101,7 @@ impl Twin {
             listen_base: OnceLock::new(),
             started: std::time::Instant::now(),
             requests: std::sync::atomic::AtomicU64::new(0),
+            requests_by_path: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -121,6 +125,15 @@ impl Twin {
     /// How many HTTP requests the twin has received (faulted ones included).
     pub fn requests_received(&self) -> u64 {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many requests the twin has received for paths ending with `suffix` (e.g.
+    /// `"/7/consoleText"`), queries aside.
+    pub fn requests_to(&self, suffix: &str) -> u64 {
+        match self.requests_by_path.lock() {
+            Ok(map) => map.iter().filter(|(p, _)| p.ends_with(suffix)).map(|(_, n)| n).sum(),
+            Err(_) => 0,
+        }
     }
 
     /// Current time on the twin clock (epoch ms).

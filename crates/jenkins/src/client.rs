@@ -1010,7 +1010,8 @@ impl JenkinsClient {
     /// Follows a queue item until it becomes a build (the exact build, never "lastBuild").
     /// After the left item has expired, the build is found by its `queueId`. Transient failures
     /// (Jenkins restarting, a refused or dropped connection) do not end the wait: it goes on until
-    /// `timeout`, polling every `poll`.
+    /// `timeout`, polling every `poll` at first and less often the longer the item waits (up to
+    /// every 2 s).
     pub async fn wait_for_build(
         &self,
         job: &JobPath,
@@ -1019,6 +1020,7 @@ impl JenkinsClient {
         poll: Duration,
     ) -> Result<BuildRef, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = poll;
         loop {
             match self.queue_item_fate(job, queue_id).await {
                 Ok(QueueFate::Started(b)) => return Ok(b),
@@ -1047,7 +1049,8 @@ impl JenkinsClient {
                     fix: "look at the item's 'why' (no free executor? an offline node?) with the queue call".into(),
                 });
             }
-            tokio::time::sleep(poll).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 3 / 2).clamp(poll, Duration::from_secs(2).max(poll));
         }
     }
 

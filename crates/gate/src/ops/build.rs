@@ -368,8 +368,12 @@ async fn trigger_and_wait(
             String::new()
         };
         cx.report(tick, None, format!("build #{number} running for {} s{est}", started.elapsed().as_secs()));
-        // Poll less often the longer the build runs, never slower than every 5 s.
-        tokio::time::sleep(pause).await;
+        // Poll less often the longer the build runs, never slower than every 5 s; a build Jenkins
+        // expects to run much longer is polled at the slowest pace at once.
+        let expected_left = Duration::from_millis(u64::try_from(info.estimated_duration).unwrap_or(0))
+            .saturating_sub(started.elapsed());
+        let next = if expected_left > Duration::from_secs(20) { Duration::from_secs(5) } else { pause };
+        tokio::time::sleep(next).await;
         pause = (pause + Duration::from_millis(250)).min(Duration::from_secs(5));
     }
 }

@@ -186,6 +186,38 @@ pub(super) async fn log_view(
     mode: &LogMode,
     sanitizer: &mut Sanitizer,
 ) -> Result<Value, GateError> {
+    log_view_of(client, job, number, mode, sanitizer, None).await
+}
+
+/// The whole console of a finished build when it is at most `cap` bytes (`None` when larger): for
+/// answers that look at one console several ways (triage), so it is fetched once.
+pub(super) async fn console_if_small(
+    client: &JenkinsClient,
+    job: &JobPath,
+    number: u64,
+    cap: usize,
+) -> Result<Option<Bytes>, GateError> {
+    let mut stream = client.console_stream(job, number).await?;
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > cap {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(body)))
+}
+
+/// [`log_view`] over a console already read (`Some`), or streamed from Jenkins (`None`).
+pub(super) async fn log_view_of(
+    client: &JenkinsClient,
+    job: &JobPath,
+    number: u64,
+    mode: &LogMode,
+    sanitizer: &mut Sanitizer,
+    read: Option<&Bytes>,
+) -> Result<Value, GateError> {
     let source = format!("{job} #{number}");
     if let LogMode::Follow(cursor) = mode {
         let chunk = client.progressive_text(job, number, *cursor, LOG_BUDGET).await?;
@@ -203,7 +235,11 @@ pub(super) async fn log_view(
             "untrusted": true,
         }));
     }
-    let (stream, budget_hit) = budgeted(client.console_stream(job, number).await?);
+    let console: futures_util::stream::BoxStream<'static, Result<Bytes, jenkins::Error>> = match read {
+        Some(body) => futures_util::stream::iter([Ok(body.clone())]).boxed(),
+        None => client.console_stream(job, number).await?.boxed(),
+    };
+    let (stream, budget_hit) = budgeted(console);
     let to_lines = |ls: Vec<jenkins::logs::Line>| ls.into_iter().map(|l| (l.number, l.text, l.truncated)).collect();
     let View { lines, total, next_cursor, matches, truncated_search } = match mode {
         LogMode::Tail(n) => {

@@ -3,7 +3,7 @@
 use jenkins::{BuildSelector, JenkinsClient, JobPath};
 use serde_json::{Value, json};
 
-use super::logs::{LogMode, compile, log_view};
+use super::logs::{LogMode, compile, console_if_small, log_view_of};
 use super::status::{BuildArgs, changes_of, failing_tests};
 use super::{BuildArg, Exec, Need, Op, resolve_number};
 use crate::catalog::Operation;
@@ -82,7 +82,7 @@ impl Op for TriageBuild {
     const META: Operation = crate::op!("triage_build", Status, Read, Job, destructive: false, idempotent: true,
         routes: ["GET /{job}/{build}/api/json", "GET /{job}/{build}/consoleText", "GET /{job}/{build}/testReport/api/json", "GET /{job}/{build}/wfapi/describe"],
         cli: "build triage", phrase: "triaged a build of",
-        "Explain why a build failed, in one bounded answer: the failing stage, the error lines of the log, failing tests, changes since the last success, and whether the previous build failed the same way. Default build: the last completed one.");
+        "Explain why a build failed, in one bounded answer: the failing stage, the error lines of the log, failing tests, changes since the last success, and whether the previous build failed the same way. Default build: the last failed one.");
 
     fn needs(a: &BuildArgs) -> Vec<Need> {
         vec![Need::primary(&Self::META, Some(&a.job))]
@@ -91,12 +91,22 @@ impl Op for TriageBuild {
     async fn run(cx: &mut Exec<'_>, a: BuildArgs) -> Result<Value, GateError> {
         let path = cx.path(0)?;
         let sel = match &a.build {
-            None => BuildSelector::LastCompletedBuild,
+            // The build to explain is the last one that failed; a job that never failed has its
+            // last completed build explained instead (the verdict says it succeeded).
+            None => match cx.client.build(&path, BuildSelector::LastFailedBuild).await {
+                Ok(_) => BuildSelector::LastFailedBuild,
+                Err(jenkins::Error::NotFound { .. }) => BuildSelector::LastCompletedBuild,
+                Err(e) => return Err(e.into()),
+            },
             some => BuildArg::selector(some.as_ref())?,
         };
         triage(cx.client, &path, sel, cx.sanitizer).await
     }
 }
+
+/// Consoles up to this size are read once for triage's two views; larger ones are streamed twice
+/// (memory stays bounded whatever the log's size).
+const TRIAGE_READ_ONCE_BYTES: usize = 16 * 1024 * 1024;
 
 /// One bounded answer to "why did this build fail?".
 async fn triage(
@@ -117,9 +127,17 @@ async fn triage(
     } else {
         None
     };
-    let grep = LogMode::Grep { pattern: compile(ERROR_PATTERN)?, context: 3, max_matches: 8 };
-    let errors = log_view(client, job, number, &grep, sanitizer).await?;
-    let tail = log_view(client, job, number, &LogMode::Tail(30), sanitizer).await?;
+    // A build that succeeded has nothing to explain in its log; a failed one is read once (when it
+    // is not huge) for both the error lines and the tail.
+    let (errors, tail) = if b.result.as_deref() == Some("SUCCESS") {
+        (json!({}), json!({}))
+    } else {
+        let read = console_if_small(client, job, number, TRIAGE_READ_ONCE_BYTES).await?;
+        let grep = LogMode::Grep { pattern: compile(ERROR_PATTERN)?, context: 3, max_matches: 8 };
+        let errors = log_view_of(client, job, number, &grep, sanitizer, read.as_ref()).await?;
+        let tail = log_view_of(client, job, number, &LogMode::Tail(30), sanitizer, read.as_ref()).await?;
+        (errors, tail)
+    };
     let tests = failing_tests(client, job, number, 20).await?;
     // Changes since the last success: the change sets of every build after it, up to this one.
     let last_ok = client.job(job).await?.last_successful_build.map(|r| r.number).unwrap_or(0);
