@@ -1,0 +1,81 @@
+"""Clients that misbehave under load cannot lock the store for everyone (issue #16).
+
+Many clients hang up in the middle of calls at once (reads and writes), and two requests reuse
+one JSON-RPC id on one session; afterwards every agent's next call still succeeds promptly and
+the audit chain verifies.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import anyio
+
+from conftest import connect, http_client, run
+from test_trust import HEADERS, LONG_CALL, rpc, start_session
+
+READ_CALL = rpc(11, "tools/call", {"name": "get_job", "arguments": {"job": "release/deploy"}})
+
+
+async def hang_up_mid_call(stack, key: str, message: dict, after: float) -> None:
+    async with http_client(key) as http:
+        http.base_url_for_tests = stack.mcp_url
+        h = await start_session(http)
+        with anyio.move_on_after(after):
+            async with http.stream("POST", stack.mcp_url, json=message, headers=h) as resp:
+                async for _ in resp.aiter_bytes():
+                    pass
+
+
+def next_call_works(stack) -> float:
+    """Seconds a fresh read takes for another agent (it must succeed)."""
+
+    async def body():
+        started = time.monotonic()
+        async with connect(stack, "triage-bot", "http") as c:
+            r = await c.call_tool("get_job", {"job": "api-server"})
+            assert not r.is_error, r
+        return time.monotonic() - started
+
+    return run(body)
+
+
+def test_clients_hanging_up_mid_call_leave_nothing_locked(stack):
+    rng = random.Random(16)
+
+    async def body():
+        async with anyio.create_task_group() as tg:
+            for i in range(12):
+                # Writes that wait (a transaction per record), and quick reads, cut at random moments.
+                message = LONG_CALL if i % 3 == 0 else READ_CALL
+                key = stack.keys["release-bot"]
+                tg.start_soon(hang_up_mid_call, stack, key, message, rng.uniform(0.01, 1.5))
+
+    run(body)
+    took = next_call_works(stack)
+    assert took < 10, f"the next call waited {took:.1f} s: something stayed locked"
+    verify = stack.cli("audit", "verify", "--open-after", "3600", check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_one_json_rpc_id_used_twice_at_once_locks_nothing(stack):
+    async def body():
+        async with http_client(stack.keys["triage-bot"]) as http:
+            http.base_url_for_tests = stack.mcp_url
+            h = await start_session(http)
+            same = rpc(5, "tools/call", {"name": "get_job", "arguments": {"job": "api-server"}})
+            statuses = []
+
+            async def send():
+                r = await http.post(stack.mcp_url, json=same, headers=h)
+                statuses.append(r.status_code)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send)
+                tg.start_soon(send)
+            assert statuses and all(s < 500 for s in statuses), statuses
+
+    run(body)
+    took = next_call_works(stack)
+    assert took < 10, f"the next call waited {took:.1f} s"
