@@ -118,7 +118,24 @@ impl Gate {
                 headers = h;
                 let visible = |name: &str| policy::may_see(&grants, &caller.agent, controller, name);
                 let base = conn.client.base_url().to_string();
-                if c.op == "get_queue" && c.queue_id.is_some() && !queue_item_visible(&value, &base, &visible) {
+                let item_hidden = match c.queue_id {
+                    Some(id) if c.op == "get_queue" => {
+                        if value.pointer("/task/url").is_some() {
+                            !queue_item_visible(&value, &base, &visible)
+                        } else {
+                            // The client's tree= left out the owner (api4jenkins polls with
+                            // tree=_class): ask Jenkins for it on its own.
+                            let tree = [("tree".to_string(), "task[url]".to_string())];
+                            match fetch(&conn.client, &format!("queue/item/{id}/api/json"), &tree, true, deadline).await
+                            {
+                                Ok(Fetched::Json(owner, _)) => !queue_item_visible(&owner, &base, &visible),
+                                _ => true,
+                            }
+                        }
+                    }
+                    _ => false,
+                };
+                if item_hidden {
                     // Finish the call (audited as a read that found nothing to show), then 404.
                     let _ = self
                         .finish(
@@ -211,7 +228,10 @@ impl Gate {
         let job = c.job.as_ref().map(ToString::to_string);
         let args = match c.op {
             "trigger_build" => {
-                let params = trigger_parameters(c.query(), form)?;
+                let mut params = trigger_parameters(c.query(), form)?;
+                if params.is_empty() && c.route == "POST /{job}/buildWithParameters" {
+                    params = self.default_parameters(caller, controller, job.as_deref()).await?;
+                }
                 let mut args = json!({"job": job, "wait": "none"});
                 if !params.is_empty() {
                     args["parameters"] =
@@ -247,25 +267,90 @@ impl Gate {
                 json!({"job": job, "config_xml": xml})
             }
             "enable_job" | "disable_job" | "delete_job" => json!({"job": job}),
+            "create_job" => {
+                // Jenkins reads a config.xml body; a form post (`mode=<item type>`) is its HTML form.
+                let xml = body.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
+                    GateError::Invalid(
+                        "POST the new item's config.xml as the body (Content-Type: application/xml); \
+                         form-mode createItem (mode=<item type>) is not served through jgate"
+                            .into(),
+                    )
+                })?;
+                json!({"job": job, "config_xml": xml})
+            }
+            "copy_job" => {
+                let from = c.from.as_ref().map(ToString::to_string);
+                json!({"job": job, "from": from})
+            }
             other => {
                 return Err(GateError::Invalid(format!("{other} is not served through the Jenkins proxy yet")).into());
             }
         };
-        let target = args.get("job").and_then(Value::as_str).map(str::to_string);
+        let targets: Vec<String> =
+            ["job", "from"].iter().filter_map(|k| args.get(*k).and_then(Value::as_str).map(str::to_string)).collect();
         match self.call_with(caller, Some(controller), c.op, args, crate::call::CallOptions::default()).await {
             Ok(clean) => Ok(match clean.as_ref().get("queue_id").and_then(Value::as_u64) {
                 Some(queue_id) if c.op == "trigger_build" => ProxyWrite::Queued { queue_id },
                 _ => ProxyWrite::Done,
             }),
             Err(GateError::Denied { reason }) => {
+                // A target the agent may not see (the job, a copy's source) answers like a missing one.
                 let grants = self.grants_for_call(&caller.agent).await?;
-                match target {
-                    Some(j) if !policy::may_see(&grants, &caller.agent, controller, &j) => Err(ProxyError::NotFound),
-                    _ => Err(GateError::Denied { reason }.into()),
+                if targets.iter().any(|j| !policy::may_see(&grants, &caller.agent, controller, j)) {
+                    Err(ProxyError::NotFound)
+                } else {
+                    Err(GateError::Denied { reason }.into())
                 }
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+impl Gate {
+    /// `buildWithParameters` without parameters builds with the job's defaults in Jenkins; the
+    /// typed trigger needs them spelled out (without parameters it asks for a plain `build`, which
+    /// Jenkins refuses on a parameterized job). They are read with `get_job` — a read checked by the
+    /// policy and audited like any other — and then checked against the grant's constraints as if
+    /// the client had sent them. A job without parameters answers as Jenkins (2.524+) does: 400.
+    async fn default_parameters(
+        &self,
+        caller: &Caller,
+        controller: &str,
+        job: Option<&str>,
+    ) -> Result<Vec<(String, String)>, ProxyError> {
+        let args = json!({ "job": job });
+        let info = match self
+            .call_with(caller, Some(controller), "get_job", args, crate::call::CallOptions::default())
+            .await
+        {
+            Ok(clean) => clean.into_inner(),
+            Err(GateError::Denied { reason }) => {
+                let grants = self.grants_for_call(&caller.agent).await?;
+                return match job {
+                    Some(j) if !policy::may_see(&grants, &caller.agent, controller, j) => Err(ProxyError::NotFound),
+                    _ => Err(GateError::Denied { reason }.into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let defs = info.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
+        if defs.is_empty() {
+            let name = job.unwrap_or_default();
+            return Err(GateError::Failed { message: format!("{name} is not parameterized"), status: Some(400) }.into());
+        }
+        Ok(defs
+            .iter()
+            .filter_map(|d| {
+                let name = d.get("name").and_then(Value::as_str)?;
+                let value = match d.get("default") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                Some((name.to_string(), value))
+            })
+            .collect())
     }
 }
 

@@ -77,7 +77,28 @@ async fn handle(
             return jenkins_error(StatusCode::FORBIDDEN, "Forbidden", reason);
         }
         Route::Crumb => {
-            return jenkins_error(StatusCode::NOT_FOUND, "Not Found", "agents of jgate need no crumb");
+            // Agents need no crumb (as API-token users in Jenkins); some clients fail without one,
+            // so a placeholder is served. Writes are rebuilt by jgate: the crumb is never read.
+            let crumb = serde_json::json!({
+                "_class": "hudson.security.csrf.DefaultCrumbIssuer",
+                "crumb": PLACEHOLDER_CRUMB,
+                "crumbRequestField": "Jenkins-Crumb",
+            });
+            let format =
+                if path.trim_end_matches('/').ends_with("/api/python") { Format::Python } else { Format::Json };
+            return render(&crumb, format);
+        }
+        Route::WhoAmI(format) => {
+            // Who the client is, through jgate: the agent (never the controller's token user).
+            let me = serde_json::json!({
+                "_class": "hudson.model.User",
+                "absoluteUrl": format!("{own_base}user/{}", caller.agent),
+                "description": null,
+                "fullName": caller.agent,
+                "id": caller.agent,
+                "property": [],
+            });
+            return render(&me, format);
         }
         Route::Malformed(why) => {
             let _ = gate.proxy_refused(&caller, &controller, &request_line, why).await;
@@ -99,10 +120,7 @@ async fn handle(
             let mut response = match answer.body {
                 ProxyBody::Json(mut value, format) => {
                     gate::proxy::rewrite_urls(&mut value, &jenkins_base, &own_base);
-                    match format {
-                        Format::Python => typed(python_literal(&value), "text/x-python;charset=UTF-8"),
-                        _ => typed(value.to_string(), "application/json;charset=utf-8"),
-                    }
+                    render(&value, format)
                 }
                 ProxyBody::Text(text) => typed(text, "text/plain;charset=UTF-8"),
             };
@@ -214,6 +232,17 @@ async fn authenticate(gate: &Gate, headers: &HeaderMap, peer: SocketAddr) -> Res
     }
 }
 
+/// The crumb the proxy hands out: constant and meaningless (64 hex digits, as Jenkins' are).
+const PLACEHOLDER_CRUMB: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// JSON in the representation the client asked for (`api/json` or `api/python`).
+fn render(value: &Value, format: Format) -> Response {
+    match format {
+        Format::Python => typed(python_literal(value), "text/x-python;charset=UTF-8"),
+        _ => typed(value.to_string(), "application/json;charset=utf-8"),
+    }
+}
+
 /// A body with its content type.
 fn typed(body: String, content_type: &'static str) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
@@ -246,6 +275,26 @@ fn gate_error(e: GateError) -> Response {
     match e {
         GateError::Denied { reason } => jenkins_error(StatusCode::FORBIDDEN, "Forbidden", &format!("denied: {reason}")),
         GateError::Failed { message, status: Some(404) } => jenkins_error(StatusCode::NOT_FOUND, "Not Found", &message),
+        GateError::Failed { message, status: Some(400) } => {
+            // Jenkins reports a 400 (createItem's name checks, a duplicate) in `X-Error`, which
+            // clients show (api4jenkins raises it); the message has been through the sanitizer.
+            let mut r = jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", &message);
+            let shown: String = message.chars().filter(|c| !c.is_control()).take(1000).collect();
+            if let Ok(v) = HeaderValue::from_bytes(shown.as_bytes()) {
+                r.headers_mut().insert("X-Error", v);
+            }
+            r
+        }
+        GateError::Failed { message, status: None }
+            if jenkins_status_in(&message).is_some_and(|s| (400..500).contains(&s)) =>
+        {
+            // A trigger Jenkins refused ("nothing was started: … (HTTP 409): …"): the status
+            // Jenkins answered (400 not parameterized / nothing submitted, 409 disabled).
+            let status = jenkins_status_in(&message)
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::BAD_GATEWAY);
+            jenkins_error(status, status.canonical_reason().unwrap_or("Error"), &message)
+        }
         GateError::Failed { message, status: Some(s) } => {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);
             jenkins_error(status, status.canonical_reason().unwrap_or("Error"), &message)
@@ -257,6 +306,16 @@ fn gate_error(e: GateError) -> Response {
         }
         e => jenkins_error(StatusCode::BAD_GATEWAY, "Bad Gateway", &e.to_string()),
     }
+}
+
+/// The status Jenkins answered, as the wire client's errors state it (`... (HTTP 409): ...`).
+fn jenkins_status_in(message: &str) -> Option<u16> {
+    let at = message.find("(HTTP ")? + "(HTTP ".len();
+    let digits = message.get(at..at + 3)?;
+    if message.get(at + 3..at + 4) != Some(")") {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// JSON as the Python literal Stapler's `api/python` writes: `True`/`False`/`None`, strings quoted
@@ -307,6 +366,19 @@ mod tests {
     fn python_literals_read_back_as_the_same_data() {
         let v = serde_json::json!({"a": [true, false, null, 1, 2.5], "s": "quote \" and \\ and \u{e9}"});
         assert_eq!(python_literal(&v), r#"{"a":[True,False,None,1,2.5],"s":"quote \" and \\ and é"}"#);
+    }
+
+    #[test]
+    fn a_refused_trigger_answers_with_jenkins_status() {
+        assert_eq!(jenkins_status_in("nothing was started: x conflicts (HTTP 409): x is not buildable"), Some(409));
+        assert_eq!(jenkins_status_in("Jenkins refused the request (HTTP 400): Nothing is submitted"), Some(400));
+        assert_eq!(jenkins_status_in("no status here"), None);
+        assert_eq!(jenkins_status_in("(HTTP 40"), None);
+        let failed = |m: &str| GateError::Failed { message: m.into(), status: None };
+        let r = gate_error(failed("nothing was started: refused (HTTP 409): disabled"));
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let r = gate_error(failed("nothing was started: the connection was reset"));
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     }
 
     #[test]
