@@ -91,6 +91,8 @@ PROXY_SKIPS.update({
     "test_api4jenkins.py::test_rename_reports_new_location": _NO_OP.format("renaming (confirmRename)"),
     "test_api4jenkins.py::test_views": _NO_OP.format("creating, changing or deleting a view"),
     "test_api4jenkins.py::test_descriptions": _NO_OP.format("setting a description (submitDescription)"),
+    "test_api4jenkins.py::test_pipeline_input_step":
+        _NO_OP.format("answering a Pipeline input step (wfapi/pendingInputActions, input/<id>/proceedEmpty)"),
 })
 # Suites that are about jgate itself rather than a Jenkins client: not run a second time.
 PROXY_ONLY_SUITES = ("test_python_jenkins.py", "test_jenkinsapi.py", "test_api4jenkins.py")

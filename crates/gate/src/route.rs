@@ -149,6 +149,9 @@ pub enum Route {
     /// `GET /me/api/json` (or `python`): who the client is. Answered by jgate with the agent's
     /// identity; nothing is forwarded (Jenkins would answer for the controller's token user).
     WhoAmI(Format),
+    /// `GET /user/NAME/api/json` (or `python`): the surface answers it as [`Route::WhoAmI`] when
+    /// NAME is the calling agent, and refuses it otherwise (Jenkins' users are not served).
+    User(String, Format),
     /// A path jgate does not parse the way Jenkins might (see rule 2); the reason says what.
     Malformed(&'static str),
 }
@@ -489,6 +492,14 @@ pub fn classify(method: &str, path: &str, query: Option<&str>) -> Route {
         && let Some(format) = Format::parse(format)
     {
         return Route::WhoAmI(format);
+    }
+    if method.eq_ignore_ascii_case("GET")
+        && let [user, name, api, format] = segments.as_slice()
+        && user == "user"
+        && api == "api"
+        && let Some(format) = Format::parse(format)
+    {
+        return Route::User(name.clone(), format);
     }
     if let Some(reason) = forbidden(&segments) {
         return Route::Forbidden(reason);
@@ -967,7 +978,7 @@ mod tests {
             ("POST", "/cli"),
             ("GET", "/cli/ws"),
             ("POST", "/user/admin/descriptorByName/jenkins.security.ApiTokenProperty/generateNewToken"),
-            ("GET", "/me/api/json"),
+            ("GET", "/me/my-views/api/json"),
             ("POST", "/pluginManager/installNecessaryPlugins"),
             ("POST", "/pluginManager/uploadPlugin"),
             ("GET", "/credentials/store/system/domain/_/api/json"),
@@ -1005,6 +1016,96 @@ mod tests {
     }
 
     #[test]
+    fn create_item_names_the_new_item_and_the_source_of_a_copy() {
+        let c = op("POST", "/createItem?name=app");
+        assert_eq!((c.op, c.job.as_ref().map(ToString::to_string)), ("create_job", Some("app".into())));
+        assert_eq!(c.upstream, "createItem?name=app");
+        let c = op("POST", "/job/team/createItem?name=my%20app");
+        assert_eq!((c.op, c.job.as_ref().map(ToString::to_string)), ("create_job", Some("team/my app".into())));
+        assert_eq!(c.upstream, "job/team/createItem?name=my%20app");
+        // A copy: `from` relative to the new item's folder, or from the root after a '/'.
+        let c = op("POST", "/createItem?name=b&mode=copy&from=a");
+        assert_eq!((c.op, c.from.map(|f| f.to_string())), ("copy_job", Some("a".into())));
+        let c = op("POST", "/job/team/createItem?name=b&mode=copy&from=a");
+        assert_eq!(c.job.map(|j| j.to_string()), Some("team/b".into()));
+        assert_eq!(c.from.map(|f| f.to_string()), Some("team/a".into()));
+        let c = op("POST", "/job/team/createItem?name=b&mode=copy&from=%2Fother%2Fa");
+        assert_eq!(c.from.map(|f| f.to_string()), Some("other/a".into()));
+        // Views in front of the folder change nothing.
+        let c = op("POST", "/view/all/job/team/createItem?name=x");
+        assert_eq!(c.job.map(|j| j.to_string()), Some("team/x".into()));
+        for target in [
+            "/createItem",
+            "/createItem?name=",
+            "/createItem?name=a%2Fb",
+            "/createItem?name=a%5Cb",
+            "/createItem?name=..",
+            "/createItem?name=.",
+            "/createItem?name=a%0Ab",
+            "/createItem?name=a&name=b",
+            "/createItem?name=a&mode=copy",
+            "/createItem?name=a&mode=copy&from=",
+            "/createItem?name=a&mode=copy&from=..%2Fx",
+            "/createItem?name=a&mode=copy&from=x%2F%2Fy",
+            "/createItem?name=a&mode=copy&from=x%2F.",
+            "/createItem?name=a&mode=copy&from=x&from=y",
+            "/createItem?name=a&mode=copy&mode=copy&from=x",
+            // Form mode (an item type from the HTML form) is not served.
+            "/createItem?name=a&mode=hudson.model.FreeStyleProject",
+            "/createItem?name=a&token=x",
+            "/job/a/createItem;x?name=b",
+        ] {
+            assert!(matches!(refused("POST", target), Route::Malformed(_)), "{target}");
+        }
+        assert_eq!(refused("GET", "/createItem?name=a"), Route::Unknown);
+        assert_eq!(refused("POST", "/createItem/x?name=a"), Route::Unknown);
+        assert_eq!(refused("POST", "/job/a/1/createItem?name=a"), Route::Unknown);
+    }
+
+    #[test]
+    fn view_prefixes_and_heads_read_as_jenkins_resolves_them() {
+        let c = op("GET", "/view/all/job/a/api/json");
+        assert_eq!((c.op, c.upstream.as_str()), ("get_job", "job/a/api/json"));
+        let c = op("GET", "/view/a/view/b/job/x/job/y/3/consoleText");
+        assert_eq!((c.op, c.job.map(|j| j.to_string())), ("get_build_log", Some("x/y".into())));
+        // The view's own API stays a view request; a view prefix does not open anything.
+        assert_eq!(op("GET", "/view/all/api/json").op, "list_views");
+        assert!(matches!(refused("POST", "/view/all/job/a/script"), Route::Forbidden(_)));
+        assert!(matches!(refused("GET", "/view/all/job/%2e%2e/api/json"), Route::Malformed(_)));
+        assert_eq!(refused("GET", "/view/all/job"), Route::Unknown);
+        assert!(matches!(refused("GET", "/view/all/scriptText"), Route::Forbidden(_)));
+        // A folder's view: the folder read as a folder.
+        let c = op("GET", "/job/f/view/All/api/json?tree=jobs[name,url]");
+        assert_eq!((c.op, c.job.map(|j| j.to_string())), ("get_job", Some("f".into())));
+        assert_eq!(c.upstream, "job/f/view/All/api/json?tree=jobs[name,url]");
+        assert_eq!(refused("GET", "/job/f/view/All/job/x/api/json"), Route::Unknown);
+        // HEAD reads what GET reads, and nothing else.
+        assert_eq!(op("HEAD", "/").op, "get_system_info");
+        assert_eq!(op("head", "/job/a/api/json").op, "get_job");
+        assert_eq!(refused("HEAD", "/job/a/build"), Route::Unknown);
+        assert!(matches!(refused("HEAD", "/scriptText"), Route::Forbidden(_)));
+    }
+
+    #[test]
+    fn crumbs_and_identity_are_answered_by_jgate_and_nothing_else_of_users_is() {
+        assert_eq!(classify("GET", "/crumbIssuer/api/json", None), Route::Crumb);
+        assert_eq!(classify("GET", "//crumbIssuer/api/python", None), Route::Crumb);
+        assert_ne!(classify("POST", "/crumbIssuer/api/json", None), Route::Crumb);
+        assert_eq!(classify("GET", "/me/api/json", Some("depth=0")), Route::WhoAmI(Format::Json));
+        assert_eq!(classify("GET", "/user/bot/api/python", None), Route::User("bot".into(), Format::Python));
+        for (method, target) in [
+            ("POST", "/me/api/json"),
+            ("GET", "/me/configure"),
+            ("GET", "/me/api/json/x"),
+            ("POST", "/user/bot/descriptorByName/jenkins.security.ApiTokenProperty/generateNewToken"),
+            ("GET", "/user/bot/configure"),
+            ("GET", "/user/bot/api/yaml"),
+        ] {
+            assert!(matches!(refused(method, target), Route::Forbidden(_)), "{method} {target}");
+        }
+    }
+
+    #[test]
     fn no_two_routes_overlap() {
         // Every route's own example path matches it and no route before it.
         for (i, pattern) in ROUTES.iter().enumerate() {
@@ -1023,7 +1124,9 @@ mod tests {
                 })
                 .collect();
             for earlier in &ROUTES[..i] {
-                if earlier.method == pattern.method {
+                // A pattern that requires query parameters applies only with them (createItem's
+                // copy before its creation from config.xml).
+                if earlier.method == pattern.method && earlier.requires.is_empty() {
                     assert!(
                         match_pattern(earlier.path, &example).is_none(),
                         "{} shadows {}",

@@ -88,7 +88,12 @@ async fn handle(
                 if path.trim_end_matches('/').ends_with("/api/python") { Format::Python } else { Format::Json };
             return render(&crumb, format);
         }
-        Route::WhoAmI(format) => {
+        Route::User(name, _) if name != caller.agent => {
+            let reason = "user accounts and their API tokens are managed in Jenkins, not through jgate";
+            let _ = gate.proxy_refused(&caller, &controller, &request_line, reason).await;
+            return jenkins_error(StatusCode::FORBIDDEN, "Forbidden", &format!("jgate never forwards this: {reason}"));
+        }
+        Route::WhoAmI(format) | Route::User(_, format) => {
             // Who the client is, through jgate: the agent (never the controller's token user).
             let me = serde_json::json!({
                 "_class": "hudson.model.User",
