@@ -337,6 +337,15 @@ const ROUTES: &[Pattern] = &[
         catalog: "POST /{job}/disable",
         requires: &[],
     },
+    // `DELETE /job/X/` (Jenkins answers 204: AbstractItem is HttpDeletable, jenkins-wire.md §10.9).
+    Pattern {
+        method: "DELETE",
+        path: "/{job}",
+        op: "delete_job",
+        query: &[],
+        catalog: "DELETE /{job}/",
+        requires: &[],
+    },
     Pattern {
         method: "POST",
         path: "/{job}/doDelete",
@@ -1083,6 +1092,13 @@ mod tests {
         assert_eq!(op("HEAD", "/").op, "get_system_info");
         assert_eq!(op("head", "/job/a/api/json").op, "get_job");
         assert_eq!(refused("HEAD", "/job/a/build"), Route::Unknown);
+        // DELETE on the item itself, and on nothing else.
+        assert_eq!(op("DELETE", "/job/a/job/b/").op, "delete_job");
+        assert_eq!(op("DELETE", "/view/v/job/a").upstream, "job/a");
+        for target in ["/", "/job/a/1/", "/job/a/builds", "/view/v/", "/queue/item/1/"] {
+            assert_eq!(refused("DELETE", target), Route::Unknown, "DELETE {target}");
+        }
+        assert!(matches!(refused("DELETE", "/job/a?x=1"), Route::Malformed(_)));
         assert!(matches!(refused("HEAD", "/scriptText"), Route::Forbidden(_)));
     }
 
@@ -1154,7 +1170,6 @@ mod tests {
             ("list_views", "GET /api/json?tree=views[...]", "the same URL as list_jobs at the root"),
             ("get_system_info", "GET /api/json", "the same URL as list_jobs at the root"),
             ("get_pipeline_run", "GET /{job}/{build}/execution/node/{id}/wfapi/*", "not yet proxied"),
-            ("delete_job", "DELETE /{job}/", "not yet proxied"),
         ];
         for op in OPERATIONS {
             for route in op.routes {

@@ -193,7 +193,9 @@ async fn write(
         }
         // Jenkins answers cancelItem with 204 and the others with a redirect to a page the proxy
         // does not serve (HTML): a plain 200 lets clients that follow redirects succeed.
-        Ok(gate::proxy::ProxyWrite::Done) if c.op == "cancel_queue_item" => StatusCode::NO_CONTENT.into_response(),
+        Ok(gate::proxy::ProxyWrite::Done) if c.op == "cancel_queue_item" || c.route == "DELETE /{job}/" => {
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(gate::proxy::ProxyWrite::Done) => StatusCode::OK.into_response(),
         Err(ProxyError::NotFound) => jenkins_error(StatusCode::NOT_FOUND, "Not Found", "no such item"),
         Err(ProxyError::Gate(e)) => gate_error(e),
