@@ -243,3 +243,21 @@ def test_identity_and_crumb_are_the_agents(proxied):
     code, _, body = raw(proxied, "maker-bot", "GET", "crumbIssuer/api/json")
     assert code == 200 and json.loads(body)["crumbRequestField"] == "Jenkins-Crumb"
     assert TWIN_TOKEN not in body
+
+
+def test_pipeline_links_point_back_at_the_proxy(proxied):
+    """wfapi answers JSON with root-relative links (jenkins-wire.md §12.1): they are rewritten to the
+    proxy's path, and the flow nodes they lead to are served."""
+    code, headers, body = raw(proxied, "reader-bot", "GET", "job/release/job/deploy-production/wfapi/runs")
+    assert code == 200 and headers["content-type"].startswith("application/json"), (code, headers)
+    runs = json.loads(body)
+    assert runs, body
+    base_path = urllib.parse.urlparse(proxied["url"]).path
+    href = runs[0]["_links"]["self"]["href"]
+    assert href.startswith(base_path + "job/release/job/deploy-production/"), href
+    stages = runs[0]["stages"]
+    assert stages, runs[0]
+    node = stages[0]["_links"]["self"]["href"]
+    assert node.startswith(base_path), node
+    code, _, body = raw(proxied, "reader-bot", "GET", node[len(base_path):])
+    assert code == 200 and json.loads(body)["id"] == stages[0]["id"], body

@@ -95,7 +95,9 @@ impl Gate {
             None => None,
         };
         let grants = begun.grants.clone();
-        let json_wanted = c.format;
+        // The Pipeline REST API (`wfapi`) answers JSON without an `api/` segment: read, filtered
+        // and rewritten as JSON like the remote API.
+        let json_wanted = c.format.or_else(|| c.route.contains("/wfapi/").then_some(Format::Json));
         let (path, query) = if c.route == "GET /" {
             // The root page is HTML; its headers (X-Jenkins) come with every API answer too, so
             // the smallest one is read and the client gets the headers with an empty page.
@@ -576,6 +578,36 @@ pub fn rewrite_urls(value: &mut Value, from: &str, to: &str) {
     }
 }
 
+/// Rewrites root-relative links (`/job/X/16/wfapi/describe`, as the Pipeline REST API writes its
+/// `_links.*.href`, `url` and `consoleUrl`: jenkins-wire.md §12.1) from Jenkins' path `from` to the
+/// proxy's path `to`. Only those keys, and only links into items (`<from>job/`), so free text is
+/// never touched.
+pub fn rewrite_root_relative(value: &mut Value, from: &str, to: &str) {
+    let items = format!("{from}job/");
+    rewrite_links(value, &items, from, to);
+}
+
+fn rewrite_links(value: &mut Value, items: &str, from: &str, to: &str) {
+    match value {
+        Value::Array(list) => list.iter_mut().for_each(|v| rewrite_links(v, items, from, to)),
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(s) if matches!(key.as_str(), "href" | "url" | "consoleUrl") => {
+                        if s.starts_with(items)
+                            && let Some(rest) = s.strip_prefix(from)
+                        {
+                            *s = format!("{to}{rest}");
+                        }
+                    }
+                    other => rewrite_links(other, items, from, to),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,6 +681,23 @@ mod tests {
         assert_eq!(got.ok(), Some(pairs(&[("ENV", "production"), ("N", "3")])));
         assert!(trigger_parameters(&pairs(&[("token", "x")]), &[]).is_err(), "build tokens are refused");
         assert!(trigger_parameters(&[], &pairs(&[("json", "{not json")])).is_err());
+    }
+
+    #[test]
+    fn pipeline_links_are_rewritten_to_the_proxy() {
+        let mut v = json!({"_links": {"self": {"href": "/job/a/16/wfapi/describe"}},
+            "stages": [{"_links": {"log": {"href": "/job/a/16/execution/node/6/wfapi/log"}}, "name": "/job/x"}],
+            "consoleUrl": "/job/a/16/execution/node/6/log", "other": {"href": "/manage/"}});
+        rewrite_root_relative(&mut v, "/", "/jenkins/prod/");
+        assert_eq!(v["_links"]["self"]["href"], "/jenkins/prod/job/a/16/wfapi/describe");
+        assert_eq!(v["stages"][0]["_links"]["log"]["href"], "/jenkins/prod/job/a/16/execution/node/6/wfapi/log");
+        assert_eq!(v["consoleUrl"], "/jenkins/prod/job/a/16/execution/node/6/log");
+        assert_eq!(v["stages"][0]["name"], "/job/x", "free text is not a link");
+        assert_eq!(v["other"]["href"], "/manage/", "only links into items");
+        // A Jenkins under a context path.
+        let mut v = json!({"url": "/ci/job/a/14/artifact/x.jar"});
+        rewrite_root_relative(&mut v, "/ci/", "/jenkins/prod/");
+        assert_eq!(v["url"], "/jenkins/prod/job/a/14/artifact/x.jar");
     }
 
     #[test]

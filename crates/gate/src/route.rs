@@ -247,6 +247,23 @@ const ROUTES: &[Pattern] = &[
         catalog: "GET /{job}/{build}/wfapi/describe",
         requires: &[],
     },
+    // A Pipeline flow node (a stage or a step): its description and its log (jenkins-wire.md §12.1).
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/execution/node/{id}/wfapi/describe",
+        op: "get_pipeline_run",
+        query: &[],
+        catalog: "GET /{job}/{build}/execution/node/{id}/wfapi/*",
+        requires: &[],
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/execution/node/{id}/wfapi/log",
+        op: "get_pipeline_run",
+        query: &[],
+        catalog: "GET /{job}/{build}/execution/node/{id}/wfapi/*",
+        requires: &[],
+    },
     Pattern {
         method: "GET",
         path: "/queue/api/{format}",
@@ -1025,6 +1042,28 @@ mod tests {
     }
 
     #[test]
+    fn pipeline_flow_nodes_are_read_by_number() {
+        let c = op("GET", "/job/p/7/execution/node/12/wfapi/describe");
+        assert_eq!((c.op, c.upstream.as_str()), ("get_pipeline_run", "job/p/7/execution/node/12/wfapi/describe"));
+        assert_eq!(
+            op("GET", "/view/v/job/p/lastBuild/execution/node/6/wfapi/log").upstream,
+            "job/p/lastBuild/execution/node/6/wfapi/log"
+        );
+        for target in [
+            "/job/p/7/execution/node/x/wfapi/describe",
+            "/job/p/7/execution/node/-1/wfapi/describe",
+            "/job/p/7/execution/node/12/wfapi/inputSubmit",
+            "/job/p/7/execution/node/12/log",
+            "/job/p/7/execution/node/12/wfapi",
+            "/job/p/7/wfapi/pendingInputActions",
+        ] {
+            assert_eq!(refused("GET", target), Route::Unknown, "{target}");
+        }
+        assert_eq!(refused("POST", "/job/p/7/execution/node/12/wfapi/describe"), Route::Unknown);
+        assert!(matches!(refused("GET", "/job/p/7/execution/node/12/wfapi/log?start=0"), Route::Malformed(_)));
+    }
+
+    #[test]
     fn create_item_names_the_new_item_and_the_source_of_a_copy() {
         let c = op("POST", "/createItem?name=app");
         assert_eq!((c.op, c.job.as_ref().map(ToString::to_string)), ("create_job", Some("app".into())));
@@ -1169,7 +1208,6 @@ mod tests {
             ("list_jobs", "GET /{folder}/api/json?tree=jobs[...]", "the same URL as get_job on a folder"),
             ("list_views", "GET /api/json?tree=views[...]", "the same URL as list_jobs at the root"),
             ("get_system_info", "GET /api/json", "the same URL as list_jobs at the root"),
-            ("get_pipeline_run", "GET /{job}/{build}/execution/node/{id}/wfapi/*", "not yet proxied"),
         ];
         for op in OPERATIONS {
             for route in op.routes {

@@ -125,6 +125,7 @@ async fn handle(
             let mut response = match answer.body {
                 ProxyBody::Json(mut value, format) => {
                     gate::proxy::rewrite_urls(&mut value, &jenkins_base, &own_base);
+                    gate::proxy::rewrite_root_relative(&mut value, url_path(&jenkins_base), url_path(&own_base));
                     render(&value, format)
                 }
                 ProxyBody::Text(text) => typed(text, "text/plain;charset=UTF-8"),
@@ -237,6 +238,12 @@ async fn authenticate(gate: &Gate, headers: &HeaderMap, peer: SocketAddr) -> Res
         Err(GateError::BadKey(_)) => Err(unauthorized("invalid agent name or key")),
         Err(e) => Err(gate_error(e)),
     }
+}
+
+/// The path of an absolute URL (`http://h:1/ci/` → `/ci/`).
+fn url_path(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
 }
 
 /// The crumb the proxy hands out: constant and meaningless (64 hex digits, as Jenkins' are).
@@ -373,6 +380,13 @@ mod tests {
     fn python_literals_read_back_as_the_same_data() {
         let v = serde_json::json!({"a": [true, false, null, 1, 2.5], "s": "quote \" and \\ and \u{e9}"});
         assert_eq!(python_literal(&v), r#"{"a":[True,False,None,1,2.5],"s":"quote \" and \\ and é"}"#);
+    }
+
+    #[test]
+    fn paths_of_base_urls() {
+        assert_eq!(url_path("http://h:1/ci/"), "/ci/");
+        assert_eq!(url_path("http://h/jenkins/prod/"), "/jenkins/prod/");
+        assert_eq!(url_path("http://h"), "/");
     }
 
     #[test]
