@@ -261,3 +261,18 @@ def test_pipeline_links_point_back_at_the_proxy(proxied):
     assert node.startswith(base_path), node
     code, _, body = raw(proxied, "reader-bot", "GET", node[len(base_path):])
     assert code == 200 and json.loads(body)["id"] == stages[0]["id"], body
+
+
+def test_xml_is_filtered_like_json(proxied):
+    """api/xml is rendered by jgate from the filtered JSON: hidden jobs are absent there too."""
+    code, headers, body = raw(proxied, "scoped-bot", "GET", "api/xml?tree=jobs[name,url,jobs[name,url]]")
+    assert code == 200 and headers["content-type"].startswith("application/xml"), (code, headers, body[:300])
+    import xml.etree.ElementTree as ET
+    root = ET.fromstring(body)
+    assert root.tag == "hudson" and root.get("_class") == "hudson.model.Hudson", body[:300]
+    names = {j.findtext("name") for j in root.iter("job")}
+    assert "api-server" in names, body[:1000]
+    assert not any(n.startswith(("release", "nightly", "deploy")) for n in names), names
+    assert "release" not in body and proxied["url"] in body
+    # Stapler's XML-only parameters are not taken through jgate.
+    assert raw(proxied, "scoped-bot", "GET", "api/xml?xpath=/hudson/job")[0] == 400

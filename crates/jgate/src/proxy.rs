@@ -110,11 +110,6 @@ async fn handle(
             return jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", why);
         }
     };
-    if classified.format == Some(Format::Xml) {
-        let reason = "api/xml is not served through jgate's proxy yet: use api/json or api/python";
-        let _ = gate.proxy_refused(&caller, &controller, &request_line, reason).await;
-        return jenkins_error(StatusCode::NOT_ACCEPTABLE, "Not Acceptable", reason);
-    }
     let is_write =
         gate::ops::OPERATIONS.iter().any(|o| o.name == classified.op && o.access == gate::catalog::Access::Write);
     if is_write {
@@ -249,11 +244,126 @@ fn url_path(url: &str) -> &str {
 /// The crumb the proxy hands out: constant and meaningless (64 hex digits, as Jenkins' are).
 const PLACEHOLDER_CRUMB: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// JSON in the representation the client asked for (`api/json` or `api/python`).
+/// JSON in the representation the client asked for (`api/json`, `api/python` or `api/xml`). The
+/// proxy always reads JSON from Jenkins (that is what it filters) and renders the others itself.
 fn render(value: &Value, format: Format) -> Response {
     match format {
         Format::Python => typed(python_literal(value), "text/x-python;charset=UTF-8"),
-        _ => typed(value.to_string(), "application/json;charset=utf-8"),
+        Format::Xml => typed(xml_document(value), "application/xml;charset=UTF-8"),
+        Format::Json => typed(value.to_string(), "application/json;charset=utf-8"),
+    }
+}
+
+/// JSON as Stapler's XML flavour (jenkins-wire.md §3.10): the root element is the decapitalized
+/// simple name of `_class`; `_class` is a single-quoted attribute where the JSON has it (Stapler
+/// writes it in both flavours by the same rule); arrays are repeated elements named by the
+/// singular of the property; nulls are omitted; an empty object is an empty element. Names that
+/// are not XML names (they come from Jenkins) have their other characters replaced by `_`.
+fn xml_document(value: &Value) -> String {
+    let root = value
+        .get("_class")
+        .and_then(Value::as_str)
+        .map(|class| {
+            let simple = class.rsplit(['.', '$']).next().unwrap_or(class);
+            let mut chars = simple.chars();
+            chars.next().map(|c| c.to_lowercase().chain(chars).collect::<String>()).unwrap_or_default()
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "object".to_string());
+    let mut out = String::new();
+    match value {
+        // A top-level array (none of the served `api/` answers is one) is wrapped, as with `wrapper=`.
+        Value::Array(_) => {
+            out.push_str("<list>");
+            write_xml(value, "item", &mut out);
+            out.push_str("</list>");
+        }
+        _ => write_xml(value, &root, &mut out),
+    }
+    out
+}
+
+fn write_xml(value: &Value, tag: &str, out: &mut String) {
+    let tag = xml_name(tag);
+    match value {
+        Value::Null => {}
+        Value::Array(items) => {
+            let one = singular(&tag);
+            for item in items {
+                write_xml(item, &one, out);
+            }
+        }
+        Value::Object(map) => {
+            out.push('<');
+            out.push_str(&tag);
+            if let Some(class) = map.get("_class").and_then(Value::as_str) {
+                out.push_str(" _class='");
+                xml_escape(class, out);
+                out.push('\'');
+            }
+            if map.is_empty() {
+                out.push_str("/>");
+                return;
+            }
+            out.push('>');
+            for (key, v) in map {
+                if key != "_class" {
+                    write_xml(v, key, out);
+                }
+            }
+            out.push_str("</");
+            out.push_str(&tag);
+            out.push('>');
+        }
+        scalar => {
+            let text = match scalar {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out.push('<');
+            out.push_str(&tag);
+            out.push('>');
+            xml_escape(&text, out);
+            out.push_str("</");
+            out.push_str(&tag);
+            out.push('>');
+        }
+    }
+}
+
+/// Stapler names list elements by the singular of the property (`jobs` → `job`).
+fn singular(name: &str) -> String {
+    if let Some(stem) = name.strip_suffix("ies") {
+        format!("{stem}y")
+    } else if let Some(stem) = name.strip_suffix('s').filter(|s| !s.is_empty()) {
+        stem.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// An XML element name: letters, digits, `_`, `-`, `.`; starting with a letter or `_`.
+fn xml_name(name: &str) -> String {
+    let mut out: String =
+        name.chars().map(|c| if c.is_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).collect();
+    if !out.starts_with(|c: char| c.is_alphabetic() || c == '_') {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn xml_escape(text: &str, out: &mut String) {
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            // Characters XML 1.0 cannot carry (the sanitizer has already removed most).
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => out.push(c),
+        }
     }
 }
 
@@ -380,6 +490,35 @@ mod tests {
     fn python_literals_read_back_as_the_same_data() {
         let v = serde_json::json!({"a": [true, false, null, 1, 2.5], "s": "quote \" and \\ and \u{e9}"});
         assert_eq!(python_literal(&v), r#"{"a":[True,False,None,1,2.5],"s":"quote \" and \\ and é"}"#);
+    }
+
+    #[test]
+    fn xml_is_written_as_stapler_writes_it() {
+        let v = serde_json::json!({
+            "_class": "hudson.model.Hudson",
+            "description": null,
+            "jobs": [
+                {"_class": "hudson.model.FreeStyleProject", "name": "a&b", "url": "http://h/job/a&b/", "color": "blue"},
+                {"_class": "com.cloudbees.hudson.plugins.folder.Folder", "name": "f"},
+            ],
+            "actions": [{}, {"_class": "x.Y$Z"}],
+            "properties": [],
+            "useSecurity": true,
+            "numExecutors": 2,
+            "weird key<": "v'",
+        });
+        assert_eq!(
+            xml_document(&v),
+            "<hudson _class='hudson.model.Hudson'>\
+             <job _class='hudson.model.FreeStyleProject'><name>a&amp;b</name><url>http://h/job/a&amp;b/</url><color>blue</color></job>\
+             <job _class='com.cloudbees.hudson.plugins.folder.Folder'><name>f</name></job>\
+             <action/><action _class='x.Y$Z'></action>\
+             <useSecurity>true</useSecurity><numExecutors>2</numExecutors><weird_key_>v&apos;</weird_key_></hudson>"
+        );
+        let item = serde_json::json!({"_class": "hudson.model.Queue$BlockedItem", "id": 3});
+        assert!(xml_document(&item).starts_with("<blockedItem _class='hudson.model.Queue$BlockedItem'><id>3</id>"));
+        assert_eq!(singular("dependencies"), "dependency");
+        assert_eq!(xml_name("1x"), "_1x");
     }
 
     #[test]
