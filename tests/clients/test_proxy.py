@@ -276,3 +276,13 @@ def test_xml_is_filtered_like_json(proxied):
     assert "release" not in body and proxied["url"] in body
     # Stapler's XML-only parameters are not taken through jgate.
     assert raw(proxied, "scoped-bot", "GET", "api/xml?xpath=/hudson/job")[0] == 400
+
+
+def test_build_with_parameters_without_any_uses_the_defaults_under_the_constraints(proxied):
+    """Jenkins builds buildWithParameters without parameters with the job's defaults; jgate reads
+    them (an audited get_job) and checks them against the grant as if the client had sent them."""
+    code, headers, body = raw(proxied, "release-bot", "POST", "job/release/job/deploy-production/buildWithParameters")
+    assert code == 201, (code, body)
+    assert "/jenkins/prod/queue/item/" in headers["location"], headers
+    audit = proxied["jg"]("audit", "--agent", "release-bot")
+    assert "triggered a build of release/deploy-production" in audit, audit[-2000:]

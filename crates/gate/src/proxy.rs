@@ -338,8 +338,12 @@ impl Gate {
         };
         let defs = info.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
         if defs.is_empty() {
+            // Refused before any trigger reached Jenkins: on record like every other refusal.
             let name = job.unwrap_or_default();
-            return Err(GateError::Failed { message: format!("{name} is not parameterized"), status: Some(400) }.into());
+            let message = format!("{name} is not parameterized");
+            let request = format!("POST buildWithParameters of {name} without parameters");
+            let _ = self.proxy_refused(caller, controller, &request, &message).await;
+            return Err(GateError::Failed { message, status: Some(400) }.into());
         }
         Ok(defs
             .iter()
