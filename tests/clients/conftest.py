@@ -6,8 +6,10 @@ Run with:
 With ``JGATE_CLIENTS_VIA=proxy`` the same suites run a second time *through jgate's governed
 proxy* (issue #11): ``jgate serve`` serves the twin as controller ``prod``, an agent holds every
 group at ``full`` on every job, and the clients get ``http://<jgate>/jenkins/prod/`` with the
-agent's name and key as the administrator's credentials. The test files do not change; the few
-tests that are about Jenkins users themselves (see ``PROXY_SKIPS``) are skipped with their reason.
+agent's name and key as the administrator's credentials. The test files do not change. Skipped in
+that run, each with its reason (``PROXY_SKIPS``): tests about Jenkins' own users and password
+sessions, and the proxy's known gaps (docs/proxy.md). ``JGATE_PROXY_AUDIT_DUMP=FILE`` writes the
+agent's audit records (JSON lines) there at the end, to see which requests were refused.
 """
 
 import itertools
@@ -36,6 +38,7 @@ NOBODY = ("nobody", "nobodypass", "11cccccccccccccccccccccccccccccccc")
 
 LISTEN_RE = re.compile(r"twin listening on (http://\S+)")
 SERVE_RE = re.compile(r"jgate serving on (http://\S+?) ")
+STARTUP_TIMEOUT = 30.0
 
 VIA = os.environ.get("JGATE_CLIENTS_VIA", "direct")
 # Named as the twin's administrator, so tests that check who they are (`me["id"] == "admin"`) hold.
@@ -94,8 +97,8 @@ PROXY_SKIPS.update({
     "test_api4jenkins.py::test_pipeline_input_step":
         _NO_OP.format("answering a Pipeline input step (wfapi/pendingInputActions, input/<id>/proceedEmpty)"),
 })
-# Suites that are about jgate itself rather than a Jenkins client: not run a second time.
-PROXY_ONLY_SUITES = ("test_python_jenkins.py", "test_jenkinsapi.py", "test_api4jenkins.py")
+# The Jenkins client suites; the others (about jgate itself) are not run a second time.
+CLIENT_SUITES = ("test_python_jenkins.py", "test_jenkinsapi.py", "test_api4jenkins.py")
 
 
 def pytest_report_header(config):
@@ -109,13 +112,12 @@ def pytest_collection_modifyitems(config, items):
         return
     for item in items:
         file = pathlib.Path(str(item.fspath)).name
-        if file not in PROXY_ONLY_SUITES:
+        if file not in CLIENT_SUITES:
             item.add_marker(pytest.mark.skip(reason=f"{file} is not a client suite: runs in the direct run only"))
             continue
         reason = PROXY_SKIPS.get(f"{file}::{item.originalname}")
         if reason:
             item.add_marker(pytest.mark.skip(reason=f"through the proxy: {reason}"))
-STARTUP_TIMEOUT = 30.0
 
 
 def _reader_thread(stream, lines: "queue.Queue[str | None]", sink: list):
