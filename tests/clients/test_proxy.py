@@ -16,6 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import base64
+import pathlib
 
 import jenkins
 import jenkinsapi.jenkins
@@ -63,7 +64,7 @@ def proxied(tmp_path_factory):
         jg("controller", "add", "prod", "--url", twin_url, "--username", "admin", "--token-file", str(tmp / "token"),
            "--allow-private", f"127.0.0.1:{port}")
         keys = {}
-        for agent in ["reader-bot", "scoped-bot", "release-bot"]:
+        for agent in ["reader-bot", "scoped-bot", "release-bot", "maker-bot"]:
             keys[agent] = re.search(r"jgate_[A-Za-z0-9_-]{20,}", jg("agent", "create", agent)).group(0)
         jg("grant", "reader-bot", "status", "read")
         jg("grant", "reader-bot", "nodes", "read")
@@ -71,6 +72,8 @@ def proxied(tmp_path_factory):
         jg("grant", "scoped-bot", "status", "read", "--jobs", "team-api/**")
         jg("grant", "release-bot", "status", "read", "--jobs", "release/**")
         jg("grant", "release-bot", "build", "full", "--jobs", "release/**", "--param", "ENV=staging")
+        for group in ["status", "config", "jobs"]:
+            jg("grant", "maker-bot", group, "full", "--jobs", "team-api/**")
         serve, addr = _start([binary, "serve", "--addr", "127.0.0.1:0"], env, r"jgate serving on (http://\S+?) ")
         procs.append(serve)
         yield {"url": f"{addr}/jenkins/prod/", "addr": addr, "keys": keys, "jg": jg}
@@ -87,8 +90,10 @@ def client(proxied, agent):
     return jenkins.Jenkins(proxied["url"], username=agent, password=proxied["keys"][agent], timeout=30)
 
 
-def raw(proxied, agent, method, path, key=None):
-    req = urllib.request.Request(proxied["url"] + path.lstrip("/"), method=method)
+def raw(proxied, agent, method, path, key=None, body=None, content_type=None):
+    req = urllib.request.Request(proxied["url"] + path.lstrip("/"), method=method, data=body)
+    if content_type:
+        req.add_header("Content-Type", content_type)
     token = key if key is not None else proxied["keys"][agent]
     req.add_header("Authorization", "Basic " + base64.b64encode(f"{agent}:{token}".encode()).decode())
     try:
@@ -192,3 +197,92 @@ def test_triggers_go_through_the_policy_and_the_audit(proxied):
     audit = proxied["jg"]("audit", "--agent", "release-bot")
     assert "release-bot, through the Jenkins proxy, triggered a build of release/deploy-production" in audit, audit[-2000:]
     assert f"queued as item {queue_id}" in audit, audit[-3000:]
+
+
+FREESTYLE = (pathlib.Path(__file__).resolve().parent / "configs" / "freestyle.xml").read_bytes()
+
+
+def test_create_copy_and_delete_through_the_proxy(proxied):
+    """createItem (config.xml, mode=copy) and DELETE are the typed operations: the new item, and a
+    copy's source, are what the policy decides on; hidden ones answer like missing ones."""
+    code, _, body = raw(proxied, "maker-bot", "POST", "job/team-api/createItem?name=made", body=FREESTYLE,
+                        content_type="application/xml")
+    assert code == 200, body
+    assert raw(proxied, "maker-bot", "GET", "job/team-api/job/made/api/json")[0] == 200
+    # Creating where the agent sees nothing, or copying a source it may not see: 404, as if missing.
+    code, _, _ = raw(proxied, "maker-bot", "POST", "job/release/createItem?name=x", body=FREESTYLE,
+                     content_type="application/xml")
+    assert code == 404
+    code, _, _ = raw(proxied, "maker-bot", "POST",
+                     "job/team-api/createItem?name=stolen&mode=copy&from=%2Frelease%2Fdeploy-production")
+    assert code == 404
+    assert raw(proxied, "maker-bot", "GET", "job/team-api/job/stolen/api/json")[0] == 404
+    # A copy in the same folder (from= relative to it), reached through a view prefix too.
+    code, _, body = raw(proxied, "maker-bot", "POST", "view/all/job/team-api/createItem?name=copied&mode=copy&from=made")
+    assert code == 200, body
+    assert raw(proxied, "maker-bot", "GET", "job/team-api/job/copied/config.xml")[0] == 200
+    # A name Jenkins refuses: its 400 and X-Error come through.
+    code, headers, _ = raw(proxied, "maker-bot", "POST", "job/team-api/createItem?name=made", body=FREESTYLE,
+                           content_type="application/xml")
+    assert code == 400 and "already exists" in headers.get("x-error", ""), (code, headers)
+    assert raw(proxied, "maker-bot", "DELETE", "job/team-api/job/copied/")[0] == 204
+    assert raw(proxied, "maker-bot", "GET", "job/team-api/job/copied/api/json")[0] == 404
+    # Operations jgate has no operation for are refused and audited.
+    assert raw(proxied, "maker-bot", "POST", "job/team-api/job/made/doRename?newName=x")[0] == 403
+    audit = proxied["jg"]("audit", "--agent", "maker-bot")
+    assert "through the Jenkins proxy, created job team-api/made" in audit, audit[-3000:]
+    refusals = proxied["jg"]("audit", "--agent", "maker-bot", "--denied", "--json")
+    assert "doRename" in refusals, refusals[-2000:]
+
+
+def test_identity_and_crumb_are_the_agents(proxied):
+    code, _, body = raw(proxied, "maker-bot", "GET", "me/api/json")
+    assert code == 200 and json.loads(body)["id"] == "maker-bot", body
+    assert raw(proxied, "maker-bot", "GET", "user/maker-bot/api/json")[0] == 200
+    assert raw(proxied, "maker-bot", "GET", "user/admin/api/json")[0] == 403
+    code, _, body = raw(proxied, "maker-bot", "GET", "crumbIssuer/api/json")
+    assert code == 200 and json.loads(body)["crumbRequestField"] == "Jenkins-Crumb"
+    assert TWIN_TOKEN not in body
+
+
+def test_pipeline_links_point_back_at_the_proxy(proxied):
+    """wfapi answers JSON with root-relative links (jenkins-wire.md §12.1): they are rewritten to the
+    proxy's path, and the flow nodes they lead to are served."""
+    code, headers, body = raw(proxied, "reader-bot", "GET", "job/release/job/deploy-production/wfapi/runs")
+    assert code == 200 and headers["content-type"].startswith("application/json"), (code, headers)
+    runs = json.loads(body)
+    assert runs, body
+    base_path = urllib.parse.urlparse(proxied["url"]).path
+    href = runs[0]["_links"]["self"]["href"]
+    assert href.startswith(base_path + "job/release/job/deploy-production/"), href
+    stages = runs[0]["stages"]
+    assert stages, runs[0]
+    node = stages[0]["_links"]["self"]["href"]
+    assert node.startswith(base_path), node
+    code, _, body = raw(proxied, "reader-bot", "GET", node[len(base_path):])
+    assert code == 200 and json.loads(body)["id"] == stages[0]["id"], body
+
+
+def test_xml_is_filtered_like_json(proxied):
+    """api/xml is rendered by jgate from the filtered JSON: hidden jobs are absent there too."""
+    code, headers, body = raw(proxied, "scoped-bot", "GET", "api/xml?tree=jobs[name,url,jobs[name,url]]")
+    assert code == 200 and headers["content-type"].startswith("application/xml"), (code, headers, body[:300])
+    import xml.etree.ElementTree as ET
+    root = ET.fromstring(body)
+    assert root.tag == "hudson" and root.get("_class") == "hudson.model.Hudson", body[:300]
+    names = {j.findtext("name") for j in root.iter("job")}
+    assert "api-server" in names, body[:1000]
+    assert not any(n.startswith(("release", "nightly", "deploy")) for n in names), names
+    assert "release" not in body and proxied["url"] in body
+    # Stapler's XML-only parameters are not taken through jgate.
+    assert raw(proxied, "scoped-bot", "GET", "api/xml?xpath=/hudson/job")[0] == 400
+
+
+def test_build_with_parameters_without_any_uses_the_defaults_under_the_constraints(proxied):
+    """Jenkins builds buildWithParameters without parameters with the job's defaults; jgate reads
+    them (an audited get_job) and checks them against the grant as if the client had sent them."""
+    code, headers, body = raw(proxied, "release-bot", "POST", "job/release/job/deploy-production/buildWithParameters")
+    assert code == 201, (code, body)
+    assert "/jenkins/prod/queue/item/" in headers["location"], headers
+    audit = proxied["jg"]("audit", "--agent", "release-bot")
+    assert "triggered a build of release/deploy-production" in audit, audit[-2000:]

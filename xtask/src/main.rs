@@ -21,7 +21,8 @@ fn main() -> anyhow::Result<()> {
         Some("bench") => bench(),
         _ => {
             eprintln!("usage: cargo xtask test [--rust-only | --clients-only | --mcp-only] | cargo xtask bench");
-            eprintln!("  test   runs every test (Rust suites, the real Jenkins clients against the twin, then the");
+            eprintln!("  test   runs every test (Rust suites, the real Jenkins clients against the twin and again");
+            eprintln!("         through jgate's Jenkins proxy, then the");
             eprintln!("         MCP server driven by the Python mcp client and the official conformance suite)");
             eprintln!("  bench  runs the benchmarks (release build): speed and memory goals live here, not in tests");
             std::process::exit(2);
@@ -85,6 +86,15 @@ fn test(args: &[String]) -> anyhow::Result<()> {
                     "tests/clients",
                 ]),
                 "pytest tests/clients (python-jenkins, jenkinsapi, api4jenkins against the twin)",
+            )?;
+            // The same client suites a second time, through jgate's governed Jenkins proxy.
+            run(
+                Command::new(&python)
+                    .current_dir(&root)
+                    .env("JGATE_BIN", &bin)
+                    .env("JGATE_CLIENTS_VIA", "proxy")
+                    .args(["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/clients"]),
+                "pytest tests/clients through the proxy (JGATE_CLIENTS_VIA=proxy: the same suites via jgate serve)",
             )?;
         }
         if mcp {

@@ -95,7 +95,9 @@ impl Gate {
             None => None,
         };
         let grants = begun.grants.clone();
-        let json_wanted = c.format;
+        // The Pipeline REST API (`wfapi`) answers JSON without an `api/` segment: read, filtered
+        // and rewritten as JSON like the remote API.
+        let json_wanted = c.format.or_else(|| c.route.contains("/wfapi/").then_some(Format::Json));
         let (path, query) = if c.route == "GET /" {
             // The root page is HTML; its headers (X-Jenkins) come with every API answer too, so
             // the smallest one is read and the client gets the headers with an empty page.
@@ -118,7 +120,24 @@ impl Gate {
                 headers = h;
                 let visible = |name: &str| policy::may_see(&grants, &caller.agent, controller, name);
                 let base = conn.client.base_url().to_string();
-                if c.op == "get_queue" && c.queue_id.is_some() && !queue_item_visible(&value, &base, &visible) {
+                let item_hidden = match c.queue_id {
+                    Some(id) if c.op == "get_queue" => {
+                        if value.pointer("/task/url").is_some() {
+                            !queue_item_visible(&value, &base, &visible)
+                        } else {
+                            // The client's tree= left out the owner (api4jenkins polls with
+                            // tree=_class): ask Jenkins for it on its own.
+                            let tree = [("tree".to_string(), "task[url]".to_string())];
+                            match fetch(&conn.client, &format!("queue/item/{id}/api/json"), &tree, true, deadline).await
+                            {
+                                Ok(Fetched::Json(owner, _)) => !queue_item_visible(&owner, &base, &visible),
+                                _ => true,
+                            }
+                        }
+                    }
+                    _ => false,
+                };
+                if item_hidden {
                     // Finish the call (audited as a read that found nothing to show), then 404.
                     let _ = self
                         .finish(
@@ -211,7 +230,10 @@ impl Gate {
         let job = c.job.as_ref().map(ToString::to_string);
         let args = match c.op {
             "trigger_build" => {
-                let params = trigger_parameters(c.query(), form)?;
+                let mut params = trigger_parameters(c.query(), form)?;
+                if params.is_empty() && c.route == "POST /{job}/buildWithParameters" {
+                    params = self.default_parameters(caller, controller, job.as_deref()).await?;
+                }
                 let mut args = json!({"job": job, "wait": "none"});
                 if !params.is_empty() {
                     args["parameters"] =
@@ -247,25 +269,94 @@ impl Gate {
                 json!({"job": job, "config_xml": xml})
             }
             "enable_job" | "disable_job" | "delete_job" => json!({"job": job}),
+            "create_job" => {
+                // Jenkins reads a config.xml body; a form post (`mode=<item type>`) is its HTML form.
+                let xml = body.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
+                    GateError::Invalid(
+                        "POST the new item's config.xml as the body (Content-Type: application/xml); \
+                         form-mode createItem (mode=<item type>) is not served through jgate"
+                            .into(),
+                    )
+                })?;
+                json!({"job": job, "config_xml": xml})
+            }
+            "copy_job" => {
+                let from = c.from.as_ref().map(ToString::to_string);
+                json!({"job": job, "from": from})
+            }
             other => {
                 return Err(GateError::Invalid(format!("{other} is not served through the Jenkins proxy yet")).into());
             }
         };
-        let target = args.get("job").and_then(Value::as_str).map(str::to_string);
+        let targets: Vec<String> =
+            ["job", "from"].iter().filter_map(|k| args.get(*k).and_then(Value::as_str).map(str::to_string)).collect();
         match self.call_with(caller, Some(controller), c.op, args, crate::call::CallOptions::default()).await {
             Ok(clean) => Ok(match clean.as_ref().get("queue_id").and_then(Value::as_u64) {
                 Some(queue_id) if c.op == "trigger_build" => ProxyWrite::Queued { queue_id },
                 _ => ProxyWrite::Done,
             }),
             Err(GateError::Denied { reason }) => {
+                // A target the agent may not see (the job, a copy's source) answers like a missing one.
                 let grants = self.grants_for_call(&caller.agent).await?;
-                match target {
-                    Some(j) if !policy::may_see(&grants, &caller.agent, controller, &j) => Err(ProxyError::NotFound),
-                    _ => Err(GateError::Denied { reason }.into()),
+                if targets.iter().any(|j| !policy::may_see(&grants, &caller.agent, controller, j)) {
+                    Err(ProxyError::NotFound)
+                } else {
+                    Err(GateError::Denied { reason }.into())
                 }
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+impl Gate {
+    /// `buildWithParameters` without parameters builds with the job's defaults in Jenkins; the
+    /// typed trigger needs them spelled out (without parameters it asks for a plain `build`, which
+    /// Jenkins refuses on a parameterized job). They are read with `get_job` — a read checked by the
+    /// policy and audited like any other — and then checked against the grant's constraints as if
+    /// the client had sent them. A job without parameters answers as Jenkins (2.524+) does: 400.
+    async fn default_parameters(
+        &self,
+        caller: &Caller,
+        controller: &str,
+        job: Option<&str>,
+    ) -> Result<Vec<(String, String)>, ProxyError> {
+        let args = json!({ "job": job });
+        let info = match self
+            .call_with(caller, Some(controller), "get_job", args, crate::call::CallOptions::default())
+            .await
+        {
+            Ok(clean) => clean.into_inner(),
+            Err(GateError::Denied { reason }) => {
+                let grants = self.grants_for_call(&caller.agent).await?;
+                return match job {
+                    Some(j) if !policy::may_see(&grants, &caller.agent, controller, j) => Err(ProxyError::NotFound),
+                    _ => Err(GateError::Denied { reason }.into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let defs = info.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
+        if defs.is_empty() {
+            // Refused before any trigger reached Jenkins: on record like every other refusal.
+            let name = job.unwrap_or_default();
+            let message = format!("{name} is not parameterized");
+            let request = format!("POST buildWithParameters of {name} without parameters");
+            let _ = self.proxy_refused(caller, controller, &request, &message).await;
+            return Err(GateError::Failed { message, status: Some(400) }.into());
+        }
+        Ok(defs
+            .iter()
+            .filter_map(|d| {
+                let name = d.get("name").and_then(Value::as_str)?;
+                let value = match d.get("default") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                Some((name.to_string(), value))
+            })
+            .collect())
     }
 }
 
@@ -491,6 +582,36 @@ pub fn rewrite_urls(value: &mut Value, from: &str, to: &str) {
     }
 }
 
+/// Rewrites root-relative links (`/job/X/16/wfapi/describe`, as the Pipeline REST API writes its
+/// `_links.*.href`, `url` and `consoleUrl`: jenkins-wire.md §12.1) from Jenkins' path `from` to the
+/// proxy's path `to`. Only those keys, and only links into items (`<from>job/`), so free text is
+/// never touched.
+pub fn rewrite_root_relative(value: &mut Value, from: &str, to: &str) {
+    let items = format!("{from}job/");
+    rewrite_links(value, &items, from, to);
+}
+
+fn rewrite_links(value: &mut Value, items: &str, from: &str, to: &str) {
+    match value {
+        Value::Array(list) => list.iter_mut().for_each(|v| rewrite_links(v, items, from, to)),
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(s) if matches!(key.as_str(), "href" | "url" | "consoleUrl") => {
+                        if s.starts_with(items)
+                            && let Some(rest) = s.strip_prefix(from)
+                        {
+                            *s = format!("{to}{rest}");
+                        }
+                    }
+                    other => rewrite_links(other, items, from, to),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,6 +685,23 @@ mod tests {
         assert_eq!(got.ok(), Some(pairs(&[("ENV", "production"), ("N", "3")])));
         assert!(trigger_parameters(&pairs(&[("token", "x")]), &[]).is_err(), "build tokens are refused");
         assert!(trigger_parameters(&[], &pairs(&[("json", "{not json")])).is_err());
+    }
+
+    #[test]
+    fn pipeline_links_are_rewritten_to_the_proxy() {
+        let mut v = json!({"_links": {"self": {"href": "/job/a/16/wfapi/describe"}},
+            "stages": [{"_links": {"log": {"href": "/job/a/16/execution/node/6/wfapi/log"}}, "name": "/job/x"}],
+            "consoleUrl": "/job/a/16/execution/node/6/log", "other": {"href": "/manage/"}});
+        rewrite_root_relative(&mut v, "/", "/jenkins/prod/");
+        assert_eq!(v["_links"]["self"]["href"], "/jenkins/prod/job/a/16/wfapi/describe");
+        assert_eq!(v["stages"][0]["_links"]["log"]["href"], "/jenkins/prod/job/a/16/execution/node/6/wfapi/log");
+        assert_eq!(v["consoleUrl"], "/jenkins/prod/job/a/16/execution/node/6/log");
+        assert_eq!(v["stages"][0]["name"], "/job/x", "free text is not a link");
+        assert_eq!(v["other"]["href"], "/manage/", "only links into items");
+        // A Jenkins under a context path.
+        let mut v = json!({"url": "/ci/job/a/14/artifact/x.jar"});
+        rewrite_root_relative(&mut v, "/ci/", "/jenkins/prod/");
+        assert_eq!(v["url"], "/jenkins/prod/job/a/14/artifact/x.jar");
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct Classified {
     /// A queue item id from the path or the query (`queue/item/N`, `cancelItem?id=N`).
     pub queue_id: Option<u64>,
     pub format: Option<Format>,
+    /// The source of a copy (`createItem?mode=copy&from=`), resolved as Jenkins resolves it:
+    /// relative to the folder the new item is created in, or from the root when it starts with `/`.
+    pub from: Option<JobPath>,
     /// The path and query to send to Jenkins, relative to the controller's base URL, rebuilt from
     /// this classification (for logs and tests; the proxy rebuilds it with the canonical job the
     /// policy decided on: [`Classified::upstream_with`]).
@@ -109,6 +112,9 @@ impl Classified {
     /// The path (relative to the controller's base URL) and the query to send to Jenkins, with
     /// `job` in place of the job named in the request.
     pub fn upstream_with(&self, job: Option<&JobPath>) -> (String, Vec<(String, String)>) {
+        if self.pattern.ends_with("/createItem") {
+            return (create_item_path(job), self.query.clone());
+        }
         let path = upstream_path(self.pattern, job, self.build, self.queue_id, self.format, self.name.as_deref());
         (path, self.query.clone())
     }
@@ -137,8 +143,15 @@ pub enum Route {
     Unknown,
     /// `crumbIssuer/api/…`: agents are exempt from crumbs (as API-token users are in Jenkins); the
     /// proxy answers as a Jenkins without CSRF protection does (404), and adds the controller's
-    /// crumb itself when it forwards a write.
+    /// crumb itself when it forwards a write. The proxy answers with a placeholder crumb rather
+    /// than 404, because api4jenkins (2.1) fails on a 404 here; the crumb is never checked.
     Crumb,
+    /// `GET /me/api/json` (or `python`): who the client is. Answered by jgate with the agent's
+    /// identity; nothing is forwarded (Jenkins would answer for the controller's token user).
+    WhoAmI(Format),
+    /// `GET /user/NAME/api/json` (or `python`): the surface answers it as [`Route::WhoAmI`] when
+    /// NAME is the calling agent, and refuses it otherwise (Jenkins' users are not served).
+    User(String, Format),
     /// A path jgate does not parse the way Jenkins might (see rule 2); the reason says what.
     Malformed(&'static str),
 }
@@ -157,21 +170,26 @@ struct Pattern {
     query: &'static [&'static str],
     /// The route as the operation's catalog entry spells it.
     catalog: &'static str,
+    /// Query parameters (name, value) the request must carry for this pattern to apply
+    /// (`createItem` is a copy with `mode=copy`, a creation from config.xml without a mode).
+    requires: &'static [(&'static str, &'static str)],
 }
 
 const API_QUERY: &[&str] = &["tree", "depth"];
+const CREATE_QUERY: &[&str] = &["name", "mode", "from"];
 
 /// Every route the proxy forwards. Order matters only where two patterns could match one path;
 /// none can today (tested).
 const ROUTES: &[Pattern] = &[
     // The root page: clients read the Jenkins version from its X-Jenkins header.
-    Pattern { method: "GET", path: "/", op: "get_system_info", query: &[], catalog: "GET /" },
+    Pattern { method: "GET", path: "/", op: "get_system_info", query: &[], catalog: "GET /", requires: &[] },
     Pattern {
         method: "GET",
         path: "/api/{format}",
         op: "list_jobs",
         query: API_QUERY,
         catalog: "GET /api/json?tree=jobs[...]",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -179,6 +197,7 @@ const ROUTES: &[Pattern] = &[
         op: "get_job",
         query: API_QUERY,
         catalog: "GET /{job}/api/json",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -186,6 +205,7 @@ const ROUTES: &[Pattern] = &[
         op: "get_build",
         query: API_QUERY,
         catalog: "GET /{job}/{build}/api/json",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -193,6 +213,7 @@ const ROUTES: &[Pattern] = &[
         op: "get_build_log",
         query: &[],
         catalog: "GET /{job}/{build}/consoleText",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -200,6 +221,7 @@ const ROUTES: &[Pattern] = &[
         op: "get_build_log",
         query: &["start"],
         catalog: "GET /{job}/{build}/logText/progressiveText",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -207,6 +229,7 @@ const ROUTES: &[Pattern] = &[
         op: "get_test_report",
         query: API_QUERY,
         catalog: "GET /{job}/{build}/testReport/api/json",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -214,6 +237,7 @@ const ROUTES: &[Pattern] = &[
         op: "get_pipeline_run",
         query: &[],
         catalog: "GET /{job}/wfapi/runs",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -221,6 +245,24 @@ const ROUTES: &[Pattern] = &[
         op: "get_pipeline_run",
         query: &[],
         catalog: "GET /{job}/{build}/wfapi/describe",
+        requires: &[],
+    },
+    // A Pipeline flow node (a stage or a step): its description and its log (jenkins-wire.md §12.1).
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/execution/node/{id}/wfapi/describe",
+        op: "get_pipeline_run",
+        query: &[],
+        catalog: "GET /{job}/{build}/execution/node/{id}/wfapi/*",
+        requires: &[],
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/execution/node/{id}/wfapi/log",
+        op: "get_pipeline_run",
+        query: &[],
+        catalog: "GET /{job}/{build}/execution/node/{id}/wfapi/*",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -228,6 +270,7 @@ const ROUTES: &[Pattern] = &[
         op: "get_queue",
         query: API_QUERY,
         catalog: "GET /queue/api/json",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -235,6 +278,7 @@ const ROUTES: &[Pattern] = &[
         op: "get_queue",
         query: API_QUERY,
         catalog: "GET /queue/item/{id}/api/json",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -242,6 +286,17 @@ const ROUTES: &[Pattern] = &[
         op: "list_views",
         query: API_QUERY,
         catalog: "GET /view/{view}/api/json",
+        requires: &[],
+    },
+    // A folder's view (api4jenkins lists a folder through its `All` view): the folder's items,
+    // read as the folder is read and filtered as every listing is.
+    Pattern {
+        method: "GET",
+        path: "/{job}/view/{view}/api/{format}",
+        op: "get_job",
+        query: API_QUERY,
+        catalog: "GET /{folder}/view/{view}/api/json",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -249,6 +304,7 @@ const ROUTES: &[Pattern] = &[
         op: "list_nodes",
         query: API_QUERY,
         catalog: "GET /computer/api/json",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -256,6 +312,7 @@ const ROUTES: &[Pattern] = &[
         op: "list_nodes",
         query: API_QUERY,
         catalog: "GET /computer/{node}/api/json",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -263,6 +320,7 @@ const ROUTES: &[Pattern] = &[
         op: "get_system_info",
         query: API_QUERY,
         catalog: "GET /pluginManager/api/json",
+        requires: &[],
     },
     Pattern {
         method: "GET",
@@ -270,6 +328,7 @@ const ROUTES: &[Pattern] = &[
         op: "get_job_config",
         query: &[],
         catalog: "GET /{job}/config.xml",
+        requires: &[],
     },
     Pattern {
         method: "POST",
@@ -277,16 +336,48 @@ const ROUTES: &[Pattern] = &[
         op: "update_job_config",
         query: &[],
         catalog: "POST /{job}/config.xml",
+        requires: &[],
     },
-    Pattern { method: "POST", path: "/{job}/enable", op: "enable_job", query: &[], catalog: "POST /{job}/enable" },
-    Pattern { method: "POST", path: "/{job}/disable", op: "disable_job", query: &[], catalog: "POST /{job}/disable" },
-    Pattern { method: "POST", path: "/{job}/doDelete", op: "delete_job", query: &[], catalog: "POST /{job}/doDelete" },
+    Pattern {
+        method: "POST",
+        path: "/{job}/enable",
+        op: "enable_job",
+        query: &[],
+        catalog: "POST /{job}/enable",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/disable",
+        op: "disable_job",
+        query: &[],
+        catalog: "POST /{job}/disable",
+        requires: &[],
+    },
+    // `DELETE /job/X/` (Jenkins answers 204: AbstractItem is HttpDeletable, jenkins-wire.md §10.9).
+    Pattern {
+        method: "DELETE",
+        path: "/{job}",
+        op: "delete_job",
+        query: &[],
+        catalog: "DELETE /{job}/",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/doDelete",
+        op: "delete_job",
+        query: &[],
+        catalog: "POST /{job}/doDelete",
+        requires: &[],
+    },
     Pattern {
         method: "POST",
         path: "/{job}/build",
         op: "trigger_build",
         query: &["delay"],
         catalog: "POST /{job}/build",
+        requires: &[],
     },
     Pattern {
         method: "POST",
@@ -294,6 +385,7 @@ const ROUTES: &[Pattern] = &[
         op: "trigger_build",
         query: &["*"],
         catalog: "POST /{job}/buildWithParameters",
+        requires: &[],
     },
     Pattern {
         method: "POST",
@@ -301,6 +393,7 @@ const ROUTES: &[Pattern] = &[
         op: "stop_build",
         query: &[],
         catalog: "POST /{job}/{build}/stop",
+        requires: &[],
     },
     Pattern {
         method: "POST",
@@ -308,6 +401,7 @@ const ROUTES: &[Pattern] = &[
         op: "stop_build",
         query: &[],
         catalog: "POST /{job}/{build}/term",
+        requires: &[],
     },
     Pattern {
         method: "POST",
@@ -315,6 +409,41 @@ const ROUTES: &[Pattern] = &[
         op: "stop_build",
         query: &[],
         catalog: "POST /{job}/{build}/kill",
+        requires: &[],
+    },
+    // createItem (jenkins-wire.md §10.8): `{job}` here is the folder the item is created in; the
+    // classification names the new item (folder + `name=`) and, for a copy, its source.
+    Pattern {
+        method: "POST",
+        path: "/createItem",
+        op: "copy_job",
+        query: CREATE_QUERY,
+        catalog: "POST /createItem?name={name}&mode=copy&from={from}",
+        requires: &[("mode", "copy")],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/createItem",
+        op: "copy_job",
+        query: CREATE_QUERY,
+        catalog: "POST /{folder}/createItem?name={name}&mode=copy&from={from}",
+        requires: &[("mode", "copy")],
+    },
+    Pattern {
+        method: "POST",
+        path: "/createItem",
+        op: "create_job",
+        query: &["name"],
+        catalog: "POST /createItem?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/createItem",
+        op: "create_job",
+        query: &["name"],
+        catalog: "POST /{folder}/createItem?name={name}",
+        requires: &[],
     },
     Pattern {
         method: "POST",
@@ -322,6 +451,7 @@ const ROUTES: &[Pattern] = &[
         op: "cancel_queue_item",
         query: &["id"],
         catalog: "POST /queue/cancelItem?id={id}",
+        requires: &[],
     },
 ];
 
@@ -365,10 +495,38 @@ const PLUGIN_MANAGER_REASON: &str = "installing or updating plugins is not reach
 /// Classifies a raw request: its method, its path below the controller's proxy base (starting with
 /// `/`), and its raw query string (without `?`, not decoded).
 pub fn classify(method: &str, path: &str, query: Option<&str>) -> Route {
+    // The crumb issuer is answered by jgate itself and nothing is forwarded, so a spelling with
+    // empty segments (jenkinsapi asks for `<base>/crumbIssuer/...` after a base ending in `/`)
+    // needs no refusal: there is no second reading of it to guard against.
+    if method.eq_ignore_ascii_case("GET") && path.split('/').find(|s| !s.is_empty()) == Some("crumbIssuer") {
+        return Route::Crumb;
+    }
     let segments = match split_path(path) {
         Ok(s) => s,
         Err(why) => return Route::Malformed(why),
     };
+    // HEAD is GET without the body (the surface sends none): it reads what GET reads.
+    let method = if method.eq_ignore_ascii_case("HEAD") { "GET" } else { method };
+    // `/view/V/job/X/…` resolves to the item X as `/job/X/…` does (jenkins-wire.md §4; Stapler
+    // asks the view for the item, which answers from its owner): the view prefix, nested or not,
+    // is dropped before the job path is read, so both spellings are one request to the policy.
+    let segments = strip_view_prefix(segments);
+    if method.eq_ignore_ascii_case("GET")
+        && let [me, api, format] = segments.as_slice()
+        && me == "me"
+        && api == "api"
+        && let Some(format) = Format::parse(format)
+    {
+        return Route::WhoAmI(format);
+    }
+    if method.eq_ignore_ascii_case("GET")
+        && let [user, name, api, format] = segments.as_slice()
+        && user == "user"
+        && api == "api"
+        && let Some(format) = Format::parse(format)
+    {
+        return Route::User(name.clone(), format);
+    }
     if let Some(reason) = forbidden(&segments) {
         return Route::Forbidden(reason);
     }
@@ -381,6 +539,9 @@ pub fn classify(method: &str, path: &str, query: Option<&str>) -> Route {
     };
     for pattern in ROUTES {
         if !pattern.method.eq_ignore_ascii_case(method) {
+            continue;
+        }
+        if !pattern.requires.iter().all(|(k, v)| pairs.iter().any(|(pk, pv)| pk == k && pv == v)) {
             continue;
         }
         let Some(found) = match_pattern(pattern.path, &segments) else { continue };
@@ -425,6 +586,16 @@ fn split_path(path: &str) -> Result<Vec<String>, &'static str> {
         out.push(decoded.into_owned());
     }
     Ok(out)
+}
+
+/// Drops leading `view/NAME` pairs when a `job/` segment follows them (only then: a view's own
+/// API, `/view/V/api/json`, stays a view request).
+fn strip_view_prefix(segments: Vec<String>) -> Vec<String> {
+    let mut at = 0;
+    while segments.get(at).is_some_and(|s| s == "view") && segments.get(at + 1).is_some() {
+        at += 2;
+    }
+    if at > 0 && segments.get(at).is_some_and(|s| s == "job") { segments[at..].to_vec() } else { segments }
 }
 
 fn has_bad_escape(raw: &str) -> bool {
@@ -566,6 +737,14 @@ fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -
         Some(Err(_)) => return Route::Malformed("not a valid item name"),
         None => None,
     };
+    let (job, from) = if pattern.path.ends_with("/createItem") {
+        match create_item_targets(pattern.op, job, &kept) {
+            Ok(t) => t,
+            Err(why) => return Route::Malformed(why),
+        }
+    } else {
+        (job, None)
+    };
     let mut queue_id = found.id;
     if pattern.op == "cancel_queue_item" {
         queue_id = match kept.iter().find(|(k, _)| k == "id").and_then(|(_, v)| parse_number(v)) {
@@ -573,8 +752,11 @@ fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -
             _ => return Route::Malformed("cancelItem needs exactly one numeric id"),
         };
     }
-    let mut upstream =
-        upstream_path(pattern.path, job.as_ref(), found.build, queue_id, found.format, found.name.as_deref());
+    let mut upstream = if pattern.path.ends_with("/createItem") {
+        create_item_path(job.as_ref())
+    } else {
+        upstream_path(pattern.path, job.as_ref(), found.build, queue_id, found.format, found.name.as_deref())
+    };
     if !kept.is_empty() {
         let encoded: Vec<String> =
             kept.iter().map(|(k, v)| format!("{}={}", query_encode(k), query_encode(v))).collect();
@@ -588,11 +770,66 @@ fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -
         build: found.build,
         queue_id,
         format: found.format,
+        from,
         upstream,
         pattern: pattern.path,
         name: found.name,
         query: kept,
     }))
+}
+
+/// The new item (its folder joined with `name=`) and, for a copy, the source. The name is one item
+/// name (no `/`); the rest of Jenkins' name rules (`checkGoodName`) are Jenkins' to apply and
+/// report (400 with `X-Error`). Exactly one `name`; a copy exactly one `mode=copy` and one `from`.
+fn create_item_targets(
+    op: &str,
+    folder: Option<JobPath>,
+    query: &[(String, String)],
+) -> Result<(Option<JobPath>, Option<JobPath>), &'static str> {
+    let one = |key: &str| -> Result<Option<&str>, &'static str> {
+        let mut values = query.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err("a createItem parameter is given twice");
+        }
+        Ok(first)
+    };
+    let Some(name) = one("name")?.filter(|n| !n.is_empty()) else {
+        return Err("createItem needs the query parameter 'name'");
+    };
+    if name.contains(['/', '\\']) || name == "." || name == ".." || name.chars().any(char::is_control) {
+        return Err("the new item's name must be one item name (no '/', '\\', '.', '..' or control characters)");
+    }
+    let parent = folder.as_ref().map(ToString::to_string);
+    let full = match &parent {
+        Some(p) => format!("{p}/{name}"),
+        None => name.to_string(),
+    };
+    let job = JobPath::parse(&full).map_err(|_| "not a valid item name")?;
+    if op != "copy_job" {
+        return Ok((Some(job), None));
+    }
+    one("mode")?;
+    let Some(from) = one("from")?.filter(|f| !f.is_empty()) else {
+        return Err("a copy needs the query parameter 'from'");
+    };
+    // Jenkins resolves `from` relative to the new item's folder, or from the root after a `/`.
+    let full_from = match (from.strip_prefix('/'), &parent) {
+        (Some(absolute), _) => absolute.to_string(),
+        (None, Some(p)) => format!("{p}/{from}"),
+        (None, None) => from.to_string(),
+    };
+    if full_from.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err("'from' must name an item without empty, '.' or '..' segments");
+    }
+    let from = JobPath::parse(&full_from).map_err(|_| "'from' is not a valid item name")?;
+    Ok((Some(job), Some(from)))
+}
+
+/// `createItem` in the new item's folder (the item itself is named by `name=`).
+fn create_item_path(job: Option<&JobPath>) -> String {
+    let folder = job.and_then(JobPath::parent);
+    format!("{}createItem", folder.as_ref().map(JobPath::url_path).unwrap_or_default())
 }
 
 /// The path for Jenkins, rebuilt from the parts: names encoded as Jenkins encodes them.
@@ -767,7 +1004,7 @@ mod tests {
             ("POST", "/cli"),
             ("GET", "/cli/ws"),
             ("POST", "/user/admin/descriptorByName/jenkins.security.ApiTokenProperty/generateNewToken"),
-            ("GET", "/me/api/json"),
+            ("GET", "/me/my-views/api/json"),
             ("POST", "/pluginManager/installNecessaryPlugins"),
             ("POST", "/pluginManager/uploadPlugin"),
             ("GET", "/credentials/store/system/domain/_/api/json"),
@@ -805,6 +1042,125 @@ mod tests {
     }
 
     #[test]
+    fn pipeline_flow_nodes_are_read_by_number() {
+        let c = op("GET", "/job/p/7/execution/node/12/wfapi/describe");
+        assert_eq!((c.op, c.upstream.as_str()), ("get_pipeline_run", "job/p/7/execution/node/12/wfapi/describe"));
+        assert_eq!(
+            op("GET", "/view/v/job/p/lastBuild/execution/node/6/wfapi/log").upstream,
+            "job/p/lastBuild/execution/node/6/wfapi/log"
+        );
+        for target in [
+            "/job/p/7/execution/node/x/wfapi/describe",
+            "/job/p/7/execution/node/-1/wfapi/describe",
+            "/job/p/7/execution/node/12/wfapi/inputSubmit",
+            "/job/p/7/execution/node/12/log",
+            "/job/p/7/execution/node/12/wfapi",
+            "/job/p/7/wfapi/pendingInputActions",
+        ] {
+            assert_eq!(refused("GET", target), Route::Unknown, "{target}");
+        }
+        assert_eq!(refused("POST", "/job/p/7/execution/node/12/wfapi/describe"), Route::Unknown);
+        assert!(matches!(refused("GET", "/job/p/7/execution/node/12/wfapi/log?start=0"), Route::Malformed(_)));
+    }
+
+    #[test]
+    fn create_item_names_the_new_item_and_the_source_of_a_copy() {
+        let c = op("POST", "/createItem?name=app");
+        assert_eq!((c.op, c.job.as_ref().map(ToString::to_string)), ("create_job", Some("app".into())));
+        assert_eq!(c.upstream, "createItem?name=app");
+        let c = op("POST", "/job/team/createItem?name=my%20app");
+        assert_eq!((c.op, c.job.as_ref().map(ToString::to_string)), ("create_job", Some("team/my app".into())));
+        assert_eq!(c.upstream, "job/team/createItem?name=my%20app");
+        // A copy: `from` relative to the new item's folder, or from the root after a '/'.
+        let c = op("POST", "/createItem?name=b&mode=copy&from=a");
+        assert_eq!((c.op, c.from.map(|f| f.to_string())), ("copy_job", Some("a".into())));
+        let c = op("POST", "/job/team/createItem?name=b&mode=copy&from=a");
+        assert_eq!(c.job.map(|j| j.to_string()), Some("team/b".into()));
+        assert_eq!(c.from.map(|f| f.to_string()), Some("team/a".into()));
+        let c = op("POST", "/job/team/createItem?name=b&mode=copy&from=%2Fother%2Fa");
+        assert_eq!(c.from.map(|f| f.to_string()), Some("other/a".into()));
+        // Views in front of the folder change nothing.
+        let c = op("POST", "/view/all/job/team/createItem?name=x");
+        assert_eq!(c.job.map(|j| j.to_string()), Some("team/x".into()));
+        for target in [
+            "/createItem",
+            "/createItem?name=",
+            "/createItem?name=a%2Fb",
+            "/createItem?name=a%5Cb",
+            "/createItem?name=..",
+            "/createItem?name=.",
+            "/createItem?name=a%0Ab",
+            "/createItem?name=a&name=b",
+            "/createItem?name=a&mode=copy",
+            "/createItem?name=a&mode=copy&from=",
+            "/createItem?name=a&mode=copy&from=..%2Fx",
+            "/createItem?name=a&mode=copy&from=x%2F%2Fy",
+            "/createItem?name=a&mode=copy&from=x%2F.",
+            "/createItem?name=a&mode=copy&from=x&from=y",
+            "/createItem?name=a&mode=copy&mode=copy&from=x",
+            // Form mode (an item type from the HTML form) is not served.
+            "/createItem?name=a&mode=hudson.model.FreeStyleProject",
+            "/createItem?name=a&token=x",
+            "/job/a/createItem;x?name=b",
+        ] {
+            assert!(matches!(refused("POST", target), Route::Malformed(_)), "{target}");
+        }
+        assert_eq!(refused("GET", "/createItem?name=a"), Route::Unknown);
+        assert_eq!(refused("POST", "/createItem/x?name=a"), Route::Unknown);
+        assert_eq!(refused("POST", "/job/a/1/createItem?name=a"), Route::Unknown);
+    }
+
+    #[test]
+    fn view_prefixes_and_heads_read_as_jenkins_resolves_them() {
+        let c = op("GET", "/view/all/job/a/api/json");
+        assert_eq!((c.op, c.upstream.as_str()), ("get_job", "job/a/api/json"));
+        let c = op("GET", "/view/a/view/b/job/x/job/y/3/consoleText");
+        assert_eq!((c.op, c.job.map(|j| j.to_string())), ("get_build_log", Some("x/y".into())));
+        // The view's own API stays a view request; a view prefix does not open anything.
+        assert_eq!(op("GET", "/view/all/api/json").op, "list_views");
+        assert!(matches!(refused("POST", "/view/all/job/a/script"), Route::Forbidden(_)));
+        assert!(matches!(refused("GET", "/view/all/job/%2e%2e/api/json"), Route::Malformed(_)));
+        assert_eq!(refused("GET", "/view/all/job"), Route::Unknown);
+        assert!(matches!(refused("GET", "/view/all/scriptText"), Route::Forbidden(_)));
+        // A folder's view: the folder read as a folder.
+        let c = op("GET", "/job/f/view/All/api/json?tree=jobs[name,url]");
+        assert_eq!((c.op, c.job.map(|j| j.to_string())), ("get_job", Some("f".into())));
+        assert_eq!(c.upstream, "job/f/view/All/api/json?tree=jobs[name,url]");
+        assert_eq!(refused("GET", "/job/f/view/All/job/x/api/json"), Route::Unknown);
+        // HEAD reads what GET reads, and nothing else.
+        assert_eq!(op("HEAD", "/").op, "get_system_info");
+        assert_eq!(op("head", "/job/a/api/json").op, "get_job");
+        assert_eq!(refused("HEAD", "/job/a/build"), Route::Unknown);
+        // DELETE on the item itself, and on nothing else.
+        assert_eq!(op("DELETE", "/job/a/job/b/").op, "delete_job");
+        assert_eq!(op("DELETE", "/view/v/job/a").upstream, "job/a");
+        for target in ["/", "/job/a/1/", "/job/a/builds", "/view/v/", "/queue/item/1/"] {
+            assert_eq!(refused("DELETE", target), Route::Unknown, "DELETE {target}");
+        }
+        assert!(matches!(refused("DELETE", "/job/a?x=1"), Route::Malformed(_)));
+        assert!(matches!(refused("HEAD", "/scriptText"), Route::Forbidden(_)));
+    }
+
+    #[test]
+    fn crumbs_and_identity_are_answered_by_jgate_and_nothing_else_of_users_is() {
+        assert_eq!(classify("GET", "/crumbIssuer/api/json", None), Route::Crumb);
+        assert_eq!(classify("GET", "//crumbIssuer/api/python", None), Route::Crumb);
+        assert_ne!(classify("POST", "/crumbIssuer/api/json", None), Route::Crumb);
+        assert_eq!(classify("GET", "/me/api/json", Some("depth=0")), Route::WhoAmI(Format::Json));
+        assert_eq!(classify("GET", "/user/bot/api/python", None), Route::User("bot".into(), Format::Python));
+        for (method, target) in [
+            ("POST", "/me/api/json"),
+            ("GET", "/me/configure"),
+            ("GET", "/me/api/json/x"),
+            ("POST", "/user/bot/descriptorByName/jenkins.security.ApiTokenProperty/generateNewToken"),
+            ("GET", "/user/bot/configure"),
+            ("GET", "/user/bot/api/yaml"),
+        ] {
+            assert!(matches!(refused(method, target), Route::Forbidden(_)), "{method} {target}");
+        }
+    }
+
+    #[test]
     fn no_two_routes_overlap() {
         // Every route's own example path matches it and no route before it.
         for (i, pattern) in ROUTES.iter().enumerate() {
@@ -823,7 +1179,9 @@ mod tests {
                 })
                 .collect();
             for earlier in &ROUTES[..i] {
-                if earlier.method == pattern.method {
+                // A pattern that requires query parameters applies only with them (createItem's
+                // copy before its creation from config.xml).
+                if earlier.method == pattern.method && earlier.requires.is_empty() {
                     assert!(
                         match_pattern(earlier.path, &example).is_none(),
                         "{} shadows {}",
@@ -850,10 +1208,6 @@ mod tests {
             ("list_jobs", "GET /{folder}/api/json?tree=jobs[...]", "the same URL as get_job on a folder"),
             ("list_views", "GET /api/json?tree=views[...]", "the same URL as list_jobs at the root"),
             ("get_system_info", "GET /api/json", "the same URL as list_jobs at the root"),
-            ("get_pipeline_run", "GET /{job}/{build}/execution/node/{id}/wfapi/*", "not yet proxied"),
-            ("create_job", "*", "not yet proxied (needs the XML body cap)"),
-            ("copy_job", "*", "not yet proxied"),
-            ("delete_job", "DELETE /{job}/", "not yet proxied"),
         ];
         for op in OPERATIONS {
             for route in op.routes {

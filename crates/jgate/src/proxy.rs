@@ -77,18 +77,39 @@ async fn handle(
             return jenkins_error(StatusCode::FORBIDDEN, "Forbidden", reason);
         }
         Route::Crumb => {
-            return jenkins_error(StatusCode::NOT_FOUND, "Not Found", "agents of jgate need no crumb");
+            // Agents need no crumb (as API-token users in Jenkins); some clients fail without one,
+            // so a placeholder is served. Writes are rebuilt by jgate: the crumb is never read.
+            let crumb = serde_json::json!({
+                "_class": "hudson.security.csrf.DefaultCrumbIssuer",
+                "crumb": PLACEHOLDER_CRUMB,
+                "crumbRequestField": "Jenkins-Crumb",
+            });
+            let format =
+                if path.trim_end_matches('/').ends_with("/api/python") { Format::Python } else { Format::Json };
+            return render(&crumb, format);
+        }
+        Route::User(name, _) if name != caller.agent => {
+            let reason = "user accounts and their API tokens are managed in Jenkins, not through jgate";
+            let _ = gate.proxy_refused(&caller, &controller, &request_line, reason).await;
+            return jenkins_error(StatusCode::FORBIDDEN, "Forbidden", &format!("jgate never forwards this: {reason}"));
+        }
+        Route::WhoAmI(format) | Route::User(_, format) => {
+            // Who the client is, through jgate: the agent (never the controller's token user).
+            let me = serde_json::json!({
+                "_class": "hudson.model.User",
+                "absoluteUrl": format!("{own_base}user/{}", caller.agent),
+                "description": null,
+                "fullName": caller.agent,
+                "id": caller.agent,
+                "property": [],
+            });
+            return render(&me, format);
         }
         Route::Malformed(why) => {
             let _ = gate.proxy_refused(&caller, &controller, &request_line, why).await;
             return jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", why);
         }
     };
-    if classified.format == Some(Format::Xml) {
-        let reason = "api/xml is not served through jgate's proxy yet: use api/json or api/python";
-        let _ = gate.proxy_refused(&caller, &controller, &request_line, reason).await;
-        return jenkins_error(StatusCode::NOT_ACCEPTABLE, "Not Acceptable", reason);
-    }
     let is_write =
         gate::ops::OPERATIONS.iter().any(|o| o.name == classified.op && o.access == gate::catalog::Access::Write);
     if is_write {
@@ -99,10 +120,8 @@ async fn handle(
             let mut response = match answer.body {
                 ProxyBody::Json(mut value, format) => {
                     gate::proxy::rewrite_urls(&mut value, &jenkins_base, &own_base);
-                    match format {
-                        Format::Python => typed(python_literal(&value), "text/x-python;charset=UTF-8"),
-                        _ => typed(value.to_string(), "application/json;charset=utf-8"),
-                    }
+                    gate::proxy::rewrite_root_relative(&mut value, url_path(&jenkins_base), url_path(&own_base));
+                    render(&value, format)
                 }
                 ProxyBody::Text(text) => typed(text, "text/plain;charset=UTF-8"),
             };
@@ -170,7 +189,9 @@ async fn write(
         }
         // Jenkins answers cancelItem with 204 and the others with a redirect to a page the proxy
         // does not serve (HTML): a plain 200 lets clients that follow redirects succeed.
-        Ok(gate::proxy::ProxyWrite::Done) if c.op == "cancel_queue_item" => StatusCode::NO_CONTENT.into_response(),
+        Ok(gate::proxy::ProxyWrite::Done) if c.op == "cancel_queue_item" || c.route == "DELETE /{job}/" => {
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(gate::proxy::ProxyWrite::Done) => StatusCode::OK.into_response(),
         Err(ProxyError::NotFound) => jenkins_error(StatusCode::NOT_FOUND, "Not Found", "no such item"),
         Err(ProxyError::Gate(e)) => gate_error(e),
@@ -214,6 +235,138 @@ async fn authenticate(gate: &Gate, headers: &HeaderMap, peer: SocketAddr) -> Res
     }
 }
 
+/// The path of an absolute URL (`http://h:1/ci/` → `/ci/`).
+fn url_path(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
+}
+
+/// The crumb the proxy hands out: constant and meaningless (64 hex digits, as Jenkins' are).
+const PLACEHOLDER_CRUMB: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// JSON in the representation the client asked for (`api/json`, `api/python` or `api/xml`). The
+/// proxy always reads JSON from Jenkins (that is what it filters) and renders the others itself.
+fn render(value: &Value, format: Format) -> Response {
+    match format {
+        Format::Python => typed(python_literal(value), "text/x-python;charset=UTF-8"),
+        Format::Xml => typed(xml_document(value), "application/xml;charset=UTF-8"),
+        Format::Json => typed(value.to_string(), "application/json;charset=utf-8"),
+    }
+}
+
+/// JSON as Stapler's XML flavour (jenkins-wire.md §3.10): the root element is the decapitalized
+/// simple name of `_class`; `_class` is a single-quoted attribute where the JSON has it (Stapler
+/// writes it in both flavours by the same rule); arrays are repeated elements named by the
+/// singular of the property; nulls are omitted; an empty object is an empty element. Names that
+/// are not XML names (they come from Jenkins) have their other characters replaced by `_`.
+fn xml_document(value: &Value) -> String {
+    let root = value
+        .get("_class")
+        .and_then(Value::as_str)
+        .map(|class| {
+            let simple = class.rsplit(['.', '$']).next().unwrap_or(class);
+            let mut chars = simple.chars();
+            chars.next().map(|c| c.to_lowercase().chain(chars).collect::<String>()).unwrap_or_default()
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "object".to_string());
+    let mut out = String::new();
+    match value {
+        // A top-level array (none of the served `api/` answers is one) is wrapped, as with `wrapper=`.
+        Value::Array(_) => {
+            out.push_str("<list>");
+            write_xml(value, "item", &mut out);
+            out.push_str("</list>");
+        }
+        _ => write_xml(value, &root, &mut out),
+    }
+    out
+}
+
+fn write_xml(value: &Value, tag: &str, out: &mut String) {
+    let tag = xml_name(tag);
+    match value {
+        Value::Null => {}
+        Value::Array(items) => {
+            let one = singular(&tag);
+            for item in items {
+                write_xml(item, &one, out);
+            }
+        }
+        Value::Object(map) => {
+            out.push('<');
+            out.push_str(&tag);
+            if let Some(class) = map.get("_class").and_then(Value::as_str) {
+                out.push_str(" _class='");
+                xml_escape(class, out);
+                out.push('\'');
+            }
+            if map.is_empty() {
+                out.push_str("/>");
+                return;
+            }
+            out.push('>');
+            for (key, v) in map {
+                if key != "_class" {
+                    write_xml(v, key, out);
+                }
+            }
+            out.push_str("</");
+            out.push_str(&tag);
+            out.push('>');
+        }
+        scalar => {
+            let text = match scalar {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out.push('<');
+            out.push_str(&tag);
+            out.push('>');
+            xml_escape(&text, out);
+            out.push_str("</");
+            out.push_str(&tag);
+            out.push('>');
+        }
+    }
+}
+
+/// Stapler names list elements by the singular of the property (`jobs` → `job`).
+fn singular(name: &str) -> String {
+    if let Some(stem) = name.strip_suffix("ies") {
+        format!("{stem}y")
+    } else if let Some(stem) = name.strip_suffix('s').filter(|s| !s.is_empty()) {
+        stem.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// An XML element name: letters, digits, `_`, `-`, `.`; starting with a letter or `_`.
+fn xml_name(name: &str) -> String {
+    let mut out: String =
+        name.chars().map(|c| if c.is_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).collect();
+    if !out.starts_with(|c: char| c.is_alphabetic() || c == '_') {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn xml_escape(text: &str, out: &mut String) {
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            // Characters XML 1.0 cannot carry (the sanitizer has already removed most).
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+}
+
 /// A body with its content type.
 fn typed(body: String, content_type: &'static str) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
@@ -246,6 +399,26 @@ fn gate_error(e: GateError) -> Response {
     match e {
         GateError::Denied { reason } => jenkins_error(StatusCode::FORBIDDEN, "Forbidden", &format!("denied: {reason}")),
         GateError::Failed { message, status: Some(404) } => jenkins_error(StatusCode::NOT_FOUND, "Not Found", &message),
+        GateError::Failed { message, status: Some(400) } => {
+            // Jenkins reports a 400 (createItem's name checks, a duplicate) in `X-Error`, which
+            // clients show (api4jenkins raises it); the message has been through the sanitizer.
+            let mut r = jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", &message);
+            let shown: String = message.chars().filter(|c| !c.is_control()).take(1000).collect();
+            if let Ok(v) = HeaderValue::from_bytes(shown.as_bytes()) {
+                r.headers_mut().insert("X-Error", v);
+            }
+            r
+        }
+        GateError::Failed { message, status: None }
+            if jenkins_status_in(&message).is_some_and(|s| (400..500).contains(&s)) =>
+        {
+            // A trigger Jenkins refused ("nothing was started: … (HTTP 409): …"): the status
+            // Jenkins answered (400 not parameterized / nothing submitted, 409 disabled).
+            let status = jenkins_status_in(&message)
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::BAD_GATEWAY);
+            jenkins_error(status, status.canonical_reason().unwrap_or("Error"), &message)
+        }
         GateError::Failed { message, status: Some(s) } => {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);
             jenkins_error(status, status.canonical_reason().unwrap_or("Error"), &message)
@@ -257,6 +430,16 @@ fn gate_error(e: GateError) -> Response {
         }
         e => jenkins_error(StatusCode::BAD_GATEWAY, "Bad Gateway", &e.to_string()),
     }
+}
+
+/// The status Jenkins answered, as the wire client's errors state it (`... (HTTP 409): ...`).
+fn jenkins_status_in(message: &str) -> Option<u16> {
+    let at = message.find("(HTTP ")? + "(HTTP ".len();
+    let digits = message.get(at..at + 3)?;
+    if message.get(at + 3..at + 4) != Some(")") {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// JSON as the Python literal Stapler's `api/python` writes: `True`/`False`/`None`, strings quoted
@@ -307,6 +490,55 @@ mod tests {
     fn python_literals_read_back_as_the_same_data() {
         let v = serde_json::json!({"a": [true, false, null, 1, 2.5], "s": "quote \" and \\ and \u{e9}"});
         assert_eq!(python_literal(&v), r#"{"a":[True,False,None,1,2.5],"s":"quote \" and \\ and é"}"#);
+    }
+
+    #[test]
+    fn xml_is_written_as_stapler_writes_it() {
+        let v = serde_json::json!({
+            "_class": "hudson.model.Hudson",
+            "description": null,
+            "jobs": [
+                {"_class": "hudson.model.FreeStyleProject", "name": "a&b", "url": "http://h/job/a&b/", "color": "blue"},
+                {"_class": "com.cloudbees.hudson.plugins.folder.Folder", "name": "f"},
+            ],
+            "actions": [{}, {"_class": "x.Y$Z"}],
+            "properties": [],
+            "useSecurity": true,
+            "numExecutors": 2,
+            "weird key<": "v'",
+        });
+        assert_eq!(
+            xml_document(&v),
+            "<hudson _class='hudson.model.Hudson'>\
+             <job _class='hudson.model.FreeStyleProject'><name>a&amp;b</name><url>http://h/job/a&amp;b/</url><color>blue</color></job>\
+             <job _class='com.cloudbees.hudson.plugins.folder.Folder'><name>f</name></job>\
+             <action/><action _class='x.Y$Z'></action>\
+             <useSecurity>true</useSecurity><numExecutors>2</numExecutors><weird_key_>v&apos;</weird_key_></hudson>"
+        );
+        let item = serde_json::json!({"_class": "hudson.model.Queue$BlockedItem", "id": 3});
+        assert!(xml_document(&item).starts_with("<blockedItem _class='hudson.model.Queue$BlockedItem'><id>3</id>"));
+        assert_eq!(singular("dependencies"), "dependency");
+        assert_eq!(xml_name("1x"), "_1x");
+    }
+
+    #[test]
+    fn paths_of_base_urls() {
+        assert_eq!(url_path("http://h:1/ci/"), "/ci/");
+        assert_eq!(url_path("http://h/jenkins/prod/"), "/jenkins/prod/");
+        assert_eq!(url_path("http://h"), "/");
+    }
+
+    #[test]
+    fn a_refused_trigger_answers_with_jenkins_status() {
+        assert_eq!(jenkins_status_in("nothing was started: x conflicts (HTTP 409): x is not buildable"), Some(409));
+        assert_eq!(jenkins_status_in("Jenkins refused the request (HTTP 400): Nothing is submitted"), Some(400));
+        assert_eq!(jenkins_status_in("no status here"), None);
+        assert_eq!(jenkins_status_in("(HTTP 40"), None);
+        let failed = |m: &str| GateError::Failed { message: m.into(), status: None };
+        let r = gate_error(failed("nothing was started: refused (HTTP 409): disabled"));
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let r = gate_error(failed("nothing was started: the connection was reset"));
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     }
 
     #[test]

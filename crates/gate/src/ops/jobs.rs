@@ -44,7 +44,8 @@ pub struct CopyArgs {
 impl Op for CopyJob {
     type Args = CopyArgs;
     const META: Operation = crate::op!("copy_job", Jobs, Write, Job, destructive: false, idempotent: false,
-        routes: ["POST /createItem?name={name}&mode=copy&from={from}"], cli: "job copy", phrase: "copied a job to",
+        routes: ["POST /createItem?name={name}&mode=copy&from={from}", "POST /{folder}/createItem?name={name}&mode=copy&from={from}"],
+        cli: "job copy", phrase: "copied a job to",
         "Copy an existing job to a new name. Needs the right to create the new job and to read the source's configuration.");
 
     /// A copy reveals the source's whole configuration, so the source needs `config read` — not

@@ -165,7 +165,7 @@ pub struct JobArgs {
 impl Op for GetJob {
     type Args = JobArgs;
     const META: Operation = crate::op!("get_job", Status, Read, Job, destructive: false, idempotent: true,
-        routes: ["GET /{job}/api/json"], cli: "job show", phrase: "read job",
+        routes: ["GET /{job}/api/json", "GET /{folder}/view/{view}/api/json"], cli: "job show", phrase: "read job",
         "Show a job: health, last builds (last success / failure), recent history, parameter definitions, queue state. For a folder: the items in it that you may see.");
 
     fn needs(a: &JobArgs) -> Vec<Need> {
