@@ -57,10 +57,41 @@ impl SessionOwners {
     }
 }
 
+/// JSON-RPC ids of the requests in flight, per session. rmcp answers a request by its id, so a
+/// second request reusing an id still in flight on the same session (a client bug, but a common
+/// one) would take the first one's answer and leave the other waiting forever: it is refused at
+/// once instead.
+#[derive(Default)]
+struct InFlightIds(Mutex<std::collections::HashSet<(String, String)>>);
+
+/// Releases a claimed (session, id) when the request's response ends or is dropped.
+struct IdClaim {
+    ids: Arc<InFlightIds>,
+    key: (String, String),
+}
+
+impl InFlightIds {
+    fn claim(self: &Arc<Self>, session: &str, id: &str) -> Option<IdClaim> {
+        let key = (session.to_string(), id.to_string());
+        let fresh = self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
+        fresh.then(|| IdClaim { ids: self.clone(), key })
+    }
+}
+
+impl Drop for IdClaim {
+    fn drop(&mut self) {
+        self.ids.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+/// The largest MCP request body read (tool arguments such as a job's config.xml included).
+const MAX_MCP_BODY: usize = 8 * 1024 * 1024;
+
 #[derive(Clone)]
 struct McpState {
     gate: Arc<Gate>,
     sessions: Arc<SessionOwners>,
+    ids: Arc<InFlightIds>,
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -68,7 +99,7 @@ const SESSION_HEADER: &str = "mcp-session-id";
 /// Bearer authentication of /mcp: the agent key becomes an [`AgentIdentity`] in the request;
 /// sessions are bound to the agent that opened them; a dropped connection cancels its call.
 async fn bearer(
-    State(McpState { gate, sessions }): State<McpState>,
+    State(McpState { gate, sessions, ids }): State<McpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
     next: Next,
@@ -97,6 +128,26 @@ async fn bearer(
                 return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
             }
             let is_delete = req.method() == axum::http::Method::DELETE;
+            // A request on a session: its JSON-RPC id is claimed while it is in flight.
+            let mut claim = None;
+            if let Some(sid) = &session
+                && req.method() == axum::http::Method::POST
+            {
+                let (parts, body) = req.into_parts();
+                let Ok(bytes) = axum::body::to_bytes(body, MAX_MCP_BODY).await else {
+                    return (StatusCode::PAYLOAD_TOO_LARGE, "the MCP request is over 8 MiB").into_response();
+                };
+                let id = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("id").filter(|i| !i.is_null()).cloned());
+                if let Some(id) = id {
+                    match ids.claim(sid, &id.to_string()) {
+                        Some(c) => claim = Some(c),
+                        None => return duplicate_id(&id),
+                    }
+                }
+                req = Request::from_parts(parts, axum::body::Body::from(bytes));
+            }
             let gone = CancellationToken::new();
             req.extensions_mut().insert(ClientGone(gone.clone()));
             req.extensions_mut().insert(AgentIdentity {
@@ -115,7 +166,7 @@ async fn bearer(
             let guard = gone.drop_guard();
             let (parts, body) = response.into_parts();
             let body = axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
-                let _alive = &guard;
+                let _alive = (&guard, &claim);
                 chunk
             }));
             Response::from_parts(parts, body)
@@ -135,6 +186,20 @@ async fn bearer(
             r
         }
     }
+}
+
+/// The answer to a request whose JSON-RPC id is already in flight on its session.
+fn duplicate_id(id: &serde_json::Value) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": -32600, "message": format!(
+            "request id {id} is already used by a request in flight on this session; give each request its own id"
+        )},
+    });
+    let mut r = (StatusCode::CONFLICT, body.to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 fn unauthorized(message: &str, code: &str) -> Response {
@@ -211,7 +276,11 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let state = McpState { gate: gate.clone(), sessions: Arc::new(SessionOwners::default()) };
+    let state = McpState {
+        gate: gate.clone(),
+        sessions: Arc::new(SessionOwners::default()),
+        ids: Arc::new(InFlightIds::default()),
+    };
     let mcp_routes = Router::new().fallback_service(mcp).layer(middleware::from_fn_with_state(state, bearer));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
