@@ -413,6 +413,95 @@ async fn latency(ctx: &Ctx, key: &str, warmup: usize, n: usize) -> anyhow::Resul
     })
 }
 
+/// Alternating direct GETs and the same GET through jgate's Jenkins proxy (`/jenkins/prod/`,
+/// Basic auth with an agent's name and key), one at a time.
+async fn proxy_latency(ctx: &Ctx, agent: &str, key: &str, warmup: usize, n: usize) -> anyhow::Result<Latency> {
+    let http = direct_client()?;
+    let direct = format!("{}/job/{JOB}/api/json", ctx.twin_url);
+    let proxied = format!("{}/jenkins/prod/job/{JOB}/api/json", ctx.mcp_url.trim_end_matches("/mcp"));
+    let get = |url: String, user: String, pass: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(&url).basic_auth(user, Some(pass)).send().await?.error_for_status()?;
+            anyhow::Ok(r.bytes().await?.len())
+        }
+    };
+    for _ in 0..warmup {
+        get(direct.clone(), "admin".to_string(), TWIN_TOKEN.to_string()).await?;
+        get(proxied.clone(), agent.to_string(), key.to_string()).await?;
+    }
+    let (mut d, mut j) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let before = ctx.twin.requests_received();
+    for _ in 0..n {
+        let t = Instant::now();
+        get(direct.clone(), "admin".to_string(), TWIN_TOKEN.to_string()).await?;
+        d.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        get(proxied.clone(), agent.to_string(), key.to_string()).await?;
+        j.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let upstream = ctx.twin.requests_received() - before;
+    d.sort_by(f64::total_cmp);
+    j.sort_by(f64::total_cmp);
+    Ok(Latency {
+        direct_p50: percentile(&d, 50.0),
+        direct_p99: percentile(&d, 99.0),
+        jgate_p50: percentile(&j, 50.0),
+        jgate_p99: percentile(&j, 99.0),
+        upstream_per_call: upstream.saturating_sub(n as u64) as f64 / n as f64,
+        n,
+    })
+}
+
+/// Clients that hang up mid-call (issue #16): `HANGUPS` agents start a slow read (the tail of
+/// the huge log) and drop their connection after a moment; then the calls that follow must all
+/// succeed, as fast as before.
+struct Hangup {
+    clients: usize,
+    after_p50: f64,
+    after_p99: f64,
+    after_errors: u64,
+    after_calls: usize,
+}
+
+const HANGUPS: usize = 16;
+
+async fn hangups(ctx: &Ctx, keys: &[String]) -> anyhow::Result<Hangup> {
+    let mut tasks = Vec::new();
+    for (i, key) in keys.iter().cycle().take(HANGUPS).enumerate() {
+        let (url, key) = (ctx.mcp_url.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut mcp) = Mcp::connect(&url, &key).await else { return };
+            let call = mcp.call("get_build_log", json!({"job": HUGE, "build": 1, "controller": "prod"}));
+            // Hang up at different moments of the call (the future and its connection are dropped).
+            let _ = tokio::time::timeout(Duration::from_millis(20 + 15 * i as u64), call).await;
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut mcp = Mcp::connect(&ctx.mcp_url, &keys[0]).await?;
+    let args = json!({"job": JOB, "controller": "prod"});
+    let (mut times, mut errors) = (Vec::new(), 0u64);
+    let n = 200;
+    for _ in 0..n {
+        let t = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(30), mcp.call("get_job", args.clone())).await {
+            Ok(Ok(_)) => times.push(t.elapsed().as_secs_f64() * 1e3),
+            _ => errors += 1,
+        }
+    }
+    mcp.close().await;
+    times.sort_by(f64::total_cmp);
+    Ok(Hangup {
+        clients: HANGUPS,
+        after_p50: percentile(&times, 50.0),
+        after_p99: percentile(&times, 99.0),
+        after_errors: errors,
+        after_calls: n,
+    })
+}
+
 struct Rate {
     calls: u64,
     errors: u64,
@@ -805,6 +894,8 @@ fn mib(bytes: u64) -> String {
 
 struct Results {
     latency: Latency,
+    proxy: Latency,
+    hangup: Hangup,
     rates: Vec<(usize, Rate, Rate)>,
     tail: Tail,
     log_bytes: u64,
@@ -850,6 +941,30 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
         l.jgate_p99,
         l.direct_p99,
         met(added99 <= 2.0)
+    );
+    let x = &r.proxy;
+    let proxy50 = x.jgate_p50 - x.direct_p50;
+    s += &format!(
+        "| Proxy read latency p50 (`GET /jenkins/prod/job/{JOB}/api/json` vs the same GET direct) | {:.3} ms | {:.3} ms | +{proxy50:.3} ms | added ≤ 1 ms (#11) | {} |\n",
+        x.jgate_p50,
+        x.direct_p50,
+        met(proxy50 <= 1.0)
+    );
+    s += &format!(
+        "| Proxy read latency p99 (same calls) | {:.3} ms | {:.3} ms | +{:.3} ms | — | — |\n",
+        x.jgate_p99,
+        x.direct_p99,
+        x.jgate_p99 - x.direct_p99
+    );
+    let h = &r.hangup;
+    s += &format!(
+        "| After {} clients hang up mid-call: the next {} `get_job` calls, p50 / p99 | {:.3} / {:.3} ms | — | {} error(s) | all succeed, no slower than before (#16) | {} |\n",
+        h.clients,
+        h.after_calls,
+        h.after_p50,
+        h.after_p99,
+        h.after_errors,
+        met(h.after_errors == 0 && h.after_p50 <= l.jgate_p50 * 2.0 + 1.0)
     );
     for (c, d, j) in &r.rates {
         let ratio = j.per_sec() / d.per_sec();
@@ -932,6 +1047,17 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
     s += &format!(
         "- Tail: the direct side streams `consoleText` and keeps the last {TAIL_LINES} lines (last line {:?}); jgate's bytes are counted by a TCP relay in front of the twin (controller `metered`, response headers included), its time through the direct controller `prod`.\n",
         t.last_line
+    );
+    s += &format!(
+        "- Proxy: {} alternating pairs on kept-alive connections; the proxied GET made {:.2} upstream request(s) per call and is authenticated, classified, checked, filtered, sanitized and audited like an MCP call.\n",
+        x.n, x.upstream_per_call
+    );
+    s += &format!(
+        "- Hang-ups: {} MCP clients each start a tail of the {} log and drop the connection 20 to {} ms in; then one client makes {} calls in a row.\n",
+        h.clients,
+        mib(r.log_bytes),
+        20 + 15 * (h.clients - 1),
+        h.after_calls
     );
     s += &format!(
         "- Polling: {} intervals; jgate answered {} calls, the direct pollers {}; {} error(s). The pollers are staggered evenly over the interval.\n",
@@ -1026,6 +1152,10 @@ fn main() -> anyhow::Result<()> {
     let results = rt.block_on(async {
         eprintln!("bench: latency ({} + {} warm-up iterations each side)", o.iterations, o.warmup);
         let latency = latency(&ctx, &keys[0], o.warmup, o.iterations.max(1)).await?;
+        eprintln!("bench: proxy latency ({} + {} warm-up iterations each side)", o.iterations, o.warmup);
+        let proxy = proxy_latency(&ctx, "agent-00", &keys[0], o.warmup, o.iterations.max(1)).await?;
+        eprintln!("bench: {HANGUPS} clients hanging up mid-call, then calls");
+        let hangup = hangups(&ctx, &keys).await?;
         let mut rates = Vec::new();
         for &c in &o.concurrency {
             eprintln!("bench: throughput at {c} concurrent clients ({} s each side)", o.throughput_secs);
@@ -1039,7 +1169,7 @@ fn main() -> anyhow::Result<()> {
         let poll = polling(&ctx, &keys, o.poll_secs).await?;
         eprintln!("bench: RSS soak for {soak_secs} s");
         let soak = soak(&ctx, &keys, pid, soak_secs).await?;
-        anyhow::Ok(Results { latency, rates, tail, log_bytes, poll, soak })
+        anyhow::Ok(Results { latency, proxy, hangup, rates, tail, log_bytes, poll, soak })
     })?;
     drop(jg);
     drop(server);
