@@ -39,13 +39,25 @@ pub struct ProxyAnswer {
     pub body: ProxyBody,
 }
 
-#[derive(Debug)]
 pub enum ProxyBody {
     /// Filtered, clean JSON with Jenkins' absolute URLs still pointing at Jenkins (the surface
     /// rewrites them to its own base) in the representation the client asked for.
     Json(Value, Format),
-    /// Clean console text.
+    /// Clean text.
     Text(String),
+    /// Console text as Jenkins sends it, cleaned whole lines at a time while it streams: memory
+    /// stays bounded whatever the log's size. The read was audited before the first byte.
+    Stream(futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>),
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyBody::Json(v, format) => f.debug_tuple("Json").field(v).field(format).finish(),
+            ProxyBody::Text(t) => f.debug_tuple("Text").field(t).finish(),
+            ProxyBody::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
 }
 
 /// Why the proxy did not answer.
@@ -107,6 +119,33 @@ impl Gate {
         };
         let json_wanted = if c.route == "GET /" { None } else { json_wanted };
         let deadline = self.calls.limits.read_deadline;
+        if json_wanted.is_none() && c.route != "GET /" {
+            // Console text: streamed. The answer's headers come first; the read is audited then,
+            // before any of its bytes leave jgate.
+            let opened = match tokio::time::timeout(deadline, conn.client.forward_get(&path, &query)).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(GateError::from(e)),
+                Err(_) => {
+                    Err(GateError::Invalid(format!("Jenkins did not answer {path} within {} s", deadline.as_secs())))
+                }
+            };
+            let resp = match opened {
+                Ok(resp) => resp,
+                Err(e) => {
+                    // `finish` audits the failure and returns it (sanitized).
+                    let facts = |_: &Value| Facts::default();
+                    return match self.finish_within(begun, Err(e), facts, &mut sanitizer, MAX_PROXY_JSON_BYTES).await {
+                        Err(e) => Err(e.into()),
+                        Ok(_) => Err(GateError::Invalid("the console could not be read".into()).into()),
+                    };
+                }
+            };
+            let headers = passed_headers(&resp);
+            let facts = |_: &Value| Facts::default();
+            let started = Untrusted::new(json!({"console": "streamed"}));
+            self.finish_within(begun, Ok(started), facts, &mut sanitizer, MAX_PROXY_JSON_BYTES).await?;
+            return Ok(ProxyAnswer { headers, body: ProxyBody::Stream(clean_console_stream(resp, sanitizer)) });
+        }
         let fetched = fetch(&conn.client, &path, &query, json_wanted.is_some() || c.route == "GET /", deadline).await;
         let mut headers = Vec::new();
         let mut text_body = None;
@@ -411,6 +450,14 @@ enum Fetched {
     Text(String, Vec<(&'static str, String)>),
 }
 
+/// The headers of Jenkins' answer that clients rely on.
+fn passed_headers(resp: &reqwest::Response) -> Vec<(&'static str, String)> {
+    PASSED_HEADERS
+        .iter()
+        .filter_map(|h| resp.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| (*h, v.to_string())))
+        .collect()
+}
+
 async fn fetch(
     client: &jenkins::client::JenkinsClient,
     path: &str,
@@ -420,10 +467,7 @@ async fn fetch(
 ) -> Result<Fetched, GateError> {
     let work = async {
         let resp = client.forward_get(path, query).await?;
-        let headers: Vec<(&'static str, String)> = PASSED_HEADERS
-            .iter()
-            .filter_map(|h| resp.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| (*h, v.to_string())))
-            .collect();
+        let headers = passed_headers(&resp);
         let cap = if json { MAX_PROXY_JSON_BYTES } else { MAX_PROXY_TEXT_BYTES };
         let body = read_capped(resp, cap).await?;
         if json {
@@ -459,6 +503,51 @@ async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, Gat
 
 /// Console text cleaned whole lines at a time (the sanitizer's contract), without the untrusted
 /// fence the MCP tools add: a Jenkins client expects the console as Jenkins writes it.
+/// The longest run without a newline held back before it is cleaned and sent anyway.
+const MAX_PENDING_LINE: usize = 1024 * 1024;
+
+/// Jenkins' console body, cleaned whole lines at a time as it arrives (the sanitizer's contract);
+/// at most one line ([`MAX_PENDING_LINE`]) is held in memory.
+fn clean_console_stream(
+    resp: reqwest::Response,
+    sanitizer: Sanitizer,
+) -> futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>> {
+    use futures_util::StreamExt;
+    let upstream = Box::pin(resp.bytes_stream());
+    futures_util::stream::unfold(
+        (upstream, Vec::<u8>::new(), sanitizer, false),
+        |(mut upstream, mut pending, mut sanitizer, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match upstream.next().await {
+                    Some(Ok(chunk)) => {
+                        pending.extend_from_slice(&chunk);
+                        let cut = match pending.iter().rposition(|&b| b == b'\n') {
+                            Some(i) => i + 1,
+                            None if pending.len() > MAX_PENDING_LINE => pending.len(),
+                            None => continue,
+                        };
+                        let rest = pending.split_off(cut);
+                        let cleaned = clean_console(&mut sanitizer, &String::from_utf8_lossy(&pending));
+                        return Some((Ok(bytes::Bytes::from(cleaned)), (upstream, rest, sanitizer, false)));
+                    }
+                    Some(Err(e)) => {
+                        return Some((Err(std::io::Error::other(e)), (upstream, Vec::new(), sanitizer, true)));
+                    }
+                    None if pending.is_empty() => return None,
+                    None => {
+                        let cleaned = clean_console(&mut sanitizer, &String::from_utf8_lossy(&pending));
+                        return Some((Ok(bytes::Bytes::from(cleaned)), (upstream, Vec::new(), sanitizer, true)));
+                    }
+                }
+            }
+        },
+    )
+    .boxed()
+}
+
 fn clean_console(sanitizer: &mut Sanitizer, raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for line in raw.split_inclusive('\n') {

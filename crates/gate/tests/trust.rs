@@ -90,6 +90,12 @@ log = "step 1\nerror: it broke\nstep 2"
 result = "SUCCESS"
 log = "all good"
 [[jobs]]
+path = "huge"
+script = "echo huge"
+[[jobs.builds]]
+result = "SUCCESS"
+log_bytes = 8388608
+[[jobs]]
 path = "steady"
 script = "echo steady"
 [[jobs.builds]]
@@ -460,6 +466,14 @@ async fn proxied(g: &Gate, agent: &str, method: &str, target: &str) -> Result<St
         Ok(answer) => Ok(match answer.body {
             gate::proxy::ProxyBody::Json(v, _) => v.to_string(),
             gate::proxy::ProxyBody::Text(t) => t,
+            gate::proxy::ProxyBody::Stream(mut s) => {
+                use futures_util::StreamExt;
+                let mut out = Vec::new();
+                while let Some(chunk) = s.next().await {
+                    out.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+                }
+                String::from_utf8_lossy(&out).into_owned()
+            }
         }),
         Err(gate::proxy::ProxyError::NotFound) => Err("not found".into()),
         Err(gate::proxy::ProxyError::Gate(e)) => Err(e.to_string()),
@@ -526,4 +540,31 @@ async fn triage_reads_the_last_failed_build_and_its_console_once() {
     let v = g.call(&caller("reader"), "prod", "triage_build", json!({"job": "steady"})).await.expect("triage");
     assert_eq!(v["number"], 1, "{v}");
     assert!(v["verdict"].as_str().is_some_and(|s| s.contains("succeeded")), "{v}");
+}
+
+/// A console larger than anything the proxy would buffer streams through it whole, cleaned.
+#[tokio::test]
+async fn the_proxy_streams_a_large_console_in_bounded_memory() {
+    use futures_util::StreamExt;
+    let (_t, _s, g) = setup(Limits::default()).await;
+    agent(&g, "reader", &[(Group::Status, Level::Read, None)]).await;
+    let c = match gate::route::classify("GET", "/job/huge/1/consoleText", None) {
+        gate::route::Route::Op(c) => c,
+        other => panic!("{other:?}"),
+    };
+    let answer = g.proxy(&proxy_caller("reader"), "prod", &c).await.expect("proxied");
+    let gate::proxy::ProxyBody::Stream(mut stream) = answer.body else { panic!("a console is streamed") };
+    let (mut bytes, mut largest, mut tail) = (0usize, 0usize, Vec::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("chunk");
+        bytes += chunk.len();
+        largest = largest.max(chunk.len());
+        tail.extend_from_slice(&chunk);
+        if tail.len() > 4096 {
+            tail.drain(..tail.len() - 4096);
+        }
+    }
+    assert!(bytes >= 8 << 20, "the whole log came through: {bytes} bytes");
+    assert!(largest <= 2 << 20, "chunks stay small (no whole-log buffer): {largest}");
+    assert!(String::from_utf8_lossy(&tail).contains("Finished: SUCCESS"));
 }

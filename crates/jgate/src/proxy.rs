@@ -124,6 +124,11 @@ async fn handle(
                     render(&value, format)
                 }
                 ProxyBody::Text(text) => typed(text, "text/plain;charset=UTF-8"),
+                ProxyBody::Stream(stream) => {
+                    let mut r = axum::body::Body::from_stream(stream).into_response();
+                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain;charset=UTF-8"));
+                    r
+                }
             };
             for (name, value) in answer.headers {
                 if let Ok(v) = HeaderValue::from_str(&value) {
