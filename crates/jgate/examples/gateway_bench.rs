@@ -453,6 +453,45 @@ async fn proxy_latency(ctx: &Ctx, agent: &str, key: &str, warmup: usize, n: usiz
     })
 }
 
+/// The huge console streamed through the proxy (#11): time, bytes, and jgate's RSS before and at
+/// its highest while streaming.
+struct ProxyStream {
+    ms: f64,
+    bytes: u64,
+    rss_before_kib: u64,
+    rss_max_kib: u64,
+}
+
+async fn proxy_stream(ctx: &Ctx, agent: &str, key: &str, pid: u32) -> anyhow::Result<ProxyStream> {
+    let http = direct_client()?;
+    let url = format!("{}/jenkins/prod/job/{HUGE}/1/consoleText", ctx.mcp_url.trim_end_matches("/mcp"));
+    let rss_before_kib = rss_kib(pid).unwrap_or(0);
+    let max = Arc::new(AtomicU64::new(rss_before_kib));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (max, stop) = (max.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(k) = rss_kib(pid) {
+                    max.fetch_max(k, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let t = Instant::now();
+    let resp = http.get(&url).basic_auth(agent, Some(key)).send().await?.error_for_status()?;
+    let mut stream = resp.bytes_stream();
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        bytes += chunk?.len() as u64;
+    }
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.await;
+    Ok(ProxyStream { ms, bytes, rss_before_kib, rss_max_kib: max.load(Ordering::Relaxed) })
+}
+
 /// Clients that hang up mid-call (issue #16): `HANGUPS` agents start a slow read (the tail of
 /// the huge log) and drop their connection after a moment; then the calls that follow must all
 /// succeed, as fast as before.
@@ -895,6 +934,7 @@ fn mib(bytes: u64) -> String {
 struct Results {
     latency: Latency,
     proxy: Latency,
+    proxy_stream: ProxyStream,
     hangup: Hangup,
     rates: Vec<(usize, Rate, Rate)>,
     tail: Tail,
@@ -955,6 +995,17 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
         x.jgate_p99,
         x.direct_p99,
         x.jgate_p99 - x.direct_p99
+    );
+    let ps = &r.proxy_stream;
+    let grew_mib = ps.rss_max_kib.saturating_sub(ps.rss_before_kib) as f64 / 1024.0;
+    s += &format!(
+        "| Proxy: a {} console streamed through `/jenkins/prod/` (cleaned): time / jgate RSS before → max | {:.0} ms / {:.1} → {:.1} MiB | — | +{grew_mib:.1} MiB for {} | memory independent of log size (#11) | {} |\n",
+        mib(r.log_bytes),
+        ps.ms,
+        ps.rss_before_kib as f64 / 1024.0,
+        ps.rss_max_kib as f64 / 1024.0,
+        mib(ps.bytes),
+        met(grew_mib <= 64.0 && ps.bytes >= r.log_bytes)
     );
     let h = &r.hangup;
     s += &format!(
@@ -1154,6 +1205,8 @@ fn main() -> anyhow::Result<()> {
         let latency = latency(&ctx, &keys[0], o.warmup, o.iterations.max(1)).await?;
         eprintln!("bench: proxy latency ({} + {} warm-up iterations each side)", o.iterations, o.warmup);
         let proxy = proxy_latency(&ctx, "agent-00", &keys[0], o.warmup, o.iterations.max(1)).await?;
+        eprintln!("bench: a {} MiB console through the proxy", o.log_mib);
+        let proxy_stream = proxy_stream(&ctx, "agent-00", &keys[0], pid).await?;
         eprintln!("bench: {HANGUPS} clients hanging up mid-call, then calls");
         let hangup = hangups(&ctx, &keys).await?;
         let mut rates = Vec::new();
@@ -1169,7 +1222,7 @@ fn main() -> anyhow::Result<()> {
         let poll = polling(&ctx, &keys, o.poll_secs).await?;
         eprintln!("bench: RSS soak for {soak_secs} s");
         let soak = soak(&ctx, &keys, pid, soak_secs).await?;
-        anyhow::Ok(Results { latency, proxy, hangup, rates, tail, log_bytes, poll, soak })
+        anyhow::Ok(Results { latency, proxy, proxy_stream, hangup, rates, tail, log_bytes, poll, soak })
     })?;
     drop(jg);
     drop(server);
