@@ -154,6 +154,10 @@ fn bench() -> anyhow::Result<()> {
             what,
         )?;
     }
+    run(
+        Command::new(&cargo).current_dir(&root).args(["run", "--release", "-p", "gate", "--example", "clean_bench"]),
+        "the sanitizer's speed on build-log text, MB/s (crates/gate/examples/clean_bench.rs)",
+    )?;
     // gateway_bench runs `jgate serve` as a child: the release binary next to the example.
     run(
         Command::new(&cargo).current_dir(&root).args(["build", "--release", "-p", "jgate", "--bin", "jgate"]),
