@@ -793,18 +793,7 @@ impl Store {
         key_hash: &str,
         expires_ms: Option<i64>,
     ) -> Result<i64, StoreError> {
-        let row = sqlx::query(self.sql(
-            "INSERT INTO agent_keys (agent_id, key_id, key_hash, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        ))
-        .bind(agent_id)
-        .bind(key_id)
-        .bind(key_hash)
-        .bind(now_ms())
-        .bind(expires_ms)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("storing the agent key"))?;
-        row.try_get("id").map_err(db("storing the agent key"))
+        self.insert_scoped_key(agent_id, key_id, key_hash, expires_ms, "all").await
     }
 
     /// Stores a `jgate exec` token: a key of the agent valid only through the Jenkins proxy, until
@@ -816,18 +805,30 @@ impl Store {
         key_hash: &str,
         expires_ms: i64,
     ) -> Result<i64, StoreError> {
+        self.insert_scoped_key(agent_id, key_id, key_hash, Some(expires_ms), "proxy").await
+    }
+
+    async fn insert_scoped_key(
+        &self,
+        agent_id: i64,
+        key_id: &str,
+        key_hash: &str,
+        expires_ms: Option<i64>,
+        scope: &str,
+    ) -> Result<i64, StoreError> {
         let row = sqlx::query(self.sql(
-            "INSERT INTO agent_keys (agent_id, key_id, key_hash, created_ms, expires_ms, scope) VALUES ($1, $2, $3, $4, $5, 'proxy') RETURNING id",
+            "INSERT INTO agent_keys (agent_id, key_id, key_hash, created_ms, expires_ms, scope) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         ))
         .bind(agent_id)
         .bind(key_id)
         .bind(key_hash)
         .bind(now_ms())
         .bind(expires_ms)
+        .bind(scope)
         .fetch_one(&self.pool)
         .await
-        .map_err(db("storing a jgate exec token"))?;
-        row.try_get("id").map_err(db("storing a jgate exec token"))
+        .map_err(db("storing the agent key"))?;
+        row.try_get("id").map_err(db("storing the agent key"))
     }
 
     /// Revokes one of an agent's `jgate exec` tokens (never a full key). Whether one was revoked.
