@@ -81,7 +81,13 @@ async fn a_revoked_key_stops_working_within_a_second_on_another_replica() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(b.grants("bot").await.expect("grants").len(), 1, "{kind}: the new grant is seen too");
+        // Grants are cached apart from keys (each entry at most a second old, counted from its
+        // own load), so the grant made before the revocation is seen within the same second,
+        // not necessarily at the same instant.
+        while b.grants("bot").await.expect("grants").is_empty() {
+            assert!(start.elapsed() < Duration::from_millis(1500), "{kind}: the new grant is not seen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert!(start.elapsed() < Duration::from_millis(1500), "{kind}: {:?}", start.elapsed());
     }
     dbs.cleanup().await;
