@@ -14,6 +14,7 @@ mod cli_error;
 mod demo;
 mod exec;
 mod mcp;
+mod mcp_sessions;
 mod proxy;
 mod serve;
 mod twin_cmd;

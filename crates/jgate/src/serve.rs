@@ -1,8 +1,7 @@
 //! `jgate serve` (streamable HTTP MCP at /mcp, /healthz) and `jgate mcp` (stdio).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
@@ -21,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Global, open};
 use crate::mcp::{AgentIdentity, JgateMcp};
+use crate::mcp_sessions::{ClaimRefused, McpSessions};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -40,49 +40,8 @@ pub struct ServeArgs {
 #[derive(Clone)]
 pub struct ClientGone(pub CancellationToken);
 
-/// MCP session id → the agent that opened it. A session is usable only by its own agent; to any
-/// other key it answers exactly like a session that does not exist.
-#[derive(Default)]
-pub struct SessionOwners(Mutex<HashMap<String, String>>);
-
-impl SessionOwners {
-    fn owner(&self, id: &str) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
-    }
-    fn bind(&self, id: &str, agent: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), agent.to_string());
-    }
-    fn forget(&self, id: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-    }
-}
-
-/// JSON-RPC ids of the requests in flight, per session. rmcp answers a request by its id, so a
-/// second request reusing an id still in flight on the same session (a client bug, but a common
-/// one) would take the first one's answer and leave the other waiting forever: it is refused at
-/// once instead.
-#[derive(Default)]
-struct InFlightIds(Mutex<std::collections::HashSet<(String, String)>>);
-
-/// Releases a claimed (session, id) when the request's response ends or is dropped.
-struct IdClaim {
-    ids: Arc<InFlightIds>,
-    key: (String, String),
-}
-
-impl InFlightIds {
-    fn claim(self: &Arc<Self>, session: &str, id: &str) -> Option<IdClaim> {
-        let key = (session.to_string(), id.to_string());
-        let fresh = self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
-        fresh.then(|| IdClaim { ids: self.clone(), key })
-    }
-}
-
-impl Drop for IdClaim {
-    fn drop(&mut self) {
-        self.ids.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
-    }
-}
+/// How long a finished request's answer stays available for a stream resume.
+const COMPLETED_ANSWER_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The largest MCP request body read (tool arguments such as a job's config.xml included).
 const MAX_MCP_BODY: usize = 8 * 1024 * 1024;
@@ -90,8 +49,7 @@ const MAX_MCP_BODY: usize = 8 * 1024 * 1024;
 #[derive(Clone)]
 struct McpState {
     gate: Arc<Gate>,
-    sessions: Arc<SessionOwners>,
-    ids: Arc<InFlightIds>,
+    sessions: Arc<McpSessions>,
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -99,7 +57,7 @@ const SESSION_HEADER: &str = "mcp-session-id";
 /// Bearer authentication of /mcp: the agent key becomes an [`AgentIdentity`] in the request;
 /// sessions are bound to the agent that opened them; a dropped connection cancels its call.
 async fn bearer(
-    State(McpState { gate, sessions, ids }): State<McpState>,
+    State(McpState { gate, sessions }): State<McpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
     next: Next,
@@ -141,9 +99,13 @@ async fn bearer(
                     .ok()
                     .and_then(|v| v.get("id").filter(|i| !i.is_null()).cloned());
                 if let Some(id) = id {
-                    match ids.claim(sid, &id.to_string()) {
-                        Some(c) => claim = Some(c),
-                        None => return duplicate_id(&id),
+                    match sessions.claim(sid, &id.to_string()) {
+                        Ok(c) => claim = Some(c),
+                        Err(ClaimRefused::Duplicate) => return duplicate_id(&id),
+                        // Closed after its owner was checked (idle, or deleted meanwhile).
+                        Err(ClaimRefused::NoSession) => {
+                            return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+                        }
                     }
                 }
                 req = Request::from_parts(parts, axum::body::Body::from(bytes));
@@ -157,7 +119,7 @@ async fn bearer(
             });
             let response = next.run(req).await;
             match (&session, response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {
-                (None, Some(new)) => sessions.bind(new, &agent),
+                (None, Some(new)) => sessions.bind(new, &agent).await,
                 (Some(id), _) if is_delete && response.status().is_success() => sessions.forget(id),
                 _ => {}
             }
@@ -271,16 +233,15 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
     // Keep-alives every few seconds also reveal a client that went away mid-call.
     let config = config.with_sse_keep_alive(Some(std::time::Duration::from_secs(5)));
     let factory_gate = gate.clone();
-    let mcp = StreamableHttpService::new(
-        move || Ok(JgateMcp::http(factory_gate.clone())),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
-    let state = McpState {
-        gate: gate.clone(),
-        sessions: Arc::new(SessionOwners::default()),
-        ids: Arc::new(InFlightIds::default()),
-    };
+    let mut manager = LocalSessionManager::default();
+    // rmcp keeps every finished request's answer for a while so that a client can resume its
+    // stream (Last-Event-ID); by default for 60 s, which under load is tens of thousands of
+    // answers held per session. A jgate call whose client went away is cancelled, so there is
+    // nothing later to resume: a few seconds cover a reconnect.
+    manager.session_config.completed_cache_ttl = COMPLETED_ANSWER_TTL;
+    let manager = Arc::new(manager);
+    let mcp = StreamableHttpService::new(move || Ok(JgateMcp::http(factory_gate.clone())), manager.clone(), config);
+    let state = McpState { gate: gate.clone(), sessions: McpSessions::new(manager) };
     let mcp_routes = Router::new().fallback_service(mcp).layer(middleware::from_fn_with_state(state, bearer));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
