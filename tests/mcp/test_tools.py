@@ -168,3 +168,30 @@ def test_controller_argument(stack, transport):
     assert not named.is_error, describe(named)
     assert not default.is_error, describe(default)
     assert unknown.is_error, describe(unknown)
+
+
+def test_failing_tests_of_a_fresh_build_are_named(stack, transport):
+    """A freestyle job publishing JUnit results, run now: its report and its triage name the test."""
+
+    async def body():
+        async with connect(stack, "release-bot", transport) as c:
+            t = await c.call_tool(
+                "trigger_build",
+                {"job": "release/unit-tests", "parameters": {"ENV": "staging"}, "wait": "finish"},
+                read_timeout_seconds=120,
+            )
+            assert not t.is_error, describe(t)
+            n = t.structured_content["build"]["number"]
+            report = await c.call_tool("get_test_report", {"job": "release/unit-tests", "build": n})
+            triage = await c.call_tool("triage_build", {"job": "release/unit-tests", "build": n})
+            return t, report, triage
+
+    t, report, triage = run(body)
+    assert t.structured_content["build"].get("result") == "UNSTABLE", describe(t)
+    for r in (report, triage):
+        assert not r.is_error, describe(r)
+        seen = json.dumps(r.structured_content) + text_of(r)
+        assert "appliesDiscount" in seen, describe(r)
+        assert "expected:<90> but was:<100>" in seen, describe(r)
+    counts = report.structured_content["report"]
+    assert (counts.get("failed"), counts.get("passed")) == (1, 2), describe(report)

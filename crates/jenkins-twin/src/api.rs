@@ -538,6 +538,11 @@ pub fn cause_action<'a>(causes: &[Cause]) -> Bean<'a> {
 }
 
 /// `/job/X/N/testReport/api/json` (junit `hudson.tasks.junit.TestResult`).
+///
+/// Visibilities as the junit plugin declares them (`TestResult`, `SuiteResult`, `CaseResult`,
+/// `hudson.tasks.test.TestObject`): `suites` and `cases` are `@Exported(inline=true,
+/// visibility=9)`, so at depth 0 every suite and every case is written in full (an inline
+/// property does not open a nesting level). See docs/twin.md, "Inline exports".
 pub fn test_report<'a>(b: &Build) -> Option<Bean<'a>> {
     let tests = b.tests.as_ref()?;
     let duration: f64 = tests.iter().map(|t| t.duration_secs).sum();
@@ -545,31 +550,33 @@ pub fn test_report<'a>(b: &Build) -> Option<Bean<'a>> {
     let mut suites: Vec<(String, Vec<Value>)> = Vec::new();
     for t in tests {
         let suite = t.class_name.clone();
-        let case = Bean::plain("hudson.tasks.junit.CaseResult").group(vec![
-            p("testActions", Value::List(vec![])),
-            p("age", Value::Int(if t.status == TestStatus::Failed { 1 } else { 0 })),
-            p("className", s(t.class_name.clone())),
-            p("duration", format_float(t.duration_secs)),
-            p("errorDetails", Value::opt_str(t.error.clone())),
-            p(
-                "errorStackTrace",
-                Value::opt_str(t.error.as_ref().map(|e| format!("{e}\n\tat {}.{}", t.class_name, t.name))),
-            ),
-            p("failedSince", Value::Int(if t.status == TestStatus::Failed { b.number as i64 } else { 0 })),
-            p("name", s(t.name.clone())),
-            p("skipped", Value::Bool(t.status == TestStatus::Skipped)),
-            p("skippedMessage", Value::Null),
-            p(
-                "status",
-                s(match t.status {
-                    TestStatus::Passed => "PASSED",
-                    TestStatus::Failed => "FAILED",
-                    TestStatus::Skipped => "SKIPPED",
-                }),
-            ),
-            p("stderr", Value::Null),
-            p("stdout", Value::Null),
-        ]);
+        let case = Bean::plain("hudson.tasks.junit.CaseResult")
+            .group(vec![pv("testActions", 3, Value::List(vec![]))])
+            .group(vec![
+                pv("age", 9, Value::Int(if t.status == TestStatus::Failed { 1 } else { 0 })),
+                pv("className", 9, s(t.class_name.clone())),
+                pv("duration", 9, format_float(t.duration_secs)),
+                p("errorDetails", Value::opt_str(t.error.clone())),
+                p(
+                    "errorStackTrace",
+                    Value::opt_str(t.error.as_ref().map(|e| format!("{e}\n\tat {}.{}", t.class_name, t.name))),
+                ),
+                pv("failedSince", 9, Value::Int(if t.status == TestStatus::Failed { b.number as i64 } else { 0 })),
+                pv("name", 999, s(t.name.clone())),
+                pv("skipped", 9, Value::Bool(t.status == TestStatus::Skipped)),
+                p("skippedMessage", Value::Null),
+                pv(
+                    "status",
+                    9,
+                    s(match t.status {
+                        TestStatus::Passed => "PASSED",
+                        TestStatus::Failed => "FAILED",
+                        TestStatus::Skipped => "SKIPPED",
+                    }),
+                ),
+                p("stderr", Value::Null),
+                p("stdout", Value::Null),
+            ]);
         match suites.iter_mut().find(|(n, _)| *n == suite) {
             Some((_, v)) => v.push(Value::bean(case)),
             None => suites.push((suite, vec![Value::bean(case)])),
@@ -578,27 +585,28 @@ pub fn test_report<'a>(b: &Build) -> Option<Bean<'a>> {
     let suites: Vec<Value> = suites
         .into_iter()
         .map(|(name, cases)| {
+            let suite_duration: f64 = tests.iter().filter(|t| t.class_name == name).map(|t| t.duration_secs).sum();
             Value::bean(Bean::plain("hudson.tasks.junit.SuiteResult").group(vec![
-                p("cases", Value::List(cases)),
-                p("duration", format_float(duration)),
-                p("enclosingBlockNames", Value::List(vec![])),
-                p("enclosingBlocks", Value::List(vec![])),
-                p("id", Value::Null),
-                p("name", s(name)),
-                p("nodeId", Value::Null),
+                pi("cases", 9, Value::List(cases)),
+                pv("duration", 9, format_float(suite_duration)),
+                pv("enclosingBlockNames", 9, Value::List(vec![])),
+                pv("enclosingBlocks", 9, Value::List(vec![])),
+                pv("id", 9, Value::Null),
+                pv("name", 9, s(name)),
+                pv("nodeId", 9, Value::Null),
                 p("stderr", Value::Null),
                 p("stdout", Value::Null),
-                p("timestamp", Value::Null),
+                pv("timestamp", 9, Value::Null),
             ]))
         })
         .collect();
-    Some(Bean::new("hudson.tasks.junit.TestResult").group(vec![p("testActions", Value::List(vec![]))]).group(vec![
-        p("duration", format_float(duration)),
-        p("empty", Value::Bool(tests.is_empty())),
-        p("failCount", Value::int(count(TestStatus::Failed))),
-        p("passCount", Value::int(count(TestStatus::Passed))),
-        p("skipCount", Value::int(count(TestStatus::Skipped))),
-        p("suites", Value::List(suites)),
+    Some(Bean::new("hudson.tasks.junit.TestResult").group(vec![pv("testActions", 3, Value::List(vec![]))]).group(vec![
+        pv("duration", 999, format_float(duration)),
+        pv("empty", 999, Value::Bool(tests.is_empty())),
+        pv("failCount", 999, Value::int(count(TestStatus::Failed))),
+        pv("passCount", 999, Value::int(count(TestStatus::Passed))),
+        pv("skipCount", 999, Value::int(count(TestStatus::Skipped))),
+        pi("suites", 9, Value::List(suites)),
     ]))
 }
 

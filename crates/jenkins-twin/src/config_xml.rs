@@ -65,6 +65,9 @@ pub struct JobConfig {
     /// (e.g. "Pipeline script from SCM"), which the twin cannot fetch.
     pub pipeline_script: Option<String>,
     pub notification_endpoints: Vec<NotificationEndpoint>,
+    /// Freestyle: the `testResults` pattern of a `hudson.tasks.junit.JUnitResultArchiver`
+    /// publisher (junit plugin), if the job publishes JUnit results.
+    pub junit_test_results: Option<String>,
 }
 
 impl JobConfig {
@@ -82,6 +85,7 @@ impl JobConfig {
             shell_steps: Vec::new(),
             pipeline_script: None,
             notification_endpoints: Vec::new(),
+            junit_test_results: None,
         }
     }
 }
@@ -132,6 +136,7 @@ const NOTIFY_ENDPOINT: &str = "com.tikal.hudson.plugins.notification.Endpoint";
 const NO_CONCURRENT: &str = "org.jenkinsci.plugins.workflow.job.properties.DisableConcurrentBuildsJobProperty";
 const CPS_DEFINITION: &str = "org.jenkinsci.plugins.workflow.cps.CpsFlowDefinition";
 const SHELL_BUILDER: &str = "hudson.tasks.Shell";
+const JUNIT_PUBLISHER: &str = "hudson.tasks.junit.JUnitResultArchiver";
 
 /// Drops a BOM and downgrades an XML 1.1 declaration (what Jenkins writes) to 1.0, the only
 /// version roxmltree reads; nothing Jenkins stores depends on 1.1 rules.
@@ -233,6 +238,11 @@ pub fn parse_config(xml: &str) -> Result<JobConfig, ConfigError> {
                     .filter(|b| b.tag_name().name() == SHELL_BUILDER)
                     .map(|b| child_text(b, "command").unwrap_or_default())
                     .collect();
+            }
+            if let Some(publishers) = child(root, "publishers") {
+                cfg.junit_test_results = elements(publishers)
+                    .find(|p| p.tag_name().name() == JUNIT_PUBLISHER)
+                    .map(|p| child_text(p, "testResults").unwrap_or_default());
             }
         }
         ItemKind::Pipeline => {
@@ -473,7 +483,24 @@ fn render_freestyle(out: &mut String, cfg: &JobConfig) {
         }
         line(out, 1, "</builders>");
     }
-    line(out, 1, "<publishers/>");
+    match &cfg.junit_test_results {
+        None => line(out, 1, "<publishers/>"),
+        Some(pattern) => {
+            line(out, 1, "<publishers>");
+            line(out, 2, &format!("<{JUNIT_PUBLISHER} plugin=\"junit@1335.v6b_a_a_e18534e1\">"));
+            elem(out, 3, "testResults", pattern);
+            elem(out, 3, "keepProperties", "false");
+            elem(out, 3, "keepTestNames", "false");
+            elem(out, 3, "keepLongStdio", "false");
+            elem(out, 3, "healthScaleFactor", "1.0");
+            elem(out, 3, "allowEmptyResults", "false");
+            elem(out, 3, "skipPublishingChecks", "false");
+            elem(out, 3, "skipMarkingBuildUnstable", "false");
+            elem(out, 3, "skipOldReports", "false");
+            line(out, 2, &format!("</{JUNIT_PUBLISHER}>"));
+            line(out, 1, "</publishers>");
+        }
+    }
     line(out, 1, "<buildWrappers/>");
     line(out, 0, "</project>");
 }

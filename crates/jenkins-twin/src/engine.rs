@@ -319,6 +319,8 @@ struct RunInfo {
     control: Arc<BuildControl>,
     causes: Vec<Cause>,
     built_on: String,
+    /// The JUnit publisher's pattern (freestyle) and what the report files hold.
+    junit: Option<(String, Option<Vec<crate::model::TestCase>>)>,
 }
 
 fn run_info(twin: &Twin, job: ItemId, number: u64) -> Option<RunInfo> {
@@ -357,6 +359,7 @@ fn run_info(twin: &Twin, job: ItemId, number: u64) -> Option<RunInfo> {
         short_name: item.name.clone(),
         full_name,
         shell_steps: item.config.shell_steps.clone(),
+        junit: item.config.junit_test_results.clone().map(|p| (p, item.junit_reports.clone())),
         pipeline_script: item.config.pipeline_script.clone(),
         env: BuildEnv { vars },
         log: b.log.clone(),
@@ -367,6 +370,32 @@ fn run_info(twin: &Twin, job: ItemId, number: u64) -> Option<RunInfo> {
 }
 
 /// Runs one build to completion.
+/// A freestyle job's JUnit publisher after the build steps (not after an abort): records the
+/// report files' results, and marks a successful build unstable when a test failed; with no
+/// report files the step fails the build, as the junit plugin does unless empty results are
+/// allowed.
+fn publish_junit(info: &RunInfo, result: BuildResult) -> (BuildResult, Option<Vec<crate::model::TestCase>>) {
+    let Some((_, reports)) = &info.junit else { return (result, None) };
+    if result == BuildResult::Aborted {
+        return (result, None);
+    }
+    match reports {
+        Some(cases) => {
+            info.log.line("Recording test results");
+            let failed = cases.iter().any(|c| c.status == crate::model::TestStatus::Failed);
+            let result = if failed && result == BuildResult::Success { BuildResult::Unstable } else { result };
+            (result, Some(cases.clone()))
+        }
+        None => {
+            info.log.line("Recording test results");
+            info.log.line(
+                "ERROR: Step \u{2018}Publish JUnit test result report\u{2019} failed: No test report files were found. Configuration error?",
+            );
+            (BuildResult::Failure, None)
+        }
+    }
+}
+
 pub async fn run_build(twin: Arc<Twin>, job: ItemId, number: u64) {
     let Some(info) = run_info(&twin, job, number) else { return };
     crate::notify::send(&twin, job, number, "QUEUED").await;
@@ -401,6 +430,7 @@ pub async fn run_build(twin: Arc<Twin>, job: ItemId, number: u64) {
         }
         Ok(plan) => execute(&twin, job, number, &info, plan).await,
     };
+    let (result, tests) = publish_junit(&info, result);
     if result == BuildResult::Aborted && info.kind != ItemKind::Pipeline {
         log.line("Build was aborted");
     }
@@ -417,6 +447,7 @@ pub async fn run_build(twin: Arc<Twin>, job: ItemId, number: u64) {
         let mut freed = None;
         if let Some(b) = st.item_mut(job).and_then(|i| i.builds.get_mut(&number)) {
             b.result = Some(result);
+            b.tests = tests;
             b.building = false;
             b.duration_ms = (now - b.start_ms).max(1);
             b.pending_input = None;

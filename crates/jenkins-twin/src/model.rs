@@ -377,6 +377,10 @@ pub struct Item {
     pub next_build_number: u64,
     /// A branch job of a multibranch project (its name is the encoded branch name).
     pub is_branch: bool,
+    /// Twin-only: what the JUnit report files in this job's workspace hold after every run (the
+    /// twin reads no files; the scenario's `junit` sets it). Recorded when the job's config has
+    /// a JUnit publisher.
+    pub junit_reports: Option<Vec<TestCase>>,
 }
 
 impl Item {

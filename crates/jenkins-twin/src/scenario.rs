@@ -230,6 +230,9 @@ pub struct JobSpec {
     pub notifications: Vec<NotifySpec>,
     #[serde(default)]
     pub builds: Vec<BuildSpec>,
+    /// Freestyle: the job publishes JUnit results, and these are what its report files hold
+    /// after every run (see docs/twin.md).
+    pub junit: Option<JunitSpec>,
 }
 fn freestyle() -> String {
     "freestyle".into()
@@ -289,6 +292,24 @@ pub struct TestsSpec {
     pub skipped: Vec<String>,
     #[serde(default)]
     pub failed: Vec<FailedTest>,
+}
+
+/// A freestyle job's JUnit publisher and the results each of its runs records.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JunitSpec {
+    /// The publisher's `testResults` pattern.
+    #[serde(default = "default_junit_pattern")]
+    pub test_results: String,
+    #[serde(default)]
+    pub passed: Vec<String>,
+    #[serde(default)]
+    pub skipped: Vec<String>,
+    #[serde(default)]
+    pub failed: Vec<FailedTest>,
+}
+fn default_junit_pattern() -> String {
+    "target/surefire-reports/*.xml".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -503,6 +524,7 @@ pub fn new_item(name: &str, parent: Option<ItemId>, config_xml: String, config: 
         builds: BTreeMap::new(),
         next_build_number: 1,
         is_branch: false,
+        junit_reports: None,
     }
 }
 
@@ -518,18 +540,7 @@ pub fn all_view(name: &str) -> View {
 }
 
 pub fn empty_config(kind: ItemKind) -> JobConfig {
-    JobConfig {
-        kind,
-        description: String::new(),
-        disabled: false,
-        concurrent_build: kind == ItemKind::Pipeline,
-        quiet_period_secs: None,
-        assigned_label: None,
-        parameters: Vec::new(),
-        shell_steps: Vec::new(),
-        pipeline_script: None,
-        notification_endpoints: Vec::new(),
-    }
+    JobConfig::new(kind)
 }
 
 /// Builds the controller state a scenario describes. `now` is the twin clock at start.
@@ -671,6 +682,7 @@ pub fn build_state(sc: &Scenario, extra_admins: &[(String, String, String)], now
         let (xml, cfg) = job_config(j)?;
         let mut item = new_item(&name, parent, xml, cfg);
         item.is_branch = is_branch;
+        item.junit_reports = j.junit.as_ref().map(|ju| test_cases(&ju.passed, &ju.failed, &ju.skipped));
         let id = st.add_item(parent, item);
         let users = st.users.clone();
         let n = j.builds.len() as i64;
@@ -793,6 +805,15 @@ fn job_config(j: &JobSpec) -> Result<(String, JobConfig), ScenarioError> {
         ItemKind::Pipeline => cfg.pipeline_script = j.script.clone(),
         _ => cfg.shell_steps = j.script.iter().cloned().collect(),
     }
+    if let Some(junit) = &j.junit {
+        if kind != ItemKind::Freestyle {
+            return invalid(format!(
+                "job '{}': `junit` is for freestyle jobs (a Pipeline records tests with its `junit` step)",
+                j.path
+            ));
+        }
+        cfg.junit_test_results = Some(junit.test_results.clone());
+    }
     cfg.notification_endpoints = j
         .notifications
         .iter()
@@ -804,6 +825,32 @@ fn job_config(j: &JobSpec) -> Result<(String, JobConfig), ScenarioError> {
         })
         .collect();
     Ok((config_xml::render_config(&cfg), cfg))
+}
+
+/// Test cases from `package.Class.method` names, in the order Jenkins lists them here.
+pub fn test_cases(passed: &[String], failed: &[FailedTest], skipped: &[String]) -> Vec<TestCase> {
+    let split =
+        |n: &str| n.rsplit_once('.').map_or((String::new(), n.to_string()), |(c, m)| (c.to_string(), m.to_string()));
+    let mut v = Vec::new();
+    for n in passed {
+        let (c, m) = split(n);
+        v.push(TestCase { class_name: c, name: m, status: TestStatus::Passed, duration_secs: 0.05, error: None });
+    }
+    for f in failed {
+        let (c, m) = split(&f.name);
+        v.push(TestCase {
+            class_name: c,
+            name: m,
+            status: TestStatus::Failed,
+            duration_secs: 0.2,
+            error: Some(f.error.clone()),
+        });
+    }
+    for n in skipped {
+        let (c, m) = split(n);
+        v.push(TestCase { class_name: c, name: m, status: TestStatus::Skipped, duration_secs: 0.0, error: None });
+    }
+    v
 }
 
 fn history_build(
@@ -877,30 +924,7 @@ fn history_build(
     }
     log.line(&format!("Finished: {}", result.as_str()));
     log.finish();
-    let split =
-        |n: &str| n.rsplit_once('.').map_or((String::new(), n.to_string()), |(c, m)| (c.to_string(), m.to_string()));
-    let tests = b.tests.as_ref().map(|ts| {
-        let mut v = Vec::new();
-        for n in &ts.passed {
-            let (c, m) = split(n);
-            v.push(TestCase { class_name: c, name: m, status: TestStatus::Passed, duration_secs: 0.05, error: None });
-        }
-        for f in &ts.failed {
-            let (c, m) = split(&f.name);
-            v.push(TestCase {
-                class_name: c,
-                name: m,
-                status: TestStatus::Failed,
-                duration_secs: 0.2,
-                error: Some(f.error.clone()),
-            });
-        }
-        for n in &ts.skipped {
-            let (c, m) = split(n);
-            v.push(TestCase { class_name: c, name: m, status: TestStatus::Skipped, duration_secs: 0.0, error: None });
-        }
-        v
-    });
+    let tests = b.tests.as_ref().map(|ts| test_cases(&ts.passed, &ts.failed, &ts.skipped));
     let changes = b
         .changes
         .iter()

@@ -805,3 +805,75 @@ async fn slow_drip_and_starting_faults() {
     assert_eq!(r.status(), 503, "Jenkins answers 503 while starting");
     assert!(r.headers().contains_key("x-jenkins"));
 }
+
+/// Issue #15: junit's `suites` and `cases` are inline exports, so a test report at depth 0 carries
+/// every suite and case (it used to be a list of empty objects), for builds run now as well as
+/// for the scenario's history.
+#[tokio::test]
+async fn junit_reports_of_fresh_builds_export_suites_and_cases_inline() {
+    let scenario = r#"
+[controller]
+quiet_period = 0
+
+[[jobs]]
+path = "unit"
+script = "echo testing"
+
+[jobs.junit]
+passed = ["com.example.CartTest.adds"]
+failed = [{ name = "com.example.CheckoutTest.discount", error = "expected:<90> but was:<100>" }]
+
+[[jobs]]
+path = "nofiles"
+script = "echo no reports"
+config_xml = """<?xml version='1.1' encoding='UTF-8'?>
+<project><builders><hudson.tasks.Shell><command>echo no reports</command></hudson.tasks.Shell></builders>
+<publishers><hudson.tasks.junit.JUnitResultArchiver><testResults>out/*.xml</testResults></hudson.tasks.junit.JUnitResultArchiver></publishers></project>"""
+"#;
+    let (_s, c, base) = start(scenario).await;
+    let config = c.get(format!("{base}/job/unit/config.xml")).basic_auth(ADMIN.0, Some(ADMIN.2)).send().await;
+    let config = config.expect("config").text().await.expect("text");
+    assert!(config.contains("<hudson.tasks.junit.JUnitResultArchiver"), "{config}");
+    assert!(config.contains("<testResults>target/surefire-reports/*.xml</testResults>"), "{config}");
+
+    let location = trigger(&c, &format!("{base}/job/unit/build")).await;
+    let number = wait_for_build(&c, &location).await;
+    let build = wait_done(&c, &format!("{base}/job/unit/{number}/")).await;
+    assert_eq!(build["result"], "UNSTABLE", "a failing test marks a successful build unstable");
+
+    let report = get_json(&c, &format!("{base}/job/unit/{number}/testReport/api/json")).await;
+    assert_eq!((report["failCount"].as_u64(), report["passCount"].as_u64()), (Some(1), Some(1)));
+    let suites = report["suites"].as_array().expect("suites");
+    assert_eq!(suites.len(), 2, "{report}");
+    let cases: Vec<&Value> = suites.iter().flat_map(|s| s["cases"].as_array().into_iter().flatten()).collect();
+    let failed = cases.iter().find(|c| c["status"] == "FAILED").expect("a failed case at depth 0");
+    assert_eq!(failed["name"], "discount");
+    assert_eq!(failed["className"], "com.example.CheckoutTest");
+    assert_eq!(failed["errorDetails"], "expected:<90> but was:<100>");
+    assert_eq!(suites[1]["name"], "com.example.CheckoutTest");
+    if let Some(cap) = fixture("joelee2012__api4jenkins/test_report.json") {
+        assert_key_order("TestResult", &report, &cap, &[]);
+        assert_key_order("SuiteResult", &suites[0], &cap["suites"][0], &[]);
+        assert_key_order("CaseResult", &suites[0]["cases"][0], &cap["suites"][0]["cases"][0], &[]);
+    }
+    // depth=1 adds nothing the inline exports did not already show; tree= still narrows.
+    let narrowed =
+        get_json(&c, &format!("{base}/job/unit/{number}/testReport/api/json?tree=suites[cases[name,status]]")).await;
+    assert_eq!(narrowed["suites"][1]["cases"][0], serde_json::json!({"name": "discount", "status": "FAILED"}));
+
+    // A JUnit publisher that finds no report files fails the build, as the junit plugin does.
+    let location = trigger(&c, &format!("{base}/job/nofiles/build")).await;
+    let number = wait_for_build(&c, &location).await;
+    let build = wait_done(&c, &format!("{base}/job/nofiles/{number}/")).await;
+    assert_eq!(build["result"], "FAILURE");
+    let log = c.get(format!("{base}/job/nofiles/{number}/consoleText")).basic_auth(ADMIN.0, Some(ADMIN.2)).send().await;
+    let log = log.expect("log").text().await.expect("text");
+    assert!(log.contains("No test report files were found. Configuration error?"), "{log}");
+    let missing = c
+        .get(format!("{base}/job/nofiles/{number}/testReport/api/json"))
+        .basic_auth(ADMIN.0, Some(ADMIN.2))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(missing.status(), 404, "no report was recorded");
+}
