@@ -24,9 +24,9 @@ use crate::store::StoreError;
 /// Where records go besides the database.
 #[derive(Debug)]
 pub enum AuditDevice {
-    /// An append-only file, fsynced after every record.
+    /// An append-only file, fsynced after every batch of records (each group commit's).
     File { path: PathBuf, file: Mutex<File> },
-    /// Standard output (`-`), flushed after every record.
+    /// Standard output (`-`), flushed after every batch of records.
     Stdout,
 }
 
@@ -65,27 +65,56 @@ impl AuditDevice {
     /// Appends one record as a JSON line and waits until it is on disk (blocking: call it from
     /// `spawn_blocking`).
     pub fn append(&self, record: &Record) -> Result<(), StoreError> {
-        let mut line = audit::to_json_line(record);
-        line.push('\n');
-        match self {
-            AuditDevice::File { path, file } => {
-                let fail = |what: &str, e: std::io::Error| StoreError::AuditDevice {
-                    path: path.display().to_string(),
-                    detail: format!("{what}: {e}"),
-                };
+        self.append_batch(std::slice::from_ref(record)).into_iter().next().unwrap_or(Ok(()))
+    }
+
+    /// Appends records (one group commit's, in chain order) as JSON lines and waits until they
+    /// are on disk with one fsync for all of them; each record's own outcome. A failed write
+    /// stops the batch (the records after it are not written, so the file never skips one);
+    /// a failed fsync fails every record written (whether they reached the disk is unknown).
+    /// Blocking: call it from `spawn_blocking`.
+    pub fn append_batch(&self, records: &[Record]) -> Vec<Result<(), StoreError>> {
+        let path = match self {
+            AuditDevice::File { path, .. } => path.display().to_string(),
+            AuditDevice::Stdout => "standard output".into(),
+        };
+        let fail = |what: &str, e: &std::io::Error| StoreError::AuditDevice {
+            path: path.clone(),
+            detail: format!("{what}: {e}"),
+        };
+        let mut outcomes: Vec<Result<(), StoreError>> = Vec::with_capacity(records.len());
+        let mut write_all = |out: &mut dyn Write| {
+            for record in records {
+                if let Some(Err(e)) = outcomes.last() {
+                    let e = e.clone();
+                    outcomes.push(Err(e));
+                    continue;
+                }
+                let mut line = audit::to_json_line(record);
+                line.push('\n');
+                // One write call per line, so concurrent appenders (O_APPEND) never interleave.
+                outcomes.push(out.write_all(line.as_bytes()).map_err(|e| fail("write failed", &e)));
+            }
+        };
+        let synced = match self {
+            AuditDevice::File { file, .. } => {
                 // A poisoned lock only means another writer panicked mid-line; the file is still usable.
                 let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                // One write call per line, so concurrent appenders (O_APPEND) never interleave.
-                f.write_all(line.as_bytes()).map_err(|e| fail("write failed", e))?;
-                f.sync_data().map_err(|e| fail("fsync failed", e))
+                write_all(&mut *f);
+                f.sync_data().map_err(|e| fail("fsync failed", &e))
             }
             AuditDevice::Stdout => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(line.as_bytes())
-                    .and_then(|()| out.flush())
-                    .map_err(|e| StoreError::AuditDevice { path: "standard output".into(), detail: e.to_string() })
+                write_all(&mut out);
+                out.flush().map_err(|e| fail("flush failed", &e))
+            }
+        };
+        if let Err(e) = synced {
+            for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                *o = Err(e.clone());
             }
         }
+        outcomes
     }
 }
 

@@ -137,9 +137,11 @@ async fn to_device(device: Option<&Arc<AuditDevice>>, records: Vec<Record>) -> V
         return records.into_iter().map(Ok).collect();
     };
     let (d, n, name) = (device.clone(), records.len(), device.describe());
-    match tokio::task::spawn_blocking(move || records.into_iter().map(|r| d.append(&r).map(|()| r)).collect::<Vec<_>>())
-        .await
-    {
+    let appended = tokio::task::spawn_blocking(move || {
+        let outcomes = d.append_batch(&records);
+        records.into_iter().zip(outcomes).map(|(r, o)| o.map(|()| r)).collect::<Vec<_>>()
+    });
+    match appended.await {
         Ok(outcomes) => outcomes,
         Err(e) => {
             let fail = StoreError::AuditDevice { path: name, detail: e.to_string() };

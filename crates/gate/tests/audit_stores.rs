@@ -313,6 +313,36 @@ async fn the_audit_file_survives_a_wiped_database() {
     assert_eq!(audit_device::read_file(&path).expect("read").len(), 3);
 }
 
+/// Concurrent records are committed in batches (group commit) and reach the audit file batch by
+/// batch with one fsync each: every record once, in chain order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_records_reach_the_audit_file_in_chain_order() {
+    let dbs = Dbs::new("jga").await;
+    for (kind, url) in &dbs.list {
+        let path = temp_dir("batch").join("audit.jsonl");
+        let device = AuditDevice::open(&path.display().to_string()).expect("device");
+        let g = Arc::new(
+            Gate::open(Store::open(url).await.expect("store"), load(&key_file()), Some(device)).await.expect("gate"),
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let g = g.clone();
+            tasks.spawn(async move { g.record(entry("bot")).await.map(|r| r.seq) });
+        }
+        let mut seqs = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            seqs.push(r.expect("task").expect("record"));
+        }
+        assert!(g.audit_batches() < 64, "{kind}: records were committed in batches ({} batches)", g.audit_batches());
+        let in_file: Vec<i64> = audit_device::read_file(&path).expect("read").iter().map(|r| r.seq).collect();
+        seqs.sort_unstable();
+        assert_eq!(in_file, seqs, "{kind}: every record once, in chain order");
+        let (n, report) = g.verify_audit_file(&[], &path).await.expect("verify").expect("ok");
+        assert_eq!((n, report.file_records, report.missing_from_file), (64, 64, 0), "{kind}");
+    }
+    dbs.cleanup().await;
+}
+
 #[tokio::test]
 async fn nothing_proceeds_when_the_audit_file_cannot_take_the_record() {
     if !Path::new("/dev/full").exists() {
