@@ -1244,6 +1244,12 @@ impl Gate {
         Ok(self.store.audit(filter).await?)
     }
 
+    /// The newest audit records matching `filter` (at most its limit, default 100), before
+    /// sequence number `before` if given; newest first (see [`Store::audit_newest`]).
+    pub async fn audit_newest(&self, filter: &AuditFilter, before: Option<i64>) -> Result<Vec<Record>, GateError> {
+        Ok(self.store.audit_newest(filter, before).await?)
+    }
+
     /// Verifies the whole log and returns how many records were checked, or the first problem:
     /// every record's hash under the key version it names, the chain's links and numbering,
     /// every plain column against its sealed record, the checkpoints the store sealed by itself

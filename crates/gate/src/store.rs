@@ -366,6 +366,62 @@ pub struct AuditFilter {
     pub limit: Option<i64>,
 }
 
+/// Rows read per query when listing the audit log.
+pub const AUDIT_PAGE: i64 = 2000;
+/// How far a record's time may precede a later record's (see [`Store::audit_newest`]).
+pub const CLOCK_SLACK_MS: i64 = 10 * 60 * 1000;
+
+impl AuditFilter {
+    /// Whether a sealed record passes the filter.
+    pub fn matches(&self, r: &Record) -> bool {
+        let e = &r.entry;
+        self.agent.as_ref().is_none_or(|a| *a == e.agent)
+            && self.controller.as_ref().is_none_or(|c| *c == e.controller)
+            && self.operation.as_ref().is_none_or(|o| *o == e.operation)
+            && self.allowed.is_none_or(|a| a == e.allowed)
+            && self.since_ms.is_none_or(|t| e.time_ms >= t)
+            && self.until_ms.is_none_or(|t| e.time_ms <= t)
+            && self.after_seq.is_none_or(|s| r.seq > s)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    Up,
+    Down,
+}
+
+/// A page's sealed records, in the sealed order of the page's direction (an edited `seq` column
+/// must not move a record within it); a row whose record is unreadable is an error.
+fn sealed_in_order(rows: Vec<AuditRow>, dir: Direction) -> Result<Vec<Record>, StoreError> {
+    let mut records = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(column) = row.mismatched_column()
+            && let Some(r) = row.record.as_ref()
+        {
+            tracing::warn!(
+                seq = r.seq,
+                column,
+                "an audit column differs from its sealed record; filtering on the sealed record"
+            );
+        }
+        match row.record {
+            Some(r) => records.push(r),
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "audit record {} is not valid JSON (run `jgate audit verify`)",
+                    row.seq.unwrap_or_default()
+                )));
+            }
+        }
+    }
+    match dir {
+        Direction::Up => records.sort_by_key(|r| r.seq),
+        Direction::Down => records.sort_by_key(|r| std::cmp::Reverse(r.seq)),
+    }
+    Ok(records)
+}
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -1069,41 +1125,77 @@ impl Store {
     ///
     /// Filters apply to the sealed record, never to the plain columns beside it: editing a column
     /// can neither hide a record from a filter nor slip one into it (`verify` reports the edit).
+    /// Rows are read in pages of [`AUDIT_PAGE`], so memory follows the matches, not the log.
     pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<Record>, StoreError> {
-        let mut rows = self.audit_rows_after(f.after_seq).await?;
-        // In the sealed order: an edited seq column must not move a record either.
-        rows.sort_by_key(|row| row.record.as_ref().map(|r| r.seq));
         let mut out = Vec::new();
-        for row in rows {
-            let Some(r) = row.record.as_ref() else {
-                return Err(StoreError::Corrupt(format!(
-                    "audit record {} is not valid JSON (run `jgate audit verify`)",
-                    row.seq.unwrap_or_default()
-                )));
-            };
-            if let Some(column) = row.mismatched_column() {
-                tracing::warn!(
-                    seq = r.seq,
-                    column,
-                    "an audit column differs from its sealed record; filtering on the sealed record"
-                );
-            }
-            let e = &r.entry;
-            let keep = f.agent.as_ref().is_none_or(|a| *a == e.agent)
-                && f.controller.as_ref().is_none_or(|c| *c == e.controller)
-                && f.operation.as_ref().is_none_or(|o| *o == e.operation)
-                && f.allowed.is_none_or(|a| a == e.allowed)
-                && f.since_ms.is_none_or(|t| e.time_ms >= t)
-                && f.until_ms.is_none_or(|t| e.time_ms <= t)
-                && f.after_seq.is_none_or(|s| r.seq > s);
-            if keep {
-                out.push(r.clone());
-                if f.limit.is_some_and(|l| out.len() as i64 >= l) {
-                    break;
+        let mut cursor = f.after_seq;
+        loop {
+            let rows = self.audit_page(cursor, Direction::Up).await?;
+            let Some(last) = rows.last().and_then(|r| r.seq) else { return Ok(out) };
+            for r in sealed_in_order(rows, Direction::Up)? {
+                if f.matches(&r) {
+                    out.push(r);
+                    if f.limit.is_some_and(|l| out.len() as i64 >= l) {
+                        return Ok(out);
+                    }
                 }
             }
+            cursor = Some(last);
         }
-        Ok(out)
+    }
+
+    /// The newest audit records matching `f` (at most `f.limit`, default 100), before sequence
+    /// number `before` if given; newest first. Pages are read backwards from the end, so the
+    /// latest records cost the same however long the log is; a `since_ms` bound stops the scan
+    /// once a whole page is older than it by [`CLOCK_SLACK_MS`] (records are sealed in order of
+    /// writing, their times within seconds of that order).
+    pub async fn audit_newest(&self, f: &AuditFilter, before: Option<i64>) -> Result<Vec<Record>, StoreError> {
+        let limit = f.limit.unwrap_or(100).max(1);
+        let mut out = Vec::new();
+        let mut cursor = before;
+        loop {
+            let rows = self.audit_page(cursor, Direction::Down).await?;
+            let Some(last) = rows.last().and_then(|r| r.seq) else { return Ok(out) };
+            let newest_time = rows.iter().filter_map(|r| r.time_ms).max();
+            for r in sealed_in_order(rows, Direction::Down)? {
+                if f.matches(&r) {
+                    out.push(r);
+                    if out.len() as i64 >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if let (Some(since), Some(t)) = (f.since_ms, newest_time)
+                && t < since - CLOCK_SLACK_MS
+            {
+                return Ok(out);
+            }
+            cursor = Some(last);
+        }
+    }
+
+    /// One page of audit rows after (`Up`) or before (`Down`) the cursor, in that direction.
+    async fn audit_page(&self, cursor: Option<i64>, dir: Direction) -> Result<Vec<AuditRow>, StoreError> {
+        let q = "SELECT seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash FROM audit";
+        let (cmp, order) = match dir {
+            Direction::Up => (">", "ASC"),
+            Direction::Down => ("<", "DESC"),
+        };
+        let rows = match cursor {
+            Some(c) => {
+                sqlx::query(self.sql(&format!("{q} WHERE seq {cmp} $1 ORDER BY seq {order} LIMIT {AUDIT_PAGE}")))
+                    .bind(c)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("{q} ORDER BY seq {order} LIMIT {AUDIT_PAGE}")))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db("reading the audit log"))?;
+        Ok(rows.iter().map(AuditRow::from_row).collect())
     }
 
     /// Every audit row with its plain columns and its parsed record, in `seq` order (for verify).

@@ -343,6 +343,61 @@ async fn concurrent_records_reach_the_audit_file_in_chain_order() {
     dbs.cleanup().await;
 }
 
+/// Listing reads the log page by page: all of it in order, or the newest matches first, the
+/// same across page boundaries; the filter applies to the sealed record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_page_through_a_long_log() {
+    let dbs = Dbs::new("jga").await;
+    let total = gate::store::AUDIT_PAGE as usize + 300;
+    for (kind, url) in &dbs.list {
+        let g =
+            Arc::new(Gate::open(Store::open(url).await.expect("store"), load(&key_file()), None).await.expect("gate"));
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..32 {
+            let g = g.clone();
+            tasks.spawn(async move {
+                for i in (t..total).step_by(32) {
+                    // Every tenth record is another agent's.
+                    let agent = if i % 10 == 0 { "rare" } else { "bot" };
+                    g.record(entry(agent)).await.expect("record");
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("task");
+        }
+        let all = g.audit(&AuditFilter::default()).await.expect("audit");
+        assert_eq!(all.len(), total, "{kind}");
+        assert!(all.windows(2).all(|w| w[0].seq + 1 == w[1].seq), "{kind}: in order, none missing");
+        let rare = AuditFilter { agent: Some("rare".into()), ..AuditFilter::default() };
+        let rare_all = g.audit(&rare).await.expect("audit");
+        assert_eq!(rare_all.len(), total.div_ceil(10), "{kind}");
+        let five = AuditFilter { limit: Some(5), after_seq: Some(10), ..AuditFilter::default() };
+        let limited: Vec<i64> = g.audit(&five).await.expect("audit").iter().map(|r| r.seq).collect();
+        assert_eq!(limited, vec![11, 12, 13, 14, 15], "{kind}");
+
+        // Newest first, across the page boundary, with a cursor for the next page.
+        let newest = g.audit_newest(&AuditFilter { limit: Some(150), ..rare.clone() }, None).await.expect("newest");
+        let expected: Vec<i64> = rare_all.iter().rev().take(150).map(|r| r.seq).collect();
+        assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), expected, "{kind}");
+        let before = newest.last().map(|r| r.seq);
+        let next = g.audit_newest(&AuditFilter { limit: Some(150), ..rare.clone() }, before).await.expect("newest");
+        let expected: Vec<i64> = rare_all.iter().rev().skip(150).take(150).map(|r| r.seq).collect();
+        assert_eq!(next.iter().map(|r| r.seq).collect::<Vec<_>>(), expected, "{kind}");
+        // Nothing newer than the newest: a future `since` finds nothing (and stops early).
+        let future = AuditFilter { since_ms: Some(gate::store::now_ms() + 3_600_000), ..AuditFilter::default() };
+        assert!(g.audit_newest(&future, None).await.expect("newest").is_empty(), "{kind}");
+
+        // An edited agent column neither hides a record from the filter nor adds one to it.
+        let victim = rare_all[3].seq;
+        g.store().execute_raw(&format!("UPDATE audit SET agent = 'bot' WHERE seq = {victim}")).await.expect("edit");
+        let again = g.audit_newest(&AuditFilter { limit: Some(10_000), ..rare.clone() }, None).await.expect("newest");
+        assert!(again.iter().any(|r| r.seq == victim), "{kind}: the sealed record still matches");
+        assert_eq!(again.len(), rare_all.len(), "{kind}");
+    }
+    dbs.cleanup().await;
+}
+
 #[tokio::test]
 async fn nothing_proceeds_when_the_audit_file_cannot_take_the_record() {
     if !Path::new("/dev/full").exists() {

@@ -309,6 +309,9 @@ pub struct AuditArgs {
     /// Until this time (same forms).
     #[arg(long)]
     pub until: Option<String>,
+    /// Only the newest N matching records (read from the end of the log, however long it is).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    pub last: Option<i64>,
     /// Keep printing new records as they are written.
     #[arg(long)]
     pub follow: bool,
@@ -1302,7 +1305,15 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<()> {
     let color = color_enabled() && !g.json;
     let mut first = true;
     loop {
-        let records = gate.audit(&filter).await?;
+        let records = match a.last.filter(|_| first) {
+            // The newest N, printed oldest first like the rest.
+            Some(n) => {
+                let mut newest = gate.audit_newest(&AuditFilter { limit: Some(n), ..filter.clone() }, None).await?;
+                newest.reverse();
+                newest
+            }
+            None => gate.audit(&filter).await?,
+        };
         if first && records.is_empty() && !g.json {
             if a.follow {
                 eprintln!("no audit records match yet; waiting for new ones (Ctrl-C stops)");

@@ -125,6 +125,13 @@ async fn administrator_workflow() {
     );
     let lines = env.ok(&["audit", "--json", "--agent", "triage-bot", "--denied"], &[]);
     assert_eq!(lines.lines().count(), 1, "{lines}");
+    // The newest records, printed oldest first like the full listing's end.
+    let last = env.ok(&["audit", "--json", "--last", "3"], &[]);
+    let all = env.ok(&["audit", "--json"], &[]);
+    let tail: Vec<&str> = all.lines().skip(all.lines().count() - 3).collect();
+    assert_eq!(last.lines().collect::<Vec<_>>(), tail, "{last}");
+    let refused = env.run(&["audit", "--last", "0"], &[]);
+    assert!(!refused.status.success(), "--last 0 is refused");
     // Two calls and the intent and outcome of three changes (the refused add stored nothing).
     assert!(env.ok(&["audit", "verify"], &[]).contains("audit chain OK: 8 records"));
     let cp = env.ok(&["audit", "checkpoint"], &[]);
