@@ -1354,8 +1354,8 @@ impl Gate {
 
     /// The current head of the chain, to export and keep elsewhere (detects truncation later).
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, GateError> {
-        let all = self.store.audit(&AuditFilter::default()).await?;
-        Ok(all.last().map(|r| Checkpoint { seq: r.seq, hash: r.hash.clone() }))
+        let last = self.store.audit_newest(&AuditFilter { limit: Some(1), ..AuditFilter::default() }, None).await?;
+        Ok(last.first().map(|r| Checkpoint { seq: r.seq, hash: r.hash.clone() }))
     }
 
     /// Accepts the log as it now stands after `verify` reported a problem with the sealed head
