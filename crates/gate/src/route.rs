@@ -99,6 +99,11 @@ pub struct Classified {
     /// The source of a copy (`createItem?mode=copy&from=`), resolved as Jenkins resolves it:
     /// relative to the folder the new item is created in, or from the root when it starts with `/`.
     pub from: Option<JobPath>,
+    /// The views the request went through before its item (`/view/a/view/b/job/x/…`), in order:
+    /// Jenkins answers 404 when one of them does not exist, so the proxy asks Jenkins through them.
+    pub views: Vec<String>,
+    /// An input step's id (`input/{input}/…`).
+    pub input: Option<String>,
     /// The path and query to send to Jenkins, relative to the controller's base URL, rebuilt from
     /// this classification (for logs and tests; the proxy rebuilds it with the canonical job the
     /// policy decided on: [`Classified::upstream_with`]).
@@ -112,11 +117,25 @@ impl Classified {
     /// The path (relative to the controller's base URL) and the query to send to Jenkins, with
     /// `job` in place of the job named in the request.
     pub fn upstream_with(&self, job: Option<&JobPath>) -> (String, Vec<(String, String)>) {
-        if self.pattern.ends_with("/createItem") {
-            return (create_item_path(job), self.query.clone());
-        }
-        let path = upstream_path(self.pattern, job, self.build, self.queue_id, self.format, self.name.as_deref());
-        (path, self.query.clone())
+        let path = if self.pattern.ends_with("/createItem") {
+            create_item_path(job)
+        } else {
+            upstream_path(
+                self.pattern,
+                job,
+                self.build,
+                self.queue_id,
+                self.format,
+                self.name.as_deref(),
+                self.input.as_deref(),
+            )
+        };
+        (format!("{}{path}", views_path(&self.views)), self.query.clone())
+    }
+
+    /// The view named in the path (`view/{view}/…`), or the node (`computer/{node}/…`).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// The query parameters the route passes on (decoded).
@@ -207,6 +226,16 @@ const ROUTES: &[Pattern] = &[
         catalog: "GET /{job}/{build}/api/json",
         requires: &[],
     },
+    // The EnvInject plugin's variables of a build (Jenkins answers 404 without the plugin); the
+    // values pass the sanitizer like every answer.
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/injectedEnvVars/api/{format}",
+        op: "get_build",
+        query: API_QUERY,
+        catalog: "GET /{job}/{build}/injectedEnvVars/api/json",
+        requires: &[],
+    },
     Pattern {
         method: "GET",
         path: "/{job}/{build}/consoleText",
@@ -262,6 +291,31 @@ const ROUTES: &[Pattern] = &[
         op: "get_pipeline_run",
         query: &[],
         catalog: "GET /{job}/{build}/execution/node/{id}/wfapi/*",
+        requires: &[],
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/wfapi/pendingInputActions",
+        op: "get_pipeline_run",
+        query: &[],
+        catalog: "GET /{job}/{build}/wfapi/pendingInputActions",
+        requires: &[],
+    },
+    // A view's configuration: the job names it lists are filtered to those the agent may see.
+    Pattern {
+        method: "GET",
+        path: "/view/{view}/config.xml",
+        op: "list_views",
+        query: &[],
+        catalog: "GET /view/{view}/config.xml",
+        requires: &[],
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/view/{view}/config.xml",
+        op: "get_job",
+        query: &[],
+        catalog: "GET /{folder}/view/{view}/config.xml",
         requires: &[],
     },
     Pattern {
@@ -433,7 +487,7 @@ const ROUTES: &[Pattern] = &[
         method: "POST",
         path: "/createItem",
         op: "create_job",
-        query: &["name"],
+        query: &["name", "mode"],
         catalog: "POST /createItem?name={name}",
         requires: &[],
     },
@@ -441,8 +495,172 @@ const ROUTES: &[Pattern] = &[
         method: "POST",
         path: "/{job}/createItem",
         op: "create_job",
-        query: &["name"],
+        query: &["name", "mode"],
         catalog: "POST /{folder}/createItem?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/doDelete",
+        op: "delete_build",
+        query: &[],
+        catalog: "POST /{job}/{build}/doDelete",
+        requires: &[],
+    },
+    // A rename: the new name (`newName`, in the query or the form) is checked by the operation.
+    Pattern {
+        method: "POST",
+        path: "/{job}/confirmRename",
+        op: "rename_job",
+        query: &["newName"],
+        catalog: "POST /{job}/confirmRename?newName={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/doRename",
+        op: "rename_job",
+        query: &["newName"],
+        catalog: "POST /{job}/doRename?newName={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/submitDescription",
+        op: "set_description",
+        query: &["description"],
+        catalog: "POST /{job}/submitDescription",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/submitDescription",
+        op: "set_description",
+        query: &["description"],
+        catalog: "POST /{job}/{build}/submitDescription",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/nextbuildnumber/submit",
+        op: "set_next_build_number",
+        query: &[],
+        catalog: "POST /{job}/nextbuildnumber/submit",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/doWipeOutWorkspace",
+        op: "wipe_workspace",
+        query: &[],
+        catalog: "POST /{job}/doWipeOutWorkspace",
+        requires: &[],
+    },
+    // A Pipeline input step (jenkins-wire.md §12.1: the `proceedUrl` / `abortUrl` of pendingInputActions).
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/input/{input}/proceedEmpty",
+        op: "answer_input",
+        query: &[],
+        catalog: "POST /{job}/{build}/input/{input}/proceedEmpty",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/input/{input}/proceed",
+        op: "answer_input",
+        query: &[],
+        catalog: "POST /{job}/{build}/input/{input}/proceed",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/input/{input}/abort",
+        op: "answer_input",
+        query: &[],
+        catalog: "POST /{job}/{build}/input/{input}/abort",
+        requires: &[],
+    },
+    // Views (at the root, or in the folder `{job}`): the view's name for createView comes from the
+    // query or the form, as Jenkins reads it; the policy decides on the folder that holds the view.
+    Pattern {
+        method: "POST",
+        path: "/createView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /createView?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/createView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /{folder}/createView?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/view/{view}/config.xml",
+        op: "manage_view",
+        query: &[],
+        catalog: "POST /view/{view}/config.xml",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/view/{view}/config.xml",
+        op: "manage_view",
+        query: &[],
+        catalog: "POST /{folder}/view/{view}/config.xml",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/view/{view}/doDelete",
+        op: "manage_view",
+        query: &[],
+        catalog: "POST /view/{view}/doDelete",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/view/{view}/doDelete",
+        op: "manage_view",
+        query: &[],
+        catalog: "POST /{folder}/view/{view}/doDelete",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/view/{view}/addJobToView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /view/{view}/addJobToView?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/view/{view}/addJobToView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /{folder}/view/{view}/addJobToView?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/view/{view}/removeJobFromView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /view/{view}/removeJobFromView?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/view/{view}/removeJobFromView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /{folder}/view/{view}/removeJobFromView?name={name}",
         requires: &[],
     },
     Pattern {
@@ -510,7 +728,7 @@ pub fn classify(method: &str, path: &str, query: Option<&str>) -> Route {
     // `/view/V/job/X/…` resolves to the item X as `/job/X/…` does (jenkins-wire.md §4; Stapler
     // asks the view for the item, which answers from its owner): the view prefix, nested or not,
     // is dropped before the job path is read, so both spellings are one request to the policy.
-    let segments = strip_view_prefix(segments);
+    let (views, segments) = strip_view_prefix(segments);
     if method.eq_ignore_ascii_case("GET")
         && let [me, api, format] = segments.as_slice()
         && me == "me"
@@ -545,7 +763,7 @@ pub fn classify(method: &str, path: &str, query: Option<&str>) -> Route {
             continue;
         }
         let Some(found) = match_pattern(pattern.path, &segments) else { continue };
-        return finish(pattern, found, &pairs);
+        return finish(pattern, found, &pairs, views);
     }
     Route::Unknown
 }
@@ -588,14 +806,24 @@ fn split_path(path: &str) -> Result<Vec<String>, &'static str> {
     Ok(out)
 }
 
-/// Drops leading `view/NAME` pairs when a `job/` segment follows them (only then: a view's own
-/// API, `/view/V/api/json`, stays a view request).
-fn strip_view_prefix(segments: Vec<String>) -> Vec<String> {
+/// Splits off leading `view/NAME` pairs when a `job/` segment follows them (only then: a view's
+/// own API, `/view/V/api/json`, stays a view request): the views' names, and the rest.
+fn strip_view_prefix(segments: Vec<String>) -> (Vec<String>, Vec<String>) {
     let mut at = 0;
     while segments.get(at).is_some_and(|s| s == "view") && segments.get(at + 1).is_some() {
         at += 2;
     }
-    if at > 0 && segments.get(at).is_some_and(|s| s == "job") { segments[at..].to_vec() } else { segments }
+    if at > 0 && segments.get(at).is_some_and(|s| s == "job") {
+        let views = segments[..at].iter().skip(1).step_by(2).cloned().collect();
+        (views, segments[at..].to_vec())
+    } else {
+        (Vec::new(), segments)
+    }
+}
+
+/// `view/a/view/b/` for the views a request went through (empty for none).
+pub fn views_path(views: &[String]) -> String {
+    views.iter().map(|v| format!("view/{}/", raw_encode(v))).collect()
 }
 
 fn has_bad_escape(raw: &str) -> bool {
@@ -638,6 +866,7 @@ struct Found {
     id: Option<u64>,
     format: Option<Format>,
     name: Option<String>,
+    input: Option<String>,
 }
 
 fn match_pattern(pattern: &str, segments: &[String]) -> Option<Found> {
@@ -671,6 +900,10 @@ fn match_pattern(pattern: &str, segments: &[String]) -> Option<Found> {
             }
             "{node}" | "{view}" => {
                 found.name = Some(segments.get(at)?.clone());
+                at += 1;
+            }
+            "{input}" => {
+                found.input = Some(segments.get(at)?.clone());
                 at += 1;
             }
             literal => {
@@ -722,7 +955,7 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, &'static str> {
     Ok(out)
 }
 
-fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -> Route {
+fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)], views: Vec<String>) -> Route {
     let any_query = pattern.query.contains(&"*");
     let mut kept = Vec::new();
     for (k, v) in pairs {
@@ -752,11 +985,20 @@ fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -
             _ => return Route::Malformed("cancelItem needs exactly one numeric id"),
         };
     }
-    let mut upstream = if pattern.path.ends_with("/createItem") {
+    let mut upstream = views_path(&views);
+    upstream.push_str(&if pattern.path.ends_with("/createItem") {
         create_item_path(job.as_ref())
     } else {
-        upstream_path(pattern.path, job.as_ref(), found.build, queue_id, found.format, found.name.as_deref())
-    };
+        upstream_path(
+            pattern.path,
+            job.as_ref(),
+            found.build,
+            queue_id,
+            found.format,
+            found.name.as_deref(),
+            found.input.as_deref(),
+        )
+    });
     if !kept.is_empty() {
         let encoded: Vec<String> =
             kept.iter().map(|(k, v)| format!("{}={}", query_encode(k), query_encode(v))).collect();
@@ -771,6 +1013,8 @@ fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -
         queue_id,
         format: found.format,
         from,
+        views,
+        input: found.input,
         upstream,
         pattern: pattern.path,
         name: found.name,
@@ -807,6 +1051,12 @@ fn create_item_targets(
     };
     let job = JobPath::parse(&full).map_err(|_| "not a valid item name")?;
     if op != "copy_job" {
+        // Form mode: `mode` names the item type (a Java class name), once.
+        if let Some(mode) = one("mode")?
+            && (mode.is_empty() || !mode.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '$')))
+        {
+            return Err("createItem's mode must be an item type (a Java class name) or copy");
+        }
         return Ok((Some(job), None));
     }
     one("mode")?;
@@ -840,6 +1090,7 @@ fn upstream_path(
     id: Option<u64>,
     format: Option<Format>,
     name: Option<&str>,
+    input: Option<&str>,
 ) -> String {
     let mut out = String::new();
     for part in pattern.trim_start_matches('/').split('/').filter(|p| !p.is_empty()) {
@@ -853,6 +1104,7 @@ fn upstream_path(
             "{id}" => out.push_str(&id.map(|i| i.to_string()).unwrap_or_default()),
             "{format}" => out.push_str(format.map_or("json", Format::as_str)),
             "{node}" | "{view}" => out.push_str(&raw_encode(name.unwrap_or_default())),
+            "{input}" => out.push_str(&raw_encode(input.unwrap_or_default())),
             literal => out.push_str(literal),
         }
         out.push('/');
@@ -1174,7 +1426,7 @@ mod tests {
                     "{build}" => vec!["3".to_string()],
                     "{id}" => vec!["4".to_string()],
                     "{format}" => vec!["json".to_string()],
-                    "{node}" | "{view}" => vec!["n".to_string()],
+                    "{node}" | "{view}" | "{input}" => vec!["n".to_string()],
                     literal => vec![literal.to_string()],
                 })
                 .collect();

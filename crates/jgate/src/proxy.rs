@@ -192,6 +192,16 @@ async fn write(
             }
             r
         }
+        // A rename: Jenkins redirects (302) to the item's new page, and clients read the new
+        // location from `Location` (api4jenkins). The proxy serves no HTML pages, so a client
+        // that follows redirects would fail there: the new location comes with a 200 instead.
+        Ok(gate::proxy::ProxyWrite::Moved { path }) => {
+            let mut r = StatusCode::OK.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("{own_base}{path}")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
         // Jenkins answers cancelItem with 204 and the others with a redirect to a page the proxy
         // does not serve (HTML): a plain 200 lets clients that follow redirects succeed.
         Ok(gate::proxy::ProxyWrite::Done) if c.op == "cancel_queue_item" || c.route == "DELETE /{job}/" => {

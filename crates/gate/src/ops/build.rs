@@ -438,6 +438,24 @@ impl Op for StopBuild {
     }
 }
 
+pub struct WipeWorkspace;
+
+impl Op for WipeWorkspace {
+    type Args = super::status::JobArgs;
+    const META: Operation = crate::op!("wipe_workspace", Build, Write, Job, destructive: true, idempotent: true,
+        routes: ["POST /{job}/doWipeOutWorkspace"], cli: "build wipe-workspace", phrase: "wiped the workspace of",
+        "Delete a job's workspace on the agents, so the next build starts from a clean checkout.");
+
+    fn needs(a: &super::status::JobArgs) -> Vec<Need> {
+        vec![Need::primary(&Self::META, Some(&a.job))]
+    }
+
+    async fn run(cx: &mut Exec<'_>, _a: super::status::JobArgs) -> Result<Value, GateError> {
+        cx.client.wipe_workspace(&cx.path(0)?).await?;
+        Ok(json!({ "wiped": true }))
+    }
+}
+
 pub struct CancelQueueItem;
 
 /// Arguments of `cancel_queue_item`.
