@@ -1299,7 +1299,7 @@ mod tests {
         assert_eq!((c.op, c.upstream.as_str()), ("get_pipeline_run", "job/p/7/execution/node/12/wfapi/describe"));
         assert_eq!(
             op("GET", "/view/v/job/p/lastBuild/execution/node/6/wfapi/log").upstream,
-            "job/p/lastBuild/execution/node/6/wfapi/log"
+            "view/v/job/p/lastBuild/execution/node/6/wfapi/log"
         );
         for target in [
             "/job/p/7/execution/node/x/wfapi/describe",
@@ -1307,7 +1307,6 @@ mod tests {
             "/job/p/7/execution/node/12/wfapi/inputSubmit",
             "/job/p/7/execution/node/12/log",
             "/job/p/7/execution/node/12/wfapi",
-            "/job/p/7/wfapi/pendingInputActions",
         ] {
             assert_eq!(refused("GET", target), Route::Unknown, "{target}");
         }
@@ -1334,6 +1333,9 @@ mod tests {
         // Views in front of the folder change nothing.
         let c = op("POST", "/view/all/job/team/createItem?name=x");
         assert_eq!(c.job.map(|j| j.to_string()), Some("team/x".into()));
+        // Form mode (the "new item" form): an item of a type, decided on like any creation.
+        let c = op("POST", "/job/team/createItem?name=sub&mode=com.cloudbees.hudson.plugins.folder.Folder");
+        assert_eq!((c.op, c.job.map(|j| j.to_string())), ("create_job", Some("team/sub".into())));
         for target in [
             "/createItem",
             "/createItem?name=",
@@ -1350,8 +1352,11 @@ mod tests {
             "/createItem?name=a&mode=copy&from=x%2F.",
             "/createItem?name=a&mode=copy&from=x&from=y",
             "/createItem?name=a&mode=copy&mode=copy&from=x",
-            // Form mode (an item type from the HTML form) is not served.
-            "/createItem?name=a&mode=hudson.model.FreeStyleProject",
+            // Form mode takes one item type: a Java class name.
+            "/createItem?name=a&mode=",
+            "/createItem?name=a&mode=../x",
+            "/createItem?name=a&mode=a%20b",
+            "/createItem?name=a&mode=x&mode=y",
             "/createItem?name=a&token=x",
             "/job/a/createItem;x?name=b",
         ] {
@@ -1364,8 +1369,14 @@ mod tests {
 
     #[test]
     fn view_prefixes_and_heads_read_as_jenkins_resolves_them() {
+        // The policy decides on the item; Jenkins is asked through the view, so that a view that
+        // does not exist answers 404 as in Jenkins.
         let c = op("GET", "/view/all/job/a/api/json");
-        assert_eq!((c.op, c.upstream.as_str()), ("get_job", "job/a/api/json"));
+        assert_eq!((c.op, c.upstream.as_str()), ("get_job", "view/all/job/a/api/json"));
+        assert_eq!((c.job.map(|j| j.to_string()), c.views), (Some("a".into()), vec!["all".to_string()]));
+        let c = op("GET", "/view/my%20view/view/b%2520c/job/a/1/consoleText");
+        assert_eq!(c.upstream, "view/my%20view/view/b%2520c/job/a/1/consoleText");
+        assert_eq!(c.views, vec!["my view".to_string(), "b%20c".to_string()]);
         let c = op("GET", "/view/a/view/b/job/x/job/y/3/consoleText");
         assert_eq!((c.op, c.job.map(|j| j.to_string())), ("get_build_log", Some("x/y".into())));
         // The view's own API stays a view request; a view prefix does not open anything.
@@ -1385,12 +1396,136 @@ mod tests {
         assert_eq!(refused("HEAD", "/job/a/build"), Route::Unknown);
         // DELETE on the item itself, and on nothing else.
         assert_eq!(op("DELETE", "/job/a/job/b/").op, "delete_job");
-        assert_eq!(op("DELETE", "/view/v/job/a").upstream, "job/a");
+        assert_eq!(op("DELETE", "/view/v/job/a").upstream, "view/v/job/a");
         for target in ["/", "/job/a/1/", "/job/a/builds", "/view/v/", "/queue/item/1/"] {
             assert_eq!(refused("DELETE", target), Route::Unknown, "DELETE {target}");
         }
         assert!(matches!(refused("DELETE", "/job/a?x=1"), Route::Malformed(_)));
         assert!(matches!(refused("HEAD", "/scriptText"), Route::Forbidden(_)));
+    }
+
+    #[test]
+    fn builds_are_deleted_and_described_by_number_or_permalink() {
+        let c = op("POST", "/job/team/job/app/12/doDelete");
+        assert_eq!(
+            (c.op, c.job.map(|j| j.to_string()), c.build),
+            ("delete_build", Some("team/app".into()), Some(BuildRef::Number(12)))
+        );
+        assert_eq!(op("POST", "/job/app/lastBuild/doDelete").build, Some(BuildRef::Permalink("lastBuild")));
+        // The job's own doDelete stays delete_job; a build is never reached by another spelling.
+        assert_eq!(op("POST", "/job/app/doDelete").op, "delete_job");
+        let c = op("POST", "/job/app/3/submitDescription?description=deployed%20to%20staging");
+        assert_eq!((c.op, c.build), ("set_description", Some(BuildRef::Number(3))));
+        assert_eq!(c.query(), &[("description".to_string(), "deployed to staging".to_string())]);
+        assert_eq!(op("POST", "/job/app/submitDescription").build, None);
+        assert_eq!(op("POST", "/job/app/nextbuildnumber/submit").op, "set_next_build_number");
+        assert_eq!(op("POST", "/job/app/doWipeOutWorkspace").op, "wipe_workspace");
+        for (method, target) in [
+            ("GET", "/job/app/12/doDelete"),
+            ("POST", "/job/app/lastbuild/doDelete"),
+            ("POST", "/job/app/+12/doDelete"),
+            ("POST", "/job/app/12/doDelete/x"),
+            ("POST", "/job/app/nextbuildnumber"),
+            ("POST", "/job/app/NextBuildNumber/submit"),
+            ("GET", "/job/app/doWipeOutWorkspace"),
+            ("POST", "/job/app/ws/doWipeOutWorkspace"),
+            ("POST", "/doWipeOutWorkspace"),
+            ("POST", "/submitDescription"),
+        ] {
+            assert_eq!(refused(method, target), Route::Unknown, "{method} {target}");
+        }
+        for target in [
+            "/job/app/12/doDelete?x=1",
+            "/job/app/nextbuildnumber/submit?nextBuildNumber=5",
+            "/job/app/submitDescription?description=a&token=b",
+            "/job/app/12%2Fx/doDelete",
+        ] {
+            assert!(matches!(refused("POST", target), Route::Malformed(_)), "{target}");
+        }
+    }
+
+    #[test]
+    fn a_rename_names_the_job_and_carries_the_new_name() {
+        for action in ["confirmRename", "doRename"] {
+            let c = op("POST", &format!("/job/team/job/a/{action}?newName=b"));
+            assert_eq!((c.op, c.job.as_ref().map(|j| j.to_string())), ("rename_job", Some("team/a".into())));
+            assert_eq!(c.query(), &[("newName".to_string(), "b".to_string())]);
+        }
+        // Another spelling of the job is the same job; the new name is the operation's to check.
+        assert_eq!(
+            op("POST", "/view/all/job/TEAM/job/A/confirmRename").job.map(|j| j.to_string()),
+            Some("TEAM/A".into())
+        );
+        assert!(matches!(refused("POST", "/job/a/confirmRename?newName=b&from=c"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/job/a/confirmRename?newName=b%zz"), Route::Malformed(_)));
+        assert_eq!(refused("GET", "/job/a/confirmRename?newName=b"), Route::Unknown);
+        assert_eq!(refused("POST", "/confirmRename?newName=b"), Route::Unknown);
+    }
+
+    #[test]
+    fn views_are_managed_on_their_folder_and_read_with_their_config() {
+        let c = op("POST", "/createView?name=v");
+        assert_eq!((c.op, c.job.clone()), ("manage_view", None));
+        let c = op("POST", "/job/team/createView");
+        assert_eq!((c.op, c.job.map(|j| j.to_string())), ("manage_view", Some("team".into())));
+        for action in ["config.xml", "doDelete", "addJobToView?name=x", "removeJobFromView?name=x"] {
+            let c = op("POST", &format!("/view/my%20v/{action}"));
+            assert_eq!((c.op, c.name(), c.job.clone()), ("manage_view", Some("my v"), None), "{action}");
+            let c = op("POST", &format!("/job/team/view/v/{action}"));
+            assert_eq!(
+                (c.op, c.name(), c.job.as_ref().map(|j| j.to_string())),
+                ("manage_view", Some("v"), Some("team".into()))
+            );
+        }
+        // Reading a view's configuration.
+        let c = op("GET", "/view/v/config.xml");
+        assert_eq!((c.op, c.upstream.as_str()), ("list_views", "view/v/config.xml"));
+        let c = op("GET", "/job/team/view/v/config.xml");
+        assert_eq!((c.op, c.job.map(|j| j.to_string())), ("get_job", Some("team".into())));
+        for (method, target) in [
+            ("POST", "/view/v/view/w/doDelete"),
+            ("POST", "/view/v/createView?name=x"),
+            ("POST", "/view/v/configSubmit"),
+            ("DELETE", "/view/v/"),
+            ("POST", "/view/v/job/x/addJobToView?name=x"),
+        ] {
+            assert!(
+                !matches!(
+                    classify(
+                        method,
+                        target.split('?').next().unwrap_or(target),
+                        target.split_once('?').map(|(_, q)| q)
+                    ),
+                    Route::Op(_)
+                ),
+                "{method} {target}"
+            );
+        }
+        assert!(matches!(refused("POST", "/view/v%2Fw/doDelete"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/view/v/addJobToView?name=x&mode=y"), Route::Malformed(_)));
+    }
+
+    #[test]
+    fn input_steps_are_answered_on_their_build() {
+        let c = op("GET", "/job/p/7/wfapi/pendingInputActions");
+        assert_eq!((c.op, c.upstream.as_str()), ("get_pipeline_run", "job/p/7/wfapi/pendingInputActions"));
+        for action in ["proceedEmpty", "proceed", "abort"] {
+            let c = op("POST", &format!("/job/f/job/p/7/input/Ef95a/{action}"));
+            assert_eq!((c.op, c.input.as_deref(), c.build), ("answer_input", Some("Ef95a"), Some(BuildRef::Number(7))));
+            assert_eq!(c.upstream, format!("job/f/job/p/7/input/Ef95a/{action}"));
+        }
+        for (method, target) in [
+            ("GET", "/job/p/7/input/Ef95a/proceedEmpty"),
+            ("POST", "/job/p/7/input/Ef95a/submit"),
+            ("POST", "/job/p/7/input/Ef95a"),
+            ("POST", "/job/p/7/input/proceedEmpty"),
+            ("POST", "/job/p/7/wfapi/inputSubmit"),
+        ] {
+            assert_eq!(refused(method, target), Route::Unknown, "{method} {target}");
+        }
+        assert!(matches!(refused("POST", "/job/p/7/input/a%2Fb/abort"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/job/p/7/input/%2e%2e/abort"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/job/p/7/input/x/abort?token=1"), Route::Malformed(_)));
     }
 
     #[test]
