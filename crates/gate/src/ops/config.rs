@@ -142,7 +142,7 @@ impl Op for SetDescription {
 
     async fn run(cx: &mut Exec<'_>, a: DescriptionArgs) -> Result<Value, GateError> {
         if a.description.len() > MAX_DESCRIPTION_BYTES {
-            return Err(GateError::Invalid(format!(
+            return Err(super::bad_request(format!(
                 "the description is over {} KiB; shorten it",
                 MAX_DESCRIPTION_BYTES / 1024
             )));
@@ -191,7 +191,7 @@ impl Op for SetNextBuildNumber {
 
     async fn run(cx: &mut Exec<'_>, a: NextBuildNumberArgs) -> Result<Value, GateError> {
         if a.number == 0 || a.number > i32::MAX as u64 {
-            return Err(GateError::Invalid("number must be between 1 and 2147483647 (a Java int)".into()));
+            return Err(super::bad_request("number must be between 1 and 2147483647 (a Java int)"));
         }
         cx.client.set_next_build_number(&cx.path(0)?, a.number).await?;
         Ok(json!({ "next_build_number": a.number }))

@@ -31,8 +31,10 @@ impl Op for CreateJob {
         phrase: "created job",
         "Create a job from a config.xml, or an empty item of a type (such as a folder), at the root or in a folder.");
 
+    /// The new name must be one the agent may see: Jenkins' "already exists" would otherwise tell
+    /// it that a job hidden from it is there.
     fn needs(a: &CreateArgs) -> Vec<Need> {
-        vec![Need::primary(&Self::META, Some(&a.job))]
+        vec![Need::primary(&Self::META, Some(&a.job)), Need::visible(&a.job, "job")]
     }
 
     async fn run(cx: &mut Exec<'_>, a: CreateArgs) -> Result<Value, GateError> {
@@ -43,7 +45,7 @@ impl Op for CreateJob {
                 super::views::check_type_name(kind)?;
                 cx.client.create_item_of_type(jp.parent().as_ref(), jp.name(), kind).await?
             }
-            _ => return Err(GateError::Invalid("create_job takes either config_xml or item_type".into())),
+            _ => return Err(super::bad_request("create_job takes either config_xml or item_type")),
         }
         Ok(json!({ "created": jp.to_string() }))
     }
@@ -80,6 +82,8 @@ impl Op for CopyJob {
                 path: Some(a.from.clone()),
                 role: "from",
             },
+            // As for create_job: a hidden name must not answer "already exists".
+            Need::visible(&a.job, "job"),
         ]
     }
 
@@ -171,8 +175,8 @@ impl Op for RenameJob {
         // (a '/' in new_name would have named another folder to the policy; Jenkins would refuse it).
         let new = cx.path(1)?;
         if new.parent() != jp.parent() || new.segments().len() != jp.segments().len() {
-            return Err(GateError::Invalid(
-                "new_name must be one item name: Jenkins renames a job inside its folder and cannot move it".into(),
+            return Err(super::bad_request(
+                "new_name must be one item name: Jenkins renames a job inside its folder and cannot move it",
             ));
         }
         cx.client.rename_job(&jp, new.name()).await?;

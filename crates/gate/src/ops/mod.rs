@@ -327,6 +327,12 @@ impl BuildArg {
     }
 }
 
+/// A request Jenkins would refuse as malformed (400), refused before it is sent: the status
+/// survives the call path (the proxy answers with it), unlike an [`GateError::Invalid`] from `run`.
+pub(crate) fn bad_request(message: impl Into<String>) -> GateError {
+    GateError::Failed { message: message.into(), status: Some(400) }
+}
+
 /// The build number a selector designates.
 pub async fn resolve_number(
     client: &JenkinsClient,

@@ -269,7 +269,7 @@ impl Op for AnswerInput {
         let proceed = a.action == InputAction::Proceed;
         let params: Vec<(String, String)> = a.parameters.unwrap_or_default().into_iter().collect();
         if !proceed && !params.is_empty() {
-            return Err(GateError::Invalid("parameters go with proceed; abort takes none".into()));
+            return Err(super::bad_request("parameters go with proceed; abort takes none"));
         }
         cx.client.answer_input(&cx.path(0)?, a.build, &a.input_id, proceed, &params).await?;
         let action = if proceed { "proceeded" } else { "aborted" };
@@ -287,6 +287,6 @@ pub(crate) fn check_input_id(id: &str) -> Result<(), GateError> {
     if ok {
         Ok(())
     } else {
-        Err(GateError::Invalid("input_id must be the step's id: 1 to 200 characters, no '/', '\\' or controls".into()))
+        Err(super::bad_request("input_id must be the step's id: 1 to 200 characters, no '/', '\\' or controls"))
     }
 }

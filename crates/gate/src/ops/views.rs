@@ -92,20 +92,19 @@ impl Op for ManageView {
                     check_type_name(kind)?;
                     client.create_view_of_type(folder.as_ref(), &a.view, kind).await?
                 }
-                _ => return Err(GateError::Invalid("create takes either config_xml or view_type".into())),
+                _ => return Err(super::bad_request("create takes either config_xml or view_type")),
             },
             ViewAction::Update => {
-                let xml =
-                    a.config_xml.as_deref().ok_or_else(|| GateError::Invalid("update needs config_xml".into()))?;
+                let xml = a.config_xml.as_deref().ok_or_else(|| super::bad_request("update needs config_xml"))?;
                 client.update_view_config(folder.as_ref(), &a.view, xml).await?
             }
             ViewAction::Delete => client.delete_view(folder.as_ref(), &a.view).await?,
             ViewAction::AddJob | ViewAction::RemoveJob => {
                 // The job checked is the job sent: its canonical name, in the view's folder.
-                let job = cx.path(1).map_err(|_| GateError::Invalid(format!("{:?} needs job", a.action)))?;
+                let job = cx.path(1).map_err(|_| super::bad_request(format!("{:?} needs job", a.action)))?;
                 if job.parent() != folder {
-                    return Err(GateError::Invalid(
-                        "job must be in the view's folder (a view lists the items of its owner)".into(),
+                    return Err(super::bad_request(
+                        "job must be in the view's folder (a view lists the items of its owner)",
                     ));
                 }
                 client.view_membership(folder.as_ref(), &a.view, job.name(), a.action == ViewAction::AddJob).await?
@@ -122,7 +121,7 @@ pub(crate) fn check_view_name(name: &str) -> Result<(), GateError> {
         && name != "."
         && name != ".."
         && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control());
-    if ok { Ok(()) } else { Err(GateError::Invalid("view must be one view name: no '/', '\\' or controls".into())) }
+    if ok { Ok(()) } else { Err(super::bad_request("view must be one view name: no '/', '\\' or controls")) }
 }
 
 /// An item or view type is a Java class name (a descriptor id).
@@ -133,6 +132,6 @@ pub fn check_type_name(kind: &str) -> Result<(), GateError> {
     if ok {
         Ok(())
     } else {
-        Err(GateError::Invalid(format!("'{kind}' is not a type name (a Java class such as hudson.model.ListView)")))
+        Err(super::bad_request(format!("'{kind}' is not a type name (a Java class such as hudson.model.ListView)")))
     }
 }
