@@ -227,12 +227,17 @@ def test_create_copy_and_delete_through_the_proxy(proxied):
     assert code == 400 and "already exists" in headers.get("x-error", ""), (code, headers)
     assert raw(proxied, "maker-bot", "DELETE", "job/team-api/job/copied/")[0] == 204
     assert raw(proxied, "maker-bot", "GET", "job/team-api/job/copied/api/json")[0] == 404
-    # Operations jgate has no operation for are refused and audited.
-    assert raw(proxied, "maker-bot", "POST", "job/team-api/job/made/doRename?newName=x")[0] == 403
+    # A rename answers with the new location under the proxy (api4jenkins reads it), with a 200
+    # rather than Jenkins' 302: the proxy serves no job pages a client could follow it to.
+    code, headers, _ = raw(proxied, "maker-bot", "POST", "job/team-api/job/made/confirmRename?newName=moved")
+    assert code == 200 and headers.get("location", "").endswith("/job/team-api/job/moved/"), (code, headers)
+    # Requests jgate has no operation for are refused and audited.
+    assert raw(proxied, "maker-bot", "POST", "job/team-api/job/moved/polling")[0] == 403
     audit = proxied["jg"]("audit", "--agent", "maker-bot")
     assert "through the Jenkins proxy, created job team-api/made" in audit, audit[-3000:]
+    assert "changed the name of team-api/made" in audit and "renamed to team-api/moved" in audit, audit[-3000:]
     refusals = proxied["jg"]("audit", "--agent", "maker-bot", "--denied", "--json")
-    assert "doRename" in refusals, refusals[-2000:]
+    assert "polling" in refusals, refusals[-2000:]
 
 
 def test_identity_and_crumb_are_the_agents(proxied):
