@@ -413,3 +413,24 @@ async fn form_mode_creation_is_a_creation_of_the_name_in_the_query() {
     // Unknown item types are Jenkins' to refuse.
     assert_eq!(write(&g, "team-bot", "/job/team/createItem?name=z&mode=no.such.Type", &[], None).await, 400);
 }
+
+#[tokio::test]
+async fn a_trigger_jenkins_refuses_keeps_jenkins_status_as_data() {
+    let (_t, _s, g) = setup().await;
+    root_agent(&g).await;
+    assert_eq!(write(&g, "root-bot", "/job/team/job/other/disable", &[], None).await, 200);
+    // Disabled: Jenkins' 409, carried from the wire client's error, not read out of its text.
+    assert_eq!(write(&g, "root-bot", "/job/team/job/other/build", &[], None).await, 409);
+    let records = g
+        .audit(&AuditFilter {
+            agent: Some("root-bot".into()),
+            operation: Some("trigger_build".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert!(records.iter().any(|r| r.entry.http_status == Some(409)), "the outcome record keeps the status");
+    // Not parameterized: Jenkins' 400.
+    assert_eq!(write(&g, "root-bot", "/job/team/job/other/enable", &[], None).await, 200);
+    assert_eq!(write(&g, "root-bot", "/job/team/job/other/buildWithParameters?X=1", &[], None).await, 400);
+}

@@ -424,16 +424,6 @@ fn gate_error(e: GateError) -> Response {
             }
             r
         }
-        GateError::Failed { message, status: None }
-            if jenkins_status_in(&message).is_some_and(|s| (400..500).contains(&s)) =>
-        {
-            // A trigger Jenkins refused ("nothing was started: … (HTTP 409): …"): the status
-            // Jenkins answered (400 not parameterized / nothing submitted, 409 disabled).
-            let status = jenkins_status_in(&message)
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .unwrap_or(StatusCode::BAD_GATEWAY);
-            jenkins_error(status, status.canonical_reason().unwrap_or("Error"), &message)
-        }
         GateError::Failed { message, status: Some(s) } => {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);
             jenkins_error(status, status.canonical_reason().unwrap_or("Error"), &message)
@@ -445,16 +435,6 @@ fn gate_error(e: GateError) -> Response {
         }
         e => jenkins_error(StatusCode::BAD_GATEWAY, "Bad Gateway", &e.to_string()),
     }
-}
-
-/// The status Jenkins answered, as the wire client's errors state it (`... (HTTP 409): ...`).
-fn jenkins_status_in(message: &str) -> Option<u16> {
-    let at = message.find("(HTTP ")? + "(HTTP ".len();
-    let digits = message.get(at..at + 3)?;
-    if message.get(at + 3..at + 4) != Some(")") {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 /// JSON as the Python literal Stapler's `api/python` writes: `True`/`False`/`None`, strings quoted
@@ -544,15 +524,16 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_trigger_answers_with_jenkins_status() {
-        assert_eq!(jenkins_status_in("nothing was started: x conflicts (HTTP 409): x is not buildable"), Some(409));
-        assert_eq!(jenkins_status_in("Jenkins refused the request (HTTP 400): Nothing is submitted"), Some(400));
-        assert_eq!(jenkins_status_in("no status here"), None);
-        assert_eq!(jenkins_status_in("(HTTP 40"), None);
-        let failed = |m: &str| GateError::Failed { message: m.into(), status: None };
-        let r = gate_error(failed("nothing was started: refused (HTTP 409): disabled"));
+    fn a_refused_write_answers_with_jenkins_status() {
+        // The status travels as data from the wire client's error (a trigger Jenkins refused:
+        // 409 disabled, 400 not parameterized), never parsed back out of the message.
+        let failed = |m: &str, status| GateError::Failed { message: m.into(), status };
+        let r = gate_error(failed("nothing was started: team/api is not buildable", Some(409)));
         assert_eq!(r.status(), StatusCode::CONFLICT);
-        let r = gate_error(failed("nothing was started: the connection was reset"));
+        let r = gate_error(failed("Nothing is submitted", Some(400)));
+        assert_eq!((r.status(), r.headers().get("X-Error").is_some()), (StatusCode::BAD_REQUEST, true));
+        // A message that merely says "(HTTP 409)" is not a status.
+        let r = gate_error(failed("nothing was started: refused (HTTP 409): disabled", None));
         assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     }
 

@@ -273,10 +273,13 @@ async fn trigger_and_wait(
             Err(e) if e.is_transient() && attempt < TRIGGER_ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
-            Err(e) => return Err(GateError::NotStarted(e.to_string())),
+            Err(e) => return Err(GateError::not_started(&e)),
         }
     };
-    validate_parameters(&job_info, params).map_err(|e| GateError::NotStarted(e.to_string()))?;
+    // Parameters Jenkins would refuse (none taken, an unknown choice) are refused here, as a
+    // malformed request (400), before anything is sent.
+    validate_parameters(&job_info, params)
+        .map_err(|e| GateError::NotStarted { message: e.to_string(), status: Some(400) })?;
     // Identical triggers queue one after another: each waits until the previous one's queue
     // item has left the queue, so Jenkins never merges them into one build.
     let slot = cx.triggers.slots.lock().await.entry(fingerprint.to_string()).or_default().clone();
@@ -300,7 +303,7 @@ async fn trigger_and_wait(
                     cx.report(0.0, None, format!("Jenkins did not take the trigger ({e}); trying again"));
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
                 }
-                Received::NoRetryable | Received::NoFinal => return Err(GateError::NotStarted(e.to_string())),
+                Received::NoRetryable | Received::NoFinal => return Err(GateError::not_started(&e)),
                 Received::Maybe => return Err(GateError::MaybeStarted(e.to_string())),
             },
         }
