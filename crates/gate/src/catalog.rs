@@ -46,7 +46,9 @@ impl Group {
                 "read config.xml; update it, enable and disable jobs, set descriptions and the next build number, \
                  create, change and delete views (on the folder that holds them; the root's views need all jobs)"
             }
-            Group::Jobs => "create jobs (from XML or as an empty item such as a folder), copy, rename and delete jobs, delete builds",
+            Group::Jobs => {
+                "create jobs (from XML or as an empty item such as a folder), copy, rename and delete jobs, delete builds"
+            }
             Group::Nodes => "list nodes and their state",
             Group::System => "the Jenkins version and installed plugins",
         }

@@ -279,8 +279,15 @@ impl Gate {
         c: &Classified,
         form: &[(String, String)],
         body: Option<String>,
+        files: &[jenkins::FilePart],
     ) -> Result<ProxyWrite, ProxyError> {
         let job = c.job.as_ref().map(ToString::to_string);
+        if !files.is_empty() && c.route != "POST /{job}/buildWithParameters" {
+            return Err(GateError::Invalid(
+                "files are taken only as a trigger's file parameters (buildWithParameters)".into(),
+            )
+            .into());
+        }
         if !c.views.is_empty() {
             self.check_views(caller, controller, &c.views).await?;
         }
@@ -292,13 +299,24 @@ impl Gate {
         let args = match c.op {
             "trigger_build" => {
                 let mut params = trigger_parameters(c.query(), form)?;
-                if params.is_empty() && c.route == "POST /{job}/buildWithParameters" {
+                if params.is_empty() && files.is_empty() && c.route == "POST /{job}/buildWithParameters" {
                     params = self.default_parameters(caller, controller, job.as_deref()).await?;
                 }
                 let mut args = json!({"job": job, "wait": "none"});
                 if !params.is_empty() {
                     args["parameters"] =
                         Value::Object(params.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+                }
+                if !files.is_empty() {
+                    use base64::Engine as _;
+                    // The files go to the typed trigger, which checks their content under the
+                    // grant's constraints like any value and sends them as file parameters.
+                    let mut by_name = Map::new();
+                    for f in files {
+                        let content = base64::engine::general_purpose::STANDARD.encode(&f.content);
+                        by_name.insert(f.name.clone(), json!({"file_name": f.file_name, "content_base64": content}));
+                    }
+                    args["files"] = Value::Object(by_name);
                 }
                 args
             }
@@ -934,7 +952,8 @@ pub fn rewrite_urls(value: &mut Value, from: &str, to: &str) {
 }
 
 /// Rewrites root-relative links (`/job/X/16/wfapi/describe`, as the Pipeline REST API writes its
-/// `_links.*.href`, `url` and `consoleUrl`: jenkins-wire.md §12.1) from Jenkins' path `from` to the
+/// `_links.*.href`, `url`, `consoleUrl` and an input step's `proceedUrl`, `abortUrl` and
+/// `redirectApprovalUrl`: jenkins-wire.md §12.1, §12.4) from Jenkins' path `from` to the
 /// proxy's path `to`. Only those keys, and only links into items (`<from>job/`), so free text is
 /// never touched.
 pub fn rewrite_root_relative(value: &mut Value, from: &str, to: &str) {
@@ -948,7 +967,12 @@ fn rewrite_links(value: &mut Value, items: &str, from: &str, to: &str) {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
                 match v {
-                    Value::String(s) if matches!(key.as_str(), "href" | "url" | "consoleUrl") => {
+                    Value::String(s)
+                        if matches!(
+                            key.as_str(),
+                            "href" | "url" | "consoleUrl" | "proceedUrl" | "abortUrl" | "redirectApprovalUrl"
+                        ) =>
+                    {
                         if s.starts_with(items)
                             && let Some(rest) = s.strip_prefix(from)
                         {
@@ -1064,6 +1088,13 @@ mod tests {
         assert_eq!(v["consoleUrl"], "/jenkins/prod/job/a/16/execution/node/6/log");
         assert_eq!(v["stages"][0]["name"], "/job/x", "free text is not a link");
         assert_eq!(v["other"]["href"], "/manage/", "only links into items");
+        // An input step's answers (pendingInputActions) point at the proxy too.
+        let mut v = json!([{"id": "Ef95", "proceedUrl": "/job/a/11/input/Ef95/proceedEmpty",
+            "abortUrl": "/job/a/11/input/Ef95/abort", "redirectApprovalUrl": "/job/a/11/input/"}]);
+        rewrite_root_relative(&mut v, "/", "/jenkins/prod/");
+        assert_eq!(v[0]["proceedUrl"], "/jenkins/prod/job/a/11/input/Ef95/proceedEmpty");
+        assert_eq!(v[0]["abortUrl"], "/jenkins/prod/job/a/11/input/Ef95/abort");
+        assert_eq!(v[0]["redirectApprovalUrl"], "/jenkins/prod/job/a/11/input/");
         // A Jenkins under a context path.
         let mut v = json!({"url": "/ci/job/a/14/artifact/x.jar"});
         rewrite_root_relative(&mut v, "/ci/", "/jenkins/prod/");

@@ -50,6 +50,18 @@ script = "echo other"
 [[jobs]]
 path = "sandbox/play"
 script = "echo play"
+[[jobs]]
+path = "team/deploy"
+label = "nowhere"
+script = "echo deploying"
+[[jobs.parameters]]
+name = "ENV"
+type = "string"
+default = "staging"
+[[jobs.parameters]]
+name = "NOTE"
+type = "string"
+default = ""
 "#;
 
 async fn setup() -> (Arc<Twin>, TwinServer, Arc<Gate>) {
@@ -145,7 +157,7 @@ async fn write(g: &Gate, who: &str, target: &str, form: &[(&str, &str)], body: O
         other => panic!("POST {target} was not classified: {other:?}"),
     };
     let form: Vec<(String, String)> = form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    match g.proxy_write(&caller(who), "prod", &c, &form, body.map(str::to_string)).await {
+    match g.proxy_write(&caller(who), "prod", &c, &form, body.map(str::to_string), &[]).await {
         Ok(ProxyWrite::Done | ProxyWrite::Moved { .. } | ProxyWrite::Queued { .. }) => 200,
         Err(e) => {
             eprintln!("POST {target}: {e:?}");
@@ -433,4 +445,52 @@ async fn a_trigger_jenkins_refuses_keeps_jenkins_status_as_data() {
     // Not parameterized: Jenkins' 400.
     assert_eq!(write(&g, "root-bot", "/job/team/job/other/enable", &[], None).await, 200);
     assert_eq!(write(&g, "root-bot", "/job/team/job/other/buildWithParameters?X=1", &[], None).await, 400);
+}
+
+/// A trigger with file parameters (multipart): the files' content is checked under the grant's
+/// constraints like any value, so a constrained parameter cannot be smuggled in as a file.
+#[tokio::test]
+async fn file_parameters_pass_the_same_constraints_as_fields() {
+    let (_t, _s, g) = setup().await;
+    root_agent(&g).await;
+    g.create_agent(&Admin::local_cli(), "deployer", "", None).await.expect("agent");
+    g.grant(&Admin::local_cli(), "deployer", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
+    let only_staging = gate::policy::ParamConstraint {
+        name: "ENV".into(),
+        rule: gate::policy::ParamRule::OneOf(vec!["staging".into()]),
+    };
+    g.grant(&Admin::local_cli(), "deployer", Group::Build, Level::Full, None, Some("team/**"), vec![only_staging])
+        .await
+        .expect("grant");
+    let c = match classify("POST", "/job/team/job/deploy/buildWithParameters", None) {
+        Route::Op(c) => c,
+        other => panic!("{other:?}"),
+    };
+    let file = |name: &str, content: &str| jenkins::FilePart {
+        name: name.into(),
+        file_name: "env.txt".into(),
+        content: content.as_bytes().to_vec(),
+    };
+    let fields = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    let who = caller("deployer");
+    // ENV as a file whose content is outside the constraint: denied, whatever the field says.
+    for (form, files) in [
+        (fields(&[]), vec![file("ENV", "production")]),
+        (fields(&[("ENV", "staging")]), vec![file("ENV", "production")]),
+        (fields(&[("ENV", "staging")]), vec![file("env", "production")]),
+        (fields(&[("ENV", "staging")]), vec![file("ENV", "staging\n")]),
+    ] {
+        let r = g.proxy_write(&who, "prod", &c, &form, None, &files).await;
+        assert!(matches!(r, Err(ProxyError::Gate(GateError::Denied { .. }))), "{form:?} {files:?}: {r:?}");
+    }
+    // Within the constraint: queued, with the file as a file parameter.
+    let r = g.proxy_write(&who, "prod", &c, &fields(&[("ENV", "staging")]), None, &[file("NOTE", "hello")]).await;
+    assert!(matches!(r, Ok(ProxyWrite::Queued { .. })), "{r:?}");
+    // Files go only with buildWithParameters.
+    let other = match classify("POST", "/job/team/job/deploy/config.xml", None) {
+        Route::Op(c) => c,
+        other => panic!("{other:?}"),
+    };
+    let r = g.proxy_write(&caller("root-bot"), "prod", &other, &[], Some("<x/>".into()), &[file("a", "b")]).await;
+    assert!(matches!(r, Err(ProxyError::Gate(GateError::Invalid(_)))), "{r:?}");
 }

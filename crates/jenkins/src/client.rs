@@ -257,6 +257,29 @@ impl std::fmt::Debug for JenkinsClient {
 enum Body {
     Form(Vec<(String, String)>),
     Xml(String),
+    /// `multipart/form-data`: text fields and files (a trigger with file parameters).
+    Multipart(Vec<(String, String)>, Vec<FilePart>),
+}
+
+/// A file sent as a build's file parameter.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FilePart {
+    /// The parameter's name.
+    pub name: String,
+    /// The file's name as the client gave it (Jenkins shows it as the parameter's value).
+    pub file_name: String,
+    pub content: Vec<u8>,
+}
+
+impl std::fmt::Debug for FilePart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A file's content may be anything (a key file): never in logs.
+        f.debug_struct("FilePart")
+            .field("name", &self.name)
+            .field("file_name", &self.file_name)
+            .field("bytes", &self.content.len())
+            .finish()
+    }
 }
 
 /// What a call accepts besides 2xx.
@@ -432,6 +455,18 @@ impl JenkinsClient {
             None => req,
             Some(Body::Form(pairs)) => req.form(pairs),
             Some(Body::Xml(xml)) => req.header("Content-Type", "application/xml; charset=utf-8").body(xml.clone()),
+            Some(Body::Multipart(fields, files)) => {
+                // Built for each attempt: a multipart form is consumed by sending it.
+                let mut form = reqwest::multipart::Form::new();
+                for (k, v) in fields {
+                    form = form.text(k.clone(), v.clone());
+                }
+                for f in files {
+                    let part = reqwest::multipart::Part::bytes(f.content.clone()).file_name(f.file_name.clone());
+                    form = form.part(f.name.clone(), part);
+                }
+                req.multipart(form)
+            }
         };
         let resp = req.send().await.map_err(|e| transport_error(e, &url, self.limits.request_timeout))?;
         let status = resp.status();
@@ -937,7 +972,20 @@ impl JenkinsClient {
     /// identical item already waiting in the queue (HTTP 303, Jenkins 2.308+): then no new build
     /// will start for it.
     pub async fn trigger_detailed(&self, job: &JobPath, params: &[(String, String)]) -> Result<(u64, bool), Error> {
-        let (path, body) = if params.is_empty() {
+        self.trigger_with_files(job, params, &[]).await
+    }
+
+    /// [`JenkinsClient::trigger_detailed`] with file parameters: sent as `multipart/form-data`
+    /// (the parameters as text fields, the files as file parts), as Jenkins' own form posts them.
+    pub async fn trigger_with_files(
+        &self,
+        job: &JobPath,
+        params: &[(String, String)],
+        files: &[FilePart],
+    ) -> Result<(u64, bool), Error> {
+        let (path, body) = if !files.is_empty() {
+            (format!("{}buildWithParameters", job.url_path()), Some(Body::Multipart(params.to_vec(), files.to_vec())))
+        } else if params.is_empty() {
             (format!("{}build", job.url_path()), None)
         } else {
             (format!("{}buildWithParameters", job.url_path()), Some(Body::Form(params.to_vec())))

@@ -152,14 +152,21 @@ async fn write(
     body: axum::body::Body,
     own_base: &str,
 ) -> Response {
-    let content_type =
-        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let raw_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let content_type = raw_type.to_ascii_lowercase();
     if content_type.starts_with("multipart/") {
-        return jenkins_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Media Type",
-            "file parameters are not served through jgate's proxy yet: pass parameters as form fields or in the query",
-        );
+        if !(content_type.starts_with("multipart/form-data") && c.route == "POST /{job}/buildWithParameters") {
+            return jenkins_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Media Type",
+                "multipart bodies are taken only by buildWithParameters (file parameters)",
+            );
+        }
+        let (form, files) = match read_multipart(&raw_type, body).await {
+            Ok(parts) => parts,
+            Err(response) => return response,
+        };
+        return answer_write(gate.proxy_write(caller, controller, c, &form, None, &files).await, c, own_base);
     }
     let bytes = match axum::body::to_bytes(body, gate::proxy::MAX_PROXY_BODY_BYTES).await {
         Ok(b) => b,
@@ -183,7 +190,76 @@ async fn write(
             }
         }
     };
-    match gate.proxy_write(caller, controller, c, &form, text).await {
+    answer_write(gate.proxy_write(caller, controller, c, &form, text, &[]).await, c, own_base)
+}
+
+/// A `multipart/form-data` trigger: text parts are fields, file parts files; at most
+/// `MAX_PROXY_BODY_BYTES` in all (413 over it).
+async fn read_multipart(
+    content_type: &str,
+    body: axum::body::Body,
+) -> Result<(Vec<(String, String)>, Vec<jenkins::FilePart>), Response> {
+    use axum::extract::FromRequest;
+    let too_large = || {
+        jenkins_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            &format!("the request body is over jgate's limit of {} KiB", gate::proxy::MAX_PROXY_BODY_BYTES / 1024),
+        )
+    };
+    let bad = |why: &str| jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", why);
+    let req = axum::http::Request::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .map_err(|_| bad("the multipart Content-Type is not valid"))?;
+    let mut multipart =
+        axum::extract::Multipart::from_request(req, &()).await.map_err(|_| bad("the multipart body cannot be read"))?;
+    let (mut form, mut files, mut total) = (Vec::new(), Vec::new(), 0usize);
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+            Err(_) => return Err(bad("the multipart body is malformed")),
+        };
+        let Some(name) = field.name().map(str::to_string) else {
+            return Err(bad("a multipart part has no name"));
+        };
+        let file_name = field.file_name().map(str::to_string);
+        let mut field = field;
+        let mut data = Vec::new();
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    total += chunk.len();
+                    if total > gate::proxy::MAX_PROXY_BODY_BYTES {
+                        return Err(too_large());
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+                Err(_) => return Err(bad("the multipart body is malformed")),
+            }
+        }
+        match file_name {
+            Some(file_name) => files.push(jenkins::FilePart { name, file_name, content: data }),
+            None => match String::from_utf8(data) {
+                Ok(value) => form.push((name, value)),
+                Err(_) => return Err(bad("a multipart text part is not UTF-8")),
+            },
+        }
+    }
+    Ok((form, files))
+}
+
+/// The Jenkins-shaped answer to a write.
+fn answer_write(
+    result: Result<gate::proxy::ProxyWrite, ProxyError>,
+    c: &gate::route::Classified,
+    own_base: &str,
+) -> Response {
+    match result {
         Ok(gate::proxy::ProxyWrite::Queued { queue_id }) => {
             // As Jenkins answers a trigger: 201 with the queue item, here under the proxy's base.
             let mut r = StatusCode::CREATED.into_response();

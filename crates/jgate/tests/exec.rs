@@ -113,7 +113,15 @@ exit 7
     // The token endpoint with a malformed request: refused, nothing minted (the audit below holds
     // one start and one end only).
     let http = reqwest::Client::new();
-    for body in ["", "not json", "{\"ttl_secs\": \"1h\"}", "{\"ttl_secs\": -5}", "[600]", "{\"ttl_secs\": 0}", "{\"ttl_secs\": 60, \"agent\": \"other\"}"] {
+    for body in [
+        "",
+        "not json",
+        "{\"ttl_secs\": \"1h\"}",
+        "{\"ttl_secs\": -5}",
+        "[600]",
+        "{\"ttl_secs\": 0}",
+        "{\"ttl_secs\": 60, \"agent\": \"other\"}",
+    ] {
         let r = http
             .post(format!("{base}/exec-tokens"))
             .bearer_auth(&key)
