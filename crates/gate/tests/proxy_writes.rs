@@ -483,9 +483,11 @@ async fn file_parameters_pass_the_same_constraints_as_fields() {
         let r = g.proxy_write(&who, "prod", &c, &form, None, &files).await;
         assert!(matches!(r, Err(ProxyError::Gate(GateError::Denied { .. }))), "{form:?} {files:?}: {r:?}");
     }
-    // Within the constraint: queued, with the file as a file parameter.
+    // Within the constraint: queued; the fields reached Jenkins in the multipart body.
     let r = g.proxy_write(&who, "prod", &c, &fields(&[("ENV", "staging")]), None, &[file("NOTE", "hello")]).await;
-    assert!(matches!(r, Ok(ProxyWrite::Queued { .. })), "{r:?}");
+    let Ok(ProxyWrite::Queued { queue_id }) = r else { panic!("{r:?}") };
+    let item = read(&g, "root-bot", &format!("/queue/item/{queue_id}/api/json")).await.expect("queue item");
+    assert!(item.contains("\"ENV\"") && item.contains("\"staging\""), "{item}");
     // Files go only with buildWithParameters.
     let other = match classify("POST", "/job/team/job/deploy/config.xml", None) {
         Route::Op(c) => c,
@@ -493,4 +495,22 @@ async fn file_parameters_pass_the_same_constraints_as_fields() {
     };
     let r = g.proxy_write(&caller("root-bot"), "prod", &other, &[], Some("<x/>".into()), &[file("a", "b")]).await;
     assert!(matches!(r, Err(ProxyError::Gate(GateError::Invalid(_)))), "{r:?}");
+}
+
+#[tokio::test]
+async fn answering_an_input_step_is_a_build_write_and_a_hidden_job_is_missing() {
+    let (_t, _s, g) = setup().await;
+    team_agent(&g).await;
+    agent(&g, "configurer", &[(Group::Status, Level::Read, None), (Group::Config, Level::Full, None)]).await;
+    for action in ["proceedEmpty", "proceed", "abort"] {
+        let target = format!("/job/team/job/open/1/input/Approve/{action}");
+        assert_eq!(write(&g, "configurer", &target, &[], None).await, 403, "{target}");
+        let missing =
+            write(&g, "team-bot", &format!("/job/team/job/nosuchjob/1/input/Approve/{action}"), &[], None).await;
+        assert_eq!(missing, 404);
+        for job in ["secret", "SECRET", "%C5%BFecret"] {
+            let target = format!("/job/team/job/{job}/1/input/Approve/{action}");
+            assert_eq!(write(&g, "team-bot", &target, &[], None).await, missing, "{target}");
+        }
+    }
 }
