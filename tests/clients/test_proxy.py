@@ -323,3 +323,4 @@ def test_file_parameters_are_bounded_and_constrained(proxied):
                content_type=ctype)[0] == 415
     refusals = proxied["jg"]("audit", "--agent", "release-bot", "--denied")
     assert "ENV" in refusals, refusals[-2000:]
+    assert "413" in refusals, "a refused body is on record too: " + refusals[-2000:]

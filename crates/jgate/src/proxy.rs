@@ -142,7 +142,9 @@ async fn handle(
     }
 }
 
-/// A write: the request's form (or config.xml) read within a cap, then the typed operation.
+/// A write: the request's form (or config.xml) read within a cap, then the typed operation. A body
+/// refused here (too large, not UTF-8, multipart where none is taken) is on record like every
+/// other refusal.
 async fn write(
     gate: &Gate,
     caller: &Caller,
@@ -152,30 +154,37 @@ async fn write(
     body: axum::body::Body,
     own_base: &str,
 ) -> Response {
+    let refuse = |response: Response| async move {
+        let reason = format!("the request body was refused ({})", response.status());
+        let _ = gate.proxy_refused(caller, controller, &format!("POST {}", c.upstream), &reason).await;
+        response
+    };
     let raw_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let content_type = raw_type.to_ascii_lowercase();
     if content_type.starts_with("multipart/") {
         if !(content_type.starts_with("multipart/form-data") && c.route == "POST /{job}/buildWithParameters") {
-            return jenkins_error(
+            return refuse(jenkins_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Unsupported Media Type",
                 "multipart bodies are taken only by buildWithParameters (file parameters)",
-            );
+            ))
+            .await;
         }
         let (form, files) = match read_multipart(&raw_type, body).await {
             Ok(parts) => parts,
-            Err(response) => return response,
+            Err(response) => return refuse(response).await,
         };
         return answer_write(gate.proxy_write(caller, controller, c, &form, None, &files).await, c, own_base);
     }
     let bytes = match axum::body::to_bytes(body, gate::proxy::MAX_PROXY_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            return jenkins_error(
+            return refuse(jenkins_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Payload Too Large",
                 &format!("the request body is over jgate's limit of {} KiB", gate::proxy::MAX_PROXY_BODY_BYTES / 1024),
-            );
+            ))
+            .await;
         }
     };
     let (form, text) = if content_type.starts_with("application/x-www-form-urlencoded") {
@@ -186,7 +195,8 @@ async fn write(
         match String::from_utf8(bytes.to_vec()) {
             Ok(t) => (Vec::new(), Some(t)),
             Err(_) => {
-                return jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", "the request body is not UTF-8 text");
+                let page = jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", "the request body is not UTF-8 text");
+                return refuse(page).await;
             }
         }
     };
