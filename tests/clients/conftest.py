@@ -64,38 +64,18 @@ PROXY_SKIPS = {
     "test_api4jenkins.py::test_password_auth_with_crumb_and_session": _PASSWORD,
     "test_python_jenkins.py::test_cancel_queued_item_and_stop_running_builds": _USERS,
 }
-# Known gaps of the proxy (docs/proxy.md): requests that map to no catalog operation, or where
-# jgate deliberately differs from Jenkins. Each is refused (and audited) through the proxy.
-_NO_OP = "{} has no catalog operation, so the proxy refuses it (403, audited)"
+# Where jgate deliberately differs from Jenkins (docs/proxy.md).
 _SERIALISED = ("jgate never lets Jenkins merge identical triggers (each trigger is its own build: the "
                "next waits until the previous one left the queue), so Jenkins' merge is not reproduced")
 _SANITIZER = ("the sanitizer rewrites bracket look-alikes in every string Jenkins sends (» → >>, so no "
               "answer can forge an untrusted-content fence): fullDisplayName of an item in a folder differs")
 PROXY_SKIPS.update({
-    "test_python_jenkins.py::test_create_folder_with_form_mode":
-        "form-mode createItem (mode=<item type>, an HTML form post) is not served: create from config.xml",
     "test_python_jenkins.py::test_build_inside_folder": _SANITIZER,
-    "test_python_jenkins.py::test_failure_and_permalinks": _NO_OP.format("deleting a build (/job/X/N/doDelete)"),
-    "test_python_jenkins.py::test_copy_disable_enable_rename_delete": _NO_OP.format("renaming (doRename)"),
-    "test_python_jenkins.py::test_copy_and_rename_inside_folder": _NO_OP.format("renaming (doRename)"),
     "test_python_jenkins.py::test_non_concurrent_job_queues_once": _SERIALISED,
     "test_python_jenkins.py::test_identical_parameters_merge_with_303": _SERIALISED,
-    "test_python_jenkins.py::test_set_next_build_number": _NO_OP.format("nextbuildnumber/submit"),
-    "test_python_jenkins.py::test_views": _NO_OP.format("creating, changing or deleting a view"),
-    "test_python_jenkins.py::test_workspace_wipeout_and_plugin_less_endpoints":
-        _NO_OP.format("wiping a workspace (doWipeOutWorkspace)"),
-    "test_jenkinsapi.py::test_copy_disable_enable_rename_delete": _NO_OP.format("renaming (doRename)"),
     "test_jenkinsapi.py::test_quiet_down_holds_builds":
         "quietDown is never forwarded (stopping Jenkins is not reachable through jgate)",
-    "test_jenkinsapi.py::test_views": _NO_OP.format("creating, changing or deleting a view"),
     "test_api4jenkins.py::test_identical_parameters_merge_with_303": _SERIALISED,
-    "test_api4jenkins.py::test_set_next_build_number": _NO_OP.format("nextbuildnumber/submit"),
-    "test_api4jenkins.py::test_copy_disable_enable_rename_delete": _NO_OP.format("renaming (confirmRename)"),
-    "test_api4jenkins.py::test_rename_reports_new_location": _NO_OP.format("renaming (confirmRename)"),
-    "test_api4jenkins.py::test_views": _NO_OP.format("creating, changing or deleting a view"),
-    "test_api4jenkins.py::test_descriptions": _NO_OP.format("setting a description (submitDescription)"),
-    "test_api4jenkins.py::test_pipeline_input_step":
-        _NO_OP.format("answering a Pipeline input step (wfapi/pendingInputActions, input/<id>/proceedEmpty)"),
 })
 # The Jenkins client suites; the others (about jgate itself) are not run a second time.
 CLIENT_SUITES = ("test_python_jenkins.py", "test_jenkinsapi.py", "test_api4jenkins.py")

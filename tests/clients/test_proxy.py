@@ -227,12 +227,17 @@ def test_create_copy_and_delete_through_the_proxy(proxied):
     assert code == 400 and "already exists" in headers.get("x-error", ""), (code, headers)
     assert raw(proxied, "maker-bot", "DELETE", "job/team-api/job/copied/")[0] == 204
     assert raw(proxied, "maker-bot", "GET", "job/team-api/job/copied/api/json")[0] == 404
-    # Operations jgate has no operation for are refused and audited.
-    assert raw(proxied, "maker-bot", "POST", "job/team-api/job/made/doRename?newName=x")[0] == 403
+    # A rename answers with the new location under the proxy (api4jenkins reads it), with a 200
+    # rather than Jenkins' 302: the proxy serves no job pages a client could follow it to.
+    code, headers, _ = raw(proxied, "maker-bot", "POST", "job/team-api/job/made/confirmRename?newName=moved")
+    assert code == 200 and headers.get("location", "").endswith("/job/team-api/job/moved/"), (code, headers)
+    # Requests jgate has no operation for are refused and audited.
+    assert raw(proxied, "maker-bot", "POST", "job/team-api/job/moved/polling")[0] == 403
     audit = proxied["jg"]("audit", "--agent", "maker-bot")
     assert "through the Jenkins proxy, created job team-api/made" in audit, audit[-3000:]
+    assert "changed the name of team-api/made" in audit and "renamed to team-api/moved" in audit, audit[-3000:]
     refusals = proxied["jg"]("audit", "--agent", "maker-bot", "--denied", "--json")
-    assert "doRename" in refusals, refusals[-2000:]
+    assert "polling" in refusals, refusals[-2000:]
 
 
 def test_identity_and_crumb_are_the_agents(proxied):
@@ -286,3 +291,36 @@ def test_build_with_parameters_without_any_uses_the_defaults_under_the_constrain
     assert "/jenkins/prod/queue/item/" in headers["location"], headers
     audit = proxied["jg"]("audit", "--agent", "release-bot")
     assert "triggered a build of release/deploy-production" in audit, audit[-2000:]
+
+
+def _multipart(fields, files, boundary="jgateboundary7"):
+    """A multipart/form-data body as a browser (and python-jenkins' build_job with files) sends it."""
+    out = b""
+    for name, value in fields:
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").encode()
+    for name, file_name, content in files:
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode() + content + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_file_parameters_are_bounded_and_constrained(proxied):
+    """Multipart triggers: a value sent as a file passes the same constraint as a field; the body
+    is capped (413); multipart is taken by buildWithParameters only (415)."""
+    path = "job/release/job/deploy-production/buildWithParameters"
+    body, ctype = _multipart([], [("ENV", "env.txt", b"production")])
+    assert raw(proxied, "release-bot", "POST", path, body=body, content_type=ctype)[0] == 403
+    body, ctype = _multipart([("ENV", "staging")], [("ENV", "env.txt", b"production")])
+    assert raw(proxied, "release-bot", "POST", path, body=body, content_type=ctype)[0] == 403
+    body, ctype = _multipart([("ENV", "staging")], [("NOTES", "notes.txt", b"release notes")])
+    code, headers, _ = raw(proxied, "release-bot", "POST", path, body=body, content_type=ctype)
+    assert code == 201 and "/jenkins/prod/queue/item/" in headers.get("location", ""), (code, headers)
+    big, ctype = _multipart([("ENV", "staging")], [("NOTES", "big.bin", b"x" * (1024 * 1024 + 1))])
+    code, _, body = raw(proxied, "release-bot", "POST", path, body=big, content_type=ctype)
+    assert code == 413 and "limit" in body, (code, body)
+    body, ctype = _multipart([], [("x", "config.xml", b"<project/>")])
+    assert raw(proxied, "maker-bot", "POST", "job/team-api/job/api-server/config.xml", body=body,
+               content_type=ctype)[0] == 415
+    refusals = proxied["jg"]("audit", "--agent", "release-bot", "--denied")
+    assert "ENV" in refusals, refusals[-2000:]
+    assert "413" in refusals, "a refused body is on record too: " + refusals[-2000:]

@@ -352,6 +352,7 @@ struct Verb {
 
 /// Past tense → (infinitive, gerund) for the first word of the catalog's verb phrases.
 const CONJUGATIONS: &[(&str, &str, &str)] = &[
+    ("answered", "answer", "answering"),
     ("cancelled", "cancel", "cancelling"),
     ("changed", "change", "changing"),
     ("copied", "copy", "copying"),
@@ -364,6 +365,7 @@ const CONJUGATIONS: &[(&str, &str, &str)] = &[
     ("stopped", "stop", "stopping"),
     ("triaged", "triage", "triaging"),
     ("triggered", "trigger", "triggering"),
+    ("wiped", "wipe", "wiping"),
 ];
 
 fn verb(operation: &str) -> Verb {

@@ -357,11 +357,7 @@ impl Gate {
                 Err(GateError::Cancelled(why))
             }
             Err(e) => {
-                let status = match &e {
-                    GateError::Jenkins(j) => j.status(),
-                    GateError::Failed { status, .. } => *status,
-                    _ => None,
-                };
+                let status = e.status();
                 if let GateError::Accepted { started, .. } = &e {
                     entry.build_number = *started;
                 }

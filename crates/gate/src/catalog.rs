@@ -39,9 +39,16 @@ impl Group {
     pub fn covers(self) -> &'static str {
         match self {
             Group::Status => "jobs, builds, console logs, the queue, pipeline runs, test reports, views",
-            Group::Build => "trigger builds, stop running builds, cancel queued builds",
-            Group::Config => "read config.xml; update it, enable and disable jobs",
-            Group::Jobs => "create jobs from XML, copy jobs, delete jobs",
+            Group::Build => {
+                "trigger builds, stop running builds, cancel queued builds, answer Pipeline input steps, wipe workspaces"
+            }
+            Group::Config => {
+                "read config.xml; update it, enable and disable jobs, set descriptions and the next build number, \
+                 create, change and delete views (on the folder that holds them; the root's views need all jobs)"
+            }
+            Group::Jobs => {
+                "create jobs (from XML or as an empty item such as a folder), copy, rename and delete jobs, delete builds"
+            }
             Group::Nodes => "list nodes and their state",
             Group::System => "the Jenkins version and installed plugins",
         }

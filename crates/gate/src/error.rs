@@ -41,12 +41,30 @@ pub enum GateError {
         started.map(|n| format!(" and started as #{n}")).unwrap_or_default()
     )]
     Accepted { queue_id: u64, started: Option<u64>, cause: String },
-    /// A trigger that Jenkins did not schedule: nothing was started.
-    #[error("nothing was started: {0}")]
-    NotStarted(String),
+    /// A trigger that Jenkins did not schedule: nothing was started. `status` is the HTTP status
+    /// Jenkins refused it with, if it answered (409 disabled, 400 not parameterized, ...).
+    #[error("nothing was started: {message}")]
+    NotStarted { message: String, status: Option<u16> },
     /// A trigger whose fate is unknown (the connection broke after the request was sent).
     #[error("Jenkins may or may not have queued the build: {0}; check get_job or get_queue before triggering again")]
     MaybeStarted(String),
+}
+
+impl GateError {
+    /// The HTTP status Jenkins answered with, when the error comes from its answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            GateError::Jenkins(e) => e.status(),
+            GateError::ConnectionTest { error, .. } => error.status(),
+            GateError::Failed { status, .. } | GateError::NotStarted { status, .. } => *status,
+            _ => None,
+        }
+    }
+
+    /// Nothing was started because of `e` (its status kept as data).
+    pub fn not_started(e: &jenkins::Error) -> GateError {
+        GateError::NotStarted { message: e.to_string(), status: e.status() }
+    }
 }
 
 impl From<jenkins::Error> for GateError {

@@ -119,7 +119,9 @@ impl Gate {
         };
         let json_wanted = if c.route == "GET /" { None } else { json_wanted };
         let deadline = self.calls.limits.read_deadline;
-        if json_wanted.is_none() && c.route != "GET /" {
+        // A view's config.xml names jobs: read whole (it is small) and filtered, not streamed.
+        let view_config = c.route.ends_with("/view/{view}/config.xml");
+        if json_wanted.is_none() && c.route != "GET /" && !view_config {
             // Console text: streamed. The answer's headers come first; the read is audited then,
             // before any of its bytes leave jgate.
             let opened = match tokio::time::timeout(deadline, conn.client.forward_get(&path, &query)).await {
@@ -192,6 +194,13 @@ impl Gate {
             }
             Ok(Fetched::Text(raw, h)) => {
                 headers = h;
+                let raw = if view_config {
+                    let visible = |name: &str| policy::may_see(&grants, &caller.agent, controller, name);
+                    let owner = canonical.as_ref().map(ToString::to_string);
+                    filter_view_config(&raw, owner.as_deref(), &visible)
+                } else {
+                    raw
+                };
                 // Console text is cleaned here, whole lines at a time; the audit records its size.
                 let cleaned = clean_console(&mut sanitizer, &raw);
                 let bytes = cleaned.len();
@@ -242,11 +251,16 @@ impl Gate {
 }
 
 /// What a proxied write did, for the surface's Jenkins-shaped answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyWrite {
     /// A trigger Jenkins queued (the client reads the item from `Location`).
     Queued {
         queue_id: u64,
+    },
+    /// A rename: the item's new path below the base (`job/a/job/b/`), which clients read from
+    /// `Location`.
+    Moved {
+        path: String,
     },
     Done,
 }
@@ -265,18 +279,44 @@ impl Gate {
         c: &Classified,
         form: &[(String, String)],
         body: Option<String>,
+        files: &[jenkins::FilePart],
     ) -> Result<ProxyWrite, ProxyError> {
         let job = c.job.as_ref().map(ToString::to_string);
+        if !files.is_empty() && c.route != "POST /{job}/buildWithParameters" {
+            return Err(GateError::Invalid(
+                "files are taken only as a trigger's file parameters (buildWithParameters)".into(),
+            )
+            .into());
+        }
+        if !c.views.is_empty() {
+            self.check_views(caller, controller, &c.views).await?;
+        }
+        // A request parameter as Jenkins reads it (`getParameter`): the query first, then the form.
+        let field = |name: &str| -> Option<String> {
+            c.query().iter().chain(form).find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        };
+        let request = format!("POST {}", c.upstream);
         let args = match c.op {
             "trigger_build" => {
                 let mut params = trigger_parameters(c.query(), form)?;
-                if params.is_empty() && c.route == "POST /{job}/buildWithParameters" {
+                if params.is_empty() && files.is_empty() && c.route == "POST /{job}/buildWithParameters" {
                     params = self.default_parameters(caller, controller, job.as_deref()).await?;
                 }
                 let mut args = json!({"job": job, "wait": "none"});
                 if !params.is_empty() {
                     args["parameters"] =
                         Value::Object(params.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+                }
+                if !files.is_empty() {
+                    use base64::Engine as _;
+                    // The files go to the typed trigger, which checks their content under the
+                    // grant's constraints like any value and sends them as file parameters.
+                    let mut by_name = Map::new();
+                    for f in files {
+                        let content = base64::engine::general_purpose::STANDARD.encode(&f.content);
+                        by_name.insert(f.name.clone(), json!({"file_name": f.file_name, "content_base64": content}));
+                    }
+                    args["files"] = Value::Object(by_name);
                 }
                 args
             }
@@ -307,18 +347,87 @@ impl Gate {
                     body.ok_or_else(|| GateError::Invalid("POST the new config.xml as the request body".into()))?;
                 json!({"job": job, "config_xml": xml})
             }
-            "enable_job" | "disable_job" | "delete_job" => json!({"job": job}),
-            "create_job" => {
-                // Jenkins reads a config.xml body; a form post (`mode=<item type>`) is its HTML form.
-                let xml = body.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
-                    GateError::Invalid(
-                        "POST the new item's config.xml as the body (Content-Type: application/xml); \
-                         form-mode createItem (mode=<item type>) is not served through jgate"
-                            .into(),
-                    )
-                })?;
-                json!({"job": job, "config_xml": xml})
+            "enable_job" | "disable_job" | "delete_job" | "wipe_workspace" => json!({"job": job}),
+            "create_job" => match field("mode") {
+                // Form mode (`mode=<item type>`, the "new item" form; python-jenkins' create_folder).
+                // The name is the query's: a `name` in the form (python-jenkins sends the full name
+                // there) is not what Jenkins reads either.
+                Some(mode) => {
+                    crate::ops::check_type_name(&mode)?;
+                    json!({"job": job, "item_type": mode})
+                }
+                None => {
+                    let xml = body.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
+                        GateError::Invalid(
+                            "POST the new item's config.xml as the body (Content-Type: application/xml), \
+                             or mode=<item type> for an empty item"
+                                .into(),
+                        )
+                    })?;
+                    json!({"job": job, "config_xml": xml})
+                }
+            },
+            "delete_build" => match c.build {
+                Some(crate::route::BuildRef::Number(n)) => json!({"job": job, "build": n}),
+                Some(crate::route::BuildRef::Permalink(p)) => json!({"job": job, "build": p}),
+                None => return Err(GateError::Invalid("doDelete of a build needs its number".into()).into()),
+            },
+            "rename_job" => {
+                let Some(new_name) = field("newName").map(|n| n.trim().to_string()).filter(|n| !n.is_empty()) else {
+                    return Err(self
+                        .refused_as_jenkins(caller, controller, &request, "No name is specified", 400)
+                        .await);
+                };
+                json!({"job": job, "new_name": new_name})
             }
+            "set_description" => {
+                let mut args = json!({"job": job, "description": field("description").unwrap_or_default()});
+                match c.build {
+                    Some(crate::route::BuildRef::Number(n)) => args["build"] = json!(n),
+                    Some(crate::route::BuildRef::Permalink(p)) => args["build"] = json!(p),
+                    None => {}
+                }
+                args
+            }
+            "set_next_build_number" => {
+                // The plugin reads its structured form (the `json` field), as Jenkins' forms do: a
+                // bare nextBuildNumber=N is refused by Jenkins, and so here.
+                let Some(structured) = field("json") else {
+                    let message = if c.query().is_empty() && form.is_empty() {
+                        "Nothing is submitted"
+                    } else {
+                        "This page expects a form submission"
+                    };
+                    return Err(self.refused_as_jenkins(caller, controller, &request, message, 400).await);
+                };
+                let number = serde_json::from_str::<Value>(&structured).ok().and_then(|v| {
+                    let n = v.get("nextBuildNumber")?.clone();
+                    n.as_u64().or_else(|| n.as_str().and_then(|s| s.trim().parse().ok()))
+                });
+                let Some(number) = number else {
+                    let message = "the json field's nextBuildNumber is not a number";
+                    return Err(self.refused_as_jenkins(caller, controller, &request, message, 400).await);
+                };
+                json!({"job": job, "number": number})
+            }
+            "answer_input" => {
+                let number = match c.build {
+                    Some(crate::route::BuildRef::Number(n)) => n,
+                    _ => return Err(GateError::Invalid("answer an input step of a build by its number".into()).into()),
+                };
+                let abort = c.route.ends_with("/abort");
+                let mut args = json!({"job": job, "build": number, "input_id": c.input,
+                    "action": if abort { "abort" } else { "proceed" }});
+                if c.route.ends_with("/proceed") {
+                    let params = input_parameters(form)?;
+                    if !params.is_empty() {
+                        args["parameters"] =
+                            Value::Object(params.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+                    }
+                }
+                args
+            }
+            "manage_view" => self.view_args(caller, controller, c, &field, body, &request).await?,
             "copy_job" => {
                 let from = c.from.as_ref().map(ToString::to_string);
                 json!({"job": job, "from": from})
@@ -327,17 +436,45 @@ impl Gate {
                 return Err(GateError::Invalid(format!("{other} is not served through the Jenkins proxy yet")).into());
             }
         };
-        let targets: Vec<String> =
-            ["job", "from"].iter().filter_map(|k| args.get(*k).and_then(Value::as_str).map(str::to_string)).collect();
+        // Every job the request names (for rename, the new full name; for a view, its folder).
+        let mut targets: Vec<String> = ["job", "from", "folder"]
+            .iter()
+            .filter_map(|k| args.get(*k).and_then(Value::as_str).map(str::to_string))
+            .collect();
+        if c.op == "rename_job"
+            && let (Some(old), Some(new)) = (c.job.as_ref(), args.get("new_name").and_then(Value::as_str))
+        {
+            targets.push(old.parent().map_or_else(|| new.to_string(), |p| format!("{p}/{new}")));
+        }
+        let view_job = (c.op == "manage_view").then(|| args.get("job").and_then(Value::as_str).map(str::to_string));
         match self.call_with(caller, Some(controller), c.op, args, crate::call::CallOptions::default()).await {
             Ok(clean) => Ok(match clean.as_ref().get("queue_id").and_then(Value::as_u64) {
                 Some(queue_id) if c.op == "trigger_build" => ProxyWrite::Queued { queue_id },
-                _ => ProxyWrite::Done,
+                _ => match clean.as_ref().get("renamed_to").and_then(Value::as_str) {
+                    Some(new) if c.op == "rename_job" => {
+                        ProxyWrite::Moved { path: JobPath::parse(new).map_err(GateError::from)?.url_path() }
+                    }
+                    _ => ProxyWrite::Done,
+                },
             }),
             Err(GateError::Denied { reason }) => {
-                // A target the agent may not see (the job, a copy's source) answers like a missing one.
                 let grants = self.grants_for_call(&caller.agent).await?;
-                if targets.iter().any(|j| !policy::may_see(&grants, &caller.agent, controller, j)) {
+                let hidden = |j: &str| !policy::may_see(&grants, &caller.agent, controller, j);
+                // A job named to a view that the agent may not see answers as Jenkins answers for
+                // a job that does not exist.
+                if let Some(Some(j)) = &view_job
+                    && hidden(j)
+                {
+                    let name = j.rsplit('/').next().unwrap_or(j);
+                    return Err(GateError::Failed {
+                        message: format!("Query parameter 'name' does not correspond to a known item: {name}"),
+                        status: Some(400),
+                    }
+                    .into());
+                }
+                // A target the agent may not see (the job, a copy's source, a new name) answers
+                // like a missing one.
+                if targets.iter().any(|j| hidden(j)) {
                     Err(ProxyError::NotFound)
                 } else {
                     Err(GateError::Denied { reason }.into())
@@ -349,6 +486,105 @@ impl Gate {
 }
 
 impl Gate {
+    /// Refuses a request before any operation, the way Jenkins refuses it (its status and message),
+    /// on record like every other refusal.
+    async fn refused_as_jenkins(
+        &self,
+        caller: &Caller,
+        controller: &str,
+        request: &str,
+        message: &str,
+        status: u16,
+    ) -> ProxyError {
+        let _ = self.proxy_refused(caller, controller, request, message).await;
+        GateError::Failed { message: message.to_string(), status: Some(status) }.into()
+    }
+
+    /// `/view/a/view/b/job/x/…`: Jenkins resolves the item through the views and answers 404
+    /// when one of them does not exist. Reads are forwarded through the views; a write (made by
+    /// its typed operation on the item itself) first asks Jenkins whether the views exist.
+    async fn check_views(&self, caller: &Caller, controller: &str, views: &[String]) -> Result<(), ProxyError> {
+        let conn = self.connection_for_call(controller).await?;
+        let path = format!("{}api/json", crate::route::views_path(views));
+        let tree = [("tree".to_string(), "name".to_string())];
+        match conn.client.forward_get(&path, &tree).await {
+            Ok(_) => Ok(()),
+            Err(jenkins::Error::NotFound { .. }) => {
+                let request = format!("POST through {path}");
+                let _ = self.proxy_refused(caller, controller, &request, "no such view").await;
+                Err(ProxyError::NotFound)
+            }
+            Err(e) => Err(GateError::from(e).into()),
+        }
+    }
+
+    /// The arguments of `manage_view` from a view request: which action the route is, the view's
+    /// name (from the path, or for createView from the query, the form or its `json` field, as
+    /// Jenkins reads it), and what the action takes.
+    async fn view_args(
+        &self,
+        caller: &Caller,
+        controller: &str,
+        c: &Classified,
+        field: &(dyn Fn(&str) -> Option<String> + Sync),
+        body: Option<String>,
+        request: &str,
+    ) -> Result<Value, ProxyError> {
+        let folder = c.job.as_ref().map(ToString::to_string);
+        let structured = field("json").and_then(|j| serde_json::from_str::<Value>(&j).ok());
+        let from_json =
+            |key: &str| structured.as_ref().and_then(|v| v.get(key)).and_then(Value::as_str).map(str::to_string);
+        let body = body.filter(|b| !b.trim().is_empty());
+        let action = c.route.rsplit('/').next().unwrap_or_default();
+        let view = match c.name() {
+            Some(v) => v.to_string(),
+            None => match field("name").or_else(|| from_json("name")).map(|n| n.trim().to_string()) {
+                Some(n) if !n.is_empty() => n,
+                _ => {
+                    let message = "Query parameter 'name' is required";
+                    return Err(self.refused_as_jenkins(caller, controller, request, message, 400).await);
+                }
+            },
+        };
+        let mut args = json!({"view": view, "folder": folder});
+        if action.starts_with("createView") {
+            args["action"] = json!("create");
+            match (body, field("mode").or_else(|| from_json("mode"))) {
+                (Some(xml), _) => args["config_xml"] = json!(xml),
+                (None, Some(mode)) => args["view_type"] = json!(mode),
+                (None, None) => {
+                    return Err(self.refused_as_jenkins(caller, controller, request, "No mode given", 400).await);
+                }
+            }
+        } else if action == "config.xml" {
+            let xml = body.ok_or_else(|| GateError::Invalid("POST the view's new config.xml as the body".into()))?;
+            args["action"] = json!("update");
+            args["config_xml"] = json!(xml);
+        } else if action == "doDelete" {
+            args["action"] = json!("delete");
+        } else {
+            let add = action.starts_with("addJobToView");
+            args["action"] = json!(if add { "add_job" } else { "remove_job" });
+            let Some(name) = field("name").filter(|n| !n.is_empty()) else {
+                let message = "Query parameter 'name' is required";
+                return Err(self.refused_as_jenkins(caller, controller, request, message, 400).await);
+            };
+            // Jenkins resolves the name relative to the view's owner; jgate takes one item name
+            // only (no relative paths), so that the job checked is the job Jenkins finds.
+            if name.contains(['/', '\\']) || name == "." || name == ".." || name.chars().any(char::is_control) {
+                return Err(GateError::Invalid(
+                    "name must be one item name in the view's folder (no paths) through jgate".into(),
+                )
+                .into());
+            }
+            args["job"] = json!(match &folder {
+                Some(f) => format!("{f}/{name}"),
+                None => name,
+            });
+        }
+        Ok(args)
+    }
+
     /// `buildWithParameters` without parameters builds with the job's defaults in Jenkins; the
     /// typed trigger needs them spelled out (without parameters it asks for a plain `build`, which
     /// Jenkins refuses on a parameterized job). They are read with `get_job` — a read checked by the
@@ -443,6 +679,13 @@ fn trigger_parameters(
         seen.insert(k, v);
     }
     Ok(seen.into_iter().collect())
+}
+
+/// An input step's parameters from the `json` form field of `proceed`
+/// (`{"parameter": [{"name": ..., "value": ...}]}`).
+fn input_parameters(form: &[(String, String)]) -> Result<Vec<(String, String)>, GateError> {
+    let json: Vec<(String, String)> = form.iter().filter(|(k, _)| k == "json").cloned().collect();
+    trigger_parameters(&[], &json)
 }
 
 enum Fetched {
@@ -650,6 +893,43 @@ fn prune_jobs(value: Value, base: &str, parent: Option<&str>, visible: &dyn Fn(&
     Value::Array(kept)
 }
 
+/// A view's config.xml without the job names the agent may not see: each `<string>` of every
+/// `<jobNames>` list names an item of the view's owner (`owner`, or the root). A list that holds
+/// anything else than plain names is emptied (fail closed).
+fn filter_view_config(xml: &str, owner: Option<&str>, visible: &dyn Fn(&str) -> bool) -> String {
+    use std::sync::LazyLock;
+    static BLOCK: LazyLock<Option<regex::Regex>> =
+        LazyLock::new(|| regex::Regex::new(r"(?s)(<jobNames(?:\s[^>]*)?>)(.*?)(</jobNames>)").ok());
+    static NAME: LazyLock<Option<regex::Regex>> =
+        LazyLock::new(|| regex::Regex::new(r"<string>([^<]*)</string>[ \t]*\r?\n?").ok());
+    let (Some(block), Some(name)) = (BLOCK.as_ref(), NAME.as_ref()) else { return String::new() };
+    if xml.contains("<jobNames") && !block.is_match(xml) {
+        return String::new();
+    }
+    block
+        .replace_all(xml, |caps: &regex::Captures<'_>| {
+            let inner = &caps[2];
+            let kept = name.replace_all(inner, |n: &regex::Captures<'_>| {
+                let short = xml_unescape(&n[1]);
+                let full = match owner {
+                    Some(o) if !o.is_empty() => format!("{o}/{short}"),
+                    _ => short,
+                };
+                if visible(&full) { n[0].to_string() } else { String::new() }
+            });
+            // Names in another form (CDATA, entities this reader does not know): drop them all.
+            if name.replace_all(inner, "").contains("<string") {
+                return format!("{}{}", &caps[1], &caps[3]);
+            }
+            format!("{}{kept}{}", &caps[1], &caps[3])
+        })
+        .into_owned()
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
+
 /// Whether a queue item belongs to a job the agent may see (its `task.url`); unknown → hidden.
 fn queue_item_visible(item: &Value, base: &str, visible: &dyn Fn(&str) -> bool) -> bool {
     let Some(url) = item.pointer("/task/url").and_then(Value::as_str) else { return false };
@@ -672,7 +952,8 @@ pub fn rewrite_urls(value: &mut Value, from: &str, to: &str) {
 }
 
 /// Rewrites root-relative links (`/job/X/16/wfapi/describe`, as the Pipeline REST API writes its
-/// `_links.*.href`, `url` and `consoleUrl`: jenkins-wire.md §12.1) from Jenkins' path `from` to the
+/// `_links.*.href`, `url`, `consoleUrl` and an input step's `proceedUrl`, `abortUrl` and
+/// `redirectApprovalUrl`: jenkins-wire.md §12.1, §12.4) from Jenkins' path `from` to the
 /// proxy's path `to`. Only those keys, and only links into items (`<from>job/`), so free text is
 /// never touched.
 pub fn rewrite_root_relative(value: &mut Value, from: &str, to: &str) {
@@ -686,7 +967,12 @@ fn rewrite_links(value: &mut Value, items: &str, from: &str, to: &str) {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
                 match v {
-                    Value::String(s) if matches!(key.as_str(), "href" | "url" | "consoleUrl") => {
+                    Value::String(s)
+                        if matches!(
+                            key.as_str(),
+                            "href" | "url" | "consoleUrl" | "proceedUrl" | "abortUrl" | "redirectApprovalUrl"
+                        ) =>
+                    {
                         if s.starts_with(items)
                             && let Some(rest) = s.strip_prefix(from)
                         {
@@ -755,6 +1041,21 @@ mod tests {
     }
 
     #[test]
+    fn view_configs_list_only_visible_jobs() {
+        let xml = "<hudson.model.ListView>\n  <name>v</name>\n  <jobNames>\n    <comparator class=\"hudson.util.CaseInsensitiveComparator\"/>\n    <string>open</string>\n    <string>secret</string>\n    <string>a&amp;b</string>\n  </jobNames>\n</hudson.model.ListView>";
+        let out = filter_view_config(xml, None, &only(&["open", "a&b"]));
+        assert!(out.contains("<string>open</string>") && out.contains("a&amp;b"), "{out}");
+        assert!(!out.contains("secret") && out.contains("comparator"), "{out}");
+        // In a folder, names are relative to it.
+        let out = filter_view_config(xml, Some("team"), &only(&["team/secret"]));
+        assert!(out.contains("secret") && !out.contains("open"), "{out}");
+        // Anything but plain names: the list is emptied.
+        let odd = "<jobNames><string><![CDATA[secret]]></string><string>open</string></jobNames>";
+        assert_eq!(filter_view_config(odd, None, &only(&["open"])), "<jobNames></jobNames>");
+        assert_eq!(filter_view_config("<jobNames><string>secret</string>", None, &only(&["open"])), "");
+    }
+
+    #[test]
     fn queue_items_belong_to_their_task() {
         let item = json!({"id": 4, "task": {"name": "secret", "url": "http://j.example/job/secret/"}});
         assert!(!queue_item_visible(&item, BASE, &only(&["open"])));
@@ -787,6 +1088,13 @@ mod tests {
         assert_eq!(v["consoleUrl"], "/jenkins/prod/job/a/16/execution/node/6/log");
         assert_eq!(v["stages"][0]["name"], "/job/x", "free text is not a link");
         assert_eq!(v["other"]["href"], "/manage/", "only links into items");
+        // An input step's answers (pendingInputActions) point at the proxy too.
+        let mut v = json!([{"id": "Ef95", "proceedUrl": "/job/a/11/input/Ef95/proceedEmpty",
+            "abortUrl": "/job/a/11/input/Ef95/abort", "redirectApprovalUrl": "/job/a/11/input/"}]);
+        rewrite_root_relative(&mut v, "/", "/jenkins/prod/");
+        assert_eq!(v[0]["proceedUrl"], "/jenkins/prod/job/a/11/input/Ef95/proceedEmpty");
+        assert_eq!(v[0]["abortUrl"], "/jenkins/prod/job/a/11/input/Ef95/abort");
+        assert_eq!(v[0]["redirectApprovalUrl"], "/jenkins/prod/job/a/11/input/");
         // A Jenkins under a context path.
         let mut v = json!({"url": "/ci/job/a/14/artifact/x.jar"});
         rewrite_root_relative(&mut v, "/ci/", "/jenkins/prod/");

@@ -99,6 +99,11 @@ pub struct Classified {
     /// The source of a copy (`createItem?mode=copy&from=`), resolved as Jenkins resolves it:
     /// relative to the folder the new item is created in, or from the root when it starts with `/`.
     pub from: Option<JobPath>,
+    /// The views the request went through before its item (`/view/a/view/b/job/x/…`), in order:
+    /// Jenkins answers 404 when one of them does not exist, so the proxy asks Jenkins through them.
+    pub views: Vec<String>,
+    /// An input step's id (`input/{input}/…`).
+    pub input: Option<String>,
     /// The path and query to send to Jenkins, relative to the controller's base URL, rebuilt from
     /// this classification (for logs and tests; the proxy rebuilds it with the canonical job the
     /// policy decided on: [`Classified::upstream_with`]).
@@ -112,11 +117,25 @@ impl Classified {
     /// The path (relative to the controller's base URL) and the query to send to Jenkins, with
     /// `job` in place of the job named in the request.
     pub fn upstream_with(&self, job: Option<&JobPath>) -> (String, Vec<(String, String)>) {
-        if self.pattern.ends_with("/createItem") {
-            return (create_item_path(job), self.query.clone());
-        }
-        let path = upstream_path(self.pattern, job, self.build, self.queue_id, self.format, self.name.as_deref());
-        (path, self.query.clone())
+        let path = if self.pattern.ends_with("/createItem") {
+            create_item_path(job)
+        } else {
+            upstream_path(
+                self.pattern,
+                job,
+                self.build,
+                self.queue_id,
+                self.format,
+                self.name.as_deref(),
+                self.input.as_deref(),
+            )
+        };
+        (format!("{}{path}", views_path(&self.views)), self.query.clone())
+    }
+
+    /// The view named in the path (`view/{view}/…`), or the node (`computer/{node}/…`).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// The query parameters the route passes on (decoded).
@@ -207,6 +226,16 @@ const ROUTES: &[Pattern] = &[
         catalog: "GET /{job}/{build}/api/json",
         requires: &[],
     },
+    // The EnvInject plugin's variables of a build (Jenkins answers 404 without the plugin); the
+    // values pass the sanitizer like every answer.
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/injectedEnvVars/api/{format}",
+        op: "get_build",
+        query: API_QUERY,
+        catalog: "GET /{job}/{build}/injectedEnvVars/api/json",
+        requires: &[],
+    },
     Pattern {
         method: "GET",
         path: "/{job}/{build}/consoleText",
@@ -262,6 +291,31 @@ const ROUTES: &[Pattern] = &[
         op: "get_pipeline_run",
         query: &[],
         catalog: "GET /{job}/{build}/execution/node/{id}/wfapi/*",
+        requires: &[],
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/wfapi/pendingInputActions",
+        op: "get_pipeline_run",
+        query: &[],
+        catalog: "GET /{job}/{build}/wfapi/pendingInputActions",
+        requires: &[],
+    },
+    // A view's configuration: the job names it lists are filtered to those the agent may see.
+    Pattern {
+        method: "GET",
+        path: "/view/{view}/config.xml",
+        op: "list_views",
+        query: &[],
+        catalog: "GET /view/{view}/config.xml",
+        requires: &[],
+    },
+    Pattern {
+        method: "GET",
+        path: "/{job}/view/{view}/config.xml",
+        op: "get_job",
+        query: &[],
+        catalog: "GET /{folder}/view/{view}/config.xml",
         requires: &[],
     },
     Pattern {
@@ -433,7 +487,7 @@ const ROUTES: &[Pattern] = &[
         method: "POST",
         path: "/createItem",
         op: "create_job",
-        query: &["name"],
+        query: &["name", "mode"],
         catalog: "POST /createItem?name={name}",
         requires: &[],
     },
@@ -441,8 +495,172 @@ const ROUTES: &[Pattern] = &[
         method: "POST",
         path: "/{job}/createItem",
         op: "create_job",
-        query: &["name"],
+        query: &["name", "mode"],
         catalog: "POST /{folder}/createItem?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/doDelete",
+        op: "delete_build",
+        query: &[],
+        catalog: "POST /{job}/{build}/doDelete",
+        requires: &[],
+    },
+    // A rename: the new name (`newName`, in the query or the form) is checked by the operation.
+    Pattern {
+        method: "POST",
+        path: "/{job}/confirmRename",
+        op: "rename_job",
+        query: &["newName"],
+        catalog: "POST /{job}/confirmRename?newName={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/doRename",
+        op: "rename_job",
+        query: &["newName"],
+        catalog: "POST /{job}/doRename?newName={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/submitDescription",
+        op: "set_description",
+        query: &["description"],
+        catalog: "POST /{job}/submitDescription",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/submitDescription",
+        op: "set_description",
+        query: &["description"],
+        catalog: "POST /{job}/{build}/submitDescription",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/nextbuildnumber/submit",
+        op: "set_next_build_number",
+        query: &[],
+        catalog: "POST /{job}/nextbuildnumber/submit",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/doWipeOutWorkspace",
+        op: "wipe_workspace",
+        query: &[],
+        catalog: "POST /{job}/doWipeOutWorkspace",
+        requires: &[],
+    },
+    // A Pipeline input step (jenkins-wire.md §12.1: the `proceedUrl` / `abortUrl` of pendingInputActions).
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/input/{input}/proceedEmpty",
+        op: "answer_input",
+        query: &[],
+        catalog: "POST /{job}/{build}/input/{input}/proceedEmpty",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/input/{input}/proceed",
+        op: "answer_input",
+        query: &[],
+        catalog: "POST /{job}/{build}/input/{input}/proceed",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/input/{input}/abort",
+        op: "answer_input",
+        query: &[],
+        catalog: "POST /{job}/{build}/input/{input}/abort",
+        requires: &[],
+    },
+    // Views (at the root, or in the folder `{job}`): the view's name for createView comes from the
+    // query or the form, as Jenkins reads it; the policy decides on the folder that holds the view.
+    Pattern {
+        method: "POST",
+        path: "/createView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /createView?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/createView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /{folder}/createView?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/view/{view}/config.xml",
+        op: "manage_view",
+        query: &[],
+        catalog: "POST /view/{view}/config.xml",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/view/{view}/config.xml",
+        op: "manage_view",
+        query: &[],
+        catalog: "POST /{folder}/view/{view}/config.xml",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/view/{view}/doDelete",
+        op: "manage_view",
+        query: &[],
+        catalog: "POST /view/{view}/doDelete",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/view/{view}/doDelete",
+        op: "manage_view",
+        query: &[],
+        catalog: "POST /{folder}/view/{view}/doDelete",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/view/{view}/addJobToView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /view/{view}/addJobToView?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/view/{view}/addJobToView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /{folder}/view/{view}/addJobToView?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/view/{view}/removeJobFromView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /view/{view}/removeJobFromView?name={name}",
+        requires: &[],
+    },
+    Pattern {
+        method: "POST",
+        path: "/{job}/view/{view}/removeJobFromView",
+        op: "manage_view",
+        query: &["name"],
+        catalog: "POST /{folder}/view/{view}/removeJobFromView?name={name}",
         requires: &[],
     },
     Pattern {
@@ -510,7 +728,7 @@ pub fn classify(method: &str, path: &str, query: Option<&str>) -> Route {
     // `/view/V/job/X/…` resolves to the item X as `/job/X/…` does (jenkins-wire.md §4; Stapler
     // asks the view for the item, which answers from its owner): the view prefix, nested or not,
     // is dropped before the job path is read, so both spellings are one request to the policy.
-    let segments = strip_view_prefix(segments);
+    let (views, segments) = strip_view_prefix(segments);
     if method.eq_ignore_ascii_case("GET")
         && let [me, api, format] = segments.as_slice()
         && me == "me"
@@ -545,7 +763,7 @@ pub fn classify(method: &str, path: &str, query: Option<&str>) -> Route {
             continue;
         }
         let Some(found) = match_pattern(pattern.path, &segments) else { continue };
-        return finish(pattern, found, &pairs);
+        return finish(pattern, found, &pairs, views);
     }
     Route::Unknown
 }
@@ -588,14 +806,24 @@ fn split_path(path: &str) -> Result<Vec<String>, &'static str> {
     Ok(out)
 }
 
-/// Drops leading `view/NAME` pairs when a `job/` segment follows them (only then: a view's own
-/// API, `/view/V/api/json`, stays a view request).
-fn strip_view_prefix(segments: Vec<String>) -> Vec<String> {
+/// Splits off leading `view/NAME` pairs when a `job/` segment follows them (only then: a view's
+/// own API, `/view/V/api/json`, stays a view request): the views' names, and the rest.
+fn strip_view_prefix(segments: Vec<String>) -> (Vec<String>, Vec<String>) {
     let mut at = 0;
     while segments.get(at).is_some_and(|s| s == "view") && segments.get(at + 1).is_some() {
         at += 2;
     }
-    if at > 0 && segments.get(at).is_some_and(|s| s == "job") { segments[at..].to_vec() } else { segments }
+    if at > 0 && segments.get(at).is_some_and(|s| s == "job") {
+        let views = segments[..at].iter().skip(1).step_by(2).cloned().collect();
+        (views, segments[at..].to_vec())
+    } else {
+        (Vec::new(), segments)
+    }
+}
+
+/// `view/a/view/b/` for the views a request went through (empty for none).
+pub fn views_path(views: &[String]) -> String {
+    views.iter().map(|v| format!("view/{}/", raw_encode(v))).collect()
 }
 
 fn has_bad_escape(raw: &str) -> bool {
@@ -638,6 +866,7 @@ struct Found {
     id: Option<u64>,
     format: Option<Format>,
     name: Option<String>,
+    input: Option<String>,
 }
 
 fn match_pattern(pattern: &str, segments: &[String]) -> Option<Found> {
@@ -671,6 +900,10 @@ fn match_pattern(pattern: &str, segments: &[String]) -> Option<Found> {
             }
             "{node}" | "{view}" => {
                 found.name = Some(segments.get(at)?.clone());
+                at += 1;
+            }
+            "{input}" => {
+                found.input = Some(segments.get(at)?.clone());
                 at += 1;
             }
             literal => {
@@ -722,7 +955,7 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, &'static str> {
     Ok(out)
 }
 
-fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -> Route {
+fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)], views: Vec<String>) -> Route {
     let any_query = pattern.query.contains(&"*");
     let mut kept = Vec::new();
     for (k, v) in pairs {
@@ -752,11 +985,20 @@ fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -
             _ => return Route::Malformed("cancelItem needs exactly one numeric id"),
         };
     }
-    let mut upstream = if pattern.path.ends_with("/createItem") {
+    let mut upstream = views_path(&views);
+    upstream.push_str(&if pattern.path.ends_with("/createItem") {
         create_item_path(job.as_ref())
     } else {
-        upstream_path(pattern.path, job.as_ref(), found.build, queue_id, found.format, found.name.as_deref())
-    };
+        upstream_path(
+            pattern.path,
+            job.as_ref(),
+            found.build,
+            queue_id,
+            found.format,
+            found.name.as_deref(),
+            found.input.as_deref(),
+        )
+    });
     if !kept.is_empty() {
         let encoded: Vec<String> =
             kept.iter().map(|(k, v)| format!("{}={}", query_encode(k), query_encode(v))).collect();
@@ -771,6 +1013,8 @@ fn finish(pattern: &'static Pattern, found: Found, pairs: &[(String, String)]) -
         queue_id,
         format: found.format,
         from,
+        views,
+        input: found.input,
         upstream,
         pattern: pattern.path,
         name: found.name,
@@ -807,6 +1051,12 @@ fn create_item_targets(
     };
     let job = JobPath::parse(&full).map_err(|_| "not a valid item name")?;
     if op != "copy_job" {
+        // Form mode: `mode` names the item type (a Java class name), once.
+        if let Some(mode) = one("mode")?
+            && (mode.is_empty() || !mode.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '$')))
+        {
+            return Err("createItem's mode must be an item type (a Java class name) or copy");
+        }
         return Ok((Some(job), None));
     }
     one("mode")?;
@@ -840,6 +1090,7 @@ fn upstream_path(
     id: Option<u64>,
     format: Option<Format>,
     name: Option<&str>,
+    input: Option<&str>,
 ) -> String {
     let mut out = String::new();
     for part in pattern.trim_start_matches('/').split('/').filter(|p| !p.is_empty()) {
@@ -853,6 +1104,7 @@ fn upstream_path(
             "{id}" => out.push_str(&id.map(|i| i.to_string()).unwrap_or_default()),
             "{format}" => out.push_str(format.map_or("json", Format::as_str)),
             "{node}" | "{view}" => out.push_str(&raw_encode(name.unwrap_or_default())),
+            "{input}" => out.push_str(&raw_encode(input.unwrap_or_default())),
             literal => out.push_str(literal),
         }
         out.push('/');
@@ -1047,7 +1299,7 @@ mod tests {
         assert_eq!((c.op, c.upstream.as_str()), ("get_pipeline_run", "job/p/7/execution/node/12/wfapi/describe"));
         assert_eq!(
             op("GET", "/view/v/job/p/lastBuild/execution/node/6/wfapi/log").upstream,
-            "job/p/lastBuild/execution/node/6/wfapi/log"
+            "view/v/job/p/lastBuild/execution/node/6/wfapi/log"
         );
         for target in [
             "/job/p/7/execution/node/x/wfapi/describe",
@@ -1055,7 +1307,6 @@ mod tests {
             "/job/p/7/execution/node/12/wfapi/inputSubmit",
             "/job/p/7/execution/node/12/log",
             "/job/p/7/execution/node/12/wfapi",
-            "/job/p/7/wfapi/pendingInputActions",
         ] {
             assert_eq!(refused("GET", target), Route::Unknown, "{target}");
         }
@@ -1082,6 +1333,9 @@ mod tests {
         // Views in front of the folder change nothing.
         let c = op("POST", "/view/all/job/team/createItem?name=x");
         assert_eq!(c.job.map(|j| j.to_string()), Some("team/x".into()));
+        // Form mode (the "new item" form): an item of a type, decided on like any creation.
+        let c = op("POST", "/job/team/createItem?name=sub&mode=com.cloudbees.hudson.plugins.folder.Folder");
+        assert_eq!((c.op, c.job.map(|j| j.to_string())), ("create_job", Some("team/sub".into())));
         for target in [
             "/createItem",
             "/createItem?name=",
@@ -1098,8 +1352,11 @@ mod tests {
             "/createItem?name=a&mode=copy&from=x%2F.",
             "/createItem?name=a&mode=copy&from=x&from=y",
             "/createItem?name=a&mode=copy&mode=copy&from=x",
-            // Form mode (an item type from the HTML form) is not served.
-            "/createItem?name=a&mode=hudson.model.FreeStyleProject",
+            // Form mode takes one item type: a Java class name.
+            "/createItem?name=a&mode=",
+            "/createItem?name=a&mode=../x",
+            "/createItem?name=a&mode=a%20b",
+            "/createItem?name=a&mode=x&mode=y",
             "/createItem?name=a&token=x",
             "/job/a/createItem;x?name=b",
         ] {
@@ -1112,8 +1369,14 @@ mod tests {
 
     #[test]
     fn view_prefixes_and_heads_read_as_jenkins_resolves_them() {
+        // The policy decides on the item; Jenkins is asked through the view, so that a view that
+        // does not exist answers 404 as in Jenkins.
         let c = op("GET", "/view/all/job/a/api/json");
-        assert_eq!((c.op, c.upstream.as_str()), ("get_job", "job/a/api/json"));
+        assert_eq!((c.op, c.upstream.as_str()), ("get_job", "view/all/job/a/api/json"));
+        assert_eq!((c.job.map(|j| j.to_string()), c.views), (Some("a".into()), vec!["all".to_string()]));
+        let c = op("GET", "/view/my%20view/view/b%2520c/job/a/1/consoleText");
+        assert_eq!(c.upstream, "view/my%20view/view/b%2520c/job/a/1/consoleText");
+        assert_eq!(c.views, vec!["my view".to_string(), "b%20c".to_string()]);
         let c = op("GET", "/view/a/view/b/job/x/job/y/3/consoleText");
         assert_eq!((c.op, c.job.map(|j| j.to_string())), ("get_build_log", Some("x/y".into())));
         // The view's own API stays a view request; a view prefix does not open anything.
@@ -1133,12 +1396,136 @@ mod tests {
         assert_eq!(refused("HEAD", "/job/a/build"), Route::Unknown);
         // DELETE on the item itself, and on nothing else.
         assert_eq!(op("DELETE", "/job/a/job/b/").op, "delete_job");
-        assert_eq!(op("DELETE", "/view/v/job/a").upstream, "job/a");
+        assert_eq!(op("DELETE", "/view/v/job/a").upstream, "view/v/job/a");
         for target in ["/", "/job/a/1/", "/job/a/builds", "/view/v/", "/queue/item/1/"] {
             assert_eq!(refused("DELETE", target), Route::Unknown, "DELETE {target}");
         }
         assert!(matches!(refused("DELETE", "/job/a?x=1"), Route::Malformed(_)));
         assert!(matches!(refused("HEAD", "/scriptText"), Route::Forbidden(_)));
+    }
+
+    #[test]
+    fn builds_are_deleted_and_described_by_number_or_permalink() {
+        let c = op("POST", "/job/team/job/app/12/doDelete");
+        assert_eq!(
+            (c.op, c.job.map(|j| j.to_string()), c.build),
+            ("delete_build", Some("team/app".into()), Some(BuildRef::Number(12)))
+        );
+        assert_eq!(op("POST", "/job/app/lastBuild/doDelete").build, Some(BuildRef::Permalink("lastBuild")));
+        // The job's own doDelete stays delete_job; a build is never reached by another spelling.
+        assert_eq!(op("POST", "/job/app/doDelete").op, "delete_job");
+        let c = op("POST", "/job/app/3/submitDescription?description=deployed%20to%20staging");
+        assert_eq!((c.op, c.build), ("set_description", Some(BuildRef::Number(3))));
+        assert_eq!(c.query(), &[("description".to_string(), "deployed to staging".to_string())]);
+        assert_eq!(op("POST", "/job/app/submitDescription").build, None);
+        assert_eq!(op("POST", "/job/app/nextbuildnumber/submit").op, "set_next_build_number");
+        assert_eq!(op("POST", "/job/app/doWipeOutWorkspace").op, "wipe_workspace");
+        for (method, target) in [
+            ("GET", "/job/app/12/doDelete"),
+            ("POST", "/job/app/lastbuild/doDelete"),
+            ("POST", "/job/app/+12/doDelete"),
+            ("POST", "/job/app/12/doDelete/x"),
+            ("POST", "/job/app/nextbuildnumber"),
+            ("POST", "/job/app/NextBuildNumber/submit"),
+            ("GET", "/job/app/doWipeOutWorkspace"),
+            ("POST", "/job/app/ws/doWipeOutWorkspace"),
+            ("POST", "/doWipeOutWorkspace"),
+            ("POST", "/submitDescription"),
+        ] {
+            assert_eq!(refused(method, target), Route::Unknown, "{method} {target}");
+        }
+        for target in [
+            "/job/app/12/doDelete?x=1",
+            "/job/app/nextbuildnumber/submit?nextBuildNumber=5",
+            "/job/app/submitDescription?description=a&token=b",
+            "/job/app/12%2Fx/doDelete",
+        ] {
+            assert!(matches!(refused("POST", target), Route::Malformed(_)), "{target}");
+        }
+    }
+
+    #[test]
+    fn a_rename_names_the_job_and_carries_the_new_name() {
+        for action in ["confirmRename", "doRename"] {
+            let c = op("POST", &format!("/job/team/job/a/{action}?newName=b"));
+            assert_eq!((c.op, c.job.as_ref().map(|j| j.to_string())), ("rename_job", Some("team/a".into())));
+            assert_eq!(c.query(), &[("newName".to_string(), "b".to_string())]);
+        }
+        // Another spelling of the job is the same job; the new name is the operation's to check.
+        assert_eq!(
+            op("POST", "/view/all/job/TEAM/job/A/confirmRename").job.map(|j| j.to_string()),
+            Some("TEAM/A".into())
+        );
+        assert!(matches!(refused("POST", "/job/a/confirmRename?newName=b&from=c"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/job/a/confirmRename?newName=b%zz"), Route::Malformed(_)));
+        assert_eq!(refused("GET", "/job/a/confirmRename?newName=b"), Route::Unknown);
+        assert_eq!(refused("POST", "/confirmRename?newName=b"), Route::Unknown);
+    }
+
+    #[test]
+    fn views_are_managed_on_their_folder_and_read_with_their_config() {
+        let c = op("POST", "/createView?name=v");
+        assert_eq!((c.op, c.job.clone()), ("manage_view", None));
+        let c = op("POST", "/job/team/createView");
+        assert_eq!((c.op, c.job.map(|j| j.to_string())), ("manage_view", Some("team".into())));
+        for action in ["config.xml", "doDelete", "addJobToView?name=x", "removeJobFromView?name=x"] {
+            let c = op("POST", &format!("/view/my%20v/{action}"));
+            assert_eq!((c.op, c.name(), c.job.clone()), ("manage_view", Some("my v"), None), "{action}");
+            let c = op("POST", &format!("/job/team/view/v/{action}"));
+            assert_eq!(
+                (c.op, c.name(), c.job.as_ref().map(|j| j.to_string())),
+                ("manage_view", Some("v"), Some("team".into()))
+            );
+        }
+        // Reading a view's configuration.
+        let c = op("GET", "/view/v/config.xml");
+        assert_eq!((c.op, c.upstream.as_str()), ("list_views", "view/v/config.xml"));
+        let c = op("GET", "/job/team/view/v/config.xml");
+        assert_eq!((c.op, c.job.map(|j| j.to_string())), ("get_job", Some("team".into())));
+        for (method, target) in [
+            ("POST", "/view/v/view/w/doDelete"),
+            ("POST", "/view/v/createView?name=x"),
+            ("POST", "/view/v/configSubmit"),
+            ("DELETE", "/view/v/"),
+            ("POST", "/view/v/job/x/addJobToView?name=x"),
+        ] {
+            assert!(
+                !matches!(
+                    classify(
+                        method,
+                        target.split('?').next().unwrap_or(target),
+                        target.split_once('?').map(|(_, q)| q)
+                    ),
+                    Route::Op(_)
+                ),
+                "{method} {target}"
+            );
+        }
+        assert!(matches!(refused("POST", "/view/v%2Fw/doDelete"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/view/v/addJobToView?name=x&mode=y"), Route::Malformed(_)));
+    }
+
+    #[test]
+    fn input_steps_are_answered_on_their_build() {
+        let c = op("GET", "/job/p/7/wfapi/pendingInputActions");
+        assert_eq!((c.op, c.upstream.as_str()), ("get_pipeline_run", "job/p/7/wfapi/pendingInputActions"));
+        for action in ["proceedEmpty", "proceed", "abort"] {
+            let c = op("POST", &format!("/job/f/job/p/7/input/Ef95a/{action}"));
+            assert_eq!((c.op, c.input.as_deref(), c.build), ("answer_input", Some("Ef95a"), Some(BuildRef::Number(7))));
+            assert_eq!(c.upstream, format!("job/f/job/p/7/input/Ef95a/{action}"));
+        }
+        for (method, target) in [
+            ("GET", "/job/p/7/input/Ef95a/proceedEmpty"),
+            ("POST", "/job/p/7/input/Ef95a/submit"),
+            ("POST", "/job/p/7/input/Ef95a"),
+            ("POST", "/job/p/7/input/proceedEmpty"),
+            ("POST", "/job/p/7/wfapi/inputSubmit"),
+        ] {
+            assert_eq!(refused(method, target), Route::Unknown, "{method} {target}");
+        }
+        assert!(matches!(refused("POST", "/job/p/7/input/a%2Fb/abort"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/job/p/7/input/%2e%2e/abort"), Route::Malformed(_)));
+        assert!(matches!(refused("POST", "/job/p/7/input/x/abort?token=1"), Route::Malformed(_)));
     }
 
     #[test]
@@ -1174,7 +1561,7 @@ mod tests {
                     "{build}" => vec!["3".to_string()],
                     "{id}" => vec!["4".to_string()],
                     "{format}" => vec!["json".to_string()],
-                    "{node}" | "{view}" => vec!["n".to_string()],
+                    "{node}" | "{view}" | "{input}" => vec!["n".to_string()],
                     literal => vec![literal.to_string()],
                 })
                 .collect();

@@ -129,6 +129,28 @@ impl Req {
     }
 }
 
+/// The text parts of a `multipart/form-data` body (a form with file parameters), as form fields.
+/// File parts are read and dropped: the twin has no file parameter type (docs/twin.md).
+async fn multipart_fields(content_type: &str, body: Bytes) -> Vec<(String, String)> {
+    use axum::extract::FromRequest;
+    let Ok(req) =
+        axum::http::Request::builder().header(header::CONTENT_TYPE, content_type).body(axum::body::Body::from(body))
+    else {
+        return Vec::new();
+    };
+    let Ok(mut multipart) = axum::extract::Multipart::from_request(req, &()).await else { return Vec::new() };
+    let mut out = Vec::new();
+    while let Ok(Some(field)) = multipart.next_field().await {
+        let name = field.name().map(str::to_string);
+        let is_file = field.file_name().is_some();
+        let Ok(data) = field.bytes().await else { break };
+        if let (Some(name), false) = (name, is_file) {
+            out.push((name, String::from_utf8_lossy(&data).into_owned()));
+        }
+    }
+    out
+}
+
 async fn handle(
     AxState(twin): AxState<Arc<Twin>>,
     ConnectInfo(crate::RemoteAddr(remote)): ConnectInfo<crate::RemoteAddr>,
@@ -147,8 +169,19 @@ async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    let form: Vec<(String, String)> =
-        if is_form { form_urlencoded::parse(&body).into_owned().collect() } else { Vec::new() };
+    let multipart = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .filter(|c| c.to_ascii_lowercase().starts_with("multipart/form-data"))
+        .map(str::to_string);
+    let form: Vec<(String, String)> = if is_form {
+        form_urlencoded::parse(&body).into_owned().collect()
+    } else if let Some(content_type) = multipart {
+        multipart_fields(&content_type, body.clone()).await
+    } else {
+        Vec::new()
+    };
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())

@@ -257,6 +257,29 @@ impl std::fmt::Debug for JenkinsClient {
 enum Body {
     Form(Vec<(String, String)>),
     Xml(String),
+    /// `multipart/form-data`: text fields and files (a trigger with file parameters).
+    Multipart(Vec<(String, String)>, Vec<FilePart>),
+}
+
+/// A file sent as a build's file parameter.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FilePart {
+    /// The parameter's name.
+    pub name: String,
+    /// The file's name as the client gave it (Jenkins shows it as the parameter's value).
+    pub file_name: String,
+    pub content: Vec<u8>,
+}
+
+impl std::fmt::Debug for FilePart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A file's content may be anything (a key file): never in logs.
+        f.debug_struct("FilePart")
+            .field("name", &self.name)
+            .field("file_name", &self.file_name)
+            .field("bytes", &self.content.len())
+            .finish()
+    }
 }
 
 /// What a call accepts besides 2xx.
@@ -432,6 +455,18 @@ impl JenkinsClient {
             None => req,
             Some(Body::Form(pairs)) => req.form(pairs),
             Some(Body::Xml(xml)) => req.header("Content-Type", "application/xml; charset=utf-8").body(xml.clone()),
+            Some(Body::Multipart(fields, files)) => {
+                // Built for each attempt: a multipart form is consumed by sending it.
+                let mut form = reqwest::multipart::Form::new();
+                for (k, v) in fields {
+                    form = form.text(k.clone(), v.clone());
+                }
+                for f in files {
+                    let part = reqwest::multipart::Part::bytes(f.content.clone()).file_name(f.file_name.clone());
+                    form = form.part(f.name.clone(), part);
+                }
+                req.multipart(form)
+            }
         };
         let resp = req.send().await.map_err(|e| transport_error(e, &url, self.limits.request_timeout))?;
         let status = resp.status();
@@ -937,7 +972,20 @@ impl JenkinsClient {
     /// identical item already waiting in the queue (HTTP 303, Jenkins 2.308+): then no new build
     /// will start for it.
     pub async fn trigger_detailed(&self, job: &JobPath, params: &[(String, String)]) -> Result<(u64, bool), Error> {
-        let (path, body) = if params.is_empty() {
+        self.trigger_with_files(job, params, &[]).await
+    }
+
+    /// [`JenkinsClient::trigger_detailed`] with file parameters: sent as `multipart/form-data`
+    /// (the parameters as text fields, the files as file parts), as Jenkins' own form posts them.
+    pub async fn trigger_with_files(
+        &self,
+        job: &JobPath,
+        params: &[(String, String)],
+        files: &[FilePart],
+    ) -> Result<(u64, bool), Error> {
+        let (path, body) = if !files.is_empty() {
+            (format!("{}buildWithParameters", job.url_path()), Some(Body::Multipart(params.to_vec(), files.to_vec())))
+        } else if params.is_empty() {
             (format!("{}build", job.url_path()), None)
         } else {
             (format!("{}buildWithParameters", job.url_path()), Some(Body::Form(params.to_vec())))
@@ -1130,6 +1178,107 @@ impl JenkinsClient {
         self.send(Method::POST, &path, &[], None, &format!("job {job}"), Accept::SuccessOrRedirect).await.map(drop)
     }
 
+    /// Deletes one build (`POST .../N/doDelete`; Jenkins answers 302 to the job, 400 while it runs).
+    pub async fn delete_build(&self, job: &JobPath, number: u64) -> Result<(), Error> {
+        let path = format!("{}{number}/doDelete", job.url_path());
+        let r = self
+            .send(Method::POST, &path, &[], None, &format!("build #{number} of {job}"), Accept::SuccessOrRedirect)
+            .await;
+        // A finished build's cached JSON and log must not outlive it (its number is never reused,
+        // but its permalinks move).
+        self.wire.clear();
+        r.map(drop)
+    }
+
+    /// Renames a job inside its folder (`POST .../confirmRename?newName=`; 302 to the new URL).
+    pub async fn rename_job(&self, job: &JobPath, new_name: &str) -> Result<(), Error> {
+        let path = format!("{}confirmRename", job.url_path());
+        let q = [("newName", new_name.to_string())];
+        let r = self.send(Method::POST, &path, &q, None, &format!("job {job}"), Accept::SuccessOrRedirect).await;
+        self.wire.clear();
+        r.map(drop)
+    }
+
+    /// Sets the description of a job, or of one of its builds (`submitDescription`).
+    pub async fn set_description(&self, job: &JobPath, build: Option<u64>, description: &str) -> Result<(), Error> {
+        let (path, what) = match build {
+            Some(n) => (format!("{}{n}/submitDescription", job.url_path()), format!("build #{n} of {job}")),
+            None => (format!("{}submitDescription", job.url_path()), format!("job {job}")),
+        };
+        let form = Body::Form(vec![("description".into(), description.to_string())]);
+        let r = self.send(Method::POST, &path, &[], Some(form), &what, Accept::SuccessOrRedirect).await;
+        // A finished build's JSON (with its description) may be cached.
+        if build.is_some() {
+            self.wire.clear();
+        }
+        r.map(drop)
+    }
+
+    /// Sets the number of the job's next build (the Next Build Number plugin's
+    /// `nextbuildnumber/submit`, which reads its structured `json` form field).
+    pub async fn set_next_build_number(&self, job: &JobPath, number: u64) -> Result<(), Error> {
+        let path = format!("{}nextbuildnumber/submit", job.url_path());
+        let form = Body::Form(vec![
+            ("nextBuildNumber".into(), number.to_string()),
+            ("json".into(), serde_json::json!({ "nextBuildNumber": number }).to_string()),
+        ]);
+        match self.send(Method::POST, &path, &[], Some(form), &format!("job {job}"), Accept::SuccessOrRedirect).await {
+            Err(Error::NotFound { url, .. }) => Err(Error::NotFound {
+                what: format!("job {job}, or the Next Build Number plugin's action"),
+                url,
+                fix: "check the job name, and that the 'next-build-number' plugin is installed".into(),
+            }),
+            other => other.map(drop),
+        }
+    }
+
+    /// Wipes out the job's workspace (`doWipeOutWorkspace`; 302 to the job).
+    pub async fn wipe_workspace(&self, job: &JobPath) -> Result<(), Error> {
+        let path = format!("{}doWipeOutWorkspace", job.url_path());
+        self.send(Method::POST, &path, &[], None, &format!("job {job}"), Accept::SuccessOrRedirect).await.map(drop)
+    }
+
+    /// Creates an empty item of a type (`createItem?name=&mode=<descriptor id>`, the "new item" form),
+    /// e.g. a folder: `com.cloudbees.hudson.plugins.folder.Folder`.
+    pub async fn create_item_of_type(&self, folder: Option<&JobPath>, name: &str, mode: &str) -> Result<(), Error> {
+        let path = format!("{}createItem", folder.map(JobPath::url_path).unwrap_or_default());
+        let form = Body::Form(vec![("name".into(), name.to_string()), ("mode".into(), mode.to_string())]);
+        let q = [("name", name.to_string())];
+        self.send(Method::POST, &path, &q, Some(form), &format!("creating {name}"), Accept::SuccessOrRedirect).await?;
+        self.wire.clear();
+        Ok(())
+    }
+
+    /// The pending input steps of a Pipeline run (`wfapi/pendingInputActions`).
+    pub async fn pending_inputs(&self, job: &JobPath, number: u64) -> Result<Value, Error> {
+        let path = format!("{}{number}/wfapi/pendingInputActions", job.url_path());
+        self.wfapi(job, &path).await
+    }
+
+    /// Answers a Pipeline input step: proceed (with parameters, if it asks for any) or abort.
+    pub async fn answer_input(
+        &self,
+        job: &JobPath,
+        number: u64,
+        input_id: &str,
+        proceed: bool,
+        params: &[(String, String)],
+    ) -> Result<(), Error> {
+        let base = format!("{}{number}/input/{}/", job.url_path(), crate::path::raw_encode(input_id));
+        let (path, body) = match (proceed, params.is_empty()) {
+            (false, _) => (format!("{base}abort"), None),
+            (true, true) => (format!("{base}proceedEmpty"), None),
+            (true, false) => {
+                let parameter: Vec<Value> =
+                    params.iter().map(|(k, v)| serde_json::json!({ "name": k, "value": v })).collect();
+                let json = serde_json::json!({ "parameter": parameter }).to_string();
+                (format!("{base}proceed"), Some(Body::Form(vec![("json".into(), json)])))
+            }
+        };
+        let what = format!("input step {input_id} of build #{number} of {job}");
+        self.send(Method::POST, &path, &[], body, &what, Accept::SuccessOrRedirect).await.map(drop)
+    }
+
     // -----------------------------------------------------------------------------------------
     // nodes, views
 
@@ -1155,6 +1304,71 @@ impl JenkinsClient {
 
     pub async fn view(&self, name: &str) -> Result<View, Error> {
         self.get_json(&format!("view/{}/api/json", crate::path::raw_encode(name)), &[], &format!("view {name}")).await
+    }
+
+    /// A view's URL path: `view/V/` at the root, `job/F/view/V/` in a folder.
+    fn view_path(folder: Option<&JobPath>, name: &str) -> String {
+        format!("{}view/{}/", folder.map(JobPath::url_path).unwrap_or_default(), crate::path::raw_encode(name))
+    }
+
+    /// Creates a view from its config.xml (`createView?name=`), at the root or in a folder.
+    pub async fn create_view(&self, folder: Option<&JobPath>, name: &str, xml: &str) -> Result<(), Error> {
+        let path = format!("{}createView", folder.map(JobPath::url_path).unwrap_or_default());
+        let q = [("name", name.to_string())];
+        let body = Some(Body::Xml(xml.to_string()));
+        self.send(Method::POST, &path, &q, body, &format!("creating view {name}"), Accept::SuccessOrRedirect)
+            .await
+            .map(drop)
+    }
+
+    /// Creates an empty view of a type (`createView` as its form posts it: `name`, `mode` and the
+    /// same two in the `json` field), e.g. `hudson.model.ListView`.
+    pub async fn create_view_of_type(&self, folder: Option<&JobPath>, name: &str, mode: &str) -> Result<(), Error> {
+        let path = format!("{}createView", folder.map(JobPath::url_path).unwrap_or_default());
+        let json = serde_json::json!({ "name": name, "mode": mode }).to_string();
+        let form = Body::Form(vec![
+            ("name".into(), name.to_string()),
+            ("mode".into(), mode.to_string()),
+            ("json".into(), json),
+        ]);
+        self.send(Method::POST, &path, &[], Some(form), &format!("creating view {name}"), Accept::SuccessOrRedirect)
+            .await
+            .map(drop)
+    }
+
+    /// A view's config.xml.
+    pub async fn view_config_xml(&self, folder: Option<&JobPath>, name: &str) -> Result<String, Error> {
+        let path = format!("{}config.xml", Self::view_path(folder, name));
+        let (_, f) = self.shared_get(&path, &[], &format!("view {name}"), Read::Buffered, Keep::Never).await?;
+        Ok(String::from_utf8_lossy(&f.body).into_owned())
+    }
+
+    /// Replaces a view's config.xml.
+    pub async fn update_view_config(&self, folder: Option<&JobPath>, name: &str, xml: &str) -> Result<(), Error> {
+        let path = format!("{}config.xml", Self::view_path(folder, name));
+        let body = Some(Body::Xml(xml.to_string()));
+        self.send(Method::POST, &path, &[], body, &format!("view {name}"), Accept::Success).await.map(drop)
+    }
+
+    /// Deletes a view (`doDelete`; 302 to the owner).
+    pub async fn delete_view(&self, folder: Option<&JobPath>, name: &str) -> Result<(), Error> {
+        let path = format!("{}doDelete", Self::view_path(folder, name));
+        self.send(Method::POST, &path, &[], None, &format!("view {name}"), Accept::SuccessOrRedirect).await.map(drop)
+    }
+
+    /// Adds an item of the view's owner to a list view, or removes it (`addJobToView` /
+    /// `removeJobFromView?name=`, the item's name relative to the owner).
+    pub async fn view_membership(
+        &self,
+        folder: Option<&JobPath>,
+        name: &str,
+        item: &str,
+        add: bool,
+    ) -> Result<(), Error> {
+        let action = if add { "addJobToView" } else { "removeJobFromView" };
+        let path = format!("{}{action}", Self::view_path(folder, name));
+        let q = [("name", item.to_string())];
+        self.send(Method::POST, &path, &q, None, &format!("view {name}"), Accept::SuccessOrRedirect).await.map(drop)
     }
 
     // -----------------------------------------------------------------------------------------

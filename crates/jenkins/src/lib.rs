@@ -73,8 +73,8 @@ pub mod tree;
 
 pub use cache::CacheOptions;
 pub use client::{
-    BuildSelector, Capabilities, ClientBuilder, ConnectionReport, Credentials, EndTail, JenkinsClient, Limits,
-    LogChunk, SecretKind, TailLine, TlsOptions,
+    BuildSelector, Capabilities, ClientBuilder, ConnectionReport, Credentials, EndTail, FilePart, JenkinsClient,
+    Limits, LogChunk, SecretKind, TailLine, TlsOptions,
 };
 pub use error::Error;
 pub use path::{BaseUrl, JobPath};

@@ -241,7 +241,7 @@ fn gate_kind(e: &GateError) -> Kind {
         GateError::Busy(_) => Kind::Conflict,
         GateError::Cancelled(_)
         | GateError::Accepted { .. }
-        | GateError::NotStarted(_)
+        | GateError::NotStarted { .. }
         | GateError::MaybeStarted(_) => Kind::Internal,
     }
 }

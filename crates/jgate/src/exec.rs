@@ -48,8 +48,20 @@ pub struct ExecArgs {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TokenRequest {
     ttl_secs: u64,
+}
+
+impl TokenRequest {
+    /// Exactly `{"ttl_secs": N}`: a JSON object (serde would also take `[N]` for a struct), no
+    /// other field.
+    fn parse(body: &[u8]) -> Option<TokenRequest> {
+        match serde_json::from_slice::<serde_json::Value>(body).ok()? {
+            v @ serde_json::Value::Object(_) => serde_json::from_value(v).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// `POST /exec-tokens` and `DELETE /exec-tokens/<key id>`, authenticated with the agent's full key.
@@ -85,7 +97,7 @@ async fn start(State(gate): State<Arc<Gate>>, headers: HeaderMap, body: axum::bo
     let Some(key) = bearer(&headers) else {
         return problem(StatusCode::UNAUTHORIZED, "send the agent's key as Authorization: Bearer <key>");
     };
-    let Ok(req) = serde_json::from_slice::<TokenRequest>(&body) else {
+    let Some(req) = TokenRequest::parse(&body) else {
         return problem(StatusCode::BAD_REQUEST, "send {\"ttl_secs\": N}");
     };
     let ttl_ms = i64::try_from(req.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);

@@ -142,7 +142,9 @@ async fn handle(
     }
 }
 
-/// A write: the request's form (or config.xml) read within a cap, then the typed operation.
+/// A write: the request's form (or config.xml) read within a cap, then the typed operation. A body
+/// refused here (too large, not UTF-8, multipart where none is taken) is on record like every
+/// other refusal.
 async fn write(
     gate: &Gate,
     caller: &Caller,
@@ -152,23 +154,37 @@ async fn write(
     body: axum::body::Body,
     own_base: &str,
 ) -> Response {
-    let content_type =
-        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let refuse = |response: Response| async move {
+        let reason = format!("the request body was refused ({})", response.status());
+        let _ = gate.proxy_refused(caller, controller, &format!("POST {}", c.upstream), &reason).await;
+        response
+    };
+    let raw_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let content_type = raw_type.to_ascii_lowercase();
     if content_type.starts_with("multipart/") {
-        return jenkins_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Media Type",
-            "file parameters are not served through jgate's proxy yet: pass parameters as form fields or in the query",
-        );
+        if !(content_type.starts_with("multipart/form-data") && c.route == "POST /{job}/buildWithParameters") {
+            return refuse(jenkins_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Media Type",
+                "multipart bodies are taken only by buildWithParameters (file parameters)",
+            ))
+            .await;
+        }
+        let (form, files) = match read_multipart(&raw_type, body).await {
+            Ok(parts) => parts,
+            Err(response) => return refuse(response).await,
+        };
+        return answer_write(gate.proxy_write(caller, controller, c, &form, None, &files).await, c, own_base);
     }
     let bytes = match axum::body::to_bytes(body, gate::proxy::MAX_PROXY_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            return jenkins_error(
+            return refuse(jenkins_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Payload Too Large",
                 &format!("the request body is over jgate's limit of {} KiB", gate::proxy::MAX_PROXY_BODY_BYTES / 1024),
-            );
+            ))
+            .await;
         }
     };
     let (form, text) = if content_type.starts_with("application/x-www-form-urlencoded") {
@@ -179,15 +195,95 @@ async fn write(
         match String::from_utf8(bytes.to_vec()) {
             Ok(t) => (Vec::new(), Some(t)),
             Err(_) => {
-                return jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", "the request body is not UTF-8 text");
+                let page = jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", "the request body is not UTF-8 text");
+                return refuse(page).await;
             }
         }
     };
-    match gate.proxy_write(caller, controller, c, &form, text).await {
+    answer_write(gate.proxy_write(caller, controller, c, &form, text, &[]).await, c, own_base)
+}
+
+/// A `multipart/form-data` trigger: text parts are fields, file parts files; at most
+/// `MAX_PROXY_BODY_BYTES` in all (413 over it).
+async fn read_multipart(
+    content_type: &str,
+    body: axum::body::Body,
+) -> Result<(Vec<(String, String)>, Vec<jenkins::FilePart>), Response> {
+    use axum::extract::FromRequest;
+    let too_large = || {
+        jenkins_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            &format!("the request body is over jgate's limit of {} KiB", gate::proxy::MAX_PROXY_BODY_BYTES / 1024),
+        )
+    };
+    let bad = |why: &str| jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", why);
+    let req = axum::http::Request::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .map_err(|_| bad("the multipart Content-Type is not valid"))?;
+    let mut multipart =
+        axum::extract::Multipart::from_request(req, &()).await.map_err(|_| bad("the multipart body cannot be read"))?;
+    let (mut form, mut files, mut total) = (Vec::new(), Vec::new(), 0usize);
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+            Err(_) => return Err(bad("the multipart body is malformed")),
+        };
+        let Some(name) = field.name().map(str::to_string) else {
+            return Err(bad("a multipart part has no name"));
+        };
+        let file_name = field.file_name().map(str::to_string);
+        let mut field = field;
+        let mut data = Vec::new();
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    total += chunk.len();
+                    if total > gate::proxy::MAX_PROXY_BODY_BYTES {
+                        return Err(too_large());
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+                Err(_) => return Err(bad("the multipart body is malformed")),
+            }
+        }
+        match file_name {
+            Some(file_name) => files.push(jenkins::FilePart { name, file_name, content: data }),
+            None => match String::from_utf8(data) {
+                Ok(value) => form.push((name, value)),
+                Err(_) => return Err(bad("a multipart text part is not UTF-8")),
+            },
+        }
+    }
+    Ok((form, files))
+}
+
+/// The Jenkins-shaped answer to a write.
+fn answer_write(
+    result: Result<gate::proxy::ProxyWrite, ProxyError>,
+    c: &gate::route::Classified,
+    own_base: &str,
+) -> Response {
+    match result {
         Ok(gate::proxy::ProxyWrite::Queued { queue_id }) => {
             // As Jenkins answers a trigger: 201 with the queue item, here under the proxy's base.
             let mut r = StatusCode::CREATED.into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("{own_base}queue/item/{queue_id}/")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        // A rename: Jenkins redirects (302) to the item's new page, and clients read the new
+        // location from `Location` (api4jenkins). The proxy serves no HTML pages, so a client
+        // that follows redirects would fail there: the new location comes with a 200 instead.
+        Ok(gate::proxy::ProxyWrite::Moved { path }) => {
+            let mut r = StatusCode::OK.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("{own_base}{path}")) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
             r
@@ -414,16 +510,6 @@ fn gate_error(e: GateError) -> Response {
             }
             r
         }
-        GateError::Failed { message, status: None }
-            if jenkins_status_in(&message).is_some_and(|s| (400..500).contains(&s)) =>
-        {
-            // A trigger Jenkins refused ("nothing was started: … (HTTP 409): …"): the status
-            // Jenkins answered (400 not parameterized / nothing submitted, 409 disabled).
-            let status = jenkins_status_in(&message)
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .unwrap_or(StatusCode::BAD_GATEWAY);
-            jenkins_error(status, status.canonical_reason().unwrap_or("Error"), &message)
-        }
         GateError::Failed { message, status: Some(s) } => {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);
             jenkins_error(status, status.canonical_reason().unwrap_or("Error"), &message)
@@ -435,16 +521,6 @@ fn gate_error(e: GateError) -> Response {
         }
         e => jenkins_error(StatusCode::BAD_GATEWAY, "Bad Gateway", &e.to_string()),
     }
-}
-
-/// The status Jenkins answered, as the wire client's errors state it (`... (HTTP 409): ...`).
-fn jenkins_status_in(message: &str) -> Option<u16> {
-    let at = message.find("(HTTP ")? + "(HTTP ".len();
-    let digits = message.get(at..at + 3)?;
-    if message.get(at + 3..at + 4) != Some(")") {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 /// JSON as the Python literal Stapler's `api/python` writes: `True`/`False`/`None`, strings quoted
@@ -534,15 +610,16 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_trigger_answers_with_jenkins_status() {
-        assert_eq!(jenkins_status_in("nothing was started: x conflicts (HTTP 409): x is not buildable"), Some(409));
-        assert_eq!(jenkins_status_in("Jenkins refused the request (HTTP 400): Nothing is submitted"), Some(400));
-        assert_eq!(jenkins_status_in("no status here"), None);
-        assert_eq!(jenkins_status_in("(HTTP 40"), None);
-        let failed = |m: &str| GateError::Failed { message: m.into(), status: None };
-        let r = gate_error(failed("nothing was started: refused (HTTP 409): disabled"));
+    fn a_refused_write_answers_with_jenkins_status() {
+        // The status travels as data from the wire client's error (a trigger Jenkins refused:
+        // 409 disabled, 400 not parameterized), never parsed back out of the message.
+        let failed = |m: &str, status| GateError::Failed { message: m.into(), status };
+        let r = gate_error(failed("nothing was started: team/api is not buildable", Some(409)));
         assert_eq!(r.status(), StatusCode::CONFLICT);
-        let r = gate_error(failed("nothing was started: the connection was reset"));
+        let r = gate_error(failed("Nothing is submitted", Some(400)));
+        assert_eq!((r.status(), r.headers().get("X-Error").is_some()), (StatusCode::BAD_REQUEST, true));
+        // A message that merely says "(HTTP 409)" is not a status.
+        let r = gate_error(failed("nothing was started: refused (HTTP 409): disabled", None));
         assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     }
 

@@ -75,6 +75,8 @@ curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $JENKINS_TOKE
   -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' \
   -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}' \
   "$JGATE_FOR_TEST/mcp"
+curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $JENKINS_TOKEN" -H 'Content-Type: application/json' \
+  -d '{"ttl_secs":600}' "$JGATE_FOR_TEST/exec-tokens"
 exit 7
 "#;
     let out = jgate(&dir)
@@ -98,6 +100,7 @@ exit 7
     assert_eq!(lines.get(3).copied(), Some("no-agent-key"), "the agent's key is not passed to the command");
     assert_eq!(lines.get(4).copied(), Some("200"), "the token works through the proxy: {stdout}");
     assert_eq!(lines.get(5).copied(), Some("401"), "the token does not open MCP: {stdout}");
+    assert_eq!(lines.get(6).copied(), Some("401"), "the run's token cannot mint another token: {stdout}");
 
     // After the command: the token is revoked.
     let after = reqwest::Client::new()
@@ -107,12 +110,39 @@ exit 7
         .await
         .expect("request");
     assert_eq!(after.status().as_u16(), 401, "the run's token must end with the run");
+    // The token endpoint with a malformed request: refused, nothing minted (the audit below holds
+    // one start and one end only).
+    let http = reqwest::Client::new();
+    for body in [
+        "",
+        "not json",
+        "{\"ttl_secs\": \"1h\"}",
+        "{\"ttl_secs\": -5}",
+        "[600]",
+        "{\"ttl_secs\": 0}",
+        "{\"ttl_secs\": 60, \"agent\": \"other\"}",
+    ] {
+        let r = http
+            .post(format!("{base}/exec-tokens"))
+            .bearer_auth(&key)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 400, "body {body:?}");
+        let text = r.text().await.expect("body");
+        assert!(!text.contains("jgate_"), "no token in a refusal: {text}");
+    }
+    let r = http.post(format!("{base}/exec-tokens")).body("{\"ttl_secs\": 60}").send().await.expect("request");
+    assert_eq!(r.status().as_u16(), 401, "no key, no token");
     let _ = serve.kill();
     let _ = serve.wait();
 
     let audit = ok(&dir, &["audit", "--agent", "ci-bot"]);
     assert!(audit.contains("started a `jgate exec` run"), "{audit}");
     assert!(audit.contains("ended the `jgate exec` run"), "{audit}");
+    assert_eq!(audit.matches("started a `jgate exec` run").count(), 1, "one token was minted: {audit}");
     assert!(!audit.contains(&token) && !audit.contains(&key), "no secret in the audit");
 
     // Without a key, or with an unknown controller, nothing runs.

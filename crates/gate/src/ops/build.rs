@@ -71,6 +71,48 @@ pub struct TriggerArgs {
     /// Optional: a retried call with the same key returns the first call's build instead of
     /// starting another.
     pub idempotency_key: Option<String>,
+    /// File parameters by name (sent as multipart, as Jenkins' own form sends them). A grant's
+    /// constraint on a parameter applies to a file's content as to any value.
+    pub files: Option<BTreeMap<String, FileArg>>,
+}
+
+/// A file parameter's file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileArg {
+    /// The file's name (Jenkins shows it as the parameter's value).
+    pub file_name: String,
+    /// The file's content, base64-encoded.
+    pub content_base64: String,
+}
+
+/// The largest total of file parameters a trigger sends.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+impl TriggerArgs {
+    /// The files, decoded; refused when one is not base64 or all of them are over the limit.
+    fn file_parts(&self) -> Result<Vec<jenkins::FilePart>, GateError> {
+        use base64::Engine as _;
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for (name, f) in self.files.iter().flatten() {
+            let content = base64::engine::general_purpose::STANDARD
+                .decode(f.content_base64.as_bytes())
+                .map_err(|e| super::bad_request(format!("file parameter {name}: content_base64 is not base64: {e}")))?;
+            total += content.len();
+            if total > MAX_FILE_BYTES {
+                return Err(super::bad_request(format!(
+                    "file parameters are over jgate's limit of {} KiB in all",
+                    MAX_FILE_BYTES / 1024
+                )));
+            }
+            if f.file_name.chars().any(char::is_control) || f.file_name.len() > 255 {
+                return Err(super::bad_request(format!("file parameter {name}: file_name must be a plain file name")));
+            }
+            out.push(jenkins::FilePart { name: name.clone(), file_name: f.file_name.clone(), content });
+        }
+        Ok(out)
+    }
 }
 
 impl Op for TriggerBuild {
@@ -83,8 +125,21 @@ impl Op for TriggerBuild {
         vec![Need::primary(&Self::META, Some(&a.job))]
     }
 
+    /// Every value the trigger carries, files included (a file's content read as text: a value
+    /// sent as a file is checked like one sent as a field, so constraints cannot be bypassed).
     fn params(a: &TriggerArgs) -> Vec<(String, String)> {
-        a.parameters.iter().flatten().map(|(k, v)| (k.clone(), v.text())).collect()
+        let mut out: Vec<(String, String)> =
+            a.parameters.iter().flatten().map(|(k, v)| (k.clone(), v.text())).collect();
+        for (name, f) in a.files.iter().flatten() {
+            use base64::Engine as _;
+            // Undecodable content is refused by `run`; for the policy it is checked as sent.
+            let content = base64::engine::general_purpose::STANDARD
+                .decode(f.content_base64.as_bytes())
+                .map(|c| String::from_utf8_lossy(&c).into_owned())
+                .unwrap_or_else(|_| f.content_base64.clone());
+            out.push((name.clone(), content));
+        }
+        out
     }
 
     /// Every outcome names the queue item (and the build, as `build_number`).
@@ -106,14 +161,20 @@ impl Op for TriggerBuild {
 
     async fn run(cx: &mut Exec<'_>, a: TriggerArgs) -> Result<Value, GateError> {
         let jp = cx.path(0)?;
-        let params = Self::params(&a);
+        let files = a.file_parts()?;
+        let params: Vec<(String, String)> = a.parameters.iter().flatten().map(|(k, v)| (k.clone(), v.text())).collect();
         // Identical for Jenkins means identical after Java's name folding.
         let mut sorted = params.clone();
+        // Files count by name, file name and size (two triggers differing only in a file's
+        // bytes of equal size are serialised, which is harmless).
+        sorted.extend(
+            files.iter().map(|f| (f.name.clone(), format!("file {} ({} bytes)", f.file_name, f.content.len()))),
+        );
         sorted.sort();
         let fingerprint = format!("{}\u{1}{}\u{1}{sorted:?}", cx.controller, java_fold::fold_key(&jp.to_string()));
         let wait = a.wait.unwrap_or(Wait::Start);
         let Some(key) = a.idempotency_key.as_deref() else {
-            return trigger(cx, &jp, &params, wait, &fingerprint, false).await;
+            return trigger(cx, &jp, &params, &files, wait, &fingerprint, false).await;
         };
         if key.is_empty() || key.len() > 200 {
             return Err(GateError::Invalid("idempotency_key must be 1 to 200 bytes long".into()));
@@ -123,7 +184,7 @@ impl Op for TriggerBuild {
         loop {
             let store = cx.store;
             if store.reserve_key(cx.agent, cx.controller, key, &fingerprint, cx.request_id).await? {
-                return trigger(cx, &jp, &params, wait, &fingerprint, true).await;
+                return trigger(cx, &jp, &params, &files, wait, &fingerprint, true).await;
             }
             let Some(row) = store.idempotency_key(cx.agent, cx.controller, key).await? else {
                 continue; // expired or removed between the two statements: try again
@@ -149,7 +210,7 @@ impl Op for TriggerBuild {
                 KeyState::Failed => {
                     // The first call provably started nothing: this one may.
                     if store.retake_key(cx.agent, cx.controller, key, cx.request_id).await? {
-                        return trigger(cx, &jp, &params, wait, &fingerprint, true).await;
+                        return trigger(cx, &jp, &params, &files, wait, &fingerprint, true).await;
                     }
                 }
                 KeyState::Broken => {
@@ -219,11 +280,12 @@ async fn trigger(
     cx: &mut Exec<'_>,
     jp: &jenkins::JobPath,
     params: &[(String, String)],
+    files: &[jenkins::FilePart],
     wait: Wait,
     fingerprint: &str,
     keyed: bool,
 ) -> Result<Value, GateError> {
-    let result = trigger_and_wait(cx, jp, params, wait, fingerprint).await;
+    let result = trigger_and_wait(cx, jp, params, files, wait, fingerprint).await;
     if keyed {
         let (state, queue_id, build, answer, error) = match &result {
             Ok(v) => (KeyState::Done, queue_of(v), build_of(v), Some(v), None),
@@ -259,6 +321,7 @@ async fn trigger_and_wait(
     cx: &mut Exec<'_>,
     jp: &jenkins::JobPath,
     params: &[(String, String)],
+    files: &[jenkins::FilePart],
     wait: Wait,
     fingerprint: &str,
 ) -> Result<Value, GateError> {
@@ -273,10 +336,13 @@ async fn trigger_and_wait(
             Err(e) if e.is_transient() && attempt < TRIGGER_ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
-            Err(e) => return Err(GateError::NotStarted(e.to_string())),
+            Err(e) => return Err(GateError::not_started(&e)),
         }
     };
-    validate_parameters(&job_info, params).map_err(|e| GateError::NotStarted(e.to_string()))?;
+    // Parameters Jenkins would refuse (none taken, an unknown choice) are refused here, as a
+    // malformed request (400), before anything is sent.
+    validate_parameters(&job_info, params)
+        .map_err(|e| GateError::NotStarted { message: e.to_string(), status: Some(400) })?;
     // Identical triggers queue one after another: each waits until the previous one's queue
     // item has left the queue, so Jenkins never merges them into one build.
     let slot = cx.triggers.slots.lock().await.entry(fingerprint.to_string()).or_default().clone();
@@ -293,14 +359,14 @@ async fn trigger_and_wait(
     let mut attempt = 0;
     let (queue_id, merged) = loop {
         attempt += 1;
-        match client.trigger_detailed(jp, params).await {
+        match client.trigger_with_files(jp, params, files).await {
             Ok(accepted) => break accepted,
             Err(e) => match received(&e) {
                 Received::NoRetryable if attempt < TRIGGER_ATTEMPTS => {
                     cx.report(0.0, None, format!("Jenkins did not take the trigger ({e}); trying again"));
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
                 }
-                Received::NoRetryable | Received::NoFinal => return Err(GateError::NotStarted(e.to_string())),
+                Received::NoRetryable | Received::NoFinal => return Err(GateError::not_started(&e)),
                 Received::Maybe => return Err(GateError::MaybeStarted(e.to_string())),
             },
         }
@@ -435,6 +501,24 @@ impl Op for StopBuild {
         // The build is addressed under the canonical job: Jenkins cannot resolve it elsewhere.
         cx.client.stop_build(&cx.path(0)?, a.build).await?;
         Ok(json!({ "stopped": a.build, "build": { "number": a.build } }))
+    }
+}
+
+pub struct WipeWorkspace;
+
+impl Op for WipeWorkspace {
+    type Args = super::status::JobArgs;
+    const META: Operation = crate::op!("wipe_workspace", Build, Write, Job, destructive: true, idempotent: true,
+        routes: ["POST /{job}/doWipeOutWorkspace"], cli: "build wipe-workspace", phrase: "wiped the workspace of",
+        "Delete a job's workspace on the agents, so the next build starts from a clean checkout.");
+
+    fn needs(a: &super::status::JobArgs) -> Vec<Need> {
+        vec![Need::primary(&Self::META, Some(&a.job))]
+    }
+
+    async fn run(cx: &mut Exec<'_>, _a: super::status::JobArgs) -> Result<Value, GateError> {
+        cx.client.wipe_workspace(&cx.path(0)?).await?;
+        Ok(json!({ "wiped": true }))
     }
 }
 

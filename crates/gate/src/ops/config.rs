@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::status::JobArgs;
-use super::{Exec, Need, Op};
+use super::{BuildArg, Exec, Facts, Need, Op, resolve_number};
 use crate::catalog::Operation;
 use crate::error::GateError;
 
@@ -112,6 +112,89 @@ impl Op for DisableJob {
     async fn run(cx: &mut Exec<'_>, _a: JobArgs) -> Result<Value, GateError> {
         cx.client.set_enabled(&cx.path(0)?, false).await?;
         Ok(json!({ "enabled": false }))
+    }
+}
+
+pub struct SetDescription;
+
+/// Arguments of `set_description`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptionArgs {
+    /// The job's full name, folders separated by '/'.
+    pub job: String,
+    /// A build of the job (a number or a permalink such as lastBuild); omit to describe the job.
+    pub build: Option<BuildArg>,
+    /// The new description (HTML as Jenkins' markup formatter allows; empty clears it).
+    pub description: String,
+}
+
+impl Op for SetDescription {
+    type Args = DescriptionArgs;
+    const META: Operation = crate::op!("set_description", Config, Write, Job, destructive: false, idempotent: true,
+        routes: ["POST /{job}/submitDescription", "POST /{job}/{build}/submitDescription"],
+        cli: "job describe", phrase: "changed the description of",
+        "Set the description of a job, or of one of its builds.");
+
+    fn needs(a: &DescriptionArgs) -> Vec<Need> {
+        vec![Need::primary(&Self::META, Some(&a.job))]
+    }
+
+    async fn run(cx: &mut Exec<'_>, a: DescriptionArgs) -> Result<Value, GateError> {
+        if a.description.len() > MAX_DESCRIPTION_BYTES {
+            return Err(super::bad_request(format!(
+                "the description is over {} KiB; shorten it",
+                MAX_DESCRIPTION_BYTES / 1024
+            )));
+        }
+        let jp = cx.path(0)?;
+        let number = match &a.build {
+            Some(b) => Some(resolve_number(cx.client, &jp, BuildArg::selector(Some(b))?).await?),
+            None => None,
+        };
+        cx.client.set_description(&jp, number, &a.description).await?;
+        Ok(json!({ "described": jp.to_string(), "number": number }))
+    }
+}
+
+/// The longest description jgate sends (Jenkins has no limit; an agent has no need for more).
+const MAX_DESCRIPTION_BYTES: usize = 64 * 1024;
+
+pub struct SetNextBuildNumber;
+
+/// Arguments of `set_next_build_number`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NextBuildNumberArgs {
+    /// The job's full name, folders separated by '/'.
+    pub job: String,
+    /// The number the next build gets; Jenkins ignores a number not above the last build's.
+    #[schemars(range(min = 1))]
+    pub number: u64,
+}
+
+impl Op for SetNextBuildNumber {
+    type Args = NextBuildNumberArgs;
+    const META: Operation = crate::op!("set_next_build_number", Config, Write, Job, destructive: false, idempotent: true,
+        routes: ["POST /{job}/nextbuildnumber/submit"], cli: "job next-build-number",
+        phrase: "changed the next build number of",
+        "Set the number of a job's next build (needs the Next Build Number plugin in Jenkins).");
+
+    fn needs(a: &NextBuildNumberArgs) -> Vec<Need> {
+        vec![Need::primary(&Self::META, Some(&a.job))]
+    }
+
+    fn facts(answer: &Value) -> Facts {
+        let note = answer.get("next_build_number").and_then(Value::as_u64).map(|n| format!("next build is #{n}"));
+        Facts { note, build_number: None }
+    }
+
+    async fn run(cx: &mut Exec<'_>, a: NextBuildNumberArgs) -> Result<Value, GateError> {
+        if a.number == 0 || a.number > i32::MAX as u64 {
+            return Err(super::bad_request("number must be between 1 and 2147483647 (a Java int)"));
+        }
+        cx.client.set_next_build_number(&cx.path(0)?, a.number).await?;
+        Ok(json!({ "next_build_number": a.number }))
     }
 }
 

@@ -18,6 +18,7 @@ mod logs;
 mod pipeline;
 mod status;
 mod system;
+mod views;
 
 use std::future::Future;
 
@@ -33,6 +34,7 @@ use crate::sanitize::Sanitizer;
 
 pub use build::TriggerSlots;
 pub use logs::LOG_BUDGET;
+pub use views::check_type_name;
 
 /// One target of a call and the access it needs on it. Most operations have one; `copy_job` has
 /// two (read the source's configuration, create the destination).
@@ -50,6 +52,13 @@ pub struct Need {
 }
 
 impl Need {
+    /// That the agent may see `path` (status read): for a target Jenkins would answer about
+    /// differently when a job exists there ("already exists"), so that a hidden job's existence
+    /// cannot be learned by writing to its name.
+    pub fn visible(path: &str, role: &'static str) -> Need {
+        Need { group: Group::Status, access: Access::Read, target: Target::Job, path: Some(path.to_string()), role }
+    }
+
     /// The operation's own target, with the operation's group and access.
     pub fn primary(meta: &Operation, path: Option<&str>) -> Need {
         Need {
@@ -266,6 +275,8 @@ registry!(
     build::TriggerBuild,
     build::StopBuild,
     build::CancelQueueItem,
+    build::WipeWorkspace,
+    pipeline::AnswerInput,
     config::GetJobConfig,
     config::UpdateJobConfig,
     config::EnableJob,
@@ -273,6 +284,11 @@ registry!(
     jobs::CreateJob,
     jobs::CopyJob,
     jobs::DeleteJob,
+    jobs::RenameJob,
+    jobs::DeleteBuild,
+    config::SetDescription,
+    config::SetNextBuildNumber,
+    views::ManageView,
     system::ListNodes,
     system::GetSystemInfo,
 );
@@ -309,6 +325,12 @@ impl BuildArg {
             },
         })
     }
+}
+
+/// A request Jenkins would refuse as malformed (400), refused before it is sent: the status
+/// survives the call path (the proxy answers with it), unlike an [`GateError::Invalid`] from `run`.
+pub(crate) fn bad_request(message: impl Into<String>) -> GateError {
+    GateError::Failed { message: message.into(), status: Some(400) }
 }
 
 /// The build number a selector designates.

@@ -15,9 +15,10 @@ pub struct GetPipelineRun;
 impl Op for GetPipelineRun {
     type Args = BuildArgs;
     const META: Operation = crate::op!("get_pipeline_run", Status, Read, Job, destructive: false, idempotent: true,
-        routes: ["GET /{job}/wfapi/runs", "GET /{job}/{build}/wfapi/describe", "GET /{job}/{build}/execution/node/{id}/wfapi/*"],
+        routes: ["GET /{job}/wfapi/runs", "GET /{job}/{build}/wfapi/describe", "GET /{job}/{build}/wfapi/pendingInputActions",
+            "GET /{job}/{build}/execution/node/{id}/wfapi/*"],
         cli: "pipeline show", phrase: "read the pipeline stages of",
-        "Show a Pipeline run's stages with status and timings, and the failing stage's log excerpt.");
+        "Show a Pipeline run's stages with status and timings, the failing stage's log excerpt, and the input steps it waits for.");
 
     fn needs(a: &BuildArgs) -> Vec<Need> {
         vec![Need::primary(&Self::META, Some(&a.job))]
@@ -52,9 +53,24 @@ async fn pipeline_detail(
             excerpt = json!(mark_untrusted(&format!("{job} #{number} stage {}", stage.name), &cut));
         }
     }
+    // A run waiting for an input step says which: answer_input needs the step's id.
+    let pending_inputs = if run.status == "PAUSED_PENDING_INPUT" {
+        let all = client.pending_inputs(job, number).await?;
+        Value::Array(
+            all.as_array()
+                .into_iter()
+                .flatten()
+                .take(20)
+                .map(|p| json!({ "id": p.get("id"), "message": p.get("message") }))
+                .collect(),
+        )
+    } else {
+        Value::Null
+    };
     Ok(json!({
         "number": number,
         "status": run.status,
+        "pending_inputs": pending_inputs,
         "duration_ms": run.duration_millis,
         "queue_ms": run.queue_duration_millis,
         "stages": run.stages.iter().take(200).map(|s| json!({
@@ -201,4 +217,76 @@ async fn triage(
         "previous_build": previous,
         "untrusted": true,
     }))
+}
+
+pub struct AnswerInput;
+
+#[derive(Debug, Clone, Copy, serde::Deserialize, schemars::JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InputAction {
+    Proceed,
+    Abort,
+}
+
+/// Arguments of `answer_input`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputArgs {
+    /// The Pipeline job's full name, folders separated by '/'.
+    pub job: String,
+    /// The number of the waiting build.
+    pub build: u64,
+    /// The input step's id (get_pipeline_run lists the pending ones).
+    pub input_id: String,
+    /// proceed (the step's OK button) or abort.
+    pub action: InputAction,
+    /// Values for the step's parameters, when it asks for any (proceed only).
+    pub parameters: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl Op for AnswerInput {
+    type Args = InputArgs;
+    const META: Operation = crate::op!("answer_input", Build, Write, Job, destructive: false, idempotent: false,
+        routes: ["POST /{job}/{build}/input/{input}/proceedEmpty", "POST /{job}/{build}/input/{input}/proceed",
+            "POST /{job}/{build}/input/{input}/abort"],
+        cli: "pipeline answer", phrase: "answered an input step of",
+        "Answer a Pipeline run waiting at an input step: proceed (with the step's parameters, if any) or abort.");
+
+    fn needs(a: &InputArgs) -> Vec<Need> {
+        vec![Need::primary(&Self::META, Some(&a.job))]
+    }
+
+    fn facts(answer: &Value) -> super::Facts {
+        let note = answer
+            .get("action")
+            .and_then(Value::as_str)
+            .map(|a| format!("{a}, input step {}", answer.get("input_id").and_then(Value::as_str).unwrap_or("?")));
+        super::Facts { note, ..super::Facts::build_of(answer) }
+    }
+
+    async fn run(cx: &mut Exec<'_>, a: InputArgs) -> Result<Value, GateError> {
+        check_input_id(&a.input_id)?;
+        let proceed = a.action == InputAction::Proceed;
+        let params: Vec<(String, String)> = a.parameters.unwrap_or_default().into_iter().collect();
+        if !proceed && !params.is_empty() {
+            return Err(super::bad_request("parameters go with proceed; abort takes none"));
+        }
+        cx.client.answer_input(&cx.path(0)?, a.build, &a.input_id, proceed, &params).await?;
+        let action = if proceed { "proceeded" } else { "aborted" };
+        Ok(json!({ "action": action, "input_id": a.input_id, "number": a.build }))
+    }
+}
+
+/// An input step's id is one URL segment (Jenkins capitalises the step's `id`).
+pub(crate) fn check_input_id(id: &str) -> Result<(), GateError> {
+    let ok = !id.is_empty()
+        && id.len() <= 200
+        && id != "."
+        && id != ".."
+        && !id.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(super::bad_request("input_id must be the step's id: 1 to 200 characters, no '/', '\\' or controls"))
+    }
 }

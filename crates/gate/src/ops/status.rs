@@ -165,7 +165,7 @@ pub struct JobArgs {
 impl Op for GetJob {
     type Args = JobArgs;
     const META: Operation = crate::op!("get_job", Status, Read, Job, destructive: false, idempotent: true,
-        routes: ["GET /{job}/api/json", "GET /{folder}/view/{view}/api/json"], cli: "job show", phrase: "read job",
+        routes: ["GET /{job}/api/json", "GET /{folder}/view/{view}/api/json", "GET /{folder}/view/{view}/config.xml"], cli: "job show", phrase: "read job",
         "Show a job: health, last builds (last success / failure), recent history, parameter definitions, queue state. For a folder: the items in it that you may see.");
 
     fn needs(a: &JobArgs) -> Vec<Need> {
@@ -270,7 +270,7 @@ pub struct BuildArgs {
 impl Op for GetBuild {
     type Args = BuildArgs;
     const META: Operation = crate::op!("get_build", Status, Read, Job, destructive: false, idempotent: true,
-        routes: ["GET /{job}/{build}/api/json"], cli: "build show", phrase: "read a build of",
+        routes: ["GET /{job}/{build}/api/json", "GET /{job}/{build}/injectedEnvVars/api/json"], cli: "build show", phrase: "read a build of",
         "Show one build (a number or lastBuild, lastSuccessfulBuild, lastFailedBuild, ...): result, duration, causes, parameters, changes, test summary.");
 
     fn needs(a: &BuildArgs) -> Vec<Need> {
@@ -456,7 +456,7 @@ pub struct NoArgs {}
 impl Op for ListViews {
     type Args = NoArgs;
     const META: Operation = crate::op!("list_views", Status, Read, Controller, destructive: false, idempotent: true,
-        routes: ["GET /api/json?tree=views[...]", "GET /view/{view}/api/json"], cli: "views list", phrase: "listed the views of",
+        routes: ["GET /api/json?tree=views[...]", "GET /view/{view}/api/json", "GET /view/{view}/config.xml"], cli: "views list", phrase: "listed the views of",
         "List the views' names.");
 
     fn needs(_: &NoArgs) -> Vec<Need> {
