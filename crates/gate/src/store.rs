@@ -462,6 +462,10 @@ impl Store {
         let max = if dialect == Dialect::Sqlite { 4 } else { 8 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            // A pooled SQLite connection is a file handle in this process: pinging it before
+            // every use costs a round trip to its worker thread and finds nothing. A PostgreSQL
+            // connection may have been closed by the server, so it is checked.
+            .test_before_acquire(dialect == Dialect::Postgres)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {

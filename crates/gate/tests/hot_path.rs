@@ -316,3 +316,67 @@ async fn measure_the_hot_path() {
     }
     dbs.cleanup().await;
 }
+
+/// Not a check: where a read's time goes in process, on SQLite — the same GET straight to the
+/// twin, the whole call path (`get_job`: policy, wire client, sanitizer, audit), one audit
+/// append, one store round trip
+/// (`cargo test -p gate --release --test hot_path -- --ignored --nocapture measure_the_call_path`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_the_call_path() {
+    const TOKEN: &str = "11aa22bb33cc44dd55ee66ff77aa88bb99";
+    let scenario = "[controller]\nquiet_period = 0\n[[jobs]]\npath = \"app\"\nscript = \"echo hi\"\n";
+    let (_twin, server) =
+        jenkins_twin::start(scenario, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
+    let dir = common::temp_dir("measure");
+    let g = open(&dir.join("jgate.db").display().to_string(), &key_file()).await;
+    let controller = gate::NewController {
+        name: "prod".into(),
+        url: server.url(),
+        username: "admin".into(),
+        token: secrecy::SecretString::from(TOKEN.to_string()),
+        password: false,
+        allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
+        ca_pem: None,
+        insecure: false,
+    };
+    g.add_controller(&admin(), controller, false).await.expect("controller");
+    g.create_agent(&admin(), "bot", "", None).await.expect("agent");
+    g.grant(&admin(), "bot", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
+    let http = reqwest::Client::new();
+    let url = format!("{}/job/app/api/json", server.url().trim_end_matches('/'));
+    let p50 = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (mut direct, mut call, mut record, mut trip) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..3300 {
+        let t = Instant::now();
+        let r = http.get(&url).basic_auth("admin", Some(TOKEN)).send().await.expect("get");
+        let _ = r.bytes().await;
+        let d = t.elapsed();
+        let t = Instant::now();
+        let r = g.call_with(&caller("bot"), Some("prod"), "get_job", json!({"job": "app"}), Default::default()).await;
+        assert!(r.is_ok(), "{:?}", r.err());
+        let c = t.elapsed();
+        let t = Instant::now();
+        g.record(entry("bot")).await.expect("record");
+        let e = t.elapsed();
+        let t = Instant::now();
+        g.store().execute_raw("UPDATE jgate_meta SET value = value WHERE name = 'none'").await.expect("trip");
+        let s = t.elapsed();
+        if i >= 300 {
+            direct.push(d);
+            call.push(c);
+            record.push(e);
+            trip.push(s);
+        }
+    }
+    eprintln!(
+        "p50: GET to the twin {:?}; call path (get_job) {:?}; audit append {:?}; store round trip {:?}",
+        p50(direct),
+        p50(call),
+        p50(record),
+        p50(trip)
+    );
+}
