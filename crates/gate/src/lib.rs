@@ -13,6 +13,7 @@
 //! - [`gate`]: [`Gate`](gate::Gate) — the admin operations and [`Gate::call`](gate::Gate::call),
 //!   the one path every agent call takes.
 
+pub mod admins;
 pub mod audit;
 pub mod audit_device;
 pub mod audit_writer;
