@@ -441,6 +441,16 @@ impl Gate {
     /// past its lifetime, and its administrator still exists); notes the request (last seen).
     /// An expired session's row is removed.
     pub async fn console_session(&self, token: &str) -> Result<Option<ConsoleSession>, GateError> {
+        self.session_lookup(token, true).await
+    }
+
+    /// [`Gate::console_session`] without noting a request: for a page's own background requests
+    /// (the audit's live updates), which must not keep a forgotten session alive.
+    pub async fn console_session_peek(&self, token: &str) -> Result<Option<ConsoleSession>, GateError> {
+        self.session_lookup(token, false).await
+    }
+
+    async fn session_lookup(&self, token: &str, touch: bool) -> Result<Option<ConsoleSession>, GateError> {
         if !token.starts_with(SESSION_PREFIX) {
             return Ok(None);
         }
@@ -466,7 +476,7 @@ impl Gate {
             self.end_session_row(&hash).await?;
             return Ok(None);
         }
-        if now - last_seen >= TOUCH_EVERY_MS {
+        if touch && now - last_seen >= TOUCH_EVERY_MS {
             sqlx::query(self.store().sql("UPDATE console_sessions SET last_seen_ms = $1 WHERE token_hash = $2"))
                 .bind(now)
                 .bind(&hash)

@@ -20,6 +20,7 @@ pub mod audit_writer;
 pub mod auth_cache;
 pub mod call;
 pub mod catalog;
+pub mod controller_checks;
 pub mod error;
 pub mod exec_tokens;
 pub mod gate;

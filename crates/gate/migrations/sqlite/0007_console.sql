@@ -36,4 +36,12 @@ CREATE TABLE console_login_failures (
     subject TEXT NOT NULL,
     time_ms BIGINT NOT NULL
 );
-CREATE INDEX console_login_failures_subject ON console_login_failures(scope, subject, time_ms)
+CREATE INDEX console_login_failures_subject ON console_login_failures(scope, subject, time_ms);
+
+-- The last connection test of each controller as the console ran it: shown in its controller list.
+CREATE TABLE controller_tests (
+    controller TEXT PRIMARY KEY,
+    time_ms BIGINT NOT NULL,
+    ok BIGINT NOT NULL,
+    summary TEXT NOT NULL
+)
