@@ -129,6 +129,21 @@ async fn accounts_logins_sessions_and_links() {
         assert!(!g.delete_admin(&admin(), "alice").await.expect("delete"));
         assert!(g.console_session(s7.token.expose_secret()).await.expect("s").is_none());
 
+        // A controller's last connection test, kept (and replaced) in the store.
+        for ok in [false, true] {
+            let check = gate::controller_checks::ControllerCheck {
+                ok,
+                time_ms: 1,
+                summary: format!("test {ok}"),
+                fix: None,
+                details: vec![],
+                version: Some("2.0".into()),
+            };
+            g.keep_check("prod", &check).await.expect("keep");
+        }
+        let checks = replica.last_checks().await.expect("checks");
+        assert_eq!(checks.get("prod").map(|c| (c.ok, c.summary.as_str())), Some((true, "test true")), "{kind}");
+
         // Audited: account changes by the CLI, logins (refused ones denied) by the console.
         let records = g.audit(&AuditFilter::default()).await.expect("audit");
         let ops = |op: &str| records.iter().filter(|r| r.entry.operation == op).collect::<Vec<_>>();
@@ -142,6 +157,18 @@ async fn accounts_logins_sessions_and_links() {
         assert!(logins.iter().any(|r| r.entry.allowed && r.entry.agent == "alice"));
         assert!(logins.iter().any(|r| r.entry.phase == Phase::Denied && r.entry.reason.contains("too many")));
         assert!(logins.iter().any(|r| r.entry.phase == Phase::Denied && r.entry.reason.contains("agent key")));
+        // The sentences say what happened, and from where.
+        let sentences: Vec<&str> = records.iter().map(|r| r.sentence.as_str()).collect();
+        for expected in [
+            "admin (local CLI) created console administrator alice",
+            "alice (web console) logged in to the console with a password from 10.0.0.1",
+            "alice (web console) logged in to the console with a one-time link from 10.0.0.3",
+            "alice (web console) was refused permission to log in to the console from 10.0.0.2: wrong name or password",
+            "alice (web console) logged out of the console",
+            "admin (local CLI) made a one-time console login link for alice",
+        ] {
+            assert!(sentences.contains(&expected), "{kind}: no '{expected}' in {sentences:#?}");
+        }
         // No password, hash or token in any record.
         for r in &records {
             let text = serde_json::to_string(&r.entry).expect("json");

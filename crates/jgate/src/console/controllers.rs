@@ -187,7 +187,7 @@ async fn connect(State(console): State<Console>, headers: HeaderMap, body: Bytes
     };
     let gate = console.gate();
     if form.get("action") == "test" {
-        let check = gate.check_new_controller(&c, &settings).await;
+        let check = in_console_words(gate.check_new_controller(&c, &settings).await);
         let status = if check.ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
         return list_page(&console, &authed, status, Some(&form), Some(check), None, None).await;
     }
@@ -204,7 +204,7 @@ async fn connect(State(console): State<Console>, headers: HeaderMap, body: Bytes
             done("/console/controllers", "saved", &name)
         }
         Err(e @ (GateError::ConnectionTest { .. } | GateError::Jenkins(_))) => {
-            let check = check_of(e, Some(&token), &username, &name);
+            let check = in_console_words(check_of(e, Some(&token), &username, &name));
             list_page(&console, &authed, StatusCode::UNPROCESSABLE_ENTITY, Some(&form), Some(check), None, None).await
         }
         Err(e) => list_page(&console, &authed, StatusCode::BAD_REQUEST, Some(&form), None, Some(say(&e)), None).await,
@@ -264,7 +264,7 @@ async fn change(State(console): State<Console>, headers: HeaderMap, Path(name): 
     let gate = console.gate();
     let here = format!("/console/controllers/{}", percent_encode(&name));
     match form.get("action") {
-        "test" => match gate.check_controller(&name).await {
+        "test" => match gate.check_controller(&name).await.map(in_console_words) {
             Ok(check) => {
                 let status = if check.ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
                 one_page(&console, &authed, &name, status, Some(check), None, None).await
@@ -303,7 +303,7 @@ async fn change(State(console): State<Console>, headers: HeaderMap, Path(name): 
                     done(&here, "updated", &name)
                 }
                 Err(e @ (GateError::ConnectionTest { .. } | GateError::Jenkins(_))) => {
-                    let check = check_of(e, token.as_ref(), &username, &name);
+                    let check = in_console_words(check_of(e, token.as_ref(), &username, &name));
                     one_page(&console, &authed, &name, StatusCode::UNPROCESSABLE_ENTITY, Some(check), None, None).await
                 }
                 Err(e) => one_page(&console, &authed, &name, StatusCode::BAD_REQUEST, None, Some(say(&e)), None).await,
@@ -327,6 +327,49 @@ async fn change(State(console): State<Console>, headers: HeaderMap, Path(name): 
             one_page(&console, &authed, &name, StatusCode::BAD_REQUEST, None, Some(msg), None).await
         }
     }
+}
+
+/// A diagnosis in the console's words: the wire client's fixes name CLI commands and flags; here
+/// they name the form's fields.
+fn in_console_words(mut check: ControllerCheck) -> ControllerCheck {
+    let rewrite = |t: &str| -> String {
+        let mut t = match COMMAND.as_ref() {
+            Some(re) => re.replace_all(t, |c: &regex::Captures| field_for(&c[1])).into_owned(),
+            None => t.to_string(),
+        };
+        for (flag, field) in FLAGS {
+            t = t.replace(flag, field);
+        }
+        t
+    };
+    check.summary = rewrite(&check.summary);
+    check.fix = check.fix.as_deref().map(rewrite);
+    check.details = check.details.iter().map(|d| rewrite(d)).collect();
+    check
+}
+
+/// `jgate controller update|add NAME --flag ...` in backticks (a constant pattern).
+static COMMAND: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"`jgate controller (?:update|add) \S+(?: \.\.\.)? (--[a-z-]+)[^`]*`").ok()
+});
+
+/// Flags of the CLI and the form field that does the same.
+const FLAGS: [(&str, &str); 10] = [
+    ("--token-file FILE", "the API token field"),
+    ("--timeout SECONDS", "the Timeout field"),
+    ("--username USER", "the User field"),
+    ("--ca-file FILE", "the CA bundle field"),
+    ("--ca-file", "the CA bundle field"),
+    ("--system-ca", "\"Also trust this machine's certificate store\""),
+    ("--allow-private", "the private-network allow entries"),
+    ("--insecure-skip-tls-verify", "the CLI's --insecure-skip-tls-verify"),
+    ("--password", "the \"password, not an API token\" box"),
+    ("--url", "the Jenkins URL field"),
+];
+
+fn field_for(flag: &str) -> String {
+    let field = FLAGS.iter().find(|(f, _)| f.split(' ').next() == Some(flag)).map_or("the form", |(_, x)| x);
+    format!("{field} on this page")
 }
 
 /// A path segment, percent-encoded.

@@ -306,6 +306,8 @@ async fn controllers_matrix_and_live_audit() {
     let html = r.text().await.expect("text");
     assert!(html.contains("Connection test failed") && html.contains("HTTP 401") && html.contains("Fix:"), "{html}");
     assert!(!html.contains("11eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"));
+    // In the console's words: the form's field, not the CLI's command.
+    assert!(html.contains("the API token field on this page") && !html.contains("jgate controller update"), "{html}");
     assert!(e.gate.store().controllers().await.expect("list").is_empty());
     // Save with the wrong token: refused the same way.
     assert_eq!(
