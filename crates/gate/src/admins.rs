@@ -305,7 +305,9 @@ impl Gate {
         password: &SecretString,
         client_addr: &str,
     ) -> Result<NewSession, LoginError> {
-        let name = name.trim();
+        // A name longer than any valid one is cut: it is counted and audited, not stored whole.
+        let name: String = name.trim().chars().take(64).collect();
+        let name = name.as_str();
         if let Some(wait) = self.login_blocked(name, client_addr).await? {
             self.login_refused(name, client_addr, "too many failed logins").await?;
             return Err(LoginError::RateLimited { retry_after_secs: wait });

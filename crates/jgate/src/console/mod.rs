@@ -111,8 +111,9 @@ async fn asset(Path(file): Path<String>) -> Response {
 }
 
 /// The headers of every console response: a CSP without inline script or style, no framing, no
-/// sniffing, no referrer (login links carry a token in their query), and no caching of pages
-/// (assets excepted).
+/// sniffing, the referrer only to the console itself (login links carry a token in their query;
+/// with `same-origin` browsers also send the real Origin on the console's own POSTs, which
+/// [`same_origin`] checks), and no caching of pages (assets excepted).
 async fn security_headers(req: Request, next: Next) -> Response {
     let is_asset = req.uri().path().starts_with("/static/") || req.uri().path().contains("/static/");
     let mut r = next.run(req).await;
@@ -126,7 +127,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
     if !is_asset {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -209,23 +210,22 @@ fn base_url(headers: &HeaderMap) -> String {
 /// this also covers the login form, which has no session yet.)
 fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let from = headers
-        .get(header::ORIGIN)
-        .or_else(|| headers.get(header::REFERER))
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| *v != "null");
+    // Pages are served with `Referrer-Policy: same-origin`, under which a browser names the real
+    // Origin on same-origin POSTs and "null" on cross-site ones: "null" is refused.
+    let from =
+        headers.get(header::ORIGIN).or_else(|| headers.get(header::REFERER)).map(|v| v.to_str().unwrap_or("null"));
     match from {
         None => true,
+        Some("null") => false,
         Some(v) => url::Url::parse(v).ok().is_some_and(|u| {
+            // host_str keeps an IPv6 address's brackets, as Host does; a default port is left out
+            // of both.
             let authority = match (u.host_str(), u.port()) {
                 (Some(h), Some(p)) => format!("{h}:{p}"),
                 (Some(h), None) => h.to_string(),
-                _ => String::new(),
+                _ => return false,
             };
-            // IPv6 hosts keep their brackets in Host.
-            authority == host
-                || format!("[{}]", authority) == host
-                || authority.replace(['[', ']'], "") == host.replace(['[', ']'], "")
+            authority.eq_ignore_ascii_case(host)
         }),
     }
 }

@@ -117,6 +117,11 @@ async fn login_sessions_and_headers() {
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
         assert!(location(r.headers()).starts_with("/console/login"), "{path}");
     }
+    // The console's root: on to the controllers (then the login page).
+    for root in ["/console", "/console/"] {
+        let r = b.get(e.url(root)).send().await.expect("root");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{root}");
+    }
     // The login page: headers of every page.
     let r = b.get(e.url("/console/login")).send().await.expect("login page");
     let csp = r.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
@@ -253,6 +258,15 @@ async fn rate_limit_csrf_and_agent_keys() {
     let r = b
         .post(e.url("/console/agents"))
         .header("origin", "http://evil.example")
+        .form(&[("name", "bot1"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A browser names "null" as the Origin of a cross-site POST under the console's referrer policy.
+    let r = b
+        .post(e.url("/console/agents"))
+        .header("origin", "null")
         .form(&[("name", "bot1"), ("csrf", csrf.as_str())])
         .send()
         .await
@@ -443,4 +457,25 @@ async fn controllers_matrix_and_live_audit() {
             .any(|r| r.entry.operation == "admin.grant" && r.entry.agent == "alice" && r.entry.surface == Surface::Web)
     );
     assert!(records.iter().any(|r| r.entry.operation == "admin.controller.remove" && r.entry.agent == "alice"));
+}
+
+#[test]
+fn every_template_parses() {
+    let env = super::templates();
+    for name in [
+        "layout.html",
+        "login.html",
+        "link.html",
+        "error.html",
+        "_check.html",
+        "controllers.html",
+        "controller.html",
+        "agents.html",
+        "agent.html",
+        "agent_key.html",
+        "audit.html",
+        "connect.html",
+    ] {
+        assert!(env.get_template(name).is_ok(), "{name} does not parse");
+    }
 }
