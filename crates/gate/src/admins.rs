@@ -309,7 +309,7 @@ impl Gate {
         let name: String = name.trim().chars().take(64).collect();
         let name = name.as_str();
         if let Some(wait) = self.login_blocked(name, client_addr).await? {
-            self.login_refused(name, client_addr, "too many failed logins").await?;
+            self.blocked_refused(name, client_addr).await?;
             return Err(LoginError::RateLimited { retry_after_secs: wait });
         }
         let stored: Option<String> = if check_admin_name(name).is_ok() {
@@ -371,7 +371,7 @@ impl Gate {
     /// redeem it) and opens a session. Counted against the address's failures when invalid.
     pub async fn console_redeem_link(&self, token: &str, client_addr: &str) -> Result<NewSession, LoginError> {
         if let Some(wait) = self.login_blocked("", client_addr).await? {
-            self.login_refused("", client_addr, "too many failed logins").await?;
+            self.blocked_refused("", client_addr).await?;
             return Err(LoginError::RateLimited { retry_after_secs: wait });
         }
         let now = now_ms();
@@ -585,6 +585,39 @@ impl Gate {
             .map_err(db("noting a failed login"))?;
         }
         Ok(())
+    }
+
+    /// Audits a login refused by the rate limit — once per name and address within the window:
+    /// attempts while locked out cost nothing, and must not flood the audit log either.
+    async fn blocked_refused(&self, name: &str, client_addr: &str) -> Result<(), GateError> {
+        let subject = format!("{name}\n{client_addr}");
+        let since = now_ms() - FAILURE_WINDOW_MS;
+        let seen = sqlx::query(self.store().sql(
+            "SELECT 1 AS x FROM console_login_failures WHERE scope = 'blocked' AND subject = $1 AND time_ms > $2",
+        ))
+        .bind(&subject)
+        .bind(since)
+        .fetch_optional(self.store().pool())
+        .await
+        .map_err(db("counting refused logins"))?
+        .is_some();
+        if seen {
+            return Ok(());
+        }
+        sqlx::query(
+            self.store().sql("INSERT INTO console_login_failures (scope, subject, time_ms) VALUES ('blocked', $1, $2)"),
+        )
+        .bind(&subject)
+        .bind(now_ms())
+        .execute(self.store().pool())
+        .await
+        .map_err(db("noting a refused login"))?;
+        self.login_refused(
+            name,
+            client_addr,
+            "too many failed logins (further attempts in the next 15 minutes are refused unrecorded)",
+        )
+        .await
     }
 
     /// Audits a refused login. The name as typed is recorded (escaped by the audit sentence).

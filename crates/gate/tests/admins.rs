@@ -74,6 +74,13 @@ async fn accounts_logins_sessions_and_links() {
             matches!(r, Err(LoginError::RateLimited { retry_after_secs }) if retry_after_secs > 0),
             "{kind}: {r:?}"
         );
+        // Attempts while locked out are refused without flooding the audit: one record.
+        for _ in 0..3 {
+            assert!(matches!(g.console_login("bob", &pw(GOOD), "10.1.1.1").await, Err(LoginError::RateLimited { .. })));
+        }
+        let locked = g.audit(&AuditFilter::default()).await.expect("audit");
+        let n = locked.iter().filter(|r| r.entry.agent == "bob" && r.entry.reason.starts_with("too many")).count();
+        assert_eq!(n, 1, "{kind}");
         // Other administrators are not locked out by bob's failures.
         assert!(g.console_login("alice", &pw(GOOD), "10.1.1.1").await.is_ok(), "{kind}");
 
