@@ -87,7 +87,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     if clients || mcp {
         let python = ensure_venv(&root)?;
         run(Command::new(&cargo).current_dir(&root).args(["build", "-p", "jgate"]), "cargo build -p jgate")?;
-        let bin = root.join("target/debug/jgate");
+        let bin = target_dir(&root).join("debug/jgate");
         if clients {
             run(
                 Command::new(&python).current_dir(&root).env("JGATE_BIN", &bin).args([
@@ -239,7 +239,8 @@ fn ensure_venv(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(python)
 }
 
-/// Where cargo builds: $CARGO_TARGET_DIR, else target/ (the venvs stay under target/).
+/// Where cargo builds (and so where the tests find `jgate`): $CARGO_TARGET_DIR, else target/ (the
+/// venvs stay under target/).
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
 }
