@@ -65,12 +65,15 @@ async fn rows(console: &Console) -> Result<Vec<Row>, GateError> {
             .collect();
         with.sort();
         with.dedup();
+        // The version came from Jenkins (its X-Jenkins header): shown only cleaned.
+        let mut clean = gate.sanitizer(&c.name).await.unwrap_or_else(|_| Sanitizer::new(KnownSecrets::new()));
+        let version = c.jenkins_version.as_deref().map(|v| clean.clean(v));
         out.push(Row {
             check: checks.get(&c.name).cloned(),
             agents: with,
             url: c.base_url,
             username: c.username,
-            version: c.jenkins_version,
+            version,
             allow_private: c.allow_private,
             timeout_secs: c.timeout_secs,
             has_ca: c.tls_ca_pem.is_some(),
