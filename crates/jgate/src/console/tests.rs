@@ -432,6 +432,70 @@ async fn controllers_matrix_and_live_audit() {
         b.get(e.url("/console/connect")).send().await.expect("c").text().await.expect("t").replace("&#x2f;", "/");
     assert!(connect_page.contains("/jenkins/prod/") && connect_page.contains("/mcp"));
 
+    // Update: only what is filled in changes, after a test.
+    let r = b
+        .post(e.url("/console/controllers/prod"))
+        .form(&[("csrf", csrf.as_str()), ("action", "update"), ("timeout", "45")])
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let row = e.gate.store().controller("prod").await.expect("row").expect("prod");
+    assert_eq!((row.timeout_secs, row.allow_private.clone()), (Some(45), vec![allow.clone()]));
+    // A wrong new token is refused with the diagnosis, and the stored one keeps working.
+    let r = b
+        .post(e.url("/console/controllers/prod"))
+        .form(&[("csrf", csrf.as_str()), ("action", "update"), ("token", "11ffffffffffffffffffffffffffffffff")])
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.expect("text");
+    assert!(html.contains("HTTP 401") && !html.contains("11ffffffffffffffffffffffffffffffff"));
+    e.gate.call(&caller, "prod", "get_job", serde_json::json!({"job": "release/deploy"})).await.expect("still works");
+
+    // The agent's life cycle: disable (its key refused), enable, rotate (the old key refused), delete.
+    let act = |action: &'static str, extra: Option<(&'static str, &'static str)>| {
+        let mut form = vec![("csrf", csrf.clone()), ("action", action.to_string())];
+        if let Some((k, v)) = extra {
+            form.push((k, v.to_string()));
+        }
+        b.post(e.url("/console/agents/rel-bot")).form(&form).send()
+    };
+    assert_eq!(act("disable", None).await.expect("disable").status(), StatusCode::SEE_OTHER);
+    e.gate.flush_key_use().await.expect("flush");
+    let refused = async {
+        for _ in 0..40 {
+            if e.gate.authenticate(&key).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(refused.await, "a disabled agent's key still authenticates");
+    assert_eq!(act("enable", None).await.expect("enable").status(), StatusCode::SEE_OTHER);
+    let r = act("rotate", None).await.expect("rotate");
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.expect("text");
+    let at = html.find("id=\"agent-key\">").expect("new key") + 15;
+    let new_key = html[at..at + gate::keys::KEY_LEN].to_string();
+    assert_ne!(new_key, key);
+    let old_refused = async {
+        for _ in 0..40 {
+            if e.gate.authenticate(&key).await.is_err() && e.gate.authenticate(&new_key).await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(old_refused.await, "after the rotation the old key must be refused and the new one accepted");
+    let r = act("delete", None).await.expect("delete");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("text").contains("also remove its grants"));
+    assert!(e.gate.store().agent("rel-bot").await.expect("agent").is_some());
+
     // Removing the controller is refused while grants name it, unless they go too.
     let r = b
         .post(e.url("/console/controllers/prod"))
@@ -457,6 +521,10 @@ async fn controllers_matrix_and_live_audit() {
             .any(|r| r.entry.operation == "admin.grant" && r.entry.agent == "alice" && r.entry.surface == Surface::Web)
     );
     assert!(records.iter().any(|r| r.entry.operation == "admin.controller.remove" && r.entry.agent == "alice"));
+    // The agent goes with its grants when asked.
+    let r = act("delete", Some(("with_grants", "on"))).await.expect("delete");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(e.gate.store().agent("rel-bot").await.expect("agent").is_none());
 }
 
 #[test]
