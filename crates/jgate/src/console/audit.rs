@@ -133,14 +133,7 @@ async fn page(State(console): State<Console>, headers: HeaderMap, Query(f): Quer
             Err(e) => (Vec::new(), 0, Some(say(&e))),
         },
     };
-    // The chain's state: verified, or the first bad record.
-    let verified = match gate.verify_audit(&[]).await {
-        Ok(Ok(n)) => {
-            (true, format!("The audit chain verifies: {n} records, none edited, missing, inserted or reordered."))
-        }
-        Ok(Err(e)) => (false, format!("The audit chain does NOT verify: {e}")),
-        Err(e) => (false, format!("The audit chain could not be checked: {e}")),
-    };
+    let verified = verification(&console).await;
     let query = serde_urlencoded(&f);
     console.render(
         "audit.html",
@@ -150,6 +143,28 @@ async fn page(State(console): State<Console>, headers: HeaderMap, Query(f): Quer
             verified => verified.0, verify_text => verified.1, query => query, shown => PAGE_ROWS,
         },
     )
+}
+
+/// How long a verification of the chain is shown before it is run again (it reads the whole log).
+const VERIFY_REUSE: Duration = Duration::from_secs(10);
+
+/// The chain's state: it verifies, or the first bad record.
+async fn verification(console: &Console) -> (bool, String) {
+    let cached = console.0.verified.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some((at, ok, text)) = cached
+        && at.elapsed() < VERIFY_REUSE
+    {
+        return (ok, text);
+    }
+    let (ok, text) = match console.gate().verify_audit(&[]).await {
+        Ok(Ok(n)) => {
+            (true, format!("The audit chain verifies: {n} records, none edited, missing, inserted or reordered."))
+        }
+        Ok(Err(e)) => (false, format!("The audit chain does NOT verify: {e}")),
+        Err(e) => (false, format!("The audit chain could not be checked: {e}")),
+    };
+    *console.0.verified.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), ok, text.clone()));
+    (ok, text)
 }
 
 /// The filters as a query string (for the live stream and the export).

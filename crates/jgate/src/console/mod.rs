@@ -50,6 +50,8 @@ pub struct Console(Arc<Inner>);
 struct Inner {
     gate: Arc<Gate>,
     env: minijinja::Environment<'static>,
+    /// The audit chain's last verification (it reads the whole log): reused for a few seconds.
+    verified: std::sync::Mutex<Option<(std::time::Instant, bool, String)>>,
 }
 
 impl Console {
@@ -60,7 +62,7 @@ impl Console {
 
 /// The console's routes, to be nested at [`PREFIX`].
 pub fn routes(gate: Arc<Gate>) -> Router {
-    let console = Console(Arc::new(Inner { gate, env: templates() }));
+    let console = Console(Arc::new(Inner { gate, env: templates(), verified: Default::default() }));
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/controllers") }))
         .route("/static/{file}", get(asset))
