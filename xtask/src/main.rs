@@ -6,8 +6,11 @@
 //! then the MCP server from outside: the Python `mcp` client (pinned in tests/mcp/requirements.txt)
 //! against `jgate serve` and `jgate mcp`, and the official MCP conformance suite (npm, pinned with
 //! Node 22 in tests/mcp/npm/) against `jgate serve` with tests/mcp/conformance-expected-failures.yml
-//! as its baseline. Both Python files go into one venv under target/, the npm packages into
-//! target/xtask-node. It installs what it needs and fails loudly when something cannot be had.
+//! as its baseline, and finally the web console in real Chromium (Debian's `chromium` package,
+//! installed with apt-get when /usr/bin/chromium is missing) driven by Playwright for Python (pinned
+//! in tests/console/requirements.txt, a venv of its own). Both Python files of the client tests go
+//! into one venv under target/, the npm packages into target/xtask-node. It installs what it needs
+//! and fails loudly when something cannot be had.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,10 +23,15 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(),
         _ => {
-            eprintln!("usage: cargo xtask test [--rust-only | --clients-only | --mcp-only] | cargo xtask bench");
+            eprintln!(
+                "usage: cargo xtask test [--rust-only | --clients-only | --mcp-only | --console-only] | cargo xtask bench"
+            );
             eprintln!("  test   runs every test (Rust suites, the real Jenkins clients against the twin and again");
             eprintln!("         through jgate's Jenkins proxy, then the");
-            eprintln!("         MCP server driven by the Python mcp client and the official conformance suite)");
+            eprintln!(
+                "         MCP server driven by the Python mcp client and the official conformance suite, then the"
+            );
+            eprintln!("         web console in Chromium driven by Playwright)");
             eprintln!("  bench  runs the benchmarks (release build): speed and memory goals live here, not in tests");
             std::process::exit(2);
         }
@@ -47,12 +55,17 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     let root = root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let only = |flag: &str| args.iter().any(|a| a == flag);
-    if let Some(bad) = args.iter().find(|a| !["--rust-only", "--clients-only", "--mcp-only"].contains(&a.as_str())) {
-        bail!("unknown option {bad}: use --rust-only, --clients-only or --mcp-only");
+    const ONLY: [&str; 4] = ["--rust-only", "--clients-only", "--mcp-only", "--console-only"];
+    if let Some(bad) = args.iter().find(|a| !ONLY.contains(&a.as_str())) {
+        bail!("unknown option {bad}: use --rust-only, --clients-only, --mcp-only or --console-only");
     }
-    let rust = !only("--clients-only") && !only("--mcp-only");
-    let clients = !only("--rust-only") && !only("--mcp-only");
-    let mcp = !only("--rust-only") && !only("--clients-only");
+    // With no --X-only flag every part runs; with some, only those.
+    let any_only = ONLY.iter().any(|f| only(f));
+    let part = |flag: &str| !any_only || only(flag);
+    let rust = part("--rust-only");
+    let clients = part("--clients-only");
+    let mcp = part("--mcp-only");
+    let console = part("--console-only");
     if rust {
         run(Command::new(&cargo).current_dir(&root).args(["fmt", "--all", "--check"]), "cargo fmt --check")?;
         run(
@@ -74,7 +87,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     if clients || mcp {
         let python = ensure_venv(&root)?;
         run(Command::new(&cargo).current_dir(&root).args(["build", "-p", "jgate"]), "cargo build -p jgate")?;
-        let bin = root.join("target/debug/jgate");
+        let bin = target_dir(&root).join("debug/jgate");
         if clients {
             run(
                 Command::new(&python).current_dir(&root).env("JGATE_BIN", &bin).args([
@@ -100,6 +113,19 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         if mcp {
             mcp_tests(&root, &python, &bin)?;
         }
+    }
+    if console {
+        let chromium = ensure_chromium()?;
+        let python = ensure_console_venv(&root)?;
+        run(Command::new(&cargo).current_dir(&root).args(["build", "-p", "jgate"]), "cargo build -p jgate")?;
+        run(
+            Command::new(&python)
+                .current_dir(&root)
+                .env("JGATE_BIN", target_dir(&root).join("debug/jgate"))
+                .env("JGATE_CHROMIUM", &chromium)
+                .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/console"]),
+            "pytest tests/console (the web console in Chromium, driven by Playwright)",
+        )?;
     }
     eprintln!("xtask: all tests passed");
     Ok(())
@@ -210,6 +236,61 @@ fn ensure_venv(root: &Path) -> anyhow::Result<PathBuf> {
     }
     run(&mut pip, "pip install the pinned Jenkins clients and MCP client (tests/clients, tests/mcp requirements.txt)")?;
     std::fs::write(&stamp, wanted).context("cannot write the venv stamp")?;
+    Ok(python)
+}
+
+/// Where cargo builds (and so where the tests find `jgate`): $CARGO_TARGET_DIR, else target/ (the
+/// venvs stay under target/).
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
+/// Debian's Chromium for the console test: /usr/bin/chromium (or $JGATE_CHROMIUM), installed with
+/// apt-get when missing. Playwright's own browser download is not used (it is not reachable from
+/// every network jgate is built in).
+fn ensure_chromium() -> anyhow::Result<PathBuf> {
+    let path = PathBuf::from(std::env::var("JGATE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    if path.exists() {
+        return Ok(path);
+    }
+    let apt = |args: &[&str], what: &str| {
+        run(Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive"), what)
+    };
+    let install = ["install", "-y", "--no-install-recommends", "chromium"];
+    if apt(&install, "apt-get install chromium (for the console's browser test)").is_err() {
+        apt(&["update"], "apt-get update")
+            .and_then(|()| apt(&install, "apt-get install chromium (for the console's browser test)"))
+            .context(
+                "Chromium is needed for the console's browser test and could not be installed: install Debian's \
+                 package as root (apt-get install chromium), or point JGATE_CHROMIUM at a Chromium binary",
+            )?;
+    }
+    if !path.exists() {
+        bail!("apt-get installed chromium, but {} does not exist: set JGATE_CHROMIUM to its binary", path.display());
+    }
+    Ok(path)
+}
+
+/// Playwright for Python and pytest (pinned in tests/console/requirements.txt) in a venv of their
+/// own under target/, reinstalled when the pins change. Returns the venv's python.
+fn ensure_console_venv(root: &Path) -> anyhow::Result<PathBuf> {
+    let req = root.join("tests/console/requirements.txt");
+    let wanted = std::fs::read_to_string(&req).with_context(|| format!("cannot read {}", req.display()))?;
+    let venv = root.join("target/xtask-console-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("requirements.installed");
+    if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(python);
+    }
+    let system_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let _ = std::fs::remove_dir_all(&venv);
+    run(Command::new(&system_python).args(["-m", "venv"]).arg(&venv), "create the venv for the console test")
+        .context("python3 -m venv failed: on Debian install python3-venv")?;
+    run(
+        Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&req),
+        "pip install Playwright and pytest (tests/console/requirements.txt)",
+    )?;
+    std::fs::write(&stamp, wanted).context("cannot write the console venv stamp")?;
     Ok(python)
 }
 

@@ -640,6 +640,28 @@ fn admin_verbs(e: &Entry) -> (String, String) {
             };
             ("rotated the master key".to_string() + &ids + &version, "rotate the master key".into())
         }
+        "admin.administrator.create" => both(format!("console administrator {target}"), "created", "create"),
+        "admin.administrator.delete" => {
+            both(format!("console administrator {target} (their sessions ended)"), "deleted", "delete")
+        }
+        "admin.administrator.passwd" => (
+            format!("set a new password for console administrator {target} (their sessions ended)"),
+            format!("set a new password for console administrator {target}"),
+        ),
+        "admin.console.link" => (
+            format!("made a one-time console login link for {target}"),
+            format!("make a one-time console login link for {target}"),
+        ),
+        "admin.console.login" => {
+            let how = match text("with").as_deref() {
+                Some("link") => " with a one-time link",
+                Some("password") => " with a password",
+                _ => "",
+            };
+            let from = e.client_addr.as_deref().map(|a| format!(" from {}", clean(a))).unwrap_or_default();
+            (format!("logged in to the console{how}{from}"), format!("log in to the console{from}"))
+        }
+        "admin.console.logout" => ("logged out of the console".to_string(), "log out of the console".to_string()),
         "admin.audit.reseal" => {
             let at = num("seq").map(|n| format!(" at record {n}")).unwrap_or_default();
             both(format!("the audit head{at}, accepting the log as it stood"), "resealed", "reseal")

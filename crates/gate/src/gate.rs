@@ -1575,3 +1575,29 @@ fn has_grants(agent: &str, grants: &[Grant]) -> GateError {
 fn plugin_list(r: &ConnectionReport) -> Vec<String> {
     r.capabilities.plugins.iter().map(|p| format!("{}@{}", p.short_name, p.version)).collect()
 }
+
+// Connection tests of settings not stored yet (the console's Test button, before Save).
+impl Gate {
+    /// Runs the connection test on a controller's settings without storing anything (and without
+    /// an audit record: nothing changes). The same client and test as
+    /// [`Gate::add_controller_with`], so a Test that passes is a Save that passes.
+    pub async fn test_new_controller(
+        &self,
+        c: &NewController,
+        settings: &ControllerSettings,
+    ) -> Result<ConnectionReport, GateError> {
+        let spec = ClientSpec {
+            name: &c.name,
+            url: &c.url,
+            username: &c.username,
+            password: c.password,
+            allow: &c.allow_private,
+            ca_pem: c.ca_pem.as_deref(),
+            insecure: c.insecure,
+            system_ca: settings.system_ca,
+            timeout_secs: settings.timeout_secs,
+        };
+        let client = Self::build_client_to_store(&spec, c.token.clone())?;
+        Ok(client.test_connection().await?)
+    }
+}

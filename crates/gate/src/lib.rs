@@ -13,12 +13,14 @@
 //! - [`gate`]: [`Gate`](gate::Gate) — the admin operations and [`Gate::call`](gate::Gate::call),
 //!   the one path every agent call takes.
 
+pub mod admins;
 pub mod audit;
 pub mod audit_device;
 pub mod audit_writer;
 pub mod auth_cache;
 pub mod call;
 pub mod catalog;
+pub mod controller_checks;
 pub mod error;
 pub mod exec_tokens;
 pub mod gate;

@@ -273,6 +273,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_agents.sql")),
     (5, include_str!("../migrations/sqlite/0005_controllers.sql")),
     (6, include_str!("../migrations/sqlite/0006_exec_tokens.sql")),
+    (7, include_str!("../migrations/sqlite/0007_console.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -281,6 +282,7 @@ const PG_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/postgres/0004_agents.sql")),
     (5, include_str!("../migrations/postgres/0005_controllers.sql")),
     (6, include_str!("../migrations/postgres/0006_exec_tokens.sql")),
+    (7, include_str!("../migrations/postgres/0007_console.sql")),
 ];
 
 /// Rows per multi-row audit INSERT: 10 values each, well under SQLite's and PostgreSQL's limits

@@ -1173,7 +1173,7 @@ pub async fn access(g: &Global, a: AccessArgs) -> anyhow::Result<()> {
 }
 
 /// The mark column: how the call ended, so a failure never shows as "ok".
-fn mark(r: &gate::audit::Record) -> &'static str {
+pub(crate) fn mark(r: &gate::audit::Record) -> &'static str {
     if !r.entry.allowed {
         return "DENIED";
     }
@@ -1524,4 +1524,159 @@ pub fn operation_named(words: &str) -> anyhow::Result<&'static catalog::Operatio
         .with_context(|| {
             format!("no operation is called '{wanted}': `jgate operations` lists them (by tool name and CLI verb)")
         })
+}
+
+// ---------------------------------------------------------------------------------------------
+// console administrators (`jgate admin`) and login links (`jgate console login`)
+
+#[derive(Subcommand)]
+pub enum AdminCmd {
+    /// Creates an administrator of the web console. The password is read from --password-file,
+    /// else typed twice at a prompt (not echoed), else from standard input — never an argument.
+    Create {
+        /// The administrator's name: 1-63 characters of a-z, 0-9, '.', '_' and '-' (e.g. alice).
+        name: String,
+        /// Read the password from this file (its first line).
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+    },
+    /// Lists the console's administrators.
+    List,
+    /// Deletes an administrator and ends their sessions.
+    Delete {
+        /// The administrator's name.
+        name: String,
+    },
+    /// Sets an administrator's password and ends their sessions.
+    Passwd {
+        /// The administrator's name.
+        name: String,
+        /// Read the password from this file (its first line).
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConsoleCmd {
+    /// Prints a one-time login link for the web console (valid 10 minutes, usable once).
+    Login {
+        /// The administrator to log in as (default: the only one).
+        #[arg(long)]
+        admin: Option<String>,
+        /// jgate's base URL as a browser reaches it (`jgate serve`).
+        #[arg(long, env = "JGATE_URL", default_value = "http://127.0.0.1:8765")]
+        url: String,
+    },
+}
+
+/// A new password: from the file, or typed twice at a terminal, or standard input's first line.
+fn read_password(file: Option<&PathBuf>) -> anyhow::Result<SecretString> {
+    let raw = if let Some(f) = file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read the password file {}", f.display()))?;
+        text.lines().next().unwrap_or_default().to_string()
+    } else if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New password (input hidden): ")
+            .context("cannot read the password from the terminal")?;
+        let second = rpassword::prompt_password("Same password again: ")
+            .context("cannot read the password from the terminal")?;
+        if first != second {
+            bail!("the two passwords differ: nothing was changed; run the command again");
+        }
+        first
+    } else {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("cannot read the password from standard input")?;
+        s.lines().next().unwrap_or_default().to_string()
+    };
+    if raw.is_empty() {
+        bail!("the password is empty: give it with --password-file FILE, at the prompt, or on standard input");
+    }
+    Ok(SecretString::from(raw))
+}
+
+pub async fn admins(g: &Global, cmd: AdminCmd) -> anyhow::Result<()> {
+    let gate = open(g).await?;
+    let by = Admin::local_cli();
+    match cmd {
+        AdminCmd::Create { name, password_file } => {
+            gate::admins::check_admin_name(&name)?;
+            let password = read_password(password_file.as_ref())?;
+            let row = gate.create_admin(&by, &name, &password).await?;
+            out(g, &json!({"admin": row.name, "created_ms": row.created_ms}), || {
+                println!("created administrator {}", row.name);
+                println!(
+                    "Log in at /console/ of `jgate serve`, or get a one-time link: jgate console login --admin {}",
+                    row.name
+                );
+            });
+        }
+        AdminCmd::List => {
+            let rows = gate.admins().await?;
+            let v: Vec<Value> = rows
+                .iter()
+                .map(|a| json!({"admin": a.name, "created_ms": a.created_ms, "password_ms": a.password_ms}))
+                .collect();
+            out(g, &Value::Array(v), || {
+                let rows: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|a| vec![a.name.clone(), format_time(a.created_ms), format_time(a.password_ms)])
+                    .collect();
+                table_or(
+                    "no administrators yet: `jgate admin create NAME` adds one",
+                    &["name", "created", "password set"],
+                    &rows,
+                );
+            });
+        }
+        AdminCmd::Delete { name } => {
+            if !gate.delete_admin(&by, &name).await? {
+                return Err(CliError::new(Kind::NotFound, format!("there is no administrator '{name}'"))
+                    .fix("`jgate admin list` shows them")
+                    .into());
+            }
+            out(g, &json!({"deleted": name}), || println!("deleted administrator {name} (their sessions ended)"));
+        }
+        AdminCmd::Passwd { name, password_file } => {
+            let password = read_password(password_file.as_ref())?;
+            gate.set_admin_password(&by, &name, &password).await?;
+            out(g, &json!({"admin": name, "password": "changed"}), || {
+                println!("password of {name} changed (their sessions ended)")
+            });
+        }
+    }
+    Ok(())
+}
+
+pub async fn console(g: &Global, cmd: ConsoleCmd) -> anyhow::Result<()> {
+    let ConsoleCmd::Login { admin, url } = cmd;
+    let gate = open(g).await?;
+    let name = match admin {
+        Some(a) => a,
+        None => {
+            let all = gate.admins().await?;
+            match all.as_slice() {
+                [one] => one.name.clone(),
+                [] => {
+                    return Err(CliError::new(Kind::NotFound, "there is no console administrator yet")
+                        .fix("create one: jgate admin create NAME")
+                        .into());
+                }
+                many => {
+                    let names: Vec<&str> = many.iter().map(|a| a.name.as_str()).collect();
+                    return Err(CliError::new(Kind::Invalid, "there are several administrators")
+                        .fix(format!("choose one with --admin, one of {}", names.join(", ")))
+                        .into());
+                }
+            }
+        }
+    };
+    let token = gate.console_login_link(&Admin::local_cli(), &name).await?;
+    let link = format!("{}/console/link?token={}", url.trim_end_matches('/'), gate::gate::expose(&token));
+    out(g, &json!({"admin": name, "url": link, "expires_in_secs": gate::admins::LINK_TTL_MS / 1000}), || {
+        println!("{link}");
+        println!("Open it within 10 minutes to log in as {name}; it works once.");
+    });
+    Ok(())
 }

@@ -11,6 +11,7 @@ mod term;
 
 mod admin;
 mod cli_error;
+mod console;
 mod demo;
 mod exec;
 mod mcp;
@@ -75,6 +76,25 @@ enum Command {
     Agent {
         #[command(subcommand)]
         command: admin::AgentCmd,
+    },
+    /// Administrators of the web console (served by `jgate serve` at /console/).
+    #[command(after_help = "Examples:
+  jgate admin create alice                      (password typed twice, not echoed)
+  jgate admin create alice --password-file pw.txt
+  jgate admin list
+  jgate admin passwd alice
+  jgate admin delete alice")]
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCmd,
+    },
+    /// The web console: a one-time login link.
+    #[command(after_help = "Examples:
+  jgate console login
+  jgate console login --admin alice --url https://jgate.example.com")]
+    Console {
+        #[command(subcommand)]
+        command: admin::ConsoleCmd,
     },
     /// Grants an agent a level (off/read/full) on a capability group.
     #[command(after_help = "Examples:
@@ -247,6 +267,8 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Controller { command } => admin::controller(&cli.global, command).await,
             Command::Agent { command } => admin::agent(&cli.global, command).await,
+            Command::Admin { command } => admin::admins(&cli.global, command).await,
+            Command::Console { command } => admin::console(&cli.global, command).await,
             Command::Grant(a) => admin::grant(&cli.global, a).await,
             Command::Grants { agent } => admin::grants(&cli.global, &agent).await,
             Command::Ungrant { id } => admin::ungrant(&cli.global, id).await,

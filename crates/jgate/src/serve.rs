@@ -247,6 +247,9 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
         .route("/healthz", get(|| async { "ok\n" }))
         .nest_service("/mcp", mcp_routes)
         .nest(crate::exec::PREFIX, crate::exec::routes(gate.clone()))
+        .nest(crate::console::PREFIX, crate::console::routes(gate.clone()))
+        // The nested router does not see `/console/` (with its slash).
+        .route("/console/", get(|| async { axum::response::Redirect::to("/console/controllers") }))
         .nest(crate::proxy::PREFIX, crate::proxy::routes(gate))
 }
 
