@@ -70,6 +70,39 @@ def test_the_printed_stdio_config_serves_the_demo_agent(tmp_path):
                 assert not result.is_error, result
 
         run(body)
+
+        # The console login link comes after the configs; it logs in once.
+        link = None
+        deadline = time.monotonic() + 30
+        while link is None and time.monotonic() < deadline:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if line is None:
+                break
+            seen.append(line)
+            if "/console/link?token=" in line:
+                link = line.strip()
+        assert link, "no console login link printed:\n" + "".join(seen)[-4000:]
+        import re
+        import urllib.parse
+
+        import httpx
+
+        origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(link))
+
+        def redeem():
+            # As a browser does: the link's page, then its form (the token is used by the POST only).
+            with httpx.Client(follow_redirects=False) as http:
+                page = http.get(link)
+                assert page.status_code == 200, page.status_code
+                fields = dict(re.findall(r'name="(nonce|token)" value="([^"]*)"', page.text))
+                return http.post(origin + "/console/link", data=fields, headers={"Origin": origin})
+
+        first = redeem()
+        assert first.status_code in (302, 303), (first.status_code, first.text[:300])
+        assert first.headers.get("location", "").startswith("/console"), first.headers
+        assert "HttpOnly" in first.headers.get("set-cookie", ""), first.headers
+        again = redeem()
+        assert again.status_code == 401, ("a link works once", again.status_code)
     finally:
         proc.send_signal(signal.SIGINT)  # the demo removes its data directory on Ctrl-C
         try:

@@ -291,6 +291,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  triage-bot key:  {triage_key}");
         println!("  release-bot key: {release_key}");
         print_client_configs(&mcp_url, &triage_key, &dir);
+        let link = console_link(&gate, &admin, local).await?;
+        println!("\nThe web console (administrator demo-admin; the link works once, for 10 minutes):");
+        println!("  {link}");
+        println!(
+            "  another link: jgate console login --admin demo-admin --url http://{local} (with JGATE_DATA_DIR={})",
+            dir.display()
+        );
         println!("Ctrl-C stops it.");
         let _ = tokio::signal::ctrl_c().await;
     } else {
@@ -331,4 +338,15 @@ fn print_client_configs(url: &str, key: &str, dir: &std::path::Path) {
             "env": {"JGATE_AGENT_KEY": key, "JGATE_DATA_DIR": dir.display().to_string()}}}})
     );
     println!("(These work while the demo runs: its data directory is removed when it stops.)");
+}
+
+/// An administrator for the demo's console, with a random password nobody needs (the one-time
+/// link logs in), and its first login link.
+async fn console_link(gate: &gate::Gate, admin: &gate::Admin, local: SocketAddr) -> anyhow::Result<String> {
+    use rand::Rng;
+    let password: String =
+        rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(32).map(char::from).collect();
+    gate.create_admin(admin, "demo-admin", &secrecy::SecretString::from(password)).await?;
+    let token = gate.console_login_link(admin, "demo-admin").await?;
+    Ok(format!("http://{local}/console/link?token={}", gate::gate::expose(&token)))
 }

@@ -124,12 +124,8 @@ async fn page(State(console): State<Console>, headers: HeaderMap, Query(f): Quer
     let gate = console.gate();
     let (rows, last_seq, error) = match f.store_filter() {
         Err(msg) => (Vec::new(), 0, Some(msg)),
-        Ok(filter) => match gate.audit(&filter).await {
-            Ok(records) => {
-                let last = records.last().map_or(0, |r| r.seq);
-                let rows: Vec<Row> = records.iter().rev().filter(|r| f.keeps(r)).take(PAGE_ROWS).map(row).collect();
-                (rows, last, None)
-            }
+        Ok(filter) => match newest_rows(gate, &filter, &f).await {
+            Ok((rows, last)) => (rows, last, None),
             Err(e) => (Vec::new(), 0, Some(say(&e))),
         },
     };
@@ -143,6 +139,29 @@ async fn page(State(console): State<Console>, headers: HeaderMap, Query(f): Quer
             verified => verified.0, verify_text => verified.1, query => query, shown => PAGE_ROWS,
         },
     )
+}
+
+/// The newest records the filters keep (at most [`PAGE_ROWS`]), newest first, read backwards from
+/// the end of the log page by page (so a long log costs what is shown), and the sequence number
+/// the live stream continues after: the log's newest when the page was read.
+async fn newest_rows(gate: &gate::Gate, filter: &AuditFilter, f: &Filters) -> Result<(Vec<Row>, i64), gate::GateError> {
+    let newest = AuditFilter { limit: Some(1), ..AuditFilter::default() };
+    let mut last = gate.audit_newest(&newest, None).await?.first().map_or(0, |r| r.seq);
+    let batch_filter = AuditFilter { limit: Some(PAGE_ROWS as i64), ..filter.clone() };
+    let mut rows = Vec::new();
+    let mut before = None;
+    loop {
+        let batch = gate.audit_newest(&batch_filter, before).await?;
+        let Some(oldest) = batch.last().map(|r| r.seq) else { break };
+        last = last.max(batch.first().map_or(0, |r| r.seq));
+        rows.extend(batch.iter().filter(|r| f.keeps(r)).map(row));
+        if rows.len() >= PAGE_ROWS || batch.len() < PAGE_ROWS {
+            break;
+        }
+        before = Some(oldest);
+    }
+    rows.truncate(PAGE_ROWS);
+    Ok((rows, last))
 }
 
 /// How long a verification of the chain is shown before it is run again (it reads the whole log).
