@@ -83,11 +83,21 @@ impl Gate {
         if let Err(GateError::Store(e @ StoreError::Missing { .. })) = result {
             return Err(e.into());
         }
+        self.keep_test_result(name, &result).await
+    }
+
+    /// Keeps the result of a stored controller's test, run elsewhere (`jgate controller test`),
+    /// as its last, cleaned like the console's own tests; returns the check kept.
+    pub async fn keep_test_result(
+        &self,
+        name: &str,
+        result: &Result<ConnectionReport, GateError>,
+    ) -> Result<ControllerCheck, GateError> {
         let mut s = match self.sanitizer(name).await {
             Ok(s) => s,
             Err(_) => Sanitizer::new(KnownSecrets::new()),
         };
-        let check = ControllerCheck::from_result(&result, &mut s, name);
+        let check = ControllerCheck::from_result(result, &mut s, name);
         self.keep_check(name, &check).await?;
         Ok(check)
     }

@@ -618,6 +618,9 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
                 waiting(&url, timeout, gate.add_controller_with(&Admin::local_cli(), nc, settings, force))
                     .await
                     .map_err(|e| fix_names(e, &name, true))?;
+            if let Some(r) = &report {
+                keep_test(&gate, &name, &Ok(r.clone())).await;
+            }
             let v = json!({"name": row.name, "url": row.base_url, "version": row.jenkins_version,
                 "user": report.as_ref().map(|r| r.who_am_i.name.clone()), "plugins": row.plugins.len(),
                 "quieting_down": report.as_ref().map(|r| r.quieting_down),
@@ -695,6 +698,9 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
                 waiting(&shown, wait, gate.update_controller(&Admin::local_cli(), &name, change, force))
                     .await
                     .map_err(|e| fix_names(e, &name, false))?;
+            if let Some(r) = &report {
+                keep_test(&gate, &name, &Ok(r.clone())).await;
+            }
             let v = json!({"name": row.name, "url": row.base_url, "version": row.jenkins_version,
                 "user": report.as_ref().map(|r| r.who_am_i.name.clone()),
                 "warnings": report.as_ref().map(|r| named(&r.warnings, &name)).unwrap_or_default()});
@@ -708,11 +714,14 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
         }
         ControllerCmd::Test { name, timeout } => {
             let stored = gate.store().controller(&name).await?;
+            let stored_exists = stored.is_some();
             let shown = stored.as_ref().map(|r| r.base_url.clone()).unwrap_or_default();
             let wait = timeout.or_else(|| stored.and_then(|r| r.timeout_secs).and_then(|t| u64::try_from(t).ok()));
-            let r = waiting(&shown, wait, gate.test_controller_with(&name, timeout))
-                .await
-                .map_err(|e| fix_names(e, &name, false))?;
+            let result = waiting(&shown, wait, gate.test_controller_with(&name, timeout)).await;
+            if stored_exists {
+                keep_test(&gate, &name, &result).await;
+            }
+            let r = result.map_err(|e| fix_names(e, &name, false))?;
             let v = json!({"name": name, "version": r.version, "user": r.who_am_i.name, "crumbs_required": r.crumbs_required,
                 "pipeline_rest_api": r.capabilities.pipeline_rest_api, "plugins": r.capabilities.plugins.len(),
                 "quieting_down": r.quieting_down, "warnings": named(&r.warnings, &name)});
@@ -723,20 +732,29 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
         }
         ControllerCmd::List => {
             let rows = gate.store().controllers().await?;
-            let v = Value::Array(rows.iter().map(|c| json!({"name": c.name, "url": c.base_url, "username": c.username, "version": c.jenkins_version, "allow_private": c.allow_private, "timeout_secs": c.timeout_secs, "system_ca": c.system_ca, "ca_file": c.tls_ca_pem.is_some(), "tls_insecure": c.tls_insecure})).collect());
+            // Each controller's last connection test, wherever it ran (CLI or console).
+            let checks = gate.last_checks().await?;
+            let last =
+                |name: &str| checks.get(name).map(|c| json!({"ok": c.ok, "time_ms": c.time_ms, "summary": c.summary}));
+            let v = Value::Array(rows.iter().map(|c| json!({"name": c.name, "url": c.base_url, "username": c.username, "version": c.jenkins_version, "allow_private": c.allow_private, "timeout_secs": c.timeout_secs, "system_ca": c.system_ca, "ca_file": c.tls_ca_pem.is_some(), "tls_insecure": c.tls_insecure, "last_test": last(&c.name)})).collect());
             out(g, &v, || {
                 table_or(
                     "no controllers (add one with `jgate controller add`)",
-                    &["name", "url", "user", "version", "private access"],
+                    &["name", "url", "user", "version", "private access", "last test"],
                     &rows
                         .iter()
                         .map(|c| {
+                            let tested = checks.get(&c.name).map_or_else(
+                                || "never".to_string(),
+                                |t| format!("{} {}", if t.ok { "OK" } else { "FAILED" }, format_time(t.time_ms)),
+                            );
                             vec![
                                 c.name.clone(),
                                 c.base_url.clone(),
                                 c.username.clone(),
                                 c.jenkins_version.clone().unwrap_or_default(),
                                 c.allow_private.join(","),
+                                tested,
                             ]
                         })
                         .collect::<Vec<_>>(),
@@ -768,6 +786,14 @@ const DEFAULT_TIMEOUT_SECS: u64 = 30;
 
 /// Awaits a connection test, telling the operator on standard error what it waits for once it
 /// takes longer than a few seconds (standard output stays machine-readable).
+/// Keeps a connection test's result as the controller's last (`controller list` and the console
+/// show it); failing to keep it only warns: the test itself has been reported.
+async fn keep_test(gate: &Gate, name: &str, result: &Result<jenkins::ConnectionReport, gate::GateError>) {
+    if let Err(e) = gate.keep_test_result(name, result).await {
+        tracing::warn!(error = %e, "could not keep the connection test's result");
+    }
+}
+
 async fn waiting<T>(url: &str, timeout: Option<u64>, fut: impl std::future::Future<Output = T>) -> T {
     const AFTER: std::time::Duration = std::time::Duration::from_secs(3);
     tokio::pin!(fut);

@@ -84,6 +84,7 @@ async fn administrator_workflow() {
     assert!(env.dir.join("master.key").exists(), "the master key file was created");
     let list: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "controller", "list"], &[])).expect("json");
     assert_eq!(list[0]["name"], "prod");
+    assert_eq!(list[0]["last_test"]["ok"], true, "the test `controller add` ran is kept: {list}");
     assert!(
         !std::fs::read(env.dir.join("jgate.db"))
             .unwrap_or_default()
@@ -146,11 +147,18 @@ async fn administrator_workflow() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("revoked"));
 
     let old_key = std::fs::read_to_string(env.dir.join("master.key")).expect("key file");
+    let tested_at = |env: &Env| -> i64 {
+        let list: serde_json::Value =
+            serde_json::from_str(&env.ok(&["--json", "controller", "list"], &[])).expect("json");
+        list[0]["last_test"]["time_ms"].as_i64().unwrap_or(0)
+    };
+    let before = tested_at(&env);
     for _ in 0..2 {
         let rotated = env.ok(&["key", "rotate"], &[]);
         assert!(rotated.contains("re-wrapped 1"), "{rotated}");
         assert!(env.ok(&["controller", "test", "prod"], &[]).contains("OK"), "the rotated key opens the token");
     }
+    assert!(tested_at(&env) > before, "`controller test` keeps its result as the last test");
     // Rotation is routine: every earlier record still verifies, and the rotations are recorded.
     let verified = env.ok(&["audit", "verify"], &[]);
     assert!(verified.contains("audit chain OK: 14 records"), "{verified}");
