@@ -55,6 +55,7 @@
 //!
 //! PostgreSQL commits as its server's `synchronous_commit` says (on by default: durable).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -387,6 +388,38 @@ impl AuditFilter {
     }
 }
 
+/// The last record this process appended and the head it sealed on it (see
+/// [`Store::append_audit_batch`]).
+#[derive(Debug, Clone)]
+struct Link {
+    seq: i64,
+    hash: String,
+    /// The head's stored text, exactly as written.
+    head: String,
+}
+
+/// Chains entries from `seq` after `prev` and seals the head on the last; returns the records with
+/// their keys and the head's text.
+fn seal_batch(
+    items: Vec<(&AuditKeys, Entry)>,
+    mut seq: i64,
+    mut prev: String,
+) -> Result<(Vec<(&AuditKeys, Record)>, String), StoreError> {
+    let mut sealed = Vec::with_capacity(items.len());
+    for (keys, entry) in items {
+        let record = audit::chain(keys.current_key(), keys.current_version(), seq, entry, &prev);
+        seq += 1;
+        prev.clone_from(&record.hash);
+        sealed.push((keys, record));
+    }
+    let head = match sealed.last() {
+        Some((keys, last)) => serde_json::to_string(&Head::seal(keys, last.seq, &last.hash))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        None => String::new(),
+    };
+    Ok((sealed, head))
+}
+
 #[derive(Clone, Copy)]
 enum Direction {
     Up,
@@ -429,6 +462,8 @@ fn sealed_in_order(rows: Vec<AuditRow>, dir: Direction) -> Result<Vec<Record>, S
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// The audit link this process sealed last (SQLite's one-round-trip-less append).
+    link: Arc<std::sync::Mutex<Option<Link>>>,
 }
 
 impl Store {
@@ -510,7 +545,7 @@ impl Store {
                     },
                 },
             })?;
-        let store = Store { pool, dialect };
+        let store = Store { pool, dialect, link: Arc::default() };
         store.migrate().await.map_err(|e| match (&sqlite_path, &e) {
             (Some((path, _)), StoreError::Db { detail, .. } | StoreError::Unavailable { detail, .. })
                 if detail_not_a_database(detail) =>
@@ -1094,37 +1129,60 @@ impl Store {
     /// chained after the one before and sealed with its own key ring, in the order given; the head
     /// moves once, to the last. All are written or none.
     pub async fn append_audit_batch(&self, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
+        let result = self.append_audit_batch_in(items).await;
+        if result.is_err() {
+            self.forget_link();
+        }
+        result
+    }
+
+    async fn append_audit_batch_in(&self, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
         let Some(&(first_keys, _)) = items.first() else {
             return Ok(Vec::new());
         };
         // Records of calls about to change something are on disk before the change is made.
         let durable = items.iter().any(|(_, e)| e.phase == audit::Phase::Intent);
         let mut tx = self.locked_with(durable).await?;
-        let (mut seq, mut prev) = tx.next_link(first_keys).await?;
-        let mut sealed = Vec::with_capacity(items.len());
-        for (keys, entry) in items {
-            let record = audit::chain(keys.current_key(), keys.current_version(), seq, entry, &prev);
-            seq += 1;
-            prev.clone_from(&record.hash);
-            sealed.push((keys, record));
+        // SQLite: the link this process sealed last, if its head is still the stored one (checked
+        // by the first INSERT itself), saves reading the head; a batch that seals a checkpoint
+        // takes the reading path.
+        let n = items.len() as i64;
+        let cached = self.cached_link().filter(|l| {
+            (l.seq + 1..=l.seq + n).all(|s| s % audit::CHECKPOINT_EVERY != 0) && self.dialect == Dialect::Sqlite
+        });
+        if let Some(link) = cached {
+            let entries = items.iter().map(|(k, e)| (*k, e.clone())).collect();
+            let (sealed, head) = seal_batch(entries, link.seq + 1, link.hash.clone())?;
+            if tx.insert_all(&sealed, &head, Some(&link.head)).await? {
+                tx.commit().await?;
+                self.remember_link(&sealed, head);
+                return Ok(sealed.into_iter().map(|(_, r)| r).collect());
+            }
+            // Another process appended (or the head was resealed): read the head as usual.
+            self.forget_link();
         }
-        let records: Vec<&Record> = sealed.iter().map(|(_, r)| r).collect();
-        let head = match sealed.last() {
-            Some((keys, last)) => serde_json::to_string(&Head::seal(keys, last.seq, &last.hash))
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            None => return Ok(Vec::new()),
-        };
-        let chunks: Vec<&[&Record]> = records.chunks(ROWS_PER_INSERT).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            // The head moves with the last rows: in the same statement on PostgreSQL.
-            let last = i + 1 == chunks.len();
-            tx.insert_audit(chunk, last.then_some(head.as_str())).await?;
-        }
+        let (seq, prev) = tx.next_link(first_keys).await?;
+        let (sealed, head) = seal_batch(items, seq, prev)?;
+        tx.insert_all(&sealed, &head, None).await?;
         for (keys, record) in sealed.iter().filter(|(_, r)| r.seq % audit::CHECKPOINT_EVERY == 0) {
             tx.insert_checkpoint(&SealedCheckpoint::seal(keys, record)).await?;
         }
         tx.commit().await?;
+        self.remember_link(&sealed, head);
         Ok(sealed.into_iter().map(|(_, r)| r).collect())
+    }
+
+    fn cached_link(&self) -> Option<Link> {
+        self.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn forget_link(&self) {
+        *self.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    fn remember_link(&self, sealed: &[(&AuditKeys, Record)], head: String) {
+        let link = sealed.last().map(|(_, r)| Link { seq: r.seq, hash: r.hash.clone(), head });
+        *self.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = link;
     }
 
     /// Audit records matching `f`, in sequence order.
@@ -1480,12 +1538,41 @@ impl Locked<'_> {
 
     /// Inserts records in one multi-row statement and, if given, sets the sealed head: in the same
     /// statement on PostgreSQL (one round trip), in a second on SQLite (no data-modifying CTEs).
-    async fn insert_audit(&mut self, records: &[&Record], head: Option<&str>) -> Result<(), StoreError> {
+    /// Inserts a sealed batch (in chunks of [`ROWS_PER_INSERT`]) and moves the head with the last
+    /// rows. With `expect_head` (SQLite only) the first chunk is inserted only if the stored head
+    /// is exactly that text; false (nothing written) if it was not.
+    async fn insert_all(
+        &mut self,
+        sealed: &[(&AuditKeys, Record)],
+        head: &str,
+        expect_head: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let records: Vec<&Record> = sealed.iter().map(|(_, r)| r).collect();
+        let chunks: Vec<&[&Record]> = records.chunks(ROWS_PER_INSERT).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            // The head moves with the last rows: in the same statement on PostgreSQL.
+            let last = i + 1 == chunks.len();
+            let expect = expect_head.filter(|_| i == 0);
+            if !self.insert_audit(chunk, last.then_some(head), expect).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn insert_audit(
+        &mut self,
+        records: &[&Record],
+        head: Option<&str>,
+        expect_head: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let pg_head = head.filter(|_| self.store.dialect == Dialect::Postgres);
+        let expect_head = expect_head.filter(|_| self.store.dialect == Dialect::Sqlite);
         let mut text = String::from(if pg_head.is_some() { "WITH rows AS (" } else { "" });
         text.push_str(
-            "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) VALUES ",
+            "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) ",
         );
+        text.push_str(if expect_head.is_some() { "SELECT * FROM (VALUES " } else { "VALUES " });
         let mut jsons = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
             jsons.push(serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?);
@@ -1494,6 +1581,10 @@ impl Locked<'_> {
             text.push_str(if i == 0 { "(" } else { ", (" });
             text.push_str(&row.join(", "));
             text.push(')');
+        }
+        if expect_head.is_some() {
+            let n = records.len() * 10;
+            text.push_str(&format!(") WHERE (SELECT value FROM jgate_meta WHERE name = ${}) = ${}", n + 1, n + 2));
         }
         if pg_head.is_some() {
             let n = records.len() * 10;
@@ -1521,11 +1612,17 @@ impl Locked<'_> {
         if let Some(head) = pg_head {
             q = q.bind(META_AUDIT_HEAD).bind(head);
         }
-        q.execute(&mut *self.tx).await.map_err(db("appending audit records"))?;
+        if let Some(expected) = expect_head {
+            q = q.bind(META_AUDIT_HEAD).bind(expected);
+        }
+        let done = q.execute(&mut *self.tx).await.map_err(db("appending audit records"))?;
+        if expect_head.is_some() && done.rows_affected() != records.len() as u64 {
+            return Ok(false);
+        }
         if let (Some(head), None) = (head, pg_head) {
             self.put_meta(META_AUDIT_HEAD, head).await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Seals a checkpoint; one already stored for that `seq` is kept (it is evidence).

@@ -398,6 +398,33 @@ async fn listings_page_through_a_long_log() {
     dbs.cleanup().await;
 }
 
+/// Two processes appending in turn: each one's remembered link goes stale whenever the other
+/// appended, and the chain stays one chain (no gap, no fork, every record verifies).
+#[tokio::test]
+async fn two_processes_appending_in_turn_keep_one_chain() {
+    let dbs = Dbs::new("jga").await;
+    for (kind, url) in &dbs.list {
+        let kf = key_file();
+        let a = Gate::open(Store::open(url).await.expect("store"), load(&kf), None).await.expect("gate a");
+        let b = Gate::open(Store::open(url).await.expect("store"), load(&kf), None).await.expect("gate b");
+        let mut seqs = Vec::new();
+        for i in 0..30 {
+            // Runs of one, two and three appends by the same process.
+            let g = if (i / 3) % 2 == 0 || i % 5 == 0 { &a } else { &b };
+            seqs.push(g.record(entry("bot")).await.expect("record").seq);
+        }
+        assert_eq!(seqs, (1..=30).collect::<Vec<i64>>(), "{kind}: one numbering");
+        assert_eq!(a.verify_audit(&[]).await.expect("verify"), Ok(30), "{kind}");
+        // A head resealed by the other process is read again, not assumed.
+        b.reseal_audit_head(&admin()).await.expect("reseal");
+        let next = a.record(entry("bot")).await.expect("record").seq;
+        let all = a.audit(&AuditFilter::default()).await.expect("audit");
+        assert_eq!(all.last().map(|r| r.seq), Some(next), "{kind}");
+        assert_eq!(b.verify_audit(&[]).await.expect("verify"), Ok(all.len() as u64), "{kind}");
+    }
+    dbs.cleanup().await;
+}
+
 #[tokio::test]
 async fn nothing_proceeds_when_the_audit_file_cannot_take_the_record() {
     if !Path::new("/dev/full").exists() {
