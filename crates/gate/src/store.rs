@@ -398,13 +398,16 @@ struct Link {
     head: String,
 }
 
+/// Records sealed in one batch, each with the keys that sealed it.
+type Sealed<'k> = Vec<(&'k AuditKeys, Record)>;
+
 /// Chains entries from `seq` after `prev` and seals the head on the last; returns the records with
 /// their keys and the head's text.
 fn seal_batch(
     items: Vec<(&AuditKeys, Entry)>,
     mut seq: i64,
     mut prev: String,
-) -> Result<(Vec<(&AuditKeys, Record)>, String), StoreError> {
+) -> Result<(Sealed<'_>, String), StoreError> {
     let mut sealed = Vec::with_capacity(items.len());
     for (keys, entry) in items {
         let record = audit::chain(keys.current_key(), keys.current_version(), seq, entry, &prev);
