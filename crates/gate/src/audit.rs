@@ -1156,66 +1156,126 @@ pub fn verify<'a>(
     from_prev: Option<&str>,
     checkpoints: &[Checkpoint],
 ) -> Result<u64, VerifyError> {
-    let mut cps: Vec<&Checkpoint> = checkpoints.iter().collect();
-    cps.sort_by_key(|c| c.seq);
-    let mut cp_at = 0usize;
+    let mut v = Verifier::new(keys, from_prev, checkpoints);
+    for r in records {
+        v.push(r)?;
+    }
+    v.finish()
+}
 
-    let full = from_prev.is_none();
-    let mut prev_hash: &str = from_prev.unwrap_or(GENESIS);
-    let mut expected: Option<i64> = if full { Some(1) } else { None };
-    let mut latest_time: Option<i64> = None;
-    let mut last_seq: Option<i64> = None;
-    let mut count: u64 = 0;
+/// [`verify`] one record at a time, for logs read in pages: the same checks in the same order,
+/// with memory for one record's links, not the log.
+pub struct Verifier<'k, K: Keyring + ?Sized> {
+    keys: &'k K,
+    cps: Vec<Checkpoint>,
+    cp_at: usize,
+    full: bool,
+    prev_hash: String,
+    expected: Option<i64>,
+    latest_time: Option<i64>,
+    last_seq: Option<i64>,
+    count: u64,
+    /// A record came with a later `seq` than expected: (expected, found). Whether that is a gap
+    /// or a reordering is told by the record after it.
+    gap: Option<(i64, i64)>,
+    failed: Option<VerifyError>,
+}
 
-    let mut records = records.into_iter().peekable();
-    while let Some(r) = records.next() {
-        let seq = expected.unwrap_or(r.seq);
+impl<'k, K: Keyring + ?Sized> Verifier<'k, K> {
+    pub fn new(keys: &'k K, from_prev: Option<&str>, checkpoints: &[Checkpoint]) -> Self {
+        let mut cps = checkpoints.to_vec();
+        cps.sort_by_key(|c| c.seq);
+        let full = from_prev.is_none();
+        Verifier {
+            keys,
+            cps,
+            cp_at: 0,
+            full,
+            prev_hash: from_prev.unwrap_or(GENESIS).to_string(),
+            expected: if full { Some(1) } else { None },
+            latest_time: None,
+            last_seq: None,
+            count: 0,
+            gap: None,
+            failed: None,
+        }
+    }
 
-        match seal_ok(keys, r) {
+    /// Checks the next record; the first problem is returned again by every later call.
+    pub fn push(&mut self, r: &Record) -> Result<(), VerifyError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.check(r);
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn check(&mut self, r: &Record) -> Result<(), VerifyError> {
+        if let Some((seq, found)) = self.gap {
+            return Err(if r.seq < found {
+                VerifyError::Reordered { seq, found }
+            } else {
+                VerifyError::Missing { after: seq.saturating_sub(1), next: found }
+            });
+        }
+        let seq = self.expected.unwrap_or(r.seq);
+        match seal_ok(self.keys, r) {
             Some(true) => {}
             Some(false) => return Err(VerifyError::Edited { seq }),
             None => return Err(VerifyError::UnknownKey { seq, version: r.key_version }),
         }
         if r.seq > seq {
-            if records.peek().is_some_and(|next| next.seq < r.seq) {
-                return Err(VerifyError::Reordered { seq, found: r.seq });
-            }
-            return Err(VerifyError::Missing { after: seq.saturating_sub(1), next: r.seq });
+            // Decided by the next record (or its absence, in `finish`).
+            self.gap = Some((seq, r.seq));
+            return Ok(());
         }
         if r.seq < seq {
             return Err(VerifyError::Reordered { seq, found: r.seq });
         }
-        if !same(&r.prev_hash, prev_hash) {
+        if !same(&r.prev_hash, &self.prev_hash) {
             return Err(VerifyError::Inserted { seq });
         }
-        if let Some(t) = latest_time
+        if let Some(t) = self.latest_time
             && r.entry.time_ms < t.saturating_sub(CLOCK_TOLERANCE_MS)
         {
             return Err(VerifyError::ClockWentBack { seq });
         }
-        while cp_at < cps.len() && cps[cp_at].seq <= seq {
-            if cps[cp_at].seq == seq && !same(&cps[cp_at].hash, &r.hash) {
+        while self.cp_at < self.cps.len() && self.cps[self.cp_at].seq <= seq {
+            if self.cps[self.cp_at].seq == seq && !same(&self.cps[self.cp_at].hash, &r.hash) {
                 return Err(VerifyError::CheckpointMismatch { seq });
             }
-            cp_at += 1;
+            self.cp_at += 1;
         }
-
-        latest_time = Some(latest_time.map_or(r.entry.time_ms, |t| t.max(r.entry.time_ms)));
-        prev_hash = &r.hash;
-        last_seq = Some(seq);
-        expected = Some(seq.saturating_add(1));
-        count += 1;
+        self.latest_time = Some(self.latest_time.map_or(r.entry.time_ms, |t| t.max(r.entry.time_ms)));
+        self.prev_hash.clone_from(&r.hash);
+        self.last_seq = Some(seq);
+        self.expected = Some(seq.saturating_add(1));
+        self.count += 1;
+        Ok(())
     }
 
-    let last = match (last_seq, full) {
-        (Some(s), _) => s,
-        (None, true) => 0,
-        (None, false) => return Ok(count),
-    };
-    if let Some(beyond) = cps[cp_at..].iter().map(|c| c.seq).filter(|&s| s > last).max() {
-        return Err(VerifyError::Truncated { checkpoint: beyond, last });
+    /// After the last record: how many were checked, or the first problem (a pending gap; a
+    /// checkpoint beyond the last record: truncation).
+    pub fn finish(self) -> Result<u64, VerifyError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        if let Some((seq, found)) = self.gap {
+            return Err(VerifyError::Missing { after: seq.saturating_sub(1), next: found });
+        }
+        let last = match (self.last_seq, self.full) {
+            (Some(s), _) => s,
+            (None, true) => 0,
+            (None, false) => return Ok(self.count),
+        };
+        if let Some(beyond) = self.cps[self.cp_at..].iter().map(|c| c.seq).filter(|&s| s > last).max() {
+            return Err(VerifyError::Truncated { checkpoint: beyond, last });
+        }
+        Ok(self.count)
     }
-    Ok(count)
 }
 
 /// One JSON line for export: the record as serde writes it (flat), with no line breaks inside.

@@ -1255,8 +1255,74 @@ impl Gate {
     /// every plain column against its sealed record, the checkpoints the store sealed by itself
     /// and the `checkpoints` exported by hand, and the sealed head (records removed from the end,
     /// or all of them).
+    ///
+    /// The log is read in pages, twice (every row's columns first, then the chain), so memory
+    /// follows a page, not the log; the first problem found is the one [`Gate::verify_audit_file`]
+    /// reports too.
     pub async fn verify_audit(&self, checkpoints: &[Checkpoint]) -> Result<Result<u64, VerifyError>, GateError> {
-        Ok(self.verify_store(checkpoints).await?.0)
+        // Every column against its sealed record, before any link is checked.
+        let mut cursor = None;
+        loop {
+            let rows = self.store.audit_rows_page(cursor).await?;
+            let Some(last) = rows.last().and_then(|r| r.seq) else { break };
+            if let Some(e) = rows.iter().find_map(row_problem) {
+                return Ok(Err(e));
+            }
+            cursor = Some(last);
+        }
+        let keys = self.keys();
+        let checkpoints = match self.trusted_checkpoints(checkpoints).await? {
+            Ok(cps) => cps,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut verifier = audit::Verifier::new(&*keys, None, &checkpoints);
+        let mut last_record = None;
+        let mut cursor = None;
+        loop {
+            let rows = self.store.audit_rows_page(cursor).await?;
+            let Some(last) = rows.last().and_then(|r| r.seq) else { break };
+            for row in rows {
+                if let Some(r) = row.record {
+                    if let Err(e) = verifier.push(&r) {
+                        return Ok(Err(e));
+                    }
+                    last_record = Some(r);
+                }
+            }
+            cursor = Some(last);
+        }
+        let n = match verifier.finish() {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e)),
+        };
+        let head = match self.store.meta(META_AUDIT_HEAD).await? {
+            None => None,
+            Some(text) => match serde_json::from_str::<Head>(&text) {
+                Ok(h) => Some(h),
+                Err(_) => return Ok(Err(VerifyError::HeadForged)),
+            },
+        };
+        Ok(audit::verify_head(&*keys, head.as_ref(), last_record.as_ref()).map(|()| n))
+    }
+
+    /// The checkpoints a verification checks against: the exported ones and those the store
+    /// sealed (each seal checked).
+    async fn trusted_checkpoints(
+        &self,
+        exported: &[Checkpoint],
+    ) -> Result<Result<Vec<Checkpoint>, VerifyError>, GateError> {
+        let keys = self.keys();
+        let mut checkpoints = exported.to_vec();
+        for cp in self.store.audit_checkpoints().await? {
+            match cp.check(&*keys) {
+                SealCheck::Valid => checkpoints.push(Checkpoint { seq: cp.seq, hash: cp.hash }),
+                SealCheck::Forged => return Ok(Err(VerifyError::CheckpointForged { seq: cp.seq })),
+                SealCheck::UnknownKey => {
+                    return Ok(Err(VerifyError::UnknownKey { seq: cp.seq, version: cp.key_version }));
+                }
+            }
+        }
+        Ok(Ok(checkpoints))
     }
 
     /// [`Gate::verify_audit`], then the records of an audit file (the second device): each must
@@ -1309,33 +1375,15 @@ impl Gate {
     ) -> Result<(Result<u64, VerifyError>, Vec<Record>), GateError> {
         let keys = self.keys();
         let rows = self.store.audit_rows().await?;
-        let mut records = Vec::with_capacity(rows.len());
-        let mut first_error = None;
-        for row in rows {
-            match (&row.record, row.mismatched_column()) {
-                (None, _) => {
-                    first_error.get_or_insert(VerifyError::Edited { seq: row.seq.unwrap_or_default() });
-                }
-                (Some(r), Some(column)) => {
-                    first_error.get_or_insert(VerifyError::ColumnEdited { seq: r.seq, column });
-                }
-                (Some(_), None) => {}
-            }
-            records.extend(row.record);
-        }
+        let first_error = rows.iter().find_map(row_problem);
+        let records: Vec<Record> = rows.into_iter().filter_map(|row| row.record).collect();
         if let Some(e) = first_error {
             return Ok((Err(e), records));
         }
-        let mut checkpoints = exported.to_vec();
-        for cp in self.store.audit_checkpoints().await? {
-            match cp.check(&*keys) {
-                SealCheck::Valid => checkpoints.push(Checkpoint { seq: cp.seq, hash: cp.hash }),
-                SealCheck::Forged => return Ok((Err(VerifyError::CheckpointForged { seq: cp.seq }), records)),
-                SealCheck::UnknownKey => {
-                    return Ok((Err(VerifyError::UnknownKey { seq: cp.seq, version: cp.key_version }), records));
-                }
-            }
-        }
+        let checkpoints = match self.trusted_checkpoints(exported).await? {
+            Ok(cps) => cps,
+            Err(e) => return Ok((Err(e), records)),
+        };
         let result = match audit::verify(&*keys, records.iter(), None, &checkpoints) {
             Ok(n) => {
                 let head = match self.store.meta(META_AUDIT_HEAD).await? {
@@ -1380,6 +1428,16 @@ impl Gate {
         entry.outcome = Some("ok".into());
         self.record(entry).await.map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
         Ok(Checkpoint { seq, hash })
+    }
+}
+
+/// What is wrong with an audit row's columns: a record that is not readable, or a plain column
+/// that differs from its sealed record.
+fn row_problem(row: &crate::store::AuditRow) -> Option<VerifyError> {
+    match (&row.record, row.mismatched_column()) {
+        (None, _) => Some(VerifyError::Edited { seq: row.seq.unwrap_or_default() }),
+        (Some(r), Some(column)) => Some(VerifyError::ColumnEdited { seq: r.seq, column }),
+        (Some(_), None) => None,
     }
 }
 

@@ -1265,6 +1265,12 @@ impl Store {
         Ok(rows.iter().map(AuditRow::from_row).collect())
     }
 
+    /// Up to [`AUDIT_PAGE`] audit rows after `after` (by the `seq` column), in that order, with
+    /// their plain columns and parsed records (for verifying page by page).
+    pub async fn audit_rows_page(&self, after: Option<i64>) -> Result<Vec<AuditRow>, StoreError> {
+        self.audit_page(after, Direction::Up).await
+    }
+
     /// Every audit row with its plain columns and its parsed record, in `seq` order (for verify).
     pub async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
         self.audit_rows_after(None).await

@@ -394,6 +394,15 @@ async fn listings_page_through_a_long_log() {
         let again = g.audit_newest(&AuditFilter { limit: Some(10_000), ..rare.clone() }, None).await.expect("newest");
         assert!(again.iter().any(|r| r.seq == victim), "{kind}: the sealed record still matches");
         assert_eq!(again.len(), rare_all.len(), "{kind}");
+        g.store().execute_raw(&format!("UPDATE audit SET agent = 'rare' WHERE seq = {victim}")).await.expect("undo");
+
+        // Verification reads the log page by page too: it all verifies, and a gap in the second
+        // page is found there.
+        assert_eq!(g.verify_audit(&[]).await.expect("verify"), Ok(total as u64), "{kind}");
+        let gap = gate::store::AUDIT_PAGE + 100;
+        g.store().execute_raw(&format!("DELETE FROM audit WHERE seq = {gap}")).await.expect("delete");
+        let got = g.verify_audit(&[]).await.expect("verify");
+        assert_eq!(got, Err(VerifyError::Missing { after: gap - 1, next: gap + 1 }), "{kind}");
     }
     dbs.cleanup().await;
 }
