@@ -51,6 +51,7 @@ struct Inner {
     gate: Arc<Gate>,
     env: minijinja::Environment<'static>,
     /// The audit chain's last verification (it reads the whole log): reused for a few seconds.
+    /// The chain's last verification: shown until the instant given, then run again.
     verified: std::sync::Mutex<Option<(std::time::Instant, bool, String)>>,
 }
 
