@@ -277,22 +277,40 @@ async fn export(State(console): State<Console>, headers: HeaderMap, Query(f): Qu
         Ok(x) => x,
         Err(msg) => return console.page_error(StatusCode::BAD_REQUEST, &msg, Some(&authed)),
     };
-    match console.gate().audit(&filter).await {
-        Ok(records) => {
-            let mut body = String::new();
+    // The first page before answering: a store that cannot answer gets the error page.
+    let page = AuditFilter { limit: Some(gate::store::AUDIT_PAGE), ..filter };
+    let first = match console.gate().audit(&page).await {
+        Ok(records) => records,
+        Err(e) => return console.page_error(StatusCode::SERVICE_UNAVAILABLE, &say(&e), Some(&authed)),
+    };
+    // Then page after page, so the export's memory is a page, not the log.
+    let gate = console.0.gate.clone();
+    let pages = futures_util::stream::unfold(Some(first), move |records| {
+        let (gate, page, f) = (gate.clone(), page.clone(), f.clone());
+        async move {
+            let records = records?;
+            let last = records.last().map(|r| r.seq)?;
+            let mut chunk = String::new();
             for r in records.iter().filter(|r| f.keeps(r)) {
-                body.push_str(&serde_json::to_string(r).unwrap_or_default());
-                body.push('\n');
+                chunk.push_str(&gate::audit::to_json_line(r));
+                chunk.push('\n');
             }
-            let mut resp = body.into_response();
-            let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
-            h.insert(
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_static("attachment; filename=\"jgate-audit.jsonl\""),
-            );
-            resp
+            let next = match gate.audit(&AuditFilter { after_seq: Some(last), ..page }).await {
+                Ok(next) => Some(next),
+                Err(e) => {
+                    // The status is sent already: the export ends with a line that says why.
+                    let error = serde_json::json!({"export_error": say(&e)});
+                    chunk.push_str(&error.to_string());
+                    chunk.push('\n');
+                    None
+                }
+            };
+            Some((Ok::<_, std::convert::Infallible>(chunk), next))
         }
-        Err(e) => console.page_error(StatusCode::SERVICE_UNAVAILABLE, &say(&e), Some(&authed)),
-    }
+    });
+    let mut resp = axum::body::Body::from_stream(pages).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"jgate-audit.jsonl\""));
+    resp
 }
