@@ -194,6 +194,9 @@ def test_console_scenario(stack, browser):
     expect(page.locator("#chain")).to_contain_text("The audit chain verifies")
     expect(page.locator("#live-state")).to_contain_text("Live")
     url_before = page.url
+    above_rows = ("() => ['#chain', '#live-state', '#audit-table thead']"
+                  ".map(s => document.querySelector(s).getBoundingClientRect().top)")
+    tops_before = page.evaluate(above_rows)
     answer = mcp_call(base, key, "get_job", {"job": "release/deploy"})
     assert "release/deploy" in answer, answer
     denied = mcp_call(base, key, "trigger_build", {"job": "release/deploy", "parameters": {"ENV": "production"}})
@@ -201,6 +204,9 @@ def test_console_scenario(stack, browser):
     expect(page.locator("#audit-table tbody tr.denied").first).to_contain_text("release-bot was denied", timeout=15000)
     expect(page.locator("#audit-table tbody tr", has_text="release-bot read").first).to_be_visible(timeout=15000)
     assert page.url == url_before, "the page was reloaded"
+    # No layout shift above the rows while the audit streams (the banner, the live note and the
+    # table's header stay where they were; new rows go in below the header).
+    assert page.evaluate(above_rows) == tops_before, "the page above the rows moved while records streamed in"
     shot(page, "audit")
 
     # Narrow window: readable, nothing wider than the window.
