@@ -126,8 +126,11 @@ def test_console_scenario(stack, browser):
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
-    expect(page).to_have_url(re.compile(r"/console/controllers"))
+    # Back to the page that was asked for.
+    expect(page).to_have_url(re.compile(r"/console/audit$"))
     expect(page.locator("header .who")).to_have_text("alice")
+    page.get_by_role("navigation").get_by_role("link", name="Controllers").click()
+    expect(page).to_have_url(re.compile(r"/console/controllers"))
 
     # Connect the twin with a wrong token: Test shows the 401 diagnosis, with its fix.
     port = stack["twin"].rsplit(":", 1)[1]

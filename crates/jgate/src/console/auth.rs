@@ -28,6 +28,8 @@ pub fn routes() -> Router<Console> {
 #[derive(serde::Deserialize, Default)]
 struct LoginQuery {
     expired: Option<String>,
+    /// The console page to return to after logging in.
+    next: Option<String>,
 }
 
 /// A fresh double-submit value for the login forms.
@@ -44,13 +46,15 @@ fn login_form(
     error: Option<String>,
     name: &str,
     info: Option<&str>,
+    next: &str,
 ) -> Response {
     let nonce = login_nonce();
+    let next = super::return_target(next).unwrap_or("");
     let mut r = console.render_status(
         status,
         "login.html",
         None,
-        minijinja::context! { error => error, name => name, nonce => nonce, info => info },
+        minijinja::context! { error => error, name => name, nonce => nonce, info => info, next => next },
     );
     r.headers_mut().append(header::SET_COOKIE, set_cookie(headers, LOGIN_COOKIE, &nonce, 1800));
     r
@@ -61,11 +65,12 @@ async fn login_page(State(console): State<Console>, headers: HeaderMap, Query(q)
     if let Some(t) = cookie(&headers, SESSION_COOKIE)
         && let Ok(Some(_)) = console.gate().console_session(&t).await
     {
-        return Redirect::to("/console/controllers").into_response();
+        return Redirect::to(q.next.as_deref().and_then(super::return_target).unwrap_or("/console/controllers"))
+            .into_response();
     }
     let info =
         q.expired.map(|_| "Your session has ended (it was idle too long, expired or was ended). Please log in again.");
-    login_form(&console, &headers, StatusCode::OK, None, "", info)
+    login_form(&console, &headers, StatusCode::OK, None, "", info, q.next.as_deref().unwrap_or(""))
 }
 
 /// The login form's double submit, and the Origin.
@@ -84,6 +89,7 @@ async fn login(State(console): State<Console>, req: Request) -> Response {
     };
     let form = Form::parse(&body);
     let name = form.get("name").trim().to_string();
+    let next = form.get("next").to_string();
     if !login_csrf_ok(&headers, &form) {
         return login_form(
             &console,
@@ -92,25 +98,26 @@ async fn login(State(console): State<Console>, req: Request) -> Response {
             Some("The login form had expired or came from another site. Please try again.".into()),
             &name,
             None,
+            &next,
         );
     }
     let password = SecretString::from(form.get("password").to_string());
     match console.gate().console_login(&name, &password, &addr).await {
-        Ok(s) => session_started(&headers, &s),
+        Ok(s) => session_started(&headers, &s, super::return_target(&next)),
         Err(e) => {
             let status = match &e {
                 LoginError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 LoginError::Gate(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::UNAUTHORIZED,
             };
-            login_form(&console, &headers, status, Some(e.to_string()), &name, None)
+            login_form(&console, &headers, status, Some(e.to_string()), &name, None, &next)
         }
     }
 }
 
 /// The answer to a successful login: the session cookie, and on to the console.
-fn session_started(headers: &HeaderMap, s: &NewSession) -> Response {
-    let mut r = Redirect::to("/console/controllers").into_response();
+fn session_started(headers: &HeaderMap, s: &NewSession, next: Option<&str>) -> Response {
+    let mut r = Redirect::to(next.unwrap_or("/console/controllers")).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(headers, SESSION_COOKIE, s.token.expose_secret(), SESSION_LIFETIME_MS / 1000),
@@ -161,7 +168,7 @@ async fn link(State(console): State<Console>, req: Request) -> Response {
         );
     }
     match console.gate().console_redeem_link(&token, &addr).await {
-        Ok(s) => session_started(&headers, &s),
+        Ok(s) => session_started(&headers, &s, None),
         Err(e) => {
             let status = match &e {
                 LoginError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

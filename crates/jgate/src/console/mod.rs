@@ -75,6 +75,49 @@ pub fn routes(gate: Arc<Gate>) -> Router {
         .fallback(not_found)
         .with_state(console)
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(remember_page))
+}
+
+/// The request header that carries the page a GET asked for, set here and only here (a client's
+/// own is removed), so a login can return to it.
+const PAGE_HEADER: &str = "x-jgate-console-page";
+
+async fn remember_page(mut req: Request, next: Next) -> Response {
+    req.headers_mut().remove(PAGE_HEADER);
+    if req.method() == axum::http::Method::GET {
+        let page = req.extensions().get::<axum::extract::OriginalUri>().map(|u| u.0.to_string());
+        if let Some(v) = page.filter(|p| return_target(p).is_some()).and_then(|p| HeaderValue::from_str(&p).ok()) {
+            req.headers_mut().insert(PAGE_HEADER, v);
+        }
+    }
+    next.run(req).await
+}
+
+/// A page of the console a login may return to: a path under /console/ (never another site, a
+/// scheme-relative `//host`, a backslash, the login pages themselves or an asset), printable ASCII.
+pub(crate) fn return_target(page: &str) -> Option<&str> {
+    let ok = page.starts_with("/console/")
+        && page.len() <= 1024
+        && !page.contains("//")
+        && !page.contains('\\')
+        && page.bytes().all(|b| b.is_ascii_graphic())
+        && !["/console/login", "/console/link", "/console/logout", "/console/static/"]
+            .iter()
+            .any(|p| page.starts_with(p));
+    ok.then_some(page)
+}
+
+/// The login page's address, returning to the page the request asked for (if it may).
+fn login_location(headers: &HeaderMap, expired: bool) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if expired {
+        query.append_pair("expired", "1");
+    }
+    if let Some(page) = headers.get(PAGE_HEADER).and_then(|v| v.to_str().ok()).and_then(return_target) {
+        query.append_pair("next", page);
+    }
+    let query = query.finish();
+    if query.is_empty() { "/console/login".to_string() } else { format!("/console/login?{query}") }
 }
 
 fn templates() -> minijinja::Environment<'static> {
@@ -238,11 +281,11 @@ impl Console {
     /// (no session, or an expired one), or an error page when the store cannot answer.
     async fn authed(&self, headers: &HeaderMap) -> Result<Authed, Response> {
         let Some(token) = cookie(headers, SESSION_COOKIE) else {
-            return Err(Redirect::to("/console/login").into_response());
+            return Err(Redirect::to(&login_location(headers, false)).into_response());
         };
         match self.gate().console_session(&token).await {
             Ok(Some(s)) => Ok(Authed { admin: s.admin, csrf: csrf_of(&token), token }),
-            Ok(None) => Err(Redirect::to("/console/login?expired=1").into_response()),
+            Ok(None) => Err(Redirect::to(&login_location(headers, true)).into_response()),
             Err(e) => Err(self.page_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None)),
         }
     }

@@ -195,7 +195,7 @@ async fn idle_sessions_expire_and_links_work_once() {
         .expect("age");
     let r = b.get(e.url("/console/controllers")).send().await.expect("get");
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(r.headers()), "/console/login?expired=1");
+    assert_eq!(location(r.headers()), "/console/login?expired=1&next=%2Fconsole%2Fcontrollers");
 
     // A one-time link: its page does not use it; its form does, once.
     let token = e.gate.console_login_link(&Admin::new("root", Surface::Cli), "alice").await.expect("link");
@@ -546,4 +546,49 @@ fn every_template_parses() {
     ] {
         assert!(env.get_template(name).is_ok(), "{name} does not parse");
     }
+}
+
+/// After logging in, the console returns to the page that asked for it — only ever a console
+/// page of this site.
+#[tokio::test]
+async fn a_login_returns_to_the_page_that_asked_for_it() {
+    let e = env().await;
+    let b = browser();
+    let r = b.get(e.url("/console/audit?agent=bot")).send().await.expect("get");
+    assert_eq!(location(r.headers()), "/console/login?next=%2Fconsole%2Faudit%3Fagent%3Dbot");
+    // A client's own page header is not believed.
+    let r = b.get(e.url("/console/agents")).header("x-jgate-console-page", "https://evil.example/").send().await;
+    assert_eq!(location(r.expect("get").headers()), "/console/login?next=%2Fconsole%2Fagents");
+
+    let login_with = |next: &'static str| {
+        let b = browser();
+        let e = &e;
+        async move {
+            let page = b.get(e.url("/console/login")).send().await.expect("page").text().await.expect("text");
+            let nonce = field(&page, "nonce");
+            let r = b
+                .post(e.url("/console/login"))
+                .form(&[("nonce", nonce.as_str()), ("name", "alice"), ("password", PASSWORD), ("next", next)])
+                .send()
+                .await
+                .expect("login");
+            assert_eq!(r.status(), StatusCode::SEE_OTHER, "{next}");
+            location(r.headers())
+        }
+    };
+    assert_eq!(login_with("/console/audit?agent=bot").await, "/console/audit?agent=bot");
+    for elsewhere in [
+        "https://evil.example/",
+        "//evil.example/console/",
+        "/console//evil",
+        "/console/\\evil",
+        "/console/logout",
+        "/elsewhere",
+    ] {
+        assert_eq!(login_with(elsewhere).await, "/console/controllers", "{elsewhere}");
+    }
+    // The login page carries the page on in its form.
+    let page =
+        b.get(e.url("/console/login?next=%2Fconsole%2Fagents")).send().await.expect("page").text().await.expect("t");
+    assert!(page.contains(r#"name="next""#), "{page}");
 }
