@@ -139,6 +139,7 @@ pub const RULES: &[&str] = &[
     "bearer-token",
     "basic-auth",
     "jenkins-api-token",
+    "jenkins-encrypted-secret",
     "generic-secret",
 ];
 
@@ -996,6 +997,8 @@ enum Charset {
     /// The base32 alphabet of AWS key ids: `A-Z` and `2-7`.
     AwsId,
     UpperDigit,
+    /// The base64 alphabet: alphanumerics, `+`, `/` and `=`.
+    Base64,
 }
 
 impl Charset {
@@ -1008,6 +1011,7 @@ impl Charset {
             Charset::HexLower => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
             Charset::AwsId => b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b),
             Charset::UpperDigit => b.is_ascii_uppercase() || b.is_ascii_digit(),
+            Charset::Base64 => b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=',
         }
     }
 }
@@ -1081,6 +1085,9 @@ const PREFIXED: &[Prefixed] = &[
     p("shpss_", "shopify-token", Charset::HexLower, 32),
     p("SG.", "sendgrid-api-token", Charset::DashDot, 60),
     p("jgate_", "jgate-agent-key", Charset::Word, 40),
+    // A secret Jenkins encrypted with its own key (`Secret` in config.xml, credentials): useless
+    // without the controller's key, and still a secret (config.xml read through the proxy, logs).
+    p("{AQAAAB", "jenkins-encrypted-secret", Charset::Base64, 20),
 ];
 
 /// The fixed strings the pattern rules start from, in one automaton: one pass over a text tells
@@ -1819,6 +1826,25 @@ mod tests {
     }
 
     // ---- normalisation ----
+
+    #[test]
+    fn jenkins_encrypted_secrets_are_redacted_wherever_they_appear() {
+        let blob = "{AQAAABAAAAAQ1234567890abcdefghijKLMNOP+/mn=}";
+        for text in [
+            format!("<password>{blob}</password>"),
+            format!("using secret {blob} from credentials"),
+            format!("<secret>{}</secret>", blob.to_lowercase().replace("{aqaaab", "{AQAAAB")),
+        ] {
+            let (out, report) = clean(&text);
+            assert!(out.contains("[REDACTED:jenkins-encrypted-secret]"), "{out}");
+            assert!(!out.contains("AQAAAB"), "{out}");
+            assert_eq!(report.redactions, 1, "{out}");
+        }
+        // Too short to be one, or not base64: left alone.
+        for text in ["{AQAAAB short}", "{AQAAAB!!!!!!!!!!!!!!!!!!!!!!}"] {
+            assert_eq!(clean(text).0, text);
+        }
+    }
 
     #[test]
     fn strips_csi_colours_and_keeps_text() {
