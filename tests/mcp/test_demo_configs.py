@@ -85,7 +85,7 @@ def test_the_printed_stdio_config_serves_the_demo_agent(tmp_path):
         import re
         import urllib.parse
 
-        import httpx
+        import httpx2 as httpx
 
         origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(link))
 
