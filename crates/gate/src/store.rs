@@ -274,6 +274,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_controllers.sql")),
     (6, include_str!("../migrations/sqlite/0006_exec_tokens.sql")),
     (7, include_str!("../migrations/sqlite/0007_console.sql")),
+    (9, include_str!("../migrations/sqlite/0009_approvals.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -283,6 +284,7 @@ const PG_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/postgres/0005_controllers.sql")),
     (6, include_str!("../migrations/postgres/0006_exec_tokens.sql")),
     (7, include_str!("../migrations/postgres/0007_console.sql")),
+    (9, include_str!("../migrations/postgres/0009_approvals.sql")),
 ];
 
 /// Rows per multi-row audit INSERT: 10 values each, well under SQLite's and PostgreSQL's limits
@@ -1027,7 +1029,7 @@ impl Store {
     pub async fn insert_grant(&self, agent_id: i64, g: &Grant) -> Result<i64, StoreError> {
         let params = serde_json::to_string(&g.params).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let row = sqlx::query(self.sql(
-            "INSERT INTO grants (agent_id, controller, grp, level, jobs, params, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO grants (agent_id, controller, grp, level, jobs, params, created_ms, approve) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         ))
         .bind(agent_id)
         .bind(g.controller.clone())
@@ -1036,6 +1038,7 @@ impl Store {
         .bind(g.jobs.clone())
         .bind(params)
         .bind(now_ms())
+        .bind(i64::from(g.approve))
         .fetch_one(&self.pool)
         .await
         .map_err(db("storing the grant"))?;
@@ -1584,6 +1587,7 @@ fn grant_row(r: &sqlx::any::AnyRow) -> Result<Grant, StoreError> {
         jobs: r.try_get("jobs").map_err(db("reading a grant"))?,
         params: serde_json::from_str::<Vec<ParamConstraint>>(&params)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        approve: r.try_get::<i64, _>("approve").map_err(db("reading a grant"))? != 0,
     })
 }
 

@@ -335,6 +335,10 @@ pub struct GrantArgs {
     /// A trigger parameter constraint: NAME=VALUE, NAME=A|B|C, or NAME=GLOB (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE|GLOB")]
     pub params: Vec<String>,
+    /// Hold every change this grant allows until an administrator approves it (`jgate approve`);
+    /// reads are never held. Level full only.
+    #[arg(long)]
+    pub approve: bool,
 }
 
 #[derive(Args)]
@@ -986,7 +990,16 @@ pub async fn grant(g: &Global, a: GrantArgs) -> anyhow::Result<()> {
         .map(|p| p.parse::<ParamConstraint>().map_err(|e| anyhow::anyhow!("--param {p}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let gr = gate
-        .grant(&Admin::local_cli(), &a.agent, group, level, a.controller.as_deref(), a.jobs.as_deref(), params)
+        .grant_with(
+            &Admin::local_cli(),
+            &a.agent,
+            group,
+            level,
+            a.controller.as_deref(),
+            a.jobs.as_deref(),
+            params,
+            a.approve,
+        )
         .await?;
     out(g, &serde_json::to_value(&gr).unwrap_or(Value::Null), || {
         println!("grant {}: {} — {}", gr.id, gr.agent, gr.describe())
@@ -1144,6 +1157,7 @@ pub async fn access(g: &Global, a: AccessArgs) -> anyhow::Result<()> {
                 for ja in per_job.iter().filter(|x| &x.controller == c) {
                     let verdict = |e: &Option<policy::Explanation>| match e {
                         None => "n/a".to_string(),
+                        Some(e) if e.decision.allowed && e.decision.approval => "allowed with approval".to_string(),
                         Some(e) if e.decision.allowed => "allowed".to_string(),
                         Some(_) => "denied".to_string(),
                     };
