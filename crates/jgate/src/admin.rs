@@ -45,6 +45,16 @@ pub struct Global {
     #[arg(long, global = true, env = "JGATE_MAX_CALLS_PER_AGENT", value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_calls_per_agent: u32,
+    /// Seconds a call held for approval waits for the decision before it answers `pending`
+    /// with the approval id (serve, mcp, call).
+    #[arg(long, global = true, env = "JGATE_APPROVAL_WAIT", value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub approval_wait: u64,
+    /// Seconds an approval may wait for a decision (and an approved call to be sent again)
+    /// before it expires (serve, mcp, call).
+    #[arg(long, global = true, env = "JGATE_APPROVAL_EXPIRY", value_name = "SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub approval_expiry: u64,
 }
 
 #[derive(Subcommand)]
@@ -392,7 +402,12 @@ pub async fn open(g: &Global) -> anyhow::Result<Gate> {
         );
     }
     let device = g.audit_file.as_deref().map(AuditDevice::open).transpose()?;
-    let limits = gate::Limits { max_in_flight_per_agent: g.max_calls_per_agent as usize, ..gate::Limits::default() };
+    let limits = gate::Limits {
+        max_in_flight_per_agent: g.max_calls_per_agent as usize,
+        approval_wait: std::time::Duration::from_secs(g.approval_wait),
+        approval_lifetime: std::time::Duration::from_secs(g.approval_expiry),
+        ..gate::Limits::default()
+    };
     Ok(Gate::open(store, master, device).await?.with_limits(limits))
 }
 
@@ -1019,6 +1034,59 @@ pub async fn grants(g: &Global, agent: &str) -> anyhow::Result<()> {
                 .map(|gr| vec![gr.id.to_string(), gr.controller.clone().unwrap_or_else(|| "all".into()), gr.describe()])
                 .collect::<Vec<_>>(),
         );
+    });
+    Ok(())
+}
+
+/// `jgate approvals [--all]`: what waits for a decision, with exactly what would run.
+pub async fn approvals(g: &Global, all: bool) -> anyhow::Result<()> {
+    let gate = open(g).await?;
+    let list = gate.approvals(all).await?;
+    out(g, &serde_json::to_value(&list).unwrap_or(Value::Null), || {
+        let empty = if all { "no approvals yet" } else { "nothing waits for approval (`--all` shows decided ones)" };
+        table_or(
+            empty,
+            &["id", "status", "asked", "expires", "what would run", "decision"],
+            &list
+                .iter()
+                .map(|a| {
+                    let decision = match (&a.decided_by, &a.reason) {
+                        (Some(by), Some(r)) => format!("{by}: {r}"),
+                        (Some(by), None) => by.clone(),
+                        _ => String::new(),
+                    };
+                    vec![
+                        a.id.clone(),
+                        a.status.as_str().to_string(),
+                        format_time(a.created_ms),
+                        format_time(a.expires_ms),
+                        a.summary.clone(),
+                        decision,
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        );
+    });
+    Ok(())
+}
+
+/// `jgate approve ID [--reason]` / `jgate deny ID --reason`.
+pub async fn decide_approval(g: &Global, id: &str, approve: bool, reason: Option<&str>) -> anyhow::Result<()> {
+    let gate = open(g).await?;
+    let a = if approve {
+        gate.approve(&Admin::local_cli(), id, reason).await?
+    } else {
+        gate.deny(&Admin::local_cli(), id, reason.unwrap_or_default()).await?
+    };
+    out(g, &serde_json::to_value(&a).unwrap_or(Value::Null), || {
+        if approve {
+            println!(
+                "approved {}: {} (the call goes on; if it stopped waiting, it runs when the agent sends it again)",
+                a.id, a.summary
+            );
+        } else {
+            println!("denied {}: {} (the agent is told the reason)", a.id, a.summary);
+        }
     });
     Ok(())
 }
