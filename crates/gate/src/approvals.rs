@@ -227,6 +227,7 @@ impl Gate {
         self.record(held).await.map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
         if asked {
             self.store().insert_approval(&approval).await?;
+            self.announce(&approval);
         }
         let wait = self.calls.limits.approval_wait;
         let started = Instant::now();
@@ -439,5 +440,166 @@ async fn cancelled(token: Option<&CancellationToken>) {
     match token {
         Some(t) => t.cancelled().await,
         None => std::future::pending().await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Announcing requests to a chat tool
+
+/// The shape of the webhook's POST body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// `{"event": "approval.requested", "approval": {...}, "text": "..."}`.
+    Json,
+    /// A Slack incoming-webhook message (`text` and `blocks`; Mattermost and others read it too).
+    Slack,
+}
+
+impl std::str::FromStr for WebhookFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(WebhookFormat::Json),
+            "slack" => Ok(WebhookFormat::Slack),
+            other => Err(format!("unknown webhook format '{other}': use json or slack")),
+        }
+    }
+}
+
+/// Where new approval requests are announced. The URL is a secret (a chat webhook's URL is its
+/// credential): it is shown by no `Debug`, error or log.
+#[derive(Clone)]
+pub struct ApprovalWebhook {
+    url: reqwest::Url,
+    format: WebhookFormat,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for ApprovalWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalWebhook").field("format", &self.format).field("url", &"<hidden>").finish()
+    }
+}
+
+/// How long one announcement may take.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ApprovalWebhook {
+    /// Checks `url` with the same egress guard as controllers (http/https, no credentials in it,
+    /// no metadata or link-local address ever, private addresses only through `allow`), and
+    /// builds a client that connects only to checked addresses and follows no redirect.
+    pub fn new(
+        url: &str,
+        format: WebhookFormat,
+        allow: Vec<jenkins::ssrf::AllowEntry>,
+    ) -> Result<ApprovalWebhook, GateError> {
+        use jenkins::ssrf::{EgressPolicy, GuardedResolver, SystemLookup};
+        let policy = std::sync::Arc::new(EgressPolicy::new(allow));
+        // The refusal names the origin, never the path (where a chat webhook keeps its secret).
+        let url = policy.check_url_str(url).map_err(|r| {
+            GateError::Invalid(format!(
+                "the approval webhook URL is refused: {r}. Fix: a public http(s) URL, or allow a private address with --approval-webhook-allow-private HOST:PORT"
+            ))
+        })?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        let tls = jenkins::tls::client_config(&jenkins::tls::Trust { system_ca: true, ..Default::default() })
+            .map_err(|e| GateError::Invalid(format!("the approval webhook's TLS settings: {e}")))?;
+        let http = reqwest::Client::builder()
+            .dns_resolver(std::sync::Arc::new(
+                GuardedResolver::new(policy, std::sync::Arc::new(SystemLookup)).with_port(port),
+            ))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(WEBHOOK_TIMEOUT)
+            .user_agent(concat!("jgate/", env!("CARGO_PKG_VERSION")))
+            .use_preconfigured_tls(tls)
+            .build()
+            .map_err(|e| GateError::Invalid(format!("cannot set up the approval webhook's HTTP client: {e}")))?;
+        Ok(ApprovalWebhook { url, format, http })
+    }
+
+    /// The POST body announcing `a`.
+    pub fn payload(&self, a: &Approval) -> Value {
+        let text = format!(
+            "jgate: {} waits for approval {} (it expires {}). Approve: `jgate approve {} --reason ...`  Deny: `jgate deny {} --reason ...`",
+            a.summary,
+            a.id,
+            expires_text(a.expires_ms),
+            a.id,
+            a.id
+        );
+        match self.format {
+            WebhookFormat::Json => json!({
+                "event": "approval.requested",
+                "approval": {
+                    "id": a.id, "agent": a.agent, "controller": a.controller, "operation": a.operation,
+                    "target": a.target, "summary": a.summary, "args": a.args,
+                    "created_ms": a.created_ms, "expires_ms": a.expires_ms,
+                },
+                "text": text,
+            }),
+            WebhookFormat::Slack => {
+                // Slack reads <...> as links and mentions (<!channel>): escaped as its docs say.
+                let text = slack_escape(&text);
+                json!({
+                    "text": text,
+                    "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+                })
+            }
+        }
+    }
+
+    /// POSTs the announcement; the answer's status, or why it failed (never the URL).
+    pub async fn post(&self, a: &Approval) -> Result<u16, String> {
+        let r = self
+            .http
+            .post(self.url.clone())
+            .json(&self.payload(a))
+            .send()
+            .await
+            .map_err(|e| describe_send_error(&e))?;
+        let status = r.status().as_u16();
+        if r.status().is_success() { Ok(status) } else { Err(format!("it answered HTTP {status}")) }
+    }
+}
+
+/// A send error without the URL reqwest puts in its message.
+fn describe_send_error(e: &reqwest::Error) -> String {
+    if let Some(r) = jenkins::ssrf::find_refusal(e) {
+        return format!("refused by the egress guard: {r}");
+    }
+    let what = if e.is_timeout() {
+        "it did not answer in time"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "the request failed"
+    };
+    what.to_string()
+}
+
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn expires_text(ms: i64) -> String {
+    format!("in {} min", (ms - now_ms()).max(0) / 60_000)
+}
+
+impl Gate {
+    /// Announces a new approval request through the webhook, if one is set, without waiting:
+    /// a failure is logged and changes nothing.
+    fn announce(&self, a: &Approval) {
+        let Some(hook) = self.calls.limits.approval_webhook.clone() else {
+            return;
+        };
+        let a = a.clone();
+        tokio::spawn(async move {
+            match hook.post(&a).await {
+                Ok(_) => tracing::debug!(approval = %a.id, "approval announced"),
+                Err(why) => tracing::warn!(approval = %a.id, "the approval webhook failed: {why}"),
+            }
+        });
     }
 }

@@ -50,6 +50,8 @@ pub struct Limits {
     pub approval_wait: Duration,
     /// How long an approval can be decided, and an approved call sent again, before it expires.
     pub approval_lifetime: Duration,
+    /// Where new approval requests are announced (a chat tool's webhook), if anywhere.
+    pub approval_webhook: Option<crate::approvals::ApprovalWebhook>,
 }
 
 impl Default for Limits {
@@ -62,6 +64,7 @@ impl Default for Limits {
             process_stale_after: Duration::from_secs(10),
             approval_wait: Duration::from_secs(60),
             approval_lifetime: Duration::from_secs(3600),
+            approval_webhook: None,
         }
     }
 }

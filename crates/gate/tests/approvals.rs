@@ -352,3 +352,119 @@ async fn approval_is_for_full_grants_only() {
         g.store().audit(&AuditFilter::default()).await.expect("audit").into_iter().map(|r| r.entry.phase).collect();
     assert!(phases.contains(&Phase::Outcome));
 }
+
+/// A one-request-at-a-time HTTP receiver on 127.0.0.1: each request's body is sent on.
+async fn receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, body) = loop {
+                let n = s.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = buf[i + 4..].to_vec();
+                    while body.len() < len {
+                        let n = s.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        body.extend_from_slice(&chunk[..n]);
+                    }
+                    break (head, body);
+                }
+            };
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            let line = head.lines().next().unwrap_or_default().to_string();
+            let _ = tx.send((line, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_requests_are_announced_through_the_webhook_which_never_blocks_the_call() {
+    use gate::approvals::{ApprovalWebhook, WebhookFormat};
+    let dbs = Dbs::new("jgapw").await;
+    let (_, url) = dbs.list[0].clone();
+    let f = fixture(url).await;
+    let (port, mut rx) = receiver().await;
+    let allow = vec![format!("127.0.0.1:{port}").parse().expect("allow entry")];
+    let secret_path = "/services/T000/B000/s3cretPath";
+    let hook_url = format!("http://127.0.0.1:{port}{secret_path}");
+    // Private without an allow entry, credentials in the URL, metadata: refused, and the
+    // refusal never shows the URL's path (a chat webhook's secret).
+    for (bad, allow) in [
+        (hook_url.clone(), vec![]),
+        (format!("http://u:p@127.0.0.1:{port}{secret_path}"), allow.clone()),
+        (format!("http://169.254.169.254{secret_path}"), vec!["169.254.169.254".parse().expect("entry")]),
+    ] {
+        let err = ApprovalWebhook::new(&bad, WebhookFormat::Json, allow).expect_err("refused");
+        assert!(!err.to_string().contains("s3cretPath"), "{err}");
+    }
+    let hook = ApprovalWebhook::new(&hook_url, WebhookFormat::Json, allow.clone()).expect("hook");
+    assert!(!format!("{hook:?}").contains("s3cret"));
+    let limits = Limits { approval_webhook: Some(hook), ..quick(300) };
+    let g = open(&f.url, &f.key, limits).await;
+    let v = g.call(&agent("bot"), "prod", "trigger_build", deploy("production")).await.expect("pending");
+    let id = v["approval_id"].as_str().expect("id");
+    let (line, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("posted").expect("body");
+    assert_eq!(line, format!("POST {secret_path} HTTP/1.1"));
+    assert_eq!(body["event"], "approval.requested");
+    assert_eq!(body["approval"]["id"], id);
+    assert_eq!(
+        body["approval"]["summary"],
+        "bot's request to trigger a build of release/deploy on prod with ENV=production"
+    );
+    assert!(body["text"].as_str().unwrap_or("").contains(&format!("jgate approve {id}")), "{body}");
+    // Sent again: the same request, not announced twice.
+    g.call(&agent("bot"), "prod", "trigger_build", deploy("production")).await.expect("pending");
+
+    // Slack's format, with what Slack would read as markup escaped.
+    let slack = ApprovalWebhook::new(&hook_url, WebhookFormat::Slack, allow.clone()).expect("hook");
+    let g = open(&f.url, &f.key, Limits { approval_webhook: Some(slack), ..quick(300) }).await;
+    g.call(
+        &agent("bot"),
+        "prod",
+        "trigger_build",
+        json!({"job": "release/other", "parameters": {"ENV": "<!channel>"}}),
+    )
+    .await
+    .expect("pending");
+    let (_, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("posted").expect("body");
+    let text = body["text"].as_str().unwrap_or("");
+    assert!(text.contains("release/other") && text.contains("&lt;!channel&gt;") && !text.contains("<!"), "{body}");
+    assert_eq!(body["blocks"][0]["text"]["text"], text);
+    assert!(rx.try_recv().is_err(), "a request sent again was announced twice");
+
+    // A webhook that cannot be reached: the call answers as before, at once.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let dead = ApprovalWebhook::new(
+        &format!("http://127.0.0.1:{closed}/hook"),
+        WebhookFormat::Json,
+        vec![format!("127.0.0.1:{closed}").parse().expect("entry")],
+    )
+    .expect("hook");
+    let g = open(&f.url, &f.key, Limits { approval_webhook: Some(dead), ..quick(300) }).await;
+    let v = g.call(&agent("bot2"), "prod", "trigger_build", deploy("staging")).await.expect("pending");
+    assert_eq!(v["status"], "pending");
+    dbs.cleanup().await;
+}

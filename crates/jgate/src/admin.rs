@@ -55,6 +55,17 @@ pub struct Global {
     #[arg(long, global = true, env = "JGATE_APPROVAL_EXPIRY", value_name = "SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
     pub approval_expiry: u64,
+    /// A file holding the URL new approval requests are POSTed to (a chat tool's incoming
+    /// webhook; its URL is a secret, so never an argument). JGATE_APPROVAL_WEBHOOK holds the URL
+    /// itself. Failures are logged and never hold up a call (serve, mcp, call).
+    #[arg(long, global = true, env = "JGATE_APPROVAL_WEBHOOK_FILE", value_name = "PATH")]
+    pub approval_webhook_file: Option<PathBuf>,
+    /// The webhook's payload: json (generic) or slack (Slack-compatible incoming webhook).
+    #[arg(long, global = true, env = "JGATE_APPROVAL_WEBHOOK_FORMAT", value_name = "FORMAT", default_value = "json")]
+    pub approval_webhook_format: String,
+    /// A private address the webhook may reach (HOST:PORT, CIDR; repeatable), as for controllers.
+    #[arg(long, global = true, value_name = "ENTRY")]
+    pub approval_webhook_allow_private: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -406,9 +417,34 @@ pub async fn open(g: &Global) -> anyhow::Result<Gate> {
         max_in_flight_per_agent: g.max_calls_per_agent as usize,
         approval_wait: std::time::Duration::from_secs(g.approval_wait),
         approval_lifetime: std::time::Duration::from_secs(g.approval_expiry),
+        approval_webhook: approval_webhook(g)?,
         ..gate::Limits::default()
     };
     Ok(Gate::open(store, master, device).await?.with_limits(limits))
+}
+
+/// The approval webhook, from JGATE_APPROVAL_WEBHOOK or --approval-webhook-file, checked by the
+/// egress guard; none when neither is set.
+fn approval_webhook(g: &Global) -> anyhow::Result<Option<gate::approvals::ApprovalWebhook>> {
+    let url = match (&g.approval_webhook_file, std::env::var("JGATE_APPROVAL_WEBHOOK").ok()) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the approval webhook URL from {}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, Some(url)) => url.trim().to_string(),
+        (None, None) => return Ok(None),
+    };
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let format: gate::approvals::WebhookFormat =
+        g.approval_webhook_format.parse().map_err(|e: String| anyhow::anyhow!("--approval-webhook-format: {e}"))?;
+    let allow = g
+        .approval_webhook_allow_private
+        .iter()
+        .map(|e| e.parse().map_err(|err| anyhow::anyhow!("--approval-webhook-allow-private {e}: {err}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(gate::approvals::ApprovalWebhook::new(&url, format, allow)?))
 }
 
 /// Creates the data directory (mode 0700) if it does not exist; an existing one is left as it is.

@@ -225,7 +225,12 @@ fn command() -> clap::Command {
         let hidden = |arg: &str| match arg {
             "db" | "key_file" | "audit_file" => STORELESS.contains(&name.as_str()),
             "json" => NO_JSON.contains(&name.as_str()),
-            "max_calls_per_agent" | "approval_wait" | "approval_expiry" => !CALLERS.contains(&name.as_str()),
+            "max_calls_per_agent"
+            | "approval_wait"
+            | "approval_expiry"
+            | "approval_webhook_file"
+            | "approval_webhook_format"
+            | "approval_webhook_allow_private" => !CALLERS.contains(&name.as_str()),
             _ => false,
         };
         cmd = cmd.mut_subcommand(&name, |sub| hide_args(sub, &hidden));
