@@ -385,7 +385,12 @@ impl Gate {
         self.expire_approvals().await;
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
         let Some(a) = self.store().approval(id).await? else {
-            return Err(GateError::Invalid(format!("there is no approval '{id}': `jgate approvals --all` lists them")));
+            return Err(crate::store::StoreError::Missing {
+                what: "approval",
+                name: id.to_string(),
+                hint: "`jgate approvals --all` lists them".into(),
+            }
+            .into());
         };
         if a.status != ApprovalStatus::Pending {
             let by = a.decided_by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default();

@@ -256,6 +256,12 @@ async fn an_approval_authorises_only_the_call_it_was_asked_for() {
     let v = g.call(&agent("bot"), "prod", "trigger_build", deploy("production")).await.expect("runs");
     assert!(v["build"]["number"].as_u64().is_some(), "{v}");
     assert_eq!(builds_of(&g, "release/deploy").await, before + 1);
+    // Through the Jenkins proxy a held change cannot answer `pending` as a success: 409.
+    let proxy = Caller { surface: Surface::Proxy, ..agent("bot") };
+    let err = g.call(&proxy, "prod", "trigger_build", deploy("staging")).await.expect_err("held");
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    assert!(err.to_string().contains("send exactly the same call again"), "{err}");
+    assert_eq!(builds_of(&g, "release/deploy").await, before + 1);
     // A change under a grant without approval, and reads under an approving grant, are not held.
     let v = g.call(&agent("bot"), "prod", "trigger_build", json!({"job": "free"})).await.expect("free");
     assert!(v["build"]["number"].as_u64().is_some(), "{v}");
