@@ -77,6 +77,9 @@ def test_a_held_trigger_shows_progress_and_completes_after_jgate_approve(stack, 
     assert isinstance(r.structured_content["build"]["number"], int), describe(r)
     assert approval["summary"] == f"{agent}'s request to trigger a build of {JOB} on prod with ENV=production"
     assert any(f"waiting for approval {approval['id']}" in p[2] for p in progress), progress
+    done = [p[0] for p in progress]
+    assert done == sorted(done) and len(set(done)) == len(done), f"progress must increase: {progress}"
+    assert any("queued" in p[2] or "started" in p[2] for p in progress), progress
     listed = json.loads(stack.cli("--json", "approvals", "--all").stdout)
     assert [a["status"] for a in listed if a["id"] == approval["id"]] == ["used"], listed
     sentences = [r["sentence"] for r in stack.audit()]

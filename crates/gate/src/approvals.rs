@@ -171,8 +171,9 @@ fn sorted(v: &Value) -> Value {
 
 /// How a hold ended, when the call may go on or answer.
 pub(crate) enum Hold {
-    /// Approved and used by this call: the note joins its intent record's reason.
-    Released(String),
+    /// Approved and used by this call: the note joins its intent record's reason; the last
+    /// progress value sent while waiting (the operation's own progress must go on above it).
+    Released(String, Option<f64>),
     /// Not decided within the wait: the `pending` answer.
     Pending(Clean<Value>),
 }
@@ -232,6 +233,7 @@ impl Gate {
         let wait = self.calls.limits.approval_wait;
         let started = Instant::now();
         let mut last_progress: Option<Instant> = None;
+        let mut progress_sent: Option<f64> = None;
         loop {
             let Some(current) = self.store().approval(&id).await? else {
                 let why = format!("approval {id} is no longer in the store; send the call again to ask anew");
@@ -242,7 +244,8 @@ impl Gate {
                     if self.store().use_approval(&id, now_ms()).await? {
                         let by = current.decided_by.as_deref().unwrap_or("an administrator");
                         let reason = current.reason.as_deref().map(|r| format!(", reason: {r}")).unwrap_or_default();
-                        return Ok(Hold::Released(format!("approved by {by} (approval {id}{reason})")));
+                        let note = format!("approved by {by} (approval {id}{reason})");
+                        return Ok(Hold::Released(note, progress_sent));
                     }
                     let why = format!(
                         "approval {id} was used by another identical call; an approval releases one call. Send the call again to ask for a new approval"
@@ -286,6 +289,7 @@ impl Gate {
                 && let Some(p) = &opts.progress
             {
                 let waited = started.elapsed().as_secs() as f64;
+                progress_sent = Some(waited);
                 let _ = p.send((
                     waited,
                     Some(wait.as_secs() as f64),

@@ -123,6 +123,8 @@ pub struct Begun {
     /// The canonical path of each need (what the executor may act on).
     pub targets: Vec<Option<String>>,
     pub grants: Vec<Grant>,
+    /// The last progress value sent while the call waited for approval, if any.
+    progress_floor: Option<f64>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -354,6 +356,7 @@ impl Gate {
         entry.allowed = true;
         entry.reason = decided.reasons.join("; ");
         let mut targets = decided.targets;
+        let mut progress_floor = None;
         if decided.approval {
             // Held between the decision and the intent: nothing is in flight while it waits.
             let Some(raw) = raw_args else {
@@ -366,7 +369,8 @@ impl Gate {
             let binding = crate::approvals::Binding::of(meta.name, controller, &targets, params, raw);
             match self.hold(&entry, &binding, opts).await? {
                 Hold::Pending(answer) => return Ok(Started::Held(answer)),
-                Hold::Released(note) => {
+                Hold::Released(note, sent) => {
+                    progress_floor = sent;
                     // Approval never outlasts the policy: decided again on the grants as they are now.
                     grants = self.grants_for_call(&caller.agent).await?;
                     match decide_needs(&grants, &caller.agent, controller, meta, &needs, params) {
@@ -414,6 +418,7 @@ impl Gate {
             started: Instant::now(),
             targets,
             grants,
+            progress_floor,
             _permit: permit,
         })))
     }
@@ -620,6 +625,21 @@ impl Runner for TypedCall<'_> {
             gate.calls.limits.read_deadline
         };
         let request_id = begun.request_id();
+        // After a wait for approval, the operation's progress is shifted above what the wait
+        // reported: MCP progress must keep increasing within one call.
+        let progress = match (begun.progress_floor, opts.progress.clone()) {
+            (Some(floor), Some(sink)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Option<f64>, String)>();
+                let shift = floor + 1.0;
+                tokio::spawn(async move {
+                    while let Some((done, total, message)) = rx.recv().await {
+                        let _ = sink.send((done + shift, total.map(|t| t + shift), message));
+                    }
+                });
+                Some(tx)
+            }
+            (_, p) => p,
+        };
         let result = {
             let mut cx = Exec {
                 store: gate.store(),
@@ -629,7 +649,7 @@ impl Runner for TypedCall<'_> {
                 agent: &caller.agent,
                 grants: &begun.grants,
                 targets: begun.targets.clone(),
-                progress: opts.progress.as_ref(),
+                progress: progress.as_ref(),
                 sanitizer: &mut sanitizer,
                 triggers: &gate.calls.triggers,
             };

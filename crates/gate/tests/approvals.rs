@@ -163,6 +163,14 @@ async fn an_approval_on_one_replica_releases_the_call_waiting_on_another() {
         let v = result.expect("the approved trigger runs").into_inner();
         assert!(v["build"]["number"].as_u64().is_some(), "{kind}: {v}");
         assert_eq!(builds_of(&a, "release/deploy").await, before + 1, "{kind}");
+        // The trigger's own progress follows the wait's, still increasing (MCP requires it).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut values = vec![0.0];
+        while let Ok((done, _, message)) = rx.try_recv() {
+            assert!(done > *values.last().unwrap_or(&-1.0), "{kind}: progress went back at {message}: {values:?}");
+            values.push(done);
+        }
+        assert!(values.len() > 1, "{kind}: no progress from the trigger after the approval");
         // Used up: it cannot be approved again or release another call.
         let again = a.approval(&pending.id).await.expect("read").expect("exists");
         assert_eq!(again.status, ApprovalStatus::Used, "{kind}");
