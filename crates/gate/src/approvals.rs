@@ -187,7 +187,11 @@ impl Gate {
         let lifetime = self.calls.limits.approval_lifetime;
         self.expire_approvals().await;
         let now = now_ms();
-        let candidates = self.store().approvals_open_for(&entry.agent, &entry.controller, &entry.operation).await?;
+        let candidates = bounded(
+            "reading approvals",
+            self.store().approvals_open_for(&entry.agent, &entry.controller, &entry.operation),
+        )
+        .await?;
         let found = candidates.into_iter().find(|a| binding.matches(a));
         let (approval, asked) = match found {
             Some(a) => (a, false),
@@ -227,21 +231,40 @@ impl Gate {
         };
         self.record(held).await.map_err(|e| GateError::AuditUnavailable(e.to_string()))?;
         if asked {
-            self.store().insert_approval(&approval).await?;
+            if let Err(e) = bounded("storing an approval", self.store().insert_approval(&approval)).await {
+                let err = GateError::from(e);
+                return Err(self.held_outcome(entry, format!("error: {err}"), err).await);
+            }
             self.announce(&approval);
         }
+        let mut current = approval;
         let wait = self.calls.limits.approval_wait;
         let started = Instant::now();
         let mut last_progress: Option<Instant> = None;
         let mut progress_sent: Option<f64> = None;
         loop {
-            let Some(current) = self.store().approval(&id).await? else {
-                let why = format!("approval {id} is no longer in the store; send the call again to ask anew");
-                return Err(self.held_outcome(entry, format!("error: {why}"), GateError::Invalid(why)).await);
-            };
+            match bounded("reading an approval", self.store().approval(&id)).await {
+                Ok(Some(a)) => current = a,
+                Ok(None) => {
+                    let why = format!("approval {id} is no longer in the store; send the call again to ask anew");
+                    return Err(self.held_outcome(entry, format!("error: {why}"), GateError::Invalid(why)).await);
+                }
+                // A store that does not answer for a moment: the call keeps waiting (and answers
+                // `pending` when the wait is over).
+                Err(e) => {
+                    tracing::warn!(error = %e, approval = %id, "could not read an approval while a call waits for it")
+                }
+            }
             match current.status {
                 ApprovalStatus::Approved if current.expires_ms > now_ms() => {
-                    if self.store().use_approval(&id, now_ms()).await? {
+                    let used = match bounded("using an approval", self.store().use_approval(&id, now_ms())).await {
+                        Ok(used) => used,
+                        Err(e) => {
+                            let err = GateError::from(e);
+                            return Err(self.held_outcome(entry, format!("error: {err}"), err).await);
+                        }
+                    };
+                    if used {
                         let by = current.decided_by.as_deref().unwrap_or("an administrator");
                         let reason = current.reason.as_deref().map(|r| format!(", reason: {r}")).unwrap_or_default();
                         let note = format!("approved by {by} (approval {id}{reason})");
@@ -443,6 +466,16 @@ fn pending_answer(a: &Approval) -> Clean<Value> {
     // Built from the agent's own arguments, not Jenkins data; released through the boundary
     // all the same (the only way to make a Clean).
     Sanitizer::new(Default::default()).release(Untrusted::new(v))
+}
+
+/// A store call of the call path, bounded like the others ([`crate::store::CALL_TIMEOUT`]).
+async fn bounded<T>(
+    doing: &str,
+    fut: impl std::future::Future<Output = Result<T, crate::store::StoreError>>,
+) -> Result<T, crate::store::StoreError> {
+    tokio::time::timeout(crate::store::CALL_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| Err(crate::store::timed_out(doing, crate::store::CALL_TIMEOUT)))
 }
 
 async fn cancelled(token: Option<&CancellationToken>) {

@@ -1321,6 +1321,50 @@ mod tests {
     }
 
     #[test]
+    fn approval_sentences() {
+        let mut held = entry("trigger_build", Phase::Outcome);
+        held.outcome = Some("held: approval apr-1, not decided within 60 s".into());
+        assert_eq!(
+            sentence(&held),
+            "release-bot asked to trigger a build of release/deploy-production on prod with ENV=staging; \
+             not done yet, it waits for an administrator's approval (approval apr-1, not decided within 60 s) \
+             — allowed by grant 7 (Trigger a build: full use on release/**)"
+        );
+        assert_eq!(
+            request_phrase(&entry("trigger_build", Phase::Intent)),
+            "release-bot's request to trigger a build of release/deploy-production on prod with ENV=staging"
+        );
+        let request = "release-bot's request to trigger a build of release/deploy on prod with ENV=production";
+        let mut approved = admin(
+            "admin.approval.approve",
+            Phase::Outcome,
+            "release-bot",
+            json!({"approval": "apr-1", "request": request, "reason": "change 42"}),
+        );
+        approved.agent = "ana".into();
+        assert_eq!(
+            sentence(&approved),
+            format!("ana (local CLI) approved {request} (approval apr-1; reason: change 42)")
+        );
+        let mut denied = admin(
+            "admin.approval.deny",
+            Phase::Intent,
+            "release-bot",
+            json!({"approval": "apr-1", "request": request}),
+        );
+        denied.agent = "ana".into();
+        assert_eq!(sentence(&denied), format!("ana (local CLI) asked to deny {request} (approval apr-1)"));
+        // A request quoting odd characters stays one line.
+        let expired = admin(
+            "admin.approval.expire",
+            Phase::Outcome,
+            "release-bot",
+            json!({"approval": "apr-2", "request": "x\u{202E}y\nz"}),
+        );
+        assert_eq!(sentence(&expired), "x\\u{202E}y\\nz expired without a decision (approval apr-2)");
+    }
+
+    #[test]
     fn sentence_denied_verbatim() {
         assert_eq!(
             sentence(&denied_delete()),
