@@ -38,6 +38,8 @@ use crate::store::now_ms;
 /// How often a waiting call reads its approval from the store (a decision made on any replica
 /// releases it within this).
 pub const POLL: Duration = Duration::from_millis(250);
+/// How many approvals one agent may have waiting for a decision; further requests are refused.
+pub const MAX_PENDING_PER_AGENT: i64 = 20;
 /// How often a waiting call tells the agent it is still waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -196,6 +198,17 @@ impl Gate {
         let (approval, asked) = match found {
             Some(a) => (a, false),
             None => {
+                // An agent cannot flood the approvers: a bounded number of its requests wait.
+                let waiting = bounded("counting approvals", self.store().pending_approvals_of(&entry.agent)).await?;
+                if waiting >= MAX_PENDING_PER_AGENT {
+                    let why = format!(
+                        "{} of your calls already wait for approval (the limit); wait for an administrator to decide them",
+                        waiting
+                    );
+                    let mut refused = entry.clone();
+                    refused.allowed = false;
+                    return Err(self.refuse(refused, why.clone(), GateError::Busy(why)).await);
+                }
                 let salt = hex::encode(rand::random::<[u8; 16]>());
                 let a = Approval {
                     id: format!("apr-{}", hex::encode(rand::random::<[u8; 8]>())),

@@ -1855,6 +1855,17 @@ impl Store {
         rows.iter().map(approval_row).collect()
     }
 
+    /// How many approvals of `agent` wait for a decision.
+    pub async fn pending_approvals_of(&self, agent: &str) -> Result<i64, StoreError> {
+        sqlx::query(self.sql("SELECT COUNT(*) AS n FROM approvals WHERE agent = $1 AND status = 'pending'"))
+            .bind(agent)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting approvals"))?
+            .try_get("n")
+            .map_err(db("counting approvals"))
+    }
+
     /// Pending approvals (or, with `all`, the newest 500 of every status), newest first.
     pub async fn list_approvals(&self, all: bool) -> Result<Vec<crate::approvals::Approval>, StoreError> {
         let sql = if all {

@@ -482,3 +482,21 @@ async fn new_requests_are_announced_through_the_webhook_which_never_blocks_the_c
     assert_eq!(v["status"], "pending");
     dbs.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_cannot_flood_the_approvers() {
+    let url = temp_dir("jgapf").join("jgate.db").display().to_string();
+    let f = fixture(url).await;
+    let g = open(&f.url, &f.key, quick(20)).await;
+    for i in 0..gate::approvals::MAX_PENDING_PER_AGENT {
+        let v = g.call(&agent("bot"), "prod", "trigger_build", deploy(&format!("v{i}"))).await.expect("pending");
+        assert_eq!(v["status"], "pending");
+    }
+    let err = g.call(&agent("bot"), "prod", "trigger_build", deploy("one-more")).await.expect_err("limit");
+    assert!(matches!(err, GateError::Busy(_)), "{err:?}");
+    // A call already asked for still finds its approval; another agent is not affected.
+    let v = g.call(&agent("bot"), "prod", "trigger_build", deploy("v0")).await.expect("pending");
+    assert_eq!(v["status"], "pending");
+    let v = g.call(&agent("bot2"), "prod", "trigger_build", deploy("v0")).await.expect("pending");
+    assert_eq!(v["status"], "pending");
+}
