@@ -307,9 +307,12 @@ impl Gate {
                 {
                     self.expire_approvals().await;
                     let _ = self.store().close_approval(&id, now_ms()).await;
+                    let last = match lifetime.as_secs() {
+                        s if s >= 120 => format!("{} min", s / 60),
+                        s => format!("{s} s"),
+                    };
                     let why = format!(
-                        "approval {id} expired without being used (approvals last {} min); nothing was done. Send the call again to ask anew",
-                        lifetime.as_secs() / 60
+                        "approval {id} expired without being used (approvals last {last}); nothing was done. Send the call again to ask anew"
                     );
                     return Err(self.held_outcome(entry, format!("error: {why}"), GateError::Invalid(why)).await);
                 }
