@@ -445,8 +445,19 @@ pub fn sentence(entry: &Entry) -> String {
                 "{agent} started to {} {object}{params}; the client cancelled the call{detail}{allowed_suffix}",
                 number(&verb.infinitive)
             ),
+            Outcome::Held(note) => format!(
+                "{agent} asked to {} {object}{params}; not done yet, it waits for an administrator's approval{note}{allowed_suffix}",
+                number(&verb.infinitive)
+            ),
         },
     }
+}
+
+/// "release-bot's request to trigger a build of release/deploy on prod with ENV=production":
+/// what an approval is asked for, as approvers read it (built from the held call's entry).
+pub fn request_phrase(entry: &Entry) -> String {
+    let verb = verb(&entry.operation);
+    format!("{}'s request to {} {}{}", clean(&entry.agent), verb.infinitive, object(entry), params_text(&entry.args))
 }
 
 /// How an outcome reads.
@@ -457,6 +468,8 @@ enum Outcome {
     Failed(String),
     /// The client abandoned the call; the detail (" (…)" or "") follows.
     Cancelled(String),
+    /// Held for an administrator's approval and not performed (yet); the note follows.
+    Held(String),
 }
 
 /// Classifies an outcome text: `ok`, `ok: note`, `replayed: note` (or none) are done;
@@ -479,6 +492,7 @@ fn outcome_of(outcome: Option<&str>) -> Outcome {
             format!(" (replayed: {})", clean(rest))
         }),
         "cancelled" | "canceled" => Outcome::Cancelled(note(rest)),
+        "held" => Outcome::Held(note(rest)),
         "error" => Outcome::Failed(if rest.is_empty() { "unknown error".to_string() } else { clean(rest) }),
         _ => Outcome::Failed(clean(text)),
     }
@@ -496,6 +510,12 @@ fn surface_phrase(s: Surface) -> &'static str {
 
 /// "alice (local CLI) granted release-bot Trigger a build: full use on release/** (grant 7)".
 fn admin_sentence(e: &Entry) -> String {
+    if e.operation == "admin.approval.expire" {
+        // jgate itself notices the expiry: there is no administrator to name.
+        let request = e.args.get("request").and_then(Value::as_str).map(clean).unwrap_or_default();
+        let id = e.args.get("approval").and_then(Value::as_str).map(clean).unwrap_or_default();
+        return format!("{request} expired without a decision (approval {id})");
+    }
     let actor = format!("{} ({})", clean(&e.agent), surface_phrase(e.surface));
     let (past, infinitive) = admin_verbs(e);
     if e.phase == Phase::Denied || !e.allowed {
@@ -509,6 +529,7 @@ fn admin_sentence(e: &Entry) -> String {
             Outcome::Done(note) => format!("{actor} {past}{note}"),
             Outcome::Failed(error) => format!("{actor} tried to {infinitive}, but it failed: {error}"),
             Outcome::Cancelled(detail) => format!("{actor} started to {infinitive}; the call was cancelled{detail}"),
+            Outcome::Held(note) => format!("{actor} asked to {infinitive}; it waits for approval{note}"),
         },
     }
 }
@@ -662,6 +683,14 @@ fn admin_verbs(e: &Entry) -> (String, String) {
             (format!("logged in to the console{how}{from}"), format!("log in to the console{from}"))
         }
         "admin.console.logout" => ("logged out of the console".to_string(), "log out of the console".to_string()),
+        "admin.approval.approve" | "admin.approval.deny" => {
+            let request = text("request").unwrap_or_else(|| format!("the request of {target}"));
+            let id = text("approval").unwrap_or_default();
+            let reason = text("reason").map(|r| format!("; reason: {r}")).unwrap_or_default();
+            let (past, inf) =
+                if e.operation == "admin.approval.approve" { ("approved", "approve") } else { ("denied", "deny") };
+            (format!("{past} {request} (approval {id}{reason})"), format!("{inf} {request} (approval {id})"))
+        }
         "admin.audit.reseal" => {
             let at = num("seq").map(|n| format!(" at record {n}")).unwrap_or_default();
             both(format!("the audit head{at}, accepting the log as it stood"), "resealed", "reseal")
@@ -1349,6 +1378,50 @@ mod tests {
             "release-bot asked to trigger a build of release/deploy-production on prod with ENV=staging \
              — allowed by grant 7 (Trigger a build: full use on release/**)"
         );
+    }
+
+    #[test]
+    fn approval_sentences() {
+        let mut held = entry("trigger_build", Phase::Outcome);
+        held.outcome = Some("held: approval apr-1, not decided within 60 s".into());
+        assert_eq!(
+            sentence(&held),
+            "release-bot asked to trigger a build of release/deploy-production on prod with ENV=staging; \
+             not done yet, it waits for an administrator's approval (approval apr-1, not decided within 60 s) \
+             — allowed by grant 7 (Trigger a build: full use on release/**)"
+        );
+        assert_eq!(
+            request_phrase(&entry("trigger_build", Phase::Intent)),
+            "release-bot's request to trigger a build of release/deploy-production on prod with ENV=staging"
+        );
+        let request = "release-bot's request to trigger a build of release/deploy on prod with ENV=production";
+        let mut approved = admin(
+            "admin.approval.approve",
+            Phase::Outcome,
+            "release-bot",
+            json!({"approval": "apr-1", "request": request, "reason": "change 42"}),
+        );
+        approved.agent = "ana".into();
+        assert_eq!(
+            sentence(&approved),
+            format!("ana (local CLI) approved {request} (approval apr-1; reason: change 42)")
+        );
+        let mut denied = admin(
+            "admin.approval.deny",
+            Phase::Intent,
+            "release-bot",
+            json!({"approval": "apr-1", "request": request}),
+        );
+        denied.agent = "ana".into();
+        assert_eq!(sentence(&denied), format!("ana (local CLI) asked to deny {request} (approval apr-1)"));
+        // A request quoting odd characters stays one line.
+        let expired = admin(
+            "admin.approval.expire",
+            Phase::Outcome,
+            "release-bot",
+            json!({"approval": "apr-2", "request": "x\u{202E}y\nz"}),
+        );
+        assert_eq!(sentence(&expired), "x\\u{202E}y\\nz expired without a decision (approval apr-2)");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::approvals::Hold;
 use crate::audit::{Entry, Phase};
 use crate::catalog::{Access, Operation};
 use crate::error::GateError;
@@ -45,6 +46,12 @@ pub struct Limits {
     /// A process that has not heartbeated for this long is taken for stopped: another process
     /// reconciles its writes in flight.
     pub process_stale_after: Duration,
+    /// How long a call held for approval waits for the decision before it answers `pending`.
+    pub approval_wait: Duration,
+    /// How long an approval can be decided, and an approved call sent again, before it expires.
+    pub approval_lifetime: Duration,
+    /// Where new approval requests are announced (a chat tool's webhook), if anywhere.
+    pub approval_webhook: Option<crate::approvals::ApprovalWebhook>,
 }
 
 impl Default for Limits {
@@ -55,6 +62,9 @@ impl Default for Limits {
             write_deadline: Duration::from_secs(3700),
             max_answer_bytes: 320 * 1024,
             process_stale_after: Duration::from_secs(10),
+            approval_wait: Duration::from_secs(60),
+            approval_lifetime: Duration::from_secs(3600),
+            approval_webhook: None,
         }
     }
 }
@@ -113,6 +123,8 @@ pub struct Begun {
     /// The canonical path of each need (what the executor may act on).
     pub targets: Vec<Option<String>>,
     pub grants: Vec<Grant>,
+    /// The last progress value sent while the call waited for approval, if any.
+    progress_floor: Option<f64>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -121,6 +133,77 @@ impl Begun {
     pub fn request_id(&self) -> String {
         self.entry.request_id.clone()
     }
+}
+
+/// What `begin` leads to: the call goes on, or it was held for approval and answers `pending`.
+pub(crate) enum Started {
+    Go(Box<Begun>),
+    Held(Clean<Value>),
+}
+
+/// A held call's `pending` answer as an error, for surfaces that cannot answer it as a result
+/// (the Jenkins proxy: a Jenkins client would read any success as done). 409: not performed.
+fn held_error(answer: &Value) -> GateError {
+    let message = answer.get("message").and_then(Value::as_str).unwrap_or("held for approval").to_string();
+    GateError::Failed { message, status: Some(409) }
+}
+
+/// The policy's answers for all of a call's needs.
+struct Decided {
+    /// The first need's deciding grant and canonical target (the audit's).
+    grant: Option<i64>,
+    target: Option<String>,
+    targets: Vec<Option<String>>,
+    reasons: Vec<String>,
+    /// Some need is allowed only with an administrator's approval.
+    approval: bool,
+}
+
+/// Every need through [`policy::decide`]: the need's group, access and kind of target. The
+/// first refusal ends it (with the first need's grant and target so far, and the reason).
+fn decide_needs(
+    grants: &[Grant],
+    agent: &str,
+    controller: &str,
+    meta: &Operation,
+    needs: &[Need],
+    params: &[(String, String)],
+) -> Result<Decided, (Decided, String)> {
+    let mut d = Decided {
+        grant: None,
+        target: None,
+        targets: Vec::with_capacity(needs.len()),
+        reasons: Vec::new(),
+        approval: false,
+    };
+    for (i, need) in needs.iter().enumerate() {
+        let mut op = meta.clone();
+        op.group = need.group;
+        op.access = need.access;
+        op.target = need.target;
+        let decision = policy::decide(
+            grants,
+            &policy::Request {
+                agent,
+                controller,
+                op: &op,
+                job: need.path.as_deref(),
+                params: if i == 0 { params } else { &[] },
+            },
+        );
+        if i == 0 {
+            d.grant = decision.grant;
+            d.target = decision.job.clone();
+        }
+        let reason = if i == 0 { decision.reason.clone() } else { format!("{}: {}", need.role, decision.reason) };
+        if !decision.allowed {
+            return Err((d, reason));
+        }
+        d.approval |= decision.approval;
+        d.reasons.push(reason);
+        d.targets.push(decision.job);
+    }
+    Ok(d)
 }
 
 /// A fresh request id: 96 random bits, unique across sessions, replicas and restarts.
@@ -210,7 +293,9 @@ impl Gate {
         err
     }
 
-    /// Begin: every target through the policy, then the intent (writes; fail closed).
+    /// Begin: every target through the policy, then the intent (writes; fail closed). A change
+    /// that needs approval cannot wait here (no arguments to bind it to, no progress): it is
+    /// refused; typed calls hold it ([`crate::approvals`]).
     pub async fn begin(
         &self,
         caller: &Caller,
@@ -220,6 +305,30 @@ impl Gate {
         params: &[(String, String)],
         audit_args: Value,
     ) -> Result<Begun, GateError> {
+        match self
+            .begin_held(caller, controller, meta, needs, params, audit_args, None, &CallOptions::default())
+            .await?
+        {
+            Started::Go(begun) => Ok(*begun),
+            Started::Held(answer) => Err(held_error(answer.as_ref())),
+        }
+    }
+
+    /// [`Gate::begin`], holding a change that needs approval: `raw_args` (the call's arguments
+    /// as sent, unredacted) bind the approval to this exact call; `opts` carry its progress and
+    /// cancellation while it waits.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn begin_held(
+        &self,
+        caller: &Caller,
+        controller: &str,
+        meta: &'static Operation,
+        needs: Vec<Need>,
+        params: &[(String, String)],
+        audit_args: Value,
+        raw_args: Option<&Value>,
+        opts: &CallOptions,
+    ) -> Result<Started, GateError> {
         let mut entry = self.entry(caller, controller, meta, audit_args);
         entry.target = needs.first().and_then(|n| n.path.clone());
         // The surface's own id (e.g. a JSON-RPC id, unique only per session) ties logs to the
@@ -233,38 +342,50 @@ impl Gate {
             );
             return Err(self.refuse(entry, why.clone(), GateError::Busy(why)).await);
         };
-        let grants = self.grants_for_call(&caller.agent).await?;
-        let mut targets = Vec::with_capacity(needs.len());
-        let mut reasons = Vec::new();
-        for (i, need) in needs.iter().enumerate() {
-            // The policy decides per need: the need's group, access and kind of target.
-            let mut op = meta.clone();
-            op.group = need.group;
-            op.access = need.access;
-            op.target = need.target;
-            let decision = policy::decide(
-                &grants,
-                &policy::Request {
-                    agent: &caller.agent,
-                    controller,
-                    op: &op,
-                    job: need.path.as_deref(),
-                    params: if i == 0 { params } else { &[] },
-                },
-            );
-            if i == 0 {
-                entry.grant = decision.grant;
-                entry.target = decision.job.clone().or(entry.target.take());
-            }
-            let reason = if i == 0 { decision.reason.clone() } else { format!("{}: {}", need.role, decision.reason) };
-            if !decision.allowed {
+        let mut grants = self.grants_for_call(&caller.agent).await?;
+        let decided = match decide_needs(&grants, &caller.agent, controller, meta, &needs, params) {
+            Ok(d) => d,
+            Err((d, reason)) => {
+                entry.grant = d.grant;
+                entry.target = d.target.or(entry.target.take());
                 return Err(self.refuse(entry, reason.clone(), GateError::Denied { reason }).await);
             }
-            reasons.push(reason);
-            targets.push(decision.job);
-        }
+        };
+        entry.grant = decided.grant;
+        entry.target = decided.target.clone().or(entry.target.take());
         entry.allowed = true;
-        entry.reason = reasons.join("; ");
+        entry.reason = decided.reasons.join("; ");
+        let mut targets = decided.targets;
+        let mut progress_floor = None;
+        if decided.approval {
+            // Held between the decision and the intent: nothing is in flight while it waits.
+            let Some(raw) = raw_args else {
+                let reason = format!(
+                    "{}; this change needs an administrator's approval, which this surface cannot wait for: use the MCP tool or `jgate call`",
+                    entry.reason
+                );
+                return Err(self.refuse(entry, reason.clone(), GateError::Denied { reason }).await);
+            };
+            let binding = crate::approvals::Binding::of(meta.name, controller, &targets, params, raw);
+            match self.hold(&entry, &binding, opts).await? {
+                Hold::Pending(answer) => return Ok(Started::Held(answer)),
+                Hold::Released(note, sent) => {
+                    progress_floor = sent;
+                    // Approval never outlasts the policy: decided again on the grants as they are now.
+                    grants = self.grants_for_call(&caller.agent).await?;
+                    match decide_needs(&grants, &caller.agent, controller, meta, &needs, params) {
+                        Ok(d) => {
+                            entry.reason = format!("{}; {note}", d.reasons.join("; "));
+                            targets = d.targets;
+                        }
+                        Err((_, reason)) => {
+                            let reason = format!("{reason} (the grant changed after {note})");
+                            return Err(self.refuse(entry, reason.clone(), GateError::Denied { reason }).await);
+                        }
+                    }
+                }
+            }
+        }
         let pending = meta.access == Access::Write;
         if pending {
             let mut intent = entry.clone();
@@ -290,7 +411,16 @@ impl Gate {
                 return Err(GateError::AuditUnavailable(e.to_string()));
             }
         }
-        Ok(Begun { entry, pending, access: meta.access, started: Instant::now(), targets, grants, _permit: permit })
+        Ok(Started::Go(Box::new(Begun {
+            entry,
+            pending,
+            access: meta.access,
+            started: Instant::now(),
+            targets,
+            grants,
+            progress_floor,
+            _permit: permit,
+        })))
     }
 
     /// Finish: sanitize the answer (or the error), bound it, audit the outcome with the facts the
@@ -459,6 +589,8 @@ impl Runner for TypedCall<'_> {
         let TypedCall { gate, caller, controller, args, opts } = self;
         let audit_args = redact_args(&args);
         let meta = &T::META;
+        // The call as sent: what an approval is bound to (only changes are ever held).
+        let raw_args = (meta.access == Access::Write).then(|| args.clone());
         let typed: T::Args = match serde_json::from_value(args) {
             Ok(a) => a,
             Err(e) => {
@@ -469,7 +601,16 @@ impl Runner for TypedCall<'_> {
         };
         let needs = T::needs(&typed);
         let params = T::params(&typed);
-        let begun = gate.begin(caller, controller, meta, needs, &params, audit_args).await?;
+        let begun = match gate
+            .begin_held(caller, controller, meta, needs, &params, audit_args, raw_args.as_ref(), &opts)
+            .await?
+        {
+            Started::Go(begun) => *begun,
+            Started::Held(answer) if caller.surface == crate::audit::Surface::Proxy => {
+                return Err(held_error(answer.as_ref()));
+            }
+            Started::Held(answer) => return Ok(answer),
+        };
         let conn = match gate.connection_for_call(controller).await {
             Ok(c) => c,
             Err(e) => {
@@ -484,6 +625,21 @@ impl Runner for TypedCall<'_> {
             gate.calls.limits.read_deadline
         };
         let request_id = begun.request_id();
+        // After a wait for approval, the operation's progress is shifted above what the wait
+        // reported: MCP progress must keep increasing within one call.
+        let progress = match (begun.progress_floor, opts.progress.clone()) {
+            (Some(floor), Some(sink)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Option<f64>, String)>();
+                let shift = floor + 1.0;
+                tokio::spawn(async move {
+                    while let Some((done, total, message)) = rx.recv().await {
+                        let _ = sink.send((done + shift, total.map(|t| t + shift), message));
+                    }
+                });
+                Some(tx)
+            }
+            (_, p) => p,
+        };
         let result = {
             let mut cx = Exec {
                 store: gate.store(),
@@ -493,7 +649,7 @@ impl Runner for TypedCall<'_> {
                 agent: &caller.agent,
                 grants: &begun.grants,
                 targets: begun.targets.clone(),
-                progress: opts.progress.as_ref(),
+                progress: progress.as_ref(),
                 sanitizer: &mut sanitizer,
                 triggers: &gate.calls.triggers,
             };

@@ -1031,6 +1031,28 @@ impl Gate {
         jobs: Option<&str>,
         params: Vec<ParamConstraint>,
     ) -> Result<Grant, GateError> {
+        self.grant_with(admin, agent, group, level, controller, jobs, params, false).await
+    }
+
+    /// [`Gate::grant`], and with `approve` the changes the grant allows are each held until an
+    /// administrator approves them (`jgate grant … full --approve`; see [`crate::approvals`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn grant_with(
+        &self,
+        admin: &Admin,
+        agent: &str,
+        group: Group,
+        level: Level,
+        controller: Option<&str>,
+        jobs: Option<&str>,
+        params: Vec<ParamConstraint>,
+        approve: bool,
+    ) -> Result<Grant, GateError> {
+        if approve && level != Level::Full {
+            return Err(GateError::Invalid(format!(
+                "--approve holds changes for an administrator, and a {level} grant allows none: use it with level full"
+            )));
+        }
         let row = self.agent_row(agent).await?;
         if let Some(c) = controller
             && self.store.controller(c).await?.is_none()
@@ -1061,6 +1083,7 @@ impl Gate {
             level,
             jobs,
             params,
+            approve,
         };
         let entry = Self::admin_entry(
             admin,
@@ -1068,7 +1091,8 @@ impl Gate {
             Some(agent),
             controller,
             json!({"grant": g.describe(), "group": group.as_str(), "level": level.as_str(), "controller": controller,
-                   "jobs": g.jobs, "params": g.params.iter().map(ToString::to_string).collect::<Vec<_>>()}),
+                   "jobs": g.jobs, "params": g.params.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                   "approve": approve}),
         );
         self.admin_intent(&entry).await?;
         let result = self.store.insert_grant(row.id, &g).await.map_err(GateError::from);

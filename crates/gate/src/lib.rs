@@ -14,6 +14,7 @@
 //!   the one path every agent call takes.
 
 pub mod admins;
+pub mod approvals;
 pub mod audit;
 pub mod audit_device;
 pub mod audit_writer;

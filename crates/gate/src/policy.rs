@@ -24,7 +24,8 @@
 //! 4. a pattern without `**` beats one with `**`;
 //! 5. more literal characters in total beat fewer.
 //!
-//! On a full tie the more restrictive level wins (off < read < full use), then the lower grant id.
+//! On a full tie the more restrictive level wins (off < read < full use with approval < full use),
+//! then the lower grant id.
 //!
 //! The deciding grant must reach the operation's level: reads ([`Access::Read`]) need `read`,
 //! changes ([`Access::Write`]) need `full use`.
@@ -312,12 +313,22 @@ pub struct Grant {
     pub jobs: Option<String>,
     /// Rules for `trigger_build` parameters; empty = any parameters.
     pub params: Vec<ParamConstraint>,
+    /// Changes this grant allows are held until an administrator approves each one (reads are
+    /// never held). Only meaningful on a `full` grant.
+    #[serde(default)]
+    pub approve: bool,
 }
 
 impl Grant {
     /// The row as a person toggled it: `Trigger a build: full use on release/** (ENV ∈ {staging})`.
     pub fn describe(&self) -> String {
-        let mut s = format!("{}: {} on {}", self.group.title(), self.level, self.jobs.as_deref().unwrap_or("all jobs"));
+        let approval = if self.approve && self.level == Level::Full { ", with approval," } else { "" };
+        let mut s = format!(
+            "{}: {}{approval} on {}",
+            self.group.title(),
+            self.level,
+            self.jobs.as_deref().unwrap_or("all jobs")
+        );
         let mut details: Vec<String> = Vec::new();
         if let Some(c) = &self.controller {
             details.push(format!("controller {c}"));
@@ -358,15 +369,24 @@ pub struct Decision {
     pub reason: String,
     /// The normalised job (or folder) path: the one to act on.
     pub job: Option<String>,
+    /// Allowed, but only once an administrator approves this exact call: the deciding grant
+    /// requires approval and the request is a change (reads are never held).
+    pub approval: bool,
 }
 
 impl Decision {
     fn deny(grant: Option<i64>, reason: String, job: Option<String>) -> Decision {
-        Decision { allowed: false, grant, reason, job }
+        Decision { allowed: false, grant, reason, job, approval: false }
     }
 
-    fn allow(grant: &Grant, extra: &str, job: Option<String>) -> Decision {
-        Decision { allowed: true, grant: Some(grant.id), reason: format!("allowed by {}{extra}", cite(grant)), job }
+    fn allow(grant: &Grant, op: &Operation, extra: &str, job: Option<String>) -> Decision {
+        Decision {
+            allowed: true,
+            grant: Some(grant.id),
+            reason: format!("allowed by {}{extra}", cite(grant)),
+            job,
+            approval: grant.approve && op.access == Access::Write,
+        }
     }
 }
 
@@ -402,14 +422,14 @@ pub fn decide(grants: &[Grant], req: &Request) -> Decision {
             {
                 return Decision::deny(Some(g.id), reason, Some(path));
             }
-            Decision::allow(g, "", Some(path))
+            Decision::allow(g, op, "", Some(path))
         }
         Target::Folder if req.job.is_some() || needed == Level::Read => {
             let filtered = "; the list shows only what the agent may see";
             let Some(raw) = req.job else {
                 // The root listing: any grant that reaches the level; results are filtered.
                 return match best(mine().filter(|g| g.level >= needed).map(|g| (g, spec_of(g, None)))) {
-                    Some(g) => Decision::allow(g, filtered, None),
+                    Some(g) => Decision::allow(g, op, filtered, None),
                     None => Decision::deny(None, nothing(), None),
                 };
             };
@@ -421,7 +441,7 @@ pub fn decide(grants: &[Grant], req: &Request) -> Decision {
             if let Some(g) = deciding(mine(), &key) {
                 return match short_of(g, needed, op) {
                     Some(reason) => Decision::deny(Some(g.id), reason, Some(path)),
-                    None => Decision::allow(g, filtered, Some(path)),
+                    None => Decision::allow(g, op, filtered, Some(path)),
                 };
             }
             // No grant covers the folder itself: for reading, one that covers something below it
@@ -431,7 +451,7 @@ pub fn decide(grants: &[Grant], req: &Request) -> Decision {
                 glob.matches_below(&key).then(|| (g, glob.spec(g)))
             });
             match best(below) {
-                Some(g) => Decision::allow(g, filtered, Some(path)),
+                Some(g) => Decision::allow(g, op, filtered, Some(path)),
                 None => Decision::deny(None, nothing(), Some(path)),
             }
         }
@@ -441,7 +461,7 @@ pub fn decide(grants: &[Grant], req: &Request) -> Decision {
             match best(whole) {
                 Some(g) => match short_of(g, needed, op) {
                     Some(reason) => Decision::deny(Some(g.id), reason, None),
-                    None => Decision::allow(g, "", None),
+                    None => Decision::allow(g, op, "", None),
                 },
                 None if mine().next().is_some() => Decision::deny(
                     None,
@@ -530,8 +550,9 @@ pub fn explain(grants: &[Grant], req: &Request) -> Explanation {
             (g, spec, covers)
         })
         .collect();
-    ranked
-        .sort_by(|(a, sa, _), (b, sb, _)| sb.cmp(sa).then_with(|| a.level.cmp(&b.level)).then_with(|| a.id.cmp(&b.id)));
+    ranked.sort_by(|(a, sa, _), (b, sb, _)| {
+        sb.cmp(sa).then_with(|| strictness(a).cmp(&strictness(b))).then_with(|| a.id.cmp(&b.id))
+    });
     let winner = ranked.iter().find(|(g, _, _)| Some(g.id) == decision.grant).map(|(g, s, _)| (*g, *s));
     let what = shown.clone().unwrap_or_else(|| "the controller".into());
     let considered = ranked
@@ -545,7 +566,9 @@ pub fn explain(grants: &[Grant], req: &Request) -> Explanation {
                     format!("its scope reaches below {what}; the listing shows only what the agent may see")
                 };
                 let needed = Level::required_for(op.access);
-                if g.level >= needed {
+                if g.level >= needed && decision.approval {
+                    format!("decides, as {how}: full use, with approval (each change waits for an administrator)")
+                } else if g.level >= needed {
                     format!("decides, as {how}")
                 } else if g.level == Level::Off {
                     format!("decides, as {how}: it turns this off")
@@ -594,7 +617,7 @@ fn more_specific(a: &Grant, sa: &Spec, b: &Grant, sb: &Spec) -> String {
         "it has more literal characters"
     } else if sa.fewer_wildcards != sb.fewer_wildcards {
         "it has fewer wildcards"
-    } else if a.level != b.level {
+    } else if strictness(a) != strictness(b) {
         "they are equally specific, and then the more restrictive level wins"
     } else {
         "they are equally specific and grant the same level, and then the lower grant id wins"
@@ -614,6 +637,8 @@ pub struct AccessCell {
     pub all_jobs: Level,
     /// The grant on all jobs that decides `all_jobs`, if any.
     pub all_jobs_grant: Option<i64>,
+    /// Whether that grant holds changes for approval.
+    pub all_jobs_approve: bool,
     /// The grants limited to job patterns that can decide for some job here, most specific first.
     pub patterns: Vec<PatternAccess>,
 }
@@ -626,22 +651,33 @@ pub struct PatternAccess {
     pub grant: i64,
     /// Whether the grant is for this controller only.
     pub controller_specific: bool,
+    /// Whether the grant holds changes for approval.
+    pub approve: bool,
 }
 
 impl AccessCell {
     /// `Read`, or `Full — release/** full use, release/prod-* off, other jobs read`.
     pub fn summary(&self) -> String {
-        let word = |l: Level| match l {
+        let level = |l: Level, approve: bool| match (l, approve) {
+            (Level::Full, true) => "full use, with approval".to_string(),
+            (l, _) => l.to_string(),
+        };
+        // Full everywhere it is full only with approval: the cell says so.
+        let full_plain = (self.all_jobs == Level::Full && !self.all_jobs_approve)
+            || self.patterns.iter().any(|p| p.level == Level::Full && !p.approve);
+        let word = match self.best {
             Level::Off => "Off",
             Level::Read => "Read",
-            Level::Full => "Full",
+            Level::Full if full_plain => "Full",
+            Level::Full => "Full use, with approval",
         };
         if self.patterns.is_empty() {
-            return word(self.best).to_string();
+            return word.to_string();
         }
-        let mut parts: Vec<String> = self.patterns.iter().map(|p| format!("{} {}", p.jobs, p.level)).collect();
-        parts.push(format!("other jobs {}", self.all_jobs));
-        format!("{} — {}", word(self.best), parts.join(", "))
+        let mut parts: Vec<String> =
+            self.patterns.iter().map(|p| format!("{} {}", p.jobs, level(p.level, p.approve))).collect();
+        parts.push(format!("other jobs {}", level(self.all_jobs, self.all_jobs_approve)));
+        format!("{word} — {}", parts.join(", "))
     }
 }
 
@@ -666,7 +702,7 @@ pub fn access_matrix(grants: &[Grant], agent: &str, controllers: &[String]) -> V
                 })
                 .collect();
             ranked.sort_by(|(a, sa), (b, sb)| {
-                sb.cmp(sa).then_with(|| a.level.cmp(&b.level)).then_with(|| a.id.cmp(&b.id))
+                sb.cmp(sa).then_with(|| strictness(a).cmp(&strictness(b))).then_with(|| a.id.cmp(&b.id))
             });
             let mut patterns: Vec<PatternAccess> = Vec::new();
             for (g, _) in ranked {
@@ -680,6 +716,7 @@ pub fn access_matrix(grants: &[Grant], agent: &str, controllers: &[String]) -> V
                     level: g.level,
                     grant: g.id,
                     controller_specific: g.controller.is_some(),
+                    approve: g.approve && g.level == Level::Full,
                 });
             }
             let all_jobs = whole.map_or(Level::Off, |g| g.level);
@@ -690,6 +727,7 @@ pub fn access_matrix(grants: &[Grant], agent: &str, controllers: &[String]) -> V
                 best,
                 all_jobs,
                 all_jobs_grant: whole.map(|g| g.id),
+                all_jobs_approve: whole.is_some_and(|g| g.approve && g.level == Level::Full),
                 patterns,
             });
         }
@@ -840,9 +878,22 @@ fn spec_of(g: &Grant, glob: Option<&Glob>) -> Spec {
 }
 
 /// The most specific grant; ties go to the lower level, then the lower id.
+/// How much a grant lets through, for ties between equally specific grants (the more
+/// restrictive wins): off, read, full use with approval, full use.
+fn strictness(g: &Grant) -> u8 {
+    match g.level {
+        Level::Off => 0,
+        Level::Read => 1,
+        Level::Full if g.approve => 2,
+        Level::Full => 3,
+    }
+}
+
 fn best<'g>(cands: impl Iterator<Item = (&'g Grant, Spec)>) -> Option<&'g Grant> {
     cands
-        .max_by(|(a, sa), (b, sb)| sa.cmp(sb).then_with(|| b.level.cmp(&a.level)).then_with(|| b.id.cmp(&a.id)))
+        .max_by(|(a, sa), (b, sb)| {
+            sa.cmp(sb).then_with(|| strictness(b).cmp(&strictness(a))).then_with(|| b.id.cmp(&a.id))
+        })
         .map(|(g, _)| g)
 }
 
@@ -1386,6 +1437,7 @@ mod tests {
             level,
             jobs: jobs.map(str::to_string),
             params: Vec::new(),
+            approve: false,
         }
     }
 
@@ -1398,6 +1450,56 @@ mod tests {
         let params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let op = operation(op).expect("operation");
         decide(grants, &Request { agent: "bot", controller, op, job, params: &params })
+    }
+
+    #[test]
+    fn approval_is_reported_for_changes_under_an_approving_grant_only() {
+        use Group::*;
+        use Level::*;
+        let mut held = grant(1, None, Build, Full, Some("release/**"));
+        held.approve = true;
+        let grants = vec![held, grant(2, None, Build, Full, Some("release/free")), grant(3, None, Status, Read, None)];
+        let d = ask(&grants, "prod", "trigger_build", Some("Release/Deploy"), &[]);
+        assert!(d.allowed && d.approval, "{d:?}");
+        assert_eq!(d.job.as_deref(), Some("Release/Deploy"));
+        assert!(d.reason.contains("full use, with approval,"), "{}", d.reason);
+        // The more specific grant without approval decides for its job.
+        let free = ask(&grants, "prod", "trigger_build", Some("release/free"), &[]);
+        assert!(free.allowed && !free.approval);
+        // Reads of the group are never held, even under the approving grant.
+        let mut config = grant(4, None, Config, Full, None);
+        config.approve = true;
+        let read = ask(&[config.clone()], "prod", "get_job_config", Some("release/deploy"), &[]);
+        assert!(read.allowed && !read.approval, "{read:?}");
+        let write = ask(&[config], "prod", "update_job_config", Some("release/deploy"), &[]);
+        assert!(write.allowed && write.approval, "{write:?}");
+        // Denied is never "with approval".
+        let denied = ask(&grants, "prod", "trigger_build", Some("other"), &[]);
+        assert!(!denied.allowed && !denied.approval);
+        // An equal tie: the approving grant is the more restrictive and decides.
+        let mut a = grant(5, None, Build, Full, Some("x/*"));
+        a.approve = true;
+        let tie = vec![grant(4, None, Build, Full, Some("x/*")), a];
+        let d = ask(&tie, "prod", "trigger_build", Some("x/y"), &[]);
+        assert_eq!((d.grant, d.approval), (Some(5), true));
+    }
+
+    #[test]
+    fn the_access_matrix_says_full_use_with_approval() {
+        use Group::*;
+        use Level::*;
+        let mut held = grant(1, None, Build, Full, None);
+        held.approve = true;
+        let cells = access_matrix(&[held.clone()], "bot", &["prod".to_string()]);
+        let build = cells.iter().find(|c| c.group == Build).expect("build cell");
+        assert_eq!(build.summary(), "Full use, with approval");
+        let mut pattern = held;
+        pattern.jobs = Some("release/**".into());
+        let cells = access_matrix(&[pattern, grant(2, None, Build, Read, None)], "bot", &["prod".to_string()]);
+        let build = cells.iter().find(|c| c.group == Build).expect("build cell");
+        assert_eq!(build.summary(), "Full use, with approval — release/** full use, with approval, other jobs read");
+        let j = explain_job(&[grant(3, None, Build, Full, None)], "bot", "prod", "a");
+        assert!(j.iter().all(|x| x.write.as_ref().is_none_or(|w| !w.decision.approval)));
     }
 
     #[test]

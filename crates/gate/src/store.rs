@@ -275,6 +275,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_controllers.sql")),
     (6, include_str!("../migrations/sqlite/0006_exec_tokens.sql")),
     (7, include_str!("../migrations/sqlite/0007_console.sql")),
+    (9, include_str!("../migrations/sqlite/0009_approvals.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -284,6 +285,7 @@ const PG_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/postgres/0005_controllers.sql")),
     (6, include_str!("../migrations/postgres/0006_exec_tokens.sql")),
     (7, include_str!("../migrations/postgres/0007_console.sql")),
+    (9, include_str!("../migrations/postgres/0009_approvals.sql")),
 ];
 
 /// Rows per multi-row audit INSERT: 10 values each, well under SQLite's and PostgreSQL's limits
@@ -1065,7 +1067,7 @@ impl Store {
     pub async fn insert_grant(&self, agent_id: i64, g: &Grant) -> Result<i64, StoreError> {
         let params = serde_json::to_string(&g.params).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let row = sqlx::query(self.sql(
-            "INSERT INTO grants (agent_id, controller, grp, level, jobs, params, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO grants (agent_id, controller, grp, level, jobs, params, created_ms, approve) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         ))
         .bind(agent_id)
         .bind(g.controller.clone())
@@ -1074,6 +1076,7 @@ impl Store {
         .bind(g.jobs.clone())
         .bind(params)
         .bind(now_ms())
+        .bind(i64::from(g.approve))
         .fetch_one(&self.pool)
         .await
         .map_err(db("storing the grant"))?;
@@ -1690,6 +1693,7 @@ fn grant_row(r: &sqlx::any::AnyRow) -> Result<Grant, StoreError> {
         jobs: r.try_get("jobs").map_err(db("reading a grant"))?,
         params: serde_json::from_str::<Vec<ParamConstraint>>(&params)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        approve: r.try_get::<i64, _>("approve").map_err(db("reading a grant"))? != 0,
     })
 }
 
@@ -1894,4 +1898,180 @@ async fn bump_controller_generation(tx: &mut sqlx::Transaction<'static, sqlx::An
         .await
         .map_err(db("moving the controllers' generation on"))?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// approvals (migration 0009; see crate::approvals)
+
+impl Store {
+    /// Stores a new pending approval.
+    pub async fn insert_approval(&self, a: &crate::approvals::Approval) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "INSERT INTO approvals (id, agent, controller, operation, target, grant_id, salt, call_hash, summary, args, request_id, status, created_ms, expires_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        ))
+        .bind(&a.id)
+        .bind(&a.agent)
+        .bind(&a.controller)
+        .bind(&a.operation)
+        .bind(a.target.clone())
+        .bind(a.grant)
+        .bind(&a.salt)
+        .bind(&a.call_hash)
+        .bind(&a.summary)
+        .bind(a.args.to_string())
+        .bind(&a.request_id)
+        .bind(a.status.as_str())
+        .bind(a.created_ms)
+        .bind(a.expires_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing an approval"))?;
+        Ok(())
+    }
+
+    /// One approval by id.
+    pub async fn approval(&self, id: &str) -> Result<Option<crate::approvals::Approval>, StoreError> {
+        let row = sqlx::query(self.sql("SELECT * FROM approvals WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading an approval"))?;
+        row.as_ref().map(approval_row).transpose()
+    }
+
+    /// The approvals a call of `agent` / `operation` on `controller` could be the same call as:
+    /// not yet used (or answered), newest first.
+    pub async fn approvals_open_for(
+        &self,
+        agent: &str,
+        controller: &str,
+        operation: &str,
+    ) -> Result<Vec<crate::approvals::Approval>, StoreError> {
+        let rows = sqlx::query(self.sql(
+            "SELECT * FROM approvals WHERE agent = $1 AND controller = $2 AND operation = $3 AND used_ms IS NULL \
+             AND status IN ('pending', 'approved', 'denied', 'expired') ORDER BY created_ms DESC LIMIT 200",
+        ))
+        .bind(agent)
+        .bind(controller)
+        .bind(operation)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading approvals"))?;
+        rows.iter().map(approval_row).collect()
+    }
+
+    /// How many approvals of `agent` wait for a decision.
+    pub async fn pending_approvals_of(&self, agent: &str) -> Result<i64, StoreError> {
+        sqlx::query(self.sql("SELECT COUNT(*) AS n FROM approvals WHERE agent = $1 AND status = 'pending'"))
+            .bind(agent)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting approvals"))?
+            .try_get("n")
+            .map_err(db("counting approvals"))
+    }
+
+    /// Pending approvals (or, with `all`, the newest 500 of every status), newest first.
+    pub async fn list_approvals(&self, all: bool) -> Result<Vec<crate::approvals::Approval>, StoreError> {
+        let sql = if all {
+            "SELECT * FROM approvals ORDER BY created_ms DESC LIMIT 500"
+        } else {
+            "SELECT * FROM approvals WHERE status = 'pending' ORDER BY created_ms DESC LIMIT 500"
+        };
+        let rows = sqlx::query(self.sql(sql)).fetch_all(&self.pool).await.map_err(db("reading approvals"))?;
+        rows.iter().map(approval_row).collect()
+    }
+
+    /// Decides a pending, unexpired approval; `false` if it was not pending any more (one
+    /// statement: two approvers racing decide it once).
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let status = if approve { "approved" } else { "denied" };
+        let r = sqlx::query(self.sql(
+            "UPDATE approvals SET status = $1, decided_by = $2, decided_ms = $3, reason = $4 \
+             WHERE id = $5 AND status = 'pending' AND expires_ms > $3",
+        ))
+        .bind(status)
+        .bind(by)
+        .bind(now)
+        .bind(reason.map(str::to_string))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db("deciding an approval"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Uses an approved, unexpired approval for one call; `false` if another call used it first.
+    pub async fn use_approval(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let r = sqlx::query(self.sql(
+            "UPDATE approvals SET status = 'used', used_ms = $1 WHERE id = $2 AND status = 'approved' AND expires_ms > $1",
+        ))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db("using an approval"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Marks a denied or expired approval as told to a call, so the next identical call asks anew.
+    pub async fn close_approval(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "UPDATE approvals SET used_ms = $1 WHERE id = $2 AND used_ms IS NULL AND status IN ('denied', 'expired')",
+        ))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db("closing an approval"))?;
+        Ok(())
+    }
+
+    /// Expires every pending or approved-but-unused approval past its time, returning those this
+    /// statement changed (so each expiry is reported by one process).
+    pub async fn expire_approvals(&self, now: i64) -> Result<Vec<crate::approvals::Approval>, StoreError> {
+        let rows = sqlx::query(self.sql(
+            "UPDATE approvals SET status = 'expired', decided_ms = $1 WHERE status IN ('pending', 'approved') AND expires_ms <= $1 RETURNING *",
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("expiring approvals"))?;
+        rows.iter().map(approval_row).collect()
+    }
+}
+
+fn approval_row(r: &sqlx::any::AnyRow) -> Result<crate::approvals::Approval, StoreError> {
+    let e = db("reading an approval");
+    let status: String = r.try_get("status").map_err(&e)?;
+    let args: String = r.try_get("args").map_err(&e)?;
+    Ok(crate::approvals::Approval {
+        id: r.try_get("id").map_err(&e)?,
+        agent: r.try_get("agent").map_err(&e)?,
+        controller: r.try_get("controller").map_err(&e)?,
+        operation: r.try_get("operation").map_err(&e)?,
+        target: r.try_get("target").map_err(&e)?,
+        grant: r.try_get("grant_id").map_err(&e)?,
+        summary: r.try_get("summary").map_err(&e)?,
+        args: serde_json::from_str(&args).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        request_id: r.try_get("request_id").map_err(&e)?,
+        status: crate::approvals::ApprovalStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown approval status {status}")))?,
+        created_ms: r.try_get("created_ms").map_err(&e)?,
+        expires_ms: r.try_get("expires_ms").map_err(&e)?,
+        decided_by: r.try_get("decided_by").map_err(&e)?,
+        decided_ms: r.try_get("decided_ms").map_err(&e)?,
+        reason: r.try_get("reason").map_err(&e)?,
+        used_ms: r.try_get("used_ms").map_err(&e)?,
+        salt: r.try_get("salt").map_err(&e)?,
+        call_hash: r.try_get("call_hash").map_err(&e)?,
+    })
 }

@@ -432,6 +432,7 @@ fn grant(id: i64, controller: Option<&str>, group: Group, level: Level, jobs: Op
         level,
         jobs: jobs.map(str::to_string),
         params: Vec::new(),
+        approve: false,
     }
 }
 

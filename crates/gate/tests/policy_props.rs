@@ -353,6 +353,7 @@ fn grant_set() -> impl Strategy<Value = Vec<Grant>> {
                 level,
                 jobs: jobs.map(str::to_string),
                 params: Vec::new(),
+                approve: false,
             })
             .collect()
     })
@@ -429,6 +430,7 @@ fn carve_outs_hold_for_java_equal_spellings() {
         level,
         jobs: jobs.map(str::to_string),
         params: Vec::new(),
+        approve: false,
     };
     let grants =
         [row(1, Level::Read, Some("**")), row(2, Level::Off, Some("secret/**")), row(3, Level::Off, Some("releasex"))];

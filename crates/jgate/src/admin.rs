@@ -45,6 +45,27 @@ pub struct Global {
     #[arg(long, global = true, env = "JGATE_MAX_CALLS_PER_AGENT", value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_calls_per_agent: u32,
+    /// Seconds a call held for approval waits for the decision before it answers `pending`
+    /// with the approval id (serve, mcp, call).
+    #[arg(long, global = true, env = "JGATE_APPROVAL_WAIT", value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub approval_wait: u64,
+    /// Seconds an approval may wait for a decision (and an approved call to be sent again)
+    /// before it expires (serve, mcp, call).
+    #[arg(long, global = true, env = "JGATE_APPROVAL_EXPIRY", value_name = "SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub approval_expiry: u64,
+    /// A file holding the URL new approval requests are POSTed to (a chat tool's incoming
+    /// webhook; its URL is a secret, so never an argument). JGATE_APPROVAL_WEBHOOK holds the URL
+    /// itself. Failures are logged and never hold up a call (serve, mcp, call).
+    #[arg(long, global = true, env = "JGATE_APPROVAL_WEBHOOK_FILE", value_name = "PATH")]
+    pub approval_webhook_file: Option<PathBuf>,
+    /// The webhook's payload: json (generic) or slack (Slack-compatible incoming webhook).
+    #[arg(long, global = true, env = "JGATE_APPROVAL_WEBHOOK_FORMAT", value_name = "FORMAT", default_value = "json")]
+    pub approval_webhook_format: String,
+    /// A private address the webhook may reach (HOST:PORT, CIDR; repeatable), as for controllers.
+    #[arg(long, global = true, value_name = "ENTRY")]
+    pub approval_webhook_allow_private: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -335,6 +356,10 @@ pub struct GrantArgs {
     /// A trigger parameter constraint: NAME=VALUE, NAME=A|B|C, or NAME=GLOB (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE|GLOB")]
     pub params: Vec<String>,
+    /// Hold every change this grant allows until an administrator approves it (`jgate approve`);
+    /// reads are never held. Level full only.
+    #[arg(long)]
+    pub approve: bool,
 }
 
 #[derive(Args)]
@@ -388,8 +413,38 @@ pub async fn open(g: &Global) -> anyhow::Result<Gate> {
         );
     }
     let device = g.audit_file.as_deref().map(AuditDevice::open).transpose()?;
-    let limits = gate::Limits { max_in_flight_per_agent: g.max_calls_per_agent as usize, ..gate::Limits::default() };
+    let limits = gate::Limits {
+        max_in_flight_per_agent: g.max_calls_per_agent as usize,
+        approval_wait: std::time::Duration::from_secs(g.approval_wait),
+        approval_lifetime: std::time::Duration::from_secs(g.approval_expiry),
+        approval_webhook: approval_webhook(g)?,
+        ..gate::Limits::default()
+    };
     Ok(Gate::open(store, master, device).await?.with_limits(limits))
+}
+
+/// The approval webhook, from JGATE_APPROVAL_WEBHOOK or --approval-webhook-file, checked by the
+/// egress guard; none when neither is set.
+fn approval_webhook(g: &Global) -> anyhow::Result<Option<gate::approvals::ApprovalWebhook>> {
+    let url = match (&g.approval_webhook_file, std::env::var("JGATE_APPROVAL_WEBHOOK").ok()) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the approval webhook URL from {}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, Some(url)) => url.trim().to_string(),
+        (None, None) => return Ok(None),
+    };
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let format: gate::approvals::WebhookFormat =
+        g.approval_webhook_format.parse().map_err(|e: String| anyhow::anyhow!("--approval-webhook-format: {e}"))?;
+    let allow = g
+        .approval_webhook_allow_private
+        .iter()
+        .map(|e| e.parse().map_err(|err| anyhow::anyhow!("--approval-webhook-allow-private {e}: {err}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(gate::approvals::ApprovalWebhook::new(&url, format, allow)?))
 }
 
 /// Creates the data directory (mode 0700) if it does not exist; an existing one is left as it is.
@@ -1012,7 +1067,16 @@ pub async fn grant(g: &Global, a: GrantArgs) -> anyhow::Result<()> {
         .map(|p| p.parse::<ParamConstraint>().map_err(|e| anyhow::anyhow!("--param {p}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let gr = gate
-        .grant(&Admin::local_cli(), &a.agent, group, level, a.controller.as_deref(), a.jobs.as_deref(), params)
+        .grant_with(
+            &Admin::local_cli(),
+            &a.agent,
+            group,
+            level,
+            a.controller.as_deref(),
+            a.jobs.as_deref(),
+            params,
+            a.approve,
+        )
         .await?;
     out(g, &serde_json::to_value(&gr).unwrap_or(Value::Null), || {
         println!("grant {}: {} — {}", gr.id, gr.agent, gr.describe())
@@ -1032,6 +1096,59 @@ pub async fn grants(g: &Global, agent: &str) -> anyhow::Result<()> {
                 .map(|gr| vec![gr.id.to_string(), gr.controller.clone().unwrap_or_else(|| "all".into()), gr.describe()])
                 .collect::<Vec<_>>(),
         );
+    });
+    Ok(())
+}
+
+/// `jgate approvals [--all]`: what waits for a decision, with exactly what would run.
+pub async fn approvals(g: &Global, all: bool) -> anyhow::Result<()> {
+    let gate = open(g).await?;
+    let list = gate.approvals(all).await?;
+    out(g, &serde_json::to_value(&list).unwrap_or(Value::Null), || {
+        let empty = if all { "no approvals yet" } else { "nothing waits for approval (`--all` shows decided ones)" };
+        table_or(
+            empty,
+            &["id", "status", "asked", "expires", "what would run", "decision"],
+            &list
+                .iter()
+                .map(|a| {
+                    let decision = match (&a.decided_by, &a.reason) {
+                        (Some(by), Some(r)) => format!("{by}: {r}"),
+                        (Some(by), None) => by.clone(),
+                        _ => String::new(),
+                    };
+                    vec![
+                        a.id.clone(),
+                        a.status.as_str().to_string(),
+                        format_time(a.created_ms),
+                        format_time(a.expires_ms),
+                        a.summary.clone(),
+                        decision,
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        );
+    });
+    Ok(())
+}
+
+/// `jgate approve ID [--reason]` / `jgate deny ID --reason`.
+pub async fn decide_approval(g: &Global, id: &str, approve: bool, reason: Option<&str>) -> anyhow::Result<()> {
+    let gate = open(g).await?;
+    let a = if approve {
+        gate.approve(&Admin::local_cli(), id, reason).await?
+    } else {
+        gate.deny(&Admin::local_cli(), id, reason.unwrap_or_default()).await?
+    };
+    out(g, &serde_json::to_value(&a).unwrap_or(Value::Null), || {
+        if approve {
+            println!(
+                "approved {}: {} (the call goes on; if it stopped waiting, it runs when the agent sends it again)",
+                a.id, a.summary
+            );
+        } else {
+            println!("denied {}: {} (the agent is told the reason)", a.id, a.summary);
+        }
     });
     Ok(())
 }
@@ -1170,6 +1287,7 @@ pub async fn access(g: &Global, a: AccessArgs) -> anyhow::Result<()> {
                 for ja in per_job.iter().filter(|x| &x.controller == c) {
                     let verdict = |e: &Option<policy::Explanation>| match e {
                         None => "n/a".to_string(),
+                        Some(e) if e.decision.allowed && e.decision.approval => "allowed with approval".to_string(),
                         Some(e) if e.decision.allowed => "allowed".to_string(),
                         Some(_) => "denied".to_string(),
                     };

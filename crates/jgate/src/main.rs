@@ -100,7 +100,8 @@ enum Command {
     #[command(after_help = "Examples:
   jgate grant triage-bot status read
   jgate grant release-bot build full --controller prod --jobs 'release/**' --param ENV=staging
-  jgate grant release-bot build off --jobs 'release/prod-*'")]
+  jgate grant release-bot build off --jobs 'release/prod-*'
+  jgate grant release-bot build full --jobs 'release/**' --approve")]
     Grant(admin::GrantArgs),
     /// Lists an agent's grants.
     #[command(after_help = "Example:\n  jgate grants release-bot")]
@@ -113,6 +114,32 @@ enum Command {
     Ungrant {
         /// The grant's id, as `jgate grants AGENT` lists it.
         id: i64,
+    },
+    /// Calls held for an administrator's approval (grants made with --approve): the pending
+    /// ones, with exactly what would run; --all also the decided, used and expired ones.
+    #[command(after_help = "Examples:\n  jgate approvals\n  jgate approvals --all --json")]
+    Approvals {
+        /// Also the approvals already decided, used or expired (the newest 500).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approves a held call: the call waiting on it goes on (on any replica).
+    #[command(after_help = "Example:\n  jgate approve apr-3f2a9c1d0e4b5a6c --reason 'change 42'")]
+    Approve {
+        /// The approval's id, as `jgate approvals` lists it.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Denies a held call; the agent is told the reason.
+    #[command(after_help = "Example:\n  jgate deny apr-3f2a9c1d0e4b5a6c --reason 'release freeze until Monday'")]
+    Deny {
+        /// The approval's id, as `jgate approvals` lists it.
+        id: String,
+        /// Why (the agent is told; kept in the audit log).
+        #[arg(long)]
+        reason: String,
     },
     /// What an agent may do: groups × controllers (Off/Read/Full with job patterns); with --job,
     /// which grant decides for that job and why.
@@ -198,7 +225,12 @@ fn command() -> clap::Command {
         let hidden = |arg: &str| match arg {
             "db" | "key_file" | "audit_file" => STORELESS.contains(&name.as_str()),
             "json" => NO_JSON.contains(&name.as_str()),
-            "max_calls_per_agent" => !CALLERS.contains(&name.as_str()),
+            "max_calls_per_agent"
+            | "approval_wait"
+            | "approval_expiry"
+            | "approval_webhook_file"
+            | "approval_webhook_format"
+            | "approval_webhook_allow_private" => !CALLERS.contains(&name.as_str()),
             _ => false,
         };
         cmd = cmd.mut_subcommand(&name, |sub| hide_args(sub, &hidden));
@@ -272,6 +304,9 @@ fn main() -> std::process::ExitCode {
             Command::Grant(a) => admin::grant(&cli.global, a).await,
             Command::Grants { agent } => admin::grants(&cli.global, &agent).await,
             Command::Ungrant { id } => admin::ungrant(&cli.global, id).await,
+            Command::Approvals { all } => admin::approvals(&cli.global, all).await,
+            Command::Approve { id, reason } => admin::decide_approval(&cli.global, &id, true, reason.as_deref()).await,
+            Command::Deny { id, reason } => admin::decide_approval(&cli.global, &id, false, Some(&reason)).await,
             Command::Access(a) => admin::access(&cli.global, a).await,
             Command::Audit(a) => admin::audit(&cli.global, a).await,
             Command::Key { command: KeyCmd::Rotate } => admin::rotate_key(&cli.global).await,

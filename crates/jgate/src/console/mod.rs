@@ -10,9 +10,11 @@
 //! `Admin { name, surface: Web }`; nothing here decides policy or writes audit records.
 //!
 //! One module per page group: `auth` (login, one-time links, logout), `controllers`, `agents`
-//! (with the access matrix), `audit` (with live updates), `connect`.
+//! (with the access matrix), `approvals` (the inbox of held calls), `audit` (with live updates),
+//! `connect`.
 
 mod agents;
+mod approvals;
 mod audit;
 mod auth;
 mod connect;
@@ -70,6 +72,7 @@ pub fn routes(gate: Arc<Gate>) -> Router {
         .merge(auth::routes())
         .merge(controllers::routes())
         .merge(agents::routes())
+        .merge(approvals::routes())
         .merge(audit::routes())
         .merge(connect::routes())
         .fallback(not_found)
@@ -135,6 +138,7 @@ fn templates() -> minijinja::Environment<'static> {
         ("agents.html", include_str!("templates/agents.html")),
         ("agent.html", include_str!("templates/agent.html")),
         ("agent_key.html", include_str!("templates/agent_key.html")),
+        ("approvals.html", include_str!("templates/approvals.html")),
         ("audit.html", include_str!("templates/audit.html")),
         ("connect.html", include_str!("templates/connect.html")),
     ] {
@@ -401,6 +405,8 @@ fn notice(code: &str, name: &str) -> Option<String> {
         "granted" => "The grant was added.".to_string(),
         "ungranted" => "The grant was removed.".to_string(),
         "set" => "The access was changed.".to_string(),
+        "approved" => format!("Approval {name} was approved: the call goes on."),
+        "denied" => format!("Approval {name} was denied: the agent is told the reason."),
         _ => return None,
     };
     Some(text)

@@ -591,4 +591,122 @@ async fn a_login_returns_to_the_page_that_asked_for_it() {
     let page =
         b.get(e.url("/console/login?next=%2Fconsole%2Fagents")).send().await.expect("page").text().await.expect("t");
     assert!(page.contains(r#"name="next""#), "{page}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approvals_inbox_approves_and_denies_held_calls() {
+    use gate::catalog::Group;
+    use gate::policy::Level;
+    let (_twin, server) =
+        jenkins_twin::start(SCENARIO, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
+    let e = env().await;
+    let root = Admin::new("root", Surface::Cli);
+    e.gate
+        .add_controller(
+            &root,
+            gate::NewController {
+                name: "prod".into(),
+                url: server.url(),
+                username: "admin".into(),
+                token: SecretString::from(TOKEN.to_string()),
+                password: false,
+                allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
+                ca_pem: None,
+                insecure: false,
+            },
+            false,
+        )
+        .await
+        .expect("controller");
+    e.gate.create_agent(&root, "rb", "", None).await.expect("agent");
+    e.gate
+        .grant_with(&root, "rb", Group::Build, Level::Full, None, Some("release/**"), vec![], true)
+        .await
+        .expect("grant");
+    let caller = gate::Caller {
+        agent: "rb".into(),
+        key_id: None,
+        surface: Surface::Mcp,
+        client_addr: None,
+        request_id: "t".into(),
+    };
+    let held = |job: &'static str| {
+        let (g, c) = (e.gate.clone(), caller.clone());
+        tokio::spawn(async move { g.call(&c, "prod", "trigger_build", serde_json::json!({"job": job})).await })
+    };
+    let first = held("release/deploy");
+    let (b, csrf) = e.logged_in().await;
+    let mut id = String::new();
+    for _ in 0..100 {
+        if let Some(a) = e.gate.approvals(false).await.expect("list").first() {
+            id = a.id.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!id.is_empty(), "no pending approval");
+    let page = b.get(e.url("/console/approvals")).send().await.expect("page").text().await.expect("text");
+    // Autoescaped: ' and / as entities.
+    assert!(page.contains("rb&#x27;s request to trigger a build of release&#x2f;deploy on prod"), "{page}");
+    assert!(page.contains(&id) && page.contains("Approve") && page.contains("Deny"));
+    // Without the CSRF token: refused, nothing decided.
+    let r = b
+        .post(e.url("/console/approvals"))
+        .form(&[("id", id.as_str()), ("action", "approve")])
+        .send()
+        .await
+        .expect("post");
+    assert_ne!(r.status(), StatusCode::SEE_OTHER);
+    // Deny needs a reason; approve releases the call.
+    let r = b
+        .post(e.url("/console/approvals"))
+        .form(&[("csrf", csrf.as_str()), ("id", id.as_str()), ("action", "deny"), ("reason", "")])
+        .send()
+        .await
+        .expect("deny");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("text").contains("needs a reason"));
+    let r = b
+        .post(e.url("/console/approvals"))
+        .form(&[("csrf", csrf.as_str()), ("id", id.as_str()), ("action", "approve"), ("reason", "looks fine")])
+        .send()
+        .await
+        .expect("approve");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", r.text().await.unwrap_or_default());
+    let v = tokio::time::timeout(Duration::from_secs(20), first).await.expect("released").expect("join").expect("ran");
+    assert!(v["build"]["number"].as_u64().is_some(), "{v}");
+    // A second held call, denied from the inbox.
+    let second = held("release/deploy");
+    let mut id2 = String::new();
+    for _ in 0..100 {
+        if let Some(a) = e.gate.approvals(false).await.expect("list").first() {
+            id2 = a.id.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = b
+        .post(e.url("/console/approvals"))
+        .form(&[("csrf", csrf.as_str()), ("id", id2.as_str()), ("action", "deny"), ("reason", "not today")])
+        .send()
+        .await
+        .expect("deny");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let err = second.await.expect("join").expect_err("denied");
+    assert!(err.to_string().contains("alice denied approval") && err.to_string().contains("not today"), "{err}");
+    let sentences: Vec<String> = e
+        .gate
+        .store()
+        .audit(&gate::store::AuditFilter::default())
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|r| r.sentence)
+        .collect();
+    assert!(
+        sentences
+            .iter()
+            .any(|s| s.starts_with("alice (web console) approved rb's request to trigger a build of release/deploy")),
+        "{sentences:#?}"
+    );
+    let all = b.get(e.url("/console/approvals?all=1")).send().await.expect("page").text().await.expect("text");
+    assert!(all.contains("used") && all.contains("not today"), "{all}");
 }
