@@ -591,6 +591,8 @@ async fn a_login_returns_to_the_page_that_asked_for_it() {
     let page =
         b.get(e.url("/console/login?next=%2Fconsole%2Fagents")).send().await.expect("page").text().await.expect("t");
     assert!(page.contains(r#"name="next""#), "{page}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_approvals_inbox_approves_and_denies_held_calls() {
     use gate::catalog::Group;
