@@ -67,6 +67,9 @@ impl Gate {
                     Ok(n) => tracing::info!(closed = n, "reconciled writes whose outcome was not recorded"),
                     Err(e) => tracing::warn!(error = %e, "reconciliation failed; it runs again shortly"),
                 }
+                // Approvals nobody decided in time are closed (and audited) even when no call or
+                // approver looks at them.
+                gate.expire_approvals().await;
                 drop(gate);
                 tokio::time::sleep(every).await;
             }

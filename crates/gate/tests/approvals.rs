@@ -344,6 +344,34 @@ async fn approvals_expire_and_the_call_says_so() {
     dbs.cleanup().await;
 }
 
+/// An approval nobody looks at expires by itself: the maintenance loop `jgate serve` runs closes
+/// it and writes its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unattended_approval_expires_by_itself() {
+    let dbs = Dbs::new("jgapm").await;
+    for (kind, url) in dbs.list.clone() {
+        let f = fixture(url).await;
+        let limits = Limits {
+            approval_wait: Duration::from_millis(200),
+            approval_lifetime: Duration::from_millis(800),
+            ..Limits::default()
+        };
+        let g = open(&f.url, &f.key, limits).await;
+        let v = g.call(&agent("bot"), "prod", "trigger_build", deploy("production")).await.expect("pending");
+        let id = v["approval_id"].as_str().expect("id").to_string();
+        g.maintain(Duration::from_millis(300));
+        let expired = format!(
+            "bot's request to trigger a build of release/deploy on prod with ENV=production expired without a decision (approval {id})"
+        );
+        let start = std::time::Instant::now();
+        while !sentences(&g).await.contains(&expired) {
+            assert!(start.elapsed() < Duration::from_secs(10), "{kind}: never expired");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    dbs.cleanup().await;
+}
+
 #[tokio::test]
 async fn approval_is_for_full_grants_only() {
     let url = temp_dir("jgapg").join("jgate.db").display().to_string();
