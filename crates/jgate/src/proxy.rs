@@ -493,7 +493,8 @@ fn jenkins_error(status: StatusCode, title: &str, reason: &str) -> Response {
 fn unauthorized(reason: &str) -> Response {
     let mut r = jenkins_error(StatusCode::UNAUTHORIZED, "Unauthorized", reason);
     r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Jenkins\""));
-    r
+    // Authentication comes before the body is read.
+    crate::serve::unread_body_answer(r)
 }
 
 fn gate_error(e: GateError) -> Response {

@@ -83,7 +83,7 @@ async fn bearer(
                 // Every session was opened through here, so one not bound to this agent is
                 // another agent's or none at all: both answer 404, as the MCP spec says for
                 // unknown sessions (rmcp itself would accept a DELETE of an unknown id).
-                return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+                return unread_body_answer((StatusCode::NOT_FOUND, "Not Found: Session not found").into_response());
             }
             let is_delete = req.method() == axum::http::Method::DELETE;
             // A request on a session: its JSON-RPC id is claimed while it is in flight.
@@ -93,7 +93,9 @@ async fn bearer(
             {
                 let (parts, body) = req.into_parts();
                 let Ok(bytes) = axum::body::to_bytes(body, MAX_MCP_BODY).await else {
-                    return (StatusCode::PAYLOAD_TOO_LARGE, "the MCP request is over 8 MiB").into_response();
+                    return unread_body_answer(
+                        (StatusCode::PAYLOAD_TOO_LARGE, "the MCP request is over 8 MiB").into_response(),
+                    );
                 };
                 let id = serde_json::from_slice::<serde_json::Value>(&bytes)
                     .ok()
@@ -145,7 +147,7 @@ async fn bearer(
             let mut r = (StatusCode::SERVICE_UNAVAILABLE, body.to_string()).into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            r
+            unread_body_answer(r)
         }
     }
 }
@@ -164,6 +166,14 @@ fn duplicate_id(id: &serde_json::Value) -> Response {
     r
 }
 
+/// An answer given before the request's body was read: the connection is closed after it.
+/// Otherwise the server drops the connection on its own once it sees the unread body, and a
+/// client that already sent its next request on it (kept alive) loses that request with no answer.
+pub fn unread_body_answer(mut r: Response) -> Response {
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 fn unauthorized(message: &str, code: &str) -> Response {
     let body = serde_json::json!({ "error": code, "error_description": message }).to_string();
     let mut r = (StatusCode::UNAUTHORIZED, body).into_response();
@@ -172,7 +182,7 @@ fn unauthorized(message: &str, code: &str) -> Response {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    unread_body_answer(r)
 }
 
 pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
