@@ -92,7 +92,14 @@ struct State {
     bytes: usize,
     tick: u64,
     finished: HashMap<String, Finished>,
+    /// Answers of reads made for waits (a running build, a queue item), with when each read
+    /// began: any waiter polling the same resource within its interval takes the answer instead
+    /// of asking Jenkins again (see [`Wire::polled`]).
+    polled: HashMap<String, (Instant, Fetched)>,
 }
+
+/// The most polled answers kept (resources being waited on at once).
+const MAX_POLLED: usize = 1024;
 
 /// Per-client single-flight map and cache.
 pub(crate) struct Wire {
@@ -203,6 +210,29 @@ impl Wire {
         st.cache.clear();
         st.bytes = 0;
         st.finished.clear();
+        st.polled.clear();
+    }
+
+    /// A polled answer whose read began less than `within` ago and not before `not_before`.
+    pub fn polled(&self, key: &str, within: Duration, not_before: Option<Instant>) -> Option<Fetched> {
+        let st = self.lock();
+        let (at, f) = st.polled.get(key)?;
+        (at.elapsed() < within && not_before.is_none_or(|t| *at >= t)).then(|| f.clone())
+    }
+
+    /// Keeps a polled answer (read begun at `at`); entries older than a minute are dropped, and
+    /// at most [`MAX_POLLED`] are kept.
+    pub fn remember_polled(&self, key: &str, at: Instant, f: &Fetched) {
+        let mut st = self.lock();
+        if st.polled.len() >= MAX_POLLED {
+            st.polled.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
+            if st.polled.len() >= MAX_POLLED {
+                st.polled.clear();
+            }
+        }
+        if st.polled.get(key).is_none_or(|(t, _)| *t <= at) {
+            st.polled.insert(key.to_string(), (at, f.clone()));
+        }
     }
 
     #[cfg(test)]

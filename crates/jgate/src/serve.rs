@@ -179,6 +179,8 @@ pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let gate = Arc::new(open(g).await?);
     // Heartbeat, and close writes that other (stopped) jgate processes left without an outcome.
     gate.maintain(std::time::Duration::from_secs(5));
+    // PostgreSQL: build events received by any replica wake waits here too.
+    gate.listen_events(&crate::admin::database_url(g));
     let listener =
         tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
     let local = listener.local_addr()?;
@@ -247,6 +249,7 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
         .route("/healthz", get(|| async { "ok\n" }))
         .nest_service("/mcp", mcp_routes)
         .nest(crate::exec::PREFIX, crate::exec::routes(gate.clone()))
+        .nest(crate::hooks::PREFIX, crate::hooks::routes(gate.clone()))
         .nest(crate::console::PREFIX, crate::console::routes(gate.clone()))
         // The nested router does not see `/console/` (with its slash).
         .route("/console/", get(|| async { axum::response::Redirect::to("/console/controllers") }))
