@@ -587,27 +587,57 @@ struct EventPause {
     watch: Arc<BuildWatch>,
     /// An event of the build arrived: the controller sends them for this job.
     seen: bool,
+    /// When the last pause ended (ms; the wait's read began then): events received before it
+    /// are already reflected in that read.
+    read_ms: i64,
 }
 
 impl EventPause {
     /// Subscribes now, before the wait's first read, so no event is missed between the two.
     fn new(bus: &crate::events::Bus, watch: Arc<BuildWatch>) -> Self {
-        EventPause { rx: bus.subscribe(), watch, seen: false }
+        EventPause { rx: bus.subscribe(), watch, seen: false, read_ms: 0 }
+    }
+
+    /// Takes the events waiting in the receiver: whether one calls for a new read (an event of
+    /// the build newer than the last read, or lost events).
+    fn drain(&mut self) -> bool {
+        use tokio::sync::broadcast::error::TryRecvError;
+        let mut news = false;
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) if self.watch.wants(&e) => {
+                    self.seen = true;
+                    news |= e.time_ms >= self.read_ms;
+                }
+                Ok(_) => {}
+                Err(TryRecvError::Lagged(_)) => news = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return news,
+            }
+        }
     }
 }
 
 impl Pause for EventPause {
     fn pause(&mut self, d: Duration) -> futures_util::future::BoxFuture<'_, Option<std::time::Instant>> {
         Box::pin(async move {
-            let watch = &self.watch;
-            match crate::events::pause_or_event(&mut self.rx, d, |e| watch.wants(e)).await {
-                crate::events::Woke::Event => {
-                    self.seen = true;
-                    Some(std::time::Instant::now())
+            // A burst (QUEUED and STARTED come together) or events the last read already saw
+            // make one read, not one each.
+            let woke = if self.drain() {
+                true
+            } else {
+                let watch = self.watch.clone();
+                match crate::events::pause_or_event(&mut self.rx, d, |e| watch.wants(e)).await {
+                    crate::events::Woke::Event => {
+                        self.seen = true;
+                        self.drain();
+                        true
+                    }
+                    crate::events::Woke::Missed => true,
+                    crate::events::Woke::Time => false,
                 }
-                crate::events::Woke::Missed => Some(std::time::Instant::now()),
-                crate::events::Woke::Time => None,
-            }
+            };
+            self.read_ms = crate::store::now_ms();
+            woke.then(std::time::Instant::now)
         })
     }
 }
