@@ -264,6 +264,7 @@ pub async fn stdio(g: &Global) -> anyhow::Result<()> {
     })?;
     let gate = Arc::new(crate::admin::open_stdio(g).await?);
     gate.maintain(std::time::Duration::from_secs(5));
+    gate.listen_events(&crate::admin::database_url(g));
     let (agent, key_id) = gate.authenticate(&key).await?;
     let handler = JgateMcp::stdio(gate, AgentIdentity { agent, key_id, client_addr: None });
     let service = handler.serve(rmcp::transport::stdio()).await.context("MCP initialization over stdio failed")?;
