@@ -16,11 +16,17 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "11eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
 
+/// The database of a test run: SQLite in the data directory, or a PostgreSQL schema.
+static DB: Mutex<Option<String>> = Mutex::new(None);
+
 fn jgate(dir: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_jgate"));
+    match DB.lock().ok().and_then(|d| d.clone()) {
+        Some(db) => c.env("JGATE_DB", db),
+        None => c.env_remove("JGATE_DB"),
+    };
     c.env("JGATE_DATA_DIR", dir)
         .env_remove("JGATE_MASTER_KEY")
-        .env_remove("JGATE_DB")
         .env_remove("JGATE_AUDIT_FILE")
         .env_remove("JGATE_URL")
         .env("USER", "ops-admin")
@@ -110,8 +116,62 @@ impl Mcp {
     }
 }
 
+fn start_serve(dir: &std::path::Path) -> (std::process::Child, String) {
+    let mut serve = jgate(dir)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("jgate serve");
+    let mut first = String::new();
+    std::io::BufReader::new(serve.stdout.take().expect("stdout")).read_line(&mut first).expect("ready line");
+    let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect("address").to_string();
+    (serve, base)
+}
+
+/// The tests run one after another: they share [`DB`].
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_twins_events_end_a_trigger_and_wait_without_polling_every_interval() {
+    let _one = SERIAL.lock().await;
+    *DB.lock().expect("lock") = None;
+    events_end_waits("sqlite", false).await;
+}
+
+/// Two `jgate serve` replicas on one PostgreSQL database: the event Jenkins sends to replica A
+/// ends the trigger-and-wait an agent runs on replica B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_received_by_one_replica_ends_a_wait_on_another() {
+    let _one = SERIAL.lock().await;
+    let pg = std::env::var("JGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!(
+        "jgev_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() % 1_000_000_000)
+            .unwrap_or(0)
+    );
+    sqlx::any::install_default_drivers();
+    use sqlx::Connection;
+    let mut conn = match sqlx::AnyConnection::connect(&pg).await {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CI").is_some() => panic!("PostgreSQL at {pg} is unreachable under CI: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPING PostgreSQL (not under CI): {pg} unreachable: {e}");
+            return;
+        }
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.expect("schema");
+    *DB.lock().expect("lock") = Some(format!("{pg}?options=-c%20search_path%3D{schema}"));
+    events_end_waits("postgres", true).await;
+    *DB.lock().expect("lock") = None;
+    let _ =
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&mut conn).await;
+}
+
+async fn events_end_waits(kind: &str, two_replicas: bool) {
     let relay = Arc::new(Relay::default());
     let relay_addr = start_relay(relay.clone()).await;
     let toml = format!(
@@ -120,7 +180,7 @@ async fn the_twins_events_end_a_trigger_and_wait_without_polling_every_interval(
     );
     let (twin, server) =
         jenkins_twin::start(&toml, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
-    let dir = std::env::temp_dir().join(format!("jgate-events-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("jgate-events-{kind}-{}", std::process::id()));
     let allow = format!("127.0.0.1:{}", server.addr().port());
     ok(
         &dir,
@@ -143,15 +203,10 @@ async fn the_twins_events_end_a_trigger_and_wait_without_polling_every_interval(
     ok(&dir, &["grant", "release-bot", "build", "full"]);
     ok(&dir, &["grant", "release-bot", "status", "read"]);
 
-    let mut serve = jgate(&dir)
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("jgate serve");
-    let mut first = String::new();
-    std::io::BufReader::new(serve.stdout.take().expect("stdout")).read_line(&mut first).expect("ready line");
-    let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect("address").to_string();
+    // Replica A receives the events; the agent talks to replica B (the same one on SQLite).
+    let (mut serve, base) = start_serve(&dir);
+    let mut replica_b = two_replicas.then(|| start_serve(&dir));
+    let agent_base = replica_b.as_ref().map_or(base.clone(), |(_, b)| b.clone());
 
     // The hook, as an administrator sets it up: the endpoint to configure in Jenkins.
     let hook: Value = serde_json::from_str(&ok(&dir, &["--json", "controller", "hook", "prod", "--public-url", &base]))
@@ -163,7 +218,7 @@ async fn the_twins_events_end_a_trigger_and_wait_without_polling_every_interval(
     *relay.target.lock().expect("lock") = Some(endpoint.clone());
 
     // The agent triggers and waits for the result over MCP.
-    let mut mcp = Mcp { http: reqwest::Client::new(), url: format!("{base}/mcp"), key, session: None };
+    let mut mcp = Mcp { http: reqwest::Client::new(), url: format!("{agent_base}/mcp"), key, session: None };
     mcp.send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
         "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
         .await
@@ -181,17 +236,17 @@ async fn the_twins_events_end_a_trigger_and_wait_without_polling_every_interval(
     )
     .unwrap_or_else(|_| answer["result"]["structuredContent"].clone());
     let text = answer.to_string();
-    assert!(text.contains("SUCCESS"), "the build's result: {result} / {text}");
+    assert!(text.contains("SUCCESS"), "{kind}: the build's result: {result} / {text}");
     let forwarded = relay.forwarded.lock().expect("lock").clone();
     let phases: Vec<&str> = forwarded.iter().map(|(p, _)| p.as_str()).collect();
     assert!(phases.starts_with(&["QUEUED", "STARTED"]) && phases.contains(&"COMPLETED"), "{phases:?}");
     let completed = forwarded.iter().find(|(p, _)| p == "COMPLETED").map(|(_, t)| *t).expect("completed");
     let after = answered.saturating_duration_since(completed);
-    assert!(after < Duration::from_secs(2), "answered {after:?} after the COMPLETED event");
+    assert!(after < Duration::from_secs(2), "{kind}: answered {after:?} after the COMPLETED event");
     // A 4 s build polled every 0.5-1.5 s would be read 5 times or more; with events: the start
     // and the wake-ups.
     let reads = twin.requests_to("/deploy/1/api/json") - reads_before;
-    assert!(reads <= 3, "{reads} reads of the build while its events flowed");
+    assert!(reads <= 3, "{kind}: {reads} reads of the build while its events flowed");
 
     // Refusals over HTTP: a wrong secret and an unknown controller answer alike.
     let http = reqwest::Client::new();
@@ -230,4 +285,8 @@ async fn the_twins_events_end_a_trigger_and_wait_without_polling_every_interval(
     assert!(audit.contains("admin.controller.hook"), "the hook's creation is audited");
     let _ = serve.kill();
     let _ = serve.wait();
+    if let Some((mut b, _)) = replica_b.take() {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
 }
