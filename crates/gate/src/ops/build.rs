@@ -445,6 +445,7 @@ async fn follow(
     let started = Instant::now();
     let mut pause = Duration::from_millis(500);
     let mut read = Poll { within: WAIT_COALESCE, not_before: None };
+    events.for_end = true;
     loop {
         let info = match client.build_polled(jp, number, read).await {
             Ok(info) => info,
@@ -513,7 +514,7 @@ pub const MAX_WAIT_SECS: u64 = 110;
 impl Op for WaitForBuild {
     type Args = WaitArgs;
     const META: Operation = crate::op!("wait_for_build", Status, Read, Job, destructive: false, idempotent: true,
-        routes: [], cli: "build wait", phrase: "waited for a build of",
+        routes: [], cli: "build wait", phrase: "read the outcome of a build of",
         "Wait until a running build finishes (up to timeout_s, reporting progress); returns its result. Woken by the controller's build events when it sends them; many agents waiting on one build share one poll of Jenkins.");
 
     fn needs(a: &WaitArgs) -> Vec<Need> {
@@ -590,12 +591,20 @@ struct EventPause {
     /// When the last pause ended (ms; the wait's read began then): events received before it
     /// are already reflected in that read.
     read_ms: i64,
+    /// Waiting for the build's end: only COMPLETED and FINALIZED wake the wait (QUEUED and
+    /// STARTED, which may arrive late, tell only that events flow).
+    for_end: bool,
 }
 
 impl EventPause {
     /// Subscribes now, before the wait's first read, so no event is missed between the two.
     fn new(bus: &crate::events::Bus, watch: Arc<BuildWatch>) -> Self {
-        EventPause { rx: bus.subscribe(), watch, seen: false, read_ms: 0 }
+        EventPause { rx: bus.subscribe(), watch, seen: false, read_ms: 0, for_end: false }
+    }
+
+    /// Whether an event of the build calls for a read now.
+    fn wakes(&self, e: &Event) -> bool {
+        !self.for_end || matches!(e.phase, crate::events::Phase::Completed | crate::events::Phase::Finalized)
     }
 
     /// Takes the events waiting in the receiver: whether one calls for a new read (an event of
@@ -607,7 +616,7 @@ impl EventPause {
             match self.rx.try_recv() {
                 Ok(e) if self.watch.wants(&e) => {
                     self.seen = true;
-                    news |= e.time_ms >= self.read_ms;
+                    news |= e.time_ms >= self.read_ms && self.wakes(&e);
                 }
                 Ok(_) => {}
                 Err(TryRecvError::Lagged(_)) => news = true,
@@ -625,8 +634,18 @@ impl Pause for EventPause {
             let woke = if self.drain() {
                 true
             } else {
-                let watch = self.watch.clone();
-                match crate::events::pause_or_event(&mut self.rx, d, |e| watch.wants(e)).await {
+                let (watch, for_end) = (self.watch.clone(), self.for_end);
+                let flowing = std::sync::atomic::AtomicBool::new(false);
+                let woke = crate::events::pause_or_event(&mut self.rx, d, |e| {
+                    if !watch.wants(e) {
+                        return false;
+                    }
+                    flowing.store(true, Ordering::Relaxed);
+                    !for_end || matches!(e.phase, crate::events::Phase::Completed | crate::events::Phase::Finalized)
+                })
+                .await;
+                self.seen |= flowing.load(Ordering::Relaxed);
+                match woke {
                     crate::events::Woke::Event => {
                         self.seen = true;
                         self.drain();
