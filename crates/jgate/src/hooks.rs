@@ -2,8 +2,8 @@
 //! (docs/events.md). The checks, the counting and the event bus are `Gate::receive_hook`'s; this
 //! module only speaks HTTP: the body is read within `gate::events::MAX_PAYLOAD`, and each outcome
 //! is one status — 202 accepted, 404 for an unknown controller or a wrong secret alike, 413 over
-//! the size limit, 400 malformed, 503 when the store cannot take it. Answers quote nothing from
-//! the request.
+//! the size limit, 400 malformed, 408 for a body not sent within 10 s, 503 when the store cannot
+//! take it. Answers quote nothing from the request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,9 @@ use gate::Gate;
 use gate::events::{HookOutcome, MAX_PAYLOAD};
 
 pub const PREFIX: &str = "/hooks";
+
+/// The longest the receiver waits for a payload's bytes.
+const READ_BODY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// This process's answers, by kind (`GET /hooks/stats`; the store keeps them per controller for
 /// `jgate controller hook NAME --stats`). No names: the page needs no key.
@@ -52,12 +55,17 @@ async fn receive(
     Path((controller, secret)): Path<(String, String)>,
     body: Body,
 ) -> Response {
-    // One byte over the limit is enough to know it is over.
-    let bytes = axum::body::to_bytes(body, MAX_PAYLOAD + 1).await.ok();
-    let outcome = gate.receive_hook(&controller, &secret, bytes.as_deref()).await;
     let count = |c: &AtomicU64| {
         c.fetch_add(1, Ordering::Relaxed);
     };
+    // One byte over the limit is enough to know it is over. A sender that trickles its body is
+    // not waited for past READ_BODY (the plugin sends a few KiB at once).
+    let Ok(read) = tokio::time::timeout(READ_BODY, axum::body::to_bytes(body, MAX_PAYLOAD + 1)).await else {
+        count(&totals.malformed);
+        return text(StatusCode::REQUEST_TIMEOUT, "the payload did not arrive in time\n");
+    };
+    let bytes = read.ok();
+    let outcome = gate.receive_hook(&controller, &secret, bytes.as_deref()).await;
     match outcome {
         HookOutcome::Accepted(e) => {
             count(&totals.accepted);
