@@ -189,6 +189,13 @@ fn bench() -> anyhow::Result<()> {
         Command::new(&cargo).current_dir(&root).args(["build", "--release", "-p", "jgate", "--bin", "jgate"]),
         "build jgate (release) for the gateway benchmark",
     )?;
+    run(
+        Command::new(&cargo)
+            .current_dir(&root)
+            .args(["run", "--release", "-p", "jgate", "--example", "events_bench", "--", "--out"])
+            .arg(root.join("docs/events-bench.md")),
+        "build events vs polling: waiters' upstream requests, trigger latency (crates/jgate/examples/events_bench.rs)",
+    )?;
     let out = root.join("docs/benchmarks.md");
     run(
         Command::new(&cargo)

@@ -23,6 +23,7 @@ pub mod call;
 pub mod catalog;
 pub mod controller_checks;
 pub mod error;
+pub mod events;
 pub mod exec_tokens;
 pub mod gate;
 pub mod keys;

@@ -275,6 +275,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_controllers.sql")),
     (6, include_str!("../migrations/sqlite/0006_exec_tokens.sql")),
     (7, include_str!("../migrations/sqlite/0007_console.sql")),
+    (8, include_str!("../migrations/sqlite/0008_events.sql")),
     (9, include_str!("../migrations/sqlite/0009_approvals.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
@@ -285,6 +286,7 @@ const PG_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/postgres/0005_controllers.sql")),
     (6, include_str!("../migrations/postgres/0006_exec_tokens.sql")),
     (7, include_str!("../migrations/postgres/0007_console.sql")),
+    (8, include_str!("../migrations/postgres/0008_events.sql")),
     (9, include_str!("../migrations/postgres/0009_approvals.sql")),
 ];
 
@@ -2073,5 +2075,177 @@ fn approval_row(r: &sqlx::any::AnyRow) -> Result<crate::approvals::Approval, Sto
         used_ms: r.try_get("used_ms").map_err(&e)?,
         salt: r.try_get("salt").map_err(&e)?,
         call_hash: r.try_get("call_hash").map_err(&e)?,
+    })
+}
+
+/// A stored build event (see [`crate::events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub id: i64,
+    pub controller: String,
+    pub job: String,
+    pub number: i64,
+    pub queue_id: Option<i64>,
+    pub phase: String,
+    pub status: Option<String>,
+    pub time_ms: i64,
+}
+
+/// One counter of the hook receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCount {
+    pub kind: String,
+    pub count: i64,
+    pub last_ms: i64,
+}
+
+// Build events and the Notification hook (migration 0008).
+impl Store {
+    /// Sets (creating or replacing) a controller's hook secret hash. Whether one was replaced.
+    pub async fn put_hook_secret(&self, controller: &str, secret_hash: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("storing the hook secret"))?;
+        let gone = sqlx::query(self.sql("DELETE FROM hook_secrets WHERE controller = $1"))
+            .bind(controller)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("storing the hook secret"))?;
+        sqlx::query(self.sql("INSERT INTO hook_secrets (controller, secret_hash, created_ms) VALUES ($1, $2, $3)"))
+            .bind(controller)
+            .bind(secret_hash)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("storing the hook secret"))?;
+        tx.commit().await.map_err(db("storing the hook secret"))?;
+        Ok(gone.rows_affected() > 0)
+    }
+
+    /// A controller's hook secret hash and when it was made.
+    pub async fn hook_secret(&self, controller: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let row = sqlx::query(self.sql("SELECT secret_hash, created_ms FROM hook_secrets WHERE controller = $1"))
+            .bind(controller)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading the hook secret"))?;
+        row.map(|r| {
+            Ok((
+                r.try_get("secret_hash").map_err(db("reading the hook secret"))?,
+                r.try_get("created_ms").map_err(db("reading the hook secret"))?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Adds one to a hook counter.
+    pub async fn count_hook(&self, controller: &str, kind: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "INSERT INTO hook_counters (controller, kind, count, last_ms) VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (controller, kind) DO UPDATE SET count = hook_counters.count + 1, last_ms = excluded.last_ms",
+        ))
+        .bind(controller)
+        .bind(kind)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db("counting a hook request"))?;
+        Ok(())
+    }
+
+    /// The hook counters of a controller (`*`: requests naming no controller).
+    pub async fn hook_counts(&self, controller: &str) -> Result<Vec<HookCount>, StoreError> {
+        let rows =
+            sqlx::query(self.sql("SELECT kind, count, last_ms FROM hook_counters WHERE controller = $1 ORDER BY kind"))
+                .bind(controller)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("reading the hook counters"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(HookCount {
+                    kind: r.try_get("kind").map_err(db("reading the hook counters"))?,
+                    count: r.try_get("count").map_err(db("reading the hook counters"))?,
+                    last_ms: r.try_get("last_ms").map_err(db("reading the hook counters"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores an event (its `id` is ignored) and returns its id.
+    pub async fn insert_event(&self, e: &EventRow) -> Result<i64, StoreError> {
+        let row = sqlx::query(self.sql(
+            "INSERT INTO events (controller, job, number, queue_id, phase, status, time_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        ))
+        .bind(&e.controller)
+        .bind(&e.job)
+        .bind(e.number)
+        .bind(e.queue_id)
+        .bind(&e.phase)
+        .bind(&e.status)
+        .bind(e.time_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("storing a build event"))?;
+        row.try_get("id").map_err(db("storing a build event"))
+    }
+
+    /// Events after `id`, oldest first, at most `limit`.
+    pub async fn events_after(&self, id: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(self.sql(
+            "SELECT id, controller, job, number, queue_id, phase, status, time_ms FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+        ))
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading build events"))?;
+        rows.iter().map(event_row).collect()
+    }
+
+    /// The newest event's id (0 when there is none).
+    pub async fn last_event_id(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query(self.sql("SELECT COALESCE(MAX(id), 0) AS id FROM events"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("reading build events"))?;
+        row.try_get("id").map_err(db("reading build events"))
+    }
+
+    /// Removes events older than `before_ms`; how many.
+    pub async fn prune_events(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(self.sql("DELETE FROM events WHERE time_ms < $1"))
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db("pruning build events"))?;
+        Ok(r.rows_affected())
+    }
+
+    /// PostgreSQL: tells every listening replica that event `id` is stored.
+    pub async fn notify_event(&self, channel: &str, id: i64) -> Result<(), StoreError> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(());
+        }
+        sqlx::query(self.sql("SELECT pg_notify($1, $2)"))
+            .bind(channel)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db("announcing a build event"))?;
+        Ok(())
+    }
+}
+
+fn event_row(r: &sqlx::any::AnyRow) -> Result<EventRow, StoreError> {
+    let f = db("reading a build event");
+    Ok(EventRow {
+        id: r.try_get("id").map_err(&f)?,
+        controller: r.try_get("controller").map_err(&f)?,
+        job: r.try_get("job").map_err(&f)?,
+        number: r.try_get("number").map_err(&f)?,
+        queue_id: r.try_get("queue_id").map_err(&f)?,
+        phase: r.try_get("phase").map_err(&f)?,
+        status: r.try_get("status").map_err(&f)?,
+        time_ms: r.try_get("time_ms").map_err(&f)?,
     })
 }

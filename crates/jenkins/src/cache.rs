@@ -92,7 +92,17 @@ struct State {
     bytes: usize,
     tick: u64,
     finished: HashMap<String, Finished>,
+    /// Answers of reads made for waits (a running build, a queue item), with when each read
+    /// began: any waiter polling the same resource within its interval takes the answer instead
+    /// of asking Jenkins again (see [`Wire::polled`]).
+    polled: HashMap<String, (Instant, Fetched)>,
 }
+
+/// The most polled answers kept (resources being waited on at once), their bytes in all, and how
+/// long one is kept.
+const MAX_POLLED: usize = 1024;
+const MAX_POLLED_BYTES: usize = 32 * 1024 * 1024;
+const POLLED_KEEP: Duration = Duration::from_secs(10);
 
 /// Per-client single-flight map and cache.
 pub(crate) struct Wire {
@@ -203,6 +213,31 @@ impl Wire {
         st.cache.clear();
         st.bytes = 0;
         st.finished.clear();
+        st.polled.clear();
+    }
+
+    /// A polled answer whose read began less than `within` ago and not before `not_before`.
+    pub fn polled(&self, key: &str, within: Duration, not_before: Option<Instant>) -> Option<Fetched> {
+        let st = self.lock();
+        let (at, f) = st.polled.get(key)?;
+        (at.elapsed() < within && not_before.is_none_or(|t| *at >= t)).then(|| f.clone())
+    }
+
+    /// Keeps a polled answer (read begun at `at`). Answers older than [`POLLED_KEEP`] are
+    /// dropped first (a wait shares answers for about a second), and nothing is kept past
+    /// [`MAX_POLLED`] entries or [`MAX_POLLED_BYTES`]: then waiters simply read again.
+    pub fn remember_polled(&self, key: &str, at: Instant, f: &Fetched) {
+        let mut st = self.lock();
+        // A read begun earlier than the one kept is older news.
+        if st.polled.get(key).is_some_and(|(t, _)| *t > at) {
+            return;
+        }
+        st.polled.remove(key);
+        st.polled.retain(|_, (t, _)| t.elapsed() < POLLED_KEEP);
+        let bytes: usize = st.polled.values().map(|(_, f)| f.body.len()).sum();
+        if st.polled.len() < MAX_POLLED && bytes + f.body.len() <= MAX_POLLED_BYTES {
+            st.polled.insert(key.to_string(), (at, f.clone()));
+        }
     }
 
     #[cfg(test)]
@@ -360,5 +395,33 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert!(matches!(short.join_or_start("x", || ready(Ok(answer("")))), Found::Join(_)));
         assert_eq!(short.sizes().2, 0);
+    }
+
+    #[test]
+    fn a_polled_answer_is_shared_within_its_interval_and_only_if_begun_after_an_event() {
+        let w = Wire::new(CacheOptions::default());
+        let f = |b: &'static str| Fetched {
+            body: Bytes::from_static(b.as_bytes()),
+            version: None,
+            text_size: None,
+            more_data: false,
+            cut: false,
+        };
+        let t0 = Instant::now();
+        w.remember_polled("GET b", t0, &f("one"));
+        let got = |within: u64, not_before: Option<Instant>| {
+            w.polled("GET b", Duration::from_millis(within), not_before).map(|f| f.body)
+        };
+        assert_eq!(got(60_000, None).as_deref(), Some(&b"one"[..]));
+        assert_eq!(got(0, None), None, "a zero interval never shares");
+        assert_eq!(got(60_000, Some(t0 + Duration::from_millis(1))), None, "begun before the event");
+        assert_eq!(got(60_000, Some(t0)).as_deref(), Some(&b"one"[..]));
+        // An answer of a read begun earlier does not replace a newer one.
+        w.remember_polled("GET b", t0 - Duration::from_millis(5), &f("older"));
+        assert_eq!(got(60_000, None).as_deref(), Some(&b"one"[..]));
+        w.remember_polled("GET b", t0 + Duration::from_millis(5), &f("newer"));
+        assert_eq!(got(60_000, None).as_deref(), Some(&b"newer"[..]));
+        w.clear();
+        assert_eq!(got(60_000, None), None, "cleared with the rest");
     }
 }

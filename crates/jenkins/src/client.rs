@@ -247,6 +247,38 @@ pub struct JenkinsClient {
     wire: Arc<Wire>,
 }
 
+/// How a wait reads a resource many waiters may be polling: an answer whose read began less than
+/// `within` ago is shared (one upstream request per resource per interval, however many wait);
+/// after an event, `not_before` asks for a read begun since.
+#[derive(Debug, Clone, Copy)]
+pub struct Poll {
+    pub within: Duration,
+    pub not_before: Option<std::time::Instant>,
+}
+
+impl Poll {
+    /// Always a new read (still shared with identical reads in flight).
+    pub const FRESH: Poll = Poll { within: Duration::ZERO, not_before: None };
+}
+
+/// A wait's pause between polls. Returns when it woke early for a reason to look again (an
+/// event), so the next read is one begun after that moment.
+pub trait Pause: Send {
+    fn pause(&mut self, d: Duration) -> futures_util::future::BoxFuture<'_, Option<std::time::Instant>>;
+}
+
+/// A pause that only sleeps.
+pub struct Sleep;
+
+impl Pause for Sleep {
+    fn pause(&mut self, d: Duration) -> futures_util::future::BoxFuture<'_, Option<std::time::Instant>> {
+        Box::pin(async move {
+            tokio::time::sleep(d).await;
+            None
+        })
+    }
+}
+
 impl std::fmt::Debug for JenkinsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JenkinsClient").field("base", &self.base).field("credentials", &self.credentials).finish()
@@ -1040,7 +1072,11 @@ impl JenkinsClient {
     /// Where a queue item of `job` stands, from Jenkins' own answer: the build it became (found by
     /// its `queueId` once the left item has expired), cancelled, still waiting, or gone.
     pub async fn queue_item_fate(&self, job: &JobPath, queue_id: u64) -> Result<QueueFate, Error> {
-        match self.queue_item(queue_id).await {
+        self.queue_item_fate_polled(job, queue_id, Poll::FRESH).await
+    }
+
+    async fn queue_item_fate_polled(&self, job: &JobPath, queue_id: u64, poll: Poll) -> Result<QueueFate, Error> {
+        match self.queue_item_polled(queue_id, poll).await {
             Ok(item) => Ok(if let Some(b) = item.executable.filter(|b| b.number > 0) {
                 QueueFate::Started(b)
             } else if item.cancelled == Some(true) {
@@ -1067,10 +1103,26 @@ impl JenkinsClient {
         timeout: Duration,
         poll: Duration,
     ) -> Result<BuildRef, Error> {
+        self.wait_for_build_with(job, queue_id, timeout, poll, Duration::ZERO, &mut Sleep).await
+    }
+
+    /// [`JenkinsClient::wait_for_build`], pausing with `pause` (which may end early, e.g. on a
+    /// build event) and coalesced: a queue item read by any caller less than `coalesce` ago is
+    /// used instead of asking again (after an early wake-up, only a read begun since).
+    pub async fn wait_for_build_with(
+        &self,
+        job: &JobPath,
+        queue_id: u64,
+        timeout: Duration,
+        poll: Duration,
+        coalesce: Duration,
+        pause_with: &mut dyn Pause,
+    ) -> Result<BuildRef, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = poll;
+        let mut read = Poll { within: coalesce, not_before: None };
         loop {
-            match self.queue_item_fate(job, queue_id).await {
+            match self.queue_item_fate_polled(job, queue_id, read).await {
                 Ok(QueueFate::Started(b)) => return Ok(b),
                 Ok(QueueFate::Cancelled) => {
                     return Err(Error::Conflict {
@@ -1097,9 +1149,42 @@ impl JenkinsClient {
                     fix: "look at the item's 'why' (no free executor? an offline node?) with the queue call".into(),
                 });
             }
-            tokio::time::sleep(pause).await;
+            read.not_before = pause_with.pause(pause).await;
             pause = (pause * 3 / 2).clamp(poll, Duration::from_secs(2).max(poll));
         }
+    }
+
+    /// A queue item, as a wait reads it (see [`Poll`]).
+    pub async fn queue_item_polled(&self, id: u64, poll: Poll) -> Result<QueueItem, Error> {
+        self.get_json_polled(&format!("queue/item/{id}/api/json"), &format!("queue item {id}"), Keep::Never, poll).await
+    }
+
+    /// A build by number, as a wait reads it (see [`Poll`]); a finished build's answer is kept
+    /// as [`JenkinsClient::build`] keeps it.
+    pub async fn build_polled(&self, job: &JobPath, number: u64, poll: Poll) -> Result<Build, Error> {
+        let which = BuildSelector::Number(number);
+        let path = format!("{}{}/api/json", job.url_path(), which.segment());
+        let keep = Keep::BuildJson { job_prefix: job.url_path(), numbered: true };
+        self.get_json_polled(&path, &describe_build(job, which), keep, poll).await
+    }
+
+    /// A GET shared by every waiter: the answer of a read begun less than `poll.within` ago
+    /// (and not before `poll.not_before`) by anyone, else one read for all in flight.
+    async fn get_json_polled<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+        keep: Keep,
+        poll: Poll,
+    ) -> Result<T, Error> {
+        let key = format!("GET {}", self.base.join(path)?);
+        if let Some(f) = self.wire.polled(&key, poll.within, poll.not_before) {
+            return decode_json(&key[4..], &f.body);
+        }
+        let began = std::time::Instant::now();
+        let (url, f) = self.shared_get(path, &[], what, Read::Buffered, keep).await?;
+        self.wire.remember_polled(&key, began, &f);
+        decode_json(&url, &f.body)
     }
 
     /// The build of `job` created from queue item `queue_id`, if any.

@@ -74,7 +74,7 @@ pub mod tree;
 pub use cache::CacheOptions;
 pub use client::{
     BuildSelector, Capabilities, ClientBuilder, ConnectionReport, Credentials, EndTail, FilePart, JenkinsClient,
-    Limits, LogChunk, SecretKind, TailLine, TlsOptions,
+    Limits, LogChunk, Pause, Poll, SecretKind, Sleep, TailLine, TlsOptions,
 };
 pub use error::Error;
 pub use path::{BaseUrl, JobPath};

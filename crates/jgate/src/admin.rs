@@ -111,6 +111,22 @@ pub enum ControllerCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Sets up build events from the Jenkins Notification plugin: makes the controller's hook
+    /// secret (shown once, stored only as a hash) and prints what to configure in Jenkins.
+    /// Waits on builds then wake on the controller's events instead of polling (docs/events.md).
+    Hook {
+        /// The controller's name.
+        name: String,
+        /// Replace the secret (the old one stops working at once).
+        #[arg(long)]
+        rotate: bool,
+        /// Show whether a hook is set up and what the receiver answered, instead.
+        #[arg(long, conflicts_with = "rotate")]
+        stats: bool,
+        /// jgate's address as the Jenkins controller reaches it.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8765")]
+        public_url: String,
+    },
     /// Changes a stored controller (only what is given changes). The new settings are tested
     /// first; if the test fails nothing is stored, unless --force. Running `jgate serve` and
     /// `jgate mcp` processes use the new settings within a second.
@@ -387,6 +403,11 @@ pub fn data_dir() -> PathBuf {
         Some(h) => PathBuf::from(h).join(".local/share/jgate"),
         None => PathBuf::from(".jgate"),
     }
+}
+
+/// The database URL `open` uses (for connections of its own, such as the event listener).
+pub fn database_url(g: &Global) -> String {
+    g.db.clone().unwrap_or_else(|| data_dir().join("jgate.db").display().to_string())
 }
 
 pub async fn open(g: &Global) -> anyhow::Result<Gate> {
@@ -785,6 +806,9 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
                 print_report(&r, &name);
             });
         }
+        ControllerCmd::Hook { name, rotate, stats, public_url } => {
+            hook(g, &gate, &name, rotate, stats, &public_url).await?
+        }
         ControllerCmd::List => {
             let rows = gate.store().controllers().await?;
             // Each controller's last connection test, wherever it ran (CLI or console).
@@ -833,6 +857,47 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `jgate controller hook`: the secret and the Jenkins side's settings, or the counters.
+async fn hook(g: &Global, gate: &Gate, name: &str, rotate: bool, stats: bool, public_url: &str) -> anyhow::Result<()> {
+    if stats {
+        let s = gate.hook_stats(name).await?;
+        let counts = |c: &[gate::store::HookCount]| -> Value {
+            c.iter().map(|h| (h.kind.clone(), json!({"count": h.count, "last_ms": h.last_ms}))).collect()
+        };
+        let v = json!({"controller": name, "configured_ms": s.configured_ms, "counts": counts(&s.counts),
+            "unknown_or_unconfigured": counts(&s.unknown)});
+        out(g, &v, || {
+            match s.configured_ms {
+                Some(_) => println!("controller {name}: hook set up"),
+                None => println!("controller {name}: no hook (make one with `jgate controller hook {name}`)"),
+            }
+            for h in &s.counts {
+                println!("  {:<16} {}", h.kind, h.count);
+            }
+            let unknown: i64 = s.unknown.iter().map(|h| h.count).sum();
+            println!("  requests naming no controller with a hook (all controllers): {unknown}");
+        });
+        return Ok(());
+    }
+    let secret = gate.create_hook(&Admin::local_cli(), name, rotate).await?;
+    let url = format!("{}/hooks/jenkins/{name}/{secret}", public_url.trim_end_matches('/'));
+    out(
+        g,
+        &json!({"controller": name, "endpoint_url": url, "format": "JSON", "protocol": "HTTP", "event": "all"}),
+        || {
+            println!("hook secret for controller {name} made; it is shown only this once (rotate with --rotate).");
+            println!("In Jenkins (Notification plugin), in each job to watch: Job Notifications → Add Endpoint, with");
+            println!("  Format:   JSON");
+            println!("  Protocol: HTTP");
+            println!("  Event:    All Events");
+            println!("  URL:      {url}");
+            println!("(--public-url sets jgate's address as Jenkins reaches it; use HTTPS in front of jgate when");
+            println!("the path with its secret crosses a network.)");
+        },
+    );
     Ok(())
 }
 

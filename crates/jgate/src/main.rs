@@ -14,6 +14,7 @@ mod cli_error;
 mod console;
 mod demo;
 mod exec;
+mod hooks;
 mod mcp;
 mod mcp_sessions;
 mod proxy;

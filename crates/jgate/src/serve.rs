@@ -189,6 +189,8 @@ pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let gate = Arc::new(open(g).await?);
     // Heartbeat, and close writes that other (stopped) jgate processes left without an outcome.
     gate.maintain(std::time::Duration::from_secs(5));
+    // PostgreSQL: build events received by any replica wake waits here too.
+    gate.listen_events(&crate::admin::database_url(g));
     let listener =
         tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
     let local = listener.local_addr()?;
@@ -257,6 +259,7 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
         .route("/healthz", get(|| async { "ok\n" }))
         .nest_service("/mcp", mcp_routes)
         .nest(crate::exec::PREFIX, crate::exec::routes(gate.clone()))
+        .nest(crate::hooks::PREFIX, crate::hooks::routes(gate.clone()))
         .nest(crate::console::PREFIX, crate::console::routes(gate.clone()))
         // The nested router does not see `/console/` (with its slash).
         .route("/console/", get(|| async { axum::response::Redirect::to("/console/controllers") }))
@@ -271,6 +274,7 @@ pub async fn stdio(g: &Global) -> anyhow::Result<()> {
     })?;
     let gate = Arc::new(crate::admin::open_stdio(g).await?);
     gate.maintain(std::time::Duration::from_secs(5));
+    gate.listen_events(&crate::admin::database_url(g));
     let (agent, key_id) = gate.authenticate(&key).await?;
     let handler = JgateMcp::stdio(gate, AgentIdentity { agent, key_id, client_addr: None });
     let service = handler.serve(rmcp::transport::stdio()).await.context("MCP initialization over stdio failed")?;

@@ -6,9 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use jenkins::BuildSelector;
+use jenkins::{Pause, Poll};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use super::{Exec, Facts, Need, Op, owner_from_url, same_item};
 use crate::catalog::Operation;
 use crate::error::GateError;
+use crate::events::Event;
 use crate::writes::KeyState;
 
 /// Per-process trigger state: serialising slots for identical triggers. (Idempotency keys live
@@ -26,6 +28,9 @@ pub struct TriggerSlots {
     /// second one into the first while it waits in the queue, and two callers would believe they
     /// each started a build. Holds the last such trigger's queue item.
     slots: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>>,
+    /// The gate's build event bus, which waits listen to (kept here, with the other per-process
+    /// state of builds, so the call path hands it to operations as it is).
+    pub events: crate::events::Bus,
 }
 
 pub struct TriggerBuild;
@@ -356,6 +361,9 @@ async fn trigger_and_wait(
             }
         }
     }
+    // Subscribed before the trigger is sent, so no event of its build can pass unseen.
+    let watch = Arc::new(BuildWatch::new(cx.controller, jp));
+    let mut events = EventPause::new(&cx.triggers.events, watch.clone());
     let mut attempt = 0;
     let (queue_id, merged) = loop {
         attempt += 1;
@@ -384,9 +392,18 @@ async fn trigger_and_wait(
     if wait == Wait::None && !merged {
         return Ok(json!({ "queue_id": queue_id }));
     }
-    // The wire client's wait rides out Jenkins restarts and dropped connections.
+    // The wire client's wait rides out Jenkins restarts and dropped connections; a build event of
+    // this queue item wakes it at once.
+    watch.queue_id.store(queue_id, Ordering::Relaxed);
     let number = client
-        .wait_for_build(jp, queue_id, Duration::from_secs(600), Duration::from_millis(250))
+        .wait_for_build_with(
+            jp,
+            queue_id,
+            Duration::from_secs(600),
+            Duration::from_millis(250),
+            WAIT_COALESCE,
+            &mut events,
+        )
         .await
         .map_err(|e| accepted(format!("waiting for it to start failed: {e}"), None))?
         .number;
@@ -400,19 +417,45 @@ async fn trigger_and_wait(
     if wait == Wait::Start {
         return Ok(json!({ "queue_id": queue_id, "build": { "number": number } }));
     }
+    watch.number.store(number, Ordering::Relaxed);
+    let finished = follow(cx, jp, number, &mut events, Duration::from_secs(3600), 2.0)
+        .await
+        .map_err(|e| accepted(format!("waiting for its result failed: {e}"), Some(number)))?;
+    match finished {
+        Some(info) => Ok(
+            json!({ "queue_id": queue_id, "build": { "number": number, "result": info.result, "duration_ms": info.duration } }),
+        ),
+        None => Err(accepted("it is still running after an hour; follow it with get_build".into(), Some(number))),
+    }
+}
+
+/// Follows build `number` until it finishes (its final JSON) or `limit` passes (`None`),
+/// reporting progress from `tick`. Polls coalesced with every other waiter on the build; wakes
+/// on the build's events, and once they are seen to flow, relies on them and polls only as a
+/// fallback ([`EVENT_FALLBACK_POLL`]). Transient failures (a restart) do not end the wait.
+async fn follow(
+    cx: &mut Exec<'_>,
+    jp: &jenkins::JobPath,
+    number: u64,
+    events: &mut EventPause,
+    limit: Duration,
+    mut tick: f64,
+) -> Result<Option<jenkins::model::Build>, jenkins::Error> {
+    let client = cx.client;
     let started = Instant::now();
-    let mut tick = 2.0;
     let mut pause = Duration::from_millis(500);
+    let mut read = Poll { within: WAIT_COALESCE, not_before: None };
+    events.for_end = true;
     loop {
-        let info = match client.build(jp, BuildSelector::Number(number)).await {
+        let info = match client.build_polled(jp, number, read).await {
             Ok(info) => info,
             // Jenkins restarting or a dropped connection: the build is still there; keep waiting.
-            Err(e) if e.is_transient() && started.elapsed() < Duration::from_secs(3600) => {
+            Err(e) if e.is_transient() && started.elapsed() < limit => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
                 continue;
             }
-            Err(e) => return Err(accepted(format!("waiting for its result failed: {e}"), Some(number))),
+            Err(e) => return Err(e),
         };
         if !info.building {
             cx.report(
@@ -420,12 +463,11 @@ async fn trigger_and_wait(
                 Some(tick + 1.0),
                 format!("build #{number} finished: {}", info.result.clone().unwrap_or_default()),
             );
-            return Ok(
-                json!({ "queue_id": queue_id, "build": { "number": number, "result": info.result, "duration_ms": info.duration } }),
-            );
+            return Ok(Some(info));
         }
-        if started.elapsed() > Duration::from_secs(3600) {
-            return Err(accepted("it is still running after an hour; follow it with get_build".into(), Some(number)));
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Ok(None);
         }
         tick += 1.0;
         let est = if info.estimated_duration > 0 {
@@ -435,12 +477,187 @@ async fn trigger_and_wait(
         };
         cx.report(tick, None, format!("build #{number} running for {} s{est}", started.elapsed().as_secs()));
         // Poll less often the longer the build runs, never slower than every 5 s; a build Jenkins
-        // expects to run much longer is polled at the slowest pace at once.
+        // expects to run much longer is polled at the slowest pace at once. When the build's
+        // events arrive, its end will too: polling is only the fallback for a lost one.
         let expected_left = Duration::from_millis(u64::try_from(info.estimated_duration).unwrap_or(0))
             .saturating_sub(started.elapsed());
-        let next = if expected_left > Duration::from_secs(20) { Duration::from_secs(5) } else { pause };
-        tokio::time::sleep(next).await;
+        let next = if events.seen {
+            EVENT_FALLBACK_POLL
+        } else if expected_left > Duration::from_secs(20) {
+            Duration::from_secs(5)
+        } else {
+            pause
+        };
+        read.not_before = events.pause(next.min(left)).await;
         pause = (pause + Duration::from_millis(250)).min(Duration::from_secs(5));
+    }
+}
+
+pub struct WaitForBuild;
+
+/// Arguments of `wait_for_build`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitArgs {
+    /// The job's full name, folders separated by '/'.
+    pub job: String,
+    /// The build number (from trigger_build or get_job).
+    pub build: u64,
+    /// How long to wait at most, in seconds (1 to 110; default 60). A build still running then is
+    /// answered with finished: false: call again.
+    pub timeout_s: Option<u64>,
+}
+
+/// The longest one `wait_for_build` call waits (under the call path's read deadline).
+pub const MAX_WAIT_SECS: u64 = 110;
+
+impl Op for WaitForBuild {
+    type Args = WaitArgs;
+    const META: Operation = crate::op!("wait_for_build", Status, Read, Job, destructive: false, idempotent: true,
+        routes: [], cli: "build wait", phrase: "read the outcome of a build of",
+        "Wait until a running build finishes (up to timeout_s, reporting progress); returns its result. Woken by the controller's build events when it sends them; many agents waiting on one build share one poll of Jenkins.");
+
+    fn needs(a: &WaitArgs) -> Vec<Need> {
+        vec![Need::primary(&Self::META, Some(&a.job))]
+    }
+
+    fn facts(answer: &Value) -> Facts {
+        Facts::build_of(answer)
+    }
+
+    async fn run(cx: &mut Exec<'_>, a: WaitArgs) -> Result<Value, GateError> {
+        let jp = cx.path(0)?;
+        let secs = a.timeout_s.unwrap_or(60);
+        if !(1..=MAX_WAIT_SECS).contains(&secs) || a.build == 0 {
+            return Err(GateError::Invalid(format!(
+                "timeout_s must be 1 to {MAX_WAIT_SECS} and build a build number (1 or more)"
+            )));
+        }
+        let watch = Arc::new(BuildWatch::new(cx.controller, &jp));
+        watch.number.store(a.build, Ordering::Relaxed);
+        let mut events = EventPause::new(&cx.triggers.events, watch);
+        let finished = follow(cx, &jp, a.build, &mut events, Duration::from_secs(secs), 0.0).await?;
+        Ok(match finished {
+            Some(info) => json!({ "finished": true,
+                "build": { "number": a.build, "result": info.result, "duration_ms": info.duration } }),
+            None => json!({ "finished": false, "build": { "number": a.build, "building": true },
+                "note": format!("still running after {secs} s; call wait_for_build again") }),
+        })
+    }
+}
+
+/// How often a wait that receives its build's events still polls (a lost event costs at most this).
+pub const EVENT_FALLBACK_POLL: Duration = Duration::from_secs(15);
+
+/// What a wait listens for: the events of one build, known by its queue item and then its number
+/// (0: not known yet).
+struct BuildWatch {
+    controller: String,
+    job: String,
+    queue_id: AtomicU64,
+    number: AtomicU64,
+}
+
+impl BuildWatch {
+    fn new(controller: &str, jp: &jenkins::JobPath) -> Self {
+        BuildWatch {
+            controller: controller.to_string(),
+            job: jp.to_string(),
+            queue_id: AtomicU64::new(0),
+            number: AtomicU64::new(0),
+        }
+    }
+
+    fn wants(&self, e: &Event) -> bool {
+        let (q, n) = (self.queue_id.load(Ordering::Relaxed), self.number.load(Ordering::Relaxed));
+        if e.controller != self.controller || !crate::ops::same_item(&e.job, &self.job) {
+            return false;
+        }
+        (n != 0 && e.number == n) || (q != 0 && e.queue_id == Some(q))
+    }
+}
+
+/// How long a wait's read of a running build or queue item is shared with every other waiter on
+/// it: at most one upstream request per resource per second, however many agents wait.
+pub const WAIT_COALESCE: Duration = Duration::from_secs(1);
+
+/// A wait's pause that ends early on an event of the build it watches (events are hints: the
+/// wait then reads Jenkins, a read begun after the event).
+struct EventPause {
+    rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    watch: Arc<BuildWatch>,
+    /// An event of the build arrived: the controller sends them for this job.
+    seen: bool,
+    /// When the last pause ended (ms; the wait's read began then): events received before it
+    /// are already reflected in that read.
+    read_ms: i64,
+    /// Waiting for the build's end: only COMPLETED and FINALIZED wake the wait (QUEUED and
+    /// STARTED, which may arrive late, tell only that events flow).
+    for_end: bool,
+}
+
+impl EventPause {
+    /// Subscribes now, before the wait's first read, so no event is missed between the two.
+    fn new(bus: &crate::events::Bus, watch: Arc<BuildWatch>) -> Self {
+        EventPause { rx: bus.subscribe(), watch, seen: false, read_ms: 0, for_end: false }
+    }
+
+    /// Whether an event of the build calls for a read now.
+    fn wakes(&self, e: &Event) -> bool {
+        !self.for_end || matches!(e.phase, crate::events::Phase::Completed | crate::events::Phase::Finalized)
+    }
+
+    /// Takes the events waiting in the receiver: whether one calls for a new read (an event of
+    /// the build newer than the last read, or lost events).
+    fn drain(&mut self) -> bool {
+        use tokio::sync::broadcast::error::TryRecvError;
+        let mut news = false;
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) if self.watch.wants(&e) => {
+                    self.seen = true;
+                    news |= e.time_ms >= self.read_ms && self.wakes(&e);
+                }
+                Ok(_) => {}
+                Err(TryRecvError::Lagged(_)) => news = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return news,
+            }
+        }
+    }
+}
+
+impl Pause for EventPause {
+    fn pause(&mut self, d: Duration) -> futures_util::future::BoxFuture<'_, Option<std::time::Instant>> {
+        Box::pin(async move {
+            // A burst (QUEUED and STARTED come together) or events the last read already saw
+            // make one read, not one each.
+            let woke = if self.drain() {
+                true
+            } else {
+                let (watch, for_end) = (self.watch.clone(), self.for_end);
+                let flowing = std::sync::atomic::AtomicBool::new(false);
+                let woke = crate::events::pause_or_event(&mut self.rx, d, |e| {
+                    if !watch.wants(e) {
+                        return false;
+                    }
+                    flowing.store(true, Ordering::Relaxed);
+                    !for_end || matches!(e.phase, crate::events::Phase::Completed | crate::events::Phase::Finalized)
+                })
+                .await;
+                self.seen |= flowing.load(Ordering::Relaxed);
+                match woke {
+                    crate::events::Woke::Event => {
+                        self.seen = true;
+                        self.drain();
+                        true
+                    }
+                    crate::events::Woke::Missed => true,
+                    crate::events::Woke::Time => false,
+                }
+            };
+            self.read_ms = crate::store::now_ms();
+            woke.then(std::time::Instant::now)
+        })
     }
 }
 

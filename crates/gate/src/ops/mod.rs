@@ -270,6 +270,7 @@ registry!(
     status::GetTestReport,
     pipeline::GetPipelineRun,
     pipeline::TriageBuild,
+    build::WaitForBuild,
     status::GetQueue,
     status::ListViews,
     build::TriggerBuild,
