@@ -552,6 +552,14 @@ fn admin_verbs(e: &Entry) -> (String, String) {
             };
             both(format!("controller {target}{at}{forced}"), "added", "add")
         }
+        "admin.controller.hook" => {
+            let rotated = e.args.get("rotate").and_then(Value::as_bool) == Some(true);
+            if rotated {
+                both(format!("the build-event hook secret of controller {target}"), "rotated", "rotate")
+            } else {
+                both(format!("a build-event hook secret for controller {target}"), "created", "create")
+            }
+        }
         "admin.controller.remove" => {
             let grants = e.args.get("grants").and_then(Value::as_array).map_or(0, Vec::len);
             let with = if grants > 0 { format!(" with the {grants} grant(s) that named it") } else { String::new() };
@@ -1896,6 +1904,18 @@ mod tests {
                 "admin (local CLI) added controller prod at https://ci.example.com/",
             ),
             ("admin.controller.remove", "prod", json!({}), "admin (local CLI) removed controller prod"),
+            (
+                "admin.controller.hook",
+                "prod",
+                json!({"rotate": false}),
+                "admin (local CLI) created a build-event hook secret for controller prod",
+            ),
+            (
+                "admin.controller.hook",
+                "prod",
+                json!({"rotate": true}),
+                "admin (local CLI) rotated the build-event hook secret of controller prod",
+            ),
             (
                 "admin.controller.remove",
                 "prod",
