@@ -1550,8 +1550,6 @@ impl Locked<'_> {
         Ok(if head.seq >= last_seq { (head.seq + 1, head.hash) } else { (last_seq + 1, last_hash) })
     }
 
-    /// Inserts records in one multi-row statement and, if given, sets the sealed head: in the same
-    /// statement on PostgreSQL (one round trip), in a second on SQLite (no data-modifying CTEs).
     /// Inserts a sealed batch (in chunks of [`ROWS_PER_INSERT`]) and moves the head with the last
     /// rows. With `expect_head` (SQLite only) the first chunk is inserted only if the stored head
     /// is exactly that text; false (nothing written) if it was not.
@@ -1574,14 +1572,26 @@ impl Locked<'_> {
         Ok(true)
     }
 
+    /// Inserts records in one multi-row statement and, if given, sets the sealed head: in the same
+    /// statement on PostgreSQL, in a second statement of the same query on SQLite (no data-modifying
+    /// CTEs there); one round trip either way. With `expect_head` (SQLite), only if the stored head is that text: whether
+    /// the rows (and the head) were written.
     async fn insert_audit(
         &mut self,
         records: &[&Record],
         head: Option<&str>,
         expect_head: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let pg_head = head.filter(|_| self.store.dialect == Dialect::Postgres);
-        let expect_head = expect_head.filter(|_| self.store.dialect == Dialect::Sqlite);
+        let dialect = self.store.dialect;
+        let pg_head = head.filter(|_| dialect == Dialect::Postgres);
+        // SQLite: the head moves in a second statement of the same query (one round trip).
+        let sqlite_head = head.filter(|_| dialect == Dialect::Sqlite);
+        let expect_head = expect_head.filter(|_| dialect == Dialect::Sqlite);
+        let mut last_param = records.len() * 10;
+        let mut param = || {
+            last_param += 1;
+            last_param
+        };
         let mut text = String::from(if pg_head.is_some() { "WITH rows AS (" } else { "" });
         text.push_str(
             "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) ",
@@ -1597,17 +1607,25 @@ impl Locked<'_> {
             text.push(')');
         }
         if expect_head.is_some() {
-            let n = records.len() * 10;
-            text.push_str(&format!(") WHERE (SELECT value FROM jgate_meta WHERE name = ${}) = ${}", n + 1, n + 2));
+            let (name, expected) = (param(), param());
+            text.push_str(&format!(") WHERE (SELECT value FROM jgate_meta WHERE name = ${name}) = ${expected}"));
         }
-        if pg_head.is_some() {
-            let n = records.len() * 10;
-            text.push_str(&format!(
-                ") INSERT INTO jgate_meta (name, value) VALUES (${}, ${}) \
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                n + 1,
-                n + 2
-            ));
+        if pg_head.is_some() || sqlite_head.is_some() {
+            let (name, value) = (param(), param());
+            text.push_str(&match (pg_head.is_some(), expect_head.is_some()) {
+                (true, _) => format!(
+                    ") INSERT INTO jgate_meta (name, value) VALUES (${name}, ${value}) \
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                ),
+                // Only if the conditional INSERT wrote its rows.
+                (false, true) => {
+                    format!("; UPDATE jgate_meta SET value = ${value} WHERE name = ${name} AND changes() > 0")
+                }
+                (false, false) => format!(
+                    "; INSERT INTO jgate_meta (name, value) VALUES (${name}, ${value}) \
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                ),
+            });
         }
         let mut q = sqlx::query(self.store.sql(&text));
         for (record, json) in records.iter().zip(jsons) {
@@ -1623,20 +1641,17 @@ impl Locked<'_> {
                 .bind(record.prev_hash.as_str())
                 .bind(record.hash.as_str());
         }
-        if let Some(head) = pg_head {
-            q = q.bind(META_AUDIT_HEAD).bind(head);
-        }
         if let Some(expected) = expect_head {
             q = q.bind(META_AUDIT_HEAD).bind(expected);
         }
+        if let Some(head) = pg_head.or(sqlite_head) {
+            q = q.bind(META_AUDIT_HEAD).bind(head);
+        }
         let done = q.execute(&mut *self.tx).await.map_err(db("appending audit records"))?;
-        if expect_head.is_some() && done.rows_affected() != records.len() as u64 {
-            return Ok(false);
-        }
-        if let (Some(head), None) = (head, pg_head) {
-            self.put_meta(META_AUDIT_HEAD, head).await?;
-        }
-        Ok(true)
+        // The rows, and the head when it moved in the same query (all, or nothing when the
+        // stored head was not the expected one).
+        let written = records.len() as u64 + u64::from(sqlite_head.is_some());
+        Ok(expect_head.is_none() || done.rows_affected() == written)
     }
 
     /// Seals a checkpoint; one already stored for that `seq` is kept (it is evidence).
