@@ -466,7 +466,9 @@ async fn set_cell(console: &Console, authed: &Authed, agent: &str, form: &Form) 
 /// A grant refined with a job pattern and parameter constraints.
 async fn add_grant(console: &Console, authed: &Authed, agent: &str, form: &Form) -> Result<(), String> {
     let group = group_of(form)?;
-    let level = level_of(form)?;
+    // "Full use, with approval": each change is held until an administrator approves it.
+    let approve = form.get("level") == "full-approval";
+    let level = if approve { Level::Full } else { level_of(form)? };
     let controller = form.opt("controller");
     let jobs = form.opt("jobs");
     let mut params = Vec::new();
@@ -475,7 +477,7 @@ async fn add_grant(console: &Console, authed: &Authed, agent: &str, form: &Form)
     }
     console
         .gate()
-        .grant(&authed.admin(), agent, group, level, controller.as_deref(), jobs.as_deref(), params)
+        .grant_with(&authed.admin(), agent, group, level, controller.as_deref(), jobs.as_deref(), params, approve)
         .await
         .map(|_| ())
         .map_err(|e| say(&e).replace("--param constraints", "Parameter constraints").replace("--jobs ", "Jobs "))

@@ -385,6 +385,16 @@ async fn controllers_matrix_and_live_audit() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let grants = e.gate.grants("rel-bot").await.expect("grants");
     assert_eq!(grants.len(), 2);
+    assert!(grants.iter().all(|g| !g.approve), "no approval unless chosen");
+    // "Full use, with approval" on some jobs: the grant holds each change for an approver.
+    let r = post(vec![("action", "grant"), ("group", "jobs"), ("level", "full-approval"), ("jobs", "release/**")])
+        .await
+        .expect("grant");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let grants = e.gate.grants("rel-bot").await.expect("grants");
+    let held = grants.iter().find(|g| g.group == gate::catalog::Group::Jobs).expect("the jobs grant");
+    assert!(held.approve && held.level == gate::policy::Level::Full, "{held:?}");
+    e.gate.remove_grant(&gate::Admin::local_cli(), held.id).await.expect("remove");
     let page = b
         .get(e.url("/console/agents/rel-bot?job=release/deploy&controller=prod"))
         .send()
