@@ -13,9 +13,8 @@ use gate::catalog::Group;
 use gate::policy::Level;
 use gate::secrets::MasterKey;
 use gate::store::{AuditFilter, Store};
-use gate::{Admin, CallOptions, Caller, Gate, GateError, Limits, NewController};
+use gate::{Admin, CallOptions, Caller, Gate, GateError, Limits};
 use jenkins_twin::TwinServer;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 mod common;
@@ -57,22 +56,9 @@ async fn fixture(url: String) -> Fixture {
         jenkins_twin::start(SCENARIO, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
     let key = key_file();
     let g = open(&url, &key, Limits::default()).await;
-    g.add_controller(
-        &Admin::local_cli(),
-        NewController {
-            name: "prod".into(),
-            url: server.url(),
-            username: "admin".into(),
-            token: SecretString::from(TOKEN.to_string()),
-            password: false,
-            allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
-            ca_pem: None,
-            insecure: false,
-        },
-        false,
-    )
-    .await
-    .expect("controller");
+    g.add_controller(&Admin::local_cli(), common::twin_controller("prod", &server, TOKEN), false)
+        .await
+        .expect("controller");
     let a = Admin::local_cli();
     for agent in ["bot", "bot2"] {
         g.create_agent(&a, agent, "", None).await.expect("agent");

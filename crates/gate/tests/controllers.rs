@@ -30,16 +30,7 @@ async fn gate_on(url: &str, key: &Path) -> Gate {
 }
 
 fn prod(server: &TwinServer, token: &str) -> NewController {
-    NewController {
-        name: "prod".into(),
-        url: server.url(),
-        username: "admin".into(),
-        token: SecretString::from(token.to_string()),
-        password: false,
-        allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
-        ca_pem: None,
-        insecure: false,
-    }
+    common::twin_controller("prod", server, token)
 }
 
 fn move_to(server: &TwinServer, token: Option<&str>) -> ControllerUpdate {

@@ -12,9 +12,8 @@ use gate::events::{HookOutcome, MAX_PAYLOAD};
 use gate::policy::Level;
 use gate::secrets::MasterKey;
 use gate::store::{AuditFilter, Store};
-use gate::{Admin, Caller, Gate, Limits, NewController};
+use gate::{Admin, Caller, Gate, Limits};
 use jenkins_twin::{Twin, TwinServer};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 mod common;
@@ -51,22 +50,9 @@ async fn fixture(url: &str, agents: &[&str]) -> (Fixture, Arc<Gate>) {
         jenkins_twin::start(SCENARIO, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
     let key = key_file();
     let g = open(url, &key).await;
-    g.add_controller(
-        &Admin::local_cli(),
-        NewController {
-            name: "prod".into(),
-            url: server.url(),
-            username: "admin".into(),
-            token: SecretString::from(TOKEN.to_string()),
-            password: false,
-            allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
-            ca_pem: None,
-            insecure: false,
-        },
-        false,
-    )
-    .await
-    .expect("controller");
+    g.add_controller(&Admin::local_cli(), common::twin_controller("prod", &server, TOKEN), false)
+        .await
+        .expect("controller");
     for a in agents {
         g.create_agent(&Admin::local_cli(), a, "", None).await.expect("agent");
         g.grant(&Admin::local_cli(), a, Group::Status, Level::Read, None, None, vec![]).await.expect("grant");

@@ -330,16 +330,7 @@ async fn measure_the_call_path() {
         jenkins_twin::start(scenario, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
     let dir = common::temp_dir("measure");
     let g = open(&dir.join("jgate.db").display().to_string(), &key_file()).await;
-    let controller = gate::NewController {
-        name: "prod".into(),
-        url: server.url(),
-        username: "admin".into(),
-        token: secrecy::SecretString::from(TOKEN.to_string()),
-        password: false,
-        allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
-        ca_pem: None,
-        insecure: false,
-    };
+    let controller = common::twin_controller("prod", &server, TOKEN);
     g.add_controller(&admin(), controller, false).await.expect("controller");
     g.create_agent(&admin(), "bot", "", None).await.expect("agent");
     g.grant(&admin(), "bot", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");

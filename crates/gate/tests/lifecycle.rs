@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use gate::catalog::{self, Group, Target};
 use gate::policy::{self, Grant, Level, Request};
 use gate::store::{AgentDeletion, AuditFilter, Store};
-use gate::{Gate, GateError, NewController};
+use gate::{Gate, GateError};
 use jenkins_twin::{Twin, TwinServer};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 mod common;
@@ -60,22 +59,7 @@ async fn open(url: &str, kf: &Path) -> Gate {
 }
 
 async fn add_prod(g: &Gate, server: &TwinServer) {
-    g.add_controller(
-        &admin(),
-        NewController {
-            name: "prod".into(),
-            url: server.url(),
-            username: "admin".into(),
-            token: SecretString::from(TOKEN.to_string()),
-            password: false,
-            allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
-            ca_pem: None,
-            insecure: false,
-        },
-        false,
-    )
-    .await
-    .expect("controller");
+    g.add_controller(&admin(), common::twin_controller("prod", server, TOKEN), false).await.expect("controller");
 }
 
 /// Creates `name` with `grants`; returns its key.

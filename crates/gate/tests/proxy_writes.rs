@@ -12,9 +12,8 @@ use gate::proxy::{ProxyError, ProxyWrite};
 use gate::route::{Route, classify};
 use gate::secrets::MasterKey;
 use gate::store::{AuditFilter, Store};
-use gate::{Admin, Caller, Gate, GateError, NewController};
+use gate::{Admin, Caller, Gate, GateError};
 use jenkins_twin::{Twin, TwinServer};
-use secrecy::SecretString;
 use serde_json::json;
 
 mod common;
@@ -72,22 +71,9 @@ async fn setup() -> (Arc<Twin>, TwinServer, Arc<Gate>) {
     let (master, _) =
         MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", &dir.join("master.key")).expect("master key");
     let gate = Gate::open(store, master, None).await.expect("gate");
-    gate.add_controller(
-        &Admin::local_cli(),
-        NewController {
-            name: "prod".into(),
-            url: server.url(),
-            username: "admin".into(),
-            token: SecretString::from(TOKEN.to_string()),
-            password: false,
-            allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
-            ca_pem: None,
-            insecure: false,
-        },
-        false,
-    )
-    .await
-    .expect("controller");
+    gate.add_controller(&Admin::local_cli(), common::twin_controller("prod", &server, TOKEN), false)
+        .await
+        .expect("controller");
     (twin, server, Arc::new(gate))
 }
 

@@ -10,9 +10,8 @@ use gate::catalog::Group;
 use gate::policy::Level;
 use gate::secrets::MasterKey;
 use gate::store::{AuditFilter, Store};
-use gate::{Admin, CallOptions, Caller, Gate, GateError, Limits, NewController};
+use gate::{Admin, CallOptions, Caller, Gate, GateError, Limits};
 use jenkins_twin::{Twin, TwinServer};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 mod common;
@@ -123,22 +122,7 @@ async fn setup(limits: Limits) -> (Arc<Twin>, TwinServer, Arc<Gate>) {
     let (master, _) =
         MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", &dir.join("master.key")).expect("master key");
     let gate = Gate::open(store, master, None).await.expect("gate").with_limits(limits);
-    gate.add_controller(
-        &admin(),
-        NewController {
-            name: "prod".into(),
-            url: server.url(),
-            username: "admin".into(),
-            token: SecretString::from(TOKEN.to_string()),
-            password: false,
-            allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
-            ca_pem: None,
-            insecure: false,
-        },
-        false,
-    )
-    .await
-    .expect("controller");
+    gate.add_controller(&admin(), common::twin_controller("prod", &server, TOKEN), false).await.expect("controller");
     (twin, server, Arc::new(gate))
 }
 

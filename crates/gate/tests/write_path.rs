@@ -11,10 +11,9 @@ use gate::catalog::Group;
 use gate::policy::Level;
 use gate::secrets::MasterKey;
 use gate::store::{AuditFilter, Store};
-use gate::{Admin, CallOptions, Caller, Gate, Limits, NewController};
+use gate::{Admin, CallOptions, Caller, Gate, Limits};
 use jenkins_twin::scenario::FaultSpec;
 use jenkins_twin::{Twin, TwinServer};
-use secrecy::SecretString;
 use serde_json::json;
 
 mod common;
@@ -58,22 +57,9 @@ async fn fixture(url: String) -> Fixture {
         jenkins_twin::start(SCENARIO, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
     let key = key_file();
     let g = open(&url, &key, Limits::default()).await;
-    g.add_controller(
-        &Admin::local_cli(),
-        NewController {
-            name: "prod".into(),
-            url: server.url(),
-            username: "admin".into(),
-            token: SecretString::from(TOKEN.to_string()),
-            password: false,
-            allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
-            ca_pem: None,
-            insecure: false,
-        },
-        false,
-    )
-    .await
-    .expect("controller");
+    g.add_controller(&Admin::local_cli(), common::twin_controller("prod", &server, TOKEN), false)
+        .await
+        .expect("controller");
     g.create_agent(&Admin::local_cli(), "bot", "", None).await.expect("agent");
     g.grant(&Admin::local_cli(), "bot", Group::Build, Level::Full, None, None, vec![]).await.expect("grant");
     g.grant(&Admin::local_cli(), "bot", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");

@@ -110,3 +110,18 @@ pub fn entry(agent: &str) -> Entry {
         build_number: None,
     }
 }
+
+/// The controller `name` for a running twin: the admin user with `token`, its loopback address
+/// allowed.
+pub fn twin_controller(name: &str, server: &jenkins_twin::TwinServer, token: &str) -> gate::NewController {
+    gate::NewController {
+        name: name.into(),
+        url: server.url(),
+        username: "admin".into(),
+        token: secrecy::SecretString::from(token.to_string()),
+        password: false,
+        allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
+        ca_pem: None,
+        insecure: false,
+    }
+}
