@@ -34,6 +34,7 @@ pub mod reconcile;
 pub mod route;
 pub mod sanitize;
 pub mod secrets;
+pub mod shared_sessions;
 pub mod store;
 pub mod writes;
 

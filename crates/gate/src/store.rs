@@ -277,6 +277,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/sqlite/0007_console.sql")),
     (8, include_str!("../migrations/sqlite/0008_events.sql")),
     (9, include_str!("../migrations/sqlite/0009_approvals.sql")),
+    (11, include_str!("../migrations/sqlite/0011_mcp_sessions.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -288,6 +289,7 @@ const PG_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/postgres/0007_console.sql")),
     (8, include_str!("../migrations/postgres/0008_events.sql")),
     (9, include_str!("../migrations/postgres/0009_approvals.sql")),
+    (11, include_str!("../migrations/postgres/0011_mcp_sessions.sql")),
 ];
 
 /// Rows per multi-row audit INSERT: 10 values each, well under SQLite's and PostgreSQL's limits

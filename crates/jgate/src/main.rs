@@ -19,6 +19,7 @@ mod mcp;
 mod mcp_sessions;
 mod proxy;
 mod serve;
+mod session_store;
 mod twin_cmd;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

@@ -23,6 +23,8 @@ const MARGIN: Duration = Duration::from_secs(60);
 struct Session {
     agent: String,
     last_seen: Instant,
+    /// When its use was last noted in the store (shared with other replicas).
+    noted: Instant,
     /// JSON-RPC ids of the requests in flight (their answers not yet sent in full).
     in_flight: HashSet<String>,
 }
@@ -89,30 +91,50 @@ impl McpSessions {
         Some(s.agent.clone())
     }
 
-    /// Binds a session rmcp just opened to its agent, and closes stale sessions if it is time.
-    pub async fn bind(&self, id: &str, agent: &str) {
+    /// Binds a session rmcp just opened (or restored from the store) to its agent, and closes
+    /// stale sessions if it is time; whether it was time.
+    pub async fn bind(&self, id: &str, agent: &str) -> bool {
         self.bind_at(id, agent, Instant::now()).await
     }
 
-    async fn bind_at(&self, id: &str, agent: &str, now: Instant) {
+    async fn bind_at(&self, id: &str, agent: &str, now: Instant) -> bool {
         let stale = {
             let mut inner = self.lock();
             inner.sessions.insert(
                 id.to_string(),
-                Session { agent: agent.to_string(), last_seen: now, in_flight: HashSet::new() },
+                Session { agent: agent.to_string(), last_seen: now, noted: now, in_flight: HashSet::new() },
             );
             if now.duration_since(inner.last_prune) < PRUNE_EVERY {
-                return;
+                return false;
             }
             inner.last_prune = now;
             take_stale(&mut inner, now, self.idle)
         };
         self.close(stale).await;
+        true
+    }
+
+    /// Whether the session's use should be noted in the store now (at most every `every`).
+    pub fn note_due(&self, id: &str, every: Duration) -> bool {
+        let mut inner = self.lock();
+        let Some(s) = inner.sessions.get_mut(id) else { return false };
+        let now = Instant::now();
+        if now.duration_since(s.noted) < every {
+            return false;
+        }
+        s.noted = now;
+        true
     }
 
     /// Forgets a session its client deleted.
     pub fn forget(&self, id: &str) {
         self.lock().sessions.remove(id);
+    }
+
+    /// Ends a session its client deleted through another replica: here and in rmcp's manager.
+    pub async fn end(&self, id: &str) {
+        self.forget(id);
+        self.close(vec![id.to_string()]).await;
     }
 
     /// Claims a request id on a session for as long as the request is in flight.

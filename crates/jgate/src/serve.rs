@@ -77,13 +77,40 @@ async fn bearer(
     match gate.authenticate(&key).await {
         Ok((agent, key_id)) => {
             let session = req.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-            if let Some(id) = &session
-                && sessions.owner(id).is_none_or(|owner| owner != agent)
-            {
-                // Every session was opened through here, so one not bound to this agent is
-                // another agent's or none at all: both answer 404, as the MCP spec says for
-                // unknown sessions (rmcp itself would accept a DELETE of an unknown id).
-                return unread_body_answer((StatusCode::NOT_FOUND, "Not Found: Session not found").into_response());
+            if let Some(id) = &session {
+                let owner = match sessions.owner(id) {
+                    Some(owner) => Some(owner),
+                    // Opened on another replica (or before a restart): the store says whose it
+                    // is, and rmcp restores it from there.
+                    None => match gate.shared_session(id).await {
+                        Ok(Some(shared)) if !shared.agent.is_empty() => {
+                            if shared.agent == agent {
+                                sessions.bind(id, &shared.agent).await;
+                            }
+                            Some(shared.agent)
+                        }
+                        Ok(_) => None,
+                        Err(e) => return store_unavailable(&format!("jgate cannot check the MCP session now: {e}")),
+                    },
+                };
+                if owner.is_none_or(|owner| owner != agent) {
+                    // Every session was opened through a replica's bearer check, so one not
+                    // bound to this agent is another agent's or none at all: both answer 404, as
+                    // the MCP spec says for unknown sessions (rmcp itself would accept a DELETE of
+                    // an unknown id).
+                    return unread_body_answer((StatusCode::NOT_FOUND, "Not Found: Session not found").into_response());
+                }
+                if sessions.note_due(id, gate::shared_sessions::TOUCH_EVERY) {
+                    let (gate, sessions, id) = (gate.clone(), sessions.clone(), id.clone());
+                    tokio::spawn(async move {
+                        match gate.touch_session(&id).await {
+                            // Ended on another replica: it ends here too (this request aside).
+                            Ok(false) => sessions.end(&id).await,
+                            Ok(true) => {}
+                            Err(e) => tracing::warn!(error = %e, "could not note an MCP session's use"),
+                        }
+                    });
+                }
             }
             let is_delete = req.method() == axum::http::Method::DELETE;
             // A request on a session: its JSON-RPC id is claimed while it is in flight.
@@ -121,7 +148,21 @@ async fn bearer(
             });
             let response = next.run(req).await;
             match (&session, response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {
-                (None, Some(new)) => sessions.bind(new, &agent).await,
+                (None, Some(new)) => {
+                    // Bound in the store before the client learns the id, so that its next
+                    // request may go to any replica.
+                    if let Err(e) = gate.bind_session(new, &agent).await {
+                        tracing::warn!(error = %e, "could not share an MCP session with other replicas");
+                    }
+                    if sessions.bind(new, &agent).await {
+                        let gate = gate.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = gate.prune_sessions().await {
+                                tracing::warn!(error = %e, "could not prune old MCP sessions");
+                            }
+                        });
+                    }
+                }
                 (Some(id), _) if is_delete && response.status().is_success() => sessions.forget(id),
                 _ => {}
             }
@@ -138,18 +179,19 @@ async fn bearer(
         Err(gate::GateError::BadKey(why)) => unauthorized(&format!("invalid agent key: {why}"), "invalid_token"),
         Err(e) => {
             tracing::error!(error = %e, "authentication failed");
-            // The store's message names the problem and the fix; it holds no secret (database
-            // URLs appear only in the log of `jgate serve`, never in these messages).
-            let body = serde_json::json!({
-                "error": "temporarily_unavailable",
-                "error_description": format!("jgate cannot check the agent key now: {e}"),
-            });
-            let mut r = (StatusCode::SERVICE_UNAVAILABLE, body.to_string()).into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            unread_body_answer(r)
+            store_unavailable(&format!("jgate cannot check the agent key now: {e}"))
         }
     }
+}
+
+/// 503 when the store cannot answer. The store's message names the problem and the fix; it holds
+/// no secret (database URLs appear only in the log of `jgate serve`, never in these messages).
+fn store_unavailable(message: &str) -> Response {
+    let body = serde_json::json!({ "error": "temporarily_unavailable", "error_description": message });
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, body.to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    unread_body_answer(r)
 }
 
 /// The answer to a request whose JSON-RPC id is already in flight on its session.
@@ -243,7 +285,9 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
         .with_allowed_origins(origins)
         .enforce_origin_validation();
     // Keep-alives every few seconds also reveal a client that went away mid-call.
-    let config = config.with_sse_keep_alive(Some(std::time::Duration::from_secs(5)));
+    let mut config = config.with_sse_keep_alive(Some(std::time::Duration::from_secs(5)));
+    // Sessions of clients before 2026-07-28 live in the store too: any replica can serve them.
+    config.session_store = Some(Arc::new(crate::session_store::StoreSessions { gate: gate.clone() }));
     let factory_gate = gate.clone();
     let mut manager = LocalSessionManager::default();
     // rmcp keeps every finished request's answer for a while so that a client can resume its
