@@ -174,7 +174,7 @@ struct MatrixRow {
 #[derive(Serialize)]
 struct MatrixCell {
     controller: String,
-    /// Off, Read or Full: the level on all jobs (what the select shows).
+    /// Off, Read, Full or Full with approval: the level on all jobs (what the select shows).
     all_jobs: &'static str,
     /// The most the agent may do somewhere here.
     best: &'static str,
@@ -257,7 +257,13 @@ async fn agent_page(
                     let cell = cells.iter().find(|x| x.group == g && &x.controller == c);
                     MatrixCell {
                         controller: c.clone(),
-                        all_jobs: cell.map_or("off", |x| word(x.all_jobs)),
+                        all_jobs: cell.map_or("off", |x| {
+                            if x.all_jobs == Level::Full && x.all_jobs_approve {
+                                "full-approval"
+                            } else {
+                                word(x.all_jobs)
+                            }
+                        }),
                         best: cell.map_or("off", |x| word(x.best)),
                         summary: cell.map_or_else(|| "Off".into(), |x| x.summary()),
                         patterns: cell
@@ -446,7 +452,9 @@ async fn set_cell(console: &Console, authed: &Authed, agent: &str, form: &Form) 
     let gate = console.gate();
     let admin = authed.admin();
     let group = group_of(form)?;
-    let level = level_of(form)?;
+    // "Full use, with approval": each change is held until an administrator approves it.
+    let approve = form.get("level") == "full-approval";
+    let level = if approve { Level::Full } else { level_of(form)? };
     let controller = form.opt("controller").ok_or("Choose a controller.")?;
     let grants = gate.grants(agent).await.map_err(|e| say(&e))?;
     for g in
@@ -458,7 +466,9 @@ async fn set_cell(console: &Console, authed: &Authed, agent: &str, form: &Form) 
     let cells = policy::access_matrix(&remaining, agent, std::slice::from_ref(&controller));
     let inherited = cells.iter().find(|c| c.group == group).map_or(Level::Off, |c| c.all_jobs);
     if level != Level::Off || inherited != Level::Off {
-        gate.grant(&admin, agent, group, level, Some(&controller), None, Vec::new()).await.map_err(|e| say(&e))?;
+        gate.grant_with(&admin, agent, group, level, Some(&controller), None, Vec::new(), approve)
+            .await
+            .map_err(|e| say(&e))?;
     }
     Ok(())
 }

@@ -395,6 +395,17 @@ async fn controllers_matrix_and_live_audit() {
     let held = grants.iter().find(|g| g.group == gate::catalog::Group::Jobs).expect("the jobs grant");
     assert!(held.approve && held.level == gate::policy::Level::Full, "{held:?}");
     e.gate.remove_grant(&gate::Admin::local_cli(), held.id).await.expect("remove");
+    // The matrix cell's select offers it too, and shows it selected afterwards.
+    let r = post(vec![("action", "set"), ("group", "config"), ("controller", "prod"), ("level", "full-approval")])
+        .await
+        .expect("set");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let grants = e.gate.grants("rel-bot").await.expect("grants");
+    let held = grants.iter().find(|g| g.group == gate::catalog::Group::Config).expect("the config grant");
+    assert!(held.approve && held.level == gate::policy::Level::Full && held.jobs.is_none(), "{held:?}");
+    let page = b.get(e.url("/console/agents/rel-bot")).send().await.expect("page").text().await.expect("text");
+    assert!(page.contains("value=\"full-approval\" selected"), "the cell shows the approval level");
+    e.gate.remove_grant(&gate::Admin::local_cli(), held.id).await.expect("remove");
     let page = b
         .get(e.url("/console/agents/rel-bot?job=release/deploy&controller=prod"))
         .send()
