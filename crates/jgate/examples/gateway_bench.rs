@@ -97,17 +97,48 @@ struct Mcp {
     key: String,
     session: Option<String>,
     next_id: u64,
+    /// Protocol revision 2026-07-28: no session and no handshake; every request carries the
+    /// client's context in `_meta` and the `Mcp-Method` / `Mcp-Name` headers.
+    stateless: bool,
+}
+
+/// The MCP protocol revisions the latency and throughput runs measure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// 2025-06-18: `initialize`, then a session (what most clients speak today).
+    Sessions,
+    /// 2026-07-28: stateless (what current SDKs speak first).
+    Stateless,
+}
+
+impl Protocol {
+    const BOTH: [Protocol; 2] = [Protocol::Sessions, Protocol::Stateless];
+
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Sessions => "MCP 2025-06-18, sessions",
+            Protocol::Stateless => "MCP 2026-07-28, stateless",
+        }
+    }
 }
 
 impl Mcp {
     async fn connect(url: &str, key: &str) -> anyhow::Result<Mcp> {
+        Mcp::open(url, key, Protocol::Sessions).await
+    }
+
+    async fn open(url: &str, key: &str, protocol: Protocol) -> anyhow::Result<Mcp> {
         // One client per agent: its own kept-alive connection, like a separate agent process.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(150))
             .tcp_nodelay(true)
             .pool_max_idle_per_host(4)
             .build()?;
-        let mut c = Mcp { http, url: url.to_string(), key: key.to_string(), session: None, next_id: 0 };
+        let stateless = protocol == Protocol::Stateless;
+        let mut c = Mcp { http, url: url.to_string(), key: key.to_string(), session: None, next_id: 0, stateless };
+        if stateless {
+            return Ok(c);
+        }
         c.request(
             "initialize",
             json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "jgate-bench", "version": "1"}}),
@@ -122,12 +153,13 @@ impl Mcp {
     }
 
     fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        let version = if self.stateless { "2026-07-28" } else { "2025-06-18" };
         let mut r = self
             .http
             .post(&self.url)
             .bearer_auth(&self.key)
             .header("Accept", "application/json, text/event-stream")
-            .header("MCP-Protocol-Version", "2025-06-18")
+            .header("MCP-Protocol-Version", version)
             .json(body);
         if let Some(s) = &self.session {
             r = r.header("Mcp-Session-Id", s);
@@ -136,10 +168,25 @@ impl Mcp {
     }
 
     /// One request; the response body is read to its end so the connection is reused.
-    async fn request(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+    async fn request(&mut self, method: &str, mut params: Value) -> anyhow::Result<Value> {
         self.next_id += 1;
         let id = self.next_id;
-        let resp = self.post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})).send().await?;
+        let name = params.get("name").and_then(Value::as_str).map(str::to_string);
+        if self.stateless {
+            params["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "jgate-bench", "version": "1"},
+            });
+        }
+        let mut post = self.post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        if self.stateless {
+            post = post.header("Mcp-Method", method);
+            if let Some(name) = name {
+                post = post.header("Mcp-Name", name);
+            }
+        }
+        let resp = post.send().await?;
         if let Some(s) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
             self.session = Some(s.to_string());
         }
@@ -380,10 +427,10 @@ struct Latency {
 }
 
 /// Alternating direct GET and MCP get_job calls, one at a time, so both see the same conditions.
-async fn latency(ctx: &Ctx, key: &str, warmup: usize, n: usize) -> anyhow::Result<Latency> {
+async fn latency(ctx: &Ctx, key: &str, warmup: usize, n: usize, protocol: Protocol) -> anyhow::Result<Latency> {
     let http = direct_client()?;
     let url = format!("{}/job/{JOB}/api/json", ctx.twin_url);
-    let mut mcp = Mcp::connect(&ctx.mcp_url, key).await?;
+    let mut mcp = Mcp::open(&ctx.mcp_url, key, protocol).await?;
     let args = json!({"job": JOB, "controller": "prod"});
     for _ in 0..warmup {
         direct_get(&http, &url).await?;
@@ -625,18 +672,18 @@ async fn direct_rate(ctx: &Ctx, conc: usize, secs: u64) -> anyhow::Result<Rate> 
     Ok(rate)
 }
 
-async fn sessions(ctx: &Ctx, keys: &[String]) -> anyhow::Result<Vec<Mcp>> {
+async fn sessions(ctx: &Ctx, keys: &[String], protocol: Protocol) -> anyhow::Result<Vec<Mcp>> {
     let mut out = Vec::new();
     for key in keys {
-        let mut m = Mcp::connect(&ctx.mcp_url, key).await?;
+        let mut m = Mcp::open(&ctx.mcp_url, key, protocol).await?;
         m.call("get_job", json!({"job": JOB, "controller": "prod"})).await?;
         out.push(m);
     }
     Ok(out)
 }
 
-async fn jgate_rate(ctx: &Ctx, keys: &[String], secs: u64) -> anyhow::Result<Rate> {
-    let clients = sessions(ctx, keys).await?;
+async fn jgate_rate(ctx: &Ctx, keys: &[String], secs: u64, protocol: Protocol) -> anyhow::Result<Rate> {
+    let clients = sessions(ctx, keys, protocol).await?;
     let (rate, clients) = timed_loop(ctx, clients, secs, |mut m: Mcp| async move {
         let r = m.call("get_job", json!({"job": JOB, "controller": "prod"})).await.map(|_| ());
         (m, r)
@@ -793,7 +840,7 @@ async fn polling(ctx: &Ctx, keys: &[String], secs: u64) -> anyhow::Result<Poll> 
     })
     .await;
     let direct_upstream = ctx.twin.requests_received() - before;
-    let clients = sessions(ctx, &keys[..POLL_AGENTS]).await?;
+    let clients = sessions(ctx, &keys[..POLL_AGENTS], Protocol::Sessions).await?;
     let before = ctx.twin.requests_received();
     let (jgate_calls, jerr, clients) = poll_run(clients, ticks, |mut m: Mcp| async move {
         let r = m.call("get_build", json!({"job": JOB, "build": BUILD, "controller": "prod"})).await.map(|_| ());
@@ -818,7 +865,7 @@ struct Soak {
 /// SOAK_AGENTS agents calling a mix of reads back to back; jgate's VmRSS sampled every second.
 async fn soak(ctx: &Ctx, keys: &[String], pid: u32, secs: u64) -> anyhow::Result<Soak> {
     let idle_kib = rss_kib(pid).context("cannot read jgate's VmRSS")?;
-    let clients = sessions(ctx, &keys[..SOAK_AGENTS]).await?;
+    let clients = sessions(ctx, &keys[..SOAK_AGENTS], Protocol::Sessions).await?;
     let samples = Arc::new(std::sync::Mutex::new(Vec::<(f64, u64)>::new()));
     let sampler = {
         let samples = samples.clone();
@@ -932,11 +979,13 @@ fn mib(bytes: u64) -> String {
 }
 
 struct Results {
-    latency: Latency,
+    /// One per protocol revision, in [`Protocol::BOTH`]'s order.
+    latency: Vec<(Protocol, Latency)>,
     proxy: Latency,
     proxy_stream: ProxyStream,
     hangup: Hangup,
-    rates: Vec<(usize, Rate, Rate)>,
+    /// (agents, direct, jgate per protocol revision in [`Protocol::BOTH`]'s order)
+    rates: Vec<(usize, Rate, Vec<(Protocol, Rate)>)>,
     tail: Tail,
     log_bytes: u64,
     poll: Poll,
@@ -965,23 +1014,26 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
         soak_secs
     );
 
-    let l = &r.latency;
-    let added50 = l.jgate_p50 - l.direct_p50;
-    let added99 = l.jgate_p99 - l.direct_p99;
     s += "| Measurement | jgate | direct to the twin | jgate vs direct | Goal | Result |\n";
     s += "|---|---|---|---|---|---|\n";
-    s += &format!(
-        "| Read latency p50 (`get_job` over MCP vs `GET /job/{JOB}/api/json`) | {:.3} ms | {:.3} ms | +{added50:.3} ms | added ≤ 0.5 ms | {} |\n",
-        l.jgate_p50,
-        l.direct_p50,
-        met(added50 <= 0.5)
-    );
-    s += &format!(
-        "| Read latency p99 (same calls) | {:.3} ms | {:.3} ms | +{added99:.3} ms | added ≤ 2 ms | {} |\n",
-        l.jgate_p99,
-        l.direct_p99,
-        met(added99 <= 2.0)
-    );
+    for (p, l) in &r.latency {
+        let added50 = l.jgate_p50 - l.direct_p50;
+        let added99 = l.jgate_p99 - l.direct_p99;
+        s += &format!(
+            "| Read latency p50 (`get_job` over {} vs `GET /job/{JOB}/api/json`) | {:.3} ms | {:.3} ms | +{added50:.3} ms | added ≤ 0.5 ms | {} |\n",
+            p.label(),
+            l.jgate_p50,
+            l.direct_p50,
+            met(added50 <= 0.5)
+        );
+        s += &format!(
+            "| Read latency p99 (same calls) | {:.3} ms | {:.3} ms | +{added99:.3} ms | added ≤ 2 ms | {} |\n",
+            l.jgate_p99,
+            l.direct_p99,
+            met(added99 <= 2.0)
+        );
+    }
+    let l = &r.latency[0].1;
     let x = &r.proxy;
     let proxy50 = x.jgate_p50 - x.direct_p50;
     s += &format!(
@@ -1017,15 +1069,18 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
         h.after_errors,
         met(h.after_errors == 0 && h.after_p50 <= l.jgate_p50 * 2.0 + 1.0)
     );
-    for (c, d, j) in &r.rates {
-        let ratio = j.per_sec() / d.per_sec();
-        s += &format!(
-            "| Throughput, {c} concurrent agents (`get_job`) | {:.0} calls/s | {:.0} req/s | {:.1}% | ≥ 5,000 calls/s and ≥ 25% of the twin | {} |\n",
-            j.per_sec(),
-            d.per_sec(),
-            ratio * 100.0,
-            met(j.per_sec() >= 5000.0 && ratio >= 0.25 && j.errors == 0)
-        );
+    for (c, d, js) in &r.rates {
+        for (p, j) in js {
+            let ratio = j.per_sec() / d.per_sec();
+            s += &format!(
+                "| Throughput, {c} concurrent agents (`get_job`, {}) | {:.0} calls/s | {:.0} req/s | {:.1}% | ≥ 5,000 calls/s and ≥ 25% of the twin | {} |\n",
+                p.label(),
+                j.per_sec(),
+                d.per_sec(),
+                ratio * 100.0,
+                met(j.per_sec() >= 5000.0 && ratio >= 0.25 && j.errors == 0)
+            );
+        }
     }
     let t = &r.tail;
     s += &format!(
@@ -1079,17 +1134,27 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
 
     s += "Details:\n\n";
     s += &format!(
-        "- Latency: {} alternating pairs on one kept-alive connection each side, one call at a time. A `get_job` through jgate made {:.2} upstream request(s) per call; every call is authenticated, checked by the policy, audited (SQLite) and sanitized.\n",
+        "- Latency: {} alternating pairs on one kept-alive connection each side, one call at a time, for each MCP revision. A `get_job` through jgate made {:.2} upstream request(s) per call; every call is authenticated, checked by the policy, audited (SQLite) and sanitized.\n- MCP revisions: 2025-06-18 clients `initialize` once and send their session id with every call (rmcp runs each session as a task; answers come as SSE); 2026-07-28 clients have no session or handshake: each call carries the client's context in `_meta` and the `Mcp-Method` / `Mcp-Name` headers and stands alone. Current SDKs (Python `mcp` 2.x, rmcp 3) speak 2026-07-28 first.\n",
         l.n, l.upstream_per_call
     );
-    for (c, d, j) in &r.rates {
+    for (c, d, js) in &r.rates {
+        let jgate: Vec<String> = js
+            .iter()
+            .map(|(p, j)| {
+                format!(
+                    "{}: {} calls in {:.1} s ({} errors{}), {:.2} upstream requests per call",
+                    p.label(),
+                    j.calls,
+                    j.secs,
+                    j.errors,
+                    j.first_error.as_deref().map(|e| format!(", first: {e}")).unwrap_or_default(),
+                    j.upstream as f64 / j.calls.max(1) as f64
+                )
+            })
+            .collect();
         s += &format!(
-            "- Throughput at {c}: jgate {} calls in {:.1} s ({} errors{}), {:.2} upstream requests per call; direct {} requests in {:.1} s ({} errors).\n",
-            j.calls,
-            j.secs,
-            j.errors,
-            j.first_error.as_deref().map(|e| format!(", first: {e}")).unwrap_or_default(),
-            j.upstream as f64 / j.calls.max(1) as f64,
+            "- Throughput at {c}: jgate {}; direct {} requests in {:.1} s ({} errors).\n",
+            jgate.join("; "),
             d.calls,
             d.secs,
             d.errors
@@ -1202,7 +1267,11 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let results = rt.block_on(async {
         eprintln!("bench: latency ({} + {} warm-up iterations each side)", o.iterations, o.warmup);
-        let latency = latency(&ctx, &keys[0], o.warmup, o.iterations.max(1)).await?;
+        let mut latencies = Vec::new();
+        for p in Protocol::BOTH {
+            latencies.push((p, latency(&ctx, &keys[0], o.warmup, o.iterations.max(1), p).await?));
+        }
+        let latency = latencies;
         eprintln!("bench: proxy latency ({} + {} warm-up iterations each side)", o.iterations, o.warmup);
         let proxy = proxy_latency(&ctx, "agent-00", &keys[0], o.warmup, o.iterations.max(1)).await?;
         eprintln!("bench: a {} MiB console through the proxy", o.log_mib);
@@ -1213,7 +1282,10 @@ fn main() -> anyhow::Result<()> {
         for &c in &o.concurrency {
             eprintln!("bench: throughput at {c} concurrent clients ({} s each side)", o.throughput_secs);
             let d = direct_rate(&ctx, c, o.throughput_secs).await?;
-            let j = jgate_rate(&ctx, &keys[..c], o.throughput_secs).await?;
+            let mut j = Vec::new();
+            for p in Protocol::BOTH {
+                j.push((p, jgate_rate(&ctx, &keys[..c], o.throughput_secs, p).await?));
+            }
             rates.push((c, d, j));
         }
         eprintln!("bench: tail of a {} MiB console log", o.log_mib);

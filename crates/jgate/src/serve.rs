@@ -285,7 +285,11 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
         .with_allowed_origins(origins)
         .enforce_origin_validation();
     // Keep-alives every few seconds also reveal a client that went away mid-call.
-    let mut config = config.with_sse_keep_alive(Some(std::time::Duration::from_secs(5)));
+    let mut config = config
+        .with_sse_keep_alive(Some(std::time::Duration::from_secs(5)))
+        // Stateless (2026-07-28) calls answered by one message get it as plain JSON, without
+        // SSE framing; a call that reports progress first still streams (rmcp falls back to SSE).
+        .with_json_response(true);
     // Sessions of clients before 2026-07-28 live in the store too: any replica can serve them.
     config.session_store = Some(Arc::new(crate::session_store::StoreSessions { gate: gate.clone() }));
     let factory_gate = gate.clone();
