@@ -267,9 +267,25 @@ fn completions_help_and_examples() {
     let o = env.run(&["completions", "tcsh"], &[]);
     assert_eq!(o.status.code(), Some(2), "unknown shell is a usage error");
 
-    for cmd in ["controller", "agent", "grant", "audit", "call", "serve", "completions"] {
-        let help = env.ok(&[cmd, "--help"], &[]);
-        assert!(help.contains("Example"), "`jgate {cmd} --help` has no examples:\n{help}");
+    // Every command's own example (all of them: main.rs's every_command_has_an_example_of_itself).
+    let commands: [&[&str]; 12] = [
+        &["controller"],
+        &["controller", "add"],
+        &["controller", "update"],
+        &["agent", "key"],
+        &["agent", "key", "rotate"],
+        &["access"],
+        &["exec"],
+        &["key"],
+        &["operations"],
+        &["twin"],
+        &["call"],
+        &["serve"],
+    ];
+    for cmd in commands {
+        let help = env.ok(&[cmd, &["--help"]].concat(), &[]);
+        let path = format!("jgate {} ", cmd.join(" "));
+        assert!(help.contains("Example") && help.contains(&path), "`{path}--help` has no example of itself:\n{help}");
     }
     assert!(env.ok(&["--help"], &[]).contains("jgate completions bash"));
     // Global options appear where they mean something, not elsewhere.
