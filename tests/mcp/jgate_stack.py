@@ -1,7 +1,7 @@
 """Start a complete jgate setup from the outside, the way an administrator would.
 
-A temporary data directory (master key + SQLite database), the Jenkins twin, the controller
-`prod`, two agents with grants, and `jgate serve`. Used by conftest.py (pytest) and by
+A temporary data directory (master key + SQLite database, or the PostgreSQL database given as
+`db_url`), the Jenkins twin, the controller `prod`, two agents with grants, and `jgate serve`. Used by conftest.py (pytest) and by
 run_conformance.py (the official conformance suite). Only the jgate CLI is used: nothing here
 reaches into jgate's internals.
 """
@@ -138,7 +138,10 @@ class Stack:
 
     def stdio_env(self, agent: str) -> dict[str, str]:
         """The environment `jgate mcp` needs for this agent (nothing else is inherited)."""
-        return {"JGATE_DATA_DIR": str(self.data_dir), "JGATE_AGENT_KEY": self.keys[agent]}
+        env = {"JGATE_DATA_DIR": str(self.data_dir), "JGATE_AGENT_KEY": self.keys[agent]}
+        if "JGATE_DB" in self.env:
+            env["JGATE_DB"] = self.env["JGATE_DB"]
+        return env
 
     def close(self) -> None:
         self.server.stop()
@@ -155,13 +158,17 @@ def run_cli(binary: str, env: dict[str, str], args: list[str], check: bool = Tru
     return cp
 
 
-def start_stack() -> Stack:
+def start_stack(db_url: str | None = None) -> Stack:
+    """The whole setup; `db_url` (e.g. postgres://...) is the store of every jgate command in it
+    (JGATE_DB), else a SQLite file in the data directory."""
     binary = jgate_bin()
     if not SCENARIO.is_file():
         raise SetupError(f"twin scenario missing: {SCENARIO}")
     data_dir = pathlib.Path(tempfile.mkdtemp(prefix="jgate-mcp-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("JGATE_")}
     env["JGATE_DATA_DIR"] = str(data_dir)
+    if db_url:
+        env["JGATE_DB"] = db_url
     twin = server = None
     try:
         twin, m = start_and_wait(

@@ -1,19 +1,57 @@
 """Clients that misbehave under load cannot lock the store for everyone (issue #16).
 
-Many clients hang up in the middle of calls at once (reads and writes), and two requests reuse
-one JSON-RPC id on one session; afterwards every agent's next call still succeeds promptly and
-the audit chain verifies.
+Many clients hang up in the middle of calls at once (reads and writes), on SQLite and on
+PostgreSQL (a schema of the test's own), and two requests reuse one JSON-RPC id on one session;
+afterwards every agent's next call still succeeds promptly and the audit chain verifies.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import subprocess
 import time
+import uuid
 
 import anyio
+import pytest
 
 from conftest import connect, http_client, run
+from jgate_stack import SetupError, start_stack
 from test_trust import rpc, start_session
+
+POSTGRES = os.environ.get("JGATE_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
+
+
+def psql(sql: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["psql", POSTGRES, "-v", "ON_ERROR_STOP=1", "-qc", sql],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store_stack(request):
+    """The session's stack (SQLite), or a stack of its own on a fresh PostgreSQL schema (dropped
+    afterwards; only its own). PostgreSQL unreachable: skipped, except under CI."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("stack")
+        return
+    schema = f"jgate_aborts_{uuid.uuid4().hex[:12]}"
+    made = psql(f"CREATE SCHEMA {schema}") if shutil.which("psql") else None
+    if made is None or made.returncode != 0:
+        why = "psql is not installed" if made is None else made.stderr.strip()
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {POSTGRES} is needed under CI: {why}")
+        pytest.skip(f"PostgreSQL at {POSTGRES}: {why}")
+    try:
+        try:
+            s = start_stack(f"{POSTGRES}?options=-c%20search_path%3D{schema}")
+        except SetupError as e:
+            pytest.fail(str(e), pytrace=False)
+        yield s
+        s.close()
+    finally:
+        psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 READ_CALL = rpc(11, "tools/call", {"name": "get_job", "arguments": {"job": "release/deploy"}})
 # A short build (about a second): the write path's records and waits are cut mid-way, without
@@ -46,7 +84,8 @@ def next_call_works(stack) -> float:
     return run(body)
 
 
-def test_clients_hanging_up_mid_call_leave_nothing_locked(stack):
+def test_clients_hanging_up_mid_call_leave_nothing_locked(any_store_stack):
+    stack = any_store_stack
     rng = random.Random(16)
 
     async def body():

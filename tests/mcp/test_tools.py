@@ -195,3 +195,22 @@ def test_failing_tests_of_a_fresh_build_are_named(stack, transport):
         assert "expected:<90> but was:<100>" in seen, describe(r)
     counts = report.structured_content["report"]
     assert (counts.get("failed"), counts.get("passed")) == (1, 2), describe(report)
+
+
+@pytest.mark.parametrize("tool,arguments", [
+    ("get_job", {"job": "api-server"}),
+    ("list_jobs", {"depth": 2}),
+    ("get_build", {"job": "api-server", "build": "lastFailedBuild"}),
+])
+def test_text_answers_are_compact_json_of_the_structured_content(stack, transport, tool, arguments):
+    async def body():
+        async with connect(stack, "triage-bot", transport) as c:
+            return await c.call_tool(tool, arguments)
+
+    r = run(body)
+    assert not r.is_error, describe(r)
+    text = text_of(r)
+    # Compact: no indentation, not even a line break (strings carry theirs escaped).
+    assert "\n" not in text and '{\n  "' not in text, describe(r)
+    assert not re.search(r'(?<!\\)": ', text), f"not compact (a space after a key): {text[:300]}"
+    assert json.loads(text) == r.structured_content, describe(r)

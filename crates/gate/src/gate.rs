@@ -451,9 +451,10 @@ impl Gate {
     /// a controller no call can use).
     fn build_client_to_store(spec: &ClientSpec<'_>, token: SecretString) -> Result<JenkinsClient, GateError> {
         match Self::build_client(spec, token) {
-            Err(GateError::Jenkins(e)) => {
-                Err(GateError::Invalid(format!("controller '{}' was not stored: {e}", spec.name)))
-            }
+            Err(GateError::Jenkins(e)) => match *e {
+                jenkins::Error::Refused(r) => Err(refused_controller(spec.name, &r)),
+                e => Err(GateError::Invalid(format!("controller '{}' was not stored: {e}", spec.name))),
+            },
             other => other,
         }
     }
@@ -467,9 +468,7 @@ impl Gate {
     ) -> Result<Option<ConnectionReport>, GateError> {
         match client.test_connection().await {
             Ok(r) => Ok(Some(r)),
-            Err(error @ jenkins::Error::Refused(_)) => Err(GateError::Invalid(format!(
-                "the connection test of controller '{name}' failed, so nothing was stored: {error}"
-            ))),
+            Err(jenkins::Error::Refused(r)) => Err(refused_controller(name, &r)),
             Err(error) if !force => Err(GateError::ConnectionTest { name: name.to_string(), error: Box::new(error) }),
             Err(error) => {
                 tracing::warn!(controller = %name, %error, "storing a controller whose connection test failed (forced)");
@@ -1651,6 +1650,41 @@ fn has_grants(agent: &str, grants: &[Grant]) -> GateError {
         grants.len(),
         ids.join(", ")
     ))
+}
+
+/// The egress guard's refusal of a controller about to be stored, said once. An address it
+/// refuses is `denied` (docs/cli.md), with the allow-list entry as the fix only where an entry can
+/// open it; a URL no connection could use (a scheme, credentials in it) is `invalid`.
+fn refused_controller(name: &str, r: &jenkins::ssrf::Refusal) -> GateError {
+    use jenkins::ssrf::{RefusalReason, ReservedName};
+    let not_stored = format!("controller '{name}' was not stored");
+    let reason = match &r.reason {
+        RefusalReason::NotAllowListed { address, port, allowed_ports } => {
+            let entry =
+                port.map_or_else(|| address.ip.to_string(), |p| std::net::SocketAddr::new(address.ip, p).to_string());
+            let ports = if allowed_ports.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = allowed_ports.iter().map(u16::to_string).collect();
+                format!(" (the allow-list opens it only on port(s) {})", list.join(", "))
+            };
+            format!(
+                "{not_stored}: refused {}: {address}; it is not on the private-access allow-list{ports}. Fix: if \
+                 this Jenkins is on a private network, allow it with --allow-private {entry}",
+                r.target
+            )
+        }
+        RefusalReason::ReservedName { name: host, kind: ReservedName::Localhost } => format!(
+            "{not_stored}: refused {}: the host name `{host}` always means this machine and is refused by name. \
+             Fix: use the address instead (e.g. --url http://127.0.0.1:8080/) and allow it with --allow-private \
+             127.0.0.1:8080",
+            r.target
+        ),
+        // Metadata names and always-refused classes: the refusal says that nothing can open them.
+        RefusalReason::ReservedName { .. } | RefusalReason::AlwaysDenied(_) => format!("{not_stored}: {r}"),
+        _ => return GateError::Invalid(format!("{not_stored}: {r}")),
+    };
+    GateError::Denied { reason }
 }
 
 /// `short-name@version` of each plugin a connection test found.

@@ -284,6 +284,17 @@ async fn job_listings_are_always_paged() {
     let root = g.call(&caller("reader"), "prod", "list_jobs", json!({})).await.expect("root");
     let many = root["jobs"].as_array().expect("jobs").iter().find(|j| j["name"] == "many").cloned().expect("many");
     assert_eq!(many["expanded"], false);
+    // ... in the answer itself, with the call that lists it.
+    let hint = many["hint"].as_str().unwrap_or_default();
+    assert!(hint.contains("not expanded") && hint.contains(r#"list_jobs with folder="many""#), "{many}");
+    let inside = g.call(&caller("reader"), "prod", "list_jobs", json!({"folder": "many"})).await.expect("many");
+    assert_eq!(inside["total"], 250, "the hint's call lists the folder");
+    // An expanded folder has no hint.
+    let deeper =
+        g.call(&caller("reader"), "prod", "list_jobs", json!({"depth": 2, "limit": 500})).await.expect("depth 2");
+    let many = deeper["jobs"].as_array().expect("jobs").iter().find(|j| j["name"] == "many").cloned().expect("many");
+    assert_eq!(many["expanded"], true, "{many}");
+    assert!(many.get("hint").is_none(), "{many}");
 }
 
 #[tokio::test]

@@ -268,3 +268,28 @@ async fn empty_or_huge_idempotency_keys_are_refused_before_anything_starts() {
     }
     assert_eq!(builds_of(&g, "deploy").await, before, "no build started");
 }
+
+/// `trigger_build wait=finish` without build events backs off while the build runs: a build of
+/// about 8 s is read far fewer times than a poll every 500 ms would (16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_without_events_backs_off_its_polling() {
+    let scenario = "[controller]\nquiet_period = 0\n[[jobs]]\npath = \"eight\"\nscript = \"sleep 8\\necho done\"\n";
+    let (twin, server) =
+        jenkins_twin::start(scenario, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
+    let key = key_file();
+    let g = open(&sqlite(), &key, Limits::default()).await;
+    g.add_controller(&Admin::local_cli(), common::twin_controller("prod", &server, TOKEN), false)
+        .await
+        .expect("controller");
+    g.create_agent(&Admin::local_cli(), "bot", "", None).await.expect("agent");
+    g.grant(&Admin::local_cli(), "bot", Group::Build, Level::Full, None, None, vec![]).await.expect("grant");
+    let started = std::time::Instant::now();
+    let v = g.call(&bot(), "prod", "trigger_build", json!({"job": "eight", "wait": "finish"})).await.expect("trigger");
+    let took = started.elapsed();
+    assert_eq!(v["build"]["result"], "SUCCESS", "{v}");
+    let number = v["build"]["number"].as_u64().expect("number");
+    assert!(took >= Duration::from_secs(7), "the build ran about 8 s ({took:?})");
+    let reads = twin.requests_to(&format!("/job/eight/{number}/api/json"));
+    assert!(reads >= 3, "the wait did poll the build ({reads} reads)");
+    assert!(reads <= 10, "{reads} reads of the build in {took:?}: the polling did not back off");
+}

@@ -72,6 +72,11 @@ pub struct Global {
 pub enum ControllerCmd {
     /// Adds a controller after testing the connection. The API token is read from --token-file,
     /// --token-env or standard input — never from an argument.
+    #[command(after_help = "Examples:
+  jgate controller add prod --url https://ci.example.com --username jgate-bot --token-file token.txt
+  jgate controller add lab --url http://10.0.0.5:8080 --username bot --token-env LAB_TOKEN --allow-private 10.0.0.5:8080
+  jgate controller add corp --url https://jenkins.corp:8443/jenkins --username bot --token-file t.txt --ca-file corp-ca.pem --timeout 60
+  pass show jenkins/bot | jgate controller add prod --url https://ci.example.com --username jgate-bot   (token on stdin)")]
     Add {
         /// The controller's name in jgate (agents and grants refer to it), e.g. prod.
         name: String,
@@ -114,6 +119,10 @@ pub enum ControllerCmd {
     /// Sets up build events from the Jenkins Notification plugin: makes the controller's hook
     /// secret (shown once, stored only as a hash) and prints what to configure in Jenkins.
     /// Waits on builds then wake on the controller's events instead of polling (docs/events.md).
+    #[command(after_help = "Examples:
+  jgate controller hook prod --public-url https://jgate.example.com
+  jgate controller hook prod --rotate
+  jgate controller hook prod --stats")]
     Hook {
         /// The controller's name.
         name: String,
@@ -130,6 +139,13 @@ pub enum ControllerCmd {
     /// Changes a stored controller (only what is given changes). The new settings are tested
     /// first; if the test fails nothing is stored, unless --force. Running `jgate serve` and
     /// `jgate mcp` processes use the new settings within a second.
+    #[command(after_help = "Examples:
+  jgate controller update prod --token-file new-token.txt
+  jgate controller update prod --url https://ci2.example.com --timeout 60
+  jgate controller update lab --allow-private 10.0.0.0/8
+  jgate controller update lab --no-allow-private
+  jgate controller update prod --ca-file corp-ca.pem --verify-tls
+  jgate controller update prod --url https://ci.example.com --force   (store although the test fails)")]
     Update {
         /// The controller's name.
         name: String,
@@ -186,6 +202,9 @@ pub enum ControllerCmd {
         force: bool,
     },
     /// Tests the connection of a stored controller.
+    #[command(after_help = "Examples:
+  jgate controller test prod
+  jgate controller test prod --timeout 90 --json")]
     Test {
         /// The controller's name.
         name: String,
@@ -195,8 +214,14 @@ pub enum ControllerCmd {
         timeout: Option<u64>,
     },
     /// Lists controllers.
+    #[command(after_help = "Examples:
+  jgate controller list
+  jgate controller list --json")]
     List,
     /// Removes a controller. Refuses while grants name it, unless --with-grants.
+    #[command(after_help = "Examples:
+  jgate controller remove staging
+  jgate controller remove staging --with-grants")]
     Remove {
         /// The controller's name.
         name: String,
@@ -210,6 +235,10 @@ pub enum ControllerCmd {
 pub enum AgentCmd {
     /// Creates an agent and prints its key once. Names: 1-63 characters of a-z, 0-9, '.', '_'
     /// and '-', starting with a letter or digit (e.g. triage-bot).
+    #[command(after_help = "Examples:
+  jgate agent create triage-bot --description 'reads failing builds'
+  jgate agent create release-bot --expires 90d
+  jgate agent create ci-bot --json          (the key in a JSON document, for scripts)")]
     Create {
         /// The agent's name, e.g. triage-bot.
         name: String,
@@ -224,8 +253,14 @@ pub enum AgentCmd {
         expires_days: Option<u32>,
     },
     /// Lists agents, whether they are enabled, and their keys (ids, expiry, last use).
+    #[command(after_help = "Examples:
+  jgate agent list
+  jgate agent list --json")]
     List,
     /// Revokes all keys of an agent, or one key.
+    #[command(after_help = "Examples:
+  jgate agent revoke triage-bot
+  jgate agent revoke triage-bot --key 3f2a9c1d0e4b      (one key, by id from `jgate agent list --json`)")]
     Revoke {
         /// The agent's name.
         name: String,
@@ -235,6 +270,10 @@ pub enum AgentCmd {
     },
     /// Issues an additional key for an agent (printed once); `agent key rotate NAME` replaces them.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    #[command(after_help = "Examples:
+  jgate agent key triage-bot                  (an additional key, printed once)
+  jgate agent key triage-bot --expires 30d
+  jgate agent key rotate triage-bot --overlap 1h")]
     Key {
         #[command(subcommand)]
         action: Option<KeyAction>,
@@ -249,16 +288,23 @@ pub enum AgentCmd {
         expires_days: Option<u32>,
     },
     /// Refuses the agent's keys and calls until it is enabled again (its grants are kept).
+    #[command(after_help = "Example:
+  jgate agent disable triage-bot")]
     Disable {
         /// The agent's name.
         name: String,
     },
     /// Enables a disabled agent again.
+    #[command(after_help = "Example:
+  jgate agent enable triage-bot")]
     Enable {
         /// The agent's name.
         name: String,
     },
     /// Deletes an agent and its keys. Refused while it has grants, unless --with-grants.
+    #[command(after_help = "Examples:
+  jgate agent delete triage-bot
+  jgate agent delete triage-bot --with-grants")]
     Delete {
         /// The agent's name.
         name: String,
@@ -271,6 +317,10 @@ pub enum AgentCmd {
 #[derive(Subcommand)]
 pub enum KeyAction {
     /// Issues a new key (printed once) and retires the agent's keys: at once, or after --overlap.
+    #[command(after_help = "Examples:
+  jgate agent key rotate triage-bot                     (the old keys stop working now)
+  jgate agent key rotate triage-bot --overlap 1h        (the old keys work one more hour)
+  jgate agent key rotate triage-bot --key 3f2a9c1d0e4b --expires 90d")]
     Rotate {
         /// The agent's name.
         name: String,
@@ -302,6 +352,9 @@ pub struct AccessArgs {
 #[derive(Subcommand)]
 pub enum AuditCmd {
     /// Verifies the hash chain, every column, the sealed head and checkpoints (and an audit file).
+    #[command(after_help = "Examples:
+  jgate audit verify
+  jgate audit verify --checkpoints checkpoints.txt --file audit.jsonl")]
     Verify {
         /// A file of checkpoints exported earlier (one `seq hash` per line).
         #[arg(long)]
@@ -315,9 +368,13 @@ pub enum AuditCmd {
         open_after: u64,
     },
     /// Prints the current head of the chain as a checkpoint (`seq hash`) to keep elsewhere.
+    #[command(after_help = "Example:
+  jgate audit checkpoint >> checkpoints.txt     (keep the file outside jgate's host)")]
     Checkpoint,
     /// After `verify` reported a problem with the sealed head (appends stop until then): accepts
     /// the log as it now stands, and records that you did.
+    #[command(after_help = "Example:
+  jgate audit reseal       (only after `jgate audit verify` reported the sealed head, and you checked why)")]
     Reseal,
 }
 
@@ -841,7 +898,17 @@ pub async fn controller(g: &Global, cmd: ControllerCmd) -> anyhow::Result<()> {
             });
         }
         ControllerCmd::Remove { name, with_grants } => {
-            match gate.remove_controller_with(&Admin::local_cli(), &name, with_grants).await? {
+            let removal = gate.remove_controller_with(&Admin::local_cli(), &name, with_grants).await.map_err(|e| {
+                match e {
+                    // Grants still name the controller: it conflicts with what exists (exit 8), the
+                    // gate's one refusal that points at --with-grants.
+                    gate::GateError::Invalid(m) if !with_grants && m.contains("--with-grants") => {
+                        anyhow::Error::new(CliError::new(Kind::Conflict, m))
+                    }
+                    e => e.into(),
+                }
+            })?;
+            match removal {
                 gate::ControllerRemoval::Missing => {
                     bail!("there is no controller '{name}' (`jgate controller list` shows them)")
                 }
@@ -1704,8 +1771,15 @@ pub async fn call(g: &Global, a: CallArgs) -> anyhow::Result<()> {
         }
     };
     spinner.finish();
-    // The answer passed the sanitizer in the gate; pretty-printed for a person at a terminal.
-    println!("{}", serde_json::to_string_pretty(&result?.into_inner()).unwrap_or_default());
+    // The answer passed the sanitizer in the gate; pretty-printed for a person at a terminal,
+    // compact (one line) for a pipe or a file.
+    let answer = result?.into_inner();
+    let shown = if std::io::stdout().is_terminal() {
+        serde_json::to_string_pretty(&answer)
+    } else {
+        serde_json::to_string(&answer)
+    };
+    println!("{}", shown.unwrap_or_default());
     Ok(())
 }
 
@@ -1742,6 +1816,9 @@ pub fn operation_named(words: &str) -> anyhow::Result<&'static catalog::Operatio
 pub enum AdminCmd {
     /// Creates an administrator of the web console. The password is read from --password-file,
     /// else typed twice at a prompt (not echoed), else from standard input — never an argument.
+    #[command(after_help = "Examples:
+  jgate admin create alice                      (password typed twice, not echoed)
+  jgate admin create alice --password-file pw.txt")]
     Create {
         /// The administrator's name: 1-63 characters of a-z, 0-9, '.', '_' and '-' (e.g. alice).
         name: String,
@@ -1750,13 +1827,21 @@ pub enum AdminCmd {
         password_file: Option<PathBuf>,
     },
     /// Lists the console's administrators.
+    #[command(after_help = "Examples:
+  jgate admin list
+  jgate admin list --json")]
     List,
     /// Deletes an administrator and ends their sessions.
+    #[command(after_help = "Example:
+  jgate admin delete alice")]
     Delete {
         /// The administrator's name.
         name: String,
     },
     /// Sets an administrator's password and ends their sessions.
+    #[command(after_help = "Examples:
+  jgate admin passwd alice
+  jgate admin passwd alice --password-file pw.txt")]
     Passwd {
         /// The administrator's name.
         name: String,
@@ -1769,6 +1854,9 @@ pub enum AdminCmd {
 #[derive(Subcommand)]
 pub enum ConsoleCmd {
     /// Prints a one-time login link for the web console (valid 10 minutes, usable once).
+    #[command(after_help = "Examples:
+  jgate console login
+  jgate console login --admin alice --url https://jgate.example.com")]
     Login {
         /// The administrator to log in as (default: the only one).
         #[arg(long)]

@@ -52,6 +52,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The Jenkins twin: a simulated Jenkins controller, faithful on the wire.
+    #[command(after_help = "Examples:
+  jgate twin serve --addr 127.0.0.1:8080 --scenario demo --user admin:admin:11aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+  jgate twin serve --addr 127.0.0.1:0 --scenario jobs.toml --error-500-rate 0.1   (a twin that fails now and then)")]
     Twin {
         #[command(subcommand)]
         command: twin_cmd::TwinCommand,
@@ -145,6 +148,10 @@ enum Command {
     },
     /// What an agent may do: groups × controllers (Off/Read/Full with job patterns); with --job,
     /// which grant decides for that job and why.
+    #[command(after_help = "Examples:
+  jgate access release-bot
+  jgate access release-bot --controller prod --job release/deploy
+  jgate access release-bot --json")]
     Access(admin::AccessArgs),
     /// The audit log: list (filters, --json for JSON lines, --follow), verify, checkpoint.
     #[command(after_help = "Examples:
@@ -155,11 +162,16 @@ enum Command {
   jgate audit checkpoint >> checkpoints.txt")]
     Audit(admin::AuditArgs),
     /// The master key.
+    #[command(after_help = "Example:
+  jgate key rotate        (stored tokens and audit keys re-wrapped; back up the new key file)")]
     Key {
         #[command(subcommand)]
         command: KeyCmd,
     },
     /// Lists the operations agents can call.
+    #[command(after_help = "Examples:
+  jgate operations
+  jgate operations --json")]
     Operations,
     /// Calls an operation as an agent (key from JGATE_AGENT_KEY), through the policy and audit.
     #[command(after_help = "Examples:
@@ -178,11 +190,17 @@ Keys travel in plain HTTP: bind a non-loopback address only behind a TLS-termina
     Serve(serve::ServeArgs),
     /// Serves MCP over stdio for one agent (key from JGATE_AGENT_KEY).
     #[command(
-        after_help = "Example (an MCP client's config):\n  {\"command\": \"jgate\", \"args\": [\"mcp\"], \"env\": {\"JGATE_AGENT_KEY\": \"jgate_...\"}}"
+        after_help = "Examples:\n  JGATE_AGENT_KEY=jgate_... jgate mcp      (what an MCP client starts)\n  an MCP client's config: {\"command\": \"jgate\", \"args\": [\"mcp\"], \"env\": {\"JGATE_AGENT_KEY\": \"jgate_...\"}}"
     )]
     Mcp,
     /// Runs a command (a Jenkins client, an MCP server, curl) against jgate's Jenkins proxy with
     /// JENKINS_URL, JENKINS_USER and a short-lived JENKINS_TOKEN made for this run.
+    #[command(after_help = "Examples:
+  JGATE_AGENT_KEY=jgate_... jgate exec -- sh -c 'curl -sg -u \"$JENKINS_USER:$JENKINS_TOKEN\" \"${JENKINS_URL}api/json\"'
+  jgate exec --controller prod --key-file bot.key --ttl 30m -- python3 release.py
+  jgate exec --url https://jgate.example.com -- mcp-jenkins --jenkins-url \"$JENKINS_URL\"
+
+The command reaches Jenkins through `jgate serve`'s proxy at --url; its token is revoked when it exits.")]
     Exec(exec::ExecArgs),
     /// Prints a shell completion script.
     #[command(after_help = "Examples:
@@ -206,6 +224,8 @@ Keys travel in plain HTTP: bind a non-loopback address only behind a TLS-termina
 #[derive(Subcommand)]
 enum KeyCmd {
     /// Generates a new master key and re-wraps every stored token with it.
+    #[command(after_help = "Example:
+  jgate key rotate        (stored tokens and audit keys re-wrapped; back up the new key file)")]
     Rotate,
 }
 
@@ -377,6 +397,27 @@ mod tests {
         let mut missing = Vec::new();
         walk(&cmd, "jgate", &mut missing);
         assert!(missing.is_empty(), "without help text:\n{}", missing.join("\n"));
+    }
+
+    /// Every command (from the command tree, however it grows) shows an example of itself in its
+    /// own `--help`: a line running `jgate PATH`.
+    #[test]
+    fn every_command_has_an_example_of_itself() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help" && !s.is_hide_set()) {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub.get_after_help().map(ToString::to_string).unwrap_or_default();
+                let runs_itself =
+                    help.lines().any(|l| l.contains(&format!("{path} ")) || l.trim_end().ends_with(path.as_str()));
+                if !help.contains("Example") || !runs_itself {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&command(), "jgate", &mut missing);
+        assert!(missing.is_empty(), "no example of the command in its --help:\n{}", missing.join("\n"));
     }
 
     #[test]

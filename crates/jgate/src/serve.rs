@@ -227,6 +227,14 @@ fn unauthorized(message: &str, code: &str) -> Response {
     unread_body_answer(r)
 }
 
+/// The tap on accepted connections: Nagle's algorithm would hold small answers on kept-alive
+/// connections for ~40 ms.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+}
+
 pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let gate = Arc::new(open(g).await?);
     // Heartbeat, and close writes that other (stopped) jgate processes left without an outcome.
@@ -236,12 +244,7 @@ pub async fn serve(g: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
     let local = listener.local_addr()?;
-    // Nagle's algorithm would hold small answers on kept-alive connections for ~40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
+    let listener = axum::serve::ListenerExt::tap_io(listener, no_delay);
     if let Some(warning) = plain_http_warning(local) {
         eprintln!("{warning}");
     }
@@ -328,4 +331,20 @@ pub async fn stdio(g: &Global) -> anyhow::Result<()> {
     let service = handler.serve(rmcp::transport::stdio()).await.context("MCP initialization over stdio failed")?;
     service.waiting().await.context("the MCP session ended with an error")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use axum::serve::{Listener, ListenerExt};
+
+    #[tokio::test]
+    async fn accepted_sockets_have_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut listener = listener.tap_io(super::no_delay);
+        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().expect("nodelay"), "the accepted socket still has Nagle's algorithm on");
+        drop(client);
+    }
 }

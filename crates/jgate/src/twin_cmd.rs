@@ -11,6 +11,9 @@ use jenkins_twin::scenario::{self, FaultSpec};
 #[derive(Subcommand)]
 pub enum TwinCommand {
     /// Serves a simulated Jenkins controller.
+    #[command(after_help = "Examples:
+  jgate twin serve --scenario demo --user admin:admin:11aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+  jgate twin serve --addr 127.0.0.1:0 --scenario jobs.toml --latency-ms 50")]
     Serve(ServeArgs),
 }
 

@@ -601,3 +601,145 @@ async fn serve_refuses_a_disabled_agent_like_a_revoked_key() {
     assert!(j1["error_description"].as_str().is_some_and(|d| d.contains("agent paused-bot is disabled")), "{b1}");
     assert!(j2["error_description"].as_str().is_some_and(|d| d.contains("was revoked")), "{b2}");
 }
+
+/// `jgate controller update` through its flags, against the twin: a new token from a file or
+/// from standard input (with a new user), the timeout, the allow-list replaced or emptied, a
+/// failing test that stores nothing, `--force`, the egress guard; then removal while grants name
+/// the controller (a conflict, exit 8). Self-contained: its own helpers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_update_through_its_flags() {
+    use std::io::Write;
+    const BOT_TOKEN: &str = "11bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let (_twin, server) = jenkins_twin::start(
+        "[controller]\nquiet_period = 0\n",
+        &[("admin".into(), "admin".into(), TOKEN.into()), ("bot".into(), "bot".into(), BOT_TOKEN.into())],
+    )
+    .await
+    .expect("twin");
+    let env = Env::new();
+    let port = server.addr().port();
+    let allow = format!("127.0.0.1:{port}");
+    let url = server.url();
+    env.ok(
+        &[
+            "controller",
+            "add",
+            "prod",
+            "--url",
+            &url,
+            "--username",
+            "admin",
+            "--token-env",
+            "T",
+            "--allow-private",
+            &allow,
+        ],
+        &[("T", TOKEN)],
+    );
+    let stored = || {
+        let list = json_of(&env.ok(&["--json", "controller", "list"], &[]));
+        list.as_array().and_then(|a| a.first()).cloned().expect("one controller")
+    };
+    let tested_user = || json_of(&env.ok(&["--json", "controller", "test", "prod"], &[]))["user"].clone();
+    let json_err = |o: &Output| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let line = err.lines().find(|l| l.starts_with('{')).map(str::to_string);
+        json_of(&line.unwrap_or_else(|| panic!("no JSON error: {err}")))
+    };
+    let before = stored();
+
+    // A token the test rejects: auth (exit 5), nothing stored, the old token still works.
+    let o = env.run(
+        &["--json", "controller", "update", "prod", "--token-env", "T"],
+        &[("T", "11wrongwrongwrongwrongwrongwrong00")],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json_err(&o)["error"]["kind"], "auth");
+    assert_eq!(stored(), before, "a failing test stores nothing");
+    assert_eq!(tested_user(), "admin");
+
+    // --token-file with a new user.
+    let file = env.dir.join("bot-token.txt");
+    std::fs::write(&file, format!("{BOT_TOKEN}\n")).expect("write");
+    let updated = json_of(&env.ok(
+        &["--json", "controller", "update", "prod", "--username", "bot", "--token-file", &file.display().to_string()],
+        &[],
+    ));
+    assert_eq!(updated["user"], "bot", "{updated}");
+    assert_eq!(stored()["username"], "bot");
+    assert_eq!(tested_user(), "bot", "the new token is the one used");
+
+    // --token-stdin, back to the first user; the token never appears in the output.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jgate"))
+        .args(["--json", "controller", "update", "prod", "--username", "admin", "--token-stdin"])
+        .env("JGATE_DATA_DIR", &env.dir)
+        .env_remove("JGATE_MASTER_KEY")
+        .env_remove("JGATE_DB")
+        .env_remove("JGATE_AUDIT_FILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(format!("{TOKEN}\n").as_bytes()).expect("write token");
+    let o = child.wait_with_output().expect("wait");
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{all}");
+    assert!(!all.contains(TOKEN), "the token is never printed");
+    assert_eq!(json_of(&String::from_utf8_lossy(&o.stdout))["user"], "admin");
+    assert_eq!(tested_user(), "admin");
+
+    // --timeout: set, then back to the default with 0.
+    env.ok(&["controller", "update", "prod", "--timeout", "45"], &[]);
+    assert_eq!(stored()["timeout_secs"], 45);
+    env.ok(&["controller", "update", "prod", "--timeout", "0"], &[]);
+    assert_eq!(stored()["timeout_secs"], serde_json::Value::Null);
+
+    // The allow-list: emptied, the loopback twin is refused by the egress guard (denied, exit 4),
+    // even with --force, which cannot help; nothing stored.
+    for force in [false, true] {
+        let mut args = vec!["--json", "controller", "update", "prod", "--no-allow-private"];
+        if force {
+            args.push("--force");
+        }
+        let o = env.run(&args, &[]);
+        assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+        let e = json_err(&o);
+        assert_eq!(e["error"]["kind"], "denied", "{e}");
+        assert!(e["error"]["fix"].as_str().is_some_and(|f| f.contains(&format!("--allow-private {allow}"))), "{e}");
+        assert_eq!(stored()["allow_private"], serde_json::json!([allow]), "force={force}: nothing stored");
+    }
+    // Replaced by another entry that covers the twin.
+    env.ok(&["controller", "update", "prod", "--allow-private", "127.0.0.0/8"], &[]);
+    assert_eq!(stored()["allow_private"], serde_json::json!(["127.0.0.0/8"]));
+    assert_eq!(tested_user(), "admin");
+    // A cloud metadata address: denied, and no allow-list advice.
+    let o = env.run(&["--json", "controller", "update", "prod", "--url", "http://169.254.169.254/"], &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json_err(&o)["error"]["fix"], serde_json::Value::Null);
+
+    // A URL where nothing answers: refused (unreachable, exit 6) and nothing stored ...
+    let dead = "http://127.0.0.1:9/";
+    let o = env.run(&["--json", "controller", "update", "prod", "--url", dead], &[]);
+    assert_eq!(o.status.code(), Some(6), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"), "the error mentions --force");
+    assert_eq!(stored()["url"], before["url"]);
+    // ... unless --force: stored without a passing test, and said so.
+    let forced = env.ok(&["controller", "update", "prod", "--url", dead, "--force"], &[]);
+    assert!(forced.contains("stored without a passing connection test (--force)"), "{forced}");
+    assert_eq!(stored()["url"], dead);
+    // Back to the twin.
+    env.ok(&["controller", "update", "prod", "--url", &url], &[]);
+    assert_eq!(tested_user(), "admin");
+
+    // Removal while a grant names the controller: a conflict (exit 8), with the way out.
+    env.ok(&["agent", "create", "reader"], &[]);
+    env.ok(&["grant", "reader", "status", "read", "--controller", "prod"], &[]);
+    let o = env.run(&["--json", "controller", "remove", "prod"], &[]);
+    assert_eq!(o.status.code(), Some(8), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = json_err(&o);
+    assert_eq!(e["error"]["kind"], "conflict", "{e}");
+    assert!(e["error"]["fix"].as_str().is_some_and(|f| f.contains("--with-grants")), "{e}");
+    env.ok(&["controller", "remove", "prod", "--with-grants"], &[]);
+    assert_eq!(env.ok(&["--json", "controller", "list"], &[]).trim(), "[]");
+}

@@ -267,9 +267,25 @@ fn completions_help_and_examples() {
     let o = env.run(&["completions", "tcsh"], &[]);
     assert_eq!(o.status.code(), Some(2), "unknown shell is a usage error");
 
-    for cmd in ["controller", "agent", "grant", "audit", "call", "serve", "completions"] {
-        let help = env.ok(&[cmd, "--help"], &[]);
-        assert!(help.contains("Example"), "`jgate {cmd} --help` has no examples:\n{help}");
+    // Every command's own example (all of them: main.rs's every_command_has_an_example_of_itself).
+    let commands: [&[&str]; 12] = [
+        &["controller"],
+        &["controller", "add"],
+        &["controller", "update"],
+        &["agent", "key"],
+        &["agent", "key", "rotate"],
+        &["access"],
+        &["exec"],
+        &["key"],
+        &["operations"],
+        &["twin"],
+        &["call"],
+        &["serve"],
+    ];
+    for cmd in commands {
+        let help = env.ok(&[cmd, &["--help"]].concat(), &[]);
+        let path = format!("jgate {} ", cmd.join(" "));
+        assert!(help.contains("Example") && help.contains(&path), "`{path}--help` has no example of itself:\n{help}");
     }
     assert!(env.ok(&["--help"], &[]).contains("jgate completions bash"));
     // Global options appear where they mean something, not elsewhere.
@@ -540,4 +556,123 @@ async fn jgate_call_finds_the_controller_answers_whoami_and_shows_progress() {
 /// indicatif's default spinner glyphs.
 fn is_spinner(c: char) -> bool {
     "⠁⠂⠄⡀⢀⠠⠐⠈".contains(c)
+}
+
+/// The egress guard's refusals at `controller add`: kind `denied` (exit 4), said once, with the
+/// allow-list entry as the fix only where an entry can open the address; nothing stored.
+#[test]
+fn egress_guard_refusals_are_denied_and_advise_the_allow_list_only_where_it_helps() {
+    let env = Env::new("ssrf");
+    let add = |url: &str, json: bool| {
+        let mut args = vec!["controller", "add", "lab", "--url", url, "--username", "admin", "--token-env", "T"];
+        if json {
+            args.insert(0, "--json");
+        }
+        env.run(&args, &[("T", TOKEN)])
+    };
+    // Loopback: an allow-list entry opens it, and the fix names the exact entry.
+    let o = add("http://127.0.0.1:9/", true);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+    assert!(o.stdout.is_empty(), "{}", text(&o.stdout));
+    let e = json_error(&o);
+    assert_eq!(e["error"]["kind"], "denied", "{e}");
+    let message = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("127.0.0.1 is a loopback address"), "{e}");
+    assert_eq!(message.matches("refused http").count(), 1, "said once: {e}");
+    assert!(!message.contains("--allow-private"), "the advice is in `fix`, not repeated in the message: {e}");
+    assert!(e["error"]["fix"].as_str().is_some_and(|f| f.contains("--allow-private 127.0.0.1:9")), "{e}");
+    // The same for a person: one error line, one fix line.
+    let o = add("http://127.0.0.1:9/", false);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert_eq!(err.matches("--allow-private").count(), 1, "{err}");
+
+    // Cloud metadata: no allow-list entry can open it, so none is suggested.
+    let o = add("http://169.254.169.254/", true);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+    let e = json_error(&o);
+    assert_eq!(e["error"]["kind"], "denied", "{e}");
+    assert_eq!(e["error"]["fix"], Value::Null, "{e}");
+    let message = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no allow-list entry can open it"), "{e}");
+    assert!(!message.contains("--allow-private") && !message.contains("add it to"), "{e}");
+    assert_eq!(message.matches("refused http").count(), 1, "said once: {e}");
+    assert!(!text(&o.stderr).contains(TOKEN));
+
+    assert_eq!(env.ok(&["--json", "controller", "list"], &[]).trim(), "[]", "nothing was stored");
+}
+
+/// The connection test against a socket that accepts and never answers: after a few seconds a
+/// progress line says what it waits for and how long; the error states the time really waited.
+#[test]
+fn a_connection_test_that_waits_says_so_and_states_the_real_wait() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // Accepts, holds the connections open, never answers (the thread ends with the test process).
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let env = Env::new("wait");
+    let url = format!("http://127.0.0.1:{port}/");
+    let allow = format!("127.0.0.1:{port}");
+    let start = Instant::now();
+    let o = env.run(
+        &[
+            "controller",
+            "add",
+            "slow",
+            "--url",
+            &url,
+            "--username",
+            "admin",
+            "--token-env",
+            "T",
+            "--allow-private",
+            &allow,
+            "--timeout",
+            "6",
+        ],
+        &[("T", TOKEN)],
+    );
+    let took = start.elapsed();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "unreachable: {err}");
+    let progress = format!("waiting for {url} to answer (up to 6 s per request");
+    let said = err.find(&progress).unwrap_or_else(|| panic!("no progress line: {err}"));
+    let error = err.find("error:").unwrap_or_else(|| panic!("no error: {err}"));
+    assert!(said < error, "the progress line comes while waiting, before the error: {err}");
+    // The real wait, as measured by jgate, agrees with the clock.
+    let waited: u64 = err
+        .split("gave up after waiting ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the wait is not stated: {err}"));
+    assert!((6..=7).contains(&waited), "stated {waited} s: {err}");
+    assert!(took >= Duration::from_secs(6) && took < Duration::from_secs(20), "took {took:?}");
+    assert!(err.contains("--timeout SECONDS"), "{err}");
+    assert_eq!(env.ok(&["--json", "controller", "list"], &[]).trim(), "[]", "nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jgate_call_prints_pretty_json_on_a_terminal_and_compact_json_in_a_pipe() {
+    let (_twin, server) = twin("[[jobs]]\npath = \"team/api\"\nscript = \"echo hi\"\n").await;
+    let env = Env::new("call-json");
+    let key = create_agent(&env, "bot");
+    add_controller(&env, "prod", &server);
+    env.ok(&["grant", "bot", "status", "read"], &[]);
+    let agent = [("JGATE_AGENT_KEY", key.as_str())];
+    let args = ["call", "get_job", "--args", r#"{"job":"team/api"}"#];
+    let piped = env.ok(&args, &agent);
+    assert_eq!(piped.lines().count(), 1, "one compact line in a pipe: {piped}");
+    assert!(piped.contains(r#""name":"team/api""#), "{piped}");
+    let v: Value = serde_json::from_str(&piped).expect("json");
+    assert_eq!(v["name"], "team/api");
+    if let Some(tty) = env.on_tty(&args, &agent, None) {
+        assert!(tty.contains("\n  \"") && tty.contains(r#""name": "team/api""#), "pretty on a terminal: {tty}");
+    }
 }

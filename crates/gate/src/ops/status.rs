@@ -137,7 +137,15 @@ fn flatten(
                 e["color"] = json!(c);
             }
             if folder {
-                e["expanded"] = json!(level < depth);
+                let expanded = level < depth;
+                e["expanded"] = json!(expanded);
+                if !expanded {
+                    // A folder listed without its contents reads as empty: say how to see inside.
+                    e["hint"] = json!(format!(
+                        "not expanded at this depth: call list_jobs with folder={} (or a larger depth) to list it",
+                        json!(name)
+                    ));
+                }
             }
             out.push(e);
         }
