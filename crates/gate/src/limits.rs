@@ -70,13 +70,18 @@ impl AgentLimits {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(n) = self.calls_per_minute {
-            parts.push(format!("{n} calls per minute"));
+            parts.push(format!("{} per minute", count(n, "call")));
         }
         if let Some(n) = self.triggers_per_hour {
-            parts.push(format!("{n} triggers per hour"));
+            parts.push(format!("{} per hour", count(n, "trigger")));
         }
         if parts.is_empty() { "no limits".into() } else { parts.join(", ") }
     }
+}
+
+/// "1 call", "5 calls".
+pub fn count(n: u32, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 /// How many calls per minute a process leases at once for a limit of `limit`.
@@ -198,7 +203,8 @@ impl Gate {
             if !self.take_call(agent, start, end, limit).await? {
                 return Ok(Some(Refusal {
                     reason: format!(
-                        "refused: {agent}'s limit of {limit} calls per minute is reached; the next is allowed in {}",
+                        "refused: {agent}'s limit of {} per minute is reached; the next is allowed in {}",
+                        count(limit, "call"),
                         wait_words(end - now)
                     ),
                     fix: format!(
@@ -223,9 +229,10 @@ impl Gate {
                 );
                 return Ok(Some(Refusal {
                     reason: format!(
-                        "refused: grant {} ({}) allows {limit} calls per hour and they are used; the next is allowed in {}",
+                        "refused: grant {} ({}) allows {} per hour and they are used; the next is allowed in {}",
                         g.id,
                         g.describe(),
+                        count(limit, "call"),
                         wait_words(end - now)
                     ),
                     fix: format!(
@@ -244,7 +251,8 @@ impl Gate {
             if !self.take_one(&scope, start, end, limit).await? {
                 return Ok(Some(Refusal {
                     reason: format!(
-                        "refused: {agent}'s limit of {limit} triggers per hour is reached; the next is allowed in {}",
+                        "refused: {agent}'s limit of {} per hour is reached; the next is allowed in {}",
+                        count(limit, "trigger"),
                         wait_words(end - now)
                     ),
                     fix: format!(

@@ -339,7 +339,7 @@ impl Grant {
         }
         details.extend(self.params.iter().map(ToString::to_string));
         if let Some(n) = self.max_per_hour {
-            details.push(format!("at most {n} calls per hour"));
+            details.push(format!("at most {} per hour", crate::limits::count(n, "call")));
         }
         if !details.is_empty() {
             s.push_str(" (");

@@ -1413,7 +1413,7 @@ pub async fn access(g: &Global, a: AccessArgs) -> anyhow::Result<()> {
         println!("agent {} ({state})", a.agent);
         println!("rate limits: {}", limits.describe());
         for (id, n) in grants.iter().filter_map(|gr| gr.max_per_hour.map(|n| (gr.id, n))) {
-            println!("  grant {id} allows at most {n} calls per hour");
+            println!("  grant {id} allows at most {} per hour", gate::limits::count(n, "call"));
         }
         let mut headers: Vec<&str> = vec!["group"];
         headers.extend(controllers.iter().map(String::as_str));
