@@ -342,7 +342,7 @@ impl Gate {
             );
             return Err(self.refuse(entry, why.clone(), GateError::Busy(why)).await);
         };
-        let mut grants = self.grants_for_call(&caller.agent).await?;
+        let (mut grants, limits) = self.grants_and_limits_for_call(&caller.agent).await?;
         let decided = match decide_needs(&grants, &caller.agent, controller, meta, &needs, params) {
             Ok(d) => d,
             Err((d, reason)) => {
@@ -357,7 +357,6 @@ impl Gate {
         entry.reason = decided.reasons.join("; ");
         // Rate limits and quotas: after the decision (the deciding grant's quota), before a hold
         // or an intent. No store access for an agent without limits (crate::limits).
-        let limits = self.limits_for_call(&caller.agent).await?;
         let deciding = decided.grant.and_then(|id| grants.iter().find(|g| g.id == id));
         if let Some(refusal) = self.check_limits(&caller.agent, meta, limits, deciding).await? {
             return Err(self.refuse(entry, refusal.reason.clone(), refusal.into_error()).await);

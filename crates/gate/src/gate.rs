@@ -1213,9 +1213,14 @@ impl Gate {
     /// A disabled agent's calls are refused like a revoked key's (an agent whose session began
     /// before it was disabled included: within a second, as for grants).
     pub(crate) async fn grants_for_call(&self, agent: &str) -> Result<Vec<Grant>, GateError> {
+        Ok(self.grants_and_limits_for_call(agent).await?.0)
+    }
+
+    /// [`Gate::grants_for_call`] and the agent's rate limits, from one cache entry.
+    pub(crate) async fn grants_and_limits_for_call(&self, agent: &str) -> Result<(Vec<Grant>, AgentLimits), GateError> {
         match self.agent_grants(agent).await {
             Ok(found) if found.disabled => Err(GateError::BadKey(disabled_message(agent))),
-            Ok(found) => Ok(found.grants.to_vec()),
+            Ok(found) => Ok((found.grants.to_vec(), found.limits)),
             Err(e @ StoreError::Unavailable { .. }) => Err(GateError::AuditUnavailable(e.to_string())),
             Err(e) => Err(e.into()),
         }
@@ -1240,15 +1245,6 @@ impl Gate {
             grants: Arc::new(Vec::new()),
             limits: AgentLimits::default(),
         }))
-    }
-
-    /// The agent's rate limits for a call (from the same one-second cache as its grants).
-    pub(crate) async fn limits_for_call(&self, agent: &str) -> Result<AgentLimits, GateError> {
-        match self.agent_grants(agent).await {
-            Ok(found) => Ok(found.limits),
-            Err(e @ StoreError::Unavailable { .. }) => Err(GateError::AuditUnavailable(e.to_string())),
-            Err(e) => Err(e.into()),
-        }
     }
 
     // -----------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@
 //!
 //! A call refused by a later limit gives back what an earlier one took. A window's burst: fixed
 //! windows allow up to twice a limit across a window's edge (the end of one, the start of the next).
-//! Counters of ended windows are removed by the process that writes counters, once a minute.
+//! Counters of ended windows are removed in the background by the processes that count, once a
+//! minute each. A lease taken under another limit is dropped, so a lowered limit applies at once.
 //!
 //! A store that cannot answer fails the call with the store-unavailable error (fail closed).
 
@@ -100,8 +101,8 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// One process's state: the calls-per-minute leases not spent yet, the last prune.
 pub(crate) struct LimitState {
-    /// agent → (window start, calls left of what this process leased in it).
-    leases: Mutex<HashMap<String, (i64, u32)>>,
+    /// agent → what this process leased and has not used yet.
+    leases: Mutex<HashMap<String, Lease>>,
     last_prune: Mutex<i64>,
     clock: Clock,
 }
@@ -110,6 +111,14 @@ impl Default for LimitState {
     fn default() -> Self {
         LimitState { leases: Mutex::default(), last_prune: Mutex::new(0), clock: Arc::new(now_ms) }
     }
+}
+
+/// Calls per minute leased by this process: `left` of the window starting at `start`, under the
+/// limit `limit` (a lease taken under another limit is dropped, so lowering a limit takes effect).
+struct Lease {
+    start: i64,
+    limit: u32,
+    left: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -185,7 +194,7 @@ impl Gate {
                 self.give_back(t).await;
             }
         }
-        self.prune_limits(now).await;
+        self.prune_limits(now);
         refusal
     }
 
@@ -272,11 +281,12 @@ impl Gate {
     async fn take_call(&self, agent: &str, start: i64, end: i64, limit: u32) -> Result<bool, GateError> {
         {
             let mut leases = lock(&self.limit_state.leases);
-            if let Some((s, left)) = leases.get_mut(agent)
-                && *s == start
-                && *left > 0
+            if let Some(l) = leases.get_mut(agent)
+                && l.start == start
+                && l.limit == limit
+                && l.left > 0
             {
-                *left -= 1;
+                l.left -= 1;
                 return Ok(true);
             }
         }
@@ -297,12 +307,12 @@ impl Gate {
         }
         let mut leases = lock(&self.limit_state.leases);
         // Leases of ended windows are worthless: forget them.
-        leases.retain(|_, (s, _)| *s >= start);
-        let entry = leases.entry(agent.to_string()).or_insert((start, 0));
-        if entry.0 != start {
-            *entry = (start, 0);
+        leases.retain(|_, l| l.start >= start);
+        let lease = leases.entry(agent.to_string()).or_insert(Lease { start, limit, left: 0 });
+        if lease.start != start || lease.limit != limit {
+            *lease = Lease { start, limit, left: 0 };
         }
-        entry.1 += got - 1;
+        lease.left += got - 1;
         Ok(true)
     }
 
@@ -322,10 +332,10 @@ impl Gate {
         match t {
             Taken::Lease { agent, start } => {
                 let mut leases = lock(&self.limit_state.leases);
-                if let Some((s, left)) = leases.get_mut(&agent)
-                    && *s == start
+                if let Some(l) = leases.get_mut(&agent)
+                    && l.start == start
                 {
-                    *left += 1;
+                    l.left += 1;
                 }
             }
             Taken::Counter { scope, start } => {
@@ -339,8 +349,8 @@ impl Gate {
     }
 
     /// Removes counters of ended windows, at most once a minute per process (only processes
-    /// that write counters get here).
-    async fn prune_limits(&self, now: i64) {
+    /// that count get here), in the background: no call waits for it.
+    fn prune_limits(&self, now: i64) {
         {
             let mut last = lock(&self.limit_state.last_prune);
             if now - *last < MINUTE_MS && now >= *last {
@@ -348,9 +358,12 @@ impl Gate {
             }
             *last = now;
         }
-        if let Ok(Err(e)) = tokio::time::timeout(CALL_TIMEOUT, self.store().prune_limit_counters(now)).await {
-            tracing::warn!(error = %e, "could not remove old limit counters (tried again in a minute)");
-        }
+        let store = self.store().clone();
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = tokio::time::timeout(CALL_TIMEOUT, store.prune_limit_counters(now)).await {
+                tracing::warn!(error = %e, "could not remove old limit counters (tried again in a minute)");
+            }
+        });
     }
 
     /// How much of each of the agent's limits is used in the current windows (`jgate agent limits`).
