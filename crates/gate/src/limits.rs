@@ -16,8 +16,8 @@
 //! on both dialects, so racing processes never take more than the limit together.
 //!
 //! - Triggers per hour and a grant's calls per hour: exactly 1 per call (those calls already write).
-//! - Calls per minute: a process leases [`lease_size`] at a time (⌈limit/20⌉, at most 50) and
-//!   spends the lease in memory, so a busy agent costs about 20 store writes per minute per
+//! - Calls per minute: a process takes its first call of a window alone, then leases
+//!   [`lease_size`] at a time (⌈limit/20⌉, at most 50) and spends the lease in memory, so a busy agent costs about 20 store writes per minute per
 //!   process. The leases never add up to more than the limit, so the limit holds across replicas
 //!   exactly; a refusal can come early by what other processes leased and have not used yet: at
 //!   least `limit − (P − 1) × (lease − 1)` calls pass in a window, P being the processes serving
@@ -279,19 +279,21 @@ impl Gate {
     /// One call of the agent's calls per minute: from this process's lease, else a new lease
     /// from the store (whole, or one call alone when a whole one is not left).
     async fn take_call(&self, agent: &str, start: i64, end: i64, limit: u32) -> Result<bool, GateError> {
-        {
+        let warm = {
             let mut leases = lock(&self.limit_state.leases);
-            if let Some(l) = leases.get_mut(agent)
-                && l.start == start
-                && l.limit == limit
-                && l.left > 0
-            {
-                l.left -= 1;
-                return Ok(true);
+            match leases.get_mut(agent) {
+                Some(l) if l.start == start && l.limit == limit && l.left > 0 => {
+                    l.left -= 1;
+                    return Ok(true);
+                }
+                Some(l) => l.start == start && l.limit == limit,
+                None => false,
             }
-        }
+        };
         let scope = format!("calls:{agent}");
-        let size = lease_size(limit).min(limit);
+        // The first call of a window in this process takes one: a short-lived process (`jgate
+        // call`) never holds a lease it cannot use; a second call in the window leases.
+        let size = if warm { lease_size(limit).min(limit) } else { 1 };
         let mut got = 0;
         for n in [size, 1] {
             if self.reserve(&scope, start, end, n, limit).await? {

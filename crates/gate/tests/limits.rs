@@ -188,6 +188,7 @@ async fn calls_per_minute_refuse_past_the_limit_until_the_window_resets_or_the_l
         );
         // A lowered limit applies at once, whatever this process leased under the old one.
         g.set_agent_limits(&ana(), "bot", calls(1000)).await.expect("limits");
+        read(&g, "bot").await.expect("takes 1");
         read(&g, "bot").await.expect("leases 50");
         g.set_agent_limits(&ana(), "bot", calls(3)).await.expect("limits");
         assert!(matches!(read(&g, "bot").await, Err(GateError::Limited { .. })), "{kind}");
@@ -221,6 +222,23 @@ async fn two_replicas_share_one_calls_per_minute_budget() {
         assert!((39..=40).contains(&allowed), "{kind}: {allowed} allowed");
         let used = a.limits_used("bot").await.expect("used").0;
         assert!(used <= 40, "{kind}: {used} leased");
+    }
+    dbs.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn short_lived_processes_use_the_whole_budget() {
+    let dbs = Dbs::new("jglim").await;
+    for (kind, url) in dbs.list.clone() {
+        let f = fixture(url).await;
+        // 21 a minute: leases of 2, but a process making one call (`jgate call`) takes one.
+        open(&f.url, &f.key, &f.clock).await.set_agent_limits(&ana(), "bot", calls(21)).await.expect("limits");
+        for i in 0..21 {
+            let g = open(&f.url, &f.key, &f.clock).await;
+            read(&g, "bot").await.unwrap_or_else(|e| panic!("{kind}: call {i}: {e}"));
+        }
+        let g = open(&f.url, &f.key, &f.clock).await;
+        assert!(matches!(read(&g, "bot").await, Err(GateError::Limited { .. })), "{kind}");
     }
     dbs.cleanup().await;
 }
@@ -332,7 +350,11 @@ async fn an_agent_without_limits_writes_no_counter() {
         }
         trigger(&g, "bot", "free").await.expect("trigger");
         assert_eq!(store.limit_counter_rows().await.expect("rows"), 2, "{kind}: one per limit and window");
-        assert_eq!(g.limits_used("bot").await.expect("used"), (50, 1), "{kind}: one lease of 50, one trigger");
+        assert_eq!(
+            g.limits_used("bot").await.expect("used"),
+            (51, 1),
+            "{kind}: the first call alone, then one lease of 50 for 29 reads and the trigger; one trigger"
+        );
         // Windows that ended are pruned by the next process that counts (in the background).
         f.clock.advance(3_600_000);
         read(&g, "bot").await.expect("read");
