@@ -598,6 +598,11 @@ fn admin_verbs(e: &Entry) -> (String, String) {
             both(format!("agent {target} (its keys and calls are refused; its grants are kept)"), "disabled", "disable")
         }
         "admin.agent.enable" => both(format!("agent {target}"), "enabled", "enable"),
+        "admin.agent.limits" => {
+            let limits = text("limits").unwrap_or_default();
+            let before = text("before").map(|b| format!(" (before: {b})")).unwrap_or_default();
+            both(format!("the rate limits of agent {target} to {limits}{before}"), "set", "set")
+        }
         "admin.agent.delete" => {
             let count = |k: &str| e.args.get(k).and_then(Value::as_array).map(Vec::len);
             let keys = num("keys_revoked").map(|n| format!("{n} key(s) revoked"));

@@ -1,5 +1,5 @@
-//! What the call path reads on every call — a presented key's verification, an agent's grants,
-//! the controller names — kept in memory, so that a call by a known key costs no store round trip
+//! What the call path reads on every call — a presented key's verification, an agent's grants and
+//! rate limits, the controller names — kept in memory, so that a call by a known key costs no store round trip
 //! before its audit record, and nothing at all is written on the way in.
 //!
 //! # Staleness: at most one second
@@ -167,6 +167,8 @@ pub(crate) struct AgentGrants {
     /// Whether the agent is disabled: its calls are refused whatever its grants.
     pub(crate) disabled: bool,
     pub(crate) grants: Arc<Vec<Grant>>,
+    /// The agent's rate limits, read with it (so an agent without limits costs nothing more).
+    pub(crate) limits: crate::limits::AgentLimits,
 }
 
 /// Last-use times not yet written: key row id → time (ms).

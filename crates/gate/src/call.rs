@@ -1,8 +1,8 @@
 //! The one path every agent call takes: **begin** → **executor** → **finish**.
 //!
 //! - [`Gate::begin`]: identity → operation → *all* its targets, each with the access it needs →
-//!   policy on the canonical, Java-folded names → audit "intent" (writes; fail closed). A denial
-//!   is audited and ends the call.
+//!   policy on the canonical, Java-folded names → rate limits ([`crate::limits`]) → audit
+//!   "intent" (writes; fail closed). A denial or a limit's refusal is audited and ends the call.
 //! - The executor: a typed operation from [`crate::ops`] (MCP, CLI) — or, later, a raw forward
 //!   (the Jenkins-compatible proxy). Executors have no policy or audit code; they act only on the
 //!   canonical targets `begin` returned and their answer is untrusted Jenkins data.
@@ -342,7 +342,7 @@ impl Gate {
             );
             return Err(self.refuse(entry, why.clone(), GateError::Busy(why)).await);
         };
-        let mut grants = self.grants_for_call(&caller.agent).await?;
+        let (mut grants, limits) = self.grants_and_limits_for_call(&caller.agent).await?;
         let decided = match decide_needs(&grants, &caller.agent, controller, meta, &needs, params) {
             Ok(d) => d,
             Err((d, reason)) => {
@@ -355,6 +355,12 @@ impl Gate {
         entry.target = decided.target.clone().or(entry.target.take());
         entry.allowed = true;
         entry.reason = decided.reasons.join("; ");
+        // Rate limits and quotas: after the decision (the deciding grant's quota), before a hold
+        // or an intent. No store access for an agent without limits (crate::limits).
+        let deciding = decided.grant.and_then(|id| grants.iter().find(|g| g.id == id));
+        if let Some(refusal) = self.check_limits(&caller.agent, meta, limits, deciding).await? {
+            return Err(self.refuse(entry, refusal.reason.clone(), refusal.into_error()).await);
+        }
         let mut targets = decided.targets;
         let mut progress_floor = None;
         if decided.approval {

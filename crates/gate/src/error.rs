@@ -35,6 +35,10 @@ pub enum GateError {
     /// The agent has too many calls in flight.
     #[error("{0}")]
     Busy(String),
+    /// A rate limit or quota refused the call (see [`crate::limits`]): nothing was done; it may
+    /// be sent again after `retry_after_secs`.
+    #[error("{message}. Fix: {fix}")]
+    Limited { message: String, fix: String, retry_after_secs: u64 },
     /// Jenkins accepted a trigger, then something failed: the build exists (or will).
     #[error(
         "the build was queued as item {queue_id}{}; {cause}; do not retry (that would start another build) — check it with get_build or get_queue",

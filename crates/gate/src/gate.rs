@@ -19,6 +19,7 @@ use crate::auth_cache::{AgentGrants, KeyEntry, KeyUse, TtlCache};
 use crate::call::{CallState, Limits};
 use crate::catalog::Group;
 use crate::keys;
+use crate::limits::{AgentLimits, LimitState};
 use crate::policy::{self, Grant, Level, ParamConstraint};
 use crate::secrets::{self, MasterKey, Sealed, SecretsError};
 use crate::store::{
@@ -226,6 +227,8 @@ pub struct Gate {
     connections_checked: std::sync::Mutex<ConnectionsChecked>,
     /// The call path's limits and per-process state (see [`crate::call`]).
     pub(crate) calls: CallState,
+    /// Rate limits' leases and clock in this process (see [`crate::limits`]).
+    pub(crate) limit_state: LimitState,
 }
 
 fn token_aad(controller: &str) -> String {
@@ -262,6 +265,7 @@ impl Gate {
             connections: tokio::sync::Mutex::new(HashMap::new()),
             connections_checked: std::sync::Mutex::new(ConnectionsChecked::default()),
             calls: CallState::default(),
+            limit_state: LimitState::default(),
         })
     }
 
@@ -1047,6 +1051,33 @@ impl Gate {
         params: Vec<ParamConstraint>,
         approve: bool,
     ) -> Result<Grant, GateError> {
+        self.grant_limited(admin, agent, group, level, controller, jobs, params, approve, None).await
+    }
+
+    /// [`Gate::grant_with`], and with `max_per_hour` at most that many calls per hour may be
+    /// decided by the grant, across every process on the store (`--max-per-hour`; see
+    /// [`crate::limits`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn grant_limited(
+        &self,
+        admin: &Admin,
+        agent: &str,
+        group: Group,
+        level: Level,
+        controller: Option<&str>,
+        jobs: Option<&str>,
+        params: Vec<ParamConstraint>,
+        approve: bool,
+        max_per_hour: Option<u32>,
+    ) -> Result<Grant, GateError> {
+        if let Some(n) = max_per_hour {
+            check_limit(n, "--max-per-hour")?;
+            if level == Level::Off {
+                return Err(GateError::Invalid(
+                    "--max-per-hour caps the calls a grant allows, and an off grant allows none: use it with read or full".into(),
+                ));
+            }
+        }
         if approve && level != Level::Full {
             return Err(GateError::Invalid(format!(
                 "--approve holds changes for an administrator, and a {level} grant allows none: use it with level full"
@@ -1083,6 +1114,7 @@ impl Gate {
             jobs,
             params,
             approve,
+            max_per_hour,
         };
         let entry = Self::admin_entry(
             admin,
@@ -1091,7 +1123,7 @@ impl Gate {
             controller,
             json!({"grant": g.describe(), "group": group.as_str(), "level": level.as_str(), "controller": controller,
                    "jobs": g.jobs, "params": g.params.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                   "approve": approve}),
+                   "approve": approve, "max_per_hour": max_per_hour}),
         );
         self.admin_intent(&entry).await?;
         let result = self.store.insert_grant(row.id, &g).await.map_err(GateError::from);
@@ -1099,6 +1131,47 @@ impl Gate {
         self.admin_outcome(entry, &result, extra).await;
         g.id = result?;
         Ok(g)
+    }
+
+    /// An agent's rate limits as stored (not cached).
+    pub async fn agent_limits(&self, agent: &str) -> Result<AgentLimits, GateError> {
+        match self.store.agent_with_limits(agent).await? {
+            Some((_, l)) => Ok(l),
+            None => Err(missing_agent(agent)),
+        }
+    }
+
+    /// Every agent's limits, by name (agents without limits are left out).
+    pub async fn all_agent_limits(&self) -> Result<HashMap<String, AgentLimits>, GateError> {
+        Ok(self.store.all_agent_limits().await?.into_iter().collect())
+    }
+
+    /// Sets an agent's rate limits (`AgentLimits::default()`: none). `false` if they already were
+    /// (nothing recorded). Every process applies them within a second. Audited as
+    /// `admin.agent.limits` with the limits before and after.
+    pub async fn set_agent_limits(&self, admin: &Admin, agent: &str, limits: AgentLimits) -> Result<bool, GateError> {
+        if let Some(n) = limits.calls_per_minute {
+            check_limit(n, "--calls-per-minute")?;
+        }
+        if let Some(n) = limits.triggers_per_hour {
+            check_limit(n, "--triggers-per-hour")?;
+        }
+        let (row, before) = self.store.agent_with_limits(agent).await?.ok_or_else(|| missing_agent(agent))?;
+        if before == limits {
+            return Ok(false);
+        }
+        let entry = Self::admin_entry(
+            admin,
+            "admin.agent.limits",
+            Some(agent),
+            None,
+            json!({"limits": limits.describe(), "calls_per_minute": limits.calls_per_minute,
+                   "triggers_per_hour": limits.triggers_per_hour, "before": before.describe()}),
+        );
+        self.admin_intent(&entry).await?;
+        let result = self.store.set_agent_limits(row.id, &limits).await.map_err(GateError::from);
+        self.admin_outcome(entry, &result, json!({})).await;
+        result.map(|()| true)
     }
 
     /// Removes a grant by id; `false` if there is none (nothing recorded). Audited as `admin.ungrant`.
@@ -1139,9 +1212,14 @@ impl Gate {
     /// A disabled agent's calls are refused like a revoked key's (an agent whose session began
     /// before it was disabled included: within a second, as for grants).
     pub(crate) async fn grants_for_call(&self, agent: &str) -> Result<Vec<Grant>, GateError> {
+        Ok(self.grants_and_limits_for_call(agent).await?.0)
+    }
+
+    /// [`Gate::grants_for_call`] and the agent's rate limits, from one cache entry.
+    pub(crate) async fn grants_and_limits_for_call(&self, agent: &str) -> Result<(Vec<Grant>, AgentLimits), GateError> {
         match self.agent_grants(agent).await {
             Ok(found) if found.disabled => Err(GateError::BadKey(disabled_message(agent))),
-            Ok(found) => Ok(found.grants.to_vec()),
+            Ok(found) => Ok((found.grants.to_vec(), found.limits)),
             Err(e @ StoreError::Unavailable { .. }) => Err(GateError::AuditUnavailable(e.to_string())),
             Err(e) => Err(e.into()),
         }
@@ -1150,16 +1228,22 @@ impl Gate {
     async fn agent_grants(&self, agent: &str) -> Result<AgentGrants, StoreError> {
         let store = &self.store;
         let load = || async {
-            let row = store.agent(agent).await?;
+            let row = store.agent_with_limits(agent).await?;
             let grants = if row.is_some() { store.grants_of(agent).await? } else { Vec::new() };
             Ok(Some(AgentGrants {
                 exists: row.is_some(),
-                disabled: row.is_some_and(|r| r.disabled_ms.is_some()),
+                disabled: row.as_ref().is_some_and(|(r, _)| r.disabled_ms.is_some()),
                 grants: Arc::new(grants),
+                limits: row.map(|(_, l)| l).unwrap_or_default(),
             }))
         };
         let found = self.grants_cache.get(agent, false, load).await?;
-        Ok(found.unwrap_or(AgentGrants { exists: false, disabled: false, grants: Arc::new(Vec::new()) }))
+        Ok(found.unwrap_or(AgentGrants {
+            exists: false,
+            disabled: false,
+            grants: Arc::new(Vec::new()),
+            limits: AgentLimits::default(),
+        }))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1635,6 +1719,20 @@ impl Gate {
 
 fn no_such_key(agent: &str, key_id: &str) -> GateError {
     GateError::Invalid(format!("agent {agent} has no valid key with id {key_id} (`jgate agent list` shows its keys)"))
+}
+
+/// A limit an administrator may set: at least 1 (to stop an agent, disable it), at most
+/// [`crate::limits::MAX_LIMIT`].
+fn check_limit(n: u32, flag: &str) -> Result<(), GateError> {
+    if n == 0 {
+        return Err(GateError::Invalid(format!(
+            "{flag} 0 would refuse every call: to stop an agent, disable it (`jgate agent disable NAME`); to remove a limit, use --clear"
+        )));
+    }
+    if n > crate::limits::MAX_LIMIT {
+        return Err(GateError::Invalid(format!("{flag} {n} is over jgate's maximum of {}", crate::limits::MAX_LIMIT)));
+    }
+    Ok(())
 }
 
 fn missing_agent(agent: &str) -> GateError {

@@ -10,6 +10,7 @@
 //!   and reorderings are detected; [`audit_device`]: the optional second copy in a file.
 //! - [`secrets`], [`keys`]: envelope encryption of Jenkins tokens, agent keys (hashed).
 //! - [`store`]: SQLite (embedded default) or PostgreSQL.
+//! - [`limits`]: per-agent rate limits and per-grant quotas, shared by every process on a store.
 //! - [`gate`]: [`Gate`](gate::Gate) — the admin operations and [`Gate::call`](gate::Gate::call),
 //!   the one path every agent call takes.
 
@@ -27,6 +28,7 @@ pub mod events;
 pub mod exec_tokens;
 pub mod gate;
 pub mod keys;
+pub mod limits;
 pub mod ops;
 pub mod policy;
 pub mod proxy;

@@ -317,6 +317,10 @@ pub struct Grant {
     /// never held). Only meaningful on a `full` grant.
     #[serde(default)]
     pub approve: bool,
+    /// At most this many calls per hour may be decided by this grant, across every process on
+    /// the store (`--max-per-hour`; see [`crate::limits`]). `None`: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_hour: Option<u32>,
 }
 
 impl Grant {
@@ -334,6 +338,9 @@ impl Grant {
             details.push(format!("controller {c}"));
         }
         details.extend(self.params.iter().map(ToString::to_string));
+        if let Some(n) = self.max_per_hour {
+            details.push(format!("at most {} per hour", crate::limits::count(n, "call")));
+        }
         if !details.is_empty() {
             s.push_str(" (");
             s.push_str(&details.join("; "));
@@ -1438,6 +1445,7 @@ mod tests {
             jobs: jobs.map(str::to_string),
             params: Vec::new(),
             approve: false,
+            max_per_hour: None,
         }
     }
 

@@ -277,6 +277,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/sqlite/0007_console.sql")),
     (8, include_str!("../migrations/sqlite/0008_events.sql")),
     (9, include_str!("../migrations/sqlite/0009_approvals.sql")),
+    (10, include_str!("../migrations/sqlite/0010_limits.sql")),
     (11, include_str!("../migrations/sqlite/0011_mcp_sessions.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
@@ -289,6 +290,7 @@ const PG_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/postgres/0007_console.sql")),
     (8, include_str!("../migrations/postgres/0008_events.sql")),
     (9, include_str!("../migrations/postgres/0009_approvals.sql")),
+    (10, include_str!("../migrations/postgres/0010_limits.sql")),
     (11, include_str!("../migrations/postgres/0011_mcp_sessions.sql")),
 ];
 
@@ -1071,7 +1073,7 @@ impl Store {
     pub async fn insert_grant(&self, agent_id: i64, g: &Grant) -> Result<i64, StoreError> {
         let params = serde_json::to_string(&g.params).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let row = sqlx::query(self.sql(
-            "INSERT INTO grants (agent_id, controller, grp, level, jobs, params, created_ms, approve) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            "INSERT INTO grants (agent_id, controller, grp, level, jobs, params, created_ms, approve, max_per_hour) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         ))
         .bind(agent_id)
         .bind(g.controller.clone())
@@ -1081,6 +1083,7 @@ impl Store {
         .bind(params)
         .bind(now_ms())
         .bind(i64::from(g.approve))
+        .bind(g.max_per_hour.map(i64::from))
         .fetch_one(&self.pool)
         .await
         .map_err(db("storing the grant"))?;
@@ -1713,6 +1716,10 @@ fn grant_row(r: &sqlx::any::AnyRow) -> Result<Grant, StoreError> {
         params: serde_json::from_str::<Vec<ParamConstraint>>(&params)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         approve: r.try_get::<i64, _>("approve").map_err(db("reading a grant"))? != 0,
+        max_per_hour: r
+            .try_get::<Option<i64>, _>("max_per_hour")
+            .map_err(db("reading a grant"))?
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
     })
 }
 
@@ -2264,5 +2271,149 @@ fn event_row(r: &sqlx::any::AnyRow) -> Result<EventRow, StoreError> {
         phase: r.try_get("phase").map_err(&f)?,
         status: r.try_get("status").map_err(&f)?,
         time_ms: r.try_get("time_ms").map_err(&f)?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// rate limits and quotas (migration 0010; see crate::limits)
+
+impl Store {
+    /// An agent and its limits, in one query (the call path's cache load).
+    pub async fn agent_with_limits(
+        &self,
+        name: &str,
+    ) -> Result<Option<(AgentRow, crate::limits::AgentLimits)>, StoreError> {
+        let row = sqlx::query(self.sql(
+            "SELECT a.*, l.calls_per_minute, l.triggers_per_hour FROM agents a \
+             LEFT JOIN agent_limits l ON l.agent_id = a.id WHERE a.name = $1",
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading an agent"))?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some((agent_row(&r)?, limits_row(&r)?)))
+    }
+
+    /// Every agent's limits, by agent name (agents without limits are left out).
+    pub async fn all_agent_limits(&self) -> Result<Vec<(String, crate::limits::AgentLimits)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.name, l.calls_per_minute, l.triggers_per_hour FROM agent_limits l JOIN agents a ON a.id = l.agent_id ORDER BY a.name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading agent limits"))?;
+        rows.iter().map(|r| Ok((r.try_get("name").map_err(db("reading agent limits"))?, limits_row(r)?))).collect()
+    }
+
+    /// Sets an agent's limits (none at all: the row goes).
+    pub async fn set_agent_limits(&self, agent_id: i64, limits: &crate::limits::AgentLimits) -> Result<(), StoreError> {
+        if limits.is_none() {
+            sqlx::query(self.sql("DELETE FROM agent_limits WHERE agent_id = $1"))
+                .bind(agent_id)
+                .execute(&self.pool)
+                .await
+                .map_err(db("clearing an agent's limits"))?;
+            return Ok(());
+        }
+        sqlx::query(self.sql(
+            "INSERT INTO agent_limits (agent_id, calls_per_minute, triggers_per_hour, updated_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (agent_id) DO UPDATE SET calls_per_minute = excluded.calls_per_minute, \
+             triggers_per_hour = excluded.triggers_per_hour, updated_ms = excluded.updated_ms",
+        ))
+        .bind(agent_id)
+        .bind(limits.calls_per_minute.map(i64::from))
+        .bind(limits.triggers_per_hour.map(i64::from))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing an agent's limits"))?;
+        Ok(())
+    }
+
+    /// Takes `n` of `limit` in the window `[start, end)` of `scope`, if that many are left: one
+    /// statement (an upsert whose update is conditional on `used + n <= limit`), so processes and
+    /// replicas racing for the last ones never take more than the limit together. `false`: not
+    /// enough left (nothing taken). `n` must not exceed `limit`.
+    pub async fn reserve_limit(
+        &self,
+        scope: &str,
+        start: i64,
+        end: i64,
+        n: i64,
+        limit: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(self.sql(
+            "INSERT INTO limit_counters (scope, window_start, window_end, used) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (scope, window_start) DO UPDATE SET used = limit_counters.used + excluded.used \
+             WHERE limit_counters.used + excluded.used <= $5",
+        ))
+        .bind(scope)
+        .bind(start)
+        .bind(end)
+        .bind(n)
+        .bind(limit)
+        .execute(&self.pool)
+        .await
+        .map_err(db("counting a call against a limit"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Gives back `n` taken by [`Store::reserve_limit`] (a later limit refused the call).
+    pub async fn release_limit(&self, scope: &str, start: i64, n: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            self.sql(
+                "UPDATE limit_counters SET used = used - $3 WHERE scope = $1 AND window_start = $2 AND used >= $3",
+            ),
+        )
+        .bind(scope)
+        .bind(start)
+        .bind(n)
+        .execute(&self.pool)
+        .await
+        .map_err(db("giving back a call counted against a limit"))?;
+        Ok(())
+    }
+
+    /// How much of `scope`'s window starting at `start` is used (0 when nothing is).
+    pub async fn limit_used(&self, scope: &str, start: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query(self.sql("SELECT used FROM limit_counters WHERE scope = $1 AND window_start = $2"))
+            .bind(scope)
+            .bind(start)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a limit's counter"))?;
+        row.map(|r| r.try_get("used").map_err(db("reading a limit's counter")))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Removes the counters of windows that ended before `now`; how many.
+    pub async fn prune_limit_counters(&self, now: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(self.sql("DELETE FROM limit_counters WHERE window_end <= $1"))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db("pruning limit counters"))?;
+        Ok(r.rows_affected())
+    }
+
+    /// How many counter rows exist (what a burst of calls wrote; tests and diagnostics).
+    pub async fn limit_counter_rows(&self) -> Result<i64, StoreError> {
+        sqlx::query("SELECT COUNT(*) AS n FROM limit_counters")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting limit counters"))?
+            .try_get("n")
+            .map_err(db("counting limit counters"))
+    }
+}
+
+fn limits_row(r: &sqlx::any::AnyRow) -> Result<crate::limits::AgentLimits, StoreError> {
+    let e = db("reading an agent's limits");
+    let n = |v: Option<i64>| v.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    Ok(crate::limits::AgentLimits {
+        calls_per_minute: n(r.try_get("calls_per_minute").map_err(&e)?),
+        triggers_per_hour: n(r.try_get("triggers_per_hour").map_err(&e)?),
     })
 }

@@ -417,6 +417,7 @@ fn grant(id: i64, controller: Option<&str>, group: Group, level: Level, jobs: Op
         jobs: jobs.map(str::to_string),
         params: Vec::new(),
         approve: false,
+        max_per_hour: None,
     }
 }
 

@@ -354,6 +354,7 @@ fn grant_set() -> impl Strategy<Value = Vec<Grant>> {
                 jobs: jobs.map(str::to_string),
                 params: Vec::new(),
                 approve: false,
+                max_per_hour: None,
             })
             .collect()
     })
@@ -431,6 +432,7 @@ fn carve_outs_hold_for_java_equal_spellings() {
         jobs: jobs.map(str::to_string),
         params: Vec::new(),
         approve: false,
+        max_per_hour: None,
     };
     let grants =
         [row(1, Level::Read, Some("**")), row(2, Level::Off, Some("secret/**")), row(3, Level::Off, Some("releasex"))];

@@ -301,6 +301,25 @@ pub enum AgentCmd {
         /// The agent's name.
         name: String,
     },
+    /// Shows or sets an agent's rate limits, shared by every jgate process on the database
+    /// (docs/limits.md). Without a flag: shows them and what is used now.
+    #[command(after_help = "Examples:
+  jgate agent limits release-bot
+  jgate agent limits release-bot --calls-per-minute 120 --triggers-per-hour 10
+  jgate agent limits release-bot --clear")]
+    Limits {
+        /// The agent's name.
+        name: String,
+        /// At most N calls per minute, reads included (each minute of the clock).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        calls_per_minute: Option<u32>,
+        /// At most N calls per hour that start a build (trigger_build), each hour of the clock.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        triggers_per_hour: Option<u32>,
+        /// Remove the agent's limits (with a flag above: remove the others, set that one).
+        #[arg(long)]
+        clear: bool,
+    },
     /// Deletes an agent and its keys. Refused while it has grants, unless --with-grants.
     #[command(after_help = "Examples:
   jgate agent delete triage-bot
@@ -433,6 +452,10 @@ pub struct GrantArgs {
     /// reads are never held. Level full only.
     #[arg(long)]
     pub approve: bool,
+    /// At most N calls per hour may be allowed by this grant (e.g. 5 deploys an hour), counted
+    /// across every jgate process on the database (docs/limits.md).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_per_hour: Option<u32>,
 }
 
 #[derive(Args)]
@@ -1096,13 +1119,15 @@ pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
         }
         AgentCmd::List => {
             let agents = gate.agents().await?;
+            let limits = gate.all_agent_limits().await?;
+            let limits_of = |name: &str| limits.get(name).copied().unwrap_or_default();
             let now = gate::store::now_ms();
             let v = Value::Array(
                 agents
                     .iter()
                     .map(|(a, ks)| {
                         json!({"name": a.name, "description": a.description, "disabled": a.disabled_ms.is_some(),
-                        "disabled_ms": a.disabled_ms,
+                        "disabled_ms": a.disabled_ms, "limits": limits_of(&a.name),
                         "keys": ks.iter().map(|k| json!({"key_id": k.key_id, "state": key_state(k, now), "active": k.active_at(now),
                             "revoked": k.revoked_ms.is_some_and(|r| r <= now), "revoked_ms": k.revoked_ms,
                             "expires_ms": k.expires_ms, "last_used_ms": k.last_used_ms})).collect::<Vec<_>>()})
@@ -1113,7 +1138,9 @@ pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
                 let mut rows: Vec<Vec<String>> = Vec::new();
                 for (a, ks) in &agents {
                     let status = if a.disabled_ms.is_some() { "DISABLED" } else { "enabled" };
-                    let mut first = vec![a.name.clone(), status.to_string()];
+                    let l = limits_of(&a.name);
+                    let shown = if l.is_none() { "-".to_string() } else { short_limits(&l) };
+                    let mut first = vec![a.name.clone(), status.to_string(), shown];
                     if ks.is_empty() {
                         first.extend(["-".into(), "no key".into(), String::new(), a.description.clone()]);
                         rows.push(first);
@@ -1122,7 +1149,8 @@ pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
                     for (i, k) in ks.iter().enumerate() {
                         let used = k.last_used_ms.map(format_time).unwrap_or_else(|| "never".into());
                         let desc = if i == 0 { a.description.clone() } else { String::new() };
-                        let lead = if i == 0 { first.clone() } else { vec![String::new(), String::new()] };
+                        let lead =
+                            if i == 0 { first.clone() } else { vec![String::new(), String::new(), String::new()] };
                         let mut row = lead;
                         row.extend([k.key_id.clone(), key_state(k, now), used, desc]);
                         rows.push(row);
@@ -1130,7 +1158,7 @@ pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
                 }
                 table_or(
                     "no agents (create one with `jgate agent create`)",
-                    &["agent", "status", "key", "key state", "last used", "description"],
+                    &["agent", "status", "limits", "key", "key state", "last used", "description"],
                     &rows,
                 );
             });
@@ -1167,6 +1195,46 @@ pub async fn agent(g: &Global, cmd: AgentCmd) -> anyhow::Result<()> {
                 }
             });
         }
+        AgentCmd::Limits { name, calls_per_minute, triggers_per_hour, clear } => {
+            let before = gate.agent_limits(&name).await?;
+            let setting = clear || calls_per_minute.is_some() || triggers_per_hour.is_some();
+            let limits = if setting {
+                let base = if clear { gate::limits::AgentLimits::default() } else { before };
+                gate::limits::AgentLimits {
+                    calls_per_minute: calls_per_minute.or(base.calls_per_minute),
+                    triggers_per_hour: triggers_per_hour.or(base.triggers_per_hour),
+                }
+            } else {
+                before
+            };
+            let changed = setting && gate.set_agent_limits(&admin, &name, limits).await?;
+            let (calls_used, triggers_used) = gate.limits_used(&name).await?;
+            let v = json!({"agent": name, "limits": limits, "changed": changed,
+                "used": {"calls_this_minute": calls_used, "triggers_this_hour": triggers_used}});
+            out(g, &v, || {
+                match (setting, changed) {
+                    (true, true) => println!(
+                        "{name}'s limits are now: {} (every jgate process applies them within a second)",
+                        limits.describe()
+                    ),
+                    (true, false) => println!("{name}'s limits were already: {}", limits.describe()),
+                    (false, _) => println!("{name}'s limits: {}", limits.describe()),
+                }
+                if let Some(n) = limits.calls_per_minute {
+                    println!(
+                        "  calls this minute: {calls_used} of {n} counted (processes count calls in small leases)"
+                    );
+                }
+                if let Some(n) = limits.triggers_per_hour {
+                    println!("  triggers this hour: {triggers_used} of {n}");
+                }
+                if limits.is_none() {
+                    println!(
+                        "  (recommended for an automated agent: --calls-per-minute 120 --triggers-per-hour 20; docs/limits.md)"
+                    );
+                }
+            });
+        }
         AgentCmd::Delete { name, with_grants } => {
             let gone = gate.delete_agent(&admin, &name, with_grants).await?;
             let (keys, grants) = match &gone {
@@ -1199,7 +1267,7 @@ pub async fn grant(g: &Global, a: GrantArgs) -> anyhow::Result<()> {
         .map(|p| p.parse::<ParamConstraint>().map_err(|e| anyhow::anyhow!("--param {p}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let gr = gate
-        .grant_with(
+        .grant_limited(
             &Admin::local_cli(),
             &a.agent,
             group,
@@ -1208,6 +1276,7 @@ pub async fn grant(g: &Global, a: GrantArgs) -> anyhow::Result<()> {
             a.jobs.as_deref(),
             params,
             a.approve,
+            a.max_per_hour,
         )
         .await?;
     out(g, &serde_json::to_value(&gr).unwrap_or(Value::Null), || {
@@ -1230,6 +1299,18 @@ pub async fn grants(g: &Global, agent: &str) -> anyhow::Result<()> {
         );
     });
     Ok(())
+}
+
+/// "120/min, 10 triggers/h": an agent's limits in a table cell.
+fn short_limits(l: &gate::limits::AgentLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = l.calls_per_minute {
+        parts.push(format!("{n}/min"));
+    }
+    if let Some(n) = l.triggers_per_hour {
+        parts.push(format!("{n} triggers/h"));
+    }
+    parts.join(", ")
 }
 
 /// `jgate approvals [--all]`: what waits for a decision, with exactly what would run.
@@ -1384,7 +1465,11 @@ pub async fn access(g: &Global, a: AccessArgs) -> anyhow::Result<()> {
         .iter()
         .flat_map(|j| controllers.iter().flat_map(|c| policy::explain_job(&grants, &a.agent, c, j)))
         .collect();
+    let limits = gate.agent_limits(&a.agent).await?;
+    let capped: Vec<Value> =
+        grants.iter().filter_map(|gr| gr.max_per_hour.map(|n| json!({"grant": gr.id, "max_per_hour": n}))).collect();
     let v = json!({"agent": a.agent, "disabled": row.disabled_ms.is_some(), "valid_keys": valid_keys,
+        "limits": limits, "grant_limits": capped,
         "controllers": controllers, "matrix": cells, "job": job, "explanations": per_job});
     out(g, &v, || {
         let state = if row.disabled_ms.is_some() {
@@ -1393,6 +1478,10 @@ pub async fn access(g: &Global, a: AccessArgs) -> anyhow::Result<()> {
             format!("enabled, {valid_keys} valid key(s)")
         };
         println!("agent {} ({state})", a.agent);
+        println!("rate limits: {}", limits.describe());
+        for (id, n) in grants.iter().filter_map(|gr| gr.max_per_hour.map(|n| (gr.id, n))) {
+            println!("  grant {id} allows at most {} per hour", gate::limits::count(n, "call"));
+        }
         let mut headers: Vec<&str> = vec!["group"];
         headers.extend(controllers.iter().map(String::as_str));
         let rows: Vec<Vec<String>> = Group::ALL

@@ -46,11 +46,14 @@ pub enum Kind {
     /// The audit log cannot be trusted or written: verification failed, the sealed head is
     /// missing or forged, the audit file cannot be written.
     AuditBroken,
+    /// A rate limit or quota refused the call (docs/limits.md): nothing was done; send it again
+    /// once the window resets, or ask an administrator to raise the limit.
+    Limited,
 }
 
 impl Kind {
     #[cfg(test)]
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Internal,
         Kind::Invalid,
         Kind::NotFound,
@@ -61,6 +64,7 @@ impl Kind {
         Kind::Conflict,
         Kind::StoreUnavailable,
         Kind::AuditBroken,
+        Kind::Limited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Kind {
             Kind::Conflict => "conflict",
             Kind::StoreUnavailable => "store_unavailable",
             Kind::AuditBroken => "audit_broken",
+            Kind::Limited => "limited",
         }
     }
 
@@ -91,6 +96,7 @@ impl Kind {
             Kind::Conflict => 8,
             Kind::StoreUnavailable => 9,
             Kind::AuditBroken => 10,
+            Kind::Limited => 11,
         }
     }
 }
@@ -239,6 +245,7 @@ fn gate_kind(e: &GateError) -> Kind {
         GateError::AuditUnavailable(_) => Kind::StoreUnavailable,
         GateError::Failed { status, .. } => status.map_or(Kind::Internal, status_kind),
         GateError::Busy(_) => Kind::Conflict,
+        GateError::Limited { .. } => Kind::Limited,
         GateError::Cancelled(_)
         | GateError::Accepted { .. }
         | GateError::NotStarted { .. }
@@ -369,6 +376,11 @@ mod tests {
             (GateError::Failed { message: "gone".into(), status: Some(404) }.into(), Kind::NotFound),
             (SecretsError::MasterKeyMismatch { key_id: "a".into(), expected: "b".into() }.into(), Kind::Auth),
             (CliError::new(Kind::Conflict, "taken").into(), Kind::Conflict),
+            (
+                GateError::Limited { message: "refused: bot's limit".into(), fix: "wait".into(), retry_after_secs: 3 }
+                    .into(),
+                Kind::Limited,
+            ),
             (anyhow::anyhow!("there is no grant 7"), Kind::NotFound),
             (anyhow::anyhow!("unknown group 'x'"), Kind::Invalid),
             (

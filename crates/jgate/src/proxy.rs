@@ -517,6 +517,12 @@ fn gate_error(e: GateError) -> Response {
         }
         GateError::Invalid(why) => jenkins_error(StatusCode::BAD_REQUEST, "Bad Request", &why),
         GateError::Busy(why) => jenkins_error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests", &why),
+        e @ GateError::Limited { retry_after_secs, .. } => {
+            // A rate limit: Jenkins clients and HTTP libraries know to wait for Retry-After.
+            let mut r = jenkins_error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests", &e.to_string());
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            r
+        }
         e @ GateError::AuditUnavailable(_) => {
             jenkins_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", &e.to_string())
         }
@@ -622,6 +628,18 @@ mod tests {
         // A message that merely says "(HTTP 409)" is not a status.
         let r = gate_error(failed("nothing was started: refused (HTTP 409): disabled", None));
         assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn a_rate_limit_answers_429_with_retry_after() {
+        let e = GateError::Limited {
+            message: "refused: bot's limit of 5 triggers per hour is reached; the next is allowed in 23 min".into(),
+            fix: "wait 23 min".into(),
+            retry_after_secs: 1380,
+        };
+        let r = gate_error(e);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1380"));
     }
 
     #[test]

@@ -743,3 +743,80 @@ async fn controller_update_through_its_flags() {
     env.ok(&["controller", "remove", "prod", "--with-grants"], &[]);
     assert_eq!(env.ok(&["--json", "controller", "list"], &[]).trim(), "[]");
 }
+
+/// `jgate agent limits`: shown (none by default), set, one kept when the other is set, in `agent
+/// list` and `access`, enforced on `jgate call` (exit 11, kind `limited`), cleared; a grant's
+/// `--max-per-hour`; every change audited.
+#[test]
+fn agent_limits_are_set_shown_enforced_and_cleared_from_the_cli() {
+    let env = Env::new();
+    add_unreachable_controller(&env);
+    let created = json_of(&env.ok(&["--json", "agent", "create", "bot"], &[]));
+    let key = created["key"].as_str().expect("key").to_string();
+    env.ok(&["grant", "bot", "status", "read"], &[]);
+    let shown = env.ok(&["agent", "limits", "bot"], &[]);
+    assert!(shown.contains("bot's limits: no limits") && shown.contains("recommended"), "{shown}");
+
+    let set = json_of(
+        &env.ok(&["--json", "agent", "limits", "bot", "--calls-per-minute", "1", "--triggers-per-hour", "5"], &[]),
+    );
+    assert_eq!(set["changed"], true, "{set}");
+    assert_eq!(set["limits"], serde_json::json!({"calls_per_minute": 1, "triggers_per_hour": 5}));
+    let set = json_of(&env.ok(&["--json", "agent", "limits", "bot", "--triggers-per-hour", "7"], &[]));
+    assert_eq!(
+        set["limits"],
+        serde_json::json!({"calls_per_minute": 1, "triggers_per_hour": 7}),
+        "one flag keeps the other"
+    );
+    let shown = env.ok(&["agent", "limits", "bot"], &[]);
+    assert!(shown.contains("bot's limits: 1 call per minute, 7 triggers per hour"), "{shown}");
+    assert!(env.ok(&["agent", "list"], &[]).contains("1/min, 7 triggers/h"));
+    assert!(env.ok(&["access", "bot"], &[]).contains("rate limits: 1 call per minute, 7 triggers per hour"));
+    let o = env.run(&["agent", "limits", "bot", "--calls-per-minute", "0"], &[]);
+    assert_eq!(o.status.code(), Some(2), "0 is refused");
+
+    // The first call of the minute reaches the (unreachable) controller; within the same minute
+    // the next is refused. Three calls: whichever minute they fall in, one of the last two is.
+    let call = || {
+        env.run(
+            &["--json", "call", "get_job", "--controller", "prod", "--args", r#"{"job":"team/api"}"#],
+            &[("JGATE_AGENT_KEY", key.as_str())],
+        )
+    };
+    let first = call();
+    assert_ne!(first.status.code(), Some(11), "{}", String::from_utf8_lossy(&first.stderr));
+    let limited: Vec<Output> = [call(), call()].into_iter().filter(|o| o.status.code() == Some(11)).collect();
+    let o = limited.first().expect("a call over the limit exits 11");
+    let err = json_of(String::from_utf8_lossy(&o.stderr).trim());
+    assert_eq!(err["error"]["kind"], "limited", "{err}");
+    let message = err["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("refused: bot's limit of 1 call per minute is reached; the next is allowed in"),
+        "{err}"
+    );
+    let fix = err["error"]["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("jgate agent limits bot --calls-per-minute N"), "{err}");
+
+    let cleared = env.ok(&["agent", "limits", "bot", "--clear"], &[]);
+    assert!(cleared.contains("bot's limits are now: no limits"), "{cleared}");
+    assert!(json_of(&env.ok(&["--json", "agent", "list"], &[]))[0]["limits"]["calls_per_minute"].is_null());
+    let after = call();
+    assert_ne!(after.status.code(), Some(11), "no limit after --clear");
+
+    let gr = json_of(
+        &env.ok(&["--json", "grant", "bot", "build", "full", "--jobs", "release/**", "--max-per-hour", "5"], &[]),
+    );
+    assert_eq!(gr["max_per_hour"], 5, "{gr}");
+    assert!(env.ok(&["grants", "bot"], &[]).contains("at most 5 calls per hour"));
+
+    let audit = env.ok(&["audit"], &[]);
+    assert!(
+        audit.contains("ops-admin (local CLI) set the rate limits of agent bot to 1 call per minute, 5 triggers per hour (before: no limits)"),
+        "{audit}"
+    );
+    assert!(audit.contains("set the rate limits of agent bot to no limits"), "{audit}");
+    assert!(
+        audit.contains("was denied reading job team/api on prod: refused: bot's limit of 1 call per minute"),
+        "{audit}"
+    );
+}
