@@ -324,6 +324,8 @@ impl Subscriptions {
                     _ = alive.cancelled() => {}
                     _ = watch(&gate, &agent, rx, &subs, send) => {}
                 }
+                // Stopped (the client can no longer be reached): a later subscription starts anew.
+                lock(&subs).watching = false;
             });
         }
         Ok(())
@@ -534,6 +536,71 @@ mod tests {
         }
         let long = format!("jenkins://prod/job/{}/1", "a".repeat(MAX_URI));
         assert_eq!(parse(&long), None, "over the length limit");
+    }
+
+    fn event(id: i64, job: &str, number: u64) -> Event {
+        Event {
+            id,
+            controller: "prod".into(),
+            job: job.into(),
+            number,
+            queue_id: None,
+            phase: gate::events::Phase::Completed,
+            status: Some("SUCCESS"),
+            time_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_of_subscribed_builds_are_announced_only_while_the_agent_may_read_them() {
+        use gate::catalog::Group;
+        use gate::policy::Level;
+        use gate::{Admin, secrets::MasterKey, store::Store};
+        let dir = std::env::temp_dir().join(format!("jgate-resources-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = Store::open(&dir.join("jgate.db").display().to_string()).await.expect("store");
+        let g = Arc::new(Gate::open(store, MasterKey::generate(), None).await.expect("gate"));
+        let admin = Admin::local_cli();
+        g.create_agent(&admin, "watcher", "", None).await.expect("agent");
+        g.grant(&admin, "watcher", Group::Status, Level::Read, None, Some("team/a"), vec![]).await.expect("grant a");
+        let b = g.grant(&admin, "watcher", Group::Status, Level::Read, None, Some("team/b"), vec![]).await.expect("b");
+        let subs = Mutex::new(Subs { map: BTreeMap::new(), watching: true });
+        for uri in ["jenkins://prod/job/team/a/1", "jenkins://prod/job/team/A/1/log", "jenkins://prod/job/team/b/1"] {
+            lock(&subs).map.insert(uri.into(), parse(uri).expect("uri"));
+        }
+        // Revoked before any event: the check sees the grants as they are now.
+        assert!(g.remove_grant(&admin, b.id).await.expect("ungrant"));
+        let (tx, mut sent) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let rx = g.events().subscribe();
+        let watching = {
+            let g = g.clone();
+            async move {
+                let send = |uri: String| {
+                    let tx = tx.clone();
+                    async move { tx.send(uri).is_ok() }
+                };
+                watch(&g, "watcher", rx, &subs, send).await;
+                subs
+            }
+        };
+        let task = tokio::spawn(watching);
+        // Another build of a subscribed job, another controller: nothing. Then team/b's build (no
+        // longer readable), then team/a's: only team/a's two resources are announced, in order.
+        g.events().deliver(event(1, "team/a", 2));
+        g.events().deliver(Event { controller: "test".into(), ..event(2, "team/a", 1) });
+        g.events().deliver(event(3, "team/b", 1));
+        g.events().deliver(event(4, "TEAM/a", 1));
+        let mut got = vec![sent.recv().await.expect("first"), sent.recv().await.expect("second")];
+        got.sort();
+        assert_eq!(got, ["jenkins://prod/job/team/A/1/log", "jenkins://prod/job/team/a/1"]);
+        assert!(sent.try_recv().is_err(), "nothing else was announced");
+        // The unreadable subscription is gone; the readable ones stay.
+        drop(sent);
+        g.events().deliver(event(5, "team/a", 1));
+        let subs = task.await.expect("the watcher stops once nobody can be told");
+        let left: Vec<String> = lock(&subs).map.keys().cloned().collect();
+        assert_eq!(left, ["jenkins://prod/job/team/A/1/log", "jenkins://prod/job/team/a/1"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

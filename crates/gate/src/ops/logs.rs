@@ -101,59 +101,55 @@ impl Op for GetBuildLog {
 
     async fn run(cx: &mut Exec<'_>, a: LogArgs) -> Result<Value, GateError> {
         let path = cx.path(0)?;
-        let number = resolve_number(cx.client, &path, BuildArg::selector(a.build.as_ref())?).await?;
         let mode = LogMode::from_args(&a)?;
-        if a.wait_s.is_some() && !matches!(mode, LogMode::Follow(_)) {
-            return Err(GateError::Invalid("wait_s applies to mode follow only; leave it out for other modes".into()));
-        }
-        if let (LogMode::Follow(cursor), Some(secs)) = (&mode, a.wait_s) {
-            if !(1..=MAX_FOLLOW_WAIT_SECS).contains(&secs) {
+        match (&mode, a.wait_s) {
+            (LogMode::Follow(_), Some(secs)) if !(1..=MAX_FOLLOW_WAIT_SECS).contains(&secs) => {
                 return Err(GateError::Invalid(format!("wait_s must be 1 to {MAX_FOLLOW_WAIT_SECS} (seconds)")));
             }
-            let watch = FollowWatch { controller: cx.controller, job: path.to_string(), number };
-            let chunk =
-                follow_until_output(cx.client, &path, number, *cursor, &cx.triggers.events, &watch, secs).await?;
+            (LogMode::Follow(_), _) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(GateError::Invalid(
+                    "wait_s applies to mode follow only; leave it out for other modes".into(),
+                ));
+            }
+        }
+        let number = resolve_number(cx.client, &path, BuildArg::selector(a.build.as_ref())?).await?;
+        if let (LogMode::Follow(cursor), Some(secs)) = (&mode, a.wait_s) {
+            let chunk = follow_until_output(cx, &path, number, *cursor, secs).await?;
             return Ok(follow_answer(&path, number, &chunk, cx.sanitizer));
         }
         log_view(cx.client, &path, number, &mode, cx.sanitizer).await
     }
 }
 
-/// The build a follow waits on, as its events name it.
-struct FollowWatch<'a> {
-    controller: &'a str,
-    job: String,
-    number: u64,
-}
-
 /// Reads the console from `cursor` until it has new output, the build has ended, or `secs`
-/// pass. Subscribed to the build's events before the first read, so an end between the read
-/// and the pause is not missed; an event (or lost events) ends the pause at once, and the read
-/// after it is a new one. The pause doubles from [`FOLLOW_FIRST_PAUSE`] to [`FOLLOW_MAX_PAUSE`]
-/// while the log stays silent (output comes without events; its end comes with one);
-/// identical reads in flight are one request.
+/// pass, reporting progress while it waits. Subscribed to the build's events before the first
+/// read, so an end between the read and the pause is not missed; an event (or lost events) ends
+/// the pause at once, and the read after it is a new one. The pause doubles from
+/// [`FOLLOW_FIRST_PAUSE`] to [`FOLLOW_MAX_PAUSE`] while the log stays silent (output comes without
+/// events; its end comes with one); identical reads in flight are one request.
 async fn follow_until_output(
-    client: &JenkinsClient,
+    cx: &mut Exec<'_>,
     job: &JobPath,
     number: u64,
     cursor: u64,
-    bus: &crate::events::Bus,
-    watch: &FollowWatch<'_>,
     secs: u64,
 ) -> Result<jenkins::LogChunk, GateError> {
-    let mut rx = bus.subscribe();
+    let mut rx = cx.triggers.events.subscribe();
+    let (controller, name) = (cx.controller.to_string(), job.to_string());
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut pause = FOLLOW_FIRST_PAUSE;
+    let mut tick = 0.0;
     loop {
-        let chunk = client.progressive_text(job, number, cursor, LOG_BUDGET).await?;
+        let chunk = cx.client.progressive_text(job, number, cursor, LOG_BUDGET).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         if !chunk.text.is_empty() || !chunk.more || left.is_zero() {
             return Ok(chunk);
         }
-        let woke = crate::events::pause_or_event(&mut rx, pause.min(left), |e| {
-            e.is_build(watch.controller, &watch.job, watch.number)
-        })
-        .await;
+        tick += 1.0;
+        cx.report(tick, None, format!("no new output of build #{number} yet; waiting up to {} s more", left.as_secs()));
+        let woke =
+            crate::events::pause_or_event(&mut rx, pause.min(left), |e| e.is_build(&controller, &name, number)).await;
         if woke == crate::events::Woke::Time {
             pause = (pause * 2).min(FOLLOW_MAX_PAUSE);
         }
