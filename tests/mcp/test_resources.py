@@ -30,7 +30,9 @@ def test_the_two_templates_are_listed_and_subscribe_is_offered(stack, transport)
     async def body():
         async with connect(stack, "triage-bot", transport) as c:
             caps = c.server_capabilities.resources
-            assert caps is not None and caps.subscribe is True, caps
+            assert caps is not None, c.server_capabilities
+            # Build events reach jgate serve; a stdio process on SQLite (this stack) hears none.
+            assert bool(caps.subscribe) == (transport != "stdio"), (transport, caps)
             assert not caps.list_changed, "the lists never change: no listChanged"
             templates = (await c.list_resource_templates()).resource_templates
             by_uri = {t.uri_template: t for t in templates}
@@ -270,3 +272,22 @@ def test_a_modern_client_listens_for_its_builds(stack, hook):
     checks = [(r.get("operation"), r.get("target"), r.get("phase")) for r in stack.audit(agent=agent)]
     assert ("get_build", f"release/{name}", "read") in checks, checks
     assert ("get_build", "api-server", "denied") in checks, checks
+
+
+@pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
+def test_a_stdio_process_on_sqlite_refuses_subscriptions_it_could_never_notify(stack):
+    async def body():
+        async with connect(stack, "triage-bot", "stdio") as c:
+            uri = "jenkins://prod/job/api-server/1"
+            with pytest.raises(MCPError) as e:
+                if c.protocol_version.startswith("2026"):
+                    async with c.listen(resource_subscriptions=[uri]):
+                        pass
+                else:
+                    await c.subscribe_resource(uri)
+            if not c.protocol_version.startswith("2026"):
+                assert "jgate serve" in e.value.message, e.value.error
+            # Reads work as over HTTP.
+            assert json.loads((await c.read_resource(uri, cache_mode="bypass")).contents[0].text)["number"] == 1
+
+    run(body)

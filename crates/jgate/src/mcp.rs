@@ -50,6 +50,12 @@ impl JgateMcp {
         JgateMcp { gate, fixed: None, surface: Surface::Mcp, subscriptions: Default::default() }
     }
 
+    /// Whether build events reach this process: always for `jgate serve` (its hook receives
+    /// them); for `jgate mcp` (stdio) only on PostgreSQL, where every process listens.
+    fn hears_events(&self) -> bool {
+        self.fixed.is_none() || self.gate.store().dialect() == gate::store::Dialect::Postgres
+    }
+
     /// The caller of a request: its agent, on this surface, with the request's JSON-RPC id.
     fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
         let Some(id) = self.identity(ctx) else {
@@ -130,6 +136,15 @@ pub(crate) fn list_error(e: gate::GateError) -> McpError {
     }
 }
 
+/// Why a stdio process on SQLite does not take subscriptions.
+fn no_events() -> McpError {
+    McpError::invalid_request(
+        "this jgate mcp process receives no build events (on SQLite they reach jgate serve only), so a subscription \
+         would never be notified; subscribe through jgate serve's /mcp endpoint, or use PostgreSQL",
+        None,
+    )
+}
+
 /// JSON-RPC error code of "jgate's store is unavailable" (implementation-defined server error).
 pub const STORE_UNAVAILABLE: i32 = -32000;
 
@@ -151,13 +166,17 @@ fn render(op: &str, v: &Value) -> String {
 
 impl ServerHandler for JgateMcp {
     fn get_info(&self) -> ServerConfig {
-        // Resources: subscribe yes; listChanged no (the templates never change, and the list is
-        // the session's own subscriptions).
-        ServerConfig::new(
-            ServerCapabilities::builder().enable_tools().enable_resources().enable_resources_subscribe().build(),
-        )
-        .with_server_info(Implementation::new("jgate", env!("CARGO_PKG_VERSION")))
-        .with_instructions(INSTRUCTIONS)
+        // Resources: listChanged no (the templates never change, and the list is the session's
+        // own subscriptions); subscribe only where build events arrive.
+        let mut caps = ServerCapabilities::builder().enable_tools().enable_resources().build();
+        if self.hears_events()
+            && let Some(r) = caps.resources.as_mut()
+        {
+            r.subscribe = Some(true);
+        }
+        ServerConfig::new(caps)
+            .with_server_info(Implementation::new("jgate", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
     }
 
     async fn list_tools(
@@ -274,6 +293,9 @@ impl ServerHandler for JgateMcp {
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let caller = self.caller(&ctx)?;
+        if !self.hears_events() {
+            return Err(no_events());
+        }
         self.subscriptions.subscribe(&self.gate, &caller, &request.uri, ctx.peer.clone()).await
     }
 
@@ -289,7 +311,7 @@ impl ServerHandler for JgateMcp {
     }
 
     fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
-        Some(crate::mcp_resources::accepted_filter(requested))
+        self.hears_events().then(|| crate::mcp_resources::accepted_filter(requested))
     }
 
     async fn listen(&self, cx: SubscriptionContext) -> Result<(), McpError> {
@@ -414,7 +436,9 @@ every job name (letter case, `%2F`), so the name checked is the name sent.
   sends `notifications/resources/updated` with the URI as subscribed, after checking that the
   agent may still read it: a subscription whose grant was revoked is dropped without a word.
   Subscriptions end with the session. 2026-07-28 clients use `subscriptions/listen` with the URIs
-  in `resourceSubscriptions`: each is checked the same way when the stream opens.
+  in `resourceSubscriptions`: each is checked the same way when the stream opens. Events reach
+  `jgate serve` (and, on PostgreSQL, every process on the store): a `jgate mcp` (stdio) process on
+  SQLite hears none, so it does not offer `subscribe` and refuses subscriptions, saying why.
 - `resources/list` lists the session's own subscriptions (pages of 50, with `nextCursor`): cheap,
   and nothing the agent did not name itself.
 ";

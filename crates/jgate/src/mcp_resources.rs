@@ -293,21 +293,14 @@ impl Subscriptions {
         peer: Peer<RoleServer>,
     ) -> Result<(), McpError> {
         let b = parse(uri).ok_or_else(|| not_found(uri))?;
-        {
-            let s = lock(&self.subs);
-            if s.map.contains_key(uri) {
-                return Ok(());
-            }
-            if s.map.len() >= MAX_SUBSCRIPTIONS {
-                return Err(too_many());
-            }
+        if !self.room_for(uri)? {
+            return Ok(());
         }
         call(gate, caller, &b, uri, "get_build").await?;
         let start = {
+            // Checked again: another subscription may have been made during the read.
+            self.room_for(uri)?;
             let mut s = lock(&self.subs);
-            if s.map.len() >= MAX_SUBSCRIPTIONS && !s.map.contains_key(uri) {
-                return Err(too_many());
-            }
             s.map.insert(uri.to_string(), b);
             !std::mem::replace(&mut s.watching, true)
         };
@@ -329,6 +322,18 @@ impl Subscriptions {
             });
         }
         Ok(())
+    }
+
+    /// Whether `uri` is a new subscription (false: already subscribed), or the limit's error.
+    fn room_for(&self, uri: &str) -> Result<bool, McpError> {
+        let s = lock(&self.subs);
+        if s.map.contains_key(uri) {
+            return Ok(false);
+        }
+        if s.map.len() >= MAX_SUBSCRIPTIONS {
+            return Err(too_many());
+        }
+        Ok(true)
     }
 
     /// `resources/unsubscribe`: by the URI as subscribed, or any spelling of the same resource.
@@ -621,9 +626,23 @@ mod tests {
         assert_eq!(second.resources.len(), 3);
         assert!(second.next_cursor.is_none());
         assert!(s.list(Some(PaginatedRequestParams::default().with_cursor(Some("x".into())))).is_err());
+        // Over the limit: a clear refusal; the same URI again is no new subscription.
+        for n in (PAGE as u64 + 4)..=(MAX_SUBSCRIPTIONS as u64) {
+            let uri = format!("jenkins://prod/job/a/{n}");
+            let b = parse(&uri).expect("uri");
+            lock(&s.subs).map.insert(uri, b);
+        }
+        assert_eq!(s.room_for("jenkins://prod/job/a/1").ok(), Some(false), "already subscribed");
+        let full = s.room_for("jenkins://prod/job/b/1").expect_err("over the limit");
+        assert!(
+            full.message.contains("100 resource subscriptions") && full.message.contains("unsubscribe"),
+            "{full:?}"
+        );
+        s.unsubscribe("jenkins://prod/job/a/100");
+        assert_eq!(s.room_for("jenkins://prod/job/b/1").ok(), Some(true), "room again after an unsubscribe");
         // Another spelling of build 7 (letter case) unsubscribes it.
         s.unsubscribe("jenkins://prod/job/A/7");
         assert!(!lock(&s.subs).map.contains_key("jenkins://prod/job/a/7"));
-        assert_eq!(lock(&s.subs).map.len(), PAGE + 2);
+        assert_eq!(lock(&s.subs).map.len(), MAX_SUBSCRIPTIONS - 2);
     }
 }
