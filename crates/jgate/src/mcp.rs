@@ -435,7 +435,8 @@ every job name (letter case, `%2F`), so the name checked is the name sent.
   Every build event of a subscribed build (QUEUED, STARTED, COMPLETED, FINALIZED; docs/events.md)
   sends `notifications/resources/updated` with the URI as subscribed, after checking that the
   agent may still read it: a subscription whose grant was revoked is dropped without a word.
-  Subscriptions end with the session. 2026-07-28 clients use `subscriptions/listen` with the URIs
+  Subscriptions end with the session (a session with no traffic either way for 5 minutes ends:
+  a client waiting longer sends `ping`). 2026-07-28 clients use `subscriptions/listen` with the URIs
   in `resourceSubscriptions`: each is checked the same way when the stream opens. Events reach
   `jgate serve` (and, on PostgreSQL, every process on the store): a `jgate mcp` (stdio) process on
   SQLite hears none, so it does not offer `subscribe` and refuses subscriptions, saying why.

@@ -608,6 +608,80 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// On PostgreSQL, an event received by one replica is announced to subscriptions held by
+    /// another (both gates on one database; the second listens as `jgate serve` does).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_build_event_received_by_another_replica_is_announced() {
+        use gate::catalog::Group;
+        use gate::policy::Level;
+        use gate::{Admin, NewController, secrets::MasterKey, store::Store};
+        const TOKEN: &str = "11eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+        let pg =
+            std::env::var("JGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("jgr_{}_{}", std::process::id(), gate::store::now_ms() % 1_000_000_000);
+        sqlx::any::install_default_drivers();
+        let mut conn = match <sqlx::AnyConnection as sqlx::Connection>::connect(&pg).await {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("CI").is_some() => panic!("PostgreSQL at {pg} is unreachable under CI: {e}"),
+            Err(e) => return eprintln!("SKIPPING PostgreSQL (not under CI): {pg} unreachable: {e}"),
+        };
+        let create = format!("CREATE SCHEMA {schema}");
+        sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut conn).await.expect("schema");
+        let url = format!("{pg}?options=-c%20search_path%3D{schema}");
+        let dir = std::env::temp_dir().join(format!("jgate-resources-pg-{schema}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key = dir.join("master.key");
+        let open = || async {
+            let (master, _) = MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", &key).expect("key");
+            Arc::new(Gate::open(Store::open(&url).await.expect("store"), master, None).await.expect("gate"))
+        };
+        let (a, b) = (open().await, open().await);
+        b.listen_events(&url);
+        let scenario = "[controller]\nquiet_period = 0\n[[jobs]]\npath = \"team/a\"\nscript = \"echo a\"\n";
+        let (_twin, server) =
+            jenkins_twin::start(scenario, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
+        let admin = Admin::local_cli();
+        let controller = NewController {
+            name: "prod".into(),
+            url: server.url(),
+            username: "admin".into(),
+            token: secrecy::SecretString::from(TOKEN.to_string()),
+            password: false,
+            allow_private: vec![format!("127.0.0.1:{}", server.addr().port())],
+            ca_pem: None,
+            insecure: false,
+        };
+        a.add_controller(&admin, controller, false).await.expect("controller");
+        a.create_agent(&admin, "watcher", "", None).await.expect("agent");
+        a.grant(&admin, "watcher", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
+        let secret = a.create_hook(&admin, "prod", false).await.expect("hook");
+        let subs = Mutex::new(Subs { map: BTreeMap::new(), watching: true });
+        let uri = "jenkins://prod/job/team/a/1";
+        lock(&subs).map.insert(uri.into(), parse(uri).expect("uri"));
+        let (tx, mut sent) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let rx = b.events().subscribe();
+        let b2 = b.clone();
+        let task = tokio::spawn(async move {
+            let send = |uri: String| {
+                let tx = tx.clone();
+                async move { tx.send(uri).is_ok() }
+            };
+            watch(&b2, "watcher", rx, &subs, send).await;
+        });
+        // Jenkins posts to replica A; the watcher lives on replica B.
+        let payload = json!({"name": "a", "url": "job/team/job/a/", "build": {"number": 1, "queue_id": 3,
+            "phase": "COMPLETED", "status": "SUCCESS", "url": "job/team/job/a/1/", "full_url": "x"}});
+        let body = payload.to_string().into_bytes();
+        let outcome = a.receive_hook("prod", &secret, Some(&body)).await;
+        assert!(matches!(outcome, gate::events::HookOutcome::Accepted(_)), "{outcome:?}");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(20), sent.recv()).await;
+        task.abort();
+        let drop_schema = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop_schema)).execute(&mut conn).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(got.expect("announced within 20 s").as_deref(), Some(uri));
+    }
+
     #[test]
     fn a_subscription_is_found_again_by_any_spelling_and_listed_in_pages() {
         let s = Subscriptions::default();
