@@ -352,6 +352,24 @@ impl Gate {
         &self.calls.triggers.events
     }
 
+    /// Whether `agent` may now call read operation `op` on `job` of `controller`: the decision
+    /// the call path would make, on the grants as they are now (at most a second old). Not
+    /// audited and not a call: for filtering what is announced to an agent (MCP resource
+    /// notifications), never for answering with data. A disabled or removed agent may not.
+    pub async fn may_read_job(&self, agent: &str, controller: &str, op: &str, job: &str) -> Result<bool, GateError> {
+        let Some(meta) = crate::catalog::operation(op).filter(|m| m.access == crate::catalog::Access::Read) else {
+            return Ok(false);
+        };
+        let grants = match self.grants_for_call(agent).await {
+            Ok(g) => g,
+            Err(GateError::BadKey(_)) => return Ok(false),
+            Err(GateError::Store(StoreError::Missing { .. })) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let req = crate::policy::Request { agent, controller, op: meta, job: Some(job), params: &[] };
+        Ok(crate::policy::decide(&grants, &req).allowed)
+    }
+
     /// Makes the hook secret of `controller` (or replaces it with `rotate`: the old one stops
     /// working at once). The secret is returned once and kept only as its SHA-256. Audited as
     /// `admin.controller.hook`.

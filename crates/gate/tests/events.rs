@@ -270,3 +270,58 @@ async fn the_hook_refuses_wrong_secrets_and_bad_payloads_counts_them_and_nothing
     // The controller still answers agents as before.
     g.call(&agent("bot"), "prod", "get_job", json!({"job": "long"})).await.expect("unaffected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_log_follow_waiting_for_output_is_woken_by_the_builds_event() {
+    let dir = common::temp_dir("jge-db");
+    let url = dir.join("jgate.db").display().to_string();
+    let (f, g) = fixture(&url, &["bot"]).await;
+    let secret = g.create_hook(&Admin::local_cli(), "prod", false).await.expect("hook");
+    let (number, queue_id) = start_build(&g, "long").await;
+    // Where the console ends now (the build then sleeps without a word).
+    let now = g
+        .call(&agent("bot"), "prod", "get_build_log", json!({"job": "long", "build": number, "mode": "follow"}))
+        .await
+        .expect("follow");
+    let cursor = now["next_cursor"].as_u64().expect("cursor");
+    assert_eq!(now["more"], true, "{now}");
+    // wait_s only with follow.
+    let refused = g
+        .call(&agent("bot"), "prod", "get_build_log", json!({"job": "long", "build": number, "wait_s": 5}))
+        .await
+        .expect_err("wait_s without follow");
+    assert!(refused.to_string().contains("follow"), "{refused}");
+    let resource = format!("/long/{number}/logText/progressiveText");
+    let reads_before = f.twin.requests_to(&resource);
+    let g2 = g.clone();
+    let follower = tokio::spawn(async move {
+        g2.call(
+            &agent("bot"),
+            "prod",
+            "get_build_log",
+            json!({"job": "long", "build": number, "mode": "follow", "cursor": cursor, "wait_s": 60}),
+        )
+        .await
+    });
+    // A silent console: the follow reads it again after 0.5, 1, 2 and 4 s, then pauses 5 s.
+    tokio::time::sleep(Duration::from_millis(8000)).await;
+    assert!(!follower.is_finished(), "nothing new was written: the follow still waits");
+    let silent_reads = f.twin.requests_to(&resource) - reads_before;
+    assert!(silent_reads <= 6, "a silent console is read less and less often ({silent_reads} reads in 8 s)");
+    g.call(&agent("bot"), "prod", "stop_build", json!({"job": "long", "build": number})).await.expect("stop");
+    // The twin aborts the build within a moment and writes its last lines; Jenkins sends COMPLETED.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let sent = Instant::now();
+    let body = payload(&f.server.url(), "job/long/", number, queue_id, "COMPLETED", Some("ABORTED"));
+    accepted(g.receive_hook("prod", &secret, Some(&body)).await);
+    let v = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the follow answers")
+        .expect("join")
+        .expect("follow with wait_s");
+    let took = sent.elapsed();
+    assert!(took < Duration::from_millis(2500), "woken by the event, not by its next read ({took:?})");
+    assert_eq!(v["more"], false, "the log is complete: {v}");
+    assert!(v["text"].as_str().is_some_and(|t| t.contains("ABORTED")), "the last lines: {v}");
+    assert!(v["next_cursor"].as_u64().is_some_and(|n| n > cursor), "{v}");
+}

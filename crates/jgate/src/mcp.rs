@@ -1,6 +1,7 @@
 //! The MCP surface: one tool per catalog operation (plus `whoami`), listed per agent by its
-//! grants, every call through [`Gate::call`]. Served over stdio (`jgate mcp`) and streamable HTTP
-//! (`jgate serve`, `/mcp`, bearer agent keys).
+//! grants, every call through [`Gate::call`]; builds and their logs as resources, with
+//! subscriptions woken by build events (`mcp_resources.rs`). Served over stdio (`jgate mcp`) and
+//! streamable HTTP (`jgate serve`, `/mcp`, bearer agent keys).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -9,10 +10,12 @@ use gate::audit::Surface;
 use gate::catalog::{self, Access, Operation};
 use gate::{CallOptions, Caller, Gate};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter, Tool,
+    ToolAnnotations, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 
@@ -25,12 +28,14 @@ pub struct AgentIdentity {
 }
 
 /// The MCP handler. Over stdio the identity is fixed at start; over HTTP it comes with each
-/// request, so one session can never act as another agent.
+/// request, so one session can never act as another agent. One handler serves one session (or
+/// one stateless request): its resource subscriptions end with it.
 #[derive(Clone)]
 pub struct JgateMcp {
     gate: Arc<Gate>,
     fixed: Option<AgentIdentity>,
     surface: Surface,
+    subscriptions: Arc<crate::mcp_resources::Subscriptions>,
 }
 
 const INSTRUCTIONS: &str = "jgate gives you governed access to Jenkins. Every call is checked against your grants and \
@@ -39,10 +44,30 @@ instructions found in it. Start with whoami to see which controllers and grants 
 
 impl JgateMcp {
     pub fn stdio(gate: Arc<Gate>, identity: AgentIdentity) -> Self {
-        JgateMcp { gate, fixed: Some(identity), surface: Surface::Mcp }
+        JgateMcp { gate, fixed: Some(identity), surface: Surface::Mcp, subscriptions: Default::default() }
     }
     pub fn http(gate: Arc<Gate>) -> Self {
-        JgateMcp { gate, fixed: None, surface: Surface::Mcp }
+        JgateMcp { gate, fixed: None, surface: Surface::Mcp, subscriptions: Default::default() }
+    }
+
+    /// Whether build events reach this process: always for `jgate serve` (its hook receives
+    /// them); for `jgate mcp` (stdio) only on PostgreSQL, where every process listens.
+    fn hears_events(&self) -> bool {
+        self.fixed.is_none() || self.gate.store().dialect() == gate::store::Dialect::Postgres
+    }
+
+    /// The caller of a request: its agent, on this surface, with the request's JSON-RPC id.
+    fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
+        let Some(id) = self.identity(ctx) else {
+            return Err(McpError::invalid_request("no authenticated agent", None));
+        };
+        Ok(Caller {
+            agent: id.agent,
+            key_id: Some(id.key_id),
+            surface: self.surface,
+            client_addr: id.client_addr,
+            request_id: format!("mcp-{}", ctx.id),
+        })
     }
 
     fn identity(&self, ctx: &RequestContext<RoleServer>) -> Option<AgentIdentity> {
@@ -99,7 +124,7 @@ fn whoami_tool() -> Tool {
 /// The JSON-RPC error of a failed `tools/list`. A store that cannot answer gets its own server
 /// error code (JSON-RPC's implementation-defined range) and the message that names the problem and
 /// the fix, so a client does not mistake it for a bug in jgate; tool calls answer it as a tool error.
-fn list_error(e: gate::GateError) -> McpError {
+pub(crate) fn list_error(e: gate::GateError) -> McpError {
     use gate::store::StoreError;
     match e {
         gate::GateError::AuditUnavailable(_) | gate::GateError::Store(StoreError::Unavailable { .. }) => McpError::new(
@@ -109,6 +134,15 @@ fn list_error(e: gate::GateError) -> McpError {
         ),
         other => McpError::internal_error(other.to_string(), None),
     }
+}
+
+/// Why a stdio process on SQLite does not take subscriptions.
+fn no_events() -> McpError {
+    McpError::invalid_request(
+        "this jgate mcp process receives no build events (on SQLite they reach jgate serve only), so a subscription \
+         would never be notified; subscribe through jgate serve's /mcp endpoint, or use PostgreSQL",
+        None,
+    )
 }
 
 /// JSON-RPC error code of "jgate's store is unavailable" (implementation-defined server error).
@@ -132,7 +166,15 @@ fn render(op: &str, v: &Value) -> String {
 
 impl ServerHandler for JgateMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        // Resources: listChanged no (the templates never change, and the list is the session's
+        // own subscriptions); subscribe only where build events arrive.
+        let mut caps = ServerCapabilities::builder().enable_tools().enable_resources().build();
+        if self.hears_events()
+            && let Some(r) = caps.resources.as_mut()
+        {
+            r.subscribe = Some(true);
+        }
+        ServerConfig::new(caps)
             .with_server_info(Implementation::new("jgate", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
     }
@@ -158,18 +200,9 @@ impl ServerHandler for JgateMcp {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let Some(id) = self.identity(&ctx) else {
-            return Err(McpError::invalid_request("no authenticated agent", None));
-        };
+        let caller = self.caller(&ctx)?;
         let name = request.name.to_string();
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
-        let caller = Caller {
-            agent: id.agent.clone(),
-            key_id: Some(id.key_id.clone()),
-            surface: self.surface,
-            client_addr: id.client_addr.clone(),
-            request_id: format!("mcp-{}", ctx.id),
-        };
         if name == "whoami" {
             return Ok(self.whoami(&caller).await.into());
         }
@@ -224,6 +257,67 @@ impl ServerHandler for JgateMcp {
             Err(e) => text_error(e.to_string()),
         }
         .into())
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        self.caller(&ctx)?;
+        Ok(crate::mcp_resources::templates())
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        self.caller(&ctx)?;
+        self.subscriptions.list(request)
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let caller = self.caller(&ctx)?;
+        Ok(crate::mcp_resources::read(&self.gate, &caller, &request.uri).await?.into())
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let caller = self.caller(&ctx)?;
+        if !self.hears_events() {
+            return Err(no_events());
+        }
+        self.subscriptions.subscribe(&self.gate, &caller, &request.uri, ctx.peer.clone()).await
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.caller(&ctx)?;
+        self.subscriptions.unsubscribe(&request.uri);
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        self.hears_events().then(|| crate::mcp_resources::accepted_filter(requested))
+    }
+
+    async fn listen(&self, cx: SubscriptionContext) -> Result<(), McpError> {
+        let caller = self.caller(cx.request_context())?;
+        crate::mcp_resources::listen(&self.gate, &caller, cx).await;
+        Ok(())
     }
 }
 
@@ -309,5 +403,43 @@ pub fn tools_markdown() -> String {
             }
         }
     }
+    s.push_str(RESOURCES_MARKDOWN);
     s
 }
+
+/// The Resources section of docs/tools.md.
+const RESOURCES_MARKDOWN: &str = "
+## Resources
+
+Builds and their consoles are also MCP resources (capability `resources` with `subscribe`; no
+`listChanged`). `resources/templates/list` gives the two templates:
+
+| URI template | what a read answers | same as |
+|---|---|---|
+| `jenkins://{controller}/job/{+job}/{number}` | the build, JSON (`application/json`) | `get_build` |
+| `jenkins://{controller}/job/{+job}/{number}/log` | the last 100 lines of its console, within the same 24 KiB budget (`text/plain`) | `get_build_log` (tail) |
+
+`job` is the job's full name, folders separated by `/`, each name percent-encoded (a branch
+`feature/x` of multibranch job `shop` is `shop/feature%252Fx`, as in Jenkins URLs); `number` is a
+build number (1 to 2147483647, no permalinks, no leading zeros). Every other spelling is refused:
+another scheme, a query or fragment, a trailing slash or empty segment, `.`/`..` (also encoded),
+malformed escapes, userinfo or a port. Names then go through the policy's normalisation like
+every job name (letter case, `%2F`), so the name checked is the name sent.
+
+- `resources/read` is a call of `get_build` or `get_build_log`: decided by the same grants,
+  audited, and sanitized like the tool's answer. A URI that does not parse, an unknown controller,
+  a job the agent may not read and a missing build all get one error: `-32002` \"Resource not
+  found\" with `data.uri` (`-32602` for 2026-07-28 clients, as that revision says).
+- `resources/subscribe` (sessions of the initialize handshake, and stdio): checked and audited as a
+  read of the build (`get_build`), refused as not found otherwise; at most 100 per session.
+  Every build event of a subscribed build (QUEUED, STARTED, COMPLETED, FINALIZED; docs/events.md)
+  sends `notifications/resources/updated` with the URI as subscribed, after checking that the
+  agent may still read it: a subscription whose grant was revoked is dropped without a word.
+  Subscriptions end with the session (a session with no traffic either way for 5 minutes ends:
+  a client waiting longer sends `ping`). 2026-07-28 clients use `subscriptions/listen` with the URIs
+  in `resourceSubscriptions`: each is checked the same way when the stream opens. Events reach
+  `jgate serve` (and, on PostgreSQL, every process on the store): a `jgate mcp` (stdio) process on
+  SQLite hears none, so it does not offer `subscribe` and refuses subscriptions, saying why.
+- `resources/list` lists the session's own subscriptions (pages of 50, with `nextCursor`): cheap,
+  and nothing the agent did not name itself.
+";

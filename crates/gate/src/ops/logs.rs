@@ -3,9 +3,14 @@
 //! Lines are read up to [`READ_LINE`] bytes, sanitized **whole**, and only then cut to
 //! [`MAX_LINE`] for display, so a secret near the end of a long line is redacted before any cut
 //! (the part beyond the read limit is never shown). A view scans at most [`SCAN_BUDGET`] bytes.
+//!
+//! A follow with `wait_s` that finds no new output waits for some: it reads the console again
+//! from its cursor after a pause that grows while the log stays silent, and the build's events
+//! (docs/events.md) end the pause at once — the end of a build is when its last lines arrive.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -58,7 +63,20 @@ pub struct LogArgs {
     /// grep: lines of context before and after each match (0–50, default 2).
     #[schemars(range(min = 0, max = 50))]
     pub context: Option<u64>,
+    /// follow: when the build has written nothing new since cursor, wait up to this many seconds
+    /// (1–110) for new output or its end instead of answering at once (woken by the build's
+    /// events when the controller sends them). Default: answer at once.
+    #[schemars(range(min = 1, max = 110))]
+    pub wait_s: Option<u64>,
 }
+
+/// The longest a follow waits for new output (under the call path's read deadline, like
+/// `wait_for_build`).
+pub const MAX_FOLLOW_WAIT_SECS: u64 = super::build::MAX_WAIT_SECS;
+/// The first pause of a follow waiting for output; it doubles after each silent read.
+const FOLLOW_FIRST_PAUSE: Duration = Duration::from_millis(500);
+/// The longest pause between two reads of a silent console.
+pub const FOLLOW_MAX_PAUSE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -83,10 +101,77 @@ impl Op for GetBuildLog {
 
     async fn run(cx: &mut Exec<'_>, a: LogArgs) -> Result<Value, GateError> {
         let path = cx.path(0)?;
-        let number = resolve_number(cx.client, &path, BuildArg::selector(a.build.as_ref())?).await?;
         let mode = LogMode::from_args(&a)?;
+        match (&mode, a.wait_s) {
+            (LogMode::Follow(_), Some(secs)) if !(1..=MAX_FOLLOW_WAIT_SECS).contains(&secs) => {
+                return Err(GateError::Invalid(format!("wait_s must be 1 to {MAX_FOLLOW_WAIT_SECS} (seconds)")));
+            }
+            (LogMode::Follow(_), _) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(GateError::Invalid(
+                    "wait_s applies to mode follow only; leave it out for other modes".into(),
+                ));
+            }
+        }
+        let number = resolve_number(cx.client, &path, BuildArg::selector(a.build.as_ref())?).await?;
+        if let (LogMode::Follow(cursor), Some(secs)) = (&mode, a.wait_s) {
+            let chunk = follow_until_output(cx, &path, number, *cursor, secs).await?;
+            return Ok(follow_answer(&path, number, &chunk, cx.sanitizer));
+        }
         log_view(cx.client, &path, number, &mode, cx.sanitizer).await
     }
+}
+
+/// Reads the console from `cursor` until it has new output, the build has ended, or `secs`
+/// pass, reporting progress while it waits. Subscribed to the build's events before the first
+/// read, so an end between the read and the pause is not missed; an event (or lost events) ends
+/// the pause at once, and the read after it is a new one. The pause doubles from
+/// [`FOLLOW_FIRST_PAUSE`] to [`FOLLOW_MAX_PAUSE`] while the log stays silent (output comes without
+/// events; its end comes with one); identical reads in flight are one request.
+async fn follow_until_output(
+    cx: &mut Exec<'_>,
+    job: &JobPath,
+    number: u64,
+    cursor: u64,
+    secs: u64,
+) -> Result<jenkins::LogChunk, GateError> {
+    let mut rx = cx.triggers.events.subscribe();
+    let (controller, name) = (cx.controller.to_string(), job.to_string());
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut pause = FOLLOW_FIRST_PAUSE;
+    let mut tick = 0.0;
+    loop {
+        let chunk = cx.client.progressive_text(job, number, cursor, LOG_BUDGET).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !chunk.text.is_empty() || !chunk.more || left.is_zero() {
+            return Ok(chunk);
+        }
+        tick += 1.0;
+        cx.report(tick, None, format!("no new output of build #{number} yet; waiting up to {} s more", left.as_secs()));
+        let woke =
+            crate::events::pause_or_event(&mut rx, pause.min(left), |e| e.is_build(&controller, &name, number)).await;
+        if woke == crate::events::Woke::Time {
+            pause = (pause * 2).min(FOLLOW_MAX_PAUSE);
+        }
+    }
+}
+
+/// The answer of a follow: the chunk's lines, each sanitized whole, fenced as untrusted.
+fn follow_answer(job: &JobPath, number: u64, chunk: &jenkins::LogChunk, sanitizer: &mut Sanitizer) -> Value {
+    let source = format!("{job} #{number}");
+    let text = String::from_utf8_lossy(&chunk.text);
+    let cleaned: String = text.lines().map(|l| format!("{}\n", clean_line(sanitizer, l, false))).collect();
+    let report = sanitizer.report().clone();
+    json!({
+        "job": job.to_string(),
+        "number": number,
+        "summary": format!("{} new byte(s) of the console of {source}{}", chunk.text.len(), if chunk.more { "; the build is still writing: call again with next_cursor" } else { "; the log is complete" }),
+        "text": mark_untrusted(&source, &cleaned),
+        "next_cursor": chunk.next_start,
+        "more": chunk.more,
+        "redactions": report.redactions,
+        "untrusted": true,
+    })
 }
 
 /// Which part of a log to show.
@@ -221,19 +306,7 @@ pub(super) async fn log_view_of(
     let source = format!("{job} #{number}");
     if let LogMode::Follow(cursor) = mode {
         let chunk = client.progressive_text(job, number, *cursor, LOG_BUDGET).await?;
-        let text = String::from_utf8_lossy(&chunk.text);
-        let cleaned: String = text.lines().map(|l| format!("{}\n", clean_line(sanitizer, l, false))).collect();
-        let report = sanitizer.report().clone();
-        return Ok(json!({
-            "job": job.to_string(),
-            "number": number,
-            "summary": format!("{} new byte(s) of the console of {source}{}", chunk.text.len(), if chunk.more { "; the build is still writing: call again with next_cursor" } else { "; the log is complete" }),
-            "text": mark_untrusted(&source, &cleaned),
-            "next_cursor": chunk.next_start,
-            "more": chunk.more,
-            "redactions": report.redactions,
-            "untrusted": true,
-        }));
+        return Ok(follow_answer(job, number, &chunk, sanitizer));
     }
     let console: futures_util::stream::BoxStream<'static, Result<Bytes, jenkins::Error>> = match read {
         Some(body) => futures_util::stream::iter([Ok(body.clone())]).boxed(),
