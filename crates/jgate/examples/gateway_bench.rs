@@ -978,14 +978,16 @@ fn mib(bytes: u64) -> String {
     if bytes >= 1 << 20 { format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64) } else { format!("{bytes} B") }
 }
 
+/// (agents, direct, jgate per protocol revision in [`Protocol::BOTH`]'s order)
+type Rates = (usize, Rate, Vec<(Protocol, Rate)>);
+
 struct Results {
     /// One per protocol revision, in [`Protocol::BOTH`]'s order.
     latency: Vec<(Protocol, Latency)>,
     proxy: Latency,
     proxy_stream: ProxyStream,
     hangup: Hangup,
-    /// (agents, direct, jgate per protocol revision in [`Protocol::BOTH`]'s order)
-    rates: Vec<(usize, Rate, Vec<(Protocol, Rate)>)>,
+    rates: Vec<Rates>,
     tail: Tail,
     log_bytes: u64,
     poll: Poll,

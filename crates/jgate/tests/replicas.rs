@@ -4,7 +4,8 @@
 //! held for approval on one replica is released by an approval given in another replica's web
 //! console; a build event Jenkins sends to a third replica ends a wait on the first; an MCP
 //! session (protocol 2025-06-18) opened on one replica is served by the others, for its agent only;
-//! and the audit chain they all appended to verifies, with no write left open.
+//! an agent's rate limit is one budget across the three; and the audit chain they all appended to
+//! verifies, with no write left open.
 
 mod common;
 
@@ -30,6 +31,9 @@ async fn three_replicas_on_one_postgresql_act_as_one() {
     let release_bot = env.agent("release-bot");
     env.ok(&["grant", "release-bot", "build", "full"]);
     env.ok(&["grant", "release-bot", "status", "read"]);
+    let limited_bot = env.agent("limited-bot");
+    env.ok(&["grant", "limited-bot", "status", "read"]);
+    env.ok(&["agent", "limits", "limited-bot", "--calls-per-minute", "30"]);
     let deploy_bot = env.agent("deploy-bot");
     env.ok(&["grant", "deploy-bot", "build", "full", "--jobs", "release/**", "--approve"]);
     let password = env.dir.join("ana.pw");
@@ -43,6 +47,7 @@ async fn three_replicas_on_one_postgresql_act_as_one() {
     one_key_one_build(&bases, &release_bot, &twin, &server).await;
     approval_on_one_releases_another(&env, &bases, &deploy_bot).await;
     event_on_one_wakes_another(&env, &bases, &release_bot, &relay, &twin).await;
+    one_rate_limit_across_replicas(&bases, &limited_bot).await;
 
     // Everything the three appended is one chain, and no write is left without its outcome.
     let o = env.run(&["audit", "verify"]);
@@ -100,6 +105,39 @@ async fn sessions_travel_between_replicas(bases: &[String], key: &str, other_key
         let (status, _) = ended.post(json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"})).await;
         assert_eq!(status, 404, "the ended session on {base}");
     }
+}
+
+/// limited-bot may make 30 calls a minute; 45 calls spread round-robin over the three replicas:
+/// at most 30 pass, and no fewer than docs/limits.md's bound for three processes leasing two at
+/// a time (30 - 2 × 1 = 28); the others are refused naming the limit.
+async fn one_rate_limit_across_replicas(bases: &[String], key: &str) {
+    // The windows are minutes of the clock: start early in one, so all 45 calls fall in it.
+    let second =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() % 60).unwrap_or(0);
+    if second > 45 {
+        tokio::time::sleep(Duration::from_secs(61 - second)).await;
+    }
+    let mut clients = Vec::new();
+    for base in bases {
+        let mut mcp = Mcp::new(base, key);
+        mcp.initialize().await;
+        clients.push(mcp);
+    }
+    let (mut passed, mut refused) = (0, Vec::new());
+    for i in 0..45 {
+        let mcp = &mut clients[i % 3];
+        let answer = mcp.call("get_job", json!({"controller": "prod", "job": "release/build"})).await;
+        if succeeded(&answer) {
+            passed += 1;
+        } else {
+            refused.push(answer_text(&answer));
+        }
+    }
+    assert!((28..=30).contains(&passed), "{passed} of 45 calls passed a limit of 30 per minute: {refused:?}");
+    assert!(
+        refused.iter().all(|r| r.contains("limit of 30 calls per minute")),
+        "every refusal names the limit: {refused:?}"
+    );
 }
 
 /// Twenty agents' clients, spread round-robin over the replicas, send the same trigger with one
