@@ -9,6 +9,8 @@
 //!   is called, with the job and parameters it belongs to ([`KeyState`]). Keys expire after
 //!   [`KEY_TTL_MS`].
 //! - `jgate_processes`: each open [`crate::Gate`] heartbeats every few seconds.
+//! - `trigger_slots`: identical triggers serialised across processes and replicas (see
+//!   [`Store::take_trigger_slot`]).
 
 use serde_json::Value;
 use sqlx::Row;
@@ -84,6 +86,16 @@ pub struct PendingRow {
     /// The intent's audit entry, as JSON.
     pub entry: String,
     pub started_ms: i64,
+}
+
+/// A trigger slot's holder whose process has not heartbeated for this long holds nothing.
+const SLOT_HOLDER_STALE_MS: i64 = 30_000;
+/// Free trigger slots unused for this long are deleted.
+const SLOT_TTL_MS: i64 = 24 * 3600 * 1000;
+
+fn slot_key(fingerprint: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(fingerprint.as_bytes()))
 }
 
 fn opt_u64(v: Option<i64>) -> Option<u64> {
@@ -367,6 +379,96 @@ impl Store {
         .execute(self.pool())
         .await
         .map_err(db("recording a trigger's progress"))?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Takes the slot of identical triggers `fingerprint` for the write `holder` (its request
+    /// id) if it is free: never taken, released, or held by a write that is no longer open or
+    /// whose process stopped heartbeating. `Some(previous queue item)` when taken; `None` when
+    /// another write holds it (try again shortly).
+    pub async fn take_trigger_slot(&self, fingerprint: &str, holder: &str) -> Result<Option<Option<u64>>, StoreError> {
+        let key = slot_key(fingerprint);
+        let now = now_ms();
+        let doing = "taking a trigger slot";
+        let inserted = sqlx::query(self.sql(
+            "INSERT INTO trigger_slots (fingerprint, holder, queue_id, taken_ms) VALUES ($1, $2, NULL, $3) \
+             ON CONFLICT (fingerprint) DO NOTHING",
+        ))
+        .bind(&key)
+        .bind(holder)
+        .bind(now)
+        .execute(self.pool())
+        .await
+        .map_err(db(doing))?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Some(None));
+        }
+        let Some(row) = sqlx::query(self.sql("SELECT holder, queue_id FROM trigger_slots WHERE fingerprint = $1"))
+            .bind(&key)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db(doing))?
+        else {
+            return Ok(None);
+        };
+        let seen: String = row.try_get("holder").map_err(db(doing))?;
+        let previous = opt_u64(row.try_get("queue_id").map_err(db(doing))?);
+        if !seen.is_empty() {
+            let live = sqlx::query(self.sql(
+                "SELECT w.request_id FROM pending_writes w JOIN jgate_processes p ON p.process_id = w.process_id \
+                 WHERE w.request_id = $1 AND p.heartbeat_ms >= $2",
+            ))
+            .bind(&seen)
+            .bind(now - SLOT_HOLDER_STALE_MS)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db(doing))?;
+            if live.is_some() {
+                return Ok(None);
+            }
+        }
+        // Taken only if nobody took it since it was read.
+        let taken = sqlx::query(
+            self.sql("UPDATE trigger_slots SET holder = $1, taken_ms = $2 WHERE fingerprint = $3 AND holder = $4"),
+        )
+        .bind(holder)
+        .bind(now)
+        .bind(&key)
+        .bind(&seen)
+        .execute(self.pool())
+        .await
+        .map_err(db(doing))?;
+        Ok((taken.rows_affected() == 1).then_some(previous))
+    }
+
+    /// Releases the slot `holder` took, with the queue item its trigger made (if Jenkins took it;
+    /// otherwise the previous one stays), and deletes free slots unused for a day.
+    pub async fn release_trigger_slot(
+        &self,
+        fingerprint: &str,
+        holder: &str,
+        queue_id: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let doing = "releasing a trigger slot";
+        sqlx::query(self.sql(
+            "UPDATE trigger_slots SET holder = '', queue_id = COALESCE($1, queue_id), taken_ms = $2 \
+             WHERE fingerprint = $3 AND holder = $4",
+        ))
+        .bind(opt_i64(queue_id))
+        .bind(now)
+        .bind(slot_key(fingerprint))
+        .bind(holder)
+        .execute(self.pool())
+        .await
+        .map_err(db(doing))?;
+        sqlx::query(self.sql("DELETE FROM trigger_slots WHERE holder = '' AND taken_ms < $1"))
+            .bind(now - SLOT_TTL_MS)
+            .execute(self.pool())
+            .await
+            .map_err(db(doing))?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Three `jgate serve` replicas on one PostgreSQL database behave as one jgate (issue #13's
 //! proof), with agents spread over them round-robin as a load balancer without sticky sessions
-//! would: twenty concurrent identical triggers with one idempotency key start one build; a call
+//! would: twenty concurrent identical triggers with one idempotency key start one build; identical
+//! triggers without a key, one per replica, queue one after another instead of merging; a call
 //! held for approval on one replica is released by an approval given in another replica's web
 //! console; a build event Jenkins sends to a third replica ends a wait on the first; an MCP
 //! session (protocol 2025-06-18) opened on one replica is served by the others, for its agent only;
@@ -21,6 +22,7 @@ async fn three_replicas_on_one_postgresql_act_as_one() {
     let toml = format!(
         "[controller]\nquiet_period = 0\n\
          [[jobs]]\npath = \"release/build\"\nscript = \"sleep 1\"\n\
+         [[jobs]]\npath = \"release/quiet\"\nscript = \"sleep 1\"\nquiet_period = 2\n\
          [[jobs]]\npath = \"release/deploy\"\nscript = \"sleep 6\"\n\
          [[jobs.notifications]]\nurl = \"http://{relay_addr}/hook\"\n"
     );
@@ -45,6 +47,7 @@ async fn three_replicas_on_one_postgresql_act_as_one() {
 
     sessions_travel_between_replicas(&bases, &release_bot, &deploy_bot).await;
     one_key_one_build(&bases, &release_bot, &twin, &server).await;
+    identical_triggers_queue_one_after_another(&bases, &release_bot).await;
     approval_on_one_releases_another(&env, &bases, &deploy_bot).await;
     event_on_one_wakes_another(&env, &bases, &release_bot, &relay, &twin).await;
     one_rate_limit_across_replicas(&bases, &limited_bot).await;
@@ -177,6 +180,30 @@ async fn one_key_one_build(bases: &[String], key: &str, twin: &jenkins_twin::Twi
         .await
         .expect("json");
     assert_eq!(job["builds"].as_array().map(Vec::len), Some(1), "one build: {job}");
+}
+
+/// Three identical triggers (no idempotency key: three builds wanted) of a job with a quiet period,
+/// one on each replica at once: Jenkins would merge the later ones into the first while it waits
+/// in the queue, so each replica waits for the previous one's queue item to leave it — three
+/// builds, none merged.
+async fn identical_triggers_queue_one_after_another(bases: &[String], key: &str) {
+    let calls = bases.iter().map(|base| {
+        let mut mcp = Mcp::new(base, key);
+        tokio::spawn(async move {
+            mcp.initialize().await;
+            mcp.call("trigger_build", json!({"controller": "prod", "job": "release/quiet", "wait": "start"})).await
+        })
+    });
+    let mut numbers = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        let answer = call.await.expect("task");
+        assert!(succeeded(&answer), "{}", answer_text(&answer));
+        let result: Value = serde_json::from_str(&answer_text(&answer)).expect("JSON answer");
+        assert!(result.get("merged").is_none(), "no trigger merged into another: {result}");
+        numbers.push(result["build"]["number"].as_u64().expect("a build number"));
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, [1, 2, 3], "three builds");
 }
 
 /// deploy-bot's trigger (under a grant made with --approve) is held on replica B; ana approves it

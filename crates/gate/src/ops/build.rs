@@ -4,7 +4,7 @@
 //! cancelled only when its `task.url` resolves (under the controller's base URL) to the job the
 //! policy allowed; an item whose owner cannot be established is refused.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,14 +20,12 @@ use crate::error::GateError;
 use crate::events::Event;
 use crate::writes::KeyState;
 
-/// Per-process trigger state: serialising slots for identical triggers. (Idempotency keys live
-/// in the store: see [`crate::writes`].)
+/// Per-process state of builds. Identical triggers (controller, job, parameters) are
+/// serialised through the store's trigger slots, and idempotency keys live there too (see
+/// [`crate::writes`]): Jenkins would merge a second identical trigger into the first while it
+/// waits in the queue, and two callers would believe they each started a build.
 #[derive(Default)]
 pub struct TriggerSlots {
-    /// Identical triggers (controller, job, parameters) are serialised: Jenkins would merge a
-    /// second one into the first while it waits in the queue, and two callers would believe they
-    /// each started a build. Holds the last such trigger's queue item.
-    slots: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>>,
     /// The gate's build event bus, which waits listen to (kept here, with the other per-process
     /// state of builds, so the call path hands it to operations as it is).
     pub events: crate::events::Bus,
@@ -280,6 +278,8 @@ fn received(e: &jenkins::Error) -> Received {
 
 /// Attempts of a trigger that Jenkins provably did not receive.
 const TRIGGER_ATTEMPTS: u32 = 4;
+/// How often a trigger waiting for an identical one looks again (its slot, then its queue item).
+const SLOT_RETRY: Duration = Duration::from_millis(200);
 
 async fn trigger(
     cx: &mut Exec<'_>,
@@ -348,39 +348,60 @@ async fn trigger_and_wait(
     // malformed request (400), before anything is sent.
     validate_parameters(&job_info, params)
         .map_err(|e| GateError::NotStarted { message: e.to_string(), status: Some(400) })?;
-    // Identical triggers queue one after another: each waits until the previous one's queue
-    // item has left the queue, so Jenkins never merges them into one build.
-    let slot = cx.triggers.slots.lock().await.entry(fingerprint.to_string()).or_default().clone();
-    let mut guard = slot.lock().await;
-    if let Some(prev) = *guard {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while Instant::now() < deadline {
-            match client.queue_item(prev).await {
-                Ok(item) if !item.is_left() => tokio::time::sleep(Duration::from_millis(200)).await,
-                _ => break,
-            }
+    // Identical triggers queue one after another, in every process and replica on the store:
+    // each takes the trigger's slot and waits until the previous one's queue item has left the
+    // queue, so Jenkins never merges them into one build.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let previous = loop {
+        if let Some(previous) = cx.store.take_trigger_slot(fingerprint, cx.request_id).await? {
+            break previous;
         }
-    }
+        if Instant::now() >= deadline {
+            return Err(GateError::NotStarted {
+                message: "an identical trigger (same job and parameters) has been waiting in the queue for 10 \
+                          minutes; try again when it has left the queue"
+                    .into(),
+                status: None,
+            });
+        }
+        tokio::time::sleep(SLOT_RETRY).await;
+    };
     // Subscribed before the trigger is sent, so no event of its build can pass unseen.
     let watch = Arc::new(BuildWatch::new(cx.controller, jp));
     let mut events = EventPause::new(&cx.triggers.events, watch.clone());
-    let mut attempt = 0;
-    let (queue_id, merged) = loop {
-        attempt += 1;
-        match client.trigger_with_files(jp, params, files).await {
-            Ok(accepted) => break accepted,
-            Err(e) => match received(&e) {
-                Received::NoRetryable if attempt < TRIGGER_ATTEMPTS => {
-                    cx.report(0.0, None, format!("Jenkins did not take the trigger ({e}); trying again"));
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+    let sent = async {
+        if let Some(prev) = previous {
+            while Instant::now() < deadline {
+                match client.queue_item(prev).await {
+                    Ok(item) if !item.is_left() => tokio::time::sleep(SLOT_RETRY).await,
+                    _ => break,
                 }
-                Received::NoRetryable | Received::NoFinal => return Err(GateError::not_started(&e)),
-                Received::Maybe => return Err(GateError::MaybeStarted(e.to_string())),
-            },
+            }
         }
-    };
-    *guard = Some(queue_id);
-    drop(guard);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match client.trigger_with_files(jp, params, files).await {
+                Ok(accepted) => return Ok(accepted),
+                Err(e) => match received(&e) {
+                    Received::NoRetryable if attempt < TRIGGER_ATTEMPTS => {
+                        cx.report(0.0, None, format!("Jenkins did not take the trigger ({e}); trying again"));
+                        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                    }
+                    Received::NoRetryable | Received::NoFinal => return Err(GateError::not_started(&e)),
+                    Received::Maybe => return Err(GateError::MaybeStarted(e.to_string())),
+                },
+            }
+        }
+    }
+    .await;
+    // Released with the new queue item; a slot left held (the store failed here, or this call
+    // was dropped) is free again once this write is closed.
+    let made = sent.as_ref().ok().map(|(queue_id, _)| *queue_id);
+    if let Err(e) = cx.store.release_trigger_slot(fingerprint, cx.request_id, made).await {
+        tracing::warn!(error = %e, "could not release a trigger slot");
+    }
+    let (queue_id, merged) = sent?;
     // Accepted: recorded before anything else can fail. From here every answer carries the
     // queue item (and the build once known).
     let accepted = |cause: String, started: Option<u64>| GateError::Accepted { queue_id, started, cause };
