@@ -293,6 +293,24 @@ const ROUTES: &[Pattern] = &[
         catalog: "GET /{job}/{build}/execution/node/{id}/wfapi/*",
         requires: &[],
     },
+    // A Pipeline run's artifacts with their sizes (jenkins-wire.md §12.4).
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/wfapi/artifacts",
+        op: "list_artifacts",
+        query: &[],
+        catalog: "GET /{job}/{build}/wfapi/artifacts",
+        requires: &[],
+    },
+    // A flow node's whole log (its `consoleUrl`, jenkins-wire.md §12.4): text, cleaned as it streams.
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/execution/node/{id}/log",
+        op: "get_stage_log",
+        query: &[],
+        catalog: "GET /{job}/{build}/execution/node/{id}/log",
+        requires: &[],
+    },
     Pattern {
         method: "GET",
         path: "/{job}/{build}/wfapi/pendingInputActions",
@@ -363,7 +381,7 @@ const ROUTES: &[Pattern] = &[
     Pattern {
         method: "GET",
         path: "/computer/{node}/api/{format}",
-        op: "list_nodes",
+        op: "get_node",
         query: API_QUERY,
         catalog: "GET /computer/{node}/api/json",
         requires: &[],
@@ -1595,6 +1613,15 @@ mod tests {
             ("list_jobs", "GET /{folder}/api/json?tree=jobs[...]", "the same URL as get_job on a folder"),
             ("list_views", "GET /api/json?tree=views[...]", "the same URL as list_jobs at the root"),
             ("get_system_info", "GET /api/json", "the same URL as list_jobs at the root"),
+            ("list_artifacts", "GET /{job}/{build}/api/json?tree=artifacts[...]", "the same URL as get_build"),
+            ("rebuild", "*", "a build read then trigger_build's path; the proxy's trigger requests are trigger_build"),
+            ("read_artifact", "*", "an artifact's bytes are not forwarded: a binary one must never reach the agent"),
+            ("get_stage_log", "GET /{job}/{build}/wfapi/describe", "proxied as get_pipeline_run, which reads it too"),
+            (
+                "get_stage_log",
+                "GET /{job}/{build}/execution/node/{id}/wfapi/*",
+                "proxied as get_pipeline_run, which reads it too",
+            ),
         ];
         for op in OPERATIONS {
             for route in op.routes {

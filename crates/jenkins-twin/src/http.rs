@@ -1385,6 +1385,20 @@ fn build_action(
                 _ => not_found(st, r),
             }
         }
+        // An archived artifact (the `url` of wfapi/artifacts, jenkins-wire.md §12.4): only a path
+        // the build lists; the reference does not document the headers, so none are invented
+        // beyond a content type.
+        ["artifact", path @ ..] if !path.is_empty() => {
+            let rel = path.join("/");
+            if !b.artifacts.contains(&rel) {
+                return not_found(st, r);
+            }
+            let body = b.artifact_content.get(&rel).cloned().unwrap_or_default();
+            let mut resp = (StatusCode::OK, body).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            advertise(&mut resp, st);
+            resp
+        }
         ["execution", "node", id, "log"] if pipeline => {
             let Ok(node) = id.parse::<u64>() else { return not_found(st, r) };
             let Some(n) = b.flow_nodes.iter().find(|n| n.id == node) else { return not_found(st, r) };

@@ -12,7 +12,7 @@ pub struct ListNodes;
 impl Op for ListNodes {
     type Args = NoArgs;
     const META: Operation = crate::op!("list_nodes", Nodes, Read, Controller, destructive: false, idempotent: true,
-        routes: ["GET /computer/api/json", "GET /computer/{node}/api/json"], cli: "nodes list", phrase: "listed the nodes of",
+        routes: ["GET /computer/api/json"], cli: "nodes list", phrase: "listed the nodes of",
         "List nodes (agents): online/offline, executors, labels.");
 
     fn needs(_: &NoArgs) -> Vec<Need> {
