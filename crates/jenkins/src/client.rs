@@ -1475,10 +1475,8 @@ impl JenkinsClient {
     /// stack traces); `None` if the build recorded no tests.
     pub async fn test_statuses(&self, job: &JobPath, number: u64) -> Result<Option<Vec<(String, String)>>, Error> {
         let path = format!("{}{number}/testReport/api/json", job.url_path());
-        let tree = Tree::new().nested(
-            "suites",
-            Tree::new().nested("cases", Tree::new().fields(&["className", "name", "status"])),
-        );
+        let tree = Tree::new()
+            .nested("suites", Tree::new().nested("cases", Tree::new().fields(&["className", "name", "status"])));
         let keep = Keep::IfFinished { build: format!("{}{number}/", job.url_path()) };
         let v: Value = match self.get_json_keep(&path, &tree_query(Some(&tree)), "the test report", keep).await {
             Ok(v) => v,
@@ -1583,8 +1581,9 @@ impl JenkinsClient {
         }
         let tree = Tree::new().nested("artifacts", Tree::new().fields(&["displayPath", "fileName", "relativePath"]));
         let path = format!("{}{number}/api/json", job.url_path());
-        let a: Arts =
-            self.get_json(&path, &tree_query(Some(&tree)), &format!("the artifacts of build #{number} of {job}")).await?;
+        let a: Arts = self
+            .get_json(&path, &tree_query(Some(&tree)), &format!("the artifacts of build #{number} of {job}"))
+            .await?;
         Ok(a.artifacts)
     }
 

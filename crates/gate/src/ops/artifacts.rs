@@ -81,7 +81,11 @@ pub(super) struct Listed {
 
 /// The artifacts Jenkins lists for a build (the build API's list is the authority; sizes come from
 /// the Pipeline REST API when the job is a Pipeline with it, else they are unknown).
-pub(super) async fn listed_artifacts(client: &JenkinsClient, job: &JobPath, number: u64) -> Result<Vec<Listed>, GateError> {
+pub(super) async fn listed_artifacts(
+    client: &JenkinsClient,
+    job: &JobPath,
+    number: u64,
+) -> Result<Vec<Listed>, GateError> {
     let arts = client.artifacts(job, number).await?;
     let sizes = if arts.is_empty() {
         Vec::new()
@@ -142,8 +146,7 @@ impl Op for ReadArtifact {
 
     async fn run(cx: &mut Exec<'_>, a: ReadArgs) -> Result<Value, GateError> {
         check_artifact_path(&a.path)?;
-        let mode =
-            LogMode::from_view(a.mode, a.lines, a.from, a.to, a.pattern.as_deref(), a.context)?;
+        let mode = LogMode::from_view(a.mode, a.lines, a.from, a.to, a.pattern.as_deref(), a.context)?;
         let path = cx.path(0)?;
         let number = resolve_number(cx.client, &path, BuildArg::selector(a.build.as_ref())?).await?;
         let listed = listed_artifacts(cx.client, &path, number).await?;
@@ -238,7 +241,9 @@ pub(crate) fn check_artifact_path(p: &str) -> Result<(), GateError> {
         None
     };
     match why {
-        Some(w) => Err(super::bad_request(format!("artifact path '{p}' refused: {w}; use a path list_artifacts gives"))),
+        Some(w) => {
+            Err(super::bad_request(format!("artifact path '{p}' refused: {w}; use a path list_artifacts gives")))
+        }
         None => Ok(()),
     }
 }
@@ -252,9 +257,9 @@ mod tests {
         for ok in ["a.txt", "reports/summary.txt", "x/y/z.log", "with space.txt", "100%.txt"] {
             assert!(check_artifact_path(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "../x", "a/../b", "/etc/passwd", "a\\b", "a%2Fb", "a%2fb", "%2e%2e/x", "", "a//b", "./a", "C:/x", "a\nb",
-        ] {
+        for bad in
+            ["../x", "a/../b", "/etc/passwd", "a\\b", "a%2Fb", "a%2fb", "%2e%2e/x", "", "a//b", "./a", "C:/x", "a\nb"]
+        {
             assert!(check_artifact_path(bad).is_err(), "{bad}");
         }
     }

@@ -37,7 +37,7 @@ impl Op for CompareBuilds {
     type Args = CompareArgs;
     const META: Operation = crate::op!("compare_builds", Status, Read, Job, destructive: false, idempotent: true, grouped: true,
         routes: ["GET /{job}/{build}/api/json", "GET /{job}/{build}/testReport/api/json", "GET /{job}/{build}/wfapi/describe"],
-        cli: "build compare", phrase: "compared two builds of",
+        cli: "build compare", phrase: "read a comparison of two builds of",
         "Compare two builds of a job (default: the last failed against the last successful): parameters that differ, changes between them, newly failing and fixed tests, duration and stage timing deltas.");
 
     fn needs(a: &CompareArgs) -> Vec<Need> {
@@ -165,6 +165,9 @@ async fn stage_deltas(client: &JenkinsClient, job: &JobPath, x: &Build, y: &Buil
     json!(deltas)
 }
 
+/// A test's outcomes, oldest build first: (build number, passed).
+type Runs = Vec<(u64, bool)>;
+
 pub struct FindFlakyTests;
 
 /// Arguments of `find_flaky_tests`.
@@ -182,7 +185,7 @@ impl Op for FindFlakyTests {
     type Args = FlakyArgs;
     const META: Operation = crate::op!("find_flaky_tests", Status, Read, Job, destructive: false, idempotent: true, grouped: true,
         routes: ["GET /{job}/api/json", "GET /{job}/{build}/testReport/api/json"],
-        cli: "tests flaky", phrase: "looked for flaky tests of",
+        cli: "tests flaky", phrase: "read the flaky tests of",
         "Find tests that flip between pass and fail over a job's last N builds (default 10, max 50), with counts.");
 
     fn needs(a: &FlakyArgs) -> Vec<Need> {
@@ -230,7 +233,7 @@ impl Op for FindFlakyTests {
             }
         }
         let mut flaky: Vec<Value> = Vec::new();
-        let mut scored: Vec<(usize, &String, &Vec<(u64, bool)>)> = history
+        let mut scored: Vec<(usize, &String, &Runs)> = history
             .iter()
             .filter_map(|(name, runs)| {
                 let flips = runs.windows(2).filter(|w| w[0].1 != w[1].1).count();
@@ -291,14 +294,20 @@ impl Op for GetDeployments {
     type Args = DeploymentsArgs;
     const META: Operation = crate::op!("get_deployments", Status, Read, Folder, destructive: false, idempotent: true, grouped: true,
         routes: ["GET /api/json?tree=jobs[...]", "GET /{job}/api/json", "GET /{job}/{build}/api/json"],
-        cli: "deployments", phrase: "looked at the deployments of",
+        cli: "deployments", phrase: "read the deployments of",
         "Did a bad build deploy? The last builds of a deploy job (or of jobs matching a pattern): upstream build, parameters, commit, and whether the upstream build failed or is not its job's last success; says what Jenkins cannot know.");
 
     fn needs(a: &DeploymentsArgs) -> Vec<Need> {
         match (&a.job, &a.pattern) {
             (Some(job), _) => vec![Need::visible(job, "job")],
             // A pattern is a listing: allowed with any status read grant, filtered by it.
-            _ => vec![Need { group: Group::Status, access: Access::Read, target: Target::Folder, path: None, role: "folder" }],
+            _ => vec![Need {
+                group: Group::Status,
+                access: Access::Read,
+                target: Target::Folder,
+                path: None,
+                role: "folder",
+            }],
         }
     }
 
@@ -359,11 +368,8 @@ async fn deploys_of(cx: &mut Exec<'_>, job: &JobPath, limit: u64) -> Result<Valu
     for n in numbers {
         let b = cx.client.build_facts(job, BuildSelector::Number(n)).await?;
         let params = b.parameters();
-        let commit = changes_of(&b)
-            .first()
-            .and_then(|c| c.get("commit").cloned())
-            .filter(|c| !c.is_null())
-            .or_else(|| {
+        let commit =
+            changes_of(&b).first().and_then(|c| c.get("commit").cloned()).filter(|c| !c.is_null()).or_else(|| {
                 params
                     .iter()
                     .find(|(k, _)| {
@@ -400,15 +406,11 @@ async fn deploys_of(cx: &mut Exec<'_>, job: &JobPath, limit: u64) -> Result<Valu
 
 /// The upstream build a build was started by (`Cause$UpstreamCause`), as (full name, number).
 fn upstream_of(b: &Build) -> Option<(String, u64)> {
-    b.actions
-        .iter()
-        .filter_map(|a| a.get("causes").and_then(Value::as_array))
-        .flatten()
-        .find_map(|c| {
-            let project = c.get("upstreamProject").and_then(Value::as_str)?;
-            let number = c.get("upstreamBuild").and_then(Value::as_u64)?;
-            Some((project.to_string(), number))
-        })
+    b.actions.iter().filter_map(|a| a.get("causes").and_then(Value::as_array)).flatten().find_map(|c| {
+        let project = c.get("upstreamProject").and_then(Value::as_str)?;
+        let number = c.get("upstreamBuild").and_then(Value::as_u64)?;
+        Some((project.to_string(), number))
+    })
 }
 
 /// The upstream build's result and whether it is (still) its job's last success.

@@ -242,8 +242,8 @@ impl LogMode {
                 LogMode::Range(from, to.min(from + 1999))
             }
             LogModeName::Grep => {
-                let p =
-                    pattern.ok_or_else(|| GateError::Invalid("mode grep needs 'pattern' (a regular expression)".into()))?;
+                let p = pattern
+                    .ok_or_else(|| GateError::Invalid("mode grep needs 'pattern' (a regular expression)".into()))?;
                 LogMode::Grep { pattern: compile(p)?, context: context.unwrap_or(2).min(50) as usize, max_matches: 50 }
             }
             LogModeName::Follow => LogMode::Follow(cursor.unwrap_or(0)),
@@ -447,7 +447,7 @@ pub(super) async fn view_of_stream(
     );
     Ok(json!({
         "summary": summary,
-        "text": mark_untrusted(&source, &text),
+        "text": mark_untrusted(source, &text),
         "first_line": lines.first().map(|l| l.0),
         "last_line": lines.last().map(|l| l.0),
         "total_lines": total,

@@ -55,11 +55,8 @@ impl Op for GetNode {
                 None => unnamed += 1,
             }
         }
-        let idle_regular = executors
-            .iter()
-            .take(regular)
-            .filter(|e| e.get("currentExecutable").is_none_or(Value::is_null))
-            .count();
+        let idle_regular =
+            executors.iter().take(regular).filter(|e| e.get("currentExecutable").is_none_or(Value::is_null)).count();
         let labels: Vec<&str> = n
             .get("assignedLabels")
             .and_then(Value::as_array)

@@ -297,7 +297,11 @@ impl Op for GetStageLog {
                 };
                 (stage.id.clone(), format!("stage {name}"))
             }
-            _ => return Err(super::bad_request("give exactly one of 'stage' (a stage name) or 'node' (a flow node id)")),
+            _ => {
+                return Err(super::bad_request(
+                    "give exactly one of 'stage' (a stage name) or 'node' (a flow node id)",
+                ));
+            }
         };
         let node = cx.client.pipeline_node(&path, number, &id).await?;
         // A stage's output is in its steps' logs (in order); a step, or a stage without steps,

@@ -37,7 +37,7 @@ impl Op for Rebuild {
     type Args = RebuildArgs;
     const META: Operation = crate::op!("rebuild", Build, Write, Job, destructive: false, idempotent: false,
         routes: ["GET /{job}/{build}/api/json?tree=actions[parameters[...]]", "POST /{job}/buildWithParameters", "POST /{job}/build"],
-        cli: "build rebuild", phrase: "rebuilt a build of",
+        cli: "build rebuild", phrase: "triggered a rebuild of",
         "Trigger a job again with the parameters of one of its builds (default: the last); the grant's parameter constraints apply to them.");
 
     fn needs(a: &RebuildArgs) -> Vec<Need> {
@@ -83,8 +83,10 @@ impl Op for Rebuild {
             },
         );
         if !decision.allowed {
-            return Err(GateError::Denied {
-                reason: format!("the parameters of build #{} are not allowed: {}", b.number, decision.reason),
+            // Refused as the policy refuses (403), after the read that found the values.
+            return Err(GateError::Failed {
+                message: format!("denied: the parameters of build #{} are not allowed: {}", b.number, decision.reason),
+                status: Some(403),
             });
         }
         let mut v = trigger_as_build(cx, job, params, a.wait, a.idempotency_key).await?;
@@ -119,14 +121,20 @@ pub const REPLAY_UNSUPPORTED: &str = "not supported by jgate: the replay form (t
 impl Op for Replay {
     type Args = ReplayArgs;
     const META: Operation = crate::op!("replay", Build, Write, Job, destructive: false, idempotent: false,
-        routes: [], cli: "pipeline replay", phrase: "asked to replay a build of",
+        routes: [], cli: "pipeline replay", phrase: "triggered a replay of",
         "Replay a Pipeline build with modified code: not supported by jgate (the request is not documented); it answers why.");
 
     /// Replay runs modified Pipeline code: it needs config full use as well as build full use.
     fn needs(a: &ReplayArgs) -> Vec<Need> {
         vec![
             Need::primary(&Self::META, Some(&a.job)),
-            Need { group: Group::Config, access: Access::Write, target: Target::Job, path: Some(a.job.clone()), role: "job" },
+            Need {
+                group: Group::Config,
+                access: Access::Write,
+                target: Target::Job,
+                path: Some(a.job.clone()),
+                role: "job",
+            },
         ]
     }
 
