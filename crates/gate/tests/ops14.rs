@@ -488,7 +488,11 @@ async fn one_stage_of_a_huge_pipeline_is_read_without_its_console() {
     let admin = Admin::local_cli();
     g.create_agent(&admin, "bot", "", None).await.expect("agent");
     g.grant(&admin, "bot", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
+    let sent_before = twin.log_bytes_sent();
     let log = ok(&g, "bot", "get_stage_log", json!({"job": "big", "build": 1, "stage": "stage-1500"})).await;
+    let sent = twin.log_bytes_sent() - sent_before;
+    // The stage's own lines (about 100 bytes) were read, not the 64 MiB console.
+    assert!(sent > 0 && sent < 4096, "log bytes read from the twin for one stage: {sent}");
     let text = log["text"].as_str().expect("text");
     assert!(text.contains("output of stage 1500") && text.contains("line two of 1500"), "{log}");
     assert!(!text.contains("stage 1499") && !text.contains("stage 1501"), "{log}");

@@ -1404,6 +1404,7 @@ fn build_action(
             let Some(n) = b.flow_nodes.iter().find(|n| n.id == node) else { return not_found(st, r) };
             let end = n.log_end.unwrap_or_else(|| b.log.len());
             let bytes = b.log.read_at(n.log_start, end.saturating_sub(n.log_start) as usize);
+            twin.log_bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             text(st, String::from_utf8_lossy(&bytes).into_owned())
         }
         _ => not_found(st, r),
@@ -1427,8 +1428,10 @@ fn stream_log(
         },
         Err(_) => (64 * 1024, Duration::ZERO),
     };
+    let sent = twin.log_bytes_sent.clone();
     let stream = futures_util::stream::unfold(start, move |pos| {
         let log = log.clone();
+        let sent = sent.clone();
         async move {
             if pos >= end {
                 return None;
@@ -1442,6 +1445,7 @@ fn stream_log(
                 return None;
             }
             let next = pos + bytes.len() as u64;
+            sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             Some((Ok::<Bytes, std::io::Error>(Bytes::from(bytes)), next))
         }
     });
