@@ -502,3 +502,37 @@ async fn one_stage_of_a_huge_pipeline_is_read_without_its_console() {
     // Exactly one node log was read: the stage's own.
     assert_eq!(twin.requests_to("/log"), 1, "one node log request");
 }
+
+/// A rebuild is a trigger: under an `--approve` grant it is held until a person approves it, and
+/// nothing is sent to Jenkins before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_under_an_approval_grant_waits_for_the_approval() {
+    let (twin, _s, g) = gate_on(&scenario()).await;
+    let admin = Admin::local_cli();
+    g.create_agent(&admin, "careful", "", None).await.expect("agent");
+    g.grant(&admin, "careful", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
+    g.grant_with(&admin, "careful", Group::Build, Level::Full, None, Some("team/**"), vec![], true)
+        .await
+        .expect("approval grant");
+    let before = twin.requests_to("/buildWithParameters");
+    let held = {
+        let g = g.clone();
+        tokio::spawn(async move { call(&g, "careful", "rebuild", json!({"job": "team/app", "build": 1})).await })
+    };
+    let mut pending = None;
+    for _ in 0..200 {
+        if let Some(a) = g.approvals(false).await.expect("approvals").into_iter().find(|a| a.agent == "careful") {
+            pending = Some(a);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pending = pending.expect("a pending approval of the rebuild");
+    assert_eq!(pending.operation, "rebuild");
+    assert_eq!(twin.requests_to("/buildWithParameters"), before, "nothing sent while held");
+    g.approve(&admin, &pending.id, Some("ok")).await.expect("approve");
+    let v = tokio::time::timeout(std::time::Duration::from_secs(30), held).await.expect("released").expect("join");
+    let v = v.expect("the approved rebuild runs");
+    assert_eq!(v["rebuilt_from"], 1, "{v}");
+    assert_eq!(twin.requests_to("/buildWithParameters"), before + 1);
+}
