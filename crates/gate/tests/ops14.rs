@@ -352,6 +352,11 @@ async fn stage_logs_come_from_the_node_with_views_and_redaction() {
     let run = ok(&g, "team-bot", "get_pipeline_run", json!({"job": "team/pipe", "build": 1})).await;
     let excerpt = run["failing_stage_log"].as_str().unwrap_or_default();
     assert!(excerpt.contains("assertion failed"), "{run}");
+    // triage_build's error lines and tail come from the failing step's log too.
+    let t = ok(&g, "team-bot", "triage_build", json!({"job": "team/pipe", "build": 1})).await;
+    assert_eq!(t["error_lines_from"], "the failing step's log (Pipeline REST API)", "{t}");
+    let errors = t["error_lines"].as_str().unwrap_or_default();
+    assert!(errors.contains("assertion failed") && !errors.contains("compiling"), "{t}");
     assert_eq!(twin.requests_to("/consoleText"), before, "no console was read");
     // Through the proxy: the node's log, cleaned as it streams; hidden jobs are 404.
     let proxied =

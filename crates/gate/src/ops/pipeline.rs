@@ -28,20 +28,29 @@ impl Op for GetPipelineRun {
     async fn run(cx: &mut Exec<'_>, a: BuildArgs) -> Result<Value, GateError> {
         let path = cx.path(0)?;
         let number = resolve_number(cx.client, &path, BuildArg::selector(a.build.as_ref())?).await?;
-        pipeline_detail(cx.client, &path, number, cx.sanitizer).await
+        Ok(pipeline_detail(cx.client, &path, number, cx.sanitizer).await?.0)
     }
 }
 
-/// A Pipeline run: stages with status and timings; the failing stage with its log excerpt.
+/// The failing step's log as the Pipeline REST API gives it (its last ≤ 10 KiB, unescaped, not
+/// yet sanitized), and the node it is of.
+struct StepLog {
+    node: String,
+    text: String,
+}
+
+/// A Pipeline run: stages with status and timings; the failing stage with its log excerpt (and
+/// that log, for triage's views of it).
 async fn pipeline_detail(
     client: &JenkinsClient,
     job: &JobPath,
     number: u64,
     sanitizer: &mut Sanitizer,
-) -> Result<Value, GateError> {
+) -> Result<(Value, Option<StepLog>), GateError> {
     let run = client.pipeline_run(job, number).await?;
     let failing = run.stages.iter().find(|s| matches!(s.status.as_str(), "FAILED" | "UNSTABLE" | "ABORTED"));
     let mut excerpt = Value::Null;
+    let mut step_log = None;
     if let Some(stage) = failing {
         let node = client.pipeline_node(job, number, &stage.id).await?;
         // The failing step's own log; a stage without steps (or none marked failed) has its
@@ -59,6 +68,7 @@ async fn pipeline_detail(
             let cleaned: String = text.lines().map(|l| format!("{}\n", sanitizer.clean(l))).collect();
             let (cut, _) = cut_to_budget(&cleaned, 8 * 1024, Keep::Tail);
             excerpt = json!(mark_untrusted(&format!("{job} #{number} stage {}", stage.name), &cut));
+            step_log = Some(StepLog { node: step, text });
         }
     }
     // A run waiting for an input step says which: answer_input needs the step's id.
@@ -75,20 +85,24 @@ async fn pipeline_detail(
     } else {
         Value::Null
     };
-    Ok(json!({
-        "number": number,
-        "status": run.status,
-        "pending_inputs": pending_inputs,
-        "duration_ms": run.duration_millis,
-        "queue_ms": run.queue_duration_millis,
-        "stages": run.stages.iter().take(200).map(|s| json!({
-            "name": s.name, "status": s.status, "duration_ms": s.duration_millis,
-            "error": s.error.as_ref().map(|e| e.message.clone()),
-        })).collect::<Vec<_>>(),
-        "failing_stage": failing.map(|s| s.name.clone()),
-        "failing_stage_error": failing.and_then(|s| s.error.as_ref().map(|e| e.message.clone())),
-        "failing_stage_log": excerpt,
-    }))
+    Ok((
+        json!({
+            "number": number,
+            "status": run.status,
+            "pending_inputs": pending_inputs,
+            "duration_ms": run.duration_millis,
+            "queue_ms": run.queue_duration_millis,
+            "stages": run.stages.iter().take(200).map(|s| json!({
+                "name": s.name, "status": s.status, "duration_ms": s.duration_millis,
+                "error": s.error.as_ref().map(|e| e.message.clone()),
+            })).collect::<Vec<_>>(),
+            "failing_stage": failing.map(|s| s.name.clone()),
+            "failing_stage_error": failing.and_then(|s| s.error.as_ref().map(|e| e.message.clone())),
+            "failing_stage_log": excerpt,
+            "failing_node": step_log.as_ref().map(|l| l.node.clone()),
+        }),
+        step_log,
+    ))
 }
 
 fn unescape_html(s: &str) -> String {
@@ -142,22 +156,30 @@ async fn triage(
     let b = client.build(job, sel).await?;
     let number = b.number;
     let is_pipeline = b.class.ends_with("WorkflowRun");
-    let pipeline = if is_pipeline {
+    let (pipeline, step_log) = if is_pipeline {
         match pipeline_detail(client, job, number, sanitizer).await {
-            Ok(v) => Some(v),
-            Err(GateError::Jenkins(e)) if matches!(*e, jenkins::Error::PluginMissing { .. }) => None,
+            Ok((v, log)) => (Some(v), log),
+            Err(GateError::Jenkins(e)) if matches!(*e, jenkins::Error::PluginMissing { .. }) => (None, None),
             Err(e) => return Err(e),
         }
     } else {
-        None
+        (None, None)
     };
-    // A build that succeeded has nothing to explain in its log; a failed one is read once (when it
-    // is not huge) for both the error lines and the tail.
+    // A build that succeeded has nothing to explain in its log. A Pipeline whose failing step is
+    // known (wfapi) is explained from that step's log, never a grep of the whole console; any
+    // other failed build's console is read once (when it is not huge) for the error lines and the
+    // tail.
+    let grep = LogMode::Grep { pattern: compile(ERROR_PATTERN)?, context: 3, max_matches: 8 };
     let (errors, tail) = if b.result.as_deref() == Some("SUCCESS") {
         (json!({}), json!({}))
+    } else if let Some(step) = &step_log {
+        let source = format!("{job} #{number} node {}", step.node);
+        let once = || futures_util::stream::iter([Ok(bytes::Bytes::from(step.text.clone()))]).boxed();
+        let errors = view_of_stream(once(), &grep, sanitizer, &source, "the failing step's log of").await?;
+        let tail = view_of_stream(once(), &LogMode::Tail(30), sanitizer, &source, "the failing step's log of").await?;
+        (errors, tail)
     } else {
         let read = console_if_small(client, job, number, TRIAGE_READ_ONCE_BYTES).await?;
-        let grep = LogMode::Grep { pattern: compile(ERROR_PATTERN)?, context: 3, max_matches: 8 };
         let errors = log_view_of(client, job, number, &grep, sanitizer, read.as_ref()).await?;
         let tail = log_view_of(client, job, number, &LogMode::Tail(30), sanitizer, read.as_ref()).await?;
         (errors, tail)
@@ -180,7 +202,7 @@ async fn triage(
     {
         let same_stage = match (&pipeline, is_pipeline) {
             (Some(p), true) => match pipeline_detail(client, job, number - 1, sanitizer).await {
-                Ok(pp) => Some(pp.get("failing_stage") == p.get("failing_stage") && !p["failing_stage"].is_null()),
+                Ok((pp, _)) => Some(pp.get("failing_stage") == p.get("failing_stage") && !p["failing_stage"].is_null()),
                 Err(_) => None,
             },
             _ => None,
@@ -217,6 +239,7 @@ async fn triage(
         "verdict": verdict,
         "pipeline": pipeline,
         "error_lines": errors.get("text"),
+        "error_lines_from": if step_log.is_some() { "the failing step's log (Pipeline REST API)" } else { "the console" },
         "error_matches": errors.get("matches"),
         "log_tail": tail.get("text"),
         "tests": tests,
