@@ -469,6 +469,11 @@ async fn a_node_names_only_the_builds_the_agent_may_see() {
     assert_eq!(n["running_hidden"], 1, "{n}");
     assert!(!n.to_string().contains("secret"), "{n}");
     assert!(n["labels"].to_string().contains("\"linux\""), "{n}");
+    // The controller itself, by the name an agent would use.
+    let builtin = ok(&g, "team-bot", "get_node", json!({"name": "built-in"})).await;
+    assert_eq!(builtin["offline"], false, "{builtin}");
+    let missing = call(&g, "team-bot", "get_node", json!({"name": "no-such-node"})).await;
+    assert!(matches!(missing, Err(GateError::Failed { status: Some(404), .. })), "{missing:?}");
     // Through the proxy: the node's JSON, with the hidden job's build removed.
     let p = proxy_get(&g, "team-bot", "/computer/linux-1/api/json?tree=executors[currentExecutable[url]]").await;
     let p = p.expect("proxied node");
