@@ -116,6 +116,9 @@ pub struct Operation {
     pub cli: &'static str,
     /// How the audit sentence words it, after the agent's name: "triggered a build of".
     pub verb_phrase: &'static str,
+    /// A rarely used read that MCP lists behind one grouping tool (with a `what` argument) rather
+    /// than as a tool of its own, so the tool list stays short (clients cap it).
+    pub grouped: bool,
 }
 
 /// Builds an [`Operation`] from its fields (used by each operation's declaration in `ops`).
@@ -124,6 +127,11 @@ pub struct Operation {
 macro_rules! op {
     ($name:literal, $group:ident, $access:ident, $target:ident, destructive: $d:literal, idempotent: $i:literal,
      routes: [$($r:literal),* $(,)?], cli: $cli:literal, phrase: $phrase:literal, $desc:literal) => {
+        $crate::op!($name, $group, $access, $target, destructive: $d, idempotent: $i, grouped: false,
+            routes: [$($r),*], cli: $cli, phrase: $phrase, $desc)
+    };
+    ($name:literal, $group:ident, $access:ident, $target:ident, destructive: $d:literal, idempotent: $i:literal,
+     grouped: $g:literal, routes: [$($r:literal),* $(,)?], cli: $cli:literal, phrase: $phrase:literal, $desc:literal) => {
         $crate::catalog::Operation {
             name: $name,
             group: $crate::catalog::Group::$group,
@@ -135,6 +143,7 @@ macro_rules! op {
             description: $desc,
             cli: $cli,
             verb_phrase: $phrase,
+            grouped: $g,
         }
     };
 }
@@ -169,5 +178,10 @@ mod tests {
         }
         assert!(OPERATIONS.iter().filter(|o| o.destructive).all(|o| o.access == Access::Write));
         assert_eq!(operation("trigger_build").map(|o| o.group), Some(Group::Build));
+        // Only reads are grouped behind MCP's grouping tool: a write keeps its own tool (and
+        // its approval and destructive hints).
+        assert!(OPERATIONS.iter().filter(|o| o.grouped).all(|o| o.access == Access::Read));
+        assert_eq!(operation("get_queue").map(|o| o.grouped), Some(true));
+        assert_eq!(operation("get_build").map(|o| o.grouped), Some(false));
     }
 }

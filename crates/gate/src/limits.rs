@@ -47,7 +47,7 @@ pub const MAX_LIMIT: u32 = 1_000_000;
 /// The operations that start a build: what "triggers per hour" counts. The catalog's only
 /// build-starting routes are `trigger_build`'s (`POST /{job}/build`, `buildWithParameters`); a
 /// test checks every operation's routes against this list.
-pub const TRIGGER_OPERATIONS: &[&str] = &["trigger_build"];
+pub const TRIGGER_OPERATIONS: &[&str] = &["trigger_build", "rebuild"];
 
 /// Whether `op` starts a build.
 pub fn starts_build(op: &Operation) -> bool {

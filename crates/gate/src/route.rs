@@ -293,6 +293,24 @@ const ROUTES: &[Pattern] = &[
         catalog: "GET /{job}/{build}/execution/node/{id}/wfapi/*",
         requires: &[],
     },
+    // A Pipeline run's artifacts with their sizes (jenkins-wire.md §12.4).
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/wfapi/artifacts",
+        op: "list_artifacts",
+        query: &[],
+        catalog: "GET /{job}/{build}/wfapi/artifacts",
+        requires: &[],
+    },
+    // A flow node's whole log (its `consoleUrl`, jenkins-wire.md §12.4): text, cleaned as it streams.
+    Pattern {
+        method: "GET",
+        path: "/{job}/{build}/execution/node/{id}/log",
+        op: "get_stage_log",
+        query: &[],
+        catalog: "GET /{job}/{build}/execution/node/{id}/log",
+        requires: &[],
+    },
     Pattern {
         method: "GET",
         path: "/{job}/{build}/wfapi/pendingInputActions",
@@ -363,7 +381,7 @@ const ROUTES: &[Pattern] = &[
     Pattern {
         method: "GET",
         path: "/computer/{node}/api/{format}",
-        op: "list_nodes",
+        op: "get_node",
         query: API_QUERY,
         catalog: "GET /computer/{node}/api/json",
         requires: &[],
@@ -1305,13 +1323,17 @@ mod tests {
             "/job/p/7/execution/node/x/wfapi/describe",
             "/job/p/7/execution/node/-1/wfapi/describe",
             "/job/p/7/execution/node/12/wfapi/inputSubmit",
-            "/job/p/7/execution/node/12/log",
+            "/job/p/7/execution/node/x/log",
+            "/job/p/7/execution/node/12/log/x",
             "/job/p/7/execution/node/12/wfapi",
         ] {
             assert_eq!(refused("GET", target), Route::Unknown, "{target}");
         }
         assert_eq!(refused("POST", "/job/p/7/execution/node/12/wfapi/describe"), Route::Unknown);
         assert!(matches!(refused("GET", "/job/p/7/execution/node/12/wfapi/log?start=0"), Route::Malformed(_)));
+        // A node's whole log is a stage log read.
+        let c = op("GET", "/job/p/7/execution/node/12/log");
+        assert_eq!((c.op, c.upstream.as_str()), ("get_stage_log", "job/p/7/execution/node/12/log"));
     }
 
     #[test]
@@ -1595,6 +1617,18 @@ mod tests {
             ("list_jobs", "GET /{folder}/api/json?tree=jobs[...]", "the same URL as get_job on a folder"),
             ("list_views", "GET /api/json?tree=views[...]", "the same URL as list_jobs at the root"),
             ("get_system_info", "GET /api/json", "the same URL as list_jobs at the root"),
+            ("list_artifacts", "GET /{job}/{build}/api/json?tree=artifacts[...]", "the same URL as get_build"),
+            ("compare_builds", "*", "a composite of reads made by jgate itself, not a Jenkins endpoint"),
+            ("find_flaky_tests", "*", "a composite of reads made by jgate itself, not a Jenkins endpoint"),
+            ("get_deployments", "*", "a composite of reads made by jgate itself, not a Jenkins endpoint"),
+            ("rebuild", "*", "a build read then trigger_build's path; the proxy's trigger requests are trigger_build"),
+            ("read_artifact", "*", "an artifact's bytes are not forwarded: a binary one must never reach the agent"),
+            ("get_stage_log", "GET /{job}/{build}/wfapi/describe", "proxied as get_pipeline_run, which reads it too"),
+            (
+                "get_stage_log",
+                "GET /{job}/{build}/execution/node/{id}/wfapi/*",
+                "proxied as get_pipeline_run, which reads it too",
+            ),
         ];
         for op in OPERATIONS {
             for route in op.routes {

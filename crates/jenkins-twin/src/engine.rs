@@ -266,6 +266,7 @@ fn start_build(st: &mut State, now: i64, q: &QueueItem, node_idx: usize, exec: u
             changes: Vec::new(),
             tests: None,
             artifacts: Vec::new(),
+            artifact_content: Arc::default(),
             description: None,
             display_name: None,
             keep_log: false,

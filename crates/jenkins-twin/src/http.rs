@@ -1385,11 +1385,26 @@ fn build_action(
                 _ => not_found(st, r),
             }
         }
+        // An archived artifact (the `url` of wfapi/artifacts, jenkins-wire.md §12.4): only a path
+        // the build lists; the reference does not document the headers, so none are invented
+        // beyond a content type.
+        ["artifact", path @ ..] if !path.is_empty() => {
+            let rel = path.join("/");
+            if !b.artifacts.contains(&rel) {
+                return not_found(st, r);
+            }
+            let body = b.artifact_content.get(&rel).cloned().unwrap_or_default();
+            let mut resp = (StatusCode::OK, body).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            advertise(&mut resp, st);
+            resp
+        }
         ["execution", "node", id, "log"] if pipeline => {
             let Ok(node) = id.parse::<u64>() else { return not_found(st, r) };
             let Some(n) = b.flow_nodes.iter().find(|n| n.id == node) else { return not_found(st, r) };
             let end = n.log_end.unwrap_or_else(|| b.log.len());
             let bytes = b.log.read_at(n.log_start, end.saturating_sub(n.log_start) as usize);
+            twin.log_bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             text(st, String::from_utf8_lossy(&bytes).into_owned())
         }
         _ => not_found(st, r),
@@ -1413,8 +1428,10 @@ fn stream_log(
         },
         Err(_) => (64 * 1024, Duration::ZERO),
     };
+    let sent = twin.log_bytes_sent.clone();
     let stream = futures_util::stream::unfold(start, move |pos| {
         let log = log.clone();
+        let sent = sent.clone();
         async move {
             if pos >= end {
                 return None;
@@ -1428,6 +1445,7 @@ fn stream_log(
                 return None;
             }
             let next = pos + bytes.len() as u64;
+            sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             Some((Ok::<Bytes, std::io::Error>(Bytes::from(bytes)), next))
         }
     });

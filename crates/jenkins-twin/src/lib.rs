@@ -60,6 +60,9 @@ pub struct Twin {
     pub(crate) requests: std::sync::atomic::AtomicU64,
     /// Requests per path (without the query), for tests that count what a client fetched.
     pub(crate) requests_by_path: Mutex<HashMap<String, u64>>,
+    /// Log bytes sent (consoles, progressive text, `execution/node/ID/log`), for tests that bound
+    /// what a call read.
+    pub(crate) log_bytes_sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Fault injection settings plus the seeded generator that decides each request's fate.
@@ -102,6 +105,7 @@ impl Twin {
             started: std::time::Instant::now(),
             requests: std::sync::atomic::AtomicU64::new(0),
             requests_by_path: Mutex::new(HashMap::new()),
+            log_bytes_sent: Arc::default(),
         }))
     }
 
@@ -134,6 +138,11 @@ impl Twin {
             Ok(map) => map.iter().filter(|(p, _)| p.ends_with(suffix)).map(|(_, n)| n).sum(),
             Err(_) => 0,
         }
+    }
+
+    /// How many bytes of logs (consoles, progressive text, `execution/node/ID/log`) the twin has sent.
+    pub fn log_bytes_sent(&self) -> u64 {
+        self.log_bytes_sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Current time on the twin clock (epoch ms).

@@ -344,6 +344,8 @@ pub struct Build {
     pub changes: Vec<Change>,
     pub tests: Option<Vec<TestCase>>,
     pub artifacts: Vec<String>,
+    /// The bytes of artifacts that have content (others serve 0 bytes).
+    pub artifact_content: Arc<std::collections::BTreeMap<String, Vec<u8>>>,
     pub description: Option<String>,
     pub display_name: Option<String>,
     pub keep_log: bool,

@@ -262,6 +262,10 @@ pub struct BuildSpec {
     pub stages: Vec<StageSpec>,
     #[serde(default)]
     pub artifacts: Vec<String>,
+    /// Artifacts with content: relative path → text (TOML escapes such as `\u0000` make a binary
+    /// one). Each is listed with `artifacts` too; an artifact without content serves 0 bytes.
+    #[serde(default)]
+    pub artifact_files: BTreeMap<String, String>,
     pub description: Option<String>,
 }
 fn success() -> String {
@@ -959,7 +963,14 @@ fn history_build(
         flow_nodes,
         changes,
         tests,
-        artifacts: b.artifacts.clone(),
+        artifacts: {
+            let mut a = b.artifacts.clone();
+            a.extend(b.artifact_files.keys().filter(|k| !b.artifacts.contains(k)).cloned());
+            a
+        },
+        artifact_content: std::sync::Arc::new(
+            b.artifact_files.iter().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())).collect(),
+        ),
         description: b.description.clone(),
         display_name: None,
         keep_log: false,

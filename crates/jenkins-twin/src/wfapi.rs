@@ -184,7 +184,7 @@ pub fn artifacts(st: &State, job: usize, b: &Build) -> Value {
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                json!({"id": format!("n{}", i + 1), "name": a.rsplit('/').next().unwrap_or(a), "path": a, "url": format!("{base}{a}"), "size": 0})
+                json!({"id": format!("n{}", i + 1), "name": a.rsplit('/').next().unwrap_or(a), "path": a, "url": format!("{base}{a}"), "size": b.artifact_content.get(a).map_or(0, Vec::len)})
             })
             .collect(),
     )

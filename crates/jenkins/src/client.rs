@@ -1471,6 +1471,61 @@ impl JenkinsClient {
         }
     }
 
+    /// Each test case of a build as (class.name, status) with `tree=` (no error texts or
+    /// stack traces); `None` if the build recorded no tests.
+    pub async fn test_statuses(&self, job: &JobPath, number: u64) -> Result<Option<Vec<(String, String)>>, Error> {
+        let path = format!("{}{number}/testReport/api/json", job.url_path());
+        let tree = Tree::new()
+            .nested("suites", Tree::new().nested("cases", Tree::new().fields(&["className", "name", "status"])));
+        let keep = Keep::IfFinished { build: format!("{}{number}/", job.url_path()) };
+        let v: Value = match self.get_json_keep(&path, &tree_query(Some(&tree)), "the test report", keep).await {
+            Ok(v) => v,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for suite in v.get("suites").and_then(Value::as_array).into_iter().flatten() {
+            for case in suite.get("cases").and_then(Value::as_array).into_iter().flatten() {
+                let s = |k: &str| case.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+                out.push((format!("{}.{}", s("className"), s("name")), s("status")));
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// A build's facts for comparisons and deployments, with `tree=`: number, result, timing,
+    /// parameters, causes and changes.
+    pub async fn build_facts(&self, job: &JobPath, which: BuildSelector) -> Result<Build, Error> {
+        let path = format!("{}{}/api/json", job.url_path(), which.segment());
+        let change = Tree::new()
+            .fields(&["commitId", "id", "msg", "comment", "authorEmail"])
+            .nested("author", Tree::new().field("fullName"));
+        let set = Tree::new().field("kind").nested("items", change);
+        let tree = Tree::new()
+            .fields(&["_class", "number", "url", "result", "building", "duration", "timestamp", "displayName"])
+            .nested(
+                "actions",
+                Tree::new()
+                    .field("_class")
+                    .nested("parameters", Tree::new().fields(&["name", "value"]))
+                    .nested(
+                        "causes",
+                        Tree::new().fields(&[
+                            "_class",
+                            "shortDescription",
+                            "userId",
+                            "upstreamProject",
+                            "upstreamBuild",
+                            "upstreamUrl",
+                        ]),
+                    )
+                    .fields(&["failCount", "skipCount", "totalCount", "urlName"]),
+            )
+            .nested("changeSet", set.clone())
+            .nested("changeSets", set);
+        self.get_json(&path, &tree_query(Some(&tree)), &describe_build(job, which)).await
+    }
+
     /// Recent Pipeline runs (at most 10, newest first) from the Pipeline REST API.
     pub async fn pipeline_runs(&self, job: &JobPath) -> Result<Vec<PipelineRun>, Error> {
         let path = format!("{}wfapi/runs", job.url_path());
@@ -1494,6 +1549,96 @@ impl JenkinsClient {
     pub async fn pipeline_node_log(&self, job: &JobPath, number: u64, node: &str) -> Result<NodeLog, Error> {
         let path = format!("{}{number}/execution/node/{}/wfapi/log", job.url_path(), crate::path::raw_encode(node));
         self.wfapi(job, &path).await
+    }
+
+    /// A Pipeline run's artifacts with their sizes (`wfapi/artifacts`, jenkins-wire.md §12.4).
+    pub async fn pipeline_artifacts(&self, job: &JobPath, number: u64) -> Result<Vec<PipelineArtifact>, Error> {
+        let path = format!("{}{number}/wfapi/artifacts", job.url_path());
+        self.wfapi(job, &path).await
+    }
+
+    /// The whole log of one flow node as a byte stream (the node's `consoleUrl`,
+    /// `execution/node/ID/log`, jenkins-wire.md §12.4): never held in memory.
+    pub async fn node_log_stream(
+        &self,
+        job: &JobPath,
+        number: u64,
+        node: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Unpin + use<>, Error> {
+        let path = format!("{}{number}/execution/node/{}/log", job.url_path(), crate::path::raw_encode(node));
+        self.stream_of(&path, format!("the log of flow node {node} of build #{number} of {job}")).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // artifacts
+
+    /// A build's archived artifacts as the build API lists them (`tree=artifacts[...]`).
+    pub async fn artifacts(&self, job: &JobPath, number: u64) -> Result<Vec<Artifact>, Error> {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Arts {
+            artifacts: Vec<Artifact>,
+        }
+        let tree = Tree::new().nested("artifacts", Tree::new().fields(&["displayPath", "fileName", "relativePath"]));
+        let path = format!("{}{number}/api/json", job.url_path());
+        let a: Arts = self
+            .get_json(&path, &tree_query(Some(&tree)), &format!("the artifacts of build #{number} of {job}"))
+            .await?;
+        Ok(a.artifacts)
+    }
+
+    /// One artifact's bytes (`N/artifact/<relative path>`), streamed. `relative` must be a path
+    /// Jenkins listed for the build; each segment is encoded on its own, so a `/` inside a
+    /// segment cannot be sent.
+    pub async fn artifact_stream(
+        &self,
+        job: &JobPath,
+        number: u64,
+        relative: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Unpin + use<>, Error> {
+        let encoded: Vec<String> = relative.split('/').map(crate::path::raw_encode).collect();
+        let path = format!("{}{number}/artifact/{}", job.url_path(), encoded.join("/"));
+        self.stream_of(&path, format!("artifact {relative} of build #{number} of {job}")).await
+    }
+
+    /// A GET answered as a byte stream (the read timeout guards an idle stream).
+    async fn stream_of(
+        &self,
+        path: &str,
+        what: String,
+    ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Unpin + use<>, Error> {
+        let mut url = self.base.join(path)?;
+        url.set_query(None);
+        let resp = self.send_stream(path, &[], &what).await?;
+        let timeout = self.limits.read_timeout;
+        Ok(resp.bytes_stream().map(move |r| r.map_err(|e| transport_error(e, &url, timeout))))
+    }
+
+    /// One node with its executors and what they run (`computer/NAME/api/json` with `tree=`,
+    /// jenkins-wire.md §5.8), as raw JSON.
+    pub async fn node_detail(&self, name: &str) -> Result<Value, Error> {
+        let seg = if name.is_empty() || name == "Built-In Node" || name == "built-in" || name == "(built-in)" {
+            "(built-in)".to_string()
+        } else {
+            crate::path::raw_encode(name)
+        };
+        let running = Tree::new().fields(&["url", "number", "fullDisplayName"]);
+        let executor = Tree::new().fields(&["idle", "number", "likelyStuck"]).nested("currentExecutable", running);
+        let tree = Tree::new()
+            .fields(&[
+                "displayName",
+                "description",
+                "idle",
+                "numExecutors",
+                "offline",
+                "temporarilyOffline",
+                "offlineCauseReason",
+            ])
+            .nested("offlineCause", Tree::new().field("description"))
+            .nested("assignedLabels", Tree::new().field("name"))
+            .nested("executors", executor.clone())
+            .nested("oneOffExecutors", executor);
+        self.get_json(&format!("computer/{seg}/api/json"), &tree_query(Some(&tree)), &format!("node {name}")).await
     }
 
     /// wfapi calls: a 404 is explained — missing job, not a Pipeline job, or the plugin is absent.

@@ -386,6 +386,17 @@ pub struct Stage {
     pub stage_flow_nodes: Option<Vec<Stage>>,
 }
 
+/// One entry of `wfapi/artifacts` (jenkins-wire.md §12.4).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PipelineArtifact {
+    pub id: String,
+    pub name: String,
+    pub path: String,
+    pub url: String,
+    pub size: Option<u64>,
+}
+
 /// `execution/node/ID/wfapi/log`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]

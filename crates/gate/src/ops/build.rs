@@ -239,6 +239,22 @@ impl Op for TriggerBuild {
     }
 }
 
+/// Triggers `job` (need 0 of the calling operation) with `parameters`, through everything
+/// `trigger_build` does: idempotency key, serialised identical triggers, wait modes, recorded
+/// queue item. For operations that trigger on the agent's behalf (`rebuild`).
+pub(crate) async fn trigger_as_build(
+    cx: &mut Exec<'_>,
+    job: String,
+    parameters: BTreeMap<String, String>,
+    wait: Option<Wait>,
+    idempotency_key: Option<String>,
+) -> Result<Value, GateError> {
+    let parameters = (!parameters.is_empty())
+        .then(|| parameters.into_iter().map(|(k, v)| (k, ParamValue::Text(v))).collect::<BTreeMap<_, _>>());
+    let args = TriggerArgs { job, parameters, wait, idempotency_key, files: None };
+    <TriggerBuild as Op>::run(cx, args).await
+}
+
 /// How a failed trigger request is to be read: did Jenkins provably not receive it (and may it
 /// be sent again), did it receive and refuse it, or is its fate unknown?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

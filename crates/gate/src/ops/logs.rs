@@ -189,29 +189,64 @@ pub enum LogMode {
     Follow(u64),
 }
 
+/// The view arguments of texts other than a build's console (stage logs, artifacts): the same
+/// views as `get_build_log` except follow.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ViewName {
+    Tail,
+    Head,
+    Range,
+    Grep,
+}
+
 impl LogMode {
+    /// The mode of a text view (no follow): the same defaults and caps as `get_build_log`.
+    pub(super) fn from_view(
+        mode: Option<ViewName>,
+        lines: Option<u64>,
+        from: Option<u64>,
+        to: Option<u64>,
+        pattern: Option<&str>,
+        context: Option<u64>,
+    ) -> Result<LogMode, GateError> {
+        let name = match mode.unwrap_or(ViewName::Tail) {
+            ViewName::Tail => LogModeName::Tail,
+            ViewName::Head => LogModeName::Head,
+            ViewName::Range => LogModeName::Range,
+            ViewName::Grep => LogModeName::Grep,
+        };
+        Self::of(name, lines, from, to, pattern, context, None)
+    }
+
     fn from_args(a: &LogArgs) -> Result<LogMode, GateError> {
-        let lines = a.lines.unwrap_or(100).clamp(1, 2000) as usize;
-        Ok(match a.mode.unwrap_or(LogModeName::Tail) {
+        Self::of(a.mode.unwrap_or(LogModeName::Tail), a.lines, a.from, a.to, a.pattern.as_deref(), a.context, a.cursor)
+    }
+
+    fn of(
+        name: LogModeName,
+        lines: Option<u64>,
+        from: Option<u64>,
+        to: Option<u64>,
+        pattern: Option<&str>,
+        context: Option<u64>,
+        cursor: Option<u64>,
+    ) -> Result<LogMode, GateError> {
+        let lines = lines.unwrap_or(100).clamp(1, 2000) as usize;
+        Ok(match name {
             LogModeName::Tail => LogMode::Tail(lines),
             LogModeName::Head => LogMode::Head(lines),
             LogModeName::Range => {
-                let from = a.from.unwrap_or(1).max(1);
-                let to = a.to.unwrap_or(from + 99).max(from);
+                let from = from.unwrap_or(1).max(1);
+                let to = to.unwrap_or(from + 99).max(from);
                 LogMode::Range(from, to.min(from + 1999))
             }
             LogModeName::Grep => {
-                let p = a
-                    .pattern
-                    .as_deref()
+                let p = pattern
                     .ok_or_else(|| GateError::Invalid("mode grep needs 'pattern' (a regular expression)".into()))?;
-                LogMode::Grep {
-                    pattern: compile(p)?,
-                    context: a.context.unwrap_or(2).min(50) as usize,
-                    max_matches: 50,
-                }
+                LogMode::Grep { pattern: compile(p)?, context: context.unwrap_or(2).min(50) as usize, max_matches: 50 }
             }
-            LogModeName::Follow => LogMode::Follow(a.cursor.unwrap_or(0)),
+            LogModeName::Follow => LogMode::Follow(cursor.unwrap_or(0)),
         })
     }
 }
@@ -312,6 +347,28 @@ pub(super) async fn log_view_of(
         Some(body) => futures_util::stream::iter([Ok(body.clone())]).boxed(),
         None => client.console_stream(job, number).await?.boxed(),
     };
+    let mut v = view_of_stream(console, mode, sanitizer, &source, "the console of").await?;
+    if let Value::Object(m) = &mut v {
+        m.insert("job".into(), json!(job.to_string()));
+        m.insert("number".into(), json!(number));
+    }
+    Ok(v)
+}
+
+/// A bounded, sanitized view (tail, head, range or grep) of any text stream from Jenkins: a
+/// console, a flow node's log, a text artifact. `source` names it in the untrusted fence,
+/// `what` in the summary ("the console of"). Memory stays bounded whatever the stream's size;
+/// at most [`SCAN_BUDGET`] bytes are read.
+pub(super) async fn view_of_stream(
+    console: futures_util::stream::BoxStream<'static, Result<Bytes, jenkins::Error>>,
+    mode: &LogMode,
+    sanitizer: &mut Sanitizer,
+    source: &str,
+    what: &str,
+) -> Result<Value, GateError> {
+    if let LogMode::Follow(_) = mode {
+        return Err(GateError::Invalid(format!("mode follow applies to build consoles only, not to {what} {source}")));
+    }
     let (stream, budget_hit) = budgeted(console);
     let to_lines = |ls: Vec<jenkins::logs::Line>| ls.into_iter().map(|l| (l.number, l.text, l.truncated)).collect();
     let View { lines, total, next_cursor, matches, truncated_search } = match mode {
@@ -372,7 +429,7 @@ pub(super) async fn log_view_of(
     let (text, cut) = cut_to_budget(&text, LOG_BUDGET, keep);
     let report = sanitizer.report().clone();
     let summary = format!(
-        "{} line(s) of the console of {source}{}{}{}{}",
+        "{} line(s) of {what} {source}{}{}{}{}",
         lines.len(),
         total
             .map(|t| format!(" (the log has {}{t} lines)", if scan_cut { "more than " } else { "" }))
@@ -389,10 +446,8 @@ pub(super) async fn log_view_of(
         },
     );
     Ok(json!({
-        "job": job.to_string(),
-        "number": number,
         "summary": summary,
-        "text": mark_untrusted(&source, &text),
+        "text": mark_untrusted(source, &text),
         "first_line": lines.first().map(|l| l.0),
         "last_line": lines.last().map(|l| l.0),
         "total_lines": total,

@@ -11,11 +11,15 @@
 //! policy decided on (never the raw arguments). What they return is untrusted Jenkins data; the
 //! call path ([`crate::call`]) passes it through the sanitizer before anyone sees it.
 
+mod artifacts;
 mod build;
+mod compare;
 mod config;
 mod jobs;
 mod logs;
+mod nodes;
 mod pipeline;
+mod rebuild;
 mod status;
 mod system;
 mod views;
@@ -292,6 +296,15 @@ registry!(
     views::ManageView,
     system::ListNodes,
     system::GetSystemInfo,
+    artifacts::ListArtifacts,
+    artifacts::ReadArtifact,
+    pipeline::GetStageLog,
+    nodes::GetNode,
+    rebuild::Rebuild,
+    rebuild::Replay,
+    compare::CompareBuilds,
+    compare::FindFlakyTests,
+    compare::GetDeployments,
 );
 
 /// A build: a number, or a permalink name.

@@ -1,9 +1,10 @@
 //! Pipeline runs and triage: "why did this build fail?" in one bounded answer.
 
+use futures_util::{StreamExt, TryStreamExt};
 use jenkins::{BuildSelector, JenkinsClient, JobPath};
 use serde_json::{Value, json};
 
-use super::logs::{LogMode, compile, console_if_small, log_view_of};
+use super::logs::{LogMode, ViewName, compile, console_if_small, log_view_of, view_of_stream};
 use super::status::{BuildArgs, changes_of, failing_tests};
 use super::{BuildArg, Exec, Need, Op, resolve_number};
 use crate::catalog::Operation;
@@ -27,30 +28,47 @@ impl Op for GetPipelineRun {
     async fn run(cx: &mut Exec<'_>, a: BuildArgs) -> Result<Value, GateError> {
         let path = cx.path(0)?;
         let number = resolve_number(cx.client, &path, BuildArg::selector(a.build.as_ref())?).await?;
-        pipeline_detail(cx.client, &path, number, cx.sanitizer).await
+        Ok(pipeline_detail(cx.client, &path, number, cx.sanitizer).await?.0)
     }
 }
 
-/// A Pipeline run: stages with status and timings; the failing stage with its log excerpt.
+/// The failing step's log as the Pipeline REST API gives it (its last ≤ 10 KiB, unescaped, not
+/// yet sanitized), and the node it is of.
+struct StepLog {
+    node: String,
+    text: String,
+}
+
+/// A Pipeline run: stages with status and timings; the failing stage with its log excerpt (and
+/// that log, for triage's views of it).
 async fn pipeline_detail(
     client: &JenkinsClient,
     job: &JobPath,
     number: u64,
     sanitizer: &mut Sanitizer,
-) -> Result<Value, GateError> {
+) -> Result<(Value, Option<StepLog>), GateError> {
     let run = client.pipeline_run(job, number).await?;
     let failing = run.stages.iter().find(|s| matches!(s.status.as_str(), "FAILED" | "UNSTABLE" | "ABORTED"));
     let mut excerpt = Value::Null;
+    let mut step_log = None;
     if let Some(stage) = failing {
         let node = client.pipeline_node(job, number, &stage.id).await?;
-        let step =
-            node.stage_flow_nodes.unwrap_or_default().into_iter().rev().find(|n| n.status == "FAILED").map(|n| n.id);
-        if let Some(step) = step {
+        // The failing step's own log; a stage without steps (or none marked failed) has its
+        // output on the stage node itself. Never a grep of the whole console.
+        let step = node
+            .stage_flow_nodes
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+            .find(|n| n.status == "FAILED")
+            .map_or_else(|| stage.id.clone(), |n| n.id);
+        {
             let log = client.pipeline_node_log(job, number, &step).await?;
             let text = unescape_html(&log.text);
             let cleaned: String = text.lines().map(|l| format!("{}\n", sanitizer.clean(l))).collect();
             let (cut, _) = cut_to_budget(&cleaned, 8 * 1024, Keep::Tail);
             excerpt = json!(mark_untrusted(&format!("{job} #{number} stage {}", stage.name), &cut));
+            step_log = Some(StepLog { node: step, text });
         }
     }
     // A run waiting for an input step says which: answer_input needs the step's id.
@@ -67,20 +85,24 @@ async fn pipeline_detail(
     } else {
         Value::Null
     };
-    Ok(json!({
-        "number": number,
-        "status": run.status,
-        "pending_inputs": pending_inputs,
-        "duration_ms": run.duration_millis,
-        "queue_ms": run.queue_duration_millis,
-        "stages": run.stages.iter().take(200).map(|s| json!({
-            "name": s.name, "status": s.status, "duration_ms": s.duration_millis,
-            "error": s.error.as_ref().map(|e| e.message.clone()),
-        })).collect::<Vec<_>>(),
-        "failing_stage": failing.map(|s| s.name.clone()),
-        "failing_stage_error": failing.and_then(|s| s.error.as_ref().map(|e| e.message.clone())),
-        "failing_stage_log": excerpt,
-    }))
+    Ok((
+        json!({
+            "number": number,
+            "status": run.status,
+            "pending_inputs": pending_inputs,
+            "duration_ms": run.duration_millis,
+            "queue_ms": run.queue_duration_millis,
+            "stages": run.stages.iter().take(200).map(|s| json!({
+                "name": s.name, "status": s.status, "duration_ms": s.duration_millis,
+                "error": s.error.as_ref().map(|e| e.message.clone()),
+            })).collect::<Vec<_>>(),
+            "failing_stage": failing.map(|s| s.name.clone()),
+            "failing_stage_error": failing.and_then(|s| s.error.as_ref().map(|e| e.message.clone())),
+            "failing_stage_log": excerpt,
+            "failing_node": step_log.as_ref().map(|l| l.node.clone()),
+        }),
+        step_log,
+    ))
 }
 
 fn unescape_html(s: &str) -> String {
@@ -134,22 +156,30 @@ async fn triage(
     let b = client.build(job, sel).await?;
     let number = b.number;
     let is_pipeline = b.class.ends_with("WorkflowRun");
-    let pipeline = if is_pipeline {
+    let (pipeline, step_log) = if is_pipeline {
         match pipeline_detail(client, job, number, sanitizer).await {
-            Ok(v) => Some(v),
-            Err(GateError::Jenkins(e)) if matches!(*e, jenkins::Error::PluginMissing { .. }) => None,
+            Ok((v, log)) => (Some(v), log),
+            Err(GateError::Jenkins(e)) if matches!(*e, jenkins::Error::PluginMissing { .. }) => (None, None),
             Err(e) => return Err(e),
         }
     } else {
-        None
+        (None, None)
     };
-    // A build that succeeded has nothing to explain in its log; a failed one is read once (when it
-    // is not huge) for both the error lines and the tail.
+    // A build that succeeded has nothing to explain in its log. A Pipeline whose failing step is
+    // known (wfapi) is explained from that step's log, never a grep of the whole console; any
+    // other failed build's console is read once (when it is not huge) for the error lines and the
+    // tail.
+    let grep = LogMode::Grep { pattern: compile(ERROR_PATTERN)?, context: 3, max_matches: 8 };
     let (errors, tail) = if b.result.as_deref() == Some("SUCCESS") {
         (json!({}), json!({}))
+    } else if let Some(step) = &step_log {
+        let source = format!("{job} #{number} node {}", step.node);
+        let once = || futures_util::stream::iter([Ok(bytes::Bytes::from(step.text.clone()))]).boxed();
+        let errors = view_of_stream(once(), &grep, sanitizer, &source, "the failing step's log of").await?;
+        let tail = view_of_stream(once(), &LogMode::Tail(30), sanitizer, &source, "the failing step's log of").await?;
+        (errors, tail)
     } else {
         let read = console_if_small(client, job, number, TRIAGE_READ_ONCE_BYTES).await?;
-        let grep = LogMode::Grep { pattern: compile(ERROR_PATTERN)?, context: 3, max_matches: 8 };
         let errors = log_view_of(client, job, number, &grep, sanitizer, read.as_ref()).await?;
         let tail = log_view_of(client, job, number, &LogMode::Tail(30), sanitizer, read.as_ref()).await?;
         (errors, tail)
@@ -172,7 +202,7 @@ async fn triage(
     {
         let same_stage = match (&pipeline, is_pipeline) {
             (Some(p), true) => match pipeline_detail(client, job, number - 1, sanitizer).await {
-                Ok(pp) => Some(pp.get("failing_stage") == p.get("failing_stage") && !p["failing_stage"].is_null()),
+                Ok((pp, _)) => Some(pp.get("failing_stage") == p.get("failing_stage") && !p["failing_stage"].is_null()),
                 Err(_) => None,
             },
             _ => None,
@@ -209,6 +239,7 @@ async fn triage(
         "verdict": verdict,
         "pipeline": pipeline,
         "error_lines": errors.get("text"),
+        "error_lines_from": if step_log.is_some() { "the failing step's log (Pipeline REST API)" } else { "the console" },
         "error_matches": errors.get("matches"),
         "log_tail": tail.get("text"),
         "tests": tests,
@@ -217,6 +248,122 @@ async fn triage(
         "previous_build": previous,
         "untrusted": true,
     }))
+}
+
+pub struct GetStageLog;
+
+/// Arguments of `get_stage_log`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageLogArgs {
+    /// The Pipeline job's full name, folders separated by '/'.
+    pub job: String,
+    /// A build number or a permalink. Default: lastBuild.
+    pub build: Option<BuildArg>,
+    /// The stage's name as get_pipeline_run shows it (give this or node).
+    pub stage: Option<String>,
+    /// A flow node id (a stage or a step, as the Pipeline REST API numbers them).
+    pub node: Option<String>,
+    /// tail (default): the last lines; head: the first lines; range: lines from..to; grep: lines
+    /// matching pattern with context.
+    pub mode: Option<ViewName>,
+    /// How many lines for tail/head (1–2000, default 100).
+    #[schemars(range(min = 1, max = 2000))]
+    pub lines: Option<u64>,
+    /// range: the first line number (1-based).
+    #[schemars(range(min = 1))]
+    pub from: Option<u64>,
+    /// range: the last line number.
+    #[schemars(range(min = 1))]
+    pub to: Option<u64>,
+    /// grep: a regular expression.
+    pub pattern: Option<String>,
+    /// grep: lines of context before and after each match (0–50, default 2).
+    #[schemars(range(min = 0, max = 50))]
+    pub context: Option<u64>,
+}
+
+/// The most step logs one stage's log is read from (wfapi lists at most 100 steps per stage).
+const MAX_STEPS: usize = 100;
+
+impl Op for GetStageLog {
+    type Args = StageLogArgs;
+    const META: Operation = crate::op!("get_stage_log", Status, Read, Job, destructive: false, idempotent: true, grouped: true,
+        routes: ["GET /{job}/{build}/execution/node/{id}/log", "GET /{job}/{build}/wfapi/describe", "GET /{job}/{build}/execution/node/{id}/wfapi/*"],
+        cli: "pipeline stage-log", phrase: "read a stage log of",
+        "Read the log of one Pipeline stage or step (by stage name or node id) with the log views (tail, head, range, grep); bounded, secrets redacted, without reading the whole console.");
+
+    fn needs(a: &StageLogArgs) -> Vec<Need> {
+        vec![Need::primary(&Self::META, Some(&a.job))]
+    }
+
+    async fn run(cx: &mut Exec<'_>, a: StageLogArgs) -> Result<Value, GateError> {
+        let mode = LogMode::from_view(a.mode, a.lines, a.from, a.to, a.pattern.as_deref(), a.context)?;
+        let path = cx.path(0)?;
+        let number = resolve_number(cx.client, &path, BuildArg::selector(a.build.as_ref())?).await?;
+        let (id, label) = match (&a.node, &a.stage) {
+            (Some(id), None) => {
+                check_node_id(id)?;
+                (id.clone(), format!("node {id}"))
+            }
+            (None, Some(name)) => {
+                let run = cx.client.pipeline_run(&path, number).await?;
+                let Some(stage) = run.stages.iter().find(|s| &s.name == name) else {
+                    let names: Vec<&str> = run.stages.iter().take(20).map(|s| s.name.as_str()).collect();
+                    return Err(GateError::Failed {
+                        message: format!(
+                            "build #{number} of {path} has no stage named '{name}'; its stages include: {}",
+                            names.join(", ")
+                        ),
+                        status: Some(404),
+                    });
+                };
+                (stage.id.clone(), format!("stage {name}"))
+            }
+            _ => {
+                return Err(super::bad_request(
+                    "give exactly one of 'stage' (a stage name) or 'node' (a flow node id)",
+                ));
+            }
+        };
+        let node = cx.client.pipeline_node(&path, number, &id).await?;
+        // A stage's output is in its steps' logs (in order); a step, or a stage without steps,
+        // has its own. Each log is streamed in turn: memory stays bounded.
+        let mut ids: Vec<String> =
+            node.stage_flow_nodes.unwrap_or_default().into_iter().map(|n| n.id).take(MAX_STEPS).collect();
+        if ids.is_empty() {
+            ids.push(id.clone());
+        }
+        let steps = ids.len();
+        let client = cx.client.clone();
+        let job = path.clone();
+        let logs = futures_util::stream::iter(ids)
+            .then(move |nid| {
+                let (client, job) = (client.clone(), job.clone());
+                async move { client.node_log_stream(&job, number, &nid).await }
+            })
+            .try_flatten()
+            .boxed();
+        let source = format!("{path} #{number} {label}");
+        let mut v = view_of_stream(logs, &mode, cx.sanitizer, &source, "the log of").await?;
+        if let Value::Object(m) = &mut v {
+            m.insert("job".into(), json!(path.to_string()));
+            m.insert("number".into(), json!(number));
+            m.insert("node".into(), json!(id));
+            m.insert("node_status".into(), json!(node.status));
+            m.insert("steps_read".into(), json!(steps));
+        }
+        Ok(v)
+    }
+}
+
+/// A flow node id is one URL segment of letters, digits, '-' or '_' (Jenkins numbers them).
+fn check_node_id(id: &str) -> Result<(), GateError> {
+    if !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        Ok(())
+    } else {
+        Err(super::bad_request("node must be a flow node id: 1 to 64 letters, digits, '-' or '_'"))
+    }
 }
 
 pub struct AnswerInput;

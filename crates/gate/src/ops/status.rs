@@ -401,7 +401,7 @@ pub struct QueueArgs {
 
 impl Op for GetQueue {
     type Args = QueueArgs;
-    const META: Operation = crate::op!("get_queue", Status, Read, Controller, destructive: false, idempotent: true,
+    const META: Operation = crate::op!("get_queue", Status, Read, Controller, destructive: false, idempotent: true, grouped: true,
         routes: ["GET /queue/api/json", "GET /queue/item/{id}/api/json"], cli: "queue list", phrase: "read the build queue of",
         "List queued builds and why each waits.");
 
@@ -463,7 +463,7 @@ pub struct NoArgs {}
 
 impl Op for ListViews {
     type Args = NoArgs;
-    const META: Operation = crate::op!("list_views", Status, Read, Controller, destructive: false, idempotent: true,
+    const META: Operation = crate::op!("list_views", Status, Read, Controller, destructive: false, idempotent: true, grouped: true,
         routes: ["GET /api/json?tree=views[...]", "GET /view/{view}/api/json", "GET /view/{view}/config.xml"], cli: "views list", phrase: "listed the views of",
         "List the views' names.");
 

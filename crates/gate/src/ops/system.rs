@@ -12,7 +12,7 @@ pub struct ListNodes;
 impl Op for ListNodes {
     type Args = NoArgs;
     const META: Operation = crate::op!("list_nodes", Nodes, Read, Controller, destructive: false, idempotent: true,
-        routes: ["GET /computer/api/json", "GET /computer/{node}/api/json"], cli: "nodes list", phrase: "listed the nodes of",
+        routes: ["GET /computer/api/json"], cli: "nodes list", phrase: "listed the nodes of",
         "List nodes (agents): online/offline, executors, labels.");
 
     fn needs(_: &NoArgs) -> Vec<Need> {
@@ -31,7 +31,7 @@ pub struct GetSystemInfo;
 
 impl Op for GetSystemInfo {
     type Args = NoArgs;
-    const META: Operation = crate::op!("get_system_info", System, Read, Controller, destructive: false, idempotent: true,
+    const META: Operation = crate::op!("get_system_info", System, Read, Controller, destructive: false, idempotent: true, grouped: true,
         routes: ["GET /", "GET /api/json", "GET /pluginManager/api/json"], cli: "system info", phrase: "read the version and plugins of",
         "Show the Jenkins version, quiet-down state and installed plugins.");
 
