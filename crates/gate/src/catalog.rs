@@ -116,6 +116,32 @@ pub struct Operation {
     pub cli: &'static str,
     /// How the audit sentence words it, after the agent's name: "triggered a build of".
     pub verb_phrase: &'static str,
+    /// A rarely used read: MCP offers it through the one `read_more` tool rather than as a tool
+    /// of its own, so that clients which cap their tool count keep room.
+    pub grouped: bool,
+}
+
+/// The rarely used reads offered through `read_more` (see [`Operation::grouped`]).
+pub const GROUPED: &[&str] = &["get_queue", "list_views", "get_system_info"];
+
+/// Whether `name` is in [`GROUPED`] (a `const fn`: `op!` builds entries in constants).
+#[doc(hidden)]
+pub const fn is_grouped(name: &str) -> bool {
+    let mut i = 0;
+    while i < GROUPED.len() {
+        let (a, b) = (GROUPED[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Builds an [`Operation`] from its fields (used by each operation's declaration in `ops`).
@@ -135,6 +161,7 @@ macro_rules! op {
             description: $desc,
             cli: $cli,
             verb_phrase: $phrase,
+            grouped: $crate::catalog::is_grouped($name),
         }
     };
 }
@@ -169,5 +196,11 @@ mod tests {
         }
         assert!(OPERATIONS.iter().filter(|o| o.destructive).all(|o| o.access == Access::Write));
         assert_eq!(operation("trigger_build").map(|o| o.group), Some(Group::Build));
+        // Only reads are grouped (read_more is a read-only tool), and each grouped name exists.
+        for name in GROUPED {
+            let op = operation(name).unwrap_or_else(|| panic!("{name} is not an operation"));
+            assert!(op.grouped && op.access == Access::Read, "{name}");
+        }
+        assert!(!operation("get_build").is_some_and(|o| o.grouped));
     }
 }
