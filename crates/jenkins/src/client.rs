@@ -1051,7 +1051,8 @@ impl JenkinsClient {
 
     /// The whole queue.
     pub async fn queue(&self) -> Result<Vec<QueueItem>, Error> {
-        let q: Queue = self.get_json("queue/api/json", &[], "the build queue").await?;
+        let tree = Tree::new().nested("items", queue_item_tree());
+        let q: Queue = self.get_json("queue/api/json", &tree_query(Some(&tree)), "the build queue").await?;
         Ok(q.items)
     }
 
@@ -1368,7 +1369,8 @@ impl JenkinsClient {
     // nodes, views
 
     pub async fn nodes(&self) -> Result<ComputerSet, Error> {
-        self.get_json("computer/api/json", &[], "the node list").await
+        let tree = Tree::new().fields(&["busyExecutors", "totalExecutors"]).nested("computer", computer_tree());
+        self.get_json("computer/api/json", &tree_query(Some(&tree)), "the node list").await
     }
 
     /// One node; the controller is `(built-in)`.
@@ -1378,7 +1380,8 @@ impl JenkinsClient {
         } else {
             crate::path::raw_encode(name)
         };
-        self.get_json(&format!("computer/{seg}/api/json"), &[], &format!("node {name}")).await
+        self.get_json(&format!("computer/{seg}/api/json"), &tree_query(Some(&computer_tree())), &format!("node {name}"))
+            .await
     }
 
     pub async fn views(&self) -> Result<Vec<ViewRef>, Error> {
@@ -1464,7 +1467,16 @@ impl JenkinsClient {
     pub async fn test_report(&self, job: &JobPath, number: u64) -> Result<Option<Value>, Error> {
         let path = format!("{}{number}/testReport/api/json", job.url_path());
         let keep = Keep::IfFinished { build: format!("{}{number}/", job.url_path()) };
-        match self.get_json_keep(&path, &[], "the test report", keep).await {
+        // The counts and each case's identity, status and error: not the stack traces and
+        // captured output, which make most of a large report's bytes.
+        let tree = Tree::new().fields(&["failCount", "passCount", "skipCount"]).nested(
+            "suites",
+            Tree::new().fields(&["name"]).nested(
+                "cases",
+                Tree::new().fields(&["className", "name", "status", "errorDetails", "age", "duration"]),
+            ),
+        );
+        match self.get_json_keep(&path, &tree_query(Some(&tree)), "the test report", keep).await {
             Ok(v) => Ok(Some(v)),
             Err(Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -1713,6 +1725,31 @@ impl JenkinsClient {
 
 // ---------------------------------------------------------------------------------------------
 // helpers
+
+/// The fields of [`crate::model::Computer`] (`tree=`: a node's answer at depth 0 also carries its executors,
+/// monitor data and load statistics, which nothing here reads).
+fn computer_tree() -> Tree {
+    Tree::new()
+        .fields(&[
+            "_class",
+            "displayName",
+            "description",
+            "idle",
+            "numExecutors",
+            "offline",
+            "temporarilyOffline",
+            "offlineCauseReason",
+        ])
+        .nested("assignedLabels", Tree::new().field("name"))
+}
+
+/// The fields of a queue item in the queue's listing ([`crate::model::QueueItem`] without its actions).
+fn queue_item_tree() -> Tree {
+    Tree::new()
+        .fields(&["_class", "id", "blocked", "buildable", "stuck", "why", "inQueueSince", "params", "url", "cancelled"])
+        .nested("task", Tree::new().fields(&["_class", "name", "url", "color", "fullName"]))
+        .nested("executable", Tree::new().fields(&["_class", "number", "url"]))
+}
 
 fn tree_query(tree: Option<&Tree>) -> Vec<(&'static str, String)> {
     match tree {
