@@ -120,7 +120,7 @@ fn pointer(path: &[PathSeg]) -> String {
 
 /// The largest place to cut, by serialized size (the `omitted` note itself excluded).
 fn largest(v: &Value, path: &mut Vec<PathSeg>, best: &mut Option<Candidate>) -> usize {
-    let bytes = match v {
+    match v {
         Value::Array(items) => {
             let mut total = 2 + items.len().saturating_sub(1);
             for (i, item) in items.iter().enumerate() {
@@ -155,8 +155,7 @@ fn largest(v: &Value, path: &mut Vec<PathSeg>, best: &mut Option<Candidate>) -> 
             bytes
         }
         other => size_of(other),
-    };
-    bytes
+    }
 }
 
 fn at_mut<'a>(v: &'a mut Value, path: &[PathSeg]) -> Option<&'a mut Value> {
@@ -176,7 +175,7 @@ fn at_mut<'a>(v: &'a mut Value, path: &[PathSeg]) -> Option<&'a mut Value> {
 /// a fence it does not recognise), only less readable.
 fn split_frame(s: &str) -> Option<(&str, &str, &str)> {
     let (open, rest) = s.split_once('\n')?;
-    let (body, close) = rest.rsplit_once('\n').map(|(b, c)| (b, c)).unwrap_or(("", rest));
+    let (body, close) = rest.rsplit_once('\n').unwrap_or(("", rest));
     (open.starts_with("<<<UNTRUSTED BUILD OUTPUT") && close.starts_with("<<<END UNTRUSTED BUILD OUTPUT"))
         .then_some((open, body, close))
 }
