@@ -457,8 +457,12 @@ small by design (issue #14):
   excerpts by whole lines) and `omitted` says what was left out and how to get it (the next
   `offset`, a narrower log view, a larger budget). One implementation for every tool
   (crates/gate/src/budget.rs), applied in the call path after the sanitizer.
-- **`tree=` on every structured read** of the wire client (crates/jenkins/src/client.rs), so jgate
-  fetches only the fields it uses; console logs are read as streams within bounds.
+- **No over-fetch.** The wire client (crates/jenkins/src/client.rs) never asks for `depth=N`:
+  listings, the queue, nodes, test reports (counts and each case's status and error, not stack
+  traces or captured output) and the other structured reads name their fields with `tree=`; a
+  job's and a build's own JSON are read at depth 0 (their actions are what `get_build` and
+  `get_job` read). Console logs are read as streams within bounds; finished builds' answers are
+  cached.
 - **Few tools.** Less common reads (the queue, views, the Jenkins version and plugins) are offered
   through one `read_more` tool, so an agent with every grant sees at most 30 tools.
 
