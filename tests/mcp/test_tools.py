@@ -320,9 +320,11 @@ def test_a_small_budget_cuts_the_answer_and_says_how_to_get_the_rest(stack, tran
     # The next page, with the offset the note gave, goes on where the cut page stopped.
     rest = _call(stack, "triage-bot", transport, "list_jobs", {"depth": 3, "offset": kept})
     assert rest.structured_content["jobs"][0] == full.structured_content["jobs"][kept], describe(rest)
-    # A log tail keeps its last line.
+    # A log tail cut to the budget keeps its last line, and says so in the text too.
     log = _call(stack, "triage-bot", transport, "get_build_log",
-                {"job": "api-server", "build": "lastFailedBuild", "max_bytes": 700})
-    assert not log.is_error and "error: tests failed" in log.structured_content["text"], describe(log)
+                {"job": "api-server", "build": "lastFailedBuild", "max_bytes": 512})
+    assert not log.is_error and "omitted" in log.structured_content, describe(log)
+    assert "Finished: FAILURE\n<<<END UNTRUSTED" in log.structured_content["text"], describe(log)
+    assert "for the rest:" in text_of(log), "a text-only client learns of the cut too"
     too_small = _call(stack, "triage-bot", transport, "get_job", {"job": "api-server", "max_bytes": 100})
     assert too_small.is_error and "512 to 65536" in text_of(too_small), describe(too_small)

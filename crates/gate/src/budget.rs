@@ -183,8 +183,17 @@ fn split_frame(s: &str) -> Option<(&str, &str, &str)> {
 /// Cuts `s` by at least `excess` bytes; returns the new text and the bytes cut.
 fn cut_string(s: &str, excess: usize, keep: Keep) -> (String, usize, bool) {
     if let Some((open, body, close)) = split_frame(s) {
-        let target = body.len().saturating_sub(excess + 24);
+        // At least the line a view is about (the last of a tail, the first of a head) stays, even
+        // over the budget: a fenced excerpt with no line in it answers nothing.
+        let edge = match keep {
+            Keep::Tail => body.trim_end_matches('\n').rsplit('\n').next().map_or(0, |l| l.len() + 1),
+            Keep::Head => body.split('\n').next().map_or(0, |l| l.len() + 1),
+        };
+        let target = body.len().saturating_sub(excess + 24).max(edge);
         let (kept, cut) = cut_to_budget(body, target, keep);
+        if cut == 0 {
+            return (s.to_owned(), 0, true);
+        }
         let marker = format!("…[cut {cut} bytes]");
         let body = match keep {
             Keep::Tail => format!("{marker}\n{kept}"),
@@ -378,6 +387,12 @@ mod tests {
         assert!(t.contains("…[cut "), "{t}");
         let how = out["omitted"]["how"].as_str().expect("how");
         assert!(how.contains("mode range"), "{how}");
+        // Even a budget too small for any of it keeps the last line (and says it is over).
+        let v = json!({"summary": "x".repeat(100), "text": crate::sanitize::mark_untrusted("job #1", &body)});
+        let (out, _) = fit(v, &budget(512));
+        let t = out["text"].as_str().expect("text");
+        assert!(t.contains("line number 500 of the build\n<<<END"), "{t}");
+        assert!(out["omitted"]["note"].is_string(), "{out}");
         // Head views keep their start.
         let v = json!({"text": crate::sanitize::mark_untrusted("job #1", &body)});
         let (out, _) = fit(v, &Budget { max_bytes: 4096, keep: Keep::Head });

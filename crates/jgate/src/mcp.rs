@@ -246,7 +246,12 @@ fn render(op: &str, v: &Value) -> String {
     match op {
         "get_build_log" => {
             let lines = v.get("text").and_then(Value::as_str).unwrap_or("");
-            format!("{}\n{}", v.get("summary").and_then(Value::as_str).unwrap_or(""), lines)
+            let mut out = format!("{}\n{}", v.get("summary").and_then(Value::as_str).unwrap_or(""), lines);
+            // A text-only client must learn of a budget cut too (the JSON carries it as `omitted`).
+            if let Some(how) = v.get("omitted").and_then(|o| o.get("how")).and_then(Value::as_str) {
+                out.push_str(&format!("\n[cut to max_bytes; for the rest: {how}]"));
+            }
+            out
         }
         // Compact: agents read it as well as indented JSON, at a fraction of the tokens.
         _ => serde_json::to_string(v).unwrap_or_default(),
