@@ -458,11 +458,11 @@ small by design (issue #14):
   `offset`, a narrower log view, a larger budget). One implementation for every tool
   (crates/gate/src/budget.rs), applied in the call path after the sanitizer.
 - **No over-fetch.** The wire client (crates/jenkins/src/client.rs) never asks for `depth=N`:
-  listings, the queue, nodes, test reports (counts and each case's status and error, not stack
-  traces or captured output) and the other structured reads name their fields with `tree=`; a
-  job's and a build's own JSON are read at depth 0 (their actions are what `get_build` and
-  `get_job` read). Console logs are read as streams within bounds; finished builds' answers are
-  cached.
+  listings, jobs, the queue, nodes, test reports (counts and each case's status and error, not
+  stack traces or captured output) and the other structured reads name their fields with
+  `tree=`; a build's own JSON is read at depth 0 (its actions are what `get_build` reads: causes,
+  parameters, test counts, changes). Console logs are read as streams within bounds; finished
+  builds' answers are cached.
 - **Few tools.** Less common reads (the queue, views, the Jenkins version and plugins) are offered
   through one `read_more` tool, so an agent with every grant sees at most 30 tools.
 

@@ -976,9 +976,11 @@ impl JenkinsClient {
         Ok(r.jobs)
     }
 
-    /// A job or folder (depth 0).
+    /// A job or folder: the fields of [`Job`] (`tree=`; depth 0 would also bring its actions
+    /// and every build's reference).
     pub async fn job(&self, job: &JobPath) -> Result<Job, Error> {
-        self.get_json(&format!("{}api/json", job.url_path()), &[], &format!("job {job}")).await
+        self.get_json(&format!("{}api/json", job.url_path()), &tree_query(Some(&job_tree())), &format!("job {job}"))
+            .await
     }
 
     /// Any object of a job with a `tree=` selection, as raw JSON.
@@ -1741,6 +1743,52 @@ fn computer_tree() -> Tree {
             "offlineCauseReason",
         ])
         .nested("assignedLabels", Tree::new().field("name"))
+}
+
+/// The fields of [`Job`], its parameter definitions (`property`) as [`Job::parameters`] reads them.
+fn job_tree() -> Tree {
+    let build_ref = || Tree::new().fields(&["_class", "number", "url"]);
+    let mut t = Tree::new()
+        .fields(&[
+            "_class",
+            "name",
+            "fullName",
+            "displayName",
+            "fullDisplayName",
+            "description",
+            "url",
+            "buildable",
+            "color",
+            "disabled",
+            "inQueue",
+            "concurrentBuild",
+            "nextBuildNumber",
+        ])
+        .nested("builds", build_ref());
+    for permalink in [
+        "firstBuild",
+        "lastBuild",
+        "lastCompletedBuild",
+        "lastFailedBuild",
+        "lastStableBuild",
+        "lastSuccessfulBuild",
+        "lastUnstableBuild",
+        "lastUnsuccessfulBuild",
+    ] {
+        t = t.nested(permalink, build_ref());
+    }
+    t.nested("healthReport", Tree::new().fields(&["description", "score"]))
+        .nested(
+            "property",
+            Tree::new().field("_class").nested(
+                "parameterDefinitions",
+                Tree::new()
+                    .fields(&["_class", "name", "type", "description", "choices"])
+                    .nested("defaultParameterValue", Tree::new().fields(&["_class", "name", "value"])),
+            ),
+        )
+        .nested("queueItem", queue_item_tree())
+        .nested("jobs", Tree::new().fields(&["_class", "name", "url", "color", "fullName"]))
 }
 
 /// The fields of a queue item in the queue's listing ([`crate::model::QueueItem`] without its actions).
