@@ -74,10 +74,16 @@ def expected_tools(catalog) -> dict[str, set[str]]:
                 continue
             if LEVEL_RANK[levels.get(op["group"], "off")] >= need:
                 names.add(name)
+        # Grouped reads are offered through the one read_more tool, listed when any is usable.
+        grouped = {n for n in names if catalog.get(n, {}).get("grouped")}
+        names -= grouped
+        if grouped:
+            names.add("read_more")
         out[agent] = names
+    grouped_all = {n for n, op in catalog.items() if op.get("grouped")}
     must = {
-        "triage-bot": STATUS_TOOLS,
-        "release-bot": (STATUS_TOOLS - {"get_queue", "list_views"}) | BUILD_TOOLS,
+        "triage-bot": STATUS_TOOLS - grouped_all,
+        "release-bot": (STATUS_TOOLS - {"get_queue", "list_views"} - grouped_all) | BUILD_TOOLS,
     }
     for agent, names in must.items():
         assert names <= out[agent], f"the catalog lost tools {sorted(names - out[agent])} for {agent}"

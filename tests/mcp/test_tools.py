@@ -32,7 +32,7 @@ def test_tools_listed_follow_the_grants(stack, catalog, expected_tools, transpor
         assert t.description, f"{t.name} has no description"
         assert t.input_schema.get("type") == "object", f"{t.name}: {t.input_schema}"
         assert t.annotations is not None, f"{t.name} has no annotations"
-        reads = t.name == "whoami" or catalog[t.name]["access"] == "read"
+        reads = t.name in ("whoami", "read_more") or catalog[t.name]["access"] == "read"
         assert t.annotations.read_only_hint is reads, f"{t.name}: readOnlyHint={t.annotations.read_only_hint}"
     by_name = {t.name: t for t in tools}
     if "trigger_build" in by_name:
@@ -214,3 +214,121 @@ def test_text_answers_are_compact_json_of_the_structured_content(stack, transpor
     assert "\n" not in text and '{\n  "' not in text, describe(r)
     assert not re.search(r'(?<!\\)": ', text), f"not compact (a space after a key): {text[:300]}"
     assert json.loads(text) == r.structured_content, describe(r)
+
+
+
+# --- Lean answers: read_more (grouped reads) and response budgets (issue #14) ---
+
+def _tools(stack, agent, transport):
+    async def body():
+        async with connect(stack, agent, transport) as c:
+            return {t.name: t for t in (await c.list_tools()).tools}
+
+    return run(body)
+
+
+def _call(stack, agent, transport, tool, args):
+    async def body():
+        async with connect(stack, agent, transport) as c:
+            return await c.call_tool(tool, args)
+
+    return run(body)
+
+
+def test_read_more_offers_the_grouped_reads_the_agent_could_use(stack, catalog, transport):
+    tools = _tools(stack, "triage-bot", transport)
+    grouped = {n for n, op in catalog.items() if op.get("grouped")}
+    assert grouped >= {"get_queue", "list_views", "get_system_info"}, grouped
+    assert not (grouped & set(tools)), f"grouped reads listed as tools of their own: {grouped & set(tools)}"
+    rm = tools["read_more"]
+    what = rm.input_schema["properties"]["what"]["enum"]
+    # triage-bot reads status everywhere, but has no system grant.
+    assert set(what) == {"get_queue", "list_views"}, what
+    for name in what:
+        assert f"- {name}: " in rm.description, rm.description
+    assert "stuck_factor?" in rm.description, "each read's arguments are described"
+    assert rm.annotations.read_only_hint is True
+    # release-bot's grants are job-scoped: none of the grouped reads could pass, so no read_more.
+    assert "read_more" not in _tools(stack, "release-bot", transport)
+
+
+def test_read_more_dispatches_through_the_call_path(stack, transport):
+    before = len(stack.audit(agent="triage-bot", operation="get_queue"))
+    via = _call(stack, "triage-bot", transport, "read_more", {"what": "get_queue", "args": {"stuck_factor": 2}})
+    direct = _call(stack, "triage-bot", transport, "get_queue", {"stuck_factor": 2})
+    assert not via.is_error, describe(via)
+    assert set(via.structured_content) == set(direct.structured_content), (describe(via), describe(direct))
+    records = stack.audit(agent="triage-bot", operation="get_queue")
+    assert len(records) == before + 2, "read_more's call is audited under the read's own name"
+    assert not stack.audit(agent="triage-bot", operation="read_more"), "no operation is called read_more"
+    # Arguments are the read's own: a wrong one is refused by its strict parse.
+    bad = _call(stack, "triage-bot", transport, "read_more", {"what": "get_queue", "args": {"nope": 1}})
+    assert bad.is_error and "nope" in text_of(bad), describe(bad)
+    # Only grouped reads: others have their own tool, and the answer says so.
+    other = _call(stack, "triage-bot", transport, "read_more", {"what": "get_job", "args": {"job": "api-server"}})
+    assert other.is_error and "call it directly" in text_of(other), describe(other)
+    extra = _call(stack, "triage-bot", transport, "read_more", {"what": "list_views", "controller": "prod"})
+    assert extra.is_error and "inside args" in text_of(extra), describe(extra)
+
+
+def test_read_more_denial_is_audited_under_the_real_operation(stack, transport):
+    before = len(_denied_records(stack, "release-bot", "get_queue"))
+    r = _call(stack, "release-bot", transport, "read_more", {"what": "get_queue"})
+    assert r.is_error and "denied" in text_of(r).lower(), describe(r)
+    after = _denied_records(stack, "release-bot", "get_queue")
+    assert len(after) == before + 1, after[before:]
+    assert after[-1]["operation"] == "get_queue" and after[-1].get("surface") == "mcp", after[-1]
+
+
+def test_an_agent_with_every_grant_sees_at_most_30_tools(stack, catalog, transport):
+    import json as _json
+
+    if "all-bot" not in stack.keys:
+        created = _json.loads(stack.cli("--json", "agent", "create", "all-bot").stdout)
+        stack.keys["all-bot"] = created["key"]
+        for group in sorted({op["group"] for op in catalog.values()}):
+            stack.cli("grant", "all-bot", group, "full")
+    tools = _tools(stack, "all-bot", transport)
+    assert len(tools) <= 30, f"{len(tools)} tools: {sorted(tools)}"
+    grouped = {n for n, op in catalog.items() if op.get("grouped")}
+    assert set(tools["read_more"].input_schema["properties"]["what"]["enum"]) == grouped
+    # Every operation is reachable: its own tool, or through read_more.
+    assert set(catalog) - grouped <= set(tools), set(catalog) - grouped - set(tools)
+
+
+def test_every_read_tool_takes_max_bytes(stack, catalog, transport):
+    tools = _tools(stack, "triage-bot", transport)
+    for name, t in tools.items():
+        if name in ("whoami", "read_more"):
+            continue
+        props = t.input_schema.get("properties", {})
+        assert catalog[name]["access"] == "read"
+        if name == "get_job_config":
+            # A document the agent writes back is never cut: no budget.
+            assert "max_bytes" not in props, f"{name}: {props.get('max_bytes')}"
+            continue
+        assert props.get("max_bytes", {}).get("maximum") == 65536, f"{name}: {props.get('max_bytes')}"
+
+
+def test_a_small_budget_cuts_the_answer_and_says_how_to_get_the_rest(stack, transport):
+    full = _call(stack, "triage-bot", transport, "list_jobs", {"depth": 3})
+    cut = _call(stack, "triage-bot", transport, "list_jobs", {"depth": 3, "max_bytes": 512})
+    assert not full.is_error and not cut.is_error, describe(cut)
+    assert "omitted" not in full.structured_content, describe(full)
+    body = cut.structured_content
+    assert len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()) <= 512, describe(cut)
+    kept = len(body["jobs"])
+    assert 0 < kept < len(full.structured_content["jobs"]), describe(cut)
+    assert body["jobs"] == full.structured_content["jobs"][:kept], "the start of the list is kept"
+    assert body["next_offset"] == kept and f"offset={kept}" in body["omitted"]["how"], describe(cut)
+    # The next page, with the offset the note gave, goes on where the cut page stopped.
+    rest = _call(stack, "triage-bot", transport, "list_jobs", {"depth": 3, "offset": kept})
+    assert rest.structured_content["jobs"][0] == full.structured_content["jobs"][kept], describe(rest)
+    # A log tail cut to the budget keeps its last line, and says so in the text too.
+    log = _call(stack, "triage-bot", transport, "get_build_log",
+                {"job": "api-server", "build": "lastFailedBuild", "max_bytes": 512})
+    assert not log.is_error and "omitted" in log.structured_content, describe(log)
+    assert "Finished: FAILURE\n<<<END UNTRUSTED" in log.structured_content["text"], describe(log)
+    assert "for the rest:" in text_of(log), "a text-only client learns of the cut too"
+    too_small = _call(stack, "triage-bot", transport, "get_job", {"job": "api-server", "max_bytes": 100})
+    assert too_small.is_error and "512 to 65536" in text_of(too_small), describe(too_small)

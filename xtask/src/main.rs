@@ -162,8 +162,10 @@ fn mcp_tests(root: &Path, python: &Path, bin: &Path) -> anyhow::Result<()> {
 /// `cargo xtask bench [--soak-minutes N | --soak-secs N | other gateway_bench options]`: the wire
 /// client's benchmarks (tailing a 1 GiB console from the twin with bounded memory, listing 10,000
 /// jobs), then jgate side by side with direct calls to the twin
-/// (crates/jgate/examples/gateway_bench.rs), whose report goes to docs/benchmarks.md. Options
-/// after `bench` are passed to gateway_bench (`--soak-minutes 30` for the full soak).
+/// (crates/jgate/examples/gateway_bench.rs), whose report goes to docs/benchmarks.md, then the
+/// bytes of answers side by side with mcp-jenkins (tests/mcp/lean_bench.py: its own section of
+/// docs/benchmarks.md, and docs/lean.md). Options after `bench` are passed to gateway_bench
+/// (`--soak-minutes 30` for the full soak).
 fn bench() -> anyhow::Result<()> {
     let root = root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -204,6 +206,23 @@ fn bench() -> anyhow::Result<()> {
             .arg(&out)
             .args(&passed),
         "jgate vs direct calls to the twin: latency, calls/s, 1 GiB tail, polling, RSS soak (crates/jgate/examples/gateway_bench.rs)",
+    )?;
+    // Bytes, side by side with mcp-jenkins on the same twin (issue #14): its own section of
+    // docs/benchmarks.md, and the per-tool table of docs/lean.md.
+    let python = ensure_venv(&root)?;
+    let mcp_jenkins = ensure_mcp_jenkins(&root)?;
+    run(
+        Command::new(&python)
+            .current_dir(&root)
+            .env("JGATE_BIN", target_dir(&root).join("release/jgate"))
+            .arg("tests/mcp/lean_bench.py")
+            .arg("--mcp-jenkins")
+            .arg(&mcp_jenkins)
+            .arg("--out")
+            .arg(&out)
+            .arg("--tools-out")
+            .arg(root.join("docs/lean.md")),
+        "bytes an agent receives: jgate vs mcp-jenkins on 2,000 jobs, and per tool on the demo (tests/mcp/lean_bench.py)",
     )?;
     Ok(())
 }

@@ -125,6 +125,8 @@ pub struct Begun {
     pub grants: Vec<Grant>,
     /// The last progress value sent while the call waited for approval, if any.
     progress_floor: Option<f64>,
+    /// The answer's budget (typed reads; `crate::budget`). None: only `max_answer_bytes`.
+    budget: Option<crate::budget::Budget>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -425,6 +427,7 @@ impl Gate {
             targets,
             grants,
             progress_floor,
+            budget: None,
             _permit: permit,
         })))
     }
@@ -452,7 +455,7 @@ impl Gate {
         sanitizer: &mut Sanitizer,
         max_answer_bytes: usize,
     ) -> Result<Clean<Value>, GateError> {
-        let Begun { mut entry, pending, access, started, .. } = begun;
+        let Begun { mut entry, pending, access, started, budget, .. } = begun;
         entry.phase = if access == Access::Write { Phase::Outcome } else { Phase::Read };
         entry.time_ms = now_ms();
         entry.duration_ms = Some(started.elapsed().as_millis() as i64);
@@ -461,7 +464,16 @@ impl Gate {
             let clean = sanitizer.release_capped(u, max_answer_bytes);
             // Every answer says how many secrets the boundary removed from it.
             let n = u64::from(sanitizer.report().redactions);
-            clean.with_count("redactions", n)
+            let clean = clean.with_count("redactions", n);
+            // The response budget: cut structurally, then through the boundary again (idempotent
+            // on clean text; a cut console excerpt is framed anew).
+            match budget {
+                Some(b) if serde_json::to_vec(clean.as_ref()).map_or(true, |x| x.len() > b.max_bytes) => {
+                    let (cut, _) = crate::budget::fit(clean.into_inner(), &b);
+                    sanitizer.release_capped(Untrusted::new(cut), max_answer_bytes)
+                }
+                _ => clean,
+            }
         });
         let result = match result {
             Ok(clean) => {
@@ -597,6 +609,19 @@ impl Runner for TypedCall<'_> {
         let meta = &T::META;
         // The call as sent: what an approval is bound to (only changes are ever held).
         let raw_args = (meta.access == Access::Write).then(|| args.clone());
+        // Reads take `max_bytes` (the response budget), which the operation's arguments do not know.
+        let mut args = args;
+        let budget = if crate::budget::applies(meta) {
+            match crate::budget::take(&mut args) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    let entry = gate.entry(caller, controller, meta, audit_args);
+                    return Err(gate.refuse(entry, e.to_string(), e).await);
+                }
+            }
+        } else {
+            None
+        };
         let typed: T::Args = match serde_json::from_value(args) {
             Ok(a) => a,
             Err(e) => {
@@ -611,7 +636,7 @@ impl Runner for TypedCall<'_> {
             .begin_held(caller, controller, meta, needs, &params, audit_args, raw_args.as_ref(), &opts)
             .await?
         {
-            Started::Go(begun) => *begun,
+            Started::Go(begun) => Begun { budget, ..*begun },
             Started::Held(answer) if caller.surface == crate::audit::Surface::Proxy => {
                 return Err(held_error(answer.as_ref()));
             }

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod audit_device;
 pub mod audit_writer;
 pub mod auth_cache;
+pub mod budget;
 pub mod call;
 pub mod catalog;
 pub mod controller_checks;

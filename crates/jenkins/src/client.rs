@@ -976,9 +976,11 @@ impl JenkinsClient {
         Ok(r.jobs)
     }
 
-    /// A job or folder (depth 0).
+    /// A job or folder: the fields of [`Job`] (`tree=`; depth 0 would also bring its actions
+    /// and every build's reference).
     pub async fn job(&self, job: &JobPath) -> Result<Job, Error> {
-        self.get_json(&format!("{}api/json", job.url_path()), &[], &format!("job {job}")).await
+        self.get_json(&format!("{}api/json", job.url_path()), &tree_query(Some(&job_tree())), &format!("job {job}"))
+            .await
     }
 
     /// Any object of a job with a `tree=` selection, as raw JSON.
@@ -1051,7 +1053,8 @@ impl JenkinsClient {
 
     /// The whole queue.
     pub async fn queue(&self) -> Result<Vec<QueueItem>, Error> {
-        let q: Queue = self.get_json("queue/api/json", &[], "the build queue").await?;
+        let tree = Tree::new().nested("items", queue_item_tree());
+        let q: Queue = self.get_json("queue/api/json", &tree_query(Some(&tree)), "the build queue").await?;
         Ok(q.items)
     }
 
@@ -1368,7 +1371,8 @@ impl JenkinsClient {
     // nodes, views
 
     pub async fn nodes(&self) -> Result<ComputerSet, Error> {
-        self.get_json("computer/api/json", &[], "the node list").await
+        let tree = Tree::new().fields(&["busyExecutors", "totalExecutors"]).nested("computer", computer_tree());
+        self.get_json("computer/api/json", &tree_query(Some(&tree)), "the node list").await
     }
 
     /// One node; the controller is `(built-in)`.
@@ -1378,7 +1382,8 @@ impl JenkinsClient {
         } else {
             crate::path::raw_encode(name)
         };
-        self.get_json(&format!("computer/{seg}/api/json"), &[], &format!("node {name}")).await
+        self.get_json(&format!("computer/{seg}/api/json"), &tree_query(Some(&computer_tree())), &format!("node {name}"))
+            .await
     }
 
     pub async fn views(&self) -> Result<Vec<ViewRef>, Error> {
@@ -1464,7 +1469,16 @@ impl JenkinsClient {
     pub async fn test_report(&self, job: &JobPath, number: u64) -> Result<Option<Value>, Error> {
         let path = format!("{}{number}/testReport/api/json", job.url_path());
         let keep = Keep::IfFinished { build: format!("{}{number}/", job.url_path()) };
-        match self.get_json_keep(&path, &[], "the test report", keep).await {
+        // The counts and each case's identity, status and error: not the stack traces and
+        // captured output, which make most of a large report's bytes.
+        let tree = Tree::new().fields(&["failCount", "passCount", "skipCount"]).nested(
+            "suites",
+            Tree::new().fields(&["name"]).nested(
+                "cases",
+                Tree::new().fields(&["className", "name", "status", "errorDetails", "age", "duration"]),
+            ),
+        );
+        match self.get_json_keep(&path, &tree_query(Some(&tree)), "the test report", keep).await {
             Ok(v) => Ok(Some(v)),
             Err(Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -1858,6 +1872,77 @@ impl JenkinsClient {
 
 // ---------------------------------------------------------------------------------------------
 // helpers
+
+/// The fields of [`crate::model::Computer`] (`tree=`: a node's answer at depth 0 also carries its executors,
+/// monitor data and load statistics, which nothing here reads).
+fn computer_tree() -> Tree {
+    Tree::new()
+        .fields(&[
+            "_class",
+            "displayName",
+            "description",
+            "idle",
+            "numExecutors",
+            "offline",
+            "temporarilyOffline",
+            "offlineCauseReason",
+        ])
+        .nested("assignedLabels", Tree::new().field("name"))
+}
+
+/// The fields of [`Job`], its parameter definitions (`property`) as [`Job::parameters`] reads them.
+fn job_tree() -> Tree {
+    let build_ref = || Tree::new().fields(&["_class", "number", "url"]);
+    let mut t = Tree::new()
+        .fields(&[
+            "_class",
+            "name",
+            "fullName",
+            "displayName",
+            "fullDisplayName",
+            "description",
+            "url",
+            "buildable",
+            "color",
+            "disabled",
+            "inQueue",
+            "concurrentBuild",
+            "nextBuildNumber",
+        ])
+        .nested("builds", build_ref());
+    for permalink in [
+        "firstBuild",
+        "lastBuild",
+        "lastCompletedBuild",
+        "lastFailedBuild",
+        "lastStableBuild",
+        "lastSuccessfulBuild",
+        "lastUnstableBuild",
+        "lastUnsuccessfulBuild",
+    ] {
+        t = t.nested(permalink, build_ref());
+    }
+    t.nested("healthReport", Tree::new().fields(&["description", "score"]))
+        .nested(
+            "property",
+            Tree::new().field("_class").nested(
+                "parameterDefinitions",
+                Tree::new()
+                    .fields(&["_class", "name", "type", "description", "choices"])
+                    .nested("defaultParameterValue", Tree::new().fields(&["_class", "name", "value"])),
+            ),
+        )
+        .nested("queueItem", queue_item_tree())
+        .nested("jobs", Tree::new().fields(&["_class", "name", "url", "color", "fullName"]))
+}
+
+/// The fields of a queue item in the queue's listing ([`crate::model::QueueItem`] without its actions).
+fn queue_item_tree() -> Tree {
+    Tree::new()
+        .fields(&["_class", "id", "blocked", "buildable", "stuck", "why", "inQueueSince", "params", "url", "cancelled"])
+        .nested("task", Tree::new().fields(&["_class", "name", "url", "color", "fullName"]))
+        .nested("executable", Tree::new().fields(&["_class", "number", "url"]))
+}
 
 fn tree_query(tree: Option<&Tree>) -> Vec<(&'static str, String)> {
     match tree {

@@ -1782,7 +1782,7 @@ fn write_key_file(path: &std::path::Path, key: &MasterKey) -> std::io::Result<()
 
 /// `jgate operations`: the catalog as a table.
 pub fn operations(g: &Global) {
-    let v = Value::Array(catalog::OPERATIONS.iter().map(|o| json!({"name": o.name, "cli": o.cli, "group": o.group.as_str(), "access": format!("{:?}", o.access).to_lowercase(), "target": format!("{:?}", o.target).to_lowercase(), "description": o.description})).collect());
+    let v = Value::Array(catalog::OPERATIONS.iter().map(|o| json!({"name": o.name, "cli": o.cli, "group": o.group.as_str(), "access": format!("{:?}", o.access).to_lowercase(), "target": format!("{:?}", o.target).to_lowercase(), "grouped": o.grouped, "description": o.description})).collect());
     out(g, &v, || {
         table(
             &["operation", "cli verb", "group", "access", "description"],

@@ -121,6 +121,95 @@ fn whoami_tool() -> Tool {
     )
 }
 
+/// The one tool for rarely used reads (catalog `grouped`): listed instead of them.
+pub const READ_MORE: &str = "read_more";
+
+/// An operation's arguments in one line, from its schema: `name` (required), `name?` (optional).
+fn args_line(op: &Operation) -> String {
+    let schema = input_schema(op);
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let names: Vec<String> = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| {
+            p.keys()
+                .filter(|k| *k != "controller" && *k != "max_bytes")
+                .map(|k| if required.contains(&k.as_str()) { k.clone() } else { format!("{k}?") })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+/// `read_more` offering `ops` (the grouped reads this agent could use), each named in `what`'s
+/// enum and described in one line with its arguments.
+pub fn read_more_tool(ops: &[&Operation]) -> Tool {
+    let mut description = String::from(
+        "Less common reads in one tool: set `what`, and put that read's arguments in `args` (`controller` and \
+         `max_bytes` too, as for any tool).",
+    );
+    for op in ops {
+        description.push_str(&format!("\n- {}: {} args: {}.", op.name, op.description, args_line(op)));
+    }
+    let names: Vec<&str> = ops.iter().map(|o| o.name).collect();
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "what": {"type": "string", "enum": names, "description": "Which read (see the tool's description)."},
+            "args": {"type": "object", "description": "That read's arguments; omit when it needs none."},
+        },
+        "required": ["what"],
+        "additionalProperties": false,
+    });
+    let schema = match schema {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    Tool::new(Cow::Borrowed(READ_MORE), Cow::Owned(description), Arc::new(schema))
+        .with_raw_output_schema(output_schema())
+        .annotate(
+            ToolAnnotations::with_title("More reads")
+                .read_only(true)
+                .destructive(false)
+                .idempotent(true)
+                .open_world(false),
+        )
+}
+
+/// The operation and arguments a `read_more` call names. Only grouped reads: every other
+/// operation has its own tool.
+fn unpack_read_more(args: Value) -> Result<(String, Value), String> {
+    let grouped: Vec<&str> = catalog::OPERATIONS.iter().filter(|o| o.grouped).map(|o| o.name).collect();
+    let Value::Object(mut m) = args else {
+        return Err("read_more takes an object: {\"what\": ..., \"args\": {...}}".into());
+    };
+    let what = match m.remove("what") {
+        Some(Value::String(w)) if grouped.contains(&w.as_str()) => w,
+        Some(Value::String(w)) => {
+            let hint = if catalog::operation(&w).is_some() {
+                format!("; {w} is a tool of its own: call it directly")
+            } else {
+                String::new()
+            };
+            return Err(format!("read_more: what must be one of {}{hint}", grouped.join(", ")));
+        }
+        _ => return Err(format!("read_more needs what: one of {}", grouped.join(", "))),
+    };
+    let inner = match m.remove("args") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(Value::Object(a)) => Value::Object(a),
+        Some(_) => return Err("read_more: args must be an object of the read's arguments".into()),
+    };
+    if let Some(extra) = m.keys().next() {
+        return Err(format!("read_more takes what and args only; put {extra} inside args"));
+    }
+    Ok((what, inner))
+}
+
 /// The JSON-RPC error of a failed `tools/list`. A store that cannot answer gets its own server
 /// error code (JSON-RPC's implementation-defined range) and the message that names the problem and
 /// the fix, so a client does not mistake it for a bug in jgate; tool calls answer it as a tool error.
@@ -157,7 +246,12 @@ fn render(op: &str, v: &Value) -> String {
     match op {
         "get_build_log" => {
             let lines = v.get("text").and_then(Value::as_str).unwrap_or("");
-            format!("{}\n{}", v.get("summary").and_then(Value::as_str).unwrap_or(""), lines)
+            let mut out = format!("{}\n{}", v.get("summary").and_then(Value::as_str).unwrap_or(""), lines);
+            // A text-only client must learn of a budget cut too (the JSON carries it as `omitted`).
+            if let Some(how) = v.get("omitted").and_then(|o| o.get("how")).and_then(Value::as_str) {
+                out.push_str(&format!("\n[cut to max_bytes; for the rest: {how}]"));
+            }
+            out
         }
         // Compact: agents read it as well as indented JSON, at a fraction of the tokens.
         _ => serde_json::to_string(v).unwrap_or_default(),
@@ -191,7 +285,11 @@ impl ServerHandler for JgateMcp {
         // limited to job patterns is never offered the controller-wide ones (queue, views, nodes).
         let visible = self.gate.visible_operations(&id.agent).await.map_err(list_error)?;
         let mut tools: Vec<Tool> = vec![whoami_tool()];
-        tools.extend(visible.into_iter().map(tool));
+        let (grouped, own): (Vec<&Operation>, Vec<&Operation>) = visible.into_iter().partition(|o| o.grouped);
+        tools.extend(own.into_iter().map(tool));
+        if !grouped.is_empty() {
+            tools.push(read_more_tool(&grouped));
+        }
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -206,6 +304,16 @@ impl ServerHandler for JgateMcp {
         if name == "whoami" {
             return Ok(self.whoami(&caller).await.into());
         }
+        // read_more dispatches to the read it names, through the same call path: policy, audit
+        // (under that operation's name) and sanitizer alike.
+        let (name, args) = if name == READ_MORE {
+            match unpack_read_more(args) {
+                Ok(x) => x,
+                Err(message) => return Ok(text_error(message).into()),
+            }
+        } else {
+            (name, args)
+        };
         if catalog::operation(&name).is_none() {
             // Unknown tools are a protocol error (tools are not secret: the catalog is public).
             return Err(McpError::invalid_params(format!("unknown tool '{name}'"), None));
@@ -348,12 +456,28 @@ impl JgateMcp {
 
 /// docs/tools.md: every MCP tool, generated from the catalog (checked in CI to be current).
 pub fn tools_markdown() -> String {
-    let mut s = String::from(
+    let mut s = format!(
         "# MCP tools\n\n<!-- Generated by `jgate docs tools` from the operation catalog; `cargo xtask test` fails if it is stale. -->\n\n\
          An agent sees only the tools its grants allow (`whoami` is always listed). Every call goes through the policy and is \
          audited. Every tool takes an optional `controller` argument (the controller's name in jgate), required only when \
          several controllers are configured.\n\n\
+         Every read takes an optional `max_bytes`, its response budget (compact JSON bytes; default {default}, from {min} to \
+         {max}; outside that range the call is refused with the range). An answer over it is cut structurally — the longest \
+         lists lose entries from their end, long texts are cut with a `…[cut N bytes]` marker (a console excerpt keeps \
+         whole lines: its end, or its start for `mode` head, range and grep) — and says what it left out and how to get \
+         it in `omitted`: `left_out` (where, how much) and `how` (the next `offset` of a paged list, a narrower log view, \
+         a larger `max_bytes`). Operations keep their own paging and log bounds; the budget is the outer bound. Bytes per \
+         tool on the demo scenario: docs/lean.md.\n\n\
+         Less common reads (marked *via `read_more`*) are not listed as tools of their own: the one tool `read_more` \
+         offers those the agent could use, as `{{\"what\": <read>, \"args\": {{...}}}}`, through the same policy, audit \
+         (under the read's own name) and sanitizer; calling them by name also works.\n\n\
          | tool | group (the grant that allows it) | needs | annotations | description |\n|---|---|---|---|---|\n",
+        default = gate::budget::DEFAULT_MAX_BYTES,
+        min = gate::budget::MIN_MAX_BYTES,
+        max = gate::budget::MAX_MAX_BYTES,
+    );
+    s.push_str(
+        "| `read_more` | — (each read its own) | read | read-only | Less common reads in one tool: `what` names the read, `args` its arguments. |\n",
     );
     s.push_str("| `whoami` | — | — | read-only | Show who you are to jgate: your agent name, the controllers, and your grants. |\n");
     for op in catalog::OPERATIONS {
@@ -368,8 +492,9 @@ pub fn tools_markdown() -> String {
             ann.push("idempotent");
         }
         s.push_str(&format!(
-            "| `{}` | {} (`{}`) | {needs} | {} | {} |\n",
+            "| `{}`{} | {} (`{}`) | {needs} | {} | {} |\n",
             op.name,
+            if op.grouped { " *via `read_more`*" } else { "" },
             op.group.title(),
             op.group.as_str(),
             ann.join(", "),
@@ -417,7 +542,7 @@ Builds and their consoles are also MCP resources (capability `resources` with `s
 | URI template | what a read answers | same as |
 |---|---|---|
 | `jenkins://{controller}/job/{+job}/{number}` | the build, JSON (`application/json`) | `get_build` |
-| `jenkins://{controller}/job/{+job}/{number}/log` | the last 100 lines of its console, within the same 24 KiB budget (`text/plain`) | `get_build_log` (tail) |
+| `jenkins://{controller}/job/{+job}/{number}/log` | the last 100 lines of its console, within the same budgets (24 KiB of log text, 16 KiB of answer) (`text/plain`) | `get_build_log` (tail) |
 
 `job` is the job's full name, folders separated by `/`, each name percent-encoded (a branch
 `feature/x` of multibranch job `shop` is `shop/feature%252Fx`, as in Jenkins URLs); `number` is a

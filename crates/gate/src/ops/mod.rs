@@ -197,6 +197,17 @@ pub fn schema_of<T: JsonSchema>() -> Map<String, Value> {
     m
 }
 
+/// Reads also take `max_bytes`, the response budget (taken out by the call path before the
+/// arguments are parsed: [`crate::budget`]).
+fn with_budget(mut m: Map<String, Value>, op: &Operation) -> Map<String, Value> {
+    if crate::budget::applies(op)
+        && let Some(Value::Object(p)) = m.get_mut("properties")
+    {
+        p.insert("max_bytes".into(), crate::budget::schema_property());
+    }
+    m
+}
+
 /// Optional arguments are simply absent: `null` alternatives are removed from the schema; and
 /// descriptions become one line.
 fn drop_null_types(v: &mut Value) {
@@ -259,7 +270,7 @@ macro_rules! registry {
         /// The input schema of the operation named `name`.
         pub fn input_schema(name: &str) -> Option<Map<String, Value>> {
             $(if name == <$ty as Op>::META.name {
-                return Some(schema_of::<<$ty as Op>::Args>());
+                return Some(with_budget(schema_of::<<$ty as Op>::Args>(), &<$ty as Op>::META));
             })*
             None
         }
