@@ -466,7 +466,7 @@ fn mcp_lists_only_tools_the_agent_could_use() {
     let created = json_of(&env.ok(&["--json", "agent", "create", "team-bot"], &[]));
     let key = created["key"].as_str().expect("key").to_string();
     env.ok(&["grant", "team-bot", "status", "read", "--jobs", "team/**"], &[]);
-    let tools = |env: &Env| -> Vec<String> {
+    let tools = |env: &Env| -> Vec<serde_json::Value> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_jgate"))
             .arg("mcp")
             .env("JGATE_DATA_DIR", &env.dir)
@@ -516,24 +516,35 @@ fn mcp_lists_only_tools_the_agent_could_use() {
         let _ = child.kill();
         let _ = child.wait();
         let answer = answer.expect("tools/list answered");
-        answer["result"]["tools"]
-            .as_array()
-            .expect("tools")
-            .iter()
-            .filter_map(|t| t["name"].as_str().map(str::to_string))
-            .collect()
+        answer["result"]["tools"].as_array().expect("tools").clone()
     };
-    let names = tools(&env);
-    for listed in ["whoami", "list_jobs", "get_job", "get_build_log"] {
-        assert!(names.iter().any(|n| n == listed), "{listed} missing from {names:?}");
+    let names = |tools: &[serde_json::Value]| -> Vec<String> {
+        tools.iter().filter_map(|t| t["name"].as_str().map(str::to_string)).collect()
+    };
+    // What read_more offers (its `what` choices).
+    let grouped = |tools: &[serde_json::Value]| -> Vec<String> {
+        tools
+            .iter()
+            .find(|t| t["name"] == "read_more")
+            .and_then(|t| t["inputSchema"]["properties"]["what"]["enum"].as_array())
+            .map(|e| e.iter().filter_map(|w| w.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let listed = tools(&env);
+    let (names_now, offered) = (names(&listed), grouped(&listed));
+    for shown in ["whoami", "list_jobs", "get_job", "get_build_log"] {
+        assert!(names_now.iter().any(|n| n == shown), "{shown} missing from {names_now:?}");
     }
-    for hidden in ["get_queue", "list_views", "trigger_build", "list_nodes", "get_job_config", "read_more"] {
-        assert!(!names.iter().any(|n| n == hidden), "{hidden} must not be listed: {names:?}");
+    for hidden in ["get_queue", "list_views", "trigger_build", "list_nodes", "get_job_config"] {
+        assert!(!names_now.iter().any(|n| n == hidden), "{hidden} must not be listed: {names_now:?}");
+        assert!(!offered.iter().any(|n| n == hidden), "{hidden} must not be offered by read_more: {offered:?}");
     }
+    // Grouped reads of jobs in its folder are offered through read_more.
+    assert!(offered.iter().any(|n| n == "compare_builds"), "{offered:?}");
     env.ok(&["grant", "team-bot", "status", "read"], &[]);
-    let names = tools(&env);
-    // The queue is a grouped read: offered through read_more.
-    assert!(names.iter().any(|n| n == "read_more"), "a grant on all jobs allows the queue: {names:?}");
+    let offered = grouped(&tools(&env));
+    // The queue is a grouped read: a grant on all jobs allows it, through read_more.
+    assert!(offered.iter().any(|n| n == "get_queue"), "a grant on all jobs allows the queue: {offered:?}");
 }
 
 /// `jgate serve`: a disabled agent's key is refused exactly like a revoked key (401,
