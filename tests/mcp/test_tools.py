@@ -242,14 +242,18 @@ def test_read_more_offers_the_grouped_reads_the_agent_could_use(stack, catalog, 
     assert not (grouped & set(tools)), f"grouped reads listed as tools of their own: {grouped & set(tools)}"
     rm = tools["read_more"]
     what = rm.input_schema["properties"]["what"]["enum"]
-    # triage-bot reads status everywhere, but has no system grant.
-    assert set(what) == {"get_queue", "list_views"}, what
+    # triage-bot reads status everywhere, but has no nodes or system grant.
+    status_grouped = {n for n in grouped if catalog[n]["group"] == "status"}
+    assert {"get_queue", "list_views", "compare_builds"} <= status_grouped, status_grouped
+    assert set(what) == status_grouped, what
     for name in what:
         assert f"- {name}: " in rm.description, rm.description
     assert "stuck_factor?" in rm.description, "each read's arguments are described"
     assert rm.annotations.read_only_hint is True
-    # release-bot's grants are job-scoped: none of the grouped reads could pass, so no read_more.
-    assert "read_more" not in _tools(stack, "release-bot", transport)
+    # release-bot's grants are job-scoped: read_more offers the grouped reads of jobs, never the
+    # controller-wide ones (the queue, views), which no job-scoped grant could pass.
+    scoped = _tools(stack, "release-bot", transport)["read_more"].input_schema["properties"]["what"]["enum"]
+    assert "compare_builds" in scoped and not ({"get_queue", "list_views"} & set(scoped)), scoped
 
 
 def test_read_more_dispatches_through_the_call_path(stack, transport):

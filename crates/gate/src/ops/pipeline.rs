@@ -145,6 +145,11 @@ impl Op for TriageBuild {
 /// Consoles up to this size are read once for triage's two views; larger ones are streamed twice
 /// (memory stays bounded whatever the log's size).
 const TRIAGE_READ_ONCE_BYTES: usize = 16 * 1024 * 1024;
+/// Triage's log excerpt, sized so that an explanation fits in about 2 KB (issue #14): the error
+/// lines with a little context, and the last lines; `get_build_log` reads more on request.
+const TRIAGE_CONTEXT: usize = 2;
+const TRIAGE_MATCHES: usize = 5;
+const TRIAGE_TAIL: usize = 15;
 
 /// One bounded answer to "why did this build fail?".
 async fn triage(
@@ -169,19 +174,20 @@ async fn triage(
     // known (wfapi) is explained from that step's log, never a grep of the whole console; any
     // other failed build's console is read once (when it is not huge) for the error lines and the
     // tail.
-    let grep = LogMode::Grep { pattern: compile(ERROR_PATTERN)?, context: 3, max_matches: 8 };
+    let grep = LogMode::Grep { pattern: compile(ERROR_PATTERN)?, context: TRIAGE_CONTEXT, max_matches: TRIAGE_MATCHES };
     let (errors, tail) = if b.result.as_deref() == Some("SUCCESS") {
         (json!({}), json!({}))
     } else if let Some(step) = &step_log {
         let source = format!("{job} #{number} node {}", step.node);
         let once = || futures_util::stream::iter([Ok(bytes::Bytes::from(step.text.clone()))]).boxed();
         let errors = view_of_stream(once(), &grep, sanitizer, &source, "the failing step's log of").await?;
-        let tail = view_of_stream(once(), &LogMode::Tail(30), sanitizer, &source, "the failing step's log of").await?;
+        let tail = view_of_stream(once(), &LogMode::Tail(TRIAGE_TAIL), sanitizer, &source, "the failing step's log of")
+            .await?;
         (errors, tail)
     } else {
         let read = console_if_small(client, job, number, TRIAGE_READ_ONCE_BYTES).await?;
         let errors = log_view_of(client, job, number, &grep, sanitizer, read.as_ref()).await?;
-        let tail = log_view_of(client, job, number, &LogMode::Tail(30), sanitizer, read.as_ref()).await?;
+        let tail = log_view_of(client, job, number, &LogMode::Tail(TRIAGE_TAIL), sanitizer, read.as_ref()).await?;
         (errors, tail)
     };
     let tests = failing_tests(client, job, number, 20).await?;
