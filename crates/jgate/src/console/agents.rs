@@ -343,6 +343,10 @@ async fn agent_page(
     }
     let notice = q.done.as_deref().and_then(|d| super::notice(d, q.name.as_deref().unwrap_or(name)));
     let groups: Vec<(&str, &str)> = Group::ALL.iter().map(|g| (g.as_str(), g.title())).collect();
+    let limits = match console.gate().agent_limits(name).await {
+        Ok(l) => l,
+        Err(e) => return console.page_error(StatusCode::SERVICE_UNAVAILABLE, &say(&e), Some(authed)),
+    };
     console.render_status(
         status,
         "agent.html",
@@ -353,6 +357,8 @@ async fn agent_page(
             job => q.job.clone().unwrap_or_default(), explain_controller => q.controller.clone().unwrap_or_default(),
             explained => explained, explain_error => explain_error, error => error, notice => notice,
             all_off => grants.is_empty(),
+            limits_text => limits.describe(), calls_per_minute => limits.calls_per_minute,
+            triggers_per_hour => limits.triggers_per_hour,
         },
     )
 }
@@ -415,6 +421,7 @@ async fn change(State(console): State<Console>, headers: HeaderMap, Path(name): 
             )),
         },
         "set" => set_cell(&console, &authed, &name, &form).await.map(|_| done(&here, "set", &name)),
+        "limits" => set_limits(&console, &authed, &name, &form).await.map(|_| done(&here, "limited", &name)),
         "grant" => add_grant(&console, &authed, &name, &form).await.map(|_| done(&here, "granted", &name)),
         "ungrant" => match form.get("id").parse::<i64>() {
             Ok(id) => match gate.grants(&name).await {
@@ -471,6 +478,26 @@ async fn set_cell(console: &Console, authed: &Authed, agent: &str, form: &Form) 
             .map_err(|e| say(&e))?;
     }
     Ok(())
+}
+
+/// The agent's rate limits (docs/limits.md), as `jgate agent limits` sets them: an empty field is
+/// no limit.
+async fn set_limits(console: &Console, authed: &Authed, agent: &str, form: &Form) -> Result<(), String> {
+    let field = |name: &str, what: &str| -> Result<Option<u32>, String> {
+        match form.opt(name) {
+            None => Ok(None),
+            Some(v) => v.trim().parse::<u32>().map(Some).map_err(|_| {
+                format!("{what} must be a whole number (at least 1), or empty for no limit; '{v}' is not.")
+            }),
+        }
+    };
+    let limits = gate::limits::AgentLimits {
+        calls_per_minute: field("calls_per_minute", "Calls per minute")?,
+        triggers_per_hour: field("triggers_per_hour", "Triggers per hour")?,
+    };
+    console.gate().set_agent_limits(&authed.admin(), agent, limits).await.map(|_| ()).map_err(|e| {
+        say(&e).replace("--calls-per-minute", "Calls per minute").replace("--triggers-per-hour", "Triggers per hour")
+    })
 }
 
 /// A grant refined with a job pattern and parameter constraints.

@@ -405,6 +405,7 @@ fn notice(code: &str, name: &str) -> Option<String> {
         "granted" => "The grant was added.".to_string(),
         "ungranted" => "The grant was removed.".to_string(),
         "set" => "The access was changed.".to_string(),
+        "limited" => format!("The rate limits of agent {name} were saved."),
         "approved" => format!("Approval {name} was approved: the call goes on."),
         "denied" => format!("Approval {name} was denied: the agent is told the reason."),
         _ => return None,

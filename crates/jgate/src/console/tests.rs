@@ -395,6 +395,22 @@ async fn controllers_matrix_and_live_audit() {
     let held = grants.iter().find(|g| g.group == gate::catalog::Group::Jobs).expect("the jobs grant");
     assert!(held.approve && held.level == gate::policy::Level::Full, "{held:?}");
     e.gate.remove_grant(&gate::Admin::local_cli(), held.id).await.expect("remove");
+    // Rate limits, set from the page (an empty field is no limit; a bad number is refused in place).
+    let r =
+        post(vec![("action", "limits"), ("calls_per_minute", "120"), ("triggers_per_hour", "")]).await.expect("limits");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let limits = e.gate.agent_limits("rel-bot").await.expect("limits");
+    assert_eq!((limits.calls_per_minute, limits.triggers_per_hour), (Some(120), None));
+    let page = b.get(e.url("/console/agents/rel-bot")).send().await.expect("page").text().await.expect("text");
+    assert!(page.contains("Now: 120 calls per minute.") && page.contains("value=\"120\""), "the page shows them");
+    let r = post(vec![("action", "limits"), ("calls_per_minute", "lots"), ("triggers_per_hour", "0")])
+        .await
+        .expect("limits");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("text").contains("Calls per minute must be a whole number"));
+    let r = post(vec![("action", "limits"), ("calls_per_minute", ""), ("triggers_per_hour", "")]).await.expect("l");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(e.gate.agent_limits("rel-bot").await.expect("limits").is_none(), "cleared");
     // The matrix cell's select offers it too, and shows it selected afterwards.
     let r = post(vec![("action", "set"), ("group", "config"), ("controller", "prod"), ("level", "full-approval")])
         .await
