@@ -1,71 +1,21 @@
 //! `jgate exec` end to end: the real binary runs a command (curl, as the integration guides use
 //! it) against `jgate serve`'s Jenkins proxy with a token made for the run.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+mod common;
 
-const TOKEN: &str = "11aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-
-fn jgate(dir: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_jgate"));
-    c.env("JGATE_DATA_DIR", dir)
-        .env_remove("JGATE_MASTER_KEY")
-        .env_remove("JGATE_DB")
-        .env_remove("JGATE_AUDIT_FILE")
-        .env_remove("JGATE_URL")
-        .env("USER", "ops-admin")
-        .env("NO_COLOR", "1");
-    c
-}
-
-fn ok(dir: &std::path::Path, args: &[&str]) -> String {
-    let o = jgate(dir).args(args).env("TWIN_TOKEN", TOKEN).output().expect("run jgate");
-    assert!(
-        o.status.success(),
-        "jgate {args:?}:\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{Env, TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_gets_a_proxy_only_token_that_ends_with_it() {
     let toml = "[controller]\nquiet_period = 0\n[[jobs]]\npath = \"team/api\"\nscript = \"echo hi\"\n";
     let (_twin, server) =
         jenkins_twin::start(toml, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
-    let dir = std::env::temp_dir().join(format!("jgate-exec-{}", std::process::id()));
-    let allow = format!("127.0.0.1:{}", server.addr().port());
-    ok(
-        &dir,
-        &[
-            "controller",
-            "add",
-            "prod",
-            "--url",
-            &server.url(),
-            "--username",
-            "admin",
-            "--token-env",
-            "TWIN_TOKEN",
-            "--allow-private",
-            &allow,
-        ],
-    );
-    let created: serde_json::Value =
-        serde_json::from_str(&ok(&dir, &["--json", "agent", "create", "ci-bot"])).expect("agent json");
-    let key = created["key"].as_str().expect("key").to_string();
-    ok(&dir, &["grant", "ci-bot", "status", "read"]);
-
-    let mut serve = jgate(&dir)
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("jgate serve");
-    let mut first = String::new();
-    std::io::BufReader::new(serve.stdout.take().expect("stdout")).read_line(&mut first).expect("ready line");
-    let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect("address").to_string();
+    let env = Env::new("exec", None);
+    env.add_twin("prod", &server.url(), server.addr().port());
+    let key = env.agent("ci-bot");
+    env.ok(&["grant", "ci-bot", "status", "read"]);
+    let serve = env.serve(&[]);
+    let base = serve.base.clone();
 
     // The command reports what it was given and what the token can reach, then exits with 7.
     let script = r#"
@@ -79,7 +29,8 @@ curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $JENKINS_TOKE
   -d '{"ttl_secs":600}' "$JGATE_FOR_TEST/exec-tokens"
 exit 7
 "#;
-    let out = jgate(&dir)
+    let out = env
+        .command()
         .args(["exec", "--url", &base, "--ttl", "10m", "--", "sh", "-c", script])
         .env("JGATE_AGENT_KEY", &key)
         .env("JGATE_FOR_TEST", &base)
@@ -136,18 +87,17 @@ exit 7
     }
     let r = http.post(format!("{base}/exec-tokens")).body("{\"ttl_secs\": 60}").send().await.expect("request");
     assert_eq!(r.status().as_u16(), 401, "no key, no token");
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
 
-    let audit = ok(&dir, &["audit", "--agent", "ci-bot"]);
+    let audit = env.ok(&["audit", "--agent", "ci-bot"]);
     assert!(audit.contains("started a `jgate exec` run"), "{audit}");
     assert!(audit.contains("ended the `jgate exec` run"), "{audit}");
     assert_eq!(audit.matches("started a `jgate exec` run").count(), 1, "one token was minted: {audit}");
     assert!(!audit.contains(&token) && !audit.contains(&key), "no secret in the audit");
 
     // Without a key, or with an unknown controller, nothing runs.
-    let no_key = jgate(&dir).args(["exec", "--url", &base, "--", "true"]).output().expect("exec");
+    let no_key = env.command().args(["exec", "--url", &base, "--", "true"]).output().expect("exec");
     assert!(!no_key.status.success());
     assert!(String::from_utf8_lossy(&no_key.stderr).contains("JGATE_AGENT_KEY"));
-    let _ = std::fs::remove_dir_all(&dir);
+    env.remove();
 }
