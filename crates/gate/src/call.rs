@@ -465,19 +465,23 @@ impl Gate {
             // Every answer says how many secrets the boundary removed from it.
             let n = u64::from(sanitizer.report().redactions);
             let clean = clean.with_count("redactions", n);
+            // The answer's compact size, measured once for the budget and the cap.
+            let size_of = |v: &Value| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+            let size = size_of(clean.as_ref());
             // The response budget: cut structurally, then through the boundary again (idempotent
             // on clean text; a cut console excerpt is framed anew).
             match budget {
-                Some(b) if serde_json::to_vec(clean.as_ref()).map_or(true, |x| x.len() > b.max_bytes) => {
+                Some(b) if size > b.max_bytes => {
                     let (cut, _) = crate::budget::fit(clean.into_inner(), &b);
-                    sanitizer.release_capped(Untrusted::new(cut), max_answer_bytes)
+                    let cut = sanitizer.release_capped(Untrusted::new(cut), max_answer_bytes);
+                    let size = size_of(cut.as_ref());
+                    (cut, size)
                 }
-                _ => clean,
+                _ => (clean, size),
             }
         });
         let result = match result {
-            Ok(clean) => {
-                let size = serde_json::to_vec(clean.as_ref()).map(|b| b.len()).unwrap_or(usize::MAX);
+            Ok((clean, size)) => {
                 if size > max_answer_bytes {
                     Err(GateError::Invalid(format!(
                         "the answer would be {} KiB, over jgate's limit of {} KiB per answer; ask for less (a smaller limit or page, a filter, fewer log lines)",
