@@ -182,12 +182,14 @@ def nbytes(s: str) -> int:
     return len(s.encode("utf-8"))
 
 
+# (question, jgate tool, its arguments, the `fields` an agent that wants only this question's facts
+# adds to them, or None where the whole answer is the facts)
 QUESTIONS = [
-    ("status of job X", "get_job", {"job": TARGET}, ""),
-    ("why did build N fail", "triage_build", {"job": TARGET, "build": 3}, "get_build + get_test_results"),
-    ("last 100 lines of the log", "get_build_log", {"job": TARGET, "build": 3, "lines": 100}, "get_build_console_output"),
-    ("what changed in build N", "get_build", {"job": TARGET, "build": 3}, "get_build"),
-    ("list jobs", "list_jobs", {"depth": 2}, "get_all_items"),
+    ("status of job X", "get_job", {"job": TARGET}, ["last_build", "last_successful_build", "last_failed_build"]),
+    ("why did build N fail", "triage_build", {"job": TARGET, "build": 3}, ["tests.failing_tests"]),
+    ("last 100 lines of the log", "get_build_log", {"job": TARGET, "build": 3, "lines": 100}, None),
+    ("what changed in build N", "get_build", {"job": TARGET, "build": 3}, ["changes"]),
+    ("list jobs", "list_jobs", {"depth": 2}, None),
 ]
 
 
@@ -197,8 +199,26 @@ def _has(needle: str):
 
 # The facts each question needs, as checks on the text an agent receives (the same checks for
 # both servers; the item count is read off each server's own listing).
+def _json(t: str) -> dict:
+    try:
+        v = json.loads(t)
+    except ValueError:
+        return {}
+    return v if isinstance(v, dict) else {}
+
+
+def _last_build_failed(t: str) -> bool:
+    """The last build's result is FAILURE: said as a result, or (jgate's job summary) as the last
+    failed build being the last build."""
+    v = _json(t)
+    return "FAILURE" in t or (v.get("last_build") == 3 and v.get("last_failed_build") == 3)
+
+
 FACTS = {
-    "status of job X": [("last build #3", _has('"number":3')), ("its result FAILURE", _has("FAILURE"))],
+    "status of job X": [
+        ("last build #3", lambda t: '"number":3' in t or _json(t).get("last_build") == 3),
+        ("its result FAILURE", _last_build_failed),
+    ],
     "why did build N fail": [("the failing test", _has("capturesAuthorizedAmount")), ("its error", _has(FAILING_ERROR))],
     "last 100 lines of the log": [
         ("the last line", _has("Finished: FAILURE")),
@@ -310,20 +330,37 @@ def side_by_side(binary: str, exe: str) -> tuple[str, list[str]]:
     scenario = tmp / "jobs2000.toml"
     scenario.write_text(scenario_2000())
     setup = Setup(binary, str(scenario), [["status", "read"]])
+    calls = [(tool, args) for _, tool, args, _ in QUESTIONS]
+    narrowed = [(tool, args | {"fields": fields}) for _, tool, args, fields in QUESTIONS if fields]
     try:
-        jg = asyncio.run(jgate_calls(setup, [(tool, args) for _, tool, args, _ in QUESTIONS]))
+        jg = asyncio.run(jgate_calls(setup, calls + narrowed))
         mj = asyncio.run(mcp_jenkins_calls(exe, setup.twin_url, str(tmp)))
     finally:
         setup.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    whole, rest = jg[: len(calls)], iter(jg[len(calls):])
     rows, failures = [], []
-    for (question, tool, args, _), (text, returned, _, err) in zip(QUESTIONS, jg):
+    total_j = total_best = 0
+    for (question, tool, args, fields), (text, returned, _, err) in zip(QUESTIONS, whole):
         ok, facts = facts_ok(question, text)
         if err or not ok:
             failures.append(f"{question}: {'error: ' + text[:300] if err else facts}")
+        # The leanest jgate answer that carries the facts: the whole one, or the one narrowed
+        # to the question's `fields` (checked the same way).
+        best, narrow_cell = returned, "—"
+        if fields:
+            n_text, n_returned, _, n_err = next(rest)
+            n_ok, n_facts = facts_ok(question, n_text)
+            if n_err or not n_ok:
+                failures.append(f"{question} with fields {fields}: {'error: ' + n_text[:300] if n_err else n_facts}")
+            else:
+                best = min(best, n_returned)
+            narrow_cell = f"{n_returned:,} (`fields` {json.dumps(fields, separators=(',', ':'))})"
+        total_j += returned
+        total_best += best
         theirs, their_tools, their_text = mj[question]
         their_ok, their_facts = facts_ok(question, their_text)
-        ratio = theirs / returned if returned else float("inf")
+        ratio = theirs / best if best else float("inf")
         if not (ok and not err):
             met = "**not met** (jgate lacks facts)"
         elif not their_ok:
@@ -331,11 +368,10 @@ def side_by_side(binary: str, exe: str) -> tuple[str, list[str]]:
         else:
             met = "met" if ratio >= GOAL else "**not met**"
         rows.append(
-            f"| {question} | `{tool}` {json.dumps(args, separators=(',', ':'))} | {returned:,} | "
-            f"{' + '.join(f'`{t}`' for t in their_tools)} | {theirs:,} | 1/{ratio:.1f} | {facts} | "
-            f"{'yes' if their_ok else their_facts} | {met} |"
+            f"| {question} | `{tool}` {json.dumps(args, separators=(',', ':'))} | {returned:,} | {narrow_cell} | "
+            f"{' + '.join(f'`{t}`' for t in their_tools)} | {theirs:,} | 1/{theirs / max(returned, 1):.1f} | "
+            f"1/{ratio:.1f} | {facts} | {'yes' if their_ok else their_facts} | {met} |"
         )
-    total_j = sum(r[1] for r in jg)
     total_m = sum(v[0] for v in mj.values())
     lines = [
         SECTION,
@@ -346,20 +382,24 @@ def side_by_side(binary: str, exe: str) -> tuple[str, list[str]]:
         "on-call questions, asked of jgate and of **mcp-jenkins** "
         f"({pinned_version()}, PyPI, pinned in tests/mcp/mcp-jenkins-requirements.txt) pointed at the same twin:",
         f"{FOLDERS * PER_FOLDER:,} jobs in {FOLDERS} folders; `{TARGET}` has three builds, #3 failed one test",
-        f"after a {LOG_LINES:,}-line console. jgate's agent has status read everywhere and every answer uses",
-        "the defaults (budget 16 KiB); mcp-jenkins is given the admin's token directly. Each of jgate's",
-        "answers must carry the facts the question needs (checked; the run fails otherwise); mcp-jenkins'",
-        "answers are checked the same way and the table says when they lack them. Goal (issue #14):",
-        "jgate ≤ 1/5 of mcp-jenkins' bytes for the same facts.",
+        f"after a {LOG_LINES:,}-line console. jgate's agent has status read everywhere; each question is asked",
+        "of jgate twice where it has a larger answer: with the defaults (budget 16 KiB, the whole answer), and",
+        "narrowed with `fields` to the keys the question needs (what an agent that wants one fact asks).",
+        "mcp-jenkins is given the admin's token directly. Each of jgate's answers must carry the facts the",
+        "question needs (checked; the run fails otherwise); mcp-jenkins' answers are checked the same way and",
+        "the table says when they lack them. Goal (issue #14): jgate ≤ 1/5 of mcp-jenkins' bytes for the",
+        "same facts, judged on jgate's leanest answer that carries them.",
         "",
         f"- **Date:** {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- **Commit:** {commit()}",
         f"- **Machine:** {machine()}",
         "",
-        "| Question | jgate call | jgate bytes | mcp-jenkins tools | mcp-jenkins bytes | jgate / mcp-jenkins | facts (checked in jgate's answer) | in mcp-jenkins' answer? | goal ≤ 1/5 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Question | jgate call | jgate bytes (whole answer) | jgate bytes, narrowed | mcp-jenkins tools | mcp-jenkins bytes "
+        "| whole / mcp-jenkins | leanest / mcp-jenkins | facts (checked in jgate's answers) | in mcp-jenkins' answer? | goal ≤ 1/5 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
-        f"| **all five** | | {total_j:,} | | {total_m:,} | 1/{total_m / max(total_j, 1):.1f} | | | |",
+        f"| **all five** | | {total_j:,} | {total_best:,} (leanest) | | {total_m:,} | 1/{total_m / max(total_j, 1):.1f} "
+        f"| 1/{total_m / max(total_best, 1):.1f} | | | |",
         "",
         "- mcp-jenkins needs two calls where one tool of its own does not answer the question (a job's",
         "  status: the item, then its last build; a failure: the build, then its test results); both are",
@@ -369,12 +409,12 @@ def side_by_side(binary: str, exe: str) -> tuple[str, list[str]]:
         "  default) and says the total; the rest is `offset` away.",
         "- \"what changed\": no mcp-jenkins tool returns a build's change set, so its `get_build` answer",
         "  lacks the commit; the row has no ratio to meet.",
-        "- Single-object questions (a job's status, why a build failed) are small either way: mcp-jenkins'",
-        "  answers are trimmed models (no nulls); jgate's carry more (last success and failure, health,",
-        "  recent builds; a triage's log excerpt around the error). There the goal is not met: the",
-        "  bytes go to facts mcp-jenkins does not give (`get_build`, 618 bytes here, names the failing",
-        "  test and its error too). The goal is met where answers grow with the controller: logs and",
-        "  listings.",
+        "- Whole answers to single-object questions (a job's status, why a build failed) carry more than",
+        "  mcp-jenkins' (last success and failure, health, recent builds; a triage's log excerpts around",
+        "  the error, changes and tests). Narrowed with `fields` they carry the question's facts alone.",
+        "  \"Why did build N fail\" cannot reach 1/5 in JSON: the facts themselves (a 57-character test",
+        "  name and its error) are most of the bytes that 1/5 of mcp-jenkins' answer allows, and every",
+        "  jgate answer also says how many secrets the boundary removed (`redactions`).",
         "- \"last 100 lines\": mcp-jenkins' `get_build_console_output` returns the whole console;",
         "  jgate's `get_build_log` tail returns the last 100 lines, numbered and fenced as untrusted.",
     ]
@@ -457,6 +497,11 @@ small by design (issue #14):
   excerpts by whole lines) and `omitted` says what was left out and how to get it (the next
   `offset`, a narrower log view, a larger budget). One implementation for every tool
   (crates/gate/src/budget.rs), applied in the call path after the sanitizer.
+- **Only the keys asked for.** Every read also takes `fields` (dotted for nested keys:
+  `last_build.result`, `builds.number`): "did job X's last build fail?" is `get_job` with
+  `fields: ["last_build", "last_failed_build"]`, about 60 bytes. Applied in the call path after
+  the sanitizer, like the budget (crates/gate/src/fields.rs); the audit's facts come from the whole
+  answer.
 - **No over-fetch.** The wire client (crates/jenkins/src/client.rs) never asks for `depth=N`:
   listings, jobs, the queue, nodes, test reports (counts and each case's status and error, not
   stack traces or captured output) and the other structured reads name their fields with

@@ -336,3 +336,34 @@ def test_a_small_budget_cuts_the_answer_and_says_how_to_get_the_rest(stack, tran
     assert "for the rest:" in text_of(log), "a text-only client learns of the cut too"
     too_small = _call(stack, "triage-bot", transport, "get_job", {"job": "api-server", "max_bytes": 100})
     assert too_small.is_error and "512 to 65536" in text_of(too_small), describe(too_small)
+
+
+def test_fields_narrow_an_answer_to_the_keys_asked_for(stack, transport):
+    full = _call(stack, "triage-bot", transport, "get_job", {"job": "api-server"})
+    narrow = _call(stack, "triage-bot", transport, "get_job",
+                   {"job": "api-server", "fields": ["last_build", "last_failed_build", "recent_builds.result"]})
+    assert not full.is_error and not narrow.is_error, describe(narrow)
+    body = narrow.structured_content
+    # Only what was asked for, plus the boundary's count of what it removed.
+    assert set(body) == {"last_build", "last_failed_build", "recent_builds", "redactions"}, describe(narrow)
+    assert body["last_build"] == full.structured_content["last_build"]
+    assert body["recent_builds"] == [{"result": b["result"]} for b in full.structured_content["recent_builds"]]
+    # The text a model reads is the same narrowed answer.
+    assert json.loads(text_of(narrow)) == body
+    assert len(text_of(narrow)) * 4 < len(text_of(full)), (text_of(narrow), text_of(full))
+    # A misspelt key is not an error: the answer says what matched nothing and what there is.
+    typo = _call(stack, "triage-bot", transport, "get_job", {"job": "api-server", "fields": ["last_bild"]})
+    assert not typo.is_error, describe(typo)
+    assert typo.structured_content["fields_unmatched"] == ["last_bild"], describe(typo)
+    assert "last_build" in typo.structured_content["fields_available"], describe(typo)
+    # A log view narrowed to its cursor is JSON, not an empty log.
+    cursor = _call(stack, "triage-bot", transport, "get_build_log",
+                   {"job": "api-server", "build": "lastFailedBuild", "fields": ["next_cursor", "summary"]})
+    assert not cursor.is_error and "text" not in cursor.structured_content, describe(cursor)
+    assert json.loads(text_of(cursor)) == cursor.structured_content, text_of(cursor)
+    # Not a list of key paths: refused, with the fix.
+    bad = _call(stack, "triage-bot", transport, "get_job", {"job": "api-server", "fields": "last_build"})
+    assert bad.is_error and "e.g." in text_of(bad), describe(bad)
+    # Writes take no `fields`: refused as an unknown argument, nothing triggered.
+    write = _call(stack, "release-bot", transport, "trigger_build", {"job": "release/web", "fields": ["number"]})
+    assert write.is_error and "fields" in text_of(write), describe(write)

@@ -127,6 +127,8 @@ pub struct Begun {
     progress_floor: Option<f64>,
     /// The answer's budget (typed reads; `crate::budget`). None: only `max_answer_bytes`.
     budget: Option<crate::budget::Budget>,
+    /// The keys the answer is narrowed to (typed reads; `crate::fields`). None: all.
+    fields: Option<crate::fields::Selection>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -428,6 +430,7 @@ impl Gate {
             grants,
             progress_floor,
             budget: None,
+            fields: None,
             _permit: permit,
         })))
     }
@@ -455,7 +458,7 @@ impl Gate {
         sanitizer: &mut Sanitizer,
         max_answer_bytes: usize,
     ) -> Result<Clean<Value>, GateError> {
-        let Begun { mut entry, pending, access, started, budget, .. } = begun;
+        let Begun { mut entry, pending, access, started, budget, fields, .. } = begun;
         entry.phase = if access == Access::Write { Phase::Outcome } else { Phase::Read };
         entry.time_ms = now_ms();
         entry.duration_ms = Some(started.elapsed().as_millis() as i64);
@@ -465,6 +468,14 @@ impl Gate {
             // Every answer says how many secrets the boundary removed from it.
             let n = u64::from(sanitizer.report().redactions);
             let clean = clean.with_count("redactions", n);
+            // The audit's facts come from the whole answer, before a selection or the budget
+            // narrows what the agent receives.
+            let f = facts(clean.as_ref());
+            // A selection only removes parts of the clean answer, before it is measured.
+            let clean = match &fields {
+                Some(sel) => clean.narrowed(|v| crate::fields::select(v, sel)),
+                None => clean,
+            };
             // The answer's compact size, measured once for the budget and the cap.
             let size_of = |v: &Value| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
             let size = size_of(clean.as_ref());
@@ -475,13 +486,13 @@ impl Gate {
                     let (cut, _) = crate::budget::fit(clean.into_inner(), &b);
                     let cut = sanitizer.release_capped(Untrusted::new(cut), max_answer_bytes);
                     let size = size_of(cut.as_ref());
-                    (cut, size)
+                    (cut, size, f)
                 }
-                _ => (clean, size),
+                _ => (clean, size, f),
             }
         });
         let result = match result {
-            Ok((clean, size)) => {
+            Ok((clean, size, f)) => {
                 if size > max_answer_bytes {
                     Err(GateError::Invalid(format!(
                         "the answer would be {} KiB, over jgate's limit of {} KiB per answer; ask for less (a smaller limit or page, a filter, fewer log lines)",
@@ -489,14 +500,13 @@ impl Gate {
                         max_answer_bytes / 1024
                     )))
                 } else {
-                    Ok(clean)
+                    Ok((clean, f))
                 }
             }
             Err(e) => Err(e),
         };
         let returned = match result {
-            Ok(clean) => {
-                let f = facts(clean.as_ref());
+            Ok((clean, f)) => {
                 entry.outcome = Some(match f.note {
                     Some(note) => format!("ok: {note}"),
                     None => "ok".into(),
@@ -615,16 +625,17 @@ impl Runner for TypedCall<'_> {
         let raw_args = (meta.access == Access::Write).then(|| args.clone());
         // Reads take `max_bytes` (the response budget), which the operation's arguments do not know.
         let mut args = args;
-        let budget = if crate::budget::applies(meta) {
-            match crate::budget::take(&mut args) {
-                Ok(b) => Some(b),
+        // And `fields` (the keys the answer is narrowed to), likewise.
+        let (budget, fields) = if crate::budget::applies(meta) {
+            match crate::budget::take(&mut args).and_then(|b| Ok((Some(b), crate::fields::take(&mut args)?))) {
+                Ok(taken) => taken,
                 Err(e) => {
                     let entry = gate.entry(caller, controller, meta, audit_args);
                     return Err(gate.refuse(entry, e.to_string(), e).await);
                 }
             }
         } else {
-            None
+            (None, None)
         };
         let typed: T::Args = match serde_json::from_value(args) {
             Ok(a) => a,
@@ -640,7 +651,7 @@ impl Runner for TypedCall<'_> {
             .begin_held(caller, controller, meta, needs, &params, audit_args, raw_args.as_ref(), &opts)
             .await?
         {
-            Started::Go(begun) => Begun { budget, ..*begun },
+            Started::Go(begun) => Begun { budget, fields, ..*begun },
             Started::Held(answer) if caller.surface == crate::audit::Surface::Proxy => {
                 return Err(held_error(answer.as_ref()));
             }

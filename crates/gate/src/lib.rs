@@ -27,6 +27,7 @@ pub mod controller_checks;
 pub mod error;
 pub mod events;
 pub mod exec_tokens;
+pub mod fields;
 pub mod gate;
 pub mod keys;
 pub mod limits;

@@ -137,7 +137,7 @@ fn args_line(op: &Operation) -> String {
         .and_then(Value::as_object)
         .map(|p| {
             p.keys()
-                .filter(|k| *k != "controller" && *k != "max_bytes")
+                .filter(|k| !matches!(k.as_str(), "controller" | "max_bytes" | "fields"))
                 .map(|k| if required.contains(&k.as_str()) { k.clone() } else { format!("{k}?") })
                 .collect()
         })
@@ -149,8 +149,8 @@ fn args_line(op: &Operation) -> String {
 /// enum and described in one line with its arguments.
 pub fn read_more_tool(ops: &[&Operation]) -> Tool {
     let mut description = String::from(
-        "Less common reads in one tool: set `what`, and put that read's arguments in `args` (`controller` and \
-         `max_bytes` too, as for any tool).",
+        "Less common reads in one tool: set `what`, and put that read's arguments in `args` (`controller`, \
+         `max_bytes` and `fields` too, as for any read).",
     );
     for op in ops {
         description.push_str(&format!("\n- {}: {} args: {}.", op.name, op.description, args_line(op)));
@@ -244,7 +244,8 @@ fn text_error(message: impl Into<String>) -> CallToolResult {
 /// A short text rendering of a structured result, for clients that show text only.
 fn render(op: &str, v: &Value) -> String {
     match op {
-        "get_build_log" => {
+        // A log view as text; narrowed by `fields` to other keys, it is JSON like any answer.
+        "get_build_log" if v.get("text").is_some_and(Value::is_string) => {
             let lines = v.get("text").and_then(Value::as_str).unwrap_or("");
             let mut out = format!("{}\n{}", v.get("summary").and_then(Value::as_str).unwrap_or(""), lines);
             // A text-only client must learn of a budget cut too (the JSON carries it as `omitted`).
@@ -468,6 +469,10 @@ pub fn tools_markdown() -> String {
          it in `omitted`: `left_out` (where, how much) and `how` (the next `offset` of a paged list, a narrower log view, \
          a larger `max_bytes`). Operations keep their own paging and log bounds; the budget is the outer bound. Bytes per \
          tool on the demo scenario: docs/lean.md.\n\n\
+         Every read also takes an optional `fields`: the keys of the answer to return (dotted for nested ones, applied to \
+         each entry of a list on the way: `last_build.result`, `builds.number`), for a question that needs one fact of a \
+         larger answer. `redactions` and `omitted` are always kept; a name that matches nothing is listed in \
+         `fields_unmatched`, with the answer's keys in `fields_available`.\n\n\
          Less common reads (marked *via `read_more`*) are not listed as tools of their own: the one tool `read_more` \
          offers those the agent could use, as `{{\"what\": <read>, \"args\": {{...}}}}`, through the same policy, audit \
          (under the read's own name) and sanitizer; calling them by name also works.\n\n\

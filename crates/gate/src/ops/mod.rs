@@ -204,6 +204,7 @@ fn with_budget(mut m: Map<String, Value>, op: &Operation) -> Map<String, Value> 
         && let Some(Value::Object(p)) = m.get_mut("properties")
     {
         p.insert("max_bytes".into(), crate::budget::schema_property());
+        p.insert("fields".into(), crate::fields::schema_property());
     }
     m
 }

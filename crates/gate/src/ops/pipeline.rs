@@ -39,6 +39,9 @@ struct StepLog {
     text: String,
 }
 
+/// The most stages a run's answer lists (the answer says when there are more).
+const MAX_STAGES: usize = 200;
+
 /// A Pipeline run: stages with status and timings; the failing stage with its log excerpt (and
 /// that log, for triage's views of it).
 async fn pipeline_detail(
@@ -85,24 +88,31 @@ async fn pipeline_detail(
     } else {
         Value::Null
     };
-    Ok((
-        json!({
-            "number": number,
-            "status": run.status,
-            "pending_inputs": pending_inputs,
-            "duration_ms": run.duration_millis,
-            "queue_ms": run.queue_duration_millis,
-            "stages": run.stages.iter().take(200).map(|s| json!({
-                "name": s.name, "status": s.status, "duration_ms": s.duration_millis,
-                "error": s.error.as_ref().map(|e| e.message.clone()),
-            })).collect::<Vec<_>>(),
-            "failing_stage": failing.map(|s| s.name.clone()),
-            "failing_stage_error": failing.and_then(|s| s.error.as_ref().map(|e| e.message.clone())),
-            "failing_stage_log": excerpt,
-            "failing_node": step_log.as_ref().map(|l| l.node.clone()),
-        }),
-        step_log,
-    ))
+    let mut answer = json!({
+        "number": number,
+        "status": run.status,
+        "pending_inputs": pending_inputs,
+        "duration_ms": run.duration_millis,
+        "queue_ms": run.queue_duration_millis,
+        "stages": run.stages.iter().take(MAX_STAGES).map(|s| json!({
+            "name": s.name, "status": s.status, "duration_ms": s.duration_millis,
+            "error": s.error.as_ref().map(|e| e.message.clone()),
+        })).collect::<Vec<_>>(),
+        "stage_count": run.stages.len(),
+        "failing_stage": failing.map(|s| s.name.clone()),
+        "failing_stage_error": failing.and_then(|s| s.error.as_ref().map(|e| e.message.clone())),
+        "failing_stage_log": excerpt,
+        "failing_node": step_log.as_ref().map(|l| l.node.clone()),
+    });
+    // Said, never silent: what a longer run's list leaves out, and how to reach it.
+    if run.stages.len() > MAX_STAGES {
+        answer["stages_note"] = json!(format!(
+            "the first {MAX_STAGES} of {} stages are listed; the failing one is named in failing_stage; \
+             get_stage_log reads any stage by name",
+            run.stages.len()
+        ));
+    }
+    Ok((answer, step_log))
 }
 
 fn unescape_html(s: &str) -> String {

@@ -55,6 +55,12 @@ impl<T> Clean<T> {
 }
 
 impl Clean<Value> {
+    /// The value with parts removed by `narrow` (a field selection): a part of a clean value is
+    /// clean. Only for taking away; nothing may be added here.
+    pub(crate) fn narrowed(self, narrow: impl FnOnce(Value) -> Value) -> Clean<Value> {
+        Clean(narrow(self.0))
+    }
+
     /// Adds a number jgate itself computed (a count, never text from Jenkins) to a clean object.
     pub fn with_count(mut self, key: &str, n: u64) -> Clean<Value> {
         if let Value::Object(m) = &mut self.0 {

@@ -1,0 +1,102 @@
+//! `fields` (crates/gate/src/fields.rs) through the call path on the twin: an answer narrowed to
+//! the keys asked for, secrets still redacted and counted, the audit's facts taken from the whole
+//! answer, and a bad selection refused (audited) before anything is asked of Jenkins.
+
+use gate::audit::Surface;
+use gate::catalog::Group;
+use gate::policy::Level;
+use gate::secrets::MasterKey;
+use gate::store::{AuditFilter, Store};
+use gate::{Admin, Caller, Gate, GateError};
+use serde_json::{Value, json};
+
+mod common;
+
+const TOKEN: &str = "11dddddddddddddddddddddddddddddddd";
+
+fn secret() -> String {
+    format!("ghp_{}", "R8v2Kp".repeat(6))
+}
+
+async fn setup() -> (std::sync::Arc<jenkins_twin::Twin>, jenkins_twin::TwinServer, Gate) {
+    let scenario = format!(
+        r#"
+[controller]
+quiet_period = 0
+[[jobs]]
+path = "team/app"
+script = "echo app"
+[[jobs.builds]]
+result = "SUCCESS"
+[[jobs.builds]]
+result = "FAILURE"
+tests = {{ passed = ["a.T.two"], failed = [{{ name = "a.T.one", error = "token {} leaked" }}] }}
+"#,
+        secret()
+    );
+    let scenario = format!("[[folders]]\npath = \"team\"\n{scenario}");
+    let (twin, server) =
+        jenkins_twin::start(&scenario, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
+    let dir = common::temp_dir("fields");
+    let store = Store::open(&dir.join("jgate.db").display().to_string()).await.expect("store");
+    let (master, _) =
+        MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", &dir.join("master.key")).expect("master key");
+    let g = Gate::open(store, master, None).await.expect("gate");
+    let admin = Admin::local_cli();
+    g.add_controller(&admin, common::twin_controller("prod", &server, TOKEN), false).await.expect("controller");
+    g.create_agent(&admin, "bot", "", None).await.expect("agent");
+    g.grant(&admin, "bot", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
+    (twin, server, g)
+}
+
+async fn call(g: &Gate, op: &str, args: Value) -> Result<Value, GateError> {
+    let caller =
+        Caller { agent: "bot".into(), key_id: None, surface: Surface::Mcp, client_addr: None, request_id: "f".into() };
+    g.call(&caller, "prod", op, args).await
+}
+
+#[tokio::test]
+async fn an_answer_is_narrowed_and_still_clean_and_fully_audited() {
+    let (_twin, _server, g) = setup().await;
+    let whole = call(&g, "get_build", json!({"job": "team/app", "build": 2})).await.expect("whole");
+    let v = call(&g, "get_build", json!({"job": "team/app", "build": 2, "fields": ["result", "tests.failing_tests"]}))
+        .await
+        .expect("narrowed");
+    let keys: Vec<&String> = v.as_object().expect("object").keys().collect();
+    assert_eq!(keys, ["result", "tests", "redactions"], "{v}");
+    assert_eq!(v["result"], "FAILURE");
+    assert_eq!(v["tests"], json!({"failing_tests": whole["tests"]["failing_tests"]}), "{v}");
+    // The secret in the test's error was redacted, and the count of what the boundary removed
+    // is kept whatever was selected.
+    let text = v.to_string();
+    assert!(!text.contains(&secret()) && text.contains("a.T.one"), "{text}");
+    assert!(v["redactions"].as_u64().unwrap_or(0) >= 1, "{v}");
+    // The audit's facts come from the whole answer: the build number is recorded though the
+    // agent did not ask for it.
+    let records =
+        g.audit(&AuditFilter { operation: Some("get_build".into()), ..AuditFilter::default() }).await.expect("audit");
+    let last = records.last().expect("a record");
+    assert_eq!(last.entry.build_number, Some(2), "{:?}", last.entry);
+    assert_eq!(last.entry.outcome.as_deref(), Some("ok"));
+}
+
+#[tokio::test]
+async fn a_bad_selection_is_refused_before_jenkins_is_asked_and_audited() {
+    let (twin, _server, g) = setup().await;
+    let before = twin.requests_to("/api/json");
+    for bad in [json!("result"), json!([]), json!(["a b"]), json!([7])] {
+        let err =
+            call(&g, "get_build", json!({"job": "team/app", "build": 1, "fields": bad})).await.expect_err("refused");
+        assert!(matches!(err, GateError::Invalid(_)), "{err:?}");
+        assert!(err.to_string().contains("e.g."), "names the fix: {err}");
+    }
+    assert_eq!(twin.requests_to("/api/json"), before, "nothing asked of Jenkins");
+    let denied = g
+        .audit(&AuditFilter { operation: Some("get_build".into()), allowed: Some(false), ..AuditFilter::default() })
+        .await
+        .expect("audit");
+    assert_eq!(denied.len(), 4, "each refusal audited");
+    // A write takes no `fields`: its strict arguments refuse it.
+    let err = call(&g, "trigger_build", json!({"job": "team/app", "fields": ["number"]})).await.expect_err("refused");
+    assert!(err.to_string().contains("fields"), "{err}");
+}
