@@ -2149,8 +2149,6 @@ fn transport_error(e: reqwest::Error, url: &url::Url, timeout: Duration) -> Erro
     Error::Connect { url: shown.to_string(), detail: text }
 }
 
-/// Explains an HTTP error status (jenkins-wire.md §6, §8, §11).
-#[allow(clippy::too_many_arguments)]
 /// The replay's refusals, with the fix that applies to a replay (the generic ones speak of
 /// names and disabled jobs).
 fn replay_error(e: Error, job: &JobPath, number: u64) -> Error {
@@ -2176,6 +2174,8 @@ fn replay_error(e: Error, job: &JobPath, number: u64) -> Error {
     }
 }
 
+/// Explains an HTTP error status (jenkins-wire.md §6, §8, §11).
+#[allow(clippy::too_many_arguments)]
 fn diagnose_status(
     status: StatusCode,
     headers: &HeaderMap,
