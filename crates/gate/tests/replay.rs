@@ -302,3 +302,15 @@ async fn a_replay_is_reported_only_when_it_is_the_one_match_and_honestly_otherwi
     let note = v["note"].as_str().expect("note");
     assert!(note.contains("Replayed #1") && note.contains("cannot tell"), "{note}");
 }
+
+#[tokio::test]
+async fn a_replay_counts_as_a_trigger_under_the_hourly_limit() {
+    let (twin, _s, g) = setup().await;
+    let limits = gate::limits::AgentLimits { calls_per_minute: None, triggers_per_hour: Some(1) };
+    g.set_agent_limits(&Admin::local_cli(), "replayer", limits).await.expect("limits");
+    let args = json!({"job": "team/pipe", "build": 1, "script": script(), "wait": "none"});
+    call(&g, "replayer", "replay", args.clone()).await.expect("the first replay");
+    let r = call(&g, "replayer", "replay", args).await;
+    assert!(matches!(r, Err(GateError::Limited { .. })), "{r:?}");
+    assert_eq!(replays_sent(&twin), 1);
+}
