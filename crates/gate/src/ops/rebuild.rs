@@ -197,7 +197,15 @@ impl Op for Replay {
         // Before anything is sent: the job's next number (the new run is numbered at least
         // that) and the build, which must be a Pipeline run.
         let job = cx.client.job_tree(&jp, &Tree::new().fields(&["_class", "nextBuildNumber"])).await?;
-        let next_before = job.get("nextBuildNumber").and_then(Value::as_u64).unwrap_or(0);
+        // Without it an older replay of the same build could pass for the new one: refused.
+        let Some(next_before) = job.get("nextBuildNumber").and_then(Value::as_u64) else {
+            return Err(GateError::NotStarted {
+                message: format!(
+                    "Jenkins did not report the next build number of {jp}, which replay needs to tell the new run from older replays; check that {jp} is a Pipeline job"
+                ),
+                status: None,
+            });
+        };
         let b = cx.client.build(&jp, jenkins::BuildSelector::Number(original)).await?;
         if b.class != PIPELINE_RUN {
             return Err(GateError::NotStarted {
@@ -254,7 +262,7 @@ impl Op for Replay {
             }
             Found::Ambiguous(n) => {
                 answer["note"] = json!(format!(
-                    "Jenkins accepted the replay, but {n} new runs of {jp} are replays of #{original} (another replay was requested at the same time), so jgate cannot tell which is this one: list the job's builds (get_job) and look for the cause \"Replayed #{original}\""
+                    "Jenkins accepted the replay, but {n} new runs of {jp} are replays of #{original} (another replay of it waits in the queue or was requested at the same time), so jgate cannot tell which is this one: list the job's builds (get_job) and look for the cause \"Replayed #{original}\""
                 ));
                 return Ok(answer);
             }
