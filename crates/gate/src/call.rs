@@ -520,7 +520,7 @@ impl Gate {
             }
             Err(e) => {
                 let status = e.status();
-                if let GateError::Accepted { started, .. } = &e {
+                if let GateError::Accepted { started, .. } | GateError::ReplayAccepted { started, .. } = &e {
                     entry.build_number = *started;
                 }
                 // Error texts quote Jenkins (error pages, names, parameter choices): they pass the
@@ -619,7 +619,7 @@ impl Runner for TypedCall<'_> {
 
     async fn run<T: Op>(self) -> Result<Clean<Value>, GateError> {
         let TypedCall { gate, caller, controller, args, opts } = self;
-        let audit_args = redact_args(&args);
+        let audit_args = summarize_args(redact_args(&args), T::SUMMARIZED);
         let meta = &T::META;
         // The call as sent: what an approval is bound to (only changes are ever held).
         let raw_args = (meta.access == Access::Write).then(|| args.clone());
@@ -733,6 +733,25 @@ pub(crate) fn redact_args(args: &Value) -> Value {
     walk(args, None)
 }
 
+/// `fields` of the arguments replaced by their length and a SHA-256 prefix: enough to tell two
+/// calls apart in the audit without keeping what they carried.
+pub(crate) fn summarize_args(mut args: Value, fields: &[&str]) -> Value {
+    use sha2::Digest as _;
+    if let Value::Object(m) = &mut args {
+        for f in fields {
+            if let Some(v) = m.get_mut(*f) {
+                let text = match &*v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let digest = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+                *v = Value::String(format!("({} bytes, sha256 {}…)", text.len(), &digest[..16]));
+            }
+        }
+    }
+    args
+}
+
 fn looks_secret(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     ["pass", "pwd", "secret", "token", "apikey", "api_key", "credential", "private_key", "auth"]
@@ -753,6 +772,14 @@ mod tests {
         let masked = redact_args(&json!({"job": "x", "parameters": {"DB_PASS": "hunter2", "ENV": "dev"}}));
         assert_eq!(masked["parameters"]["DB_PASS"], "****");
         assert_eq!(masked["parameters"]["ENV"], "dev");
+    }
+
+    #[test]
+    fn summarized_fields_keep_only_length_and_hash() {
+        let v = summarize_args(json!({"job": "x", "script": "echo secret-code"}), &["script"]);
+        let s = v["script"].as_str().expect("text");
+        assert!(s.starts_with("(16 bytes, sha256 ") && !s.contains("secret-code"), "{s}");
+        assert_eq!(v["job"], "x");
     }
 
     #[test]

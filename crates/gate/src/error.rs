@@ -45,6 +45,12 @@ pub enum GateError {
         started.map(|n| format!(" and started as #{n}")).unwrap_or_default()
     )]
     Accepted { queue_id: u64, started: Option<u64>, cause: String },
+    /// Jenkins accepted a replay (its answer names no queue item), then something failed.
+    #[error(
+        "the replay of build #{original} was requested and Jenkins accepted it{}; {cause}; do not replay again blindly (that would start another run) — find it with get_job: a build whose cause is \"Replayed #{original}\"",
+        started.map(|n| format!(" (it started as #{n})")).unwrap_or_default()
+    )]
+    ReplayAccepted { original: u64, started: Option<u64>, cause: String },
     /// A trigger that Jenkins did not schedule: nothing was started. `status` is the HTTP status
     /// Jenkins refused it with, if it answered (409 disabled, 400 not parameterized, ...).
     #[error("nothing was started: {message}")]

@@ -47,7 +47,7 @@ pub const MAX_LIMIT: u32 = 1_000_000;
 /// The operations that start a build: what "triggers per hour" counts. The catalog's only
 /// build-starting routes are `trigger_build`'s (`POST /{job}/build`, `buildWithParameters`); a
 /// test checks every operation's routes against this list.
-pub const TRIGGER_OPERATIONS: &[&str] = &["trigger_build", "rebuild"];
+pub const TRIGGER_OPERATIONS: &[&str] = &["trigger_build", "rebuild", "replay"];
 
 /// Whether `op` starts a build.
 pub fn starts_build(op: &Operation) -> bool {
@@ -393,7 +393,10 @@ mod tests {
     #[test]
     fn every_operation_that_starts_a_build_counts_as_a_trigger() {
         for op in crate::ops::OPERATIONS.iter() {
-            let builds = op.routes.iter().any(|r| r.ends_with("/build") || r.contains("/buildWithParameters"));
+            let builds = op
+                .routes
+                .iter()
+                .any(|r| r.ends_with("/build") || r.contains("/buildWithParameters") || r.ends_with("/replay/run"));
             assert_eq!(starts_build(op), builds, "{}", op.name);
         }
         assert!(TRIGGER_OPERATIONS.iter().all(|n| crate::catalog::operation(n).is_some()));

@@ -410,6 +410,31 @@ impl Gate {
                 };
                 json!({"job": job, "number": number})
             }
+            "replay" => {
+                let number = match c.build {
+                    Some(crate::route::BuildRef::Number(n)) => n,
+                    _ => return Err(GateError::Invalid("replay a build by its number, not a permalink".into()).into()),
+                };
+                // The plugin reads its structured form (the `json` field) and its mainScript; a
+                // form without them is refused as Jenkins refuses it, before anything is sent.
+                let Some(structured) = field("json") else {
+                    let message = if c.query().is_empty() && form.is_empty() {
+                        "Nothing is submitted"
+                    } else {
+                        "This page expects a form submission"
+                    };
+                    return Err(self.refused_as_jenkins(caller, controller, &request, message, 400).await);
+                };
+                let script = serde_json::from_str::<Value>(&structured)
+                    .ok()
+                    .and_then(|v| v.get("mainScript").and_then(Value::as_str).map(str::to_string));
+                let Some(script) = script else {
+                    let message = "the json field has no mainScript (the replacement Pipeline script)";
+                    return Err(self.refused_as_jenkins(caller, controller, &request, message, 400).await);
+                };
+                // Jenkins answers with the job, not a queue item: the proxy does not wait either.
+                json!({"job": job, "build": number, "script": script, "wait": "none"})
+            }
             "answer_input" => {
                 let number = match c.build {
                     Some(crate::route::BuildRef::Number(n)) => n,

@@ -483,6 +483,16 @@ const ROUTES: &[Pattern] = &[
         catalog: "POST /{job}/{build}/kill",
         requires: &[],
     },
+    // workflow-cps' ReplayAction (docs/twin.md): served by the typed `replay`, whose script cap,
+    // needs (build and config full use) and audit summary apply as to an MCP call.
+    Pattern {
+        method: "POST",
+        path: "/{job}/{build}/replay/run",
+        op: "replay",
+        query: &[],
+        catalog: "POST /{job}/{build}/replay/run",
+        requires: &[],
+    },
     // createItem (jenkins-wire.md §10.8): `{job}` here is the folder the item is created in; the
     // classification names the new item (folder + `name=`) and, for a copy, its source.
     Pattern {
@@ -1622,6 +1632,8 @@ mod tests {
             ("find_flaky_tests", "*", "a composite of reads made by jgate itself, not a Jenkins endpoint"),
             ("get_deployments", "*", "a composite of reads made by jgate itself, not a Jenkins endpoint"),
             ("rebuild", "*", "a build read then trigger_build's path; the proxy's trigger requests are trigger_build"),
+            ("replay", "GET /{job}/api/json?tree=nextBuildNumber", "reads replay makes itself; proxied as get_job"),
+            ("replay", "GET /{job}/{build}/api/json", "a read replay makes itself; proxied as get_build"),
             ("read_artifact", "*", "an artifact's bytes are not forwarded: a binary one must never reach the agent"),
             ("get_stage_log", "GET /{job}/{build}/wfapi/describe", "proxied as get_pipeline_run, which reads it too"),
             (

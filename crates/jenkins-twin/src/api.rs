@@ -531,6 +531,11 @@ pub fn cause_action<'a>(causes: &[Cause]) -> Bean<'a> {
                 Cause::Timer => Bean::new("hudson.triggers.TimerTrigger$TimerTriggerCause").group(vec![sd]),
                 Cause::Scm => Bean::new("hudson.triggers.SCMTrigger$SCMTriggerCause").group(vec![sd]),
                 Cause::BranchIndexing => Bean::new("jenkins.branch.BranchIndexingCause").group(vec![sd]),
+                // ReplayCause exports nothing of its own (its originalNumber is not @Exported):
+                // only Cause's shortDescription, "Replayed #N".
+                Cause::Replay { .. } => {
+                    Bean::new("org.jenkinsci.plugins.workflow.cps.replay.ReplayCause").group(vec![sd])
+                }
             })
         })
         .collect();

@@ -115,11 +115,47 @@ pub fn schedule(
     let quiet_ms = delay_ms
         .unwrap_or_else(|| item.config.quiet_period_secs.unwrap_or(st.settings.quiet_period_secs) as i64 * 1000);
     let task_name = item.name.clone();
-    // Jenkins merges a trigger into an identical pending item (same parameters).
-    if let Some(existing) = st.queue.iter_mut().find(|q| q.job == job && q.params == params) {
+    // Jenkins merges a trigger into an identical pending item (same parameters); a replay is
+    // never merged into, nor merges (its ReplayFlowFactoryAction's shouldSchedule is always true).
+    if let Some(existing) =
+        st.queue.iter_mut().find(|q| q.job == job && q.params == params && q.replay_script.is_none())
+    {
         existing.causes.extend(causes);
         return Some((existing.id, false));
     }
+    Some((push_item(st, now, job, causes, params, quiet_ms, task_name, None), true))
+}
+
+/// Puts a replay of a Pipeline build in the queue with its replacement `script`: always a new
+/// item (never merged). None when the job cannot be built (disabled).
+pub fn schedule_replay(
+    st: &mut State,
+    now: i64,
+    job: ItemId,
+    causes: Vec<Cause>,
+    params: Vec<ParamValue>,
+    script: Arc<str>,
+) -> Option<u64> {
+    let item = st.item(job)?;
+    if !item.is_job() || item.config.disabled {
+        return None;
+    }
+    // ParameterizedJobMixIn.scheduleBuild2 with quiet period 0, as ReplayAction.run2 asks.
+    let task_name = item.name.clone();
+    Some(push_item(st, now, job, causes, params, 0, task_name, Some(script)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_item(
+    st: &mut State,
+    now: i64,
+    job: ItemId,
+    causes: Vec<Cause>,
+    params: Vec<ParamValue>,
+    quiet_ms: i64,
+    task_name: String,
+    replay_script: Option<Arc<str>>,
+) -> u64 {
     let id = st.next_queue_id;
     st.next_queue_id += 1;
     st.queue.push(QueueItem {
@@ -135,8 +171,9 @@ pub fn schedule(
         stuck: false,
         left: None,
         task_name,
+        replay_script,
     });
-    Some((id, true))
+    id
 }
 
 /// Cancels a live queue item; it becomes a cancelled LeftItem.
@@ -272,6 +309,7 @@ fn start_build(st: &mut State, now: i64, q: &QueueItem, node_idx: usize, exec: u
             keep_log: false,
             pending_input: None,
             control: Arc::new(BuildControl::default()),
+            replay_script: q.replay_script.clone(),
         },
     );
     if let Some(slot) = st.nodes.get_mut(node_idx).and_then(|n| n.busy.get_mut(exec)) {
@@ -361,7 +399,8 @@ fn run_info(twin: &Twin, job: ItemId, number: u64) -> Option<RunInfo> {
         full_name,
         shell_steps: item.config.shell_steps.clone(),
         junit: item.config.junit_test_results.clone().map(|p| (p, item.junit_reports.clone())),
-        pipeline_script: item.config.pipeline_script.clone(),
+        // A replay runs its replacement script, not the job's.
+        pipeline_script: b.replay_script.as_deref().map(str::to_string).or_else(|| item.config.pipeline_script.clone()),
         env: BuildEnv { vars },
         log: b.log.clone(),
         control: b.control.clone(),

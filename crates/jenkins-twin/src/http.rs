@@ -1359,6 +1359,19 @@ fn build_action(
             b.control.wake.notify_one();
             empty(StatusCode::OK)
         }
+        ["replay", more @ ..] if pipeline => {
+            // ReplayAction's URL exists only while the user may replay or rebuild the run and
+            // the job is buildable (getUrlName null otherwise): a disabled job answers 404.
+            let buildable = !item.config.disabled;
+            if !buildable || !(r.has(Perm::JobBuild) || r.has(Perm::JobConfigure)) {
+                return not_found(st, r);
+            }
+            match more {
+                [] => html(st, StatusCode::OK, pages::simple(&format!("Replay #{number}"), "Replay")),
+                ["run"] => replay_run(twin, st, r, job, number, base, now),
+                _ => not_found(st, r),
+            }
+        }
         ["wfapi", more @ ..] | ["execution", "node", _, "wfapi", more @ ..] if pipeline => {
             if !st.plugin_installed("pipeline-rest-api") {
                 return not_found(st, r);
@@ -1409,6 +1422,66 @@ fn build_action(
         }
         _ => not_found(st, r),
     }
+}
+
+/// `POST <build>/replay/run` (workflow-cps' `ReplayAction.doRun`): the submitted form's
+/// `mainScript` replaces the run's script; the new run gets UserIdCause + ReplayCause and the
+/// original's parameters; the answer is a redirect to the job (no queue item is named).
+fn replay_run(twin: &Arc<Twin>, st: &mut State, r: &Req, job: ItemId, number: u64, base: &str, now: i64) -> Response {
+    if !r.is_post() {
+        return require_post(st, r);
+    }
+    // The Run/Replay permission is implied by Job/Configure; the twin models it as that. The
+    // plugin throws a plain AccessDeniedException: no X-Required-Permission header.
+    if !r.has(Perm::JobConfigure) {
+        let mut resp = html(st, StatusCode::FORBIDDEN, pages::simple("Access Denied", "not allowed to replay"));
+        resp.headers_mut().insert("X-You-Are-Authenticated-As", hv(&r.user_name()));
+        return resp;
+    }
+    // Stapler's submitted form: the `json` field, else a form error.
+    let Some(json) = r.param("json") else {
+        let msg = if r.query.is_empty() && r.form.is_empty() {
+            "Nothing is submitted"
+        } else {
+            "This page expects a form submission"
+        };
+        return jetty(StatusCode::BAD_REQUEST, msg, &r.path);
+    };
+    let Ok(serde_json::Value::Object(form)) = serde_json::from_str::<serde_json::Value>(json) else {
+        return jetty(StatusCode::BAD_REQUEST, "This page expects a form submission", &r.path);
+    };
+    // JSONObject.getString: a missing key is a JSONException, which Jenkins answers with /oops.
+    let script: Arc<str> = match form.get("mainScript") {
+        Some(serde_json::Value::String(s)) => Arc::from(s.as_str()),
+        Some(serde_json::Value::Null) | None => {
+            return html(
+                st,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                pages::oops(Some("net.sf.json.JSONException: JSONObject[\"mainScript\"] not found.")),
+            );
+        }
+        Some(other) => Arc::from(other.to_string().as_str()),
+    };
+    let Some(b) = st.item(job).and_then(|i| i.builds.get(&number)) else { return not_found(st, r) };
+    let params = b.params.clone();
+    if params.iter().any(|p| p.kind == ParamKind::Password) {
+        return failure(st, "Replay is not allowed when password parameters are used.");
+    }
+    let user = match &r.who {
+        Who::User { name, .. } => {
+            let full_name = st.user(name).map(|u| u.full_name.clone()).unwrap_or_else(|| name.clone());
+            Cause::User { id: name.clone(), name: full_name }
+        }
+        Who::Anonymous => Cause::User { id: "anonymous".into(), name: "anonymous".into() },
+    };
+    let causes = vec![user, Cause::Replay { original: number }];
+    if engine::schedule_replay(st, now, job, causes, params, script).is_none() {
+        let full = st.full_name(job);
+        return jetty(StatusCode::CONFLICT, &format!("{full} is not buildable"), &r.path);
+    }
+    twin.wake.notify_one();
+    // sendRedirect("../..") from <build>/replay/run: the job's page, made absolute.
+    redirect(StatusCode::FOUND, &format!("{base}{}", st.item_path(job)))
 }
 
 /// Streams `[start, end)` of a log in 64 KiB pieces (or the drip-fault size) without holding the

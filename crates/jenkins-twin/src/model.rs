@@ -228,12 +228,26 @@ impl BuildResult {
 
 #[derive(Debug, Clone)]
 pub enum Cause {
-    User { id: String, name: String },
-    Upstream { project: String, build: u64, url: String },
-    Remote { addr: String, note: Option<String> },
+    User {
+        id: String,
+        name: String,
+    },
+    Upstream {
+        project: String,
+        build: u64,
+        url: String,
+    },
+    Remote {
+        addr: String,
+        note: Option<String>,
+    },
     Timer,
     Scm,
     BranchIndexing,
+    /// The Pipeline plugin's `ReplayCause`: this run replays build `original` of the same job.
+    Replay {
+        original: u64,
+    },
 }
 
 impl Cause {
@@ -250,6 +264,7 @@ impl Cause {
             Cause::Timer => "Started by timer".into(),
             Cause::Scm => "Started by an SCM change".into(),
             Cause::BranchIndexing => "Branch indexing".into(),
+            Cause::Replay { original } => format!("Replayed #{original}"),
         }
     }
 }
@@ -351,6 +366,8 @@ pub struct Build {
     pub keep_log: bool,
     pub pending_input: Option<PendingInput>,
     pub control: Arc<BuildControl>,
+    /// A replay's replacement Pipeline script, run instead of the job's (None: the job's own).
+    pub replay_script: Option<Arc<str>>,
 }
 
 impl Build {
@@ -553,6 +570,8 @@ pub struct QueueItem {
     pub left: Option<LeftInfo>,
     /// Task as it was when queued (name, url, class), for LeftItems whose job is gone.
     pub task_name: String,
+    /// A replay's replacement Pipeline script; such an item is never merged with another.
+    pub replay_script: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]

@@ -976,5 +976,6 @@ fn history_build(
         keep_log: false,
         pending_input: None,
         control: std::sync::Arc::new(BuildControl::default()),
+        replay_script: None,
     })
 }

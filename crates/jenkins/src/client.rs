@@ -1058,6 +1058,11 @@ impl JenkinsClient {
         Ok(q.items)
     }
 
+    /// The queue with a `tree=` selection, as raw JSON (never cached: the queue changes).
+    pub async fn queue_tree(&self, tree: &Tree) -> Result<Value, Error> {
+        self.get_json("queue/api/json", &tree_query(Some(tree)), "the build queue").await
+    }
+
     /// Cancels a queued item (`POST /queue/cancelItem`, 204).
     pub async fn cancel_queue_item(&self, id: u64) -> Result<(), Error> {
         self.send(
@@ -1365,6 +1370,42 @@ impl JenkinsClient {
         };
         let what = format!("input step {input_id} of build #{number} of {job}");
         self.send(Method::POST, &path, &[], body, &what, Accept::SuccessOrRedirect).await.map(drop)
+    }
+
+    /// Replays Pipeline run `number` of `job` with `main_script` in place of its script
+    /// (workflow-cps' `ReplayAction.doRun`: `POST <build>/replay/run`, the submitted form
+    /// `json={"mainScript": ...}`; scripts the run loaded keep their originals). Jenkins answers
+    /// with a redirect to the job and names no queue item: `Ok` means it accepted the replay.
+    /// No error quotes the script. Sent once: a caller must not resend it blindly (a second POST
+    /// is a second run).
+    pub async fn replay(&self, job: &JobPath, number: u64, main_script: &str) -> Result<(), Error> {
+        let path = format!("{}{number}/replay/run", job.url_path());
+        let json = serde_json::json!({ "mainScript": main_script }).to_string();
+        let what = format!("the replay of build #{number} of {job}");
+        let resp = self
+            .send(
+                Method::POST,
+                &path,
+                &[],
+                Some(Body::Form(vec![("json".into(), json)])),
+                &what,
+                Accept::SuccessOrRedirect,
+            )
+            .await
+            .map_err(|e| replay_error(e, job, number))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Ok(());
+        }
+        // A 2xx page is not the plugin's answer (a proxy's, or an unknown plugin version's): the
+        // replay's fate is not known from it.
+        Err(Error::Protocol {
+            url: self.base.to_string(),
+            detail: format!(
+                "{what} answered HTTP {} instead of the redirect to the job; whether Jenkins scheduled it is unknown",
+                status.as_u16()
+            ),
+        })
     }
 
     // -----------------------------------------------------------------------------------------
@@ -2106,6 +2147,31 @@ fn transport_error(e: reqwest::Error, url: &url::Url, timeout: Duration) -> Erro
         return Error::Tls { url: shown.to_string(), detail: text, fix: fix.into() };
     }
     Error::Connect { url: shown.to_string(), detail: text }
+}
+
+/// The replay's refusals, with the fix that applies to a replay (the generic ones speak of
+/// names and disabled jobs).
+fn replay_error(e: Error, job: &JobPath, number: u64) -> Error {
+    match e {
+        Error::NotFound { what, url, .. } => Error::NotFound {
+            what,
+            url,
+            fix: format!(
+                "Jenkins offers replay only on a Pipeline run of an enabled job, to a user with Job/Build or Run/Replay: check that {job} is a Pipeline job that is not disabled and that build #{number} exists"
+            ),
+        },
+        Error::Forbidden { message, permission, .. } => Error::Forbidden {
+            message,
+            permission,
+            fix: "the connected user needs Run/Replay on the job (implied by Job/Configure); a run outside the Groovy sandbox also needs Overall/Administer".into(),
+        },
+        Error::Conflict { what, detail, .. } => Error::Conflict {
+            what,
+            detail,
+            fix: "Jenkins could not schedule the replay (the job is not buildable, or the run's execution could not be loaded): enable the job or pick another build".into(),
+        },
+        e => e,
+    }
 }
 
 /// Explains an HTTP error status (jenkins-wire.md §6, §8, §11).

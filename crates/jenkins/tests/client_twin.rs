@@ -538,3 +538,44 @@ async fn crumb_failures_are_explained() {
     let err = c.trigger(&path("x"), &[]).await;
     assert!(matches!(&err, Err(e @ Error::Crumb) if e.to_string().contains("API token")), "{err:?}");
 }
+
+#[tokio::test]
+async fn replay_is_accepted_once_and_its_refusals_say_what_to_do() {
+    let toml = r#"
+[controller]
+quiet_period = 0
+[[users]]
+name = "builder"
+password = "builderpass"
+token = "11bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+permissions = ["Overall/Read", "Job/Read", "Job/Build"]
+[[jobs]]
+path = "pipe"
+kind = "pipeline"
+script = "node { echo 'original' }"
+[[jobs.builds]]
+result = "SUCCESS"
+[[jobs]]
+path = "free"
+[[jobs.builds]]
+result = "SUCCESS"
+"#;
+    let s = twin(toml).await;
+    let script = "node { echo 'SCRIPT-TEXT-91' }";
+    // A password session: the POST carries the crumb the client fetched.
+    let pw = JenkinsClient::builder(s.url())
+        .credentials(Credentials::password("admin", SecretString::from("adminpass".to_string())))
+        .allow_private(allow(&s))
+        .build()
+        .expect("client");
+    pw.replay(&path("pipe"), 1, script).await.expect("accepted");
+    admin(&s).replay(&path("pipe"), 1, script).await.expect("accepted with a token");
+    let e = admin(&s).replay(&path("free"), 1, script).await.expect_err("freestyle");
+    assert!(matches!(e, Error::NotFound { .. }) && e.to_string().contains("Pipeline job"), "{e}");
+    let builder = client(&s, "builder", "11bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+    let e = builder.replay(&path("pipe"), 1, script).await.expect_err("no Run/Replay");
+    assert!(matches!(e, Error::Forbidden { .. }) && e.to_string().contains("Run/Replay"), "{e}");
+    for e in [e.to_string(), format!("{e:?}")] {
+        assert!(!e.contains("SCRIPT-TEXT-91"), "the script is in an error: {e}");
+    }
+}

@@ -470,6 +470,10 @@ pub struct CallArgs {
     /// Arguments as JSON, e.g. '{"job":"team/api","build":"lastFailedBuild"}'.
     #[arg(long, default_value = "{}")]
     pub args: String,
+    /// `pipeline replay` only: read the replacement Pipeline script from this file (`-`:
+    /// standard input). A script is never taken as a command-line value.
+    #[arg(long, value_name = "PATH")]
+    pub script_file: Option<PathBuf>,
 }
 
 pub fn data_dir() -> PathBuf {
@@ -1814,7 +1818,11 @@ pub async fn call(g: &Global, a: CallArgs) -> anyhow::Result<()> {
     let words = a.operation.join(" ");
     let whoami = words.trim() == "whoami";
     let op = if whoami { None } else { Some(operation_named(&words)?) };
-    let args: Value = serde_json::from_str(&a.args).with_context(|| format!("--args is not valid JSON: {}", a.args))?;
+    let mut args: Value =
+        serde_json::from_str(&a.args).with_context(|| format!("--args is not valid JSON: {}", a.args))?;
+    if let Some(op) = op {
+        replay_script(op.name, &mut args, a.script_file.as_deref())?;
+    }
     let gate = open(g).await?;
     let (agent, key_id) = gate.authenticate(&key).await?;
     let caller = Caller {
@@ -1870,6 +1878,44 @@ pub async fn call(g: &Global, a: CallArgs) -> anyhow::Result<()> {
     };
     println!("{}", shown.unwrap_or_default());
     Ok(())
+}
+
+/// `pipeline replay`'s script: from `--script-file` (a path, or `-` for standard input), never
+/// from `--args`, where it would sit in the process list and the shell's history.
+fn replay_script(op: &str, args: &mut Value, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let usage = "give the script with --script-file PATH (or --script-file - to read standard input)";
+    match (op == "replay", file) {
+        (false, None) => Ok(()),
+        (false, Some(_)) => Err(CliError::new(Kind::Invalid, "--script-file is taken only by `pipeline replay`")
+            .fix("leave --script-file out")
+            .into()),
+        (true, _) if args.get("script").is_some() => {
+            Err(CliError::new(Kind::Invalid, "`pipeline replay` does not take the script in --args").fix(usage).into())
+        }
+        (true, None) => {
+            Err(CliError::new(Kind::Invalid, "`pipeline replay` needs the replacement script").fix(usage).into())
+        }
+        (true, Some(path)) => {
+            let script = if path.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).context("cannot read the script from standard input")?;
+                s
+            } else {
+                std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the script file {} (it must be UTF-8 text)", path.display())
+                })?
+            };
+            match args {
+                Value::Object(m) => {
+                    m.insert("script".into(), Value::String(script));
+                    Ok(())
+                }
+                _ => Err(CliError::new(Kind::Invalid, "--args must be a JSON object")
+                    .fix(r#"e.g. --args '{"job":"team/app","build":12}'"#)
+                    .into()),
+            }
+        }
+    }
 }
 
 /// The controller a call without `--controller` goes to: the only one configured.

@@ -248,6 +248,7 @@ fn gate_kind(e: &GateError) -> Kind {
         GateError::Limited { .. } => Kind::Limited,
         GateError::Cancelled(_)
         | GateError::Accepted { .. }
+        | GateError::ReplayAccepted { .. }
         | GateError::NotStarted { .. }
         | GateError::MaybeStarted(_) => Kind::Internal,
     }

@@ -179,6 +179,7 @@ enum Command {
   JGATE_AGENT_KEY=jgate_... jgate call whoami
   JGATE_AGENT_KEY=jgate_... jgate call get_job --args '{\"job\":\"team/api\"}'
   JGATE_AGENT_KEY=jgate_... jgate call build trigger --controller prod --args '{\"job\":\"release/deploy\",\"wait\":\"finish\"}'
+  JGATE_AGENT_KEY=jgate_... jgate call pipeline replay --args '{\"job\":\"team/app\",\"build\":12}' --script-file Jenkinsfile.fix
 
 --controller may be left out when exactly one controller is configured.")]
     Call(admin::CallArgs),

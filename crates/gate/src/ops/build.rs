@@ -258,7 +258,7 @@ pub(crate) async fn trigger_as_build(
 /// How a failed trigger request is to be read: did Jenkins provably not receive it (and may it
 /// be sent again), did it receive and refuse it, or is its fate unknown?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Received {
+pub(crate) enum Received {
     /// Never reached Jenkins (connection refused, connect timeout, name lookup) or refused with
     /// 503 (starting up, quiet-down, a proxy's "unavailable"): safe to send again.
     NoRetryable,
@@ -269,7 +269,7 @@ enum Received {
     Maybe,
 }
 
-fn received(e: &jenkins::Error) -> Received {
+pub(crate) fn received(e: &jenkins::Error) -> Received {
     use jenkins::Error as E;
     match e {
         E::Connect { detail, .. } if detail.to_ascii_lowercase().contains("connection refused") => {
@@ -470,7 +470,7 @@ async fn trigger_and_wait(
 /// reporting progress from `tick`. Polls coalesced with every other waiter on the build; wakes
 /// on the build's events, and once they are seen to flow, relies on them and polls only as a
 /// fallback ([`EVENT_FALLBACK_POLL`]). Transient failures (a restart) do not end the wait.
-async fn follow(
+pub(crate) async fn follow(
     cx: &mut Exec<'_>,
     jp: &jenkins::JobPath,
     number: u64,
@@ -588,15 +588,15 @@ pub const EVENT_FALLBACK_POLL: Duration = Duration::from_secs(15);
 
 /// What a wait listens for: the events of one build, known by its queue item and then its number
 /// (0: not known yet).
-struct BuildWatch {
+pub(crate) struct BuildWatch {
     controller: String,
     job: String,
-    queue_id: AtomicU64,
-    number: AtomicU64,
+    pub(crate) queue_id: AtomicU64,
+    pub(crate) number: AtomicU64,
 }
 
 impl BuildWatch {
-    fn new(controller: &str, jp: &jenkins::JobPath) -> Self {
+    pub(crate) fn new(controller: &str, jp: &jenkins::JobPath) -> Self {
         BuildWatch {
             controller: controller.to_string(),
             job: jp.to_string(),
@@ -620,7 +620,7 @@ pub const WAIT_COALESCE: Duration = Duration::from_secs(1);
 
 /// A wait's pause that ends early on an event of the build it watches (events are hints: the
 /// wait then reads Jenkins, a read begun after the event).
-struct EventPause {
+pub(crate) struct EventPause {
     rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
     watch: Arc<BuildWatch>,
     /// An event of the build arrived: the controller sends them for this job.
@@ -635,7 +635,7 @@ struct EventPause {
 
 impl EventPause {
     /// Subscribes now, before the wait's first read, so no event is missed between the two.
-    fn new(bus: &crate::events::Bus, watch: Arc<BuildWatch>) -> Self {
+    pub(crate) fn new(bus: &crate::events::Bus, watch: Arc<BuildWatch>) -> Self {
         EventPause { rx: bus.subscribe(), watch, seen: false, read_ms: 0, for_end: false }
     }
 

@@ -38,6 +38,7 @@ use crate::sanitize::Sanitizer;
 
 pub use build::TriggerSlots;
 pub use logs::LOG_BUDGET;
+pub use rebuild::MAX_REPLAY_SCRIPT_BYTES;
 pub use views::check_type_name;
 
 /// One target of a call and the access it needs on it. Most operations have one; `copy_job` has
@@ -136,6 +137,9 @@ pub trait Op: 'static {
     const META: Operation;
     /// The targets and the access each needs, from the arguments as sent.
     fn needs(args: &Self::Args) -> Vec<Need>;
+    /// Top-level argument fields the audit (and an approval request) records only as their
+    /// length and a SHA-256 prefix, never as text: code an agent sends (`replay`'s script).
+    const SUMMARIZED: &'static [&'static str] = &[];
     /// Build parameters the policy's constraints check (only triggers have any).
     fn params(_args: &Self::Args) -> Vec<(String, String)> {
         Vec::new()
