@@ -4,6 +4,7 @@ stage's own log, two builds compared, flaky tests and deployments; each audited 
 and refused like a missing job for a job the agent may not see."""
 
 import json
+import uuid
 
 import pytest
 
@@ -79,3 +80,48 @@ def test_new_reads_are_audited_under_their_own_names_and_hide_what_is_not_grante
     assert hidden.is_error and missing.is_error, (describe(hidden), describe(missing))
     assert text_of(hidden).replace("api-server", "X") == text_of(missing).replace("no-such-job", "X"), (
         describe(hidden), describe(missing))
+
+
+def _replay_agent(stack, grants: list[list[str]]) -> str:
+    name = f"replay-bot-{uuid.uuid4().hex[:8]}"
+    stack.keys[name] = json.loads(stack.cli("--json", "agent", "create", name).stdout)["key"]
+    for g in grants:
+        stack.cli("grant", name, *g)
+    return name
+
+
+def _call(stack, agent, transport, tool, args):
+    async def body():
+        async with connect(stack, agent, transport) as c:
+            return await c.call_tool(tool, args)
+
+    return run(body)
+
+
+def test_a_replay_runs_the_new_script_only_with_config_full_use(stack, transport):
+    tag = uuid.uuid4().hex[:8]
+    script = f"echo 'replayed-{tag}'"
+    status = ["status", "read", "--jobs", "release/pipe"]
+    build_only = _replay_agent(stack, [status, ["build", "full", "--jobs", "release/pipe"]])
+    both = _replay_agent(stack, [status, ["build", "full", "--jobs", "release/pipe"],
+                                 ["config", "full", "--jobs", "release/pipe"]])
+    before = _call(stack, both, transport, "get_job", {"job": "release/pipe"}).structured_content["next_build_number"]
+    # Build full use alone does not replay modified code: refused, nothing started.
+    denied = _call(stack, build_only, transport, "replay", {"job": "release/pipe", "build": 1, "script": script})
+    assert denied.is_error, describe(denied)
+    after_denied = _call(stack, both, transport, "get_job", {"job": "release/pipe"}).structured_content
+    assert after_denied["next_build_number"] == before, "nothing was started"
+    # With config full use too: the new run runs the new script, caused by the replay of #1.
+    r = _call(stack, both, transport, "replay", {"job": "release/pipe", "build": 1, "script": script, "wait": "finish"})
+    assert not r.is_error, describe(r)
+    number = r.structured_content.get("build")
+    if isinstance(number, dict):
+        number = number.get("number")
+    assert isinstance(number, int) and number >= before, describe(r)
+    log = _call(stack, both, transport, "get_build_log", {"job": "release/pipe", "build": number})
+    assert f"replayed-{tag}" in _seen(log), describe(log)
+    b = _call(stack, both, transport, "get_build", {"job": "release/pipe", "build": number})
+    assert "Replayed #1" in _seen(b), describe(b)
+    # The audit names the replay, never the script itself.
+    records = stack.audit(agent=both, operation="replay")
+    assert records and not any(f"replayed-{tag}" in json.dumps(rec) for rec in records), records

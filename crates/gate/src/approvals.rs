@@ -96,7 +96,8 @@ pub struct Approval {
     /// What exactly would run, in plain English: "release-bot's request to trigger a build of
     /// release/deploy on prod with ENV=production".
     pub summary: String,
-    /// The call's arguments as audited (secret-looking parameters masked).
+    /// The call's arguments as sent, secret-looking parameters masked (unlike the audit, a
+    /// replay's script is shown whole: the approver must be able to read the code).
     pub args: Value,
     /// The request id of the call that asked first.
     pub request_id: String,
@@ -185,7 +186,13 @@ impl Gate {
     /// sent again) or asks for a new one, and waits for the decision. `entry` is the call's
     /// allowed entry (reason, target and grant set). Every way this ends is audited under the
     /// call's request id: the hold itself as an intent, and an outcome unless the call goes on.
-    pub(crate) async fn hold(&self, entry: &Entry, binding: &Binding, opts: &CallOptions) -> Result<Hold, GateError> {
+    pub(crate) async fn hold(
+        &self,
+        entry: &Entry,
+        binding: &Binding,
+        review_args: &Value,
+        opts: &CallOptions,
+    ) -> Result<Hold, GateError> {
         let lifetime = self.calls.limits.approval_lifetime;
         self.expire_approvals().await;
         let now = now_ms();
@@ -218,7 +225,7 @@ impl Gate {
                     target: entry.target.clone(),
                     grant: entry.grant,
                     summary: audit::request_phrase(entry),
-                    args: entry.args.clone(),
+                    args: review_args.clone(),
                     request_id: entry.request_id.clone(),
                     status: ApprovalStatus::Pending,
                     created_ms: now,
@@ -592,7 +599,7 @@ impl ApprovalWebhook {
                 "event": "approval.requested",
                 "approval": {
                     "id": a.id, "agent": a.agent, "controller": a.controller, "operation": a.operation,
-                    "target": a.target, "summary": a.summary, "args": a.args,
+                    "target": a.target, "summary": a.summary, "args": webhook_args(&a.args),
                     "created_ms": a.created_ms, "expires_ms": a.expires_ms,
                 },
                 "text": text,
@@ -659,5 +666,43 @@ impl Gate {
                 Err(why) => tracing::warn!(approval = %a.id, "the approval webhook failed: {why}"),
             }
         });
+    }
+}
+
+/// Long strings of an approval's arguments (a replay's script) are cut in a webhook message:
+/// the approver reads them whole where the decision is made.
+const WEBHOOK_ARG_BYTES: usize = 2048;
+
+fn webhook_args(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.len() > WEBHOOK_ARG_BYTES => {
+            let mut end = WEBHOOK_ARG_BYTES;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            Value::String(format!(
+                "{}…[{} more bytes: `jgate approvals` or the console's Approvals page shows it whole]",
+                &s[..end],
+                s.len() - end
+            ))
+        }
+        Value::Array(a) => Value::Array(a.iter().map(webhook_args).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), webhook_args(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_cuts_long_arguments_and_says_where_to_read_them() {
+        let script = "é".repeat(3000); // 6,000 bytes, cut on a character boundary
+        let v = webhook_args(&json!({"job": "a", "script": script, "list": ["x".repeat(5000)]}));
+        let cut = v["script"].as_str().expect("string");
+        assert!(cut.len() < 2200 && cut.contains("more bytes: `jgate approvals`"), "{cut}");
+        assert!(v["list"][0].as_str().is_some_and(|s| s.contains("more bytes")), "{v}");
+        assert_eq!(v["job"], "a");
     }
 }

@@ -377,7 +377,9 @@ impl Gate {
                 return Err(self.refuse(entry, reason.clone(), GateError::Denied { reason }).await);
             };
             let binding = crate::approvals::Binding::of(meta.name, controller, &targets, params, raw);
-            match self.hold(&entry, &binding, opts).await? {
+            // The approver reads the call as sent (secret-looking values masked): a replay's
+            // script whole, though the audit keeps only its length and hash.
+            match self.hold(&entry, &binding, &redact_args(raw), opts).await? {
                 Hold::Pending(answer) => return Ok(Started::Held(answer)),
                 Hold::Released(note, sent) => {
                     progress_floor = sent;

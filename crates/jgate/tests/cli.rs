@@ -298,6 +298,13 @@ async fn every_operation_is_reachable_from_the_cli_and_mcp() {
             args.extend(verb.split(' '));
         }
         args.extend(["--args", r#"{"job":"team/api","from":"team/api","queue_id":1,"build":1,"config_xml":"<x/>"}"#]);
+        // A replay's script comes from a file (never --args); without it the CLI asks for it.
+        let script = env.dir.join("Jenkinsfile.replay");
+        let script_arg = script.display().to_string();
+        if name == "replay" {
+            std::fs::write(&script, "echo replayed").expect("script file");
+            args.extend(["--script-file", &script_arg]);
+        }
         let o = env.run(&args, &[("JGATE_AGENT_KEY", &key)]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{name}: an agent without grants must be refused");

@@ -137,8 +137,9 @@ pub trait Op: 'static {
     const META: Operation;
     /// The targets and the access each needs, from the arguments as sent.
     fn needs(args: &Self::Args) -> Vec<Need>;
-    /// Top-level argument fields the audit (and an approval request) records only as their
-    /// length and a SHA-256 prefix, never as text: code an agent sends (`replay`'s script).
+    /// Top-level argument fields the audit records only as their length and a SHA-256 prefix,
+    /// never as text: code an agent sends (`replay`'s script). An approval request shows them
+    /// whole: the approver decides on them.
     const SUMMARIZED: &'static [&'static str] = &[];
     /// Build parameters the policy's constraints check (only triggers have any).
     fn params(_args: &Self::Args) -> Vec<(String, String)> {

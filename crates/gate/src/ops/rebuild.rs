@@ -142,7 +142,7 @@ const FIND_LIMIT: Duration = Duration::from_secs(120);
 /// faithfully as a trigger's, so none is offered rather than one that half works.
 ///
 /// The script never reaches the audit (its length and a SHA-256 prefix do: `SUMMARIZED`), a
-/// log, or an error.
+/// log, or an error; an approval request shows it whole, for the approver to read.
 impl Op for Replay {
     type Args = ReplayArgs;
     const META: Operation = crate::op!("replay", Build, Write, Job, destructive: false, idempotent: false,
