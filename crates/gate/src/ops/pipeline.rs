@@ -200,6 +200,10 @@ async fn triage(
         let tail = log_view_of(client, job, number, &LogMode::Tail(TRIAGE_TAIL), sanitizer, read.as_ref()).await?;
         (errors, tail)
     };
+    // When the error lines already run to the log's last line, the tail would repeat them: it is
+    // left out (`log_tail_in_error_lines`), which keeps a typical triage under ~2 KB.
+    let tail_in_errors =
+        errors.get("last_line").and_then(Value::as_u64).is_some() && errors.get("last_line") == tail.get("last_line");
     let tests = failing_tests(client, job, number, 20).await?;
     // Changes since the last success: the change sets of every build after it, up to this one.
     let last_ok = client.job(job).await?.last_successful_build.map(|r| r.number).unwrap_or(0);
@@ -257,7 +261,8 @@ async fn triage(
         "error_lines": errors.get("text"),
         "error_lines_from": if step_log.is_some() { "the failing step's log (Pipeline REST API)" } else { "the console" },
         "error_matches": errors.get("matches"),
-        "log_tail": tail.get("text"),
+        "log_tail": if tail_in_errors { Value::Null } else { tail.get("text").cloned().unwrap_or(Value::Null) },
+        "log_tail_in_error_lines": tail_in_errors,
         "tests": tests,
         "last_successful_build": if last_ok > 0 { json!(last_ok) } else { Value::Null },
         "changes_since_last_success": changes,

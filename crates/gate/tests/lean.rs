@@ -1,6 +1,7 @@
-//! `fields` (crates/gate/src/fields.rs) through the call path on the twin: an answer narrowed to
-//! the keys asked for, secrets still redacted and counted, the audit's facts taken from the whole
-//! answer, and a bad selection refused (audited) before anything is asked of Jenkins.
+//! Lean answers through the call path on the twin (issue #14). `fields` (crates/gate/src/fields.rs):
+//! an answer narrowed to the keys asked for, secrets still redacted and counted, the audit's facts
+//! taken from the whole answer, and a bad selection refused (audited) before anything is asked of
+//! Jenkins. A triage does not repeat the log's end when its error lines already show it.
 
 use gate::audit::Surface;
 use gate::catalog::Group;
@@ -31,8 +32,16 @@ result = "SUCCESS"
 [[jobs.builds]]
 result = "FAILURE"
 tests = {{ passed = ["a.T.two"], failed = [{{ name = "a.T.one", error = "token {} leaked" }}] }}
+log = "step 1\nerror: it broke\nstep 2"
+[[jobs]]
+path = "team/noisy"
+script = "echo noisy"
+[[jobs.builds]]
+result = "FAILURE"
+log = "{}"
 "#,
-        secret()
+        secret(),
+        noisy_log()
     );
     let scenario = format!("[[folders]]\npath = \"team\"\n{scenario}");
     let (twin, server) =
@@ -47,6 +56,14 @@ tests = {{ passed = ["a.T.two"], failed = [{{ name = "a.T.one", error = "token {
     g.create_agent(&admin, "bot", "", None).await.expect("agent");
     g.grant(&admin, "bot", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
     (twin, server, g)
+}
+
+/// Eight error lines early, then forty quiet ones: the grep stops at its five matches long before
+/// the end, so the tail shows what the error lines do not.
+fn noisy_log() -> String {
+    let mut log: Vec<String> = (1..=8).map(|i| format!("error: early problem {i}")).collect();
+    log.extend((1..=40).map(|i| format!("quiet line {i}")));
+    log.join("\\n")
 }
 
 async fn call(g: &Gate, op: &str, args: Value) -> Result<Value, GateError> {
@@ -99,4 +116,21 @@ async fn a_bad_selection_is_refused_before_jenkins_is_asked_and_audited() {
     // A write takes no `fields`: its strict arguments refuse it.
     let err = call(&g, "trigger_build", json!({"job": "team/app", "fields": ["number"]})).await.expect_err("refused");
     assert!(err.to_string().contains("fields"), "{err}");
+}
+
+#[tokio::test]
+async fn a_triage_leaves_out_a_tail_its_error_lines_already_show() {
+    let (_twin, _server, g) = setup().await;
+    // The error lines run to the log's last line ("Finished: FAILURE"): no tail repeating them.
+    let t = call(&g, "triage_build", json!({"job": "team/app", "build": 2})).await.expect("triage");
+    let errors = t["error_lines"].as_str().unwrap_or_default();
+    assert!(errors.contains("it broke") && errors.contains("Finished: FAILURE"), "{t}");
+    assert!(t["log_tail"].is_null() && t["log_tail_in_error_lines"] == true, "{t}");
+    assert!(t.to_string().len() < 2048, "a small failure's triage fits 2 KB: {} bytes", t.to_string().len());
+    // The grep stopped at its matches long before the end: the tail shows the end.
+    let t = call(&g, "triage_build", json!({"job": "team/noisy", "build": 1})).await.expect("triage");
+    assert_eq!(t["log_tail_in_error_lines"], false, "{t}");
+    let tail = t["log_tail"].as_str().unwrap_or_default();
+    assert!(tail.contains("quiet line 40") && tail.contains("Finished: FAILURE"), "{t}");
+    assert!(!t["error_lines"].as_str().unwrap_or_default().contains("quiet line 40"), "{t}");
 }
