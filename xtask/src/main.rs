@@ -186,6 +186,10 @@ fn bench() -> anyhow::Result<()> {
         Command::new(&cargo).current_dir(&root).args(["run", "--release", "-p", "gate", "--example", "clean_bench"]),
         "the sanitizer's speed on build-log text, MB/s (crates/gate/examples/clean_bench.rs)",
     )?;
+    run(
+        Command::new(&cargo).current_dir(&root).args(["run", "--release", "-p", "gate", "--example", "audit_bench"]),
+        "one audit append, alone and with group commit, on SQLite (crates/gate/examples/audit_bench.rs)",
+    )?;
     // gateway_bench runs `jgate serve` as a child: the release binary next to the example.
     run(
         Command::new(&cargo).current_dir(&root).args(["build", "--release", "-p", "jgate", "--bin", "jgate"]),

@@ -1157,25 +1157,26 @@ impl Store {
         };
         // Records of calls about to change something are on disk before the change is made.
         let durable = items.iter().any(|(_, e)| e.phase == audit::Phase::Intent);
-        let mut tx = self.locked_with(durable).await?;
         // SQLite: the link this process sealed last, if its head is still the stored one (checked
-        // by the first INSERT itself), saves reading the head; a batch that seals a checkpoint
-        // takes the reading path.
+        // by the INSERT itself), saves reading the head, and the whole append is one round trip;
+        // a batch that seals a checkpoint takes the reading path.
         let n = items.len() as i64;
         let cached = self.cached_link().filter(|l| {
-            (l.seq + 1..=l.seq + n).all(|s| s % audit::CHECKPOINT_EVERY != 0) && self.dialect == Dialect::Sqlite
+            (l.seq + 1..=l.seq + n).all(|s| s % audit::CHECKPOINT_EVERY != 0)
+                && self.dialect == Dialect::Sqlite
+                && items.len() <= ROWS_PER_INSERT
         });
         if let Some(link) = cached {
             let entries = items.iter().map(|(k, e)| (*k, e.clone())).collect();
             let (sealed, head) = seal_batch(entries, link.seq + 1, link.hash.clone())?;
-            if tx.insert_all(&sealed, &head, Some(&link.head)).await? {
-                tx.commit().await?;
+            if self.append_in_one_trip(&sealed, &head, &link.head, durable).await? {
                 self.remember_link(&sealed, head);
                 return Ok(sealed.into_iter().map(|(_, r)| r).collect());
             }
             // Another process appended (or the head was resealed): read the head as usual.
             self.forget_link();
         }
+        let mut tx = self.locked_with(durable).await?;
         let (seq, prev) = tx.next_link(first_keys).await?;
         let (sealed, head) = seal_batch(items, seq, prev)?;
         tx.insert_all(&sealed, &head, None).await?;
@@ -1185,6 +1186,43 @@ impl Store {
         tx.commit().await?;
         self.remember_link(&sealed, head);
         Ok(sealed.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// SQLite's common append: this process sealed the stored head last. The lock, the INSERT
+    /// (conditional on that head), the head's move and the commit go to SQLite's worker thread in
+    /// one query (three round trips through a transaction before: each a wake-up of that thread,
+    /// most of an append's time); the head read back in the same query says whether the rows were
+    /// written (another process may have appended meanwhile: nothing is written then). If the query
+    /// fails or the caller goes away mid-way, the connection is closed rather than returned to the
+    /// pool, so no transaction it may hold open is ever reused; closing rolls it back.
+    async fn append_in_one_trip(
+        &self,
+        sealed: &[(&AuditKeys, Record)],
+        head: &str,
+        expect_head: &str,
+        durable: bool,
+    ) -> Result<bool, StoreError> {
+        let records: Vec<&Record> = sealed.iter().map(|(_, r)| r).collect();
+        let insert = AuditInsert::new(Dialect::Sqlite, &records, Some(head), Some(expect_head))?;
+        let text = format!(
+            "PRAGMA synchronous={}; BEGIN IMMEDIATE; {}; SELECT value FROM jgate_meta WHERE name = '{META_AUDIT_HEAD}'; COMMIT",
+            if durable { "FULL" } else { "NORMAL" },
+            insert.text,
+        );
+        let conn = self.pool.acquire().await.map_err(db("locking the database"))?;
+        let mut guard = CloseUnlessDone(Some(conn));
+        let Some(conn) = guard.0.as_mut() else {
+            return Err(StoreError::Corrupt("the audit connection vanished".into()));
+        };
+        let rows = insert
+            .bind(sqlx::query(self.sql(&text)), &records)
+            .fetch_all(&mut **conn)
+            .await
+            .map_err(db("appending audit records"))?;
+        // Done: the connection goes back to the pool with no transaction open.
+        drop(guard.0.take());
+        let stored: Option<String> = rows.first().and_then(|r| r.try_get("value").ok());
+        Ok(stored.as_deref() == Some(head))
     }
 
     fn cached_link(&self) -> Option<Link> {
@@ -1590,10 +1628,72 @@ impl Locked<'_> {
         expect_head: Option<&str>,
     ) -> Result<bool, StoreError> {
         let dialect = self.store.dialect;
-        let pg_head = head.filter(|_| dialect == Dialect::Postgres);
-        // SQLite: the head moves in a second statement of the same query (one round trip).
         let sqlite_head = head.filter(|_| dialect == Dialect::Sqlite);
         let expect_head = expect_head.filter(|_| dialect == Dialect::Sqlite);
+        let insert = AuditInsert::new(dialect, records, head, expect_head)?;
+        let done = insert
+            .bind(sqlx::query(self.store.sql(&insert.text)), records)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db("appending audit records"))?;
+        // The rows, and the head when it moved in the same query (all, or nothing when the
+        // stored head was not the expected one).
+        let written = records.len() as u64 + u64::from(sqlite_head.is_some());
+        Ok(expect_head.is_none() || done.rows_affected() == written)
+    }
+
+    /// Seals a checkpoint; one already stored for that `seq` is kept (it is evidence).
+    async fn insert_checkpoint(&mut self, cp: &SealedCheckpoint) -> Result<(), StoreError> {
+        sqlx::query(self.store.sql(
+            "INSERT INTO audit_checkpoints (seq, hash, key_version, mac, created_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (seq) DO NOTHING",
+        ))
+        .bind(cp.seq)
+        .bind(&cp.hash)
+        .bind(i64::from(cp.key_version))
+        .bind(&cp.mac)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db("sealing an audit checkpoint"))?;
+        Ok(())
+    }
+}
+
+/// A pooled connection closed (not returned to the pool) when dropped before its work is done:
+/// a query that failed or was abandoned after its BEGIN may have left a transaction open.
+struct CloseUnlessDone(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl Drop for CloseUnlessDone {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.0.take() {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// One multi-row INSERT of sealed audit records, as [`Locked::insert_audit`] and
+/// [`Store::append_in_one_trip`] send it: the text (`$N` parameters) and its bound values.
+struct AuditInsert<'a> {
+    text: String,
+    jsons: Vec<String>,
+    expect_head: Option<&'a str>,
+    head: Option<&'a str>,
+}
+
+impl<'a> AuditInsert<'a> {
+    /// The INSERT of `records`; with `head`, the head moves in the same query (in the same
+    /// statement on PostgreSQL, in a second statement on SQLite: no data-modifying CTEs there); with
+    /// `expect_head` (SQLite), the rows (and the head) are written only if the stored head is that
+    /// text.
+    fn new(
+        dialect: Dialect,
+        records: &[&Record],
+        head: Option<&'a str>,
+        expect_head: Option<&'a str>,
+    ) -> Result<AuditInsert<'a>, StoreError> {
+        let pg_head = head.filter(|_| dialect == Dialect::Postgres);
+        let sqlite_head = head.filter(|_| dialect == Dialect::Sqlite);
         let mut last_param = records.len() * 10;
         let mut param = || {
             last_param += 1;
@@ -1634,8 +1734,17 @@ impl Locked<'_> {
                 ),
             });
         }
-        let mut q = sqlx::query(self.store.sql(&text));
-        for (record, json) in records.iter().zip(jsons) {
+        Ok(AuditInsert { text, jsons, expect_head, head: pg_head.or(sqlite_head) })
+    }
+
+    /// `q` (this insert's text, perhaps inside a longer query) with the values bound, in the
+    /// order the text numbers them.
+    fn bind<'q>(
+        &'q self,
+        mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+        records: &'q [&Record],
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        for (record, json) in records.iter().zip(&self.jsons) {
             q = q
                 .bind(record.seq)
                 .bind(record.entry.time_ms)
@@ -1644,38 +1753,17 @@ impl Locked<'_> {
                 .bind(record.entry.operation.as_str())
                 .bind(phase_str(record))
                 .bind(i64::from(record.entry.allowed))
-                .bind(json)
+                .bind(json.as_str())
                 .bind(record.prev_hash.as_str())
                 .bind(record.hash.as_str());
         }
-        if let Some(expected) = expect_head {
+        if let Some(expected) = self.expect_head {
             q = q.bind(META_AUDIT_HEAD).bind(expected);
         }
-        if let Some(head) = pg_head.or(sqlite_head) {
+        if let Some(head) = self.head {
             q = q.bind(META_AUDIT_HEAD).bind(head);
         }
-        let done = q.execute(&mut *self.tx).await.map_err(db("appending audit records"))?;
-        // The rows, and the head when it moved in the same query (all, or nothing when the
-        // stored head was not the expected one).
-        let written = records.len() as u64 + u64::from(sqlite_head.is_some());
-        Ok(expect_head.is_none() || done.rows_affected() == written)
-    }
-
-    /// Seals a checkpoint; one already stored for that `seq` is kept (it is evidence).
-    async fn insert_checkpoint(&mut self, cp: &SealedCheckpoint) -> Result<(), StoreError> {
-        sqlx::query(self.store.sql(
-            "INSERT INTO audit_checkpoints (seq, hash, key_version, mac, created_ms) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (seq) DO NOTHING",
-        ))
-        .bind(cp.seq)
-        .bind(&cp.hash)
-        .bind(i64::from(cp.key_version))
-        .bind(&cp.mac)
-        .bind(now_ms())
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db("sealing an audit checkpoint"))?;
-        Ok(())
+        q
     }
 }
 

@@ -1191,7 +1191,7 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
         (k.secs as f64 * 0.1).min(10.0),
         k.min_kib as f64 / 1024.0
     );
-    s += "- `cargo xtask bench` also runs crates/jenkins/examples/tail_bench.rs and list_bench.rs (the wire\n  client alone) and crates/gate/examples/clean_bench.rs (the sanitizer's MB/s on build-log text);\n  their output is printed, not recorded here.\n";
+    s += "- `cargo xtask bench` also runs crates/jenkins/examples/tail_bench.rs and list_bench.rs (the wire\n  client alone), crates/gate/examples/clean_bench.rs (the sanitizer's MB/s on build-log text) and\n  audit_bench.rs (one audit append's time, alone and under group commit);\n  their output is printed, not recorded here.\n";
     s
 }
 
