@@ -336,31 +336,38 @@ impl ServerHandler for JgateMcp {
                 }
             })
         });
-        // Progress while waiting for a build, if the client asked for it.
-        let progress_token = ctx.meta.get_progress_token();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Option<f64>, String)>();
-        let peer = ctx.peer.clone();
-        let forward = tokio::spawn(async move {
-            while let Some((done, total, message)) = rx.recv().await {
-                if let Some(token) = &progress_token {
-                    let mut p = ProgressNotificationParam::new(token.clone(), done);
-                    p.total = total;
-                    p.message = Some(message);
-                    let _ = peer.notify_progress(p).await;
-                }
+        // Progress while waiting for a build, if the client asked for it (a task forwards it;
+        // none is started for a call without a progress token, the common case).
+        let (progress, forward) = match ctx.meta.get_progress_token() {
+            Some(token) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Option<f64>, String)>();
+                let peer = ctx.peer.clone();
+                let forward = tokio::spawn(async move {
+                    while let Some((done, total, message)) = rx.recv().await {
+                        let mut p = ProgressNotificationParam::new(token.clone(), done);
+                        p.total = total;
+                        p.message = Some(message);
+                        let _ = peer.notify_progress(p).await;
+                    }
+                });
+                (Some(tx), Some(forward))
             }
-        });
-        let opts = CallOptions { progress: Some(tx), cancel: Some(cancel) };
+            None => (None, None),
+        };
+        let opts = CallOptions { progress, cancel: Some(cancel) };
         let result = self.gate.call_with(&caller, None, &name, args, opts).await;
-        forward.abort();
+        if let Some(forward) = forward {
+            forward.abort();
+        }
         if let Some(w) = watcher {
             w.abort();
         }
         Ok(match result {
             Ok(clean) => {
                 let v = clean.into_inner();
-                let mut r = CallToolResult::structured(v.clone());
-                r.content = vec![ContentBlock::text(render(&name, &v))];
+                // The text is rendered once, and the value moved (not cloned) into the result.
+                let mut r = CallToolResult::success(vec![ContentBlock::text(render(&name, &v))]);
+                r.structured_content = Some(v);
                 r
             }
             Err(e) => text_error(e.to_string()),
