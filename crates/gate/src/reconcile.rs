@@ -145,16 +145,28 @@ impl Gate {
             key: KeyState::Unknown,
             answer: None,
         };
-        if row.operation != "trigger_build" {
+        // Writes that start a build record its queue item (and number) as they learn them: a
+        // rebuild goes through trigger_build's path, a replay finds its run by its cause.
+        if !matches!(row.operation.as_str(), "trigger_build" | "rebuild" | "replay") {
             return Some(unknown(&row.operation.replace('_', " ")));
         }
         let Some(queue_id) = row.queue_id else {
-            return Some(Resolution {
-                outcome: "unknown: jgate stopped before Jenkins answered the trigger; a build may or may not have been queued — check get_job or get_queue".into(),
-                build_number: None,
-                key: KeyState::Unknown,
-                answer: None,
-            });
+            if let Some(n) = row.build_number {
+                return Some(started_as(n));
+            }
+            let outcome = if row.operation == "replay" {
+                // Jenkins names no queue item for a replay: its run is known by its cause.
+                let original = serde_json::from_str::<Entry>(&row.entry)
+                    .ok()
+                    .and_then(|e| e.args.get("build").and_then(serde_json::Value::as_u64));
+                format!(
+                    "unknown: jgate stopped before it identified the replay's new run; look for a build whose cause is \"Replayed #{}\" before replaying again",
+                    original.map_or_else(|| "N".to_string(), |n| n.to_string())
+                )
+            } else {
+                "unknown: jgate stopped before Jenkins answered the trigger; a build may or may not have been queued — check get_job or get_queue".into()
+            };
+            return Some(Resolution { outcome, build_number: None, key: KeyState::Unknown, answer: None });
         };
         if let Some(n) = row.build_number {
             return Some(ran(queue_id, n));
@@ -180,6 +192,16 @@ impl Gate {
     /// Writes in flight for longer than `older_than` (for `jgate audit verify`).
     pub async fn open_writes(&self, older_than: Duration) -> Result<Vec<PendingRow>, GateError> {
         Ok(self.store().writes_in_flight(now_ms() - older_than.as_millis() as i64).await?)
+    }
+}
+
+/// A run whose number was recorded, without a queue item (a replay found among the builds).
+fn started_as(number: u64) -> Resolution {
+    Resolution {
+        outcome: format!("ok: after jgate stopped: the new run had started as #{number}"),
+        build_number: Some(number),
+        key: KeyState::Done,
+        answer: Some(json!({ "build": { "number": number }, "reconciled": true })),
     }
 }
 

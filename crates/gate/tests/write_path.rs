@@ -253,6 +253,59 @@ async fn writes_left_by_a_stopped_process_are_reconciled_against_jenkins() {
     dbs.cleanup().await;
 }
 
+/// A rebuild is a trigger (trigger_build's path): left without an outcome by a stopped process,
+/// it is reconciled from its queue item like one, not closed as "unknown".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_left_by_a_stopped_process_is_reconciled_like_a_trigger() {
+    let f = fixture(sqlite()).await;
+    let fast = Limits { process_stale_after: Duration::from_millis(500), ..Limits::default() };
+    let survivor = open(&f.url, &f.key, fast.clone()).await;
+    survivor.call(&bot(), "prod", "trigger_build", json!({"job": "long", "wait": "start"})).await.expect("build 1");
+    survivor.call(&bot(), "prod", "stop_build", json!({"job": "long", "build": 1})).await.expect("stop build 1");
+    let dying = open(&f.url, &f.key, fast.clone()).await;
+    let d = dying.clone();
+    let call = tokio::spawn(async move {
+        d.call_with(
+            &bot(),
+            Some("prod"),
+            "rebuild",
+            json!({"job": "long", "build": 1, "wait": "finish"}),
+            CallOptions::default(),
+        )
+        .await
+    });
+    let mut started = 0;
+    for _ in 0..100 {
+        started = builds_of(&survivor, "long").await;
+        if started >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(started, 2, "the rebuild started");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    call.abort();
+    let _ = call.await;
+    drop(dying);
+    let mut closed = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        closed += survivor.reconcile().await.expect("reconcile");
+        if closed > 0 {
+            break;
+        }
+    }
+    assert_eq!(closed, 1);
+    let records =
+        survivor.audit(&AuditFilter { operation: Some("rebuild".into()), ..AuditFilter::default() }).await.expect("a");
+    let outcome = records.iter().rev().find(|r| r.entry.phase == Phase::Outcome).expect("outcome");
+    let text = outcome.entry.outcome.clone().unwrap_or_default();
+    assert!(text.contains("ran as #2"), "{text}");
+    assert_eq!(outcome.entry.build_number, Some(2));
+    assert!(survivor.verify_audit(&[]).await.expect("verify").is_ok());
+    let _ = survivor.call(&bot(), "prod", "stop_build", json!({"job": "long", "build": 2})).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_or_huge_idempotency_keys_are_refused_before_anything_starts() {
     let url = sqlite();
