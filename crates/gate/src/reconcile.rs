@@ -147,7 +147,7 @@ impl Gate {
         };
         // Writes that start a build record its queue item (and number) as they learn them: a
         // rebuild goes through trigger_build's path, a replay finds its run by its cause.
-        if !matches!(row.operation.as_str(), "trigger_build" | "rebuild" | "replay") {
+        if !crate::limits::TRIGGER_OPERATIONS.contains(&row.operation.as_str()) {
             return Some(unknown(&row.operation.replace('_', " ")));
         }
         let Some(queue_id) = row.queue_id else {

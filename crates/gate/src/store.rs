@@ -1179,7 +1179,7 @@ impl Store {
         let mut tx = self.locked_with(durable).await?;
         let (seq, prev) = tx.next_link(first_keys).await?;
         let (sealed, head) = seal_batch(items, seq, prev)?;
-        tx.insert_all(&sealed, &head, None).await?;
+        tx.insert_all(&sealed, &head).await?;
         for (keys, record) in sealed.iter().filter(|(_, r)| r.seq % audit::CHECKPOINT_EVERY == 0) {
             tx.insert_checkpoint(&SealedCheckpoint::seal(keys, record)).await?;
         }
@@ -1596,50 +1596,23 @@ impl Locked<'_> {
     }
 
     /// Inserts a sealed batch (in chunks of [`ROWS_PER_INSERT`]) and moves the head with the last
-    /// rows. With `expect_head` (SQLite only) the first chunk is inserted only if the stored head
-    /// is exactly that text; false (nothing written) if it was not.
-    async fn insert_all(
-        &mut self,
-        sealed: &[(&AuditKeys, Record)],
-        head: &str,
-        expect_head: Option<&str>,
-    ) -> Result<bool, StoreError> {
+    /// rows. (The conditional insert, on a head this process sealed, is
+    /// [`Store::append_in_one_trip`].)
+    async fn insert_all(&mut self, sealed: &[(&AuditKeys, Record)], head: &str) -> Result<(), StoreError> {
         let records: Vec<&Record> = sealed.iter().map(|(_, r)| r).collect();
         let chunks: Vec<&[&Record]> = records.chunks(ROWS_PER_INSERT).collect();
         for (i, chunk) in chunks.iter().enumerate() {
-            // The head moves with the last rows: in the same statement on PostgreSQL.
+            // The head moves with the last rows: in the same statement on PostgreSQL, in a second
+            // statement of the same query on SQLite; one round trip either way.
             let last = i + 1 == chunks.len();
-            let expect = expect_head.filter(|_| i == 0);
-            if !self.insert_audit(chunk, last.then_some(head), expect).await? {
-                return Ok(false);
-            }
+            let insert = AuditInsert::new(self.store.dialect, chunk, last.then_some(head), None)?;
+            insert
+                .bind(sqlx::query(self.store.sql(&insert.text)), chunk)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db("appending audit records"))?;
         }
-        Ok(true)
-    }
-
-    /// Inserts records in one multi-row statement and, if given, sets the sealed head: in the same
-    /// statement on PostgreSQL, in a second statement of the same query on SQLite (no data-modifying
-    /// CTEs there); one round trip either way. With `expect_head` (SQLite), only if the stored head is that text: whether
-    /// the rows (and the head) were written.
-    async fn insert_audit(
-        &mut self,
-        records: &[&Record],
-        head: Option<&str>,
-        expect_head: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let dialect = self.store.dialect;
-        let sqlite_head = head.filter(|_| dialect == Dialect::Sqlite);
-        let expect_head = expect_head.filter(|_| dialect == Dialect::Sqlite);
-        let insert = AuditInsert::new(dialect, records, head, expect_head)?;
-        let done = insert
-            .bind(sqlx::query(self.store.sql(&insert.text)), records)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db("appending audit records"))?;
-        // The rows, and the head when it moved in the same query (all, or nothing when the
-        // stored head was not the expected one).
-        let written = records.len() as u64 + u64::from(sqlite_head.is_some());
-        Ok(expect_head.is_none() || done.rows_affected() == written)
+        Ok(())
     }
 
     /// Seals a checkpoint; one already stored for that `seq` is kept (it is evidence).

@@ -267,7 +267,31 @@ async fn the_proxy_serves_replay_run_through_the_typed_operation() {
         other => panic!("not classified: {other:?}"),
     };
     assert_eq!(c.op, "replay");
+    // Other spellings, and the action's other endpoint (`replay/rebuild` reruns the build, which
+    // must not pass for anything weaker than replay's needs): each is replay or refused, never
+    // another operation.
+    for (method, path) in [
+        ("POST", "/job/team/job/pipe/1/replay/run/"),
+        ("POST", "/job/team/job/pipe/1/Replay/run"),
+        ("POST", "/job/team/job/pipe/1/replay%2Frun"),
+        ("POST", "/job/team/job/pipe/1/replay/rebuild"),
+        ("POST", "/job/team/job/pipe/1/replay/"),
+        ("GET", "/job/team/job/pipe/1/replay/run"),
+        ("POST", "/job/team/job/pipe/1/replay/checkScriptCompile"),
+    ] {
+        if let Route::Op(other) = classify(method, path, None) {
+            assert_eq!(other.op, "replay", "{method} {path} classified as {}", other.op);
+        }
+    }
+    // A permalink is refused before anything is sent (the replayed build must be one number).
+    let c_last = match classify("POST", "/job/team/job/pipe/lastBuild/replay/run", None) {
+        Route::Op(c) => c,
+        other => panic!("not classified: {other:?}"),
+    };
     let form = vec![("json".to_string(), json!({"mainScript": script()}).to_string())];
+    let r = g.proxy_write(&caller("replayer", Surface::Proxy), "prod", &c_last, &form, None, &[]).await;
+    assert!(r.is_err());
+    assert_eq!(replays_sent(&twin), 0);
     // Build without config full use: denied, nothing sent.
     let r = g.proxy_write(&caller("builder", Surface::Proxy), "prod", &c, &form, None, &[]).await;
     assert!(r.is_err());

@@ -97,6 +97,32 @@ async fn builds_of(g: &Gate, job: &str) -> u64 {
     v["next_build_number"].as_u64().unwrap_or(1) - 1
 }
 
+/// Waits (up to 10 s) until `job` has at least `n` builds; how many it has then.
+async fn wait_for_builds(g: &Gate, job: &str, n: u64) -> u64 {
+    let mut started = 0;
+    for _ in 0..100 {
+        started = builds_of(g, job).await;
+        if started >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    started
+}
+
+/// Runs reconciliation (up to 10 s) until it closes something; how many writes it closed.
+async fn reconcile_until_closed(g: &Gate) -> usize {
+    let mut closed = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        closed += g.reconcile().await.expect("reconcile");
+        if closed > 0 {
+            break;
+        }
+    }
+    closed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_idempotency_key_starts_one_build_across_calls_and_processes() {
     let dbs = Dbs::new("jgw").await;
@@ -203,14 +229,7 @@ async fn writes_left_by_a_stopped_process_are_reconciled_against_jenkins() {
             .await
         });
         let survivor = open(&f.url, &f.key, fast.clone()).await;
-        let mut started = 0;
-        for _ in 0..100 {
-            started = builds_of(&survivor, "long").await;
-            if started > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let started = wait_for_builds(&survivor, "long", 1).await;
         assert!(started > 0, "{kind}: the build started");
         tokio::time::sleep(Duration::from_millis(300)).await;
         call.abort();
@@ -219,15 +238,7 @@ async fn writes_left_by_a_stopped_process_are_reconciled_against_jenkins() {
         assert!(!survivor.open_writes(Duration::ZERO).await.expect("open").is_empty(), "{kind}: an open write");
         // After the dead process's heartbeat is stale, reconciliation closes its write from
         // Jenkins' answer.
-        let mut closed = 0;
-        for _ in 0..50 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            closed += survivor.reconcile().await.expect("reconcile");
-            if closed > 0 {
-                break;
-            }
-        }
-        assert_eq!(closed, 1, "{kind}");
+        assert_eq!(reconcile_until_closed(&survivor).await, 1, "{kind}");
         assert!(survivor.open_writes(Duration::ZERO).await.expect("open").is_empty(), "{kind}: nothing left open");
         let records = survivor
             .audit(&AuditFilter { operation: Some("trigger_build".into()), ..AuditFilter::default() })
@@ -274,28 +285,12 @@ async fn a_rebuild_left_by_a_stopped_process_is_reconciled_like_a_trigger() {
         )
         .await
     });
-    let mut started = 0;
-    for _ in 0..100 {
-        started = builds_of(&survivor, "long").await;
-        if started >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(started, 2, "the rebuild started");
+    assert_eq!(wait_for_builds(&survivor, "long", 2).await, 2, "the rebuild started");
     tokio::time::sleep(Duration::from_millis(300)).await;
     call.abort();
     let _ = call.await;
     drop(dying);
-    let mut closed = 0;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        closed += survivor.reconcile().await.expect("reconcile");
-        if closed > 0 {
-            break;
-        }
-    }
-    assert_eq!(closed, 1);
+    assert_eq!(reconcile_until_closed(&survivor).await, 1);
     let records =
         survivor.audit(&AuditFilter { operation: Some("rebuild".into()), ..AuditFilter::default() }).await.expect("a");
     let outcome = records.iter().rev().find(|r| r.entry.phase == Phase::Outcome).expect("outcome");
