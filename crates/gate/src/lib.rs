@@ -18,6 +18,7 @@ pub mod admins;
 pub mod approvals;
 pub mod audit;
 pub mod audit_device;
+mod audit_sqlite;
 pub mod audit_writer;
 pub mod auth_cache;
 pub mod budget;

@@ -6,8 +6,10 @@
 //! applied under the same lock that serialises audit appends, so two processes starting at once
 //! cannot run them twice. Audit appends are serialised (`BEGIN IMMEDIATE` on SQLite, a
 //! transaction-scoped advisory lock on PostgreSQL), so concurrent writers never fork the chain.
-//! Within a process the gate hands concurrent appends to [`Store::append_audit_batch`] together
-//! (group commit: one transaction, one multi-row INSERT, see [`crate::audit_writer`]).
+//! Within a process the gate hands concurrent appends to one writer together (group commit: one
+//! transaction per batch, see [`crate::audit_writer`]): on PostgreSQL through
+//! [`Store::append_audit_batch`] (one multi-row INSERT), on SQLite on a connection of the writer's
+//! own ([`crate::audit_sqlite`], the same statements without sqlx's worker thread in between).
 //!
 //! Every locked section is a sqlx [`Transaction`](sqlx::Transaction) ([`Locked`]): if the future
 //! holding it is dropped (a client disconnects mid-append), the transaction is rolled back before
@@ -398,22 +400,12 @@ impl AuditFilter {
     }
 }
 
-/// The last record this process appended and the head it sealed on it (see
-/// [`Store::append_audit_batch`]).
-#[derive(Debug, Clone)]
-struct Link {
-    seq: i64,
-    hash: String,
-    /// The head's stored text, exactly as written.
-    head: String,
-}
-
 /// Records sealed in one batch, each with the keys that sealed it.
-type Sealed<'k> = Vec<(&'k AuditKeys, Record)>;
+pub(crate) type Sealed<'k> = Vec<(&'k AuditKeys, Record)>;
 
 /// Chains entries from `seq` after `prev` and seals the head on the last; returns the records with
 /// their keys and the head's text.
-fn seal_batch(
+pub(crate) fn seal_batch(
     items: Vec<(&AuditKeys, Entry)>,
     mut seq: i64,
     mut prev: String,
@@ -431,6 +423,28 @@ fn seal_batch(
         None => String::new(),
     };
     Ok((sealed, head))
+}
+
+/// Where the next record goes, from the stored head's text and the audit table's last
+/// `(seq, hash)`: after the sealed head, or after the table's last row if that is further
+/// (records written by a jgate that did not seal heads). A missing or forged head stops appends.
+pub(crate) fn link_after(
+    head: Option<String>,
+    last: Option<(i64, String)>,
+    keys: &AuditKeys,
+) -> Result<(i64, String), StoreError> {
+    let (last_seq, last_hash) = last.unwrap_or_else(|| (0, audit::GENESIS.to_string()));
+    let head: Head = match head {
+        Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::AuditHead("is not readable".into()))?,
+        None => return Err(StoreError::AuditHead("is missing".into())),
+    };
+    match head.check(keys) {
+        SealCheck::Forged => return Err(StoreError::AuditHead("was edited or forged".into())),
+        // Sealed by a process holding a newer key version (after a master-key rotation):
+        // trusted as far as the table itself is.
+        SealCheck::UnknownKey | SealCheck::Valid => {}
+    }
+    Ok(if head.seq >= last_seq { (head.seq + 1, head.hash) } else { (last_seq + 1, last_hash) })
 }
 
 #[derive(Clone, Copy)]
@@ -475,8 +489,8 @@ fn sealed_in_order(rows: Vec<AuditRow>, dir: Direction) -> Result<Vec<Record>, S
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
-    /// The audit link this process sealed last (SQLite's one-round-trip-less append).
-    link: Arc<std::sync::Mutex<Option<Link>>>,
+    /// SQLite: the database file (the audit appender opens a connection of its own on it).
+    sqlite_path: Option<Arc<str>>,
 }
 
 impl Store {
@@ -558,7 +572,8 @@ impl Store {
                     },
                 },
             })?;
-        let store = Store { pool, dialect, link: Arc::default() };
+        let store =
+            Store { pool, dialect, sqlite_path: sqlite_path.as_ref().map(|(path, _)| Arc::from(path.as_str())) };
         store.migrate().await.map_err(|e| match (&sqlite_path, &e) {
             (Some((path, _)), StoreError::Db { detail, .. } | StoreError::Unavailable { detail, .. })
                 if detail_not_a_database(detail) =>
@@ -594,6 +609,11 @@ impl Store {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// SQLite: the database file's path.
+    pub(crate) fn sqlite_path(&self) -> Option<&str> {
+        self.sqlite_path.as_deref()
     }
 
     /// Rewrites `$N` placeholders for SQLite (`?N`). Only placeholders change: every value is
@@ -1144,38 +1164,11 @@ impl Store {
     /// chained after the one before and sealed with its own key ring, in the order given; the head
     /// moves once, to the last. All are written or none.
     pub async fn append_audit_batch(&self, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
-        let result = self.append_audit_batch_in(items).await;
-        if result.is_err() {
-            self.forget_link();
-        }
-        result
-    }
-
-    async fn append_audit_batch_in(&self, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
         let Some(&(first_keys, _)) = items.first() else {
             return Ok(Vec::new());
         };
         // Records of calls about to change something are on disk before the change is made.
         let durable = items.iter().any(|(_, e)| e.phase == audit::Phase::Intent);
-        // SQLite: the link this process sealed last, if its head is still the stored one (checked
-        // by the INSERT itself), saves reading the head, and the whole append is one round trip;
-        // a batch that seals a checkpoint takes the reading path.
-        let n = items.len() as i64;
-        let cached = self.cached_link().filter(|l| {
-            (l.seq + 1..=l.seq + n).all(|s| s % audit::CHECKPOINT_EVERY != 0)
-                && self.dialect == Dialect::Sqlite
-                && items.len() <= ROWS_PER_INSERT
-        });
-        if let Some(link) = cached {
-            let entries = items.iter().map(|(k, e)| (*k, e.clone())).collect();
-            let (sealed, head) = seal_batch(entries, link.seq + 1, link.hash.clone())?;
-            if self.append_in_one_trip(&sealed, &head, &link.head, durable).await? {
-                self.remember_link(&sealed, head);
-                return Ok(sealed.into_iter().map(|(_, r)| r).collect());
-            }
-            // Another process appended (or the head was resealed): read the head as usual.
-            self.forget_link();
-        }
         let mut tx = self.locked_with(durable).await?;
         let (seq, prev) = tx.next_link(first_keys).await?;
         let (sealed, head) = seal_batch(items, seq, prev)?;
@@ -1184,58 +1177,7 @@ impl Store {
             tx.insert_checkpoint(&SealedCheckpoint::seal(keys, record)).await?;
         }
         tx.commit().await?;
-        self.remember_link(&sealed, head);
         Ok(sealed.into_iter().map(|(_, r)| r).collect())
-    }
-
-    /// SQLite's common append: this process sealed the stored head last. The lock, the INSERT
-    /// (conditional on that head), the head's move and the commit go to SQLite's worker thread in
-    /// one query (three round trips through a transaction before: each a wake-up of that thread,
-    /// most of an append's time); the head read back in the same query says whether the rows were
-    /// written (another process may have appended meanwhile: nothing is written then). If the query
-    /// fails or the caller goes away mid-way, the connection is closed rather than returned to the
-    /// pool, so no transaction it may hold open is ever reused; closing rolls it back.
-    async fn append_in_one_trip(
-        &self,
-        sealed: &[(&AuditKeys, Record)],
-        head: &str,
-        expect_head: &str,
-        durable: bool,
-    ) -> Result<bool, StoreError> {
-        let records: Vec<&Record> = sealed.iter().map(|(_, r)| r).collect();
-        let insert = AuditInsert::new(Dialect::Sqlite, &records, Some(head), Some(expect_head))?;
-        let text = format!(
-            "PRAGMA synchronous={}; BEGIN IMMEDIATE; {}; SELECT value FROM jgate_meta WHERE name = '{META_AUDIT_HEAD}'; COMMIT",
-            if durable { "FULL" } else { "NORMAL" },
-            insert.text,
-        );
-        let conn = self.pool.acquire().await.map_err(db("locking the database"))?;
-        let mut guard = CloseUnlessDone(Some(conn));
-        let Some(conn) = guard.0.as_mut() else {
-            return Err(StoreError::Corrupt("the audit connection vanished".into()));
-        };
-        let rows = insert
-            .bind(sqlx::query(self.sql(&text)), &records)
-            .fetch_all(&mut **conn)
-            .await
-            .map_err(db("appending audit records"))?;
-        // Done: the connection goes back to the pool with no transaction open.
-        drop(guard.0.take());
-        let stored: Option<String> = rows.first().and_then(|r| r.try_get("value").ok());
-        Ok(stored.as_deref() == Some(head))
-    }
-
-    fn cached_link(&self) -> Option<Link> {
-        self.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    fn forget_link(&self) {
-        *self.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-    }
-
-    fn remember_link(&self, sealed: &[(&AuditKeys, Record)], head: String) {
-        let link = sealed.last().map(|(_, r)| Link { seq: r.seq, hash: r.hash.clone(), head });
-        *self.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = link;
     }
 
     /// Audit records matching `f`, in sequence order.
@@ -1385,12 +1327,18 @@ impl Store {
         Ok(r.rows_affected())
     }
 
+    /// Closes the store: every later call fails as unavailable (the audit writer's own SQLite
+    /// connection included, see [`Store::is_closed`]).
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
 }
 
-fn phase_str(r: &Record) -> &'static str {
+pub(crate) fn phase_str(r: &Record) -> &'static str {
     match r.entry.phase {
         audit::Phase::Intent => "intent",
         audit::Phase::Outcome => "outcome",
@@ -1578,26 +1526,11 @@ impl Locked<'_> {
         let head: Option<String> = row.try_get("head").map_err(&e)?;
         let last: Option<i64> = row.try_get("seq").map_err(&e)?;
         let hash: Option<String> = row.try_get("hash").map_err(&e)?;
-        let (last_seq, last_hash) = match (last, hash) {
-            (Some(seq), Some(hash)) => (seq, hash),
-            _ => (0, audit::GENESIS.to_string()),
-        };
-        let head: Head = match head {
-            Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::AuditHead("is not readable".into()))?,
-            None => return Err(StoreError::AuditHead("is missing".into())),
-        };
-        match head.check(keys) {
-            SealCheck::Forged => return Err(StoreError::AuditHead("was edited or forged".into())),
-            // Sealed by a process holding a newer key version (after a master-key rotation):
-            // trusted as far as the table itself is.
-            SealCheck::UnknownKey | SealCheck::Valid => {}
-        }
-        Ok(if head.seq >= last_seq { (head.seq + 1, head.hash) } else { (last_seq + 1, last_hash) })
+        link_after(head, last.zip(hash), keys)
     }
 
     /// Inserts a sealed batch (in chunks of [`ROWS_PER_INSERT`]) and moves the head with the last
-    /// rows. (The conditional insert, on a head this process sealed, is
-    /// [`Store::append_in_one_trip`].)
+    /// rows.
     async fn insert_all(&mut self, sealed: &[(&AuditKeys, Record)], head: &str) -> Result<(), StoreError> {
         let records: Vec<&Record> = sealed.iter().map(|(_, r)| r).collect();
         let chunks: Vec<&[&Record]> = records.chunks(ROWS_PER_INSERT).collect();
@@ -1605,7 +1538,7 @@ impl Locked<'_> {
             // The head moves with the last rows: in the same statement on PostgreSQL, in a second
             // statement of the same query on SQLite; one round trip either way.
             let last = i + 1 == chunks.len();
-            let insert = AuditInsert::new(self.store.dialect, chunk, last.then_some(head), None)?;
+            let insert = AuditInsert::new(self.store.dialect, chunk, last.then_some(head))?;
             insert
                 .bind(sqlx::query(self.store.sql(&insert.text)), chunk)
                 .execute(&mut *self.tx)
@@ -1633,50 +1566,23 @@ impl Locked<'_> {
     }
 }
 
-/// A pooled connection closed (not returned to the pool) when dropped before its work is done:
-/// a query that failed or was abandoned after its BEGIN may have left a transaction open.
-struct CloseUnlessDone(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
-
-impl Drop for CloseUnlessDone {
-    fn drop(&mut self) {
-        if let Some(mut conn) = self.0.take() {
-            conn.close_on_drop();
-        }
-    }
-}
-
-/// One multi-row INSERT of sealed audit records, as [`Locked::insert_audit`] and
-/// [`Store::append_in_one_trip`] send it: the text (`$N` parameters) and its bound values.
+/// One multi-row INSERT of sealed audit records, as [`Locked::insert_all`] sends it: the text
+/// (`$N` parameters) and its bound values.
 struct AuditInsert<'a> {
     text: String,
     jsons: Vec<String>,
-    expect_head: Option<&'a str>,
     head: Option<&'a str>,
 }
 
 impl<'a> AuditInsert<'a> {
     /// The INSERT of `records`; with `head`, the head moves in the same query (in the same
-    /// statement on PostgreSQL, in a second statement on SQLite: no data-modifying CTEs there); with
-    /// `expect_head` (SQLite), the rows (and the head) are written only if the stored head is that
-    /// text.
-    fn new(
-        dialect: Dialect,
-        records: &[&Record],
-        head: Option<&'a str>,
-        expect_head: Option<&'a str>,
-    ) -> Result<AuditInsert<'a>, StoreError> {
-        let pg_head = head.filter(|_| dialect == Dialect::Postgres);
-        let sqlite_head = head.filter(|_| dialect == Dialect::Sqlite);
-        let mut last_param = records.len() * 10;
-        let mut param = || {
-            last_param += 1;
-            last_param
-        };
-        let mut text = String::from(if pg_head.is_some() { "WITH rows AS (" } else { "" });
+    /// statement on PostgreSQL, in a second statement on SQLite: no data-modifying CTEs there).
+    fn new(dialect: Dialect, records: &[&Record], head: Option<&'a str>) -> Result<AuditInsert<'a>, StoreError> {
+        let pg = dialect == Dialect::Postgres;
+        let mut text = String::from(if pg && head.is_some() { "WITH rows AS (" } else { "" });
         text.push_str(
-            "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) ",
+            "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) VALUES ",
         );
-        text.push_str(if expect_head.is_some() { "SELECT * FROM (VALUES " } else { "VALUES " });
         let mut jsons = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
             jsons.push(serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?);
@@ -1686,28 +1592,19 @@ impl<'a> AuditInsert<'a> {
             text.push_str(&row.join(", "));
             text.push(')');
         }
-        if expect_head.is_some() {
-            let (name, expected) = (param(), param());
-            text.push_str(&format!(") WHERE (SELECT value FROM jgate_meta WHERE name = ${name}) = ${expected}"));
+        if head.is_some() {
+            let (name, value) = (records.len() * 10 + 1, records.len() * 10 + 2);
+            if pg {
+                text.push(')');
+            } else {
+                text.push(';');
+            }
+            text.push_str(&format!(
+                " INSERT INTO jgate_meta (name, value) VALUES (${name}, ${value}) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+            ));
         }
-        if pg_head.is_some() || sqlite_head.is_some() {
-            let (name, value) = (param(), param());
-            text.push_str(&match (pg_head.is_some(), expect_head.is_some()) {
-                (true, _) => format!(
-                    ") INSERT INTO jgate_meta (name, value) VALUES (${name}, ${value}) \
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value"
-                ),
-                // Only if the conditional INSERT wrote its rows.
-                (false, true) => {
-                    format!("; UPDATE jgate_meta SET value = ${value} WHERE name = ${name} AND changes() > 0")
-                }
-                (false, false) => format!(
-                    "; INSERT INTO jgate_meta (name, value) VALUES (${name}, ${value}) \
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value"
-                ),
-            });
-        }
-        Ok(AuditInsert { text, jsons, expect_head, head: pg_head.or(sqlite_head) })
+        Ok(AuditInsert { text, jsons, head })
     }
 
     /// `q` (this insert's text, perhaps inside a longer query) with the values bound, in the
@@ -1729,9 +1626,6 @@ impl<'a> AuditInsert<'a> {
                 .bind(json.as_str())
                 .bind(record.prev_hash.as_str())
                 .bind(record.hash.as_str());
-        }
-        if let Some(expected) = self.expect_head {
-            q = q.bind(META_AUDIT_HEAD).bind(expected);
         }
         if let Some(head) = self.head {
             q = q.bind(META_AUDIT_HEAD).bind(head);

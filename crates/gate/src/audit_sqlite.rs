@@ -1,0 +1,145 @@
+//! SQLite's audit append, on a connection of its own driven by the audit writer's thread
+//! ([`crate::audit_writer`]).
+//!
+//! Why not the pool: sqlx runs each SQLite connection on a worker thread and every query is a
+//! round trip to it (two thread wake-ups, the `Any` driver's conversions, the statement looked up
+//! again), which made an append cost several times what SQLite itself spends on it — and every
+//! read waits for its audit record. Here the writer's thread owns the connection and calls SQLite
+//! directly, with the statements prepared once.
+//!
+//! The append is the pool's, statement for statement: `BEGIN IMMEDIATE` (the lock every process on
+//! the file takes to append, so the chain never forks; waited for up to the store's
+//! [`LOCK_WAIT`]), the sealed head and the table's last row read and the head checked
+//! ([`crate::store::link_after`]), the batch sealed and inserted, a checkpoint sealed at every
+//! [`audit::CHECKPOINT_EVERY`]th record, the head moved, commit. A failed statement rolls the
+//! transaction back before the error is returned. Durability per batch as the store's module doc
+//! says: `synchronous=FULL` when the batch holds an intent record, `NORMAL` otherwise.
+
+use crate::audit::{self, AuditKeys, Entry, Record, SealedCheckpoint};
+use crate::store::{LOCK_WAIT, META_AUDIT_HEAD, StoreError, link_after, phase_str, seal_batch};
+
+const LINK: &str = "SELECT (SELECT value FROM jgate_meta WHERE name = ?1), \
+     (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1), \
+     (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1)";
+const INSERT: &str = "INSERT INTO audit (seq, time_ms, agent, controller, operation, phase, allowed, record, prev_hash, hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+const CHECKPOINT: &str = "INSERT INTO audit_checkpoints (seq, hash, key_version, mac, created_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (seq) DO NOTHING";
+const HEAD: &str = "INSERT INTO jgate_meta (name, value) VALUES (?1, ?2) \
+     ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+
+/// A connection that appends audit records to one SQLite file.
+pub(crate) struct SqliteAppender {
+    conn: rusqlite::Connection,
+    path: String,
+    /// Whether the connection is set to `synchronous=FULL` (else `NORMAL`).
+    full: bool,
+}
+
+impl SqliteAppender {
+    /// Opens a connection to the store's file (which [`crate::Store::open`] created, migrated and
+    /// put in WAL mode).
+    pub(crate) fn open(path: &str) -> Result<SqliteAppender, StoreError> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(err("opening the audit connection"))?;
+        conn.busy_timeout(LOCK_WAIT).map_err(err("setting the lock wait"))?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
+            .map_err(err("setting up the audit connection"))?;
+        Ok(SqliteAppender { conn, path: path.to_string(), full: false })
+    }
+
+    /// The file this appender writes.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Appends `items` in one transaction, chained after the stored head in the order given; all
+    /// are written or none.
+    pub(crate) fn append(&mut self, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
+        let Some(&(first_keys, _)) = items.first() else {
+            return Ok(Vec::new());
+        };
+        // Records of calls about to change something are on disk before the change is made.
+        let durable = items.iter().any(|(_, e)| e.phase == audit::Phase::Intent);
+        if durable != self.full {
+            // `synchronous` can only change outside a transaction.
+            let pragma = if durable { "PRAGMA synchronous=FULL" } else { "PRAGMA synchronous=NORMAL" };
+            self.conn.execute_batch(pragma).map_err(err("setting the commit's durability"))?;
+            self.full = durable;
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err("locking the database"))?;
+        let doing = "reading the audit chain's head";
+        let (head, last_seq, last_hash) = tx
+            .prepare_cached(LINK)
+            .and_then(|mut s| {
+                s.query_row([META_AUDIT_HEAD], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<String>>(2)?))
+                })
+            })
+            .map_err(err(doing))?;
+        let (seq, prev) = link_after(head, last_seq.zip(last_hash), first_keys)?;
+        let (sealed, head) = seal_batch(items, seq, prev)?;
+        {
+            let doing = "appending audit records";
+            let mut insert = tx.prepare_cached(INSERT).map_err(err(doing))?;
+            for (_, r) in &sealed {
+                let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                insert
+                    .execute(rusqlite::params![
+                        r.seq,
+                        r.entry.time_ms,
+                        r.entry.agent,
+                        r.entry.controller,
+                        r.entry.operation,
+                        phase_str(r),
+                        i64::from(r.entry.allowed),
+                        json,
+                        r.prev_hash,
+                        r.hash,
+                    ])
+                    .map_err(err(doing))?;
+            }
+            let mut checkpoint = tx.prepare_cached(CHECKPOINT).map_err(err("sealing an audit checkpoint"))?;
+            for (keys, r) in sealed.iter().filter(|(_, r)| r.seq % audit::CHECKPOINT_EVERY == 0) {
+                let cp = SealedCheckpoint::seal(keys, r);
+                checkpoint
+                    .execute(rusqlite::params![
+                        cp.seq,
+                        cp.hash,
+                        i64::from(cp.key_version),
+                        cp.mac,
+                        crate::store::now_ms()
+                    ])
+                    .map_err(err("sealing an audit checkpoint"))?;
+            }
+            tx.prepare_cached(HEAD)
+                .and_then(|mut s| s.execute([META_AUDIT_HEAD, head.as_str()]))
+                .map_err(err("moving the audit chain's head"))?;
+        }
+        tx.commit().map_err(err("committing"))?;
+        Ok(sealed.into_iter().map(|(_, r)| r).collect())
+    }
+}
+
+/// A SQLite error as the store reports it: busy, locked, read-only, I/O, full or unopenable mean
+/// the store cannot answer now ([`StoreError::Unavailable`]), as on the pool.
+fn err(doing: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |e| {
+        let (doing, detail) = (doing.to_string(), e.to_string());
+        let unavailable = matches!(
+            e.sqlite_error_code(),
+            Some(
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::CannotOpen
+            )
+        );
+        if unavailable { StoreError::Unavailable { doing, detail } } else { StoreError::Db { doing, detail } }
+    }
+}
