@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, Entry, Phase, Surface};
 use crate::call::CallOptions;
@@ -343,7 +342,7 @@ impl Gate {
                 ));
                 last_progress = Some(Instant::now());
             }
-            let cancelled = cancelled(opts.cancel.as_ref());
+            let cancelled = opts.cancelled();
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = cancelled => {
@@ -499,13 +498,6 @@ async fn bounded<T>(
     tokio::time::timeout(crate::store::CALL_TIMEOUT, fut)
         .await
         .unwrap_or_else(|_| Err(crate::store::timed_out(doing, crate::store::CALL_TIMEOUT)))
-}
-
-async fn cancelled(token: Option<&CancellationToken>) {
-    match token {
-        Some(t) => t.cancelled().await,
-        None => std::future::pending().await,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -92,7 +92,26 @@ pub fn schema_property() -> Value {
 }
 
 fn size_of(v: &Value) -> usize {
-    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX)
+    json_len(v)
+}
+
+/// The length of `v`'s compact JSON, counted as it is written out, without keeping the bytes.
+pub fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, v) {
+        Ok(()) => c.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 /// One thing left out.
@@ -381,6 +400,7 @@ mod tests {
         let (out, cut) = fit(v, &budget(2048));
         assert!(cut);
         assert!(size_of(&out) <= 2048, "{}", size_of(&out));
+        assert_eq!(json_len(&out), serde_json::to_vec(&out).map(|b| b.len()).unwrap_or_default());
         let kept = out["jobs"].as_array().expect("jobs").len();
         assert!(kept > 10 && kept < 200, "{kept}");
         assert_eq!(out["jobs"][0]["name"], "job-000", "the start is kept");

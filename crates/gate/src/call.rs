@@ -111,6 +111,25 @@ pub struct CallOptions {
     /// Fires when the client cancels the call or goes away: the call stops, upstream streams
     /// are dropped, and the outcome is audited as cancelled.
     pub cancel: Option<CancellationToken>,
+    /// A second such token (MCP: the request's own, and its connection's going away), so that a
+    /// surface need not run a task to join them.
+    pub also_cancel: Option<CancellationToken>,
+}
+
+impl CallOptions {
+    /// Resolves when either token fires; never without one.
+    pub(crate) async fn cancelled(&self) {
+        async fn one(t: Option<&CancellationToken>) {
+            match t {
+                Some(t) => t.cancelled().await,
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(self.cancel.as_ref()) => {}
+            _ = one(self.also_cancel.as_ref()) => {}
+        }
+    }
 }
 
 /// A call that `begin` allowed: what `finish` needs.
@@ -479,7 +498,7 @@ impl Gate {
                 None => clean,
             };
             // The answer's compact size, measured once for the budget and the cap.
-            let size_of = |v: &Value| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+            let size_of = crate::budget::json_len;
             let size = size_of(clean.as_ref());
             // The response budget: cut structurally, then through the boundary again (idempotent
             // on clean text; a cut console excerpt is framed anew).
@@ -535,7 +554,9 @@ impl Gate {
         };
         entry.redactions = sanitizer.report().redactions;
         let request_id = entry.request_id.clone();
-        match self.record(entry.clone()).await {
+        // A write's outcome is kept if it cannot be recorded; a read's need not be.
+        let kept = (access != Access::Read).then(|| entry.clone());
+        match self.record(entry).await {
             Ok(_) => {
                 if pending && let Err(e) = self.store().delete_pending(&request_id).await {
                     // Harmless: reconciliation finds the outcome already recorded.
@@ -553,7 +574,9 @@ impl Gate {
                 // is kept and recorded as soon as the store is back; the agent is never told
                 // plain success.
                 tracing::error!(error = %e, "could not write the outcome audit record; it will be retried");
-                self.calls.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
+                if let Some(entry) = kept {
+                    self.calls.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
+                }
                 let done = match &returned {
                     Ok(clean) => match Facts::build_of(clean.as_ref()) {
                         Facts { build_number: Some(n), .. } => format!("it was performed (build #{n})"),
@@ -701,12 +724,7 @@ impl Runner for TypedCall<'_> {
                 sanitizer: &mut sanitizer,
                 triggers: &gate.calls.triggers,
             };
-            let cancelled = async {
-                match &opts.cancel {
-                    Some(t) => t.cancelled().await,
-                    None => std::future::pending().await,
-                }
-            };
+            let cancelled = opts.cancelled();
             // Dropping the operation's future drops its upstream requests and streams.
             tokio::select! {
                 r = T::run(&mut cx, typed) => r,

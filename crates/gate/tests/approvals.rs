@@ -126,7 +126,7 @@ async fn an_approval_on_one_replica_releases_the_call_waiting_on_another() {
         let waiting = {
             let b = b.clone();
             tokio::spawn(async move {
-                let opts = CallOptions { progress: Some(tx), cancel: None };
+                let opts = CallOptions { progress: Some(tx), ..CallOptions::default() };
                 b.call_with(&agent("bot"), Some("prod"), "trigger_build", deploy("production"), opts).await
             })
         };

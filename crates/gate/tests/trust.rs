@@ -387,7 +387,12 @@ async fn calls_in_flight_per_agent_are_capped() {
                 Some("prod"),
                 "trigger_build",
                 json!({"job": "release/deploy", "parameters": {"ENV": "staging"}, "wait": "start"}),
-                CallOptions { progress: None, cancel: Some(c2) },
+                // The second token (MCP: the connection going away) ends the call as the first does.
+                CallOptions {
+                    progress: None,
+                    cancel: Some(tokio_util::sync::CancellationToken::new()),
+                    also_cancel: Some(c2),
+                },
             )
             .await
         });

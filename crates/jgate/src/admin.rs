@@ -1843,7 +1843,7 @@ pub async fn call(g: &Global, a: CallArgs) -> anyhow::Result<()> {
     };
     let (tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let opts = gate::CallOptions { progress: Some(tx), cancel: Some(cancel.clone()) };
+    let opts = gate::CallOptions { progress: Some(tx), cancel: Some(cancel.clone()), also_cancel: None };
     let running = gate.call_with(&caller, controller.as_deref(), op.name, args, opts);
     tokio::pin!(running);
     let mut spinner = term::Spinner::new(format!("{} …", op.name));

@@ -326,16 +326,7 @@ impl ServerHandler for JgateMcp {
             .extensions
             .get::<axum::http::request::Parts>()
             .and_then(|p| p.extensions.get::<crate::serve::ClientGone>())
-            .cloned();
-        let watcher = gone.map(|g| {
-            let ct = cancel.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = g.0.cancelled() => ct.cancel(),
-                    _ = ct.cancelled() => {}
-                }
-            })
-        });
+            .map(|g| g.0.clone());
         // Progress while waiting for a build, if the client asked for it (a task forwards it;
         // none is started for a call without a progress token, the common case).
         let (progress, forward) = match ctx.meta.get_progress_token() {
@@ -354,13 +345,10 @@ impl ServerHandler for JgateMcp {
             }
             None => (None, None),
         };
-        let opts = CallOptions { progress, cancel: Some(cancel) };
+        let opts = CallOptions { progress, cancel: Some(cancel), also_cancel: gone };
         let result = self.gate.call_with(&caller, None, &name, args, opts).await;
         if let Some(forward) = forward {
             forward.abort();
-        }
-        if let Some(w) = watcher {
-            w.abort();
         }
         Ok(match result {
             Ok(clean) => {

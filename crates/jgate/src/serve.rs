@@ -124,9 +124,13 @@ async fn bearer(
                         (StatusCode::PAYLOAD_TOO_LARGE, "the MCP request is over 8 MiB").into_response(),
                     );
                 };
-                let id = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v.get("id").filter(|i| !i.is_null()).cloned());
+                // Only the id is read here (rmcp parses the request itself).
+                #[derive(serde::Deserialize)]
+                struct IdOnly {
+                    #[serde(default)]
+                    id: Option<serde_json::Value>,
+                }
+                let id = serde_json::from_slice::<IdOnly>(&bytes).ok().and_then(|m| m.id).filter(|i| !i.is_null());
                 if let Some(id) = id {
                     match sessions.claim(sid, &id.to_string()) {
                         Ok(c) => claim = Some(c),
