@@ -299,12 +299,26 @@ impl Op for Replay {
 const PIPELINE_RUN: &str = "org.jenkinsci.plugins.workflow.job.WorkflowRun";
 
 /// What was found of a replay's new run.
+#[derive(Debug, PartialEq, Eq)]
 enum Found {
     Build(u64),
     Queued(u64),
     /// More than one candidate: another replay of the same build at the same time.
     Ambiguous(usize),
     Nothing,
+}
+
+/// What one look at the queue (`queued`: item ids) and then the builds (`started`: number and
+/// queueId, numbered from before the replay) found of replays of the same build. A run that
+/// started between the two reads is in both: one run, as its build.
+fn pick(mut queued: Vec<u64>, started: &[(u64, Option<u64>)]) -> Found {
+    queued.retain(|id| !started.iter().any(|(_, q)| *q == Some(*id)));
+    match (queued.as_slice(), started) {
+        ([q], []) => Found::Queued(*q),
+        ([], [(n, _)]) => Found::Build(*n),
+        ([], []) => Found::Nothing,
+        _ => Found::Ambiguous(queued.len() + started.len()),
+    }
 }
 
 /// Whether Jenkins' `causes` (a `CauseAction`'s, read with `tree=`) include the ReplayCause of
@@ -332,21 +346,20 @@ async fn find_replayed(
     next_before: u64,
     deadline: Instant,
 ) -> Result<Found, jenkins::Error> {
-    let causes = Tree::new()
-        .nested("actions", Tree::new().nested("causes", Tree::new().fields(&["_class", "shortDescription"])));
+    let causes = || Tree::new().nested("causes", Tree::new().fields(&["_class", "shortDescription"]));
     let builds_tree = Tree::new().nested_range(
         "builds",
-        Tree::new()
-            .field("number")
-            .nested("actions", Tree::new().nested("causes", Tree::new().fields(&["_class", "shortDescription"]))),
+        Tree::new().fields(&["number", "queueId"]).nested("actions", causes()),
         jenkins::tree::Range::first(50),
     );
-    let queue_tree = Tree::new().nested("items", causes.field("id").nested("task", Tree::new().field("url")));
+    let queue_tree = Tree::new()
+        .nested("items", Tree::new().nested("actions", causes()).field("id").nested("task", Tree::new().field("url")));
     let base = cx.client.base_url().as_url().clone();
     let job = jp.to_string();
     let mut pause = Duration::from_millis(100);
     loop {
-        // The queue first: an item that starts between the two reads is then among the builds.
+        // The queue first, then the builds: an item that starts between the two reads is in both,
+        // and is one run (its build's queueId is the item's id).
         let q = cx.client.queue_tree(&queue_tree).await?;
         let queued: Vec<u64> = q
             .get("items")
@@ -363,25 +376,42 @@ async fn find_replayed(
             .filter_map(|i| i.get("id").and_then(Value::as_u64))
             .collect();
         let builds = cx.client.job_tree(jp, &builds_tree).await?;
-        let started: Vec<u64> = builds
+        let started: Vec<(u64, Option<u64>)> = builds
             .get("builds")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter(|b| action_causes(b).any(|c| replays(Some(c), original)))
-            .filter_map(|b| b.get("number").and_then(Value::as_u64))
-            .filter(|n| *n >= next_before)
+            .filter_map(|b| Some((b.get("number").and_then(Value::as_u64)?, b.get("queueId").and_then(Value::as_u64))))
+            .filter(|(n, _)| *n >= next_before)
             .collect();
-        match (queued.as_slice(), started.as_slice()) {
-            ([q], []) => return Ok(Found::Queued(*q)),
-            ([], [n]) => return Ok(Found::Build(*n)),
-            ([], []) => {}
-            _ => return Ok(Found::Ambiguous(queued.len() + started.len())),
+        match pick(queued, &started) {
+            Found::Nothing => {}
+            found => return Ok(found),
         }
         if Instant::now() >= deadline {
             return Ok(Found::Nothing);
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_that_starts_between_the_queue_and_the_builds_is_one_run() {
+        // Seen in the queue as item 7, then among the builds as #5 from item 7: the build.
+        assert_eq!(pick(vec![7], &[(5, Some(7))]), Found::Build(5));
+        assert_eq!(pick(vec![7], &[]), Found::Queued(7));
+        assert_eq!(pick(vec![], &[(5, Some(7))]), Found::Build(5));
+        assert_eq!(pick(vec![], &[]), Found::Nothing);
+        // Two replays of the same build at once: which is this one cannot be told.
+        assert_eq!(pick(vec![8], &[(5, Some(7))]), Found::Ambiguous(2));
+        assert_eq!(pick(vec![], &[(5, Some(7)), (6, Some(8))]), Found::Ambiguous(2));
+        // A build whose queueId is not reported is not taken for a queued item.
+        assert_eq!(pick(vec![7], &[(5, None)]), Found::Ambiguous(2));
     }
 }
