@@ -42,10 +42,13 @@ const QUEUE: usize = 4096;
 /// The longest a caller waits for its record to be written (its batch, and the device).
 pub const RECORD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where a caller waits for its record.
+type Reply = oneshot::Sender<Result<Record, StoreError>>;
+
 struct Job {
     keys: Arc<AuditKeys>,
     entry: Entry,
-    reply: oneshot::Sender<Result<Record, StoreError>>,
+    reply: Reply,
 }
 
 /// The queue to the writer task (which ends when this is dropped).
@@ -67,7 +70,7 @@ impl AuditWriter {
             Some(Ok(appender)) => {
                 let runtime = tokio::runtime::Handle::current();
                 let (s, d, k, b) = (store.clone(), device.clone(), key_use.clone(), batches.clone());
-                let thread = Thread { appender, store: s, device: d, key_use: k, runtime, batches: b };
+                let thread = SqliteWriter { appender, store: s, device: d, key_use: k, runtime, batches: b };
                 // The queue is handed over only once the thread runs: if it cannot start, the task
                 // takes it.
                 let (start_tx, start_rx) = std::sync::mpsc::channel::<mpsc::Receiver<Job>>();
@@ -122,7 +125,7 @@ impl AuditWriter {
 struct Batch {
     keys: Vec<Arc<AuditKeys>>,
     entries: Vec<Entry>,
-    replies: Vec<oneshot::Sender<Result<Record, StoreError>>>,
+    replies: Vec<Reply>,
 }
 
 impl Batch {
@@ -147,8 +150,7 @@ impl Batch {
     }
 
     /// The entries with the keys that seal them, and where the answers go.
-    #[allow(clippy::type_complexity)]
-    fn split(&mut self) -> (Vec<(&AuditKeys, Entry)>, Vec<oneshot::Sender<Result<Record, StoreError>>>) {
+    fn split(&mut self) -> (Vec<(&AuditKeys, Entry)>, Vec<Reply>) {
         let entries = std::mem::take(&mut self.entries);
         let replies = std::mem::take(&mut self.replies);
         (self.keys.iter().map(|k| &**k).zip(entries).collect(), replies)
@@ -157,11 +159,7 @@ impl Batch {
 
 /// Answers a failed batch's callers; when the store is unavailable, also everything queued
 /// meanwhile (it would meet the same store).
-fn answer_failure(
-    e: &StoreError,
-    replies: Vec<oneshot::Sender<Result<Record, StoreError>>>,
-    rx: &mut mpsc::Receiver<Job>,
-) {
+fn answer_failure(e: &StoreError, replies: Vec<Reply>, rx: &mut mpsc::Receiver<Job>) {
     for reply in replies {
         let _ = reply.send(Err(e.clone()));
     }
@@ -215,7 +213,7 @@ async fn run(
 }
 
 /// The writer on SQLite: a thread with a connection of its own.
-struct Thread {
+struct SqliteWriter {
     appender: SqliteAppender,
     /// The pool: for the key-use flush (run on the runtime), and whether the store was closed.
     store: Store,
@@ -225,7 +223,7 @@ struct Thread {
     batches: Arc<AtomicU64>,
 }
 
-impl Thread {
+impl SqliteWriter {
     /// Takes whatever is queued (waiting for the first), appends it, answers; ends when every
     /// sender is gone (the gate was dropped).
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {

@@ -244,8 +244,9 @@ impl Gate {
     /// (the key jgate always derived from the master key, so earlier records keep verifying) and
     /// the sealed head are written.
     ///
-    /// Starts the gate's two background tasks on the current Tokio runtime: the audit writer
-    /// (group commit) and the key-use flusher; both end when the gate is dropped.
+    /// Starts the gate's background work: the audit writer (group commit; a thread of its own on
+    /// SQLite, a task on the current Tokio runtime on PostgreSQL) and the key-use flusher (a
+    /// task); both end when the gate is dropped.
     pub async fn open(store: Store, master: MasterKey, device: Option<AuditDevice>) -> Result<Gate, GateError> {
         let keys = Self::open_audit(&store, &master).await?;
         let key_use = Arc::new(KeyUse::default());
@@ -1339,7 +1340,7 @@ impl Gate {
     /// The record goes to the database (sealed with the current audit key version) and then, if
     /// configured, to the audit device; it counts as written only when both hold it
     /// ([`StoreError::AuditDevice`] otherwise). Concurrent records are committed together by one
-    /// writer task (group commit, see [`crate::audit_writer`]), each caller answered with its own
+    /// writer (group commit, see [`crate::audit_writer`]), each caller answered with its own
     /// record once its batch is durable. Dropping this future never leaves a transaction open: a
     /// record whose batch has not begun is not written; once begun, it is written in full.
     /// Bounded by [`crate::audit_writer::RECORD_TIMEOUT`].
