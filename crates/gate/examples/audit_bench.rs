@@ -8,34 +8,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gate::audit::{Entry, Phase, Surface};
 use gate::secrets::MasterKey;
 use gate::store::Store;
-use serde_json::json;
 
-fn entry(i: usize) -> Entry {
-    Entry {
-        time_ms: gate::store::now_ms(),
-        request_id: format!("req-{i}"),
-        agent: "bench".into(),
-        key_id: None,
-        surface: Surface::Mcp,
-        client_addr: None,
-        controller: "prod".into(),
-        operation: "get_job".into(),
-        target: Some("team/api".into()),
-        args: json!({"job": "team/api"}),
-        phase: Phase::Read,
-        allowed: true,
-        grant: Some(1),
-        reason: "allowed by grant 1".into(),
-        outcome: Some("ok".into()),
-        http_status: None,
-        duration_ms: Some(1),
-        redactions: 0,
-        build_number: None,
-    }
-}
+// The integration tests' helpers: the read record appended here is theirs.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
@@ -50,13 +28,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (master, _) =
         MasterKey::load_or_create("JGATE_AUDIT_BENCH_UNSET", &dir.join("master.key")).map_err(|e| e.to_string())?;
     let gate = Arc::new(gate::Gate::open(store, master, None).await?);
-    for i in 0..200 {
-        gate.record(entry(i)).await?;
+    for _ in 0..200 {
+        gate.record(common::entry("bench")).await?;
     }
     let mut times = Vec::with_capacity(n);
-    for i in 0..n {
+    for _ in 0..n {
         let t = Instant::now();
-        gate.record(entry(i)).await?;
+        gate.record(common::entry("bench")).await?;
         times.push(t.elapsed());
     }
     times.sort();
@@ -68,11 +46,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let t = Instant::now();
     let tasks: Vec<_> = (0..8)
-        .map(|c| {
+        .map(|_| {
             let gate = gate.clone();
             tokio::spawn(async move {
-                for i in 0..n / 8 {
-                    gate.record(entry(c * n + i)).await?;
+                for _ in 0..n / 8 {
+                    gate.record(common::entry("bench")).await?;
                 }
                 Ok::<_, gate::store::StoreError>(())
             })

@@ -64,42 +64,34 @@ fn stopped() -> StoreError {
 impl AuditWriter {
     /// Starts the writer: a thread on SQLite, a task on PostgreSQL (needs a Tokio runtime).
     pub(crate) fn start(store: Store, device: Option<Arc<AuditDevice>>, key_use: Arc<KeyUse>) -> AuditWriter {
-        let (queue, rx) = mpsc::channel(QUEUE);
         let batches = Arc::new(AtomicU64::new(0));
-        match store.sqlite_path().map(SqliteAppender::open) {
-            Some(Ok(appender)) => {
-                let runtime = tokio::runtime::Handle::current();
-                let (s, d, k, b) = (store.clone(), device.clone(), key_use.clone(), batches.clone());
-                let thread = SqliteWriter { appender, store: s, device: d, key_use: k, runtime, batches: b };
-                // The queue is handed over only once the thread runs: if it cannot start, the task
-                // takes it.
-                let (start_tx, start_rx) = std::sync::mpsc::channel::<mpsc::Receiver<Job>>();
-                let started = std::thread::Builder::new().name("jgate-audit".into()).spawn(move || {
-                    if let Ok(rx) = start_rx.recv() {
-                        thread.run(rx);
-                    }
-                });
-                match started {
-                    Ok(_) => match start_tx.send(rx) {
-                        Ok(()) => return AuditWriter { queue, batches },
-                        Err(std::sync::mpsc::SendError(rx)) => {
-                            tokio::spawn(run(store, device, key_use, rx, batches.clone()));
+        let (queue, rx) = mpsc::channel(QUEUE);
+        if let Some(opened) = store.sqlite_path().map(SqliteAppender::open) {
+            match opened {
+                Ok(appender) => {
+                    let writer = SqliteWriter {
+                        appender,
+                        store: store.clone(),
+                        device: device.clone(),
+                        key_use: key_use.clone(),
+                        runtime: tokio::runtime::Handle::current(),
+                        batches: batches.clone(),
+                    };
+                    match std::thread::Builder::new().name("jgate-audit".into()).spawn(move || writer.run(rx)) {
+                        Ok(_) => return AuditWriter { queue, batches },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot start the audit writer's thread; appending through the pool");
                         }
-                    },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot start the audit writer's thread; appending through the pool");
-                        tokio::spawn(run(store, device, key_use, rx, batches.clone()));
                     }
+                    // The queue went with the thread that could not start: the task gets a new one.
+                    let (queue, rx) = mpsc::channel(QUEUE);
+                    tokio::spawn(run(store, device, key_use, rx, batches.clone()));
+                    return AuditWriter { queue, batches };
                 }
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "cannot open the audit connection; appending through the pool");
-                tokio::spawn(run(store, device, key_use, rx, batches.clone()));
-            }
-            None => {
-                tokio::spawn(run(store, device, key_use, rx, batches.clone()));
+                Err(e) => tracing::warn!(error = %e, "cannot open the audit connection; appending through the pool"),
             }
         }
+        tokio::spawn(run(store, device, key_use, rx, batches.clone()));
         AuditWriter { queue, batches }
     }
 

@@ -14,7 +14,7 @@ use gate::store::{AuditFilter, Store};
 use gate::{Admin, CallOptions, Caller, Gate, Limits};
 use jenkins_twin::scenario::FaultSpec;
 use jenkins_twin::{Twin, TwinServer};
-use serde_json::json;
+use serde_json::{Value, json};
 
 mod common;
 use common::{Dbs, key_file, temp_dir};
@@ -107,6 +107,20 @@ async fn wait_for_builds(g: &Gate, job: &str, n: u64) -> u64 {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    started
+}
+
+/// A process that "dies" mid-write: `dying` makes the call (waiting for its build's result), and
+/// once `survivor` sees `builds` builds of `job` and a moment has passed, the call is dropped and
+/// the process with it. Returns the builds `survivor` saw.
+async fn die_during(dying: Arc<Gate>, survivor: &Gate, op: &'static str, args: Value, job: &str, builds: u64) -> u64 {
+    let d = dying.clone();
+    let call = tokio::spawn(async move { d.call_with(&bot(), Some("prod"), op, args, CallOptions::default()).await });
+    let started = wait_for_builds(survivor, job, builds).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    call.abort();
+    let _ = call.await;
+    drop(dying);
     started
 }
 
@@ -215,26 +229,12 @@ async fn writes_left_by_a_stopped_process_are_reconciled_against_jenkins() {
         let f = fixture(url).await;
         let fast = Limits { process_stale_after: Duration::from_millis(500), ..Limits::default() };
         let dying = open(&f.url, &f.key, fast.clone()).await;
+        let survivor = open(&f.url, &f.key, fast.clone()).await;
         // A trigger that waits for its build's result (ten minutes): the process "dies" after
         // Jenkins accepted it and the build started.
-        let d = dying.clone();
-        let call = tokio::spawn(async move {
-            d.call_with(
-                &bot(),
-                Some("prod"),
-                "trigger_build",
-                json!({"job": "long", "wait": "finish", "idempotency_key": "long-1"}),
-                CallOptions::default(),
-            )
-            .await
-        });
-        let survivor = open(&f.url, &f.key, fast.clone()).await;
-        let started = wait_for_builds(&survivor, "long", 1).await;
+        let args = json!({"job": "long", "wait": "finish", "idempotency_key": "long-1"});
+        let started = die_during(dying, &survivor, "trigger_build", args, "long", 1).await;
         assert!(started > 0, "{kind}: the build started");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        call.abort();
-        let _ = call.await;
-        drop(dying);
         assert!(!survivor.open_writes(Duration::ZERO).await.expect("open").is_empty(), "{kind}: an open write");
         // After the dead process's heartbeat is stale, reconciliation closes its write from
         // Jenkins' answer.
@@ -274,22 +274,8 @@ async fn a_rebuild_left_by_a_stopped_process_is_reconciled_like_a_trigger() {
     survivor.call(&bot(), "prod", "trigger_build", json!({"job": "long", "wait": "start"})).await.expect("build 1");
     survivor.call(&bot(), "prod", "stop_build", json!({"job": "long", "build": 1})).await.expect("stop build 1");
     let dying = open(&f.url, &f.key, fast.clone()).await;
-    let d = dying.clone();
-    let call = tokio::spawn(async move {
-        d.call_with(
-            &bot(),
-            Some("prod"),
-            "rebuild",
-            json!({"job": "long", "build": 1, "wait": "finish"}),
-            CallOptions::default(),
-        )
-        .await
-    });
-    assert_eq!(wait_for_builds(&survivor, "long", 2).await, 2, "the rebuild started");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    call.abort();
-    let _ = call.await;
-    drop(dying);
+    let args = json!({"job": "long", "build": 1, "wait": "finish"});
+    assert_eq!(die_during(dying, &survivor, "rebuild", args, "long", 2).await, 2, "the rebuild started");
     assert_eq!(reconcile_until_closed(&survivor).await, 1);
     let records =
         survivor.audit(&AuditFilter { operation: Some("rebuild".into()), ..AuditFilter::default() }).await.expect("a");

@@ -124,14 +124,7 @@ async fn bearer(
                         (StatusCode::PAYLOAD_TOO_LARGE, "the MCP request is over 8 MiB").into_response(),
                     );
                 };
-                // Only the id is read here (rmcp parses the request itself).
-                #[derive(serde::Deserialize)]
-                struct IdOnly {
-                    #[serde(default)]
-                    id: Option<serde_json::Value>,
-                }
-                let id = serde_json::from_slice::<IdOnly>(&bytes).ok().and_then(|m| m.id).filter(|i| !i.is_null());
-                if let Some(id) = id {
+                if let Some(id) = jsonrpc_id(&bytes) {
                     match sessions.claim(sid, &id.to_string()) {
                         Ok(c) => claim = Some(c),
                         Err(ClaimRefused::Duplicate) => return duplicate_id(&id),
@@ -337,6 +330,26 @@ pub async fn stdio(g: &Global) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The JSON-RPC id of a request body, if it has one that is not null. Only the id is read (rmcp
+/// parses the request itself); a body that does not fit that shape (a key given twice, say) is read
+/// whole, as JSON objects are read elsewhere: the last value of a repeated key counts.
+fn jsonrpc_id(body: &[u8]) -> Option<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    }
+    // A struct would also be read from an array (a batch): only an object has an id.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let id = match serde_json::from_slice::<IdOnly>(body) {
+        Ok(m) => m.id,
+        Err(_) => serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v.get("id").cloned()),
+    };
+    id.filter(|i| !i.is_null())
+}
+
 #[cfg(test)]
 mod listener_tests {
     use axum::serve::{Listener, ListenerExt};
@@ -350,5 +363,29 @@ mod listener_tests {
         let (accepted, _) = listener.accept().await;
         assert!(accepted.nodelay().expect("nodelay"), "the accepted socket still has Nagle's algorithm on");
         drop(client);
+    }
+}
+
+#[cfg(test)]
+mod jsonrpc_id_tests {
+    use serde_json::json;
+
+    use super::jsonrpc_id;
+
+    #[test]
+    fn the_id_is_read_as_the_whole_request_would_be() {
+        let id = |body: &str| jsonrpc_id(body.as_bytes());
+        assert_eq!(id(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"id":99}}"#), Some(json!(7)));
+        assert_eq!(id(r#"{"id":"a-1","method":"x"}"#), Some(json!("a-1")));
+        // Notifications and null ids claim nothing.
+        assert_eq!(id(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#), None);
+        assert_eq!(id(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#), None);
+        // A key given twice: the last value, as a whole parse reads it (not skipped unclaimed).
+        assert_eq!(id(r#"{"id":1,"method":"x","id":2}"#), Some(json!(2)));
+        // Batches, other JSON and garbage carry no id here.
+        assert_eq!(id(r#"[{"id":1,"method":"x"}]"#), None);
+        assert_eq!(id("42"), None);
+        assert_eq!(id("{not json"), None);
+        assert_eq!(id(""), None);
     }
 }
