@@ -16,6 +16,7 @@ mod demo;
 mod exec;
 mod hooks;
 mod mcp;
+mod mcp_direct;
 mod mcp_resources;
 mod mcp_sessions;
 mod proxy;

@@ -300,28 +300,8 @@ impl ServerHandler for JgateMcp {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let caller = self.caller(&ctx)?;
-        let name = request.name.to_string();
-        let args = Value::Object(request.arguments.clone().unwrap_or_default());
-        if name == "whoami" {
-            return Ok(self.whoami(&caller).await.into());
-        }
-        // read_more dispatches to the read it names, through the same call path: policy, audit
-        // (under that operation's name) and sanitizer alike.
-        let (name, args) = if name == READ_MORE {
-            match unpack_read_more(args) {
-                Ok(x) => x,
-                Err(message) => return Ok(text_error(message).into()),
-            }
-        } else {
-            (name, args)
-        };
-        if catalog::operation(&name).is_none() {
-            // Unknown tools are a protocol error (tools are not secret: the catalog is public).
-            return Err(McpError::invalid_params(format!("unknown tool '{name}'"), None));
-        }
         // The call stops when the client cancels it, deletes its session, or its connection
         // drops (the HTTP layer marks that as ClientGone).
-        let cancel = ctx.ct.clone();
         let gone = ctx
             .extensions
             .get::<axum::http::request::Parts>()
@@ -345,22 +325,12 @@ impl ServerHandler for JgateMcp {
             }
             None => (None, None),
         };
-        let opts = CallOptions { progress, cancel: Some(cancel), also_cancel: gone };
-        let result = self.gate.call_with(&caller, None, &name, args, opts).await;
+        let opts = CallOptions { progress, cancel: Some(ctx.ct.clone()), also_cancel: gone };
+        let result = call_tool(&self.gate, &caller, request, opts).await;
         if let Some(forward) = forward {
             forward.abort();
         }
-        Ok(match result {
-            Ok(clean) => {
-                let v = clean.into_inner();
-                // The text is rendered once, and the value moved (not cloned) into the result.
-                let mut r = CallToolResult::success(vec![ContentBlock::text(render(&name, &v))]);
-                r.structured_content = Some(v);
-                r
-            }
-            Err(e) => text_error(e.to_string()),
-        }
-        .into())
+        result.map(Into::into)
     }
 
     async fn list_resource_templates(
@@ -425,29 +395,69 @@ impl ServerHandler for JgateMcp {
     }
 }
 
-impl JgateMcp {
-    async fn whoami(&self, caller: &Caller) -> CallToolResult {
-        let v = match self.gate.whoami(caller).await {
-            Ok(v) => v,
-            Err(e) => return text_error(e.to_string()),
-        };
-        let mut text = format!("You are agent {} (key {}).\n", caller.agent, caller.key_id.as_deref().unwrap_or("-"));
-        let grants = v.get("grants").and_then(Value::as_array).cloned().unwrap_or_default();
-        if grants.is_empty() {
-            text.push_str("You have no grants: every call is denied.\n");
-        }
-        for g in &grants {
-            text.push_str(&format!(
-                "- grant {} on {}: {}\n",
-                g["id"],
-                g["controller"].as_str().unwrap_or(""),
-                g["grant"].as_str().unwrap_or("")
-            ));
-        }
-        let mut r = CallToolResult::structured(v);
-        r.content = vec![ContentBlock::text(text)];
-        r
+/// A `tools/call`, whichever transport brought it (rmcp's handler, or the direct answer of a
+/// session's call in `mcp_direct.rs`): `whoami`, `read_more` unpacked, or an operation through
+/// [`Gate::call_with`]. A failed call is a tool error the agent reads; an unknown tool is a
+/// protocol error.
+pub(crate) async fn call_tool(
+    gate: &Gate,
+    caller: &Caller,
+    request: CallToolRequestParams,
+    opts: CallOptions,
+) -> Result<CallToolResult, McpError> {
+    let name = request.name.to_string();
+    let args = Value::Object(request.arguments.unwrap_or_default());
+    if name == "whoami" {
+        return Ok(whoami(gate, caller).await);
     }
+    // read_more dispatches to the read it names, through the same call path: policy, audit
+    // (under that operation's name) and sanitizer alike.
+    let (name, args) = if name == READ_MORE {
+        match unpack_read_more(args) {
+            Ok(x) => x,
+            Err(message) => return Ok(text_error(message)),
+        }
+    } else {
+        (name, args)
+    };
+    if catalog::operation(&name).is_none() {
+        // Unknown tools are a protocol error (tools are not secret: the catalog is public).
+        return Err(McpError::invalid_params(format!("unknown tool '{name}'"), None));
+    }
+    Ok(match gate.call_with(caller, None, &name, args, opts).await {
+        Ok(clean) => {
+            let v = clean.into_inner();
+            // The text is rendered once, and the value moved (not cloned) into the result.
+            let mut r = CallToolResult::success(vec![ContentBlock::text(render(&name, &v))]);
+            r.structured_content = Some(v);
+            r
+        }
+        Err(e) => text_error(e.to_string()),
+    })
+}
+
+/// `whoami`: the agent, its controllers and grants.
+async fn whoami(gate: &Gate, caller: &Caller) -> CallToolResult {
+    let v = match gate.whoami(caller).await {
+        Ok(v) => v,
+        Err(e) => return text_error(e.to_string()),
+    };
+    let mut text = format!("You are agent {} (key {}).\n", caller.agent, caller.key_id.as_deref().unwrap_or("-"));
+    let grants = v.get("grants").and_then(Value::as_array).cloned().unwrap_or_default();
+    if grants.is_empty() {
+        text.push_str("You have no grants: every call is denied.\n");
+    }
+    for g in &grants {
+        text.push_str(&format!(
+            "- grant {} on {}: {}\n",
+            g["id"],
+            g["controller"].as_str().unwrap_or(""),
+            g["grant"].as_str().unwrap_or("")
+        ));
+    }
+    let mut r = CallToolResult::structured(v);
+    r.content = vec![ContentBlock::text(text)];
+    r
 }
 
 /// docs/tools.md: every MCP tool, generated from the catalog (checked in CI to be current).
@@ -560,8 +570,8 @@ every job name (letter case, `%2F`), so the name checked is the name sent.
   Every build event of a subscribed build (QUEUED, STARTED, COMPLETED, FINALIZED; docs/events.md)
   sends `notifications/resources/updated` with the URI as subscribed, after checking that the
   agent may still read it: a subscription whose grant was revoked is dropped without a word.
-  Subscriptions end with the session (a session with no traffic either way for 5 minutes ends:
-  a client waiting longer sends `ping`). 2026-07-28 clients use `subscriptions/listen` with the URIs
+  Subscriptions end with the session (a session ends after 5 minutes without a request, with
+  nothing in flight and no stream open: a client that only listens keeps its stream open). 2026-07-28 clients use `subscriptions/listen` with the URIs
   in `resourceSubscriptions`: each is checked the same way when the stream opens. Events reach
   `jgate serve` (and, on PostgreSQL, every process on the store): a `jgate mcp` (stdio) process on
   SQLite hears none, so it does not offer `subscribe` and refuses subscriptions, saying why.

@@ -1,43 +1,48 @@
 //! MCP sessions over HTTP as jgate tracks them beside rmcp: which agent opened each session, the
-//! JSON-RPC ids in flight on it, and when it was last used.
+//! JSON-RPC ids in flight on it (and the streams open on it), and when it was last used.
 //!
-//! rmcp's session manager ends an idle session's worker after its keep-alive but keeps the
-//! session's entry (only a DELETE removes it), and most clients never send a DELETE. Left alone,
-//! both maps grow by one entry per session for as long as the process runs. Sessions idle for
-//! longer than rmcp's keep-alive (plus a margin) with nothing in flight are closed here, in
-//! rmcp's manager too, whenever a new session is opened (at most once a minute): memory follows
-//! the sessions in use, not every session ever opened.
+//! Sessions end here, not by rmcp's own keep-alive: tool calls answered directly
+//! (`mcp_direct.rs`) never reach rmcp's session worker, which would otherwise take a session in
+//! steady use for idle. Most clients never send a DELETE. Sessions unused for [`IDLE`] with no
+//! request in flight and no stream open are closed here and in rmcp's manager whenever a new
+//! session is opened (at most once a minute): memory follows the sessions in use, not every
+//! session ever opened.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use tokio_util::sync::CancellationToken;
 
 /// How often stale sessions are looked for (on a session's creation).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Added to rmcp's keep-alive: a session idle this much longer is certainly over.
-const MARGIN: Duration = Duration::from_secs(60);
+/// How long a session may go unused (no request, nothing in flight, no stream open) before it
+/// ends. rmcp's own idle end is turned off (`serve.rs`): it cannot see direct calls.
+pub const IDLE: Duration = Duration::from_secs(300);
 
 struct Session {
     agent: String,
     last_seen: Instant,
     /// When its use was last noted in the store (shared with other replicas).
     noted: Instant,
-    /// JSON-RPC ids of the requests in flight (their answers not yet sent in full).
-    in_flight: HashSet<String>,
+    /// JSON-RPC ids of the requests in flight (their answers not yet sent in full), each with
+    /// the token that cancels it when jgate answers it itself (`mcp_direct.rs`): a
+    /// `notifications/cancelled` naming it, or the session's end.
+    in_flight: HashMap<String, CancellationToken>,
 }
 
 struct Inner {
     sessions: HashMap<String, Session>,
     last_prune: Instant,
+    /// Numbers the streams held open (their keys cannot be a JSON-RPC id's: those are JSON).
+    streams: u64,
 }
 
 /// The sessions of one `jgate serve`, and rmcp's manager they live in.
 pub struct McpSessions {
     manager: Arc<LocalSessionManager>,
-    idle: Duration,
     inner: Mutex<Inner>,
 }
 
@@ -47,6 +52,14 @@ pub struct IdClaim {
     sessions: Arc<McpSessions>,
     session: String,
     id: String,
+    cancel: CancellationToken,
+}
+
+impl IdClaim {
+    /// Fires when the client cancels this request or its session ends.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
 }
 
 impl Drop for IdClaim {
@@ -70,12 +83,9 @@ pub enum ClaimRefused {
 
 impl McpSessions {
     pub fn new(manager: Arc<LocalSessionManager>) -> Arc<McpSessions> {
-        // rmcp ends a session's worker after this long without an event (5 min by default).
-        let idle = manager.session_config.keep_alive.unwrap_or(Duration::from_secs(300)) + MARGIN;
         Arc::new(McpSessions {
             manager,
-            idle,
-            inner: Mutex::new(Inner { sessions: HashMap::new(), last_prune: Instant::now() }),
+            inner: Mutex::new(Inner { sessions: HashMap::new(), last_prune: Instant::now(), streams: 0 }),
         })
     }
 
@@ -102,13 +112,13 @@ impl McpSessions {
             let mut inner = self.lock();
             inner.sessions.insert(
                 id.to_string(),
-                Session { agent: agent.to_string(), last_seen: now, noted: now, in_flight: HashSet::new() },
+                Session { agent: agent.to_string(), last_seen: now, noted: now, in_flight: HashMap::new() },
             );
             if now.duration_since(inner.last_prune) < PRUNE_EVERY {
                 return false;
             }
             inner.last_prune = now;
-            take_stale(&mut inner, now, self.idle)
+            take_stale(&mut inner, now, IDLE)
         };
         self.close(stale).await;
         true
@@ -126,9 +136,18 @@ impl McpSessions {
         true
     }
 
-    /// Forgets a session its client deleted.
+    /// Forgets a session its client deleted; the requests in flight on it are cancelled.
     pub fn forget(&self, id: &str) {
-        self.lock().sessions.remove(id);
+        if let Some(s) = self.lock().sessions.remove(id) {
+            s.in_flight.values().for_each(CancellationToken::cancel);
+        }
+    }
+
+    /// Cancels a request in flight on a session (its client sent `notifications/cancelled`).
+    pub fn cancel_request(&self, session: &str, id: &str) {
+        if let Some(token) = self.lock().sessions.get(session).and_then(|s| s.in_flight.get(id)) {
+            token.cancel();
+        }
     }
 
     /// Ends a session its client deleted through another replica: here and in rmcp's manager.
@@ -142,10 +161,25 @@ impl McpSessions {
         let mut inner = self.lock();
         let s = inner.sessions.get_mut(session).ok_or(ClaimRefused::NoSession)?;
         s.last_seen = Instant::now();
-        if !s.in_flight.insert(id.to_string()) {
+        if s.in_flight.contains_key(id) {
             return Err(ClaimRefused::Duplicate);
         }
-        Ok(IdClaim { sessions: self.clone(), session: session.to_string(), id: id.to_string() })
+        let cancel = CancellationToken::new();
+        s.in_flight.insert(id.to_string(), cancel.clone());
+        Ok(IdClaim { sessions: self.clone(), session: session.to_string(), id: id.to_string(), cancel })
+    }
+
+    /// Holds a session in use while a stream of it (GET) is open; None for an unknown session
+    /// (rmcp answers that request).
+    pub fn stream_claim(self: &Arc<Self>, session: &str) -> Option<IdClaim> {
+        let mut inner = self.lock();
+        inner.streams += 1;
+        let id = format!("stream {}", inner.streams);
+        let s = inner.sessions.get_mut(session)?;
+        s.last_seen = Instant::now();
+        let cancel = CancellationToken::new();
+        s.in_flight.insert(id.clone(), cancel.clone());
+        Some(IdClaim { sessions: self.clone(), session: session.to_string(), id, cancel })
     }
 
     /// How many sessions are tracked.
@@ -154,10 +188,10 @@ impl McpSessions {
         self.lock().sessions.len()
     }
 
-    /// Closes the sessions idle for longer than rmcp keeps them, as of `now`; returns how many.
+    /// Closes the sessions idle for longer than [`IDLE`], as of `now`; returns how many.
     #[cfg(test)]
     async fn prune(&self, now: Instant) -> usize {
-        let stale = take_stale(&mut self.lock(), now, self.idle);
+        let stale = take_stale(&mut self.lock(), now, IDLE);
         let n = stale.len();
         self.close(stale).await;
         n
@@ -172,7 +206,7 @@ impl McpSessions {
     }
 }
 
-/// Removes and returns the sessions with nothing in flight, unused for longer than `idle`.
+/// Removes and returns the sessions with nothing in flight or open, unused for longer than `idle`.
 fn take_stale(inner: &mut Inner, now: Instant, idle: Duration) -> Vec<String> {
     let stale: Vec<String> = inner
         .sessions
@@ -207,7 +241,7 @@ mod tests {
         assert_eq!(sessions.claim(&busy, "7").err(), Some(ClaimRefused::Duplicate));
 
         // Just under the limit: nothing goes.
-        let limit = sessions.idle;
+        let limit = IDLE;
         assert_eq!(sessions.prune(Instant::now() + limit - Duration::from_secs(5)).await, 0);
         // Past it: the two without a request in flight go, in rmcp's manager as well.
         assert_eq!(sessions.prune(Instant::now() + limit + Duration::from_secs(1)).await, 2);
@@ -225,11 +259,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_open_stream_keeps_its_session_and_requests_are_cancelled_by_id_or_session_end() {
+        let manager = Arc::new(LocalSessionManager::default());
+        let sessions = McpSessions::new(manager.clone());
+        let (listening, other) = (open(&manager).await, open(&manager).await);
+        sessions.bind(&listening, "bot").await;
+        sessions.bind(&other, "bot").await;
+        let stream = sessions.stream_claim(&listening).expect("stream");
+        assert!(sessions.stream_claim("no-such-session").is_none());
+        // A session whose client only listens is in use as long as its stream is open.
+        assert_eq!(sessions.prune(Instant::now() + IDLE + Duration::from_secs(1)).await, 1);
+        assert_eq!(sessions.owner(&listening).as_deref(), Some("bot"));
+        assert_eq!(sessions.owner(&other), None);
+
+        // notifications/cancelled reaches only the request it names.
+        let (a, b) = (sessions.claim(&listening, "1").expect("1"), sessions.claim(&listening, "\"1\"").expect("'1'"));
+        sessions.cancel_request(&listening, "\"1\"");
+        sessions.cancel_request("no-such-session", "1");
+        assert!(!a.cancel_token().is_cancelled() && b.cancel_token().is_cancelled());
+        assert!(!stream.cancel_token().is_cancelled());
+        // The session's end cancels everything in flight on it.
+        sessions.forget(&listening);
+        assert!(a.cancel_token().is_cancelled() && stream.cancel_token().is_cancelled());
+    }
+
+    #[tokio::test]
     async fn opening_sessions_prunes_at_most_once_a_minute() {
         let manager = Arc::new(LocalSessionManager::default());
         let sessions = McpSessions::new(manager.clone());
         let t0 = Instant::now();
-        let idle = sessions.idle;
+        let idle = IDLE;
         let old = open(&manager).await;
         sessions.bind_at(&old, "bot", t0).await;
         sessions.lock().last_prune = t0 + idle + Duration::from_secs(30);

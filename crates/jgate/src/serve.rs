@@ -113,8 +113,10 @@ async fn bearer(
                 }
             }
             let is_delete = req.method() == axum::http::Method::DELETE;
-            // A request on a session: its JSON-RPC id is claimed while it is in flight.
+            // A request on a session: its JSON-RPC id is claimed while it is in flight, and a
+            // stream it opens (GET) counts as the session's use for as long as it is open.
             let mut claim = None;
+            let mut direct = None;
             if let Some(sid) = &session
                 && req.method() == axum::http::Method::POST
             {
@@ -126,24 +128,48 @@ async fn bearer(
                 };
                 if let Some(id) = jsonrpc_id(&bytes) {
                     match sessions.claim(sid, &id.to_string()) {
-                        Ok(c) => claim = Some(c),
+                        Ok(c) => {
+                            direct = crate::mcp_direct::take(&parts, &bytes);
+                            claim = Some(c);
+                        }
                         Err(ClaimRefused::Duplicate) => return duplicate_id(&id),
                         // Closed after its owner was checked (idle, or deleted meanwhile).
                         Err(ClaimRefused::NoSession) => {
                             return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
                         }
                     }
+                } else if let Some(request) = crate::mcp_direct::cancelled_request(&bytes) {
+                    // A call answered directly is cancelled here; rmcp still reads the
+                    // notification for its own.
+                    sessions.cancel_request(sid, &request);
                 }
                 req = Request::from_parts(parts, axum::body::Body::from(bytes));
+            } else if let Some(sid) = &session
+                && req.method() == axum::http::Method::GET
+            {
+                claim = sessions.stream_claim(sid);
             }
             let gone = CancellationToken::new();
-            req.extensions_mut().insert(ClientGone(gone.clone()));
-            req.extensions_mut().insert(AgentIdentity {
-                agent: agent.clone(),
-                key_id,
-                client_addr: Some(peer.ip().to_string()),
-            });
-            let response = next.run(req).await;
+            // Made before the answer: a client that hangs up before it also cancels its call.
+            let guard = gone.clone().drop_guard();
+            let client_addr = Some(peer.ip().to_string());
+            let response = match (direct, &claim) {
+                (Some(call), Some(claim)) => {
+                    let caller = gate::Caller {
+                        agent: agent.clone(),
+                        key_id: Some(key_id),
+                        surface: gate::audit::Surface::Mcp,
+                        client_addr,
+                        request_id: call.request_id(),
+                    };
+                    crate::mcp_direct::answer(gate.clone(), caller, call, claim.cancel_token(), gone.clone()).await
+                }
+                _ => {
+                    req.extensions_mut().insert(ClientGone(gone.clone()));
+                    req.extensions_mut().insert(AgentIdentity { agent: agent.clone(), key_id, client_addr });
+                    next.run(req).await
+                }
+            };
             match (&session, response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {
                 (None, Some(new)) => {
                     // Bound in the store before the client learns the id, so that its next
@@ -165,7 +191,6 @@ async fn bearer(
             }
             // The guard lives as long as the response body: if the client hangs up first, the
             // body is dropped unfinished and the call is cancelled.
-            let guard = gone.drop_guard();
             let (parts, body) = response.into_parts();
             let body = axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
                 let _alive = (&guard, &claim);
@@ -299,6 +324,9 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
     // answers held per session. A jgate call whose client went away is cancelled, so there is
     // nothing later to resume: a few seconds cover a reconnect.
     manager.session_config.completed_cache_ttl = COMPLETED_ANSWER_TTL;
+    // Idle sessions are ended by `McpSessions`, which sees the tool calls answered directly too;
+    // rmcp's worker sees only its own requests and would end a session in steady use.
+    manager.session_config.keep_alive = None;
     let manager = Arc::new(manager);
     let mcp = StreamableHttpService::new(move || Ok(JgateMcp::http(factory_gate.clone())), manager.clone(), config);
     let state = McpState { gate: gate.clone(), sessions: McpSessions::new(manager) };
