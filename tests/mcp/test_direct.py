@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 
 import anyio
 
@@ -91,6 +92,35 @@ def test_what_rmcp_must_check_still_reaches_it(stack):
     assert bad_version.status_code == 400, bad_version.text
     assert len(stack.audit(agent="release-bot", operation="trigger_build")) == before, "a refused request ran"
     assert with_header.headers.get("content-type", "").startswith("text/event-stream"), dict(with_header.headers)
+
+
+def test_a_foreign_host_or_origin_is_refused_on_a_session_tool_call_too(stack):
+    """The DNS-rebinding checks hold for the calls jgate answers itself: a session's tool call
+    with another Origin or Host is refused (403) and not run; a local Origin is served."""
+    port = urllib.parse.urlsplit(stack.base_url).port
+    trigger = call(9, "trigger_build", {"job": "release/deploy", "parameters": {"ENV": "staging"}, "wait": "none"})
+
+    async def body():
+        async with http_client(stack.keys["release-bot"]) as http:
+            http.base_url_for_tests = stack.mcp_url
+            h = await start_session(http)
+            out = {}
+            for origin in ("http://evil.example.com", "null", f"http://localhost:{port}.evil.example"):
+                out[origin] = await http.post(stack.mcp_url, json=trigger, headers=h | {"Origin": origin})
+            out["host"] = await http.post(stack.mcp_url, json=trigger, headers=h | {"Host": "evil.example.com"})
+            out["local"] = await http.post(
+                stack.mcp_url, json=call(10, "whoami", {}), headers=h | {"Origin": f"http://localhost:{port}"}
+            )
+            return out
+
+    before = len(stack.audit(agent="release-bot", operation="trigger_build"))
+    out = run(body)
+    local = out.pop("local")
+    for what, resp in out.items():
+        assert resp.status_code == 403 or (what == "host" and 400 <= resp.status_code < 500 and resp.status_code != 401), (
+            what, resp.status_code, resp.text)
+    assert len(stack.audit(agent="release-bot", operation="trigger_build")) == before, "a refused call ran"
+    assert local.status_code == 200 and answer(local)["result"]["isError"] is False, local.text
 
 
 def test_a_long_direct_call_streams_and_a_cancellation_stops_it(stack):

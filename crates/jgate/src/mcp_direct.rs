@@ -40,6 +40,51 @@ pub const QUICK: Duration = Duration::from_secs(1);
 /// Keep-alive comments on a streamed answer (as rmcp's own streams).
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
+/// The Host and Origin values a direct answer accepts: exactly those of `jgate serve`'s lists
+/// (lower-cased; an entry without a port with and without the listening port), so that a request
+/// rmcp's DNS-rebinding check could refuse is always left to rmcp, which answers it (403, or
+/// serves it when its broader matching allows it).
+#[derive(Debug, Clone, Default)]
+pub struct Allowed {
+    hosts: Vec<String>,
+    origins: Vec<String>,
+}
+
+impl Allowed {
+    pub fn new(hosts: &[String], origins: &[String], port: u16) -> Allowed {
+        let mut exact = Vec::new();
+        for h in hosts.iter().map(|h| h.trim().to_ascii_lowercase()) {
+            // An IPv6 literal is bracketed in a Host header.
+            let h = if h.matches(':').count() > 1 && !h.starts_with('[') { format!("[{h}]") } else { h };
+            let has_port = axum::http::uri::Authority::try_from(h.as_str()).is_ok_and(|a| a.port_u16().is_some());
+            if !has_port {
+                exact.push(format!("{h}:{port}"));
+            }
+            exact.push(h);
+        }
+        Allowed { hosts: exact, origins: origins.iter().map(|o| o.trim().to_ascii_lowercase()).collect() }
+    }
+
+    /// Whether the request's Host (exactly one) and Origin (none, or exactly one) are listed.
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let one = |name: header::HeaderName| {
+            let mut values = headers.get_all(name).iter();
+            match (values.next(), values.next()) {
+                (Some(v), None) => Some(v.to_str().ok().map(str::to_ascii_lowercase)),
+                (None, _) => None,
+                _ => Some(None),
+            }
+        };
+        let host_listed = matches!(one(header::HOST), Some(Some(h)) if self.hosts.contains(&h));
+        let origin_listed = match one(header::ORIGIN) {
+            None => true,
+            Some(Some(o)) => self.origins.contains(&o),
+            Some(None) => false,
+        };
+        host_listed && origin_listed
+    }
+}
+
 /// A tool call this module answers.
 #[derive(Debug)]
 pub struct DirectCall {
@@ -54,14 +99,14 @@ impl DirectCall {
     }
 }
 
-/// The call, if this session request is a `tools/call` that rmcp would answer the same way: it
-/// accepts both JSON and SSE answers, names one of the session revisions in
-/// `MCP-Protocol-Version`, carries no other `Mcp-*` header (rmcp checks those against the body),
-/// and its params hold the tool's name and arguments only (no `_meta`: a progress token needs
-/// rmcp's notifications).
-pub fn take(parts: &Parts, body: &[u8]) -> Option<DirectCall> {
+/// The call, if this session request is a `tools/call` that rmcp would answer the same way: its
+/// Host and Origin are listed (rmcp's DNS-rebinding check would pass), it accepts both JSON and
+/// SSE answers, names one of the session revisions in `MCP-Protocol-Version`, carries no other
+/// `Mcp-*` header (rmcp checks those against the body), and its params hold the tool's name and
+/// arguments only (no `_meta`: a progress token needs rmcp's notifications).
+pub fn take(allowed: &Allowed, parts: &Parts, body: &[u8]) -> Option<DirectCall> {
     let headers = &parts.headers;
-    if !accepts_json_and_sse(headers) || !is_json(headers) {
+    if !allowed.admits(headers) || !accepts_json_and_sse(headers) || !is_json(headers) {
         return None;
     }
     let version = headers.get("mcp-protocol-version")?.to_str().ok()?;
@@ -215,6 +260,7 @@ mod tests {
     }
 
     const PLAIN: &[(&str, &str)] = &[
+        ("host", "127.0.0.1:8765"),
         ("accept", "application/json, text/event-stream"),
         ("content-type", "application/json"),
         ("mcp-protocol-version", "2025-06-18"),
@@ -227,24 +273,59 @@ mod tests {
         h
     }
 
+    fn allowed() -> Allowed {
+        let hosts = ["localhost", "127.0.0.1", "::1", "jgate.internal:9000"].map(String::from);
+        Allowed::new(&hosts, &["http://localhost:8765".to_string(), "https://console.example.com".to_string()], 8765)
+    }
+
+    #[test]
+    fn only_listed_hosts_and_origins_are_answered_directly() {
+        let a = allowed();
+        let admits = |h: &[(&str, &str)]| {
+            let mut b = Request::post("/mcp");
+            for (k, v) in h {
+                b = b.header(*k, *v);
+            }
+            a.admits(&b.body(()).expect("request").into_parts().0.headers)
+        };
+        for host in ["127.0.0.1:8765", "LOCALHOST:8765", "localhost", "[::1]:8765", "jgate.internal:9000"] {
+            assert!(admits(&[("host", host)]), "{host}");
+        }
+        assert!(admits(&[("host", "localhost:8765"), ("origin", "http://localhost:8765")]));
+        assert!(admits(&[("host", "localhost:8765"), ("origin", "https://console.example.com")]));
+        // Anything else is rmcp's to judge (it refuses most of it with 403).
+        for host in ["evil.example", "127.0.0.1:9999", "jgate.internal", "jgate.internal:8765", "127.0.0.1.evil:8765"] {
+            assert!(!admits(&[("host", host)]), "{host}");
+        }
+        assert!(!admits(&[]), "no Host");
+        assert!(!admits(&[("host", "localhost:8765"), ("host", "localhost:8765")]), "two Hosts");
+        assert!(!admits(&[("host", "localhost:8765"), ("origin", "http://evil.example")]));
+        assert!(!admits(&[("host", "localhost:8765"), ("origin", "null")]));
+        assert!(!admits(&[
+            ("host", "localhost:8765"),
+            ("origin", "http://localhost:8765"),
+            ("origin", "http://localhost:8765")
+        ]));
+    }
+
     const CALL: &str =
         r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_job","arguments":{"job":"a"}}}"#;
 
     #[test]
     fn a_plain_tool_call_is_taken() {
-        let call = take(&parts(PLAIN), CALL.as_bytes()).expect("taken");
+        let call = take(&allowed(), &parts(PLAIN), CALL.as_bytes()).expect("taken");
         assert_eq!(call.request_id(), "mcp-7");
         assert_eq!(call.params.name, "get_job");
         let s = r#"{"jsonrpc":"2.0","id":"x-1","method":"tools/call","params":{"name":"whoami","_meta":{}}}"#;
-        assert_eq!(take(&parts(PLAIN), s.as_bytes()).expect("taken").request_id(), "mcp-x-1");
+        assert_eq!(take(&allowed(), &parts(PLAIN), s.as_bytes()).expect("taken").request_id(), "mcp-x-1");
         for v in ["2025-03-26", "2025-11-25"] {
-            assert!(take(&parts(&with(&[("mcp-protocol-version", v)])), CALL.as_bytes()).is_some(), "{v}");
+            assert!(take(&allowed(), &parts(&with(&[("mcp-protocol-version", v)])), CALL.as_bytes()).is_some(), "{v}");
         }
     }
 
     #[test]
     fn everything_rmcp_must_see_is_left_to_it() {
-        let left = |h: &[(&str, &str)], body: &str| take(&parts(h), body.as_bytes()).is_none();
+        let left = |h: &[(&str, &str)], body: &str| take(&allowed(), &parts(h), body.as_bytes()).is_none();
         // A progress token: the notifications go through rmcp's session.
         assert!(left(
             PLAIN,

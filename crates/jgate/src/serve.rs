@@ -50,6 +50,8 @@ const MAX_MCP_BODY: usize = 8 * 1024 * 1024;
 struct McpState {
     gate: Arc<Gate>,
     sessions: Arc<McpSessions>,
+    /// The Host and Origin values a direct answer accepts (the lists rmcp checks).
+    direct: Arc<crate::mcp_direct::Allowed>,
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -57,7 +59,7 @@ const SESSION_HEADER: &str = "mcp-session-id";
 /// Bearer authentication of /mcp: the agent key becomes an [`AgentIdentity`] in the request;
 /// sessions are bound to the agent that opened them; a dropped connection cancels its call.
 async fn bearer(
-    State(McpState { gate, sessions }): State<McpState>,
+    State(McpState { gate, sessions, direct: allowed }): State<McpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
     next: Next,
@@ -129,7 +131,7 @@ async fn bearer(
                 if let Some(id) = jsonrpc_id(&bytes) {
                     match sessions.claim(sid, &id.to_string()) {
                         Ok(c) => {
-                            direct = crate::mcp_direct::take(&parts, &bytes);
+                            direct = crate::mcp_direct::take(&allowed, &parts, &bytes);
                             claim = Some(c);
                         }
                         Err(ClaimRefused::Duplicate) => return duplicate_id(&id),
@@ -304,6 +306,7 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
     let mut origins: Vec<String> =
         vec![format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"), format!("http://[::1]:{port}")];
     origins.extend(allowed_origins.iter().cloned());
+    let direct = Arc::new(crate::mcp_direct::Allowed::new(&hosts, &origins, port));
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(hosts)
         // rmcp leaves Origin validation off unless origins are configured: turn it on.
@@ -329,7 +332,7 @@ pub fn app(gate: Arc<Gate>, local: SocketAddr, allowed_hosts: &[String], allowed
     manager.session_config.keep_alive = None;
     let manager = Arc::new(manager);
     let mcp = StreamableHttpService::new(move || Ok(JgateMcp::http(factory_gate.clone())), manager.clone(), config);
-    let state = McpState { gate: gate.clone(), sessions: McpSessions::new(manager) };
+    let state = McpState { gate: gate.clone(), sessions: McpSessions::new(manager), direct };
     let mcp_routes = Router::new().fallback_service(mcp).layer(middleware::from_fn_with_state(state, bearer));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
