@@ -73,6 +73,43 @@ def test_a_direct_answer_is_rmcps_answer_as_json(stack):
         assert answer(direct) == answer(via_rmcp), f"{name}:\ndirect {direct.text[:1500]}\nrmcp {via_rmcp.text[:1500]}"
 
 
+STATELESS = "2026-07-28"
+LIFECYCLE_META = {
+    "io.modelcontextprotocol/protocolVersion": STATELESS,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "jgate-tests", "version": "0"},
+}
+
+
+def test_a_direct_2026_07_28_answer_is_rmcps_answer(stack):
+    """Self-contained 2026-07-28 calls: with a progress token they go through rmcp, without one
+    they are answered directly; status, content type and JSON-RPC answer are the same."""
+
+    async def body():
+        async with http_client(stack.keys["triage-bot"]) as http:
+            out = []
+            cases = [
+                ("whoami", {}),
+                ("get_job", {"job": "release/deploy", "fields": ["name", "buildable"]}),
+                ("get_job", {"job": "no/such-job"}),
+                ("read_more", {"what": "get_node", "args": {"node": "built-in"}}),
+            ]
+            for n, (name, args) in enumerate(cases):
+                h = HEADERS | {"mcp-protocol-version": STATELESS, "mcp-method": "tools/call", "mcp-name": name}
+                direct = await http.post(stack.mcp_url, json=call(200 + n, name, args, LIFECYCLE_META), headers=h)
+                via_rmcp = await http.post(
+                    stack.mcp_url, json=call(200 + n, name, args, LIFECYCLE_META | {"progressToken": n}), headers=h
+                )
+                out.append((name, direct, via_rmcp))
+            return out
+
+    for name, direct, via_rmcp in run(body):
+        assert direct.status_code == via_rmcp.status_code == 200, (direct.text, via_rmcp.text)
+        assert direct.headers["content-type"] == via_rmcp.headers["content-type"], (name, direct.headers, via_rmcp.headers)
+        assert answer(direct) == answer(via_rmcp), f"{name}:\ndirect {direct.text[:1500]}\nrmcp {via_rmcp.text[:1500]}"
+        assert "mcp-session-id" not in direct.headers
+
+
 def test_what_rmcp_must_check_still_reaches_it(stack):
     """A tool call with an unsupported protocol version is answered by rmcp (400) and not run; one
     with a header rmcp reads (`Mcp-Method`) is left to rmcp whatever it makes of it (its SSE

@@ -1136,7 +1136,7 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
 
     s += "Details:\n\n";
     s += &format!(
-        "- Latency: {} alternating pairs on one kept-alive connection each side, one call at a time, for each MCP revision. A `get_job` through jgate made {:.2} upstream request(s) per call; every call is authenticated, checked by the policy, audited (SQLite) and sanitized.\n- MCP revisions: 2025-06-18 clients `initialize` once and send their session id with every call (a plain tool call on a session is answered by jgate as JSON beside rmcp's session task, crates/jgate/src/mcp_direct.rs); 2026-07-28 clients have no session or handshake: each call carries the client's context in `_meta` and the `Mcp-Method` / `Mcp-Name` headers and stands alone. Current SDKs (Python `mcp` 2.x, rmcp 3) speak 2026-07-28 first.\n",
+        "- Latency: {} alternating pairs on one kept-alive connection each side, one call at a time, for each MCP revision. A `get_job` through jgate made {:.2} upstream request(s) per call; every call is authenticated, checked by the policy, audited (SQLite) and sanitized.\n- MCP revisions: 2025-06-18 clients `initialize` once and send their session id with every call (rmcp runs each session as a task of its own); 2026-07-28 clients have no session or handshake: each call carries the client's context in `_meta` and the `Mcp-Method` / `Mcp-Name` headers and stands alone. On both, a plain tool call is answered by jgate itself as JSON, beside rmcp (crates/jgate/src/mcp_direct.rs). Current SDKs (Python `mcp` 2.x, rmcp 3) speak 2026-07-28 first.\n",
         l.n, l.upstream_per_call
     );
     for (c, d, js) in &r.rates {

@@ -395,6 +395,11 @@ impl ServerHandler for JgateMcp {
     }
 }
 
+/// Whether `name` is a tool of jgate's (listed to some agent or not: the catalog is public).
+pub(crate) fn is_tool(name: &str) -> bool {
+    name == "whoami" || name == READ_MORE || catalog::operation(name).is_some()
+}
+
 /// A `tools/call`, whichever transport brought it (rmcp's handler, or the direct answer of a
 /// session's call in `mcp_direct.rs`): `whoami`, `read_more` unpacked, or an operation through
 /// [`Gate::call_with`]. A failed call is a tool error the agent reads; an unknown tool is a

@@ -1,20 +1,21 @@
-//! A `tools/call` on an MCP session (the revisions before 2026-07-28) answered by jgate itself,
-//! beside rmcp.
+//! A plain `tools/call` answered by jgate itself, beside rmcp: on a session (the revisions
+//! before 2026-07-28) and self-contained (2026-07-28).
 //!
 //! rmcp hands every request of a session to the session's worker task, which hands it to the
 //! session's service task, which runs the handler in a task of its own; the answer travels back
-//! the same way and goes out as an SSE stream. Measured on `cargo xtask bench`, that cost a session's
-//! read ~0.16 ms more than the same read over the stateless revision. A plain tool call needs none
-//! of it: it is run here and answered as one JSON message, which the streamable HTTP transport
-//! allows for any request ("the server MUST either return `text/event-stream` … or
-//! `application/json`").
+//! the same way and goes out as an SSE stream. A 2026-07-28 request gets a service built for it
+//! and two tasks. Measured on `gateway_bench`, a read cost ~0.1–0.2 ms more that way, and 20–30%
+//! of the calls per second. A plain tool call needs none of it: it is run here and answered as one
+//! JSON message, which the streamable HTTP transport allows for any request.
 //!
 //! Only requests rmcp would answer the same way are taken (see [`take`]); everything else — a
-//! progress token, another method, an unusual `Accept`, the headers rmcp checks against the body —
-//! goes to rmcp unchanged. A call still running after [`QUICK`] is answered as an SSE stream with
-//! keep-alives instead, as rmcp does, so a long wait neither looks dead to a proxy nor keeps a
-//! client that went away unnoticed. A direct call is cancelled like rmcp's: by
-//! `notifications/cancelled` naming it, by its session's end, by its client going away.
+//! progress token, another method, an unlisted Host or Origin, an unusual `Accept`, headers rmcp
+//! checks against the body — goes to rmcp unchanged. The answer is shaped as rmcp's handler shapes
+//! it for that revision (tests/mcp/test_direct.py compares the two on the wire). A call still
+//! running after [`QUICK`] is answered as an SSE stream with keep-alives instead, so a long wait
+//! neither looks dead to a proxy nor keeps a client that went away unnoticed. A direct call is
+//! cancelled like rmcp's: by its client going away and, on a session, by `notifications/cancelled`
+//! naming it and by the session's end.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -90,6 +91,16 @@ impl Allowed {
 pub struct DirectCall {
     id: RequestId,
     params: CallToolRequestParams,
+    revision: Revision,
+}
+
+/// Which lifecycle the call belongs to: its answer is shaped as rmcp shapes it for that peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revision {
+    /// A session opened by `initialize` (revisions before 2026-07-28).
+    Session,
+    /// A self-contained 2026-07-28 request.
+    Stateless,
 }
 
 impl DirectCall {
@@ -99,43 +110,90 @@ impl DirectCall {
     }
 }
 
-/// The call, if this session request is a `tools/call` that rmcp would answer the same way: its
+/// The `_meta` keys a 2026-07-28 call may carry and still be answered here (the lifecycle's own;
+/// a progress token or a log level needs rmcp).
+const STATELESS_META: [&str; 3] = [
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientCapabilities",
+    "io.modelcontextprotocol/clientInfo",
+];
+
+/// The call, if this request is a `tools/call` that rmcp would answer the same way. Always: its
 /// Host and Origin are listed (rmcp's DNS-rebinding check would pass), it accepts both JSON and
-/// SSE answers, names one of the session revisions in `MCP-Protocol-Version`, carries no other
-/// `Mcp-*` header (rmcp checks those against the body), and its params hold the tool's name and
-/// arguments only (no `_meta`: a progress token needs rmcp's notifications).
+/// SSE answers, is sent as JSON, and its params hold the tool's name and arguments only. Then
+/// either
+/// - on a session (`Mcp-Session-Id`): one of the session revisions in `MCP-Protocol-Version`, no
+///   other `Mcp-*` header (rmcp checks those against the body) and no `_meta` (a progress token
+///   needs rmcp's notifications); or
+/// - without one: `MCP-Protocol-Version: 2026-07-28`, exactly one `Mcp-Method: tools/call` and
+///   one `Mcp-Name` equal to the tool's name, no other `Mcp-*` header, a `_meta` holding that
+///   revision's required keys (as rmcp checks them) and nothing beyond the lifecycle's keys, and
+///   a tool that exists (rmcp maps protocol errors to HTTP statuses for this revision).
 pub fn take(allowed: &Allowed, parts: &Parts, body: &[u8]) -> Option<DirectCall> {
     let headers = &parts.headers;
     if !allowed.admits(headers) || !accepts_json_and_sse(headers) || !is_json(headers) {
         return None;
     }
-    let version = headers.get("mcp-protocol-version")?.to_str().ok()?;
-    let session_revision =
-        ProtocolVersion::KNOWN_VERSIONS.iter().any(|v| v.as_str() == version && *v < ProtocolVersion::V_2026_07_28);
-    if !session_revision {
-        return None;
-    }
-    let other_mcp_header = headers.keys().any(|k| {
-        let k = k.as_str();
-        k.starts_with("mcp-") && k != "mcp-session-id" && k != "mcp-protocol-version"
-    });
-    if other_mcp_header {
+    let version = only(headers, "mcp-protocol-version")?;
+    let on_session = headers.contains_key("mcp-session-id");
+    let revision = if on_session {
+        let session_revision =
+            ProtocolVersion::KNOWN_VERSIONS.iter().any(|v| v.as_str() == version && *v < ProtocolVersion::V_2026_07_28);
+        session_revision.then_some(Revision::Session)?
+    } else {
+        (version == ProtocolVersion::V_2026_07_28.as_str()).then_some(Revision::Stateless)?
+    };
+    let lifecycle_headers: &[&str] = match revision {
+        Revision::Session => &["mcp-session-id", "mcp-protocol-version"],
+        Revision::Stateless => &["mcp-protocol-version", "mcp-method", "mcp-name"],
+    };
+    if headers.keys().any(|k| k.as_str().starts_with("mcp-") && !lifecycle_headers.contains(&k.as_str())) {
         return None;
     }
     let ClientJsonRpcMessage::Request(request) = serde_json::from_slice(body).ok()? else {
         return None;
     };
     // rmcp moves a request's `_meta` into its extensions as it reads it.
-    let no_meta = request.request.get_meta().is_empty();
+    let meta = request.request.get_meta();
+    let meta_ok = match revision {
+        Revision::Session => meta.is_empty(),
+        Revision::Stateless => {
+            meta.keys().all(|k| STATELESS_META.contains(&k.as_str()))
+                && meta.missing_required_keys(&ProtocolVersion::V_2026_07_28).is_empty()
+                && meta.protocol_version() == Some(ProtocolVersion::V_2026_07_28)
+                && meta
+                    .get(STATELESS_META[2])
+                    .is_none_or(|info| serde_json::from_value::<rmcp::model::Implementation>(info.clone()).is_ok())
+        }
+    };
     let ClientRequest::CallToolRequest(call) = request.request else {
         return None;
     };
     let params = call.params;
-    let plain = no_meta
+    let plain = meta_ok
         && params.meta.as_ref().is_none_or(|m| m.is_empty())
         && params.input_responses.is_none()
         && params.request_state.is_none();
-    plain.then_some(DirectCall { id: request.id, params })
+    if !plain {
+        return None;
+    }
+    if revision == Revision::Stateless
+        && (only(headers, "mcp-method")? != "tools/call"
+            || only(headers, "mcp-name")? != params.name
+            || !crate::mcp::is_tool(&params.name))
+    {
+        return None;
+    }
+    Some(DirectCall { id: request.id, params, revision })
+}
+
+/// The value of a header given exactly once (as text).
+fn only<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().ok(),
+        _ => None,
+    }
 }
 
 /// Whether `Accept` names `application/json` and `text/event-stream` plainly (no parameters: a
@@ -169,29 +227,39 @@ pub async fn answer(
     cancel: CancellationToken,
     gone: CancellationToken,
 ) -> Response {
-    let DirectCall { id, params } = call;
+    let DirectCall { id, params, revision } = call;
     let opts = CallOptions { progress: None, cancel: Some(cancel), also_cancel: Some(gone) };
     let mut task: JoinHandle<Result<CallToolResult, McpError>> =
         tokio::spawn(async move { crate::mcp::call_tool(&gate, &caller, params, opts).await });
     match tokio::time::timeout(QUICK, &mut task).await {
         Ok(done) => {
-            let mut r = (StatusCode::OK, message(done, id)).into_response();
+            let mut r = (StatusCode::OK, message(done, id, revision)).into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
-        Err(_) => streamed(task, id),
+        Err(_) => streamed(task, id, revision),
     }
 }
 
 /// The JSON-RPC answer of a finished call.
-fn message(done: Result<Result<CallToolResult, McpError>, tokio::task::JoinError>, id: RequestId) -> Vec<u8> {
+fn message(
+    done: Result<Result<CallToolResult, McpError>, tokio::task::JoinError>,
+    id: RequestId,
+    revision: Revision,
+) -> Vec<u8> {
     let message = match done {
         Ok(Ok(result)) => {
-            // As rmcp's handler answers a session's peer: the historical shape, without
-            // 2026-07-28's `resultType` (the parity is tested in tests/mcp/test_direct.py).
+            // Shaped as rmcp's handler shapes it for the peer (the parity is tested in
+            // tests/mcp/test_direct.py): a session's peer gets the historical shape without
+            // `resultType`; a 2026-07-28 peer gets the caching hints that revision requires.
             let mut result = ServerResult::CallToolResult(result);
-            result.strip_result_type_for_legacy_peer();
-            result.strip_non_object_output_for_legacy_peer();
+            match revision {
+                Revision::Session => {
+                    result.strip_result_type_for_legacy_peer();
+                    result.strip_non_object_output_for_legacy_peer();
+                }
+                Revision::Stateless => result.fill_missing_cache_hints(),
+            }
             ServerJsonRpcMessage::response(result, id)
         }
         Ok(Err(e)) => ServerJsonRpcMessage::error(e, Some(id)),
@@ -208,13 +276,13 @@ fn message(done: Result<Result<CallToolResult, McpError>, tokio::task::JoinError
 }
 
 /// The answer of a call still running: keep-alive comments, then the message as one event.
-fn streamed(task: JoinHandle<Result<CallToolResult, McpError>>, id: RequestId) -> Response {
-    let events = futures_util::stream::unfold(Some((task, id)), |state| async move {
+fn streamed(task: JoinHandle<Result<CallToolResult, McpError>>, id: RequestId, revision: Revision) -> Response {
+    let events = futures_util::stream::unfold(Some((task, id)), move |state| async move {
         let (mut task, id) = state?;
         tokio::select! {
             done = &mut task => {
                 let mut event = b"event: message\ndata: ".to_vec();
-                event.extend_from_slice(&message(done, id));
+                event.extend_from_slice(&message(done, id, revision));
                 event.extend_from_slice(b"\n\n");
                 Some((Ok::<_, Infallible>(Bytes::from(event)), None))
             }
@@ -353,6 +421,74 @@ mod tests {
         // The same spelled otherwise is still taken.
         assert!(!left(&with(&[("accept", "text/event-stream , APPLICATION/JSON")]), CALL));
         assert!(!left(&with(&[("content-type", "application/json; charset=utf-8")]), CALL));
+    }
+
+    const STATELESS: &[(&str, &str)] = &[
+        ("host", "127.0.0.1:8765"),
+        ("accept", "application/json, text/event-stream"),
+        ("content-type", "application/json"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "get_job"),
+    ];
+
+    fn stateless_call(meta: serde_json::Value, name: &str) -> String {
+        serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": name, "arguments": {"job": "a"}, "_meta": meta}})
+        .to_string()
+    }
+
+    fn lifecycle_meta() -> serde_json::Value {
+        serde_json::json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+        })
+    }
+
+    #[test]
+    fn a_self_contained_2026_07_28_call_is_taken_only_as_rmcp_would_answer_it() {
+        let taken = |h: &[(&str, &str)], body: &str| take(&allowed(), &parts(h), body.as_bytes());
+        let call = taken(STATELESS, &stateless_call(lifecycle_meta(), "get_job")).expect("taken");
+        assert_eq!((call.revision, call.request_id().as_str()), (Revision::Stateless, "mcp-3"));
+        let mut meta = lifecycle_meta();
+        meta.as_object_mut().map(|m| m.remove("io.modelcontextprotocol/clientInfo"));
+        assert!(taken(STATELESS, &stateless_call(meta, "get_job")).is_some(), "clientInfo is optional");
+
+        let left = |h: &[(&str, &str)], body: &str| taken(h, body).is_none();
+        let plain = stateless_call(lifecycle_meta(), "get_job");
+        let without = |name: &str| STATELESS.iter().filter(|(k, _)| *k != name).copied().collect::<Vec<_>>();
+        let replaced = |name: &'static str, value: &'static str| {
+            let mut h = without(name);
+            h.push((name, value));
+            h
+        };
+        // The SEP-2243 headers must be there, once, and agree with the body.
+        assert!(left(&without("mcp-method"), &plain));
+        assert!(left(&without("mcp-name"), &plain));
+        assert!(left(&replaced("mcp-method", "tools/list"), &plain));
+        assert!(left(&replaced("mcp-name", "get_build"), &plain));
+        assert!(left(&[STATELESS, &[("mcp-name", "get_job")]].concat(), &plain), "two Mcp-Name values");
+        assert!(left(&[STATELESS, &[("mcp-param-job", "a")]].concat(), &plain));
+        assert!(left(&replaced("mcp-protocol-version", "2025-11-25"), &plain), "a session revision without a session");
+        // The request's own metadata: required keys, the same revision, nothing more.
+        for (key, value) in [
+            ("io.modelcontextprotocol/protocolVersion", serde_json::json!("2025-11-25")),
+            ("io.modelcontextprotocol/clientCapabilities", serde_json::json!("none")),
+            ("io.modelcontextprotocol/clientInfo", serde_json::json!(7)),
+            ("progressToken", serde_json::json!(1)),
+            ("io.modelcontextprotocol/logLevel", serde_json::json!("debug")),
+        ] {
+            let mut meta = lifecycle_meta();
+            meta[key] = value;
+            assert!(left(STATELESS, &stateless_call(meta, "get_job")), "{key}");
+        }
+        let mut meta = lifecycle_meta();
+        meta.as_object_mut().map(|m| m.remove("io.modelcontextprotocol/clientCapabilities"));
+        assert!(left(STATELESS, &stateless_call(meta, "get_job")), "no capabilities");
+        assert!(left(STATELESS, &stateless_call(serde_json::json!({}), "get_job")), "no metadata");
+        // An unknown tool is rmcp's protocol error, with its HTTP status.
+        assert!(left(&replaced("mcp-name", "no_such_tool"), &stateless_call(lifecycle_meta(), "no_such_tool")));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Global, open};
 use crate::mcp::{AgentIdentity, JgateMcp};
-use crate::mcp_sessions::{ClaimRefused, McpSessions};
+use crate::mcp_sessions::{ClaimRefused, IdClaim, McpSessions};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -150,13 +150,29 @@ async fn bearer(
                 && req.method() == axum::http::Method::GET
             {
                 claim = sessions.stream_claim(sid);
+            } else if session.is_none()
+                && req.method() == axum::http::Method::POST
+                && req.headers().get("mcp-protocol-version").is_some_and(|v| v.as_bytes() == b"2026-07-28")
+            {
+                // A 2026-07-28 request may be a tool call answered directly.
+                let (parts, body) = req.into_parts();
+                let Ok(bytes) = axum::body::to_bytes(body, MAX_MCP_BODY).await else {
+                    return unread_body_answer(
+                        (StatusCode::PAYLOAD_TOO_LARGE, "the MCP request is over 8 MiB").into_response(),
+                    );
+                };
+                direct = crate::mcp_direct::take(&allowed, &parts, &bytes);
+                req = Request::from_parts(parts, axum::body::Body::from(bytes));
             }
             let gone = CancellationToken::new();
             // Made before the answer: a client that hangs up before it also cancels its call.
             let guard = gone.clone().drop_guard();
             let client_addr = Some(peer.ip().to_string());
-            let response = match (direct, &claim) {
-                (Some(call), Some(claim)) => {
+            let response = match direct {
+                Some(call) => {
+                    // A session's call is cancelled through its claim too (notifications/cancelled,
+                    // the session's end); a 2026-07-28 call only by its connection.
+                    let cancel = claim.as_ref().map(IdClaim::cancel_token).unwrap_or_default();
                     let caller = gate::Caller {
                         agent: agent.clone(),
                         key_id: Some(key_id),
@@ -164,9 +180,9 @@ async fn bearer(
                         client_addr,
                         request_id: call.request_id(),
                     };
-                    crate::mcp_direct::answer(gate.clone(), caller, call, claim.cancel_token(), gone.clone()).await
+                    crate::mcp_direct::answer(gate.clone(), caller, call, cancel, gone.clone()).await
                 }
-                _ => {
+                None => {
                     req.extensions_mut().insert(ClientGone(gone.clone()));
                     req.extensions_mut().insert(AgentIdentity { agent: agent.clone(), key_id, client_addr });
                     next.run(req).await
