@@ -154,18 +154,7 @@ impl Gate {
             if let Some(n) = row.build_number {
                 return Some(started_as(n));
             }
-            let outcome = if row.operation == "replay" {
-                // Jenkins names no queue item for a replay: its run is known by its cause.
-                let original = serde_json::from_str::<Entry>(&row.entry)
-                    .ok()
-                    .and_then(|e| e.args.get("build").and_then(serde_json::Value::as_u64));
-                format!(
-                    "unknown: jgate stopped before it identified the replay's new run; look for a build whose cause is \"Replayed #{}\" before replaying again",
-                    original.map_or_else(|| "N".to_string(), |n| n.to_string())
-                )
-            } else {
-                "unknown: jgate stopped before Jenkins answered the trigger; a build may or may not have been queued — check get_job or get_queue".into()
-            };
+            let outcome = unqueued_outcome(&row.operation, &row.entry);
             return Some(Resolution { outcome, build_number: None, key: KeyState::Unknown, answer: None });
         };
         if let Some(n) = row.build_number {
@@ -195,6 +184,24 @@ impl Gate {
     }
 }
 
+/// The outcome of a build-starting write that recorded neither a queue item nor a run: whether
+/// anything started is unknown, and the outcome says where to look. `entry` is the write's
+/// intent record (JSON), whose arguments name a replay's original build.
+fn unqueued_outcome(operation: &str, entry: &str) -> String {
+    if operation == "replay" {
+        // Jenkins names no queue item for a replay: its run is known by its cause.
+        let original = serde_json::from_str::<Entry>(entry)
+            .ok()
+            .and_then(|e| e.args.get("build").and_then(serde_json::Value::as_u64));
+        format!(
+            "unknown: jgate stopped before it identified the replay's new run; look for a build whose cause is \"Replayed #{}\" before replaying again",
+            original.map_or_else(|| "N".to_string(), |n| n.to_string())
+        )
+    } else {
+        "unknown: jgate stopped before Jenkins answered the trigger; a build may or may not have been queued — check get_job or get_queue".into()
+    }
+}
+
 /// A run whose number was recorded, without a queue item (a replay found among the builds).
 fn started_as(number: u64) -> Resolution {
     Resolution {
@@ -211,5 +218,53 @@ fn ran(queue_id: u64, number: u64) -> Resolution {
         build_number: Some(number),
         key: KeyState::Done,
         answer: Some(json!({ "queue_id": queue_id, "build": { "number": number }, "reconciled": true })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::audit::{Phase, Surface};
+    use crate::ops::Op as _;
+
+    /// A replay's intent as the call path records it (script summarized, secrets masked).
+    fn replay_intent(build: u64) -> String {
+        let args = json!({"job": "pipe", "build": build, "script": "node { echo 'x' }"});
+        let recorded =
+            crate::call::summarize_args(crate::call::redact_args(&args), crate::ops::rebuild::Replay::SUMMARIZED);
+        let entry = Entry {
+            time_ms: 1_700_000_000_000,
+            request_id: "req-1".into(),
+            agent: "release-bot".into(),
+            key_id: None,
+            surface: Surface::Mcp,
+            client_addr: None,
+            controller: "prod".into(),
+            operation: "replay".into(),
+            target: Some("pipe".into()),
+            args: recorded,
+            phase: Phase::Intent,
+            allowed: true,
+            grant: Some(1),
+            reason: "allowed".into(),
+            outcome: None,
+            http_status: None,
+            duration_ms: None,
+            redactions: 0,
+            build_number: None,
+        };
+        serde_json::to_string(&entry).expect("entry")
+    }
+
+    #[test]
+    fn an_unidentified_replay_names_the_cause_to_look_for() {
+        let text = unqueued_outcome("replay", &replay_intent(7));
+        assert!(text.starts_with("unknown: ") && text.contains("\"Replayed #7\""), "{text}");
+        // An unreadable intent still says what to look for.
+        assert!(unqueued_outcome("replay", "{").contains("\"Replayed #N\""));
+        let trigger = unqueued_outcome("trigger_build", &replay_intent(7));
+        assert!(trigger.starts_with("unknown: ") && trigger.contains("may or may not have been queued"), "{trigger}");
     }
 }

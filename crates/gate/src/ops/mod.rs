@@ -19,7 +19,7 @@ mod jobs;
 mod logs;
 mod nodes;
 mod pipeline;
-mod rebuild;
+pub(crate) mod rebuild;
 mod status;
 mod system;
 mod views;
