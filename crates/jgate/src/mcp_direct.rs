@@ -68,20 +68,10 @@ impl Allowed {
 
     /// Whether the request's Host (exactly one) and Origin (none, or exactly one) are listed.
     fn admits(&self, headers: &HeaderMap) -> bool {
-        let one = |name: header::HeaderName| {
-            let mut values = headers.get_all(name).iter();
-            match (values.next(), values.next()) {
-                (Some(v), None) => Some(v.to_str().ok().map(str::to_ascii_lowercase)),
-                (None, _) => None,
-                _ => Some(None),
-            }
-        };
-        let host_listed = matches!(one(header::HOST), Some(Some(h)) if self.hosts.contains(&h));
-        let origin_listed = match one(header::ORIGIN) {
-            None => true,
-            Some(Some(o)) => self.origins.contains(&o),
-            Some(None) => false,
-        };
+        let listed = |list: &[String], v: &str| list.contains(&v.to_ascii_lowercase());
+        let host_listed = only(headers, "host").is_some_and(|h| listed(&self.hosts, h));
+        let origin_listed =
+            !headers.contains_key(header::ORIGIN) || only(headers, "origin").is_some_and(|o| listed(&self.origins, o));
         host_listed && origin_listed
     }
 }

@@ -164,9 +164,14 @@ impl McpSessions {
         if s.in_flight.contains_key(id) {
             return Err(ClaimRefused::Duplicate);
         }
+        Ok(self.hold(s, session, id.to_string()))
+    }
+
+    /// Puts `key` in flight on session `s` (named `session`) until the claim is dropped.
+    fn hold(self: &Arc<Self>, s: &mut Session, session: &str, key: String) -> IdClaim {
         let cancel = CancellationToken::new();
-        s.in_flight.insert(id.to_string(), cancel.clone());
-        Ok(IdClaim { sessions: self.clone(), session: session.to_string(), id: id.to_string(), cancel })
+        s.in_flight.insert(key.clone(), cancel.clone());
+        IdClaim { sessions: self.clone(), session: session.to_string(), id: key, cancel }
     }
 
     /// Holds a session in use while a stream of it (GET) is open; None for an unknown session
@@ -177,9 +182,7 @@ impl McpSessions {
         let id = format!("stream {}", inner.streams);
         let s = inner.sessions.get_mut(session)?;
         s.last_seen = Instant::now();
-        let cancel = CancellationToken::new();
-        s.in_flight.insert(id.clone(), cancel.clone());
-        Some(IdClaim { sessions: self.clone(), session: session.to_string(), id, cancel })
+        Some(self.hold(s, session, id))
     }
 
     /// How many sessions are tracked.

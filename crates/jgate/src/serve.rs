@@ -122,11 +122,9 @@ async fn bearer(
             if let Some(sid) = &session
                 && req.method() == axum::http::Method::POST
             {
-                let (parts, body) = req.into_parts();
-                let Ok(bytes) = axum::body::to_bytes(body, MAX_MCP_BODY).await else {
-                    return unread_body_answer(
-                        (StatusCode::PAYLOAD_TOO_LARGE, "the MCP request is over 8 MiB").into_response(),
-                    );
+                let (parts, bytes) = match read_body(req).await {
+                    Ok(read) => read,
+                    Err(too_large) => return too_large,
                 };
                 if let Some(id) = jsonrpc_id(&bytes) {
                     match sessions.claim(sid, &id.to_string()) {
@@ -155,11 +153,9 @@ async fn bearer(
                 && req.headers().get("mcp-protocol-version").is_some_and(|v| v.as_bytes() == b"2026-07-28")
             {
                 // A 2026-07-28 request may be a tool call answered directly.
-                let (parts, body) = req.into_parts();
-                let Ok(bytes) = axum::body::to_bytes(body, MAX_MCP_BODY).await else {
-                    return unread_body_answer(
-                        (StatusCode::PAYLOAD_TOO_LARGE, "the MCP request is over 8 MiB").into_response(),
-                    );
+                let (parts, bytes) = match read_body(req).await {
+                    Ok(read) => read,
+                    Err(too_large) => return too_large,
                 };
                 direct = crate::mcp_direct::take(&allowed, &parts, &bytes);
                 req = Request::from_parts(parts, axum::body::Body::from(bytes));
@@ -220,6 +216,17 @@ async fn bearer(
         Err(e) => {
             tracing::error!(error = %e, "authentication failed");
             store_unavailable(&format!("jgate cannot check the agent key now: {e}"))
+        }
+    }
+}
+
+/// A request's head and whole body (at most [`MAX_MCP_BODY`]); a larger body is answered 413.
+async fn read_body(req: Request) -> Result<(axum::http::request::Parts, axum::body::Bytes), Response> {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, MAX_MCP_BODY).await {
+        Ok(bytes) => Ok((parts, bytes)),
+        Err(_) => {
+            Err(unread_body_answer((StatusCode::PAYLOAD_TOO_LARGE, "the MCP request is over 8 MiB").into_response()))
         }
     }
 }
