@@ -34,6 +34,22 @@ pub(crate) struct SqliteAppender {
     path: String,
     /// Whether the connection is set to `synchronous=FULL` (else `NORMAL`).
     full: bool,
+    /// Commits since the last WAL checkpoint.
+    commits_unchecked: u32,
+}
+
+/// Commits between WAL checkpoints: a commit adds a few pages to the WAL, so this keeps it near
+/// SQLite's own default of a checkpoint per 1,000 pages.
+const CHECKPOINT_AFTER_COMMITS: u32 = 250;
+
+/// What [`SqliteAppender::append_now`] did.
+pub(crate) enum AppendNow {
+    /// The record was appended (or the append failed) in this call.
+    Done(Result<Record, StoreError>),
+    /// Nothing was written (another connection or process held the database's write lock, or
+    /// the record is an intent): the entry is handed back, for the writer's thread to append
+    /// with the usual lock wait and durability.
+    Later(Entry),
 }
 
 impl SqliteAppender {
@@ -43,9 +59,12 @@ impl SqliteAppender {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(err("opening the audit connection"))?;
         conn.busy_timeout(LOCK_WAIT).map_err(err("setting the lock wait"))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
+        // No checkpoint at commit: a commit may run on a caller's runtime thread
+        // ([`SqliteAppender::append_now`]); the writer's thread checkpoints instead
+        // ([`SqliteAppender::checkpoint_if_due`]).
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0")
             .map_err(err("setting up the audit connection"))?;
-        Ok(SqliteAppender { conn, path: path.to_string(), full: false })
+        Ok(SqliteAppender { conn, path: path.to_string(), full: false, commits_unchecked: 0 })
     }
 
     /// The file this appender writes.
@@ -56,21 +75,92 @@ impl SqliteAppender {
     /// Appends `items` in one transaction, chained after the stored head in the order given; all
     /// are written or none.
     pub(crate) fn append(&mut self, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
-        let Some(&(first_keys, _)) = items.first() else {
+        if items.is_empty() {
             return Ok(Vec::new());
-        };
+        }
         // Records of calls about to change something are on disk before the change is made.
         let durable = items.iter().any(|(_, e)| e.phase == audit::Phase::Intent);
-        if durable != self.full {
-            // `synchronous` can only change outside a transaction.
-            let pragma = if durable { "PRAGMA synchronous=FULL" } else { "PRAGMA synchronous=NORMAL" };
-            self.conn.execute_batch(pragma).map_err(err("setting the commit's durability"))?;
-            self.full = durable;
-        }
+        self.set_durability(durable)?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err("locking the database"))?;
+        let written = Self::write(tx, items);
+        self.commits_unchecked = self.commits_unchecked.saturating_add(1);
+        written
+    }
+
+    /// Appends one record now, in the caller's thread, if the database's write lock is free:
+    /// never waits for it (a runtime thread must not sleep on a lock). Only for records that
+    /// need no `synchronous=FULL` commit (not intents), so the commit is no fsync either.
+    pub(crate) fn append_now(&mut self, keys: &AuditKeys, entry: Entry) -> AppendNow {
+        if entry.phase == audit::Phase::Intent {
+            return AppendNow::Later(entry);
+        }
+        if let Err(e) = self.set_durability(false) {
+            return AppendNow::Done(Err(e));
+        }
+        if let Err(e) = self.conn.busy_timeout(std::time::Duration::ZERO) {
+            return AppendNow::Done(Err(err("setting the lock wait")(e)));
+        }
+        let refused = match self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(tx) => {
+                // Dropping the transaction on this error rolls it back: nothing written.
+                if let Err(e) = tx.busy_timeout(LOCK_WAIT) {
+                    return AppendNow::Done(Err(err("setting the lock wait")(e)));
+                }
+                let written = Self::write(tx, vec![(keys, entry)]);
+                self.commits_unchecked = self.commits_unchecked.saturating_add(1);
+                return AppendNow::Done(written.and_then(|mut records| {
+                    records.pop().ok_or_else(|| StoreError::Corrupt("an audit append wrote no record".into()))
+                }));
+            }
+            Err(e) => e,
+        };
+        // Nothing began: the connection gets its lock wait back before anything else.
+        if let Err(e) = self.conn.busy_timeout(LOCK_WAIT) {
+            return AppendNow::Done(Err(err("setting the lock wait")(e)));
+        }
+        match refused.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy) => AppendNow::Later(entry),
+            _ => AppendNow::Done(Err(err("locking the database")(refused))),
+        }
+    }
+
+    /// Whether enough commits went into the WAL since the last checkpoint.
+    pub(crate) fn checkpoint_due(&self) -> bool {
+        self.commits_unchecked >= CHECKPOINT_AFTER_COMMITS
+    }
+
+    /// Copies the WAL back into the database when due (a passive checkpoint: it waits for no
+    /// reader, and what readers still use is copied next time). Failing is no error of the
+    /// append: the next one tries again.
+    pub(crate) fn checkpoint_if_due(&mut self) {
+        if !self.checkpoint_due() {
+            return;
+        }
+        self.commits_unchecked = 0;
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            tracing::debug!(error = %e, db = self.path, "an audit WAL checkpoint failed");
+        }
+    }
+
+    /// Sets the commit's durability (`synchronous` can only change outside a transaction).
+    fn set_durability(&mut self, full: bool) -> Result<(), StoreError> {
+        if full != self.full {
+            let pragma = if full { "PRAGMA synchronous=FULL" } else { "PRAGMA synchronous=NORMAL" };
+            self.conn.execute_batch(pragma).map_err(err("setting the commit's durability"))?;
+            self.full = full;
+        }
+        Ok(())
+    }
+
+    /// The append in the transaction `tx` holds (rolled back if a statement fails): linked,
+    /// sealed, inserted, the head moved, committed.
+    fn write(tx: rusqlite::Transaction<'_>, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
+        let Some(&(first_keys, _)) = items.first() else {
+            return Ok(Vec::new());
+        };
         let doing = "reading the audit chain's head";
         let (head, last_seq, last_hash) = tx
             .prepare_cached(LINK)

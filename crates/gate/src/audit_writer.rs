@@ -17,11 +17,18 @@
 //!   most [`RECORD_TIMEOUT`] for its answer. When the store is unavailable, the batch's callers and
 //!   everything queued behind it get the error at once instead of each waiting for a bound of its
 //!   own.
-//! - On SQLite the writer is a thread of its own that owns a connection to the file
-//!   ([`crate::audit_sqlite`]) and calls SQLite directly: a caller's record costs one hand-off to
+//! - On SQLite the writer is a thread of its own with a connection to the file
+//!   ([`crate::audit_sqlite`]) that calls SQLite directly: a queued record costs one hand-off to
 //!   that thread and one back, and SQLite's own work. On PostgreSQL it is a task on the runtime
 //!   using the pool ([`Store::append_audit_batch`]). If the SQLite connection cannot be opened, the
 //!   task is used there too.
+//! - **A caller alone appends in its own thread** (SQLite, no audit device): when nothing is
+//!   queued, the writer's connection is free, the database's write lock is free at once and the
+//!   record is no intent, the caller commits its one record itself, saving both hand-offs — the
+//!   largest part of a lone read's audit cost. It never waits on a runtime thread: a taken
+//!   connection, a queue, a held lock (another process), an intent (`synchronous=FULL`, an
+//!   fsync), a due key-use flush or a closed store send it to the queue as before. The WAL is
+//!   checkpointed by the writer's thread only, never in a caller's commit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditKeys, Entry, Record};
 use crate::audit_device::AuditDevice;
-use crate::audit_sqlite::SqliteAppender;
+use crate::audit_sqlite::{AppendNow, SqliteAppender};
 use crate::auth_cache::{KeyUse, WRITER_FLUSH_BOUND};
 use crate::store::{CALL_TIMEOUT, Store, StoreError, timed_out};
 
@@ -51,10 +58,28 @@ struct Job {
     reply: Reply,
 }
 
+/// What the SQLite writer's thread is asked to do.
+#[allow(clippy::large_enum_variant)] // Boxing would cost every queued record an allocation.
+enum Work {
+    Append(Job),
+    /// Appends made in callers' threads filled the WAL: checkpoint it.
+    Checkpoint,
+}
+
 /// The queue to the writer task (which ends when this is dropped).
 pub(crate) struct AuditWriter {
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::Sender<Work>,
     batches: Arc<AtomicU64>,
+    /// SQLite without an audit device: the writer's connection, for a caller alone to append
+    /// with in its own thread.
+    shared: Option<SharedAppender>,
+}
+
+/// The SQLite writer's connection as callers share it with the writer's thread.
+struct SharedAppender {
+    appender: Arc<std::sync::Mutex<SqliteAppender>>,
+    store: Store,
+    key_use: Arc<KeyUse>,
 }
 
 fn stopped() -> StoreError {
@@ -69,6 +94,14 @@ impl AuditWriter {
         if let Some(opened) = store.sqlite_path().map(SqliteAppender::open) {
             match opened {
                 Ok(appender) => {
+                    let appender = Arc::new(std::sync::Mutex::new(appender));
+                    // With a device, every record also goes to the device in chain order, which
+                    // only the writer's thread keeps.
+                    let shared = device.is_none().then(|| SharedAppender {
+                        appender: appender.clone(),
+                        store: store.clone(),
+                        key_use: key_use.clone(),
+                    });
                     let writer = SqliteWriter {
                         appender,
                         store: store.clone(),
@@ -78,7 +111,7 @@ impl AuditWriter {
                         batches: batches.clone(),
                     };
                     match std::thread::Builder::new().name("jgate-audit".into()).spawn(move || writer.run(rx)) {
-                        Ok(_) => return AuditWriter { queue, batches },
+                        Ok(_) => return AuditWriter { queue, batches, shared },
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot start the audit writer's thread; appending through the pool");
                         }
@@ -86,25 +119,52 @@ impl AuditWriter {
                     // The queue went with the thread that could not start: the task gets a new one.
                     let (queue, rx) = mpsc::channel(QUEUE);
                     tokio::spawn(run(store, device, key_use, rx, batches.clone()));
-                    return AuditWriter { queue, batches };
+                    return AuditWriter { queue, batches, shared: None };
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot open the audit connection; appending through the pool"),
             }
         }
         tokio::spawn(run(store, device, key_use, rx, batches.clone()));
-        AuditWriter { queue, batches }
+        AuditWriter { queue, batches, shared: None }
     }
 
     /// Appends one record, sealed with `keys`; returns once the database and the device hold it.
     pub(crate) async fn append(&self, keys: Arc<AuditKeys>, entry: Entry) -> Result<Record, StoreError> {
+        let entry = match self.append_alone(&keys, entry) {
+            AppendNow::Done(done) => return done,
+            AppendNow::Later(entry) => entry,
+        };
         let (reply, answer) = oneshot::channel();
         let work = async {
-            self.queue.send(Job { keys, entry, reply }).await.map_err(|_| stopped())?;
+            self.queue.send(Work::Append(Job { keys, entry, reply })).await.map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?
         };
         tokio::time::timeout(RECORD_TIMEOUT, work)
             .await
             .map_err(|_| timed_out("appending an audit record", RECORD_TIMEOUT))?
+    }
+
+    /// The record appended in this thread when the caller is alone (see the module doc);
+    /// otherwise the entry back, for the queue.
+    fn append_alone(&self, keys: &AuditKeys, entry: Entry) -> AppendNow {
+        let Some(shared) = &self.shared else { return AppendNow::Later(entry) };
+        // Not past queued records (those the writer has taken wait for the connection too, and
+        // the chain is ordered by commit); a due flush and a closed store are the writer's.
+        if self.queue.capacity() < self.queue.max_capacity() || shared.key_use.due() || shared.store.is_closed() {
+            return AppendNow::Later(entry);
+        }
+        let Ok(mut appender) = shared.appender.try_lock() else { return AppendNow::Later(entry) };
+        let appended = appender.append_now(keys, entry);
+        let checkpoint = appender.checkpoint_due();
+        drop(appender);
+        if let AppendNow::Done(_) = &appended {
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            if checkpoint {
+                // Full queue: the thread checkpoints after its next batch anyway.
+                let _ = self.queue.try_send(Work::Checkpoint);
+            }
+        }
+        appended
     }
 
     /// Transactions committed or attempted so far.
@@ -151,15 +211,26 @@ impl Batch {
 
 /// Answers a failed batch's callers; when the store is unavailable, also everything queued
 /// meanwhile (it would meet the same store).
-fn answer_failure(e: &StoreError, replies: Vec<Reply>, rx: &mut mpsc::Receiver<Job>) {
+fn answer_failure(e: &StoreError, replies: Vec<Reply>, rx: &mut mpsc::Receiver<Work>) {
     for reply in replies {
         let _ = reply.send(Err(e.clone()));
     }
     if matches!(e, StoreError::Unavailable { .. }) {
-        while let Ok(job) = rx.try_recv() {
-            let _ = job.reply.send(Err(e.clone()));
+        while let Ok(work) = rx.try_recv() {
+            if let Work::Append(job) = work {
+                let _ = job.reply.send(Err(e.clone()));
+            }
         }
     }
+}
+
+/// Takes the appends out of `work` into `jobs` (a checkpoint request is the SQLite thread's
+/// business, which checkpoints after every batch when due).
+fn appends(work: &mut Vec<Work>, jobs: &mut Vec<Job>) {
+    jobs.extend(work.drain(..).filter_map(|w| match w {
+        Work::Append(job) => Some(job),
+        Work::Checkpoint => None,
+    }));
 }
 
 /// The writer on PostgreSQL: a task appending through the pool.
@@ -167,11 +238,13 @@ async fn run(
     store: Store,
     device: Option<Arc<AuditDevice>>,
     key_use: Arc<KeyUse>,
-    mut rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::Receiver<Work>,
     batches: Arc<AtomicU64>,
 ) {
+    let mut work = Vec::with_capacity(MAX_BATCH);
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+    while rx.recv_many(&mut work, MAX_BATCH).await > 0 {
+        appends(&mut work, &mut jobs);
         let Some(mut batch) = Batch::of(&mut jobs) else { continue };
         let (items, replies) = batch.split();
         let result = tokio::time::timeout(CALL_TIMEOUT, store.append_audit_batch(items))
@@ -206,7 +279,7 @@ async fn run(
 
 /// The writer on SQLite: a thread with a connection of its own.
 struct SqliteWriter {
-    appender: SqliteAppender,
+    appender: Arc<std::sync::Mutex<SqliteAppender>>,
     /// The pool: for the key-use flush (run on the runtime), and whether the store was closed.
     store: Store,
     device: Option<Arc<AuditDevice>>,
@@ -218,16 +291,24 @@ struct SqliteWriter {
 impl SqliteWriter {
     /// Takes whatever is queued (waiting for the first), appends it, answers; ends when every
     /// sender is gone (the gate was dropped).
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    fn run(self, mut rx: mpsc::Receiver<Work>) {
+        let mut work = Vec::with_capacity(MAX_BATCH);
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
-            jobs.push(first);
-            while jobs.len() < MAX_BATCH
-                && let Ok(job) = rx.try_recv()
+            work.push(first);
+            while work.len() < MAX_BATCH
+                && let Ok(more) = rx.try_recv()
             {
-                jobs.push(job);
+                work.push(more);
             }
-            let Some(mut batch) = Batch::of(&mut jobs) else { continue };
+            appends(&mut work, &mut jobs);
+            // A poisoned lock only means a caller panicked while holding it; the connection
+            // rolled back whatever that caller had begun.
+            let mut appender = self.appender.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(mut batch) = Batch::of(&mut jobs) else {
+                appender.checkpoint_if_due();
+                continue;
+            };
             let (items, replies) = batch.split();
             let result = if self.store.is_closed() {
                 // The store was closed: its writer's connection answers as the pool does.
@@ -236,7 +317,7 @@ impl SqliteWriter {
                     detail: "the store was closed".into(),
                 })
             } else {
-                self.appender.append(items)
+                appender.append(items)
             };
             self.batches.fetch_add(1, Ordering::Relaxed);
             match result {
@@ -251,9 +332,11 @@ impl SqliteWriter {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(outcome);
                     }
+                    // After the answers: the callers need not wait for it.
+                    appender.checkpoint_if_due();
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, db = self.appender.path(), "an audit batch failed");
+                    tracing::debug!(error = %e, db = appender.path(), "an audit batch failed");
                     answer_failure(&e, replies, &mut rx);
                 }
             }

@@ -213,6 +213,54 @@ async fn dropping_half_of_the_concurrent_records_loses_nobody_elses() {
     dbs.cleanup().await;
 }
 
+/// A record appended in the caller's thread (SQLite, nothing queued) must never wait there for
+/// the database's lock: on a one-thread runtime, a lock held by another program must not stop
+/// the runtime (the record waits in the writer's thread instead, and is written once the lock is
+/// free).
+#[tokio::test]
+async fn a_record_never_holds_the_runtime_while_the_database_is_locked() {
+    let dir = common::temp_dir("inline-lock");
+    let db = dir.join("jgate.db").display().to_string();
+    let g = Arc::new(open(&db, &key_file()).await);
+    g.record(entry("bot")).await.expect("a record with the lock free");
+    let mut other = raw("sqlite", &db).await;
+    hold_write_lock("sqlite", &mut other).await;
+    let waiting = {
+        let g = g.clone();
+        tokio::spawn(async move { g.record(entry("bot")).await })
+    };
+    // The record starts as soon as this task yields; a runtime thread stuck in SQLite's lock
+    // wait (5 s) would make this sleep that late.
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late = start.elapsed();
+    assert!(late < Duration::from_secs(2), "the runtime was held for {late:?}");
+    assert!(!waiting.is_finished(), "the record waited for the lock");
+    release(&mut other).await;
+    let record = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("in time").expect("task");
+    assert_eq!(record.expect("written after the lock was released").seq, 2);
+    assert_eq!(g.verify_audit(&[]).await.expect("verify"), Ok(2));
+}
+
+/// Records appended one at a time (each in its caller's thread) keep the WAL checkpointed by the
+/// writer's thread: it stays near SQLite's usual size instead of growing with every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_appended_one_at_a_time_keep_the_wal_small() {
+    let dir = common::temp_dir("inline-wal");
+    let db = dir.join("jgate.db").display().to_string();
+    let g = open(&db, &key_file()).await;
+    let n = 3000;
+    let batches_before = g.audit_batches();
+    for _ in 0..n {
+        g.record(entry("bot")).await.expect("record");
+    }
+    assert_eq!(g.audit_batches() - batches_before, n, "one transaction per record");
+    // Without checkpoints every commit adds its pages to the WAL: tens of MiB for 3,000 records.
+    let wal = std::fs::metadata(format!("{db}-wal")).map(|m| m.len()).unwrap_or(0);
+    assert!(wal < 8 << 20, "the WAL grew to {} KiB", wal / 1024);
+    assert_eq!(g.verify_audit(&[]).await.expect("verify"), Ok(n));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_answer_fails_calls_promptly_and_clearly() {
     let dbs = Dbs::new("jgh").await;
