@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gate::audit::{Phase, Surface, VerifyError};
 use gate::audit_device::{self, AuditDevice};
@@ -303,6 +303,14 @@ async fn the_audit_file_survives_a_wiped_database() {
     denied(&g, 3).await;
     g.store().close().await;
     drop(g);
+    // The audit writer's thread closes its own connection once it sees the gate gone; that last
+    // close checkpoints and deletes the WAL *by name*, so wiping (and recreating) the files
+    // before it would let it delete the fresh store's WAL.
+    let wal = format!("{db}-wal");
+    let closing = Instant::now();
+    while Path::new(&wal).exists() && closing.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{db}{suffix}"));
     }
