@@ -239,6 +239,30 @@ async fn a_gigabyte_tail_reads_only_the_end_once_the_size_is_known() {
     assert_eq!(over.lines, small.lines);
 }
 
+/// A cold tail of a big finished log streams it (Jenkins cannot tell the size first), then learns
+/// the size with one more request that reads headers only: the next tail reads only the end. A
+/// small log is not worth that request.
+#[tokio::test]
+async fn after_a_streamed_tail_of_a_finished_log_the_next_reads_only_the_end() {
+    let (t, s) = twin(SCENARIO).await;
+    let c = admin(&s);
+    let job = path("huge");
+    let before = t.requests_received();
+    let cold = c.tail_from_end(&job, 1, 50, 4096, None).await.expect("cold tail");
+    assert!(cold.bytes_read > 1 << 30, "the cold tail streams the log: {} bytes", cold.bytes_read);
+    assert_eq!(t.requests_received() - before, 2, "the stream and the size");
+    let before = t.requests_received();
+    let warm = c.tail_from_end(&job, 1, 50, 4096, None).await.expect("warm tail");
+    assert_eq!(t.requests_received() - before, 1);
+    assert!(warm.bytes_read <= 1 << 20, "read {} bytes", warm.bytes_read);
+    let text = |e: &jenkins::EndTail| e.lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>();
+    assert_eq!(text(&warm), text(&cold), "the same lines");
+
+    let before = t.requests_received();
+    c.tail_from_end(&path("team/api"), 1, 3, 4096, None).await.expect("small tail");
+    assert_eq!(t.requests_received() - before, 1, "a small log is only streamed");
+}
+
 #[tokio::test]
 async fn tails_from_the_end_agree_with_streaming_tails_wherever_the_read_begins() {
     // 100 kB of 64-byte filler lines, then awkward lines: CRLF, multi-byte characters, a line

@@ -1163,7 +1163,7 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
         );
     }
     s += &format!(
-        "- Tail: the direct side streams `consoleText` and keeps the last {TAIL_LINES} lines (last line {:?}); jgate's bytes are counted by a TCP relay in front of the twin (controller `metered`, response headers included), its time through the direct controller `prod`. A cold tail cannot read only the end: Jenkins offers no cheap way to learn a log's size (a `progressiveText` start past the end restarts from 0, and `X-Text-Size` comes with the body; jenkins-wire.md §10.6), so the goal is out of reach for a log jgate has not seen; the wire client reads only the end when it knows the size (`tail_from_end`).\n",
+        "- Tail: the direct side streams `consoleText` and keeps the last {TAIL_LINES} lines (last line {:?}); jgate's bytes are counted by a TCP relay in front of the twin (controller `metered`, response headers included), its time through the direct controller `prod`. A cold tail cannot read only the end: Jenkins offers no cheap way to learn a log's size (a `progressiveText` start past the end restarts from 0, and `X-Text-Size` comes with the body; jenkins-wire.md §10.6), so the goal is out of reach for a log jgate has not seen. jgate's `get_build_log` streams the console for every tail; the wire client's `tail_from_end` reads only the end once it knows the size, which the tool does not use yet.\n",
         t.last_line
     );
     s += &format!(
