@@ -237,6 +237,10 @@ fn no_events() -> McpError {
 /// JSON-RPC error code of "jgate's store is unavailable" (implementation-defined server error).
 pub const STORE_UNAVAILABLE: i32 = -32000;
 
+/// The longest an answer waits for the call's last progress messages to be sent (a client that
+/// does not read them does not hold the answer).
+const PROGRESS_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn text_error(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
 }
@@ -327,8 +331,13 @@ impl ServerHandler for JgateMcp {
         };
         let opts = CallOptions { progress, cancel: Some(ctx.ct.clone()), also_cancel: gone };
         let result = call_tool(&self.gate, &caller, request, opts).await;
-        if let Some(forward) = forward {
-            forward.abort();
+        if let Some(mut forward) = forward {
+            // The call has ended and dropped its sender: what it reported (the last message says
+            // how it ended) goes out before its answer. Aborting at once lost it when the answer
+            // was quick.
+            if tokio::time::timeout(PROGRESS_DRAIN, &mut forward).await.is_err() {
+                forward.abort();
+            }
         }
         result.map(Into::into)
     }
