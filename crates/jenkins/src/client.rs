@@ -1810,7 +1810,7 @@ impl JenkinsClient {
         let Some(size) = known_size.or_else(|| self.wire.final_log_size(&build)) else {
             let t = self.tail_streamed(job, number, n, max_line_bytes).await?;
             if t.bytes_read >= SIZE_PROBE_FROM {
-                self.learn_final_size(job, number, t.bytes_read).await;
+                self.learn_final_size(&build, job, number, t.bytes_read).await;
             }
             return Ok(t);
         };
@@ -1868,13 +1868,13 @@ impl JenkinsClient {
     /// from 0, and Jenkins spools only what follows — the notes' worth, not the log. Only its
     /// headers are read (`X-Text-Size`, `X-More-Data`). Best effort: a failure only means the
     /// next tail streams again.
-    async fn learn_final_size(&self, job: &JobPath, number: u64, streamed: u64) {
-        let build = format!("{}{number}/", job.url_path());
+    /// `build` is the build's path (`job/.../N/`), as the wire cache keys it.
+    async fn learn_final_size(&self, build: &str, job: &JobPath, number: u64, streamed: u64) {
         let path = format!("{build}logText/progressiveText");
         let what = format!("the size of the console of build #{number} of {job}");
         match self.send_stream(&path, &[("start", streamed.to_string())], &what).await {
             Ok(resp) => match progressive_headers(&resp) {
-                Ok((size, false)) if size >= streamed => self.wire.finished_log(&build, size),
+                Ok((size, false)) if size >= streamed => self.wire.finished_log(build, size),
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "could not learn a console's size"),
             },
@@ -2047,11 +2047,11 @@ fn decode_json<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, Error> 
     })
 }
 
-/// `X-Text-Size` and `X-More-Data` of a progressiveText answer (jenkins-wire.md §10.6).
 /// A streamed tail at least this long is followed by a request that learns the log's size
 /// ([`JenkinsClient::learn_final_size`]); below it, streaming the log again costs little.
 const SIZE_PROBE_FROM: u64 = 1 << 20;
 
+/// `X-Text-Size` and `X-More-Data` of a progressiveText answer (jenkins-wire.md §10.6).
 fn progressive_headers(resp: &reqwest::Response) -> Result<(u64, bool), Error> {
     let size =
         resp.headers().get("X-Text-Size").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
