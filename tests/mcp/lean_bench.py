@@ -472,8 +472,9 @@ def per_tool(binary: str) -> str:
         "(HTTP headers included, counted by a TCP relay in front of the twin; jgate's cache of finished",
         "builds means a later call may fetch less). *Returned*: bytes of the tool result's text",
         "content, what the agent's model reads (the structured content carries the same JSON). All",
-        "with the default budget (16 KiB). A log view reads the whole console (Jenkins offers no",
-        "cheap way to learn a log's size; docs/benchmarks.md, Tail).",
+        "with the default budget (16 KiB). A log view's first read of a console streams it (Jenkins",
+        "offers no cheap way to learn a log's size); a later tail of a finished build's log reads only",
+        "its end (docs/benchmarks.md, Tail).",
         "",
         f"- **Date:** {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit()}",
         "",
@@ -505,8 +506,9 @@ small by design (issue #14):
   listings, jobs, the queue, nodes, test reports (counts and each case's status and error, not
   stack traces or captured output) and the other structured reads name their fields with
   `tree=`; a build's own JSON is read at depth 0 (its actions are what `get_build` reads: causes,
-  parameters, test counts, changes). Console logs are read as streams within bounds; finished
-  builds' answers are cached.
+  parameters, test counts, changes). Console logs are read as streams within bounds, and a tail
+  of a finished log jgate has read before fetches only its end; finished builds' answers are
+  cached.
 - **Few tools.** Less common reads (the queue, views, the Jenkins version and plugins) are offered
   through one `read_more` tool, so an agent with every grant sees at most 30 tools.
 

@@ -4,16 +4,11 @@
 //! Jenkins. A triage does not repeat the log's end when its error lines already show it.
 
 use gate::audit::Surface;
-use gate::catalog::Group;
-use gate::policy::Level;
-use gate::secrets::MasterKey;
-use gate::store::{AuditFilter, Store};
-use gate::{Admin, Caller, Gate, GateError};
+use gate::store::AuditFilter;
+use gate::{Caller, Gate, GateError};
 use serde_json::{Value, json};
 
 mod common;
-
-const TOKEN: &str = "11dddddddddddddddddddddddddddddddd";
 
 fn secret() -> String {
     format!("ghp_{}", "R8v2Kp".repeat(6))
@@ -43,19 +38,7 @@ log = "{}"
         secret(),
         noisy_log()
     );
-    let scenario = format!("[[folders]]\npath = \"team\"\n{scenario}");
-    let (twin, server) =
-        jenkins_twin::start(&scenario, &[("admin".into(), "admin".into(), TOKEN.into())]).await.expect("twin");
-    let dir = common::temp_dir("fields");
-    let store = Store::open(&dir.join("jgate.db").display().to_string()).await.expect("store");
-    let (master, _) =
-        MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", &dir.join("master.key")).expect("master key");
-    let g = Gate::open(store, master, None).await.expect("gate");
-    let admin = Admin::local_cli();
-    g.add_controller(&admin, common::twin_controller("prod", &server, TOKEN), false).await.expect("controller");
-    g.create_agent(&admin, "bot", "", None).await.expect("agent");
-    g.grant(&admin, "bot", Group::Status, Level::Read, None, None, vec![]).await.expect("grant");
-    (twin, server, g)
+    common::gate_on_twin("fields", &format!("[[folders]]\npath = \"team\"\n{scenario}")).await
 }
 
 /// Eight error lines early, then forty quiet ones: the grep stops at its five matches long before

@@ -83,6 +83,18 @@ struct Entry {
 struct Finished {
     at: Instant,
     log_size: Option<u64>,
+    /// The complete log's line count, when a read of it counted them; it belongs to `log_size`
+    /// and is dropped whenever another size is recorded.
+    log_lines: Option<u64>,
+}
+
+/// What a client remembers of a finished build's complete log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FinalLog {
+    /// `X-Text-Size` of the complete log (progressiveText byte offsets).
+    pub size: u64,
+    /// Its line count, if known.
+    pub lines: Option<u64>,
 }
 
 #[derive(Default)]
@@ -168,7 +180,7 @@ impl Wire {
             Keep::Never => false,
             Keep::BuildJson { job_prefix, numbered } => match build_state(&f.body) {
                 Some((number, false)) => {
-                    self.mark(&mut st, format!("{job_prefix}{number}/"), None, now);
+                    self.mark(&mut st, format!("{job_prefix}{number}/"), None, None, now);
                     *numbered
                 }
                 _ => false,
@@ -178,7 +190,7 @@ impl Wire {
                 if f.more_data {
                     false
                 } else {
-                    self.mark(&mut st, build.clone(), f.text_size, now);
+                    self.mark(&mut st, build.clone(), f.text_size, None, now);
                     !f.cut
                 }
             }
@@ -195,16 +207,19 @@ impl Wire {
     }
 
     /// Records that a build has finished with a log of `log_size` bytes (an answer without
-    /// `X-More-Data`).
-    pub fn finished_log(&self, build: &str, log_size: u64) {
+    /// `X-More-Data`) and, when a read counted them, `log_lines` lines.
+    pub fn finished_log(&self, build: &str, log_size: u64, log_lines: Option<u64>) {
         let mut st = self.lock();
-        self.mark(&mut st, build.to_string(), Some(log_size), Instant::now());
+        self.mark(&mut st, build.to_string(), Some(log_size), log_lines, Instant::now());
     }
 
-    /// The final log size of a build this client has seen finish, if it remembers one.
-    pub fn final_log_size(&self, build: &str) -> Option<u64> {
+    /// The final log of a build this client has seen finish, if it remembers its size.
+    pub fn final_log(&self, build: &str) -> Option<FinalLog> {
         let mut st = self.lock();
-        self.known_finished(&mut st, build, Instant::now()).flatten()
+        let now = Instant::now();
+        self.known_finished(&mut st, build, now)?;
+        let f = st.finished.get(build)?;
+        Some(FinalLog { size: f.log_size?, lines: f.log_lines })
     }
 
     /// Forgets everything: after deleting or creating jobs, build numbers can be reused.
@@ -256,7 +271,7 @@ impl Wire {
         Some(f.log_size)
     }
 
-    fn mark(&self, st: &mut State, build: String, log_size: Option<u64>, now: Instant) {
+    fn mark(&self, st: &mut State, build: String, log_size: Option<u64>, log_lines: Option<u64>, now: Instant) {
         if self.opts.finished_ttl.is_zero() {
             return;
         }
@@ -270,9 +285,15 @@ impl Wire {
                 st.finished.remove(&oldest);
             }
         }
-        let e = st.finished.entry(build).or_insert(Finished { at: now, log_size: None });
+        let e = st.finished.entry(build).or_insert(Finished { at: now, log_size: None, log_lines: None });
         e.at = now;
-        e.log_size = log_size.or(e.log_size);
+        if let Some(size) = log_size {
+            // A count of lines describes one size: another size (or none given) forgets it.
+            if e.log_size != Some(size) || log_lines.is_some() {
+                e.log_lines = log_lines;
+            }
+            e.log_size = Some(size);
+        }
     }
 
     fn insert(&self, st: &mut State, key: &str, value: Fetched, now: Instant) {
@@ -360,18 +381,24 @@ mod tests {
         let keep = Keep::BuildJson { job_prefix: "job/a/".into(), numbered: false };
         w.complete("last", &keep, &Ok(build_json(7, false)));
         assert_eq!(w.sizes().1, 0);
-        assert_eq!(w.final_log_size("job/a/7/"), None, "finished, size unknown");
+        assert_eq!(w.final_log("job/a/7/"), None, "finished, size unknown");
         let log = Keep::Log { build: "job/a/7/".into() };
         w.complete("p", &log, &Err(Error::Unavailable { detail: "x".into() }));
         assert_eq!(w.sizes().1, 0);
         let mut chunk = answer("tail");
         chunk.text_size = Some(1234);
         chunk.cut = true;
-        w.complete("p", &log, &Ok(chunk));
+        w.complete("p", &log, &Ok(chunk.clone()));
         assert_eq!(w.sizes().1, 0, "a cut chunk is not the whole answer");
-        assert_eq!(w.final_log_size("job/a/7/"), Some(1234));
+        assert_eq!(w.final_log("job/a/7/"), Some(FinalLog { size: 1234, lines: None }));
+        // A line count sticks to its size: the same size keeps it, another size drops it.
+        w.finished_log("job/a/7/", 1234, Some(40));
+        w.complete("p", &log, &Ok(chunk.clone()));
+        assert_eq!(w.final_log("job/a/7/"), Some(FinalLog { size: 1234, lines: Some(40) }));
+        w.finished_log("job/a/7/", 1300, None);
+        assert_eq!(w.final_log("job/a/7/"), Some(FinalLog { size: 1300, lines: None }));
         w.clear();
-        assert_eq!(w.final_log_size("job/a/7/"), None);
+        assert_eq!(w.final_log("job/a/7/"), None);
     }
 
     #[test]

@@ -371,7 +371,9 @@ pub struct LogChunk {
 pub struct EndTail {
     /// The last `n` lines (fewer if the log is shorter), oldest first.
     pub lines: Vec<TailLine>,
-    /// The log's line count; known only when the whole log was read.
+    /// The log's line count: known when the whole log was read, or when only its end was read
+    /// and this client remembers the count from an earlier read of the same complete log. When
+    /// `scan_stopped`, the lines read so far (the log has more).
     pub total_lines: Option<u64>,
     /// The log's size as `X-Text-Size` (Jenkins' byte offsets) when it was read through
     /// progressiveText; `None` when the whole `consoleText` was streamed.
@@ -381,12 +383,15 @@ pub struct EndTail {
     pub more: bool,
     /// Console bytes read from Jenkins for this answer.
     pub bytes_read: u64,
+    /// The streamed `consoleText` was cut after `max_scan` bytes: `lines` are not the log's last.
+    pub scan_stopped: bool,
 }
 
 /// One line of an [`EndTail`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TailLine {
-    /// 1-based position in the log; `None` when only the end of the log was read.
+    /// 1-based position in the log; `None` when only the end of the log was read and its line
+    /// count is not known.
     pub number: Option<u64>,
     pub text: String,
     /// The line was longer than `max_line_bytes`; `text` holds only its beginning.
@@ -1794,9 +1799,12 @@ impl JenkinsClient {
     /// the end restarts from 0, and `X-Text-Size` comes with the answer's body). The size is known
     /// when the caller passes one (`known_size`, e.g. the `next_start` of an earlier
     /// [`Self::progressive_text`]) or when this client has already seen the finished build's
-    /// complete size in a progressiveText answer. Then only a suffix is read
-    /// (`progressiveText?start=size-window`, the window growing until it holds `n` whole lines).
-    /// Otherwise the whole `consoleText` is streamed, as [`crate::logs::tail`] does. Memory is
+    /// complete size. Then only a suffix is read (`progressiveText?start=size-window`, the window
+    /// growing until it holds `n` whole lines), and its lines are numbered when this client also
+    /// knows the complete log's line count (learnt by an earlier tail). Otherwise the whole
+    /// `consoleText` is streamed, as [`crate::logs::tail`] does, at most `max_scan` bytes of it;
+    /// after a streamed tail of a big finished log, its size and line count are learnt with one
+    /// more request whose headers alone are read, so the next tail reads only the end. Memory is
     /// bounded by `n × max_line_bytes` either way.
     pub async fn tail_from_end(
         &self,
@@ -1805,15 +1813,20 @@ impl JenkinsClient {
         n: usize,
         max_line_bytes: usize,
         known_size: Option<u64>,
+        max_scan: u64,
     ) -> Result<EndTail, Error> {
         let build = format!("{}{number}/", job.url_path());
-        let Some(size) = known_size.or_else(|| self.wire.final_log_size(&build)) else {
-            let t = self.tail_streamed(job, number, n, max_line_bytes).await?;
-            if t.bytes_read >= SIZE_PROBE_FROM {
-                self.learn_final_size(&build, job, number, t.bytes_read).await;
+        let remembered = self.wire.final_log(&build);
+        let Some(size) = known_size.or(remembered.map(|f| f.size)) else {
+            let t = self.tail_streamed(job, number, n, max_line_bytes, max_scan).await?;
+            if t.bytes_read >= SIZE_PROBE_FROM && !t.scan_stopped {
+                self.learn_final_size(&build, job, number, t.bytes_read, t.total_lines).await;
             }
             return Ok(t);
         };
+        // The line count belongs to the remembered size; it numbers the suffix only if Jenkins
+        // still reports that size.
+        let lines_of_size = remembered.filter(|f| f.size == size).and_then(|f| f.lines);
         let path = format!("{build}logText/progressiveText");
         let what = format!("the console of build #{number} of {job}");
         let mut window = (n as u64).saturating_mul(256).max(16 * 1024);
@@ -1842,39 +1855,53 @@ impl JenkinsClient {
             };
             bytes_read += counted.into_inner();
             if !more {
-                self.wire.finished_log(&build, text_size);
+                self.wire.finished_log(&build, text_size, whole.then_some(t.total_lines));
             }
             if whole || t.total_lines >= n as u64 {
+                let shown = t.lines.len() as u64;
+                let total = if whole {
+                    Some(t.total_lines)
+                } else {
+                    lines_of_size.filter(|total| !more && text_size == size && *total >= shown)
+                };
+                // Numbered from the end when only the end was read and the total is known.
+                let first = total.map(|total| total + 1 - shown);
                 let lines = t
                     .lines
                     .into_iter()
-                    .map(|l| TailLine { number: whole.then_some(l.number), text: l.text, truncated: l.truncated })
+                    .enumerate()
+                    .map(|(i, l)| TailLine {
+                        number: if whole { Some(l.number) } else { first.map(|f| f + i as u64) },
+                        text: l.text,
+                        truncated: l.truncated,
+                    })
                     .collect();
                 return Ok(EndTail {
                     lines,
-                    total_lines: whole.then_some(t.total_lines),
+                    total_lines: total,
                     log_size: Some(text_size),
                     more,
                     bytes_read,
+                    scan_stopped: false,
                 });
             }
             window = window.saturating_mul(4);
         }
     }
 
-    /// After a streamed tail of `streamed` bytes: learns the log's size for the next tail, if
-    /// the build has finished. `consoleText` has console notes removed, so its length is at most
-    /// the log's (`progressiveText` offsets count the notes): a read from there never restarts
-    /// from 0, and Jenkins spools only what follows — the notes' worth, not the log. Only its
-    /// headers are read (`X-Text-Size`, `X-More-Data`). Best effort: a failure only means the
-    /// next tail streams again.
+    /// After a streamed tail of `streamed` bytes and `lines` lines: learns the log's size for the
+    /// next tail, if the build has finished. `consoleText` has console notes removed, so its
+    /// length is at most the log's (`progressiveText` offsets count the notes): a read from there
+    /// never restarts from 0, and Jenkins spools only what follows — the notes' worth, not the
+    /// log. Only its headers are read (`X-Text-Size`, `X-More-Data`). Best effort: a failure
+    /// only means the next tail streams again.
     /// `build` is the build's path (`job/.../N/`), as the wire cache keys it.
-    async fn learn_final_size(&self, build: &str, job: &JobPath, number: u64, streamed: u64) {
+    async fn learn_final_size(&self, build: &str, job: &JobPath, number: u64, streamed: u64, lines: Option<u64>) {
         let path = format!("{build}logText/progressiveText");
         let what = format!("the size of the console of build #{number} of {job}");
         match self.send_stream(&path, &[("start", streamed.to_string())], &what).await {
             Ok(resp) => match progressive_headers(&resp) {
-                Ok((size, false)) if size >= streamed => self.wire.finished_log(build, size),
+                Ok((size, false)) if size >= streamed => self.wire.finished_log(build, size, lines),
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "could not learn a console's size"),
             },
@@ -1882,15 +1909,28 @@ impl JenkinsClient {
         }
     }
 
-    /// [`Self::tail_from_end`] without a known size: the whole `consoleText`.
+    /// [`Self::tail_from_end`] without a known size: the whole `consoleText`, at most `max_scan`
+    /// bytes of it.
     async fn tail_streamed(
         &self,
         job: &JobPath,
         number: u64,
         n: usize,
         max_line_bytes: usize,
+        max_scan: u64,
     ) -> Result<EndTail, Error> {
-        let t = crate::logs::tail(self.console_stream(job, number).await?, n, max_line_bytes).await?;
+        let stopped = std::sync::atomic::AtomicBool::new(false);
+        let stream = self.console_stream(job, number).await?.scan(0u64, |seen, item| {
+            if *seen >= max_scan {
+                stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+                return futures_util::future::ready(None);
+            }
+            if let Ok(b) = &item {
+                *seen += b.len() as u64;
+            }
+            futures_util::future::ready(Some(item))
+        });
+        let t = crate::logs::tail(Box::pin(stream), n, max_line_bytes).await?;
         Ok(EndTail {
             lines: t
                 .lines
@@ -1901,6 +1941,7 @@ impl JenkinsClient {
             log_size: None,
             more: false,
             bytes_read: t.total_bytes,
+            scan_stopped: stopped.into_inner(),
         })
     }
 

@@ -209,7 +209,7 @@ async fn a_gigabyte_tail_reads_only_the_end_once_the_size_is_known() {
     assert_eq!(want_text[48..], ["the very end", "Finished: SUCCESS"]);
 
     // Without a size, tail_from_end streams too (Jenkins has no cheap way to tell the size)...
-    let small = c.tail_from_end(&path("team/api"), 1, 3, 4096, None).await.expect("small tail");
+    let small = c.tail_from_end(&path("team/api"), 1, 3, 4096, None, u64::MAX).await.expect("small tail");
     let streamed =
         jenkins::logs::tail(c.console_stream(&path("team/api"), 1).await.expect("s"), 3, 4096).await.expect("tail");
     assert_eq!(small.total_lines, Some(streamed.total_lines));
@@ -221,7 +221,7 @@ async fn a_gigabyte_tail_reads_only_the_end_once_the_size_is_known() {
     let probe = c.progressive_text(&job, 1, 0, 1).await.expect("probe");
     assert!(probe.more, "cut after one byte");
     let before = t.requests_received();
-    let got = c.tail_from_end(&job, 1, 50, 4096, None).await.expect("tail from end");
+    let got = c.tail_from_end(&job, 1, 50, 4096, None, u64::MAX).await.expect("tail from end");
     assert_eq!(t.requests_received() - before, 1);
     assert!(got.bytes_read <= 1 << 20, "read {} bytes", got.bytes_read);
     assert!(got.log_size.is_some_and(|n| n > 1 << 30));
@@ -232,9 +232,9 @@ async fn a_gigabyte_tail_reads_only_the_end_once_the_size_is_known() {
     // A size from the caller works the same; a wrong (too large) one falls back to the whole log.
     let size = got.log_size.expect("size");
     let fresh = admin(&s);
-    let again = fresh.tail_from_end(&job, 1, 50, 4096, Some(size)).await.expect("known size");
+    let again = fresh.tail_from_end(&job, 1, 50, 4096, Some(size), u64::MAX).await.expect("known size");
     assert_eq!(again.lines, got.lines);
-    let over = fresh.tail_from_end(&path("team/api"), 1, 3, 4096, Some(1 << 40)).await.expect("too large");
+    let over = fresh.tail_from_end(&path("team/api"), 1, 3, 4096, Some(1 << 40), u64::MAX).await.expect("too large");
     assert_eq!(over.total_lines, Some(streamed.total_lines), "Jenkins restarted from 0: the whole log");
     assert_eq!(over.lines, small.lines);
 }
@@ -248,19 +248,38 @@ async fn after_a_streamed_tail_of_a_finished_log_the_next_reads_only_the_end() {
     let c = admin(&s);
     let job = path("huge");
     let before = t.requests_received();
-    let cold = c.tail_from_end(&job, 1, 50, 4096, None).await.expect("cold tail");
+    let cold = c.tail_from_end(&job, 1, 50, 4096, None, u64::MAX).await.expect("cold tail");
     assert!(cold.bytes_read > 1 << 30, "the cold tail streams the log: {} bytes", cold.bytes_read);
     assert_eq!(t.requests_received() - before, 2, "the stream and the size");
     let before = t.requests_received();
-    let warm = c.tail_from_end(&job, 1, 50, 4096, None).await.expect("warm tail");
+    let warm = c.tail_from_end(&job, 1, 50, 4096, None, u64::MAX).await.expect("warm tail");
     assert_eq!(t.requests_received() - before, 1);
     assert!(warm.bytes_read <= 1 << 20, "read {} bytes", warm.bytes_read);
-    let text = |e: &jenkins::EndTail| e.lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>();
-    assert_eq!(text(&warm), text(&cold), "the same lines");
+    assert_eq!(warm.lines, cold.lines, "the same lines, numbered from the end with the count the cold tail learnt");
+    assert!(cold.lines.iter().all(|l| l.number.is_some()));
+    assert_eq!(warm.total_lines, cold.total_lines);
+    assert!(warm.log_size.is_some_and(|n| n >= cold.bytes_read));
+
+    // A client that knows only the size (from a progressive read) reads the end unnumbered.
+    let sized = admin(&s);
+    sized.progressive_text(&job, 1, 0, 1).await.expect("probe");
+    let unnumbered = sized.tail_from_end(&job, 1, 50, 4096, None, u64::MAX).await.expect("sized tail");
+    assert!(unnumbered.bytes_read <= 1 << 20);
+    assert!(unnumbered.lines.iter().all(|l| l.number.is_none()) && unnumbered.total_lines.is_none());
 
     let before = t.requests_received();
-    c.tail_from_end(&path("team/api"), 1, 3, 4096, None).await.expect("small tail");
+    c.tail_from_end(&path("team/api"), 1, 3, 4096, None, u64::MAX).await.expect("small tail");
     assert_eq!(t.requests_received() - before, 1, "a small log is only streamed");
+
+    // A tail stopped at its scan limit has not seen the end: it says so and learns nothing.
+    let capped = admin(&s);
+    let before = t.requests_received();
+    let cut = capped.tail_from_end(&job, 1, 50, 4096, None, 8 << 20).await.expect("capped tail");
+    assert!(cut.scan_stopped && cut.bytes_read < 16 << 20, "stopped after {} bytes", cut.bytes_read);
+    assert_ne!(cut.lines.last().map(|l| l.text.as_str()), Some("Finished: SUCCESS"));
+    assert_eq!(t.requests_received() - before, 1, "no size is learnt from a partial read");
+    let again = capped.tail_from_end(&job, 1, 50, 4096, None, 8 << 20).await.expect("capped again");
+    assert!(again.scan_stopped, "still streamed: the size was not learnt");
 }
 
 #[tokio::test]
@@ -276,20 +295,27 @@ async fn tails_from_the_end_agree_with_streaming_tails_wherever_the_read_begins(
     let c = admin(&s);
     let job = path("mixed");
     let whole = jenkins::logs::tail(c.console_stream(&job, 1).await.expect("s"), 0, 64).await.expect("count");
+    let mut numbered = 0;
     for max_line in [16, 64, 100_000] {
         for n in [0, 1, 2, 3, 4, 5, 6, 7, 50, 300, 2_000, 5_000] {
             let want =
                 jenkins::logs::tail(c.console_stream(&job, 1).await.expect("s"), n, max_line).await.expect("tail");
             let before = t.requests_received();
-            let got = c.tail_from_end(&job, 1, n, max_line, Some(whole.total_bytes)).await.expect("from end");
+            let got = c.tail_from_end(&job, 1, n, max_line, Some(whole.total_bytes), u64::MAX).await.expect("from end");
             let reads = t.requests_received() - before;
             let got_lines: Vec<(&str, bool)> = got.lines.iter().map(|l| (l.text.as_str(), l.truncated)).collect();
             let want_lines: Vec<(&str, bool)> = want.lines.iter().map(|l| (l.text.as_str(), l.truncated)).collect();
             assert_eq!(got_lines, want_lines, "n = {n}, max_line = {max_line}");
             if got.total_lines.is_some() {
                 assert_eq!(got.total_lines, Some(want.total_lines));
+                // Numbered (from the end, when only the end was read) as the streaming tail numbers.
+                let numbers: Vec<Option<u64>> = got.lines.iter().map(|l| l.number).collect();
+                assert_eq!(numbers, want.lines.iter().map(|l| Some(l.number)).collect::<Vec<_>>(), "n = {n}");
+                numbered += 1;
             }
             assert!((1..=4).contains(&reads), "n = {n}: {reads} reads");
         }
     }
+    // Once a read of the whole log counted its lines, the suffixes are numbered too.
+    assert!(numbered > 20, "{numbered} numbered tails");
 }

@@ -702,8 +702,12 @@ async fn close_all(clients: Vec<Mcp>) {
 struct Tail {
     direct_ms: f64,
     direct_bytes: u64,
-    jgate_ms: f64,
-    jgate_bytes: u64,
+    /// The first tail of the log through jgate (it has not seen the log).
+    cold_ms: f64,
+    cold_bytes: u64,
+    /// The median of the tails after it (jgate knows the log's size and line count).
+    repeat_ms: f64,
+    repeat_bytes: u64,
     last_line: String,
 }
 
@@ -739,25 +743,51 @@ async fn tail(ctx: &Ctx, key: &str, runs: usize, log_bytes: u64) -> anyhow::Resu
     }
     let mut mcp = Mcp::connect(&ctx.mcp_url, key).await?;
     let args = |controller: &str| json!({"job": HUGE, "build": 1, "mode": "tail", "lines": TAIL_LINES, "controller": controller});
-    for _ in 0..runs {
+    let mut call = async |controller: &str| -> anyhow::Result<(f64, Value)> {
         let t = Instant::now();
-        let r = mcp.call("get_build_log", args("prod")).await?;
-        jt.push(t.elapsed().as_secs_f64() * 1e3);
+        let r = mcp.call("get_build_log", args(controller)).await?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
         let text = r["structuredContent"]["text"].as_str().unwrap_or("");
         if !text.contains("Finished: SUCCESS") {
             bail!("jgate's tail does not end with the last line: {}", &text[text.len().saturating_sub(300)..]);
         }
+        Ok((ms, r["structuredContent"].clone()))
+    };
+    // Times through controller `tail` (straight to the twin, used by nothing else, so its first
+    // tail is cold); bytes through `metered` (the relay), cold then repeated.
+    let (cold_ms, cold) = call("tail").await?;
+    let mut repeat = Value::Null;
+    for _ in 0..runs {
+        let (ms, r) = call("tail").await?;
+        jt.push(ms);
+        repeat = r;
     }
-    // Bytes the twin sent for one tail, through the metering relay (controller `metered`).
-    let before = ctx.metered.load(Ordering::Relaxed);
-    mcp.call("get_build_log", args("metered")).await?;
-    // Let the relay count what is still in flight (the connection stays open).
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let jgate_bytes = ctx.metered.load(Ordering::Relaxed) - before;
+    for key in ["text", "first_line", "last_line", "total_lines"] {
+        if repeat[key] != cold[key] {
+            bail!("a repeated tail answered {key} {} where the first said {}", repeat[key], cold[key]);
+        }
+    }
+    let mut bytes = Vec::new();
+    for _ in 0..2 {
+        let before = ctx.metered.load(Ordering::Relaxed);
+        call("metered").await?;
+        // Let the relay count what is still in flight (the connection stays open).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        bytes.push(ctx.metered.load(Ordering::Relaxed) - before);
+    }
+    let (cold_bytes, repeat_bytes) = (bytes[0], bytes[1]);
     mcp.close().await;
     dt.sort_by(f64::total_cmp);
     jt.sort_by(f64::total_cmp);
-    Ok(Tail { direct_ms: dt[dt.len() / 2], direct_bytes, jgate_ms: jt[jt.len() / 2], jgate_bytes, last_line })
+    Ok(Tail {
+        direct_ms: dt[dt.len() / 2],
+        direct_bytes,
+        cold_ms,
+        cold_bytes,
+        repeat_ms: jt[jt.len() / 2],
+        repeat_bytes,
+        last_line,
+    })
 }
 
 /// Drops everything before the last `n` lines of `buf` (a final newline ends the last line).
@@ -1085,21 +1115,34 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
         }
     }
     let t = &r.tail;
+    let log = mib(r.log_bytes);
     s += &format!(
-        "| Tail of a {} console log, last {TAIL_LINES} lines: time | {:.0} ms | {:.0} ms (`curl \\| tail`) | {:.2}× | ≤ 50 ms | {} |\n",
-        mib(r.log_bytes),
-        t.jgate_ms,
+        "| Tail of a {log} console log, last {TAIL_LINES} lines, first time (cold): time | {:.0} ms | {:.0} ms (`curl \\| tail`) | {:.2}× | ≤ 50 ms | {} |\n",
+        t.cold_ms,
         t.direct_ms,
-        t.jgate_ms / t.direct_ms,
-        met(t.jgate_ms <= 50.0)
+        t.cold_ms / t.direct_ms,
+        met(t.cold_ms <= 50.0)
     );
     s += &format!(
-        "| Tail of a {} console log: bytes fetched from the twin | {} | {} | {:.2}× | ≤ 1 MiB | {} |\n",
-        mib(r.log_bytes),
-        mib(t.jgate_bytes),
+        "| Tail of a {log} console log, first time (cold): bytes fetched from the twin | {} | {} | {:.2}× | ≤ 1 MiB | {} |\n",
+        mib(t.cold_bytes),
         mib(t.direct_bytes),
-        t.jgate_bytes as f64 / t.direct_bytes as f64,
-        met(t.jgate_bytes <= 1 << 20)
+        t.cold_bytes as f64 / t.direct_bytes as f64,
+        met(t.cold_bytes <= 1 << 20)
+    );
+    s += &format!(
+        "| Tail of a {log} console log, repeated: time | {:.1} ms | {:.0} ms (`curl \\| tail`) | {:.4}× | ≤ 50 ms | {} |\n",
+        t.repeat_ms,
+        t.direct_ms,
+        t.repeat_ms / t.direct_ms,
+        met(t.repeat_ms <= 50.0)
+    );
+    s += &format!(
+        "| Tail of a {log} console log, repeated: bytes fetched from the twin | {} | {} | {:.6}× | ≤ 1 MiB | {} |\n",
+        mib(t.repeat_bytes),
+        mib(t.direct_bytes),
+        t.repeat_bytes as f64 / t.direct_bytes as f64,
+        met(t.repeat_bytes <= 1 << 20)
     );
     let p = &r.poll;
     let jper = p.jgate_upstream as f64 / p.intervals as f64;
@@ -1163,7 +1206,7 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
         );
     }
     s += &format!(
-        "- Tail: the direct side streams `consoleText` and keeps the last {TAIL_LINES} lines (last line {:?}); jgate's bytes are counted by a TCP relay in front of the twin (controller `metered`, response headers included), its time through the direct controller `prod`. A cold tail cannot read only the end: Jenkins offers no cheap way to learn a log's size (a `progressiveText` start past the end restarts from 0, and `X-Text-Size` comes with the body; jenkins-wire.md §10.6), so the goal is out of reach for a log jgate has not seen. jgate's `get_build_log` streams the console for every tail; the wire client's `tail_from_end` reads only the end once it knows the size, which the tool does not use yet.\n",
+        "- Tail: the direct side streams `consoleText` and keeps the last {TAIL_LINES} lines (last line {:?}). jgate's times are through controller `tail` (straight to the twin, used by nothing else): its first tail is cold, the repeated row is the median of the ones after; the bytes are counted by a TCP relay in front of the twin (controller `metered`, response headers included), first tail then one more. A cold tail cannot read only the end: Jenkins offers no cheap way to learn a log's size (a `progressiveText` start past the end restarts from 0, and `X-Text-Size` comes with the body; jenkins-wire.md §10.6), so it streams the log and then learns its size and line count with one request whose headers alone are read; every later tail of that finished log reads only its end (`progressiveText?start=` a few KiB before the end) and answers the same numbered lines. The bench checks that the repeated answer equals the first.\n",
         t.last_line
     );
     s += &format!(
@@ -1232,7 +1275,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&data)?;
     let mut jg = Jgate { bin, data, child: None, mcp_url: String::new() };
     let token_env = [("BENCH_TWIN_TOKEN", TWIN_TOKEN)];
-    for (name, addr) in [("prod", server.addr()), ("metered", relay)] {
+    for (name, addr) in [("prod", server.addr()), ("metered", relay), ("tail", server.addr())] {
         let url = format!("http://{addr}");
         let allow = format!("127.0.0.1:{}", addr.port());
         jg.cli(

@@ -288,14 +288,17 @@ where
     (Box::pin(limited), hit)
 }
 
-/// The lines a log view selected, before sanitizing.
+/// The lines a log view selected, before sanitizing: (number, text, cut) each, the number
+/// `None` when only the end of a log of unknown line count was read.
 #[derive(Default)]
 struct View {
-    lines: Vec<(u64, String, bool)>,
+    lines: Vec<(Option<u64>, String, bool)>,
     total: Option<u64>,
     next_cursor: Option<u64>,
     matches: Option<usize>,
     truncated_search: bool,
+    /// Reading stopped at [`SCAN_BUDGET`].
+    scan_cut: bool,
 }
 
 /// A bounded, sanitized view of a build's console.
@@ -343,11 +346,27 @@ pub(super) async fn log_view_of(
         let chunk = client.progressive_text(job, number, *cursor, LOG_BUDGET).await?;
         return Ok(follow_answer(job, number, &chunk, sanitizer));
     }
-    let console: futures_util::stream::BoxStream<'static, Result<Bytes, jenkins::Error>> = match read {
-        Some(body) => futures_util::stream::iter([Ok(body.clone())]).boxed(),
-        None => client.console_stream(job, number).await?.boxed(),
+    let what = "the console of";
+    let mut v = match (mode, read) {
+        // A tail reads only the end of a log whose size the client knows (jenkins-wire.md §10.6).
+        (LogMode::Tail(n), None) => {
+            let t = client.tail_from_end(job, number, *n, READ_LINE, None, SCAN_BUDGET).await?;
+            let view = View {
+                lines: t.lines.into_iter().map(|l| (l.number, l.text, l.truncated)).collect(),
+                total: t.total_lines,
+                scan_cut: t.scan_stopped,
+                ..View::default()
+            };
+            render(view, mode, sanitizer, &source, what)
+        }
+        _ => {
+            let console: futures_util::stream::BoxStream<'static, Result<Bytes, jenkins::Error>> = match read {
+                Some(body) => futures_util::stream::iter([Ok(body.clone())]).boxed(),
+                None => client.console_stream(job, number).await?.boxed(),
+            };
+            view_of_stream(console, mode, sanitizer, &source, what).await?
+        }
     };
-    let mut v = view_of_stream(console, mode, sanitizer, &source, "the console of").await?;
     if let Value::Object(m) = &mut v {
         m.insert("job".into(), json!(job.to_string()));
         m.insert("number".into(), json!(number));
@@ -370,8 +389,9 @@ pub(super) async fn view_of_stream(
         return Err(GateError::Invalid(format!("mode follow applies to build consoles only, not to {what} {source}")));
     }
     let (stream, budget_hit) = budgeted(console);
-    let to_lines = |ls: Vec<jenkins::logs::Line>| ls.into_iter().map(|l| (l.number, l.text, l.truncated)).collect();
-    let View { lines, total, next_cursor, matches, truncated_search } = match mode {
+    let to_lines =
+        |ls: Vec<jenkins::logs::Line>| ls.into_iter().map(|l| (Some(l.number), l.text, l.truncated)).collect();
+    let view = match mode {
         LogMode::Tail(n) => {
             let t = jenkins::logs::tail(stream, *n, READ_LINE).await?;
             View { lines: to_lines(t.lines), total: Some(t.total_lines), ..View::default() }
@@ -400,7 +420,7 @@ pub(super) async fn view_of_stream(
                 .into_iter()
                 .map(|h| {
                     (
-                        h.line.number,
+                        Some(h.line.number),
                         format!("{}{}", if h.is_match { "» " } else { "  " }, h.line.text),
                         h.line.truncated,
                     )
@@ -415,25 +435,41 @@ pub(super) async fn view_of_stream(
             }
         }
     };
-    let scan_cut = budget_hit.load(Ordering::Relaxed);
+    Ok(render(View { scan_cut: budget_hit.load(Ordering::Relaxed), ..view }, mode, sanitizer, source, what))
+}
+
+/// The answer of a view: its lines sanitized whole, numbered, cut to [`LOG_BUDGET`], fenced as
+/// untrusted, with a summary that says what was shown and what was not.
+fn render(view: View, mode: &LogMode, sanitizer: &mut Sanitizer, source: &str, what: &str) -> Value {
+    let View { lines, total, next_cursor, matches, truncated_search, scan_cut } = view;
     let mut text = String::new();
     let mut last_number = 0;
     for (n, l, truncated) in &lines {
-        if last_number != 0 && *n > last_number + 1 {
-            text.push_str("--\n");
+        let shown = clean_line(sanitizer, l, *truncated);
+        match n {
+            Some(n) => {
+                if last_number != 0 && *n > last_number + 1 {
+                    text.push_str("--\n");
+                }
+                last_number = *n;
+                text.push_str(&format!("{n:>6}  {shown}\n"));
+            }
+            None => text.push_str(&format!("{:>6}  {shown}\n", "")),
         }
-        last_number = *n;
-        text.push_str(&format!("{n:>6}  {}\n", clean_line(sanitizer, l, *truncated)));
     }
+    let unnumbered = lines.first().is_some_and(|l| l.0.is_none());
     let keep = if matches!(mode, LogMode::Tail(_)) { Keep::Tail } else { Keep::Head };
     let (text, cut) = cut_to_budget(&text, LOG_BUDGET, keep);
     let report = sanitizer.report().clone();
     let summary = format!(
         "{} line(s) of {what} {source}{}{}{}{}",
         lines.len(),
-        total
-            .map(|t| format!(" (the log has {}{t} lines)", if scan_cut { "more than " } else { "" }))
-            .unwrap_or_default(),
+        match total {
+            Some(t) => format!(" (the log has {}{t} lines)", if scan_cut { "more than " } else { "" }),
+            None if unnumbered =>
+                " (its last lines; only the end of the log was read, so its line count is not known)".into(),
+            None => String::new(),
+        },
         if report.redactions > 0 { format!("; {} secret(s) redacted", report.redactions) } else { String::new() },
         if cut > 0 { format!("; {cut} bytes cut to stay within {LOG_BUDGET} bytes") } else { String::new() },
         if scan_cut {
@@ -445,11 +481,11 @@ pub(super) async fn view_of_stream(
             String::new()
         },
     );
-    Ok(json!({
+    json!({
         "summary": summary,
         "text": mark_untrusted(source, &text),
-        "first_line": lines.first().map(|l| l.0),
-        "last_line": lines.last().map(|l| l.0),
+        "first_line": lines.first().and_then(|l| l.0),
+        "last_line": lines.last().and_then(|l| l.0),
         "total_lines": total,
         "next_cursor": next_cursor,
         "matches": matches,
@@ -459,5 +495,5 @@ pub(super) async fn view_of_stream(
         "redactions": report.redactions,
         "redactions_by_rule": report.by_rule,
         "untrusted": true,
-    }))
+    })
 }

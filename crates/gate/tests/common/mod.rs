@@ -125,3 +125,28 @@ pub fn twin_controller(name: &str, server: &jenkins_twin::TwinServer, token: &st
         insecure: false,
     }
 }
+
+/// The admin's API token on the twins of [`gate_on_twin`].
+pub const TWIN_TOKEN: &str = "11dddddddddddddddddddddddddddddddd";
+
+/// A twin of `scenario` and a gate (SQLite in a temporary directory named after `what`) with the
+/// controller `prod` on it and the agent `bot`, granted status read.
+pub async fn gate_on_twin(
+    what: &str,
+    scenario: &str,
+) -> (std::sync::Arc<jenkins_twin::Twin>, jenkins_twin::TwinServer, gate::Gate) {
+    let (twin, server) =
+        jenkins_twin::start(scenario, &[("admin".into(), "admin".into(), TWIN_TOKEN.into())]).await.expect("twin");
+    let dir = temp_dir(what);
+    let store = gate::store::Store::open(&dir.join("jgate.db").display().to_string()).await.expect("store");
+    let (master, _) =
+        MasterKey::load_or_create("JGATE_TEST_UNSET_MASTER_KEY", &dir.join("master.key")).expect("master key");
+    let g = gate::Gate::open(store, master, None).await.expect("gate");
+    let admin = Admin::local_cli();
+    g.add_controller(&admin, twin_controller("prod", &server, TWIN_TOKEN), false).await.expect("controller");
+    g.create_agent(&admin, "bot", "", None).await.expect("agent");
+    g.grant(&admin, "bot", gate::catalog::Group::Status, gate::policy::Level::Read, None, None, vec![])
+        .await
+        .expect("grant");
+    (twin, server, g)
+}

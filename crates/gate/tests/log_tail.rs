@@ -1,0 +1,84 @@
+//! A tail of a big finished console through the call path (issue #9): the first tail streams the
+//! log (Jenkins cannot tell a log's size first, jenkins-wire.md §10.6) and learns its size and
+//! line count; every later tail reads only the end, and answers exactly as the first did —
+//! the same numbered lines, the same totals, the same redactions.
+
+use gate::audit::Surface;
+use gate::{Caller, Gate};
+use serde_json::{Value, json};
+
+mod common;
+
+const LOG_BYTES: u64 = 8 << 20;
+
+fn secret() -> String {
+    format!("ghp_{}", "R8v2Kp".repeat(6))
+}
+
+async fn setup() -> (std::sync::Arc<jenkins_twin::Twin>, jenkins_twin::TwinServer, Gate) {
+    let scenario = format!(
+        "[controller]\nquiet_period = 0\n[[jobs]]\npath = \"big\"\n[[jobs.builds]]\nresult = \"FAILURE\"\n\
+         log_bytes = {LOG_BYTES}\nlog = \"deploying with token {}\\nerror: the deploy failed\"\n",
+        secret()
+    );
+    common::gate_on_twin("tail", &scenario).await
+}
+
+async fn tail(g: &Gate, lines: u64) -> Value {
+    let caller =
+        Caller { agent: "bot".into(), key_id: None, surface: Surface::Mcp, client_addr: None, request_id: "t".into() };
+    g.call(&caller, "prod", "get_build_log", json!({"job": "big", "build": 1, "lines": lines})).await.expect("tail")
+}
+
+#[tokio::test]
+async fn a_repeated_tail_of_a_big_finished_log_reads_only_its_end_and_answers_the_same() {
+    let (twin, _server, g) = setup().await;
+    let sent = twin.log_bytes_sent();
+    let cold = tail(&g, 20).await;
+    let cold_bytes = twin.log_bytes_sent() - sent;
+    assert!(cold_bytes >= LOG_BYTES, "the first tail streams the log: {cold_bytes} bytes");
+    let text = cold["text"].as_str().expect("text");
+    assert!(text.contains("error: the deploy failed") && text.contains("Finished: FAILURE"), "{text}");
+    assert!(!text.contains(&secret()), "redacted: {text}");
+    let total = cold["total_lines"].as_u64().expect("total known");
+    assert_eq!(cold["last_line"].as_u64(), Some(total));
+    assert_eq!(cold["first_line"].as_u64(), Some(total - 19));
+
+    for _ in 0..3 {
+        let sent = twin.log_bytes_sent();
+        let warm = tail(&g, 20).await;
+        let warm_bytes = twin.log_bytes_sent() - sent;
+        assert!(warm_bytes <= 1 << 20, "a later tail reads only the end: {warm_bytes} bytes");
+        for key in ["text", "summary", "first_line", "last_line", "total_lines", "redactions", "scan_stopped_at_limit"]
+        {
+            assert_eq!(warm[key], cold[key], "{key} differs");
+        }
+    }
+    // Another count of lines is read from the end too, numbered the same way.
+    let sent = twin.log_bytes_sent();
+    let longer = tail(&g, 300).await;
+    assert!(twin.log_bytes_sent() - sent <= 1 << 20);
+    assert_eq!(longer["last_line"].as_u64(), Some(total));
+    assert_eq!(longer["first_line"].as_u64(), Some(total - 299));
+}
+
+/// A client that learnt only the log's size (here from a follow's first page) reads the end
+/// without line numbers, and says so instead of guessing them.
+#[tokio::test]
+async fn a_tail_that_knows_only_the_size_reads_the_end_and_says_the_count_is_unknown() {
+    let (twin, _server, g) = setup().await;
+    let caller =
+        Caller { agent: "bot".into(), key_id: None, surface: Surface::Mcp, client_addr: None, request_id: "f".into() };
+    g.call(&caller, "prod", "get_build_log", json!({"job": "big", "build": 1, "mode": "follow"}))
+        .await
+        .expect("follow");
+    let sent = twin.log_bytes_sent();
+    let v = tail(&g, 20).await;
+    assert!(twin.log_bytes_sent() - sent <= 1 << 20, "only the end");
+    let text = v["text"].as_str().expect("text");
+    assert!(text.contains("error: the deploy failed") && text.contains("Finished: FAILURE"), "{text}");
+    assert!(!text.contains(&secret()), "redacted: {text}");
+    assert!(v["first_line"].is_null() && v["total_lines"].is_null(), "{v}");
+    let summary = v["summary"].as_str().expect("summary");
+    assert!(summary.contains("20 line(s)") && summary.contains("line count is not known"), "{summary}");
+}
