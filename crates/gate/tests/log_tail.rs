@@ -62,16 +62,15 @@ async fn a_repeated_tail_of_a_big_finished_log_reads_only_its_end_and_answers_th
     assert_eq!(longer["first_line"].as_u64(), Some(total - 299));
 }
 
-/// A client that learnt only the log's size (here from a follow's first page) reads the end
+/// A client that learnt only the log's size (here from a follow's page from the top) reads the end
 /// without line numbers, and says so instead of guessing them.
 #[tokio::test]
 async fn a_tail_that_knows_only_the_size_reads_the_end_and_says_the_count_is_unknown() {
     let (twin, _server, g) = setup().await;
     let caller =
         Caller { agent: "bot".into(), key_id: None, surface: Surface::Mcp, client_addr: None, request_id: "f".into() };
-    g.call(&caller, "prod", "get_build_log", json!({"job": "big", "build": 1, "mode": "follow"}))
-        .await
-        .expect("follow");
+    let page = json!({"job": "big", "build": 1, "mode": "follow", "cursor": 0});
+    g.call(&caller, "prod", "get_build_log", page).await.expect("follow");
     let sent = twin.log_bytes_sent();
     let v = tail(&g, 20).await;
     assert!(twin.log_bytes_sent() - sent <= 1 << 20, "only the end");
@@ -81,4 +80,41 @@ async fn a_tail_that_knows_only_the_size_reads_the_end_and_says_the_count_is_unk
     assert!(v["first_line"].is_null() && v["total_lines"].is_null(), "{v}");
     let summary = v["summary"].as_str().expect("summary");
     assert!(summary.contains("20 line(s)") && summary.contains("line count is not known"), "{summary}");
+}
+
+/// A follow without a cursor begins like `tail -f`: the log's last lines and the cursor after
+/// them, read from the end once the log's size is known; a follow from 0 still starts at the top.
+#[tokio::test]
+async fn a_follow_without_a_cursor_begins_with_the_last_lines_and_their_cursor() {
+    let (twin, _server, g) = setup().await;
+    let caller =
+        Caller { agent: "bot".into(), key_id: None, surface: Surface::Mcp, client_addr: None, request_id: "f".into() };
+    let follow = async |args: Value| g.call(&caller, "prod", "get_build_log", args).await.expect("follow");
+    // Not seen before: progressiveText is read from 0 (what a follow from the start asks of
+    // Jenkins too), so the cursor is exact.
+    let first = follow(json!({"job": "big", "build": 1, "mode": "follow", "lines": 5})).await;
+    let text = first["text"].as_str().expect("text");
+    assert!(text.contains("error: the deploy failed") && text.contains("Finished: FAILURE"), "{text}");
+    assert!(!text.contains(&secret()), "redacted: {text}");
+    assert_eq!(first["more"], false);
+    let total = first["total_lines"].as_u64().expect("total");
+    assert_eq!(first["last_line"].as_u64(), Some(total));
+    assert!(first["summary"].as_str().is_some_and(|s| s.contains("the last 5 line(s)") && s.contains("complete")));
+    let cursor = first["next_cursor"].as_u64().expect("cursor");
+    assert!(cursor >= LOG_BYTES, "the cursor is the log's end: {cursor}");
+    let after = follow(json!({"job": "big", "build": 1, "mode": "follow", "cursor": cursor})).await;
+    assert_eq!(after["text"].as_str().map(|t| t.contains("Finished")), Some(false), "nothing after the end: {after}");
+    assert_eq!(after["more"], false);
+
+    // Now the size is known: only the end is read, and the page is the same.
+    let sent = twin.log_bytes_sent();
+    let again = follow(json!({"job": "big", "build": 1, "mode": "follow", "lines": 5})).await;
+    assert!(twin.log_bytes_sent() - sent <= 1 << 20, "only the end");
+    for key in ["text", "next_cursor", "first_line", "last_line", "total_lines", "more"] {
+        assert_eq!(again[key], first[key], "{key} differs");
+    }
+    // An explicit 0 is still the top of the log.
+    let top = follow(json!({"job": "big", "build": 1, "mode": "follow", "cursor": 0})).await;
+    assert!(!top["text"].as_str().expect("text").contains("Finished: FAILURE"));
+    assert_eq!(top["more"], true, "a page of 24 KiB from the top: more to read");
 }

@@ -1815,10 +1815,11 @@ impl JenkinsClient {
         known_size: Option<u64>,
         max_scan: u64,
     ) -> Result<EndTail, Error> {
+        let spec = TailSpec { lines: n, max_line_bytes, max_scan };
         let build = format!("{}{number}/", job.url_path());
         let remembered = self.wire.final_log(&build);
         let Some(size) = known_size.or(remembered.map(|f| f.size)) else {
-            let t = self.tail_streamed(job, number, n, max_line_bytes, max_scan).await?;
+            let t = self.tail_streamed(job, number, spec).await?;
             if t.bytes_read >= SIZE_PROBE_FROM && !t.scan_stopped {
                 self.learn_final_size(&build, job, number, t.bytes_read, t.total_lines).await;
             }
@@ -1827,8 +1828,43 @@ impl JenkinsClient {
         // The line count belongs to the remembered size; it numbers the suffix only if Jenkins
         // still reports that size.
         let lines_of_size = remembered.filter(|f| f.size == size).and_then(|f| f.lines);
+        self.tail_progressive(job, number, spec, Some((size, lines_of_size))).await
+    }
+
+    /// The last `n` lines of a console together with the offset that follows them, for the first
+    /// page of a follow ("tail, then follow"): `log_size` is the `start` of the next
+    /// [`Self::progressive_text`], exact because both come from one progressiveText answer. A
+    /// finished log whose size this client knows is read from its end; otherwise progressiveText
+    /// is read from 0 (at most `max_scan` bytes), which is what a follow from the start asks of
+    /// Jenkins too.
+    pub async fn tail_to_follow(
+        &self,
+        job: &JobPath,
+        number: u64,
+        n: usize,
+        max_line_bytes: usize,
+        max_scan: u64,
+    ) -> Result<EndTail, Error> {
+        let spec = TailSpec { lines: n, max_line_bytes, max_scan };
+        let known = self.wire.final_log(&format!("{}{number}/", job.url_path())).map(|f| (f.size, f.lines));
+        self.tail_progressive(job, number, spec, known).await
+    }
+
+    /// A tail read through progressiveText: from `size - window` when `known` gives the log's
+    /// size (with its line count, if known, to number the lines from the end), the window
+    /// growing until it holds `n` whole lines; from 0 otherwise.
+    async fn tail_progressive(
+        &self,
+        job: &JobPath,
+        number: u64,
+        spec: TailSpec,
+        known: Option<(u64, Option<u64>)>,
+    ) -> Result<EndTail, Error> {
+        let TailSpec { lines: n, max_line_bytes, max_scan } = spec;
+        let build = format!("{}{number}/", job.url_path());
         let path = format!("{build}logText/progressiveText");
         let what = format!("the console of build #{number} of {job}");
+        let (size, lines_of_size) = known.unwrap_or((0, None));
         let mut window = (n as u64).saturating_mul(256).max(16 * 1024);
         let mut bytes_read = 0u64;
         loop {
@@ -1836,7 +1872,7 @@ impl JenkinsClient {
             let resp = self.send_stream(&path, &[("start", start.to_string())], &what).await?;
             let (text_size, more) = progressive_headers(&resp)?;
             // Jenkins restarts from 0 when start is past the end (the log is shorter than
-            // `known_size` said): then this answer is the whole log.
+            // the size said): then this answer is the whole log.
             let whole = start == 0 || text_size < start;
             let url = resp.url().clone();
             let timeout = self.limits.read_timeout;
@@ -1848,16 +1884,18 @@ impl JenkinsClient {
                 }
                 r
             });
+            let (stream, stopped) = scan_limited(stream, max_scan);
             let t = if whole {
                 crate::logs::tail(stream, n, max_line_bytes).await?
             } else {
                 crate::logs::tail(crate::logs::skip_partial_line(stream), n, max_line_bytes).await?
             };
+            let scan_stopped = stopped.load(std::sync::atomic::Ordering::Relaxed);
             bytes_read += counted.into_inner();
             if !more {
-                self.wire.finished_log(&build, text_size, whole.then_some(t.total_lines));
+                self.wire.finished_log(&build, text_size, (whole && !scan_stopped).then_some(t.total_lines));
             }
-            if whole || t.total_lines >= n as u64 {
+            if whole || t.total_lines >= n as u64 || scan_stopped {
                 let shown = t.lines.len() as u64;
                 let total = if whole {
                     Some(t.total_lines)
@@ -1882,7 +1920,7 @@ impl JenkinsClient {
                     log_size: Some(text_size),
                     more,
                     bytes_read,
-                    scan_stopped: false,
+                    scan_stopped,
                 });
             }
             window = window.saturating_mul(4);
@@ -1911,26 +1949,9 @@ impl JenkinsClient {
 
     /// [`Self::tail_from_end`] without a known size: the whole `consoleText`, at most `max_scan`
     /// bytes of it.
-    async fn tail_streamed(
-        &self,
-        job: &JobPath,
-        number: u64,
-        n: usize,
-        max_line_bytes: usize,
-        max_scan: u64,
-    ) -> Result<EndTail, Error> {
-        let stopped = std::sync::atomic::AtomicBool::new(false);
-        let stream = self.console_stream(job, number).await?.scan(0u64, |seen, item| {
-            if *seen >= max_scan {
-                stopped.store(true, std::sync::atomic::Ordering::Relaxed);
-                return futures_util::future::ready(None);
-            }
-            if let Ok(b) = &item {
-                *seen += b.len() as u64;
-            }
-            futures_util::future::ready(Some(item))
-        });
-        let t = crate::logs::tail(Box::pin(stream), n, max_line_bytes).await?;
+    async fn tail_streamed(&self, job: &JobPath, number: u64, spec: TailSpec) -> Result<EndTail, Error> {
+        let (stream, stopped) = scan_limited(self.console_stream(job, number).await?, spec.max_scan);
+        let t = crate::logs::tail(stream, spec.lines, spec.max_line_bytes).await?;
         Ok(EndTail {
             lines: t
                 .lines
@@ -1941,7 +1962,7 @@ impl JenkinsClient {
             log_size: None,
             more: false,
             bytes_read: t.total_bytes,
-            scan_stopped: stopped.into_inner(),
+            scan_stopped: stopped.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -2091,6 +2112,38 @@ fn decode_json<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, Error> 
 /// A streamed tail at least this long is followed by a request that learns the log's size
 /// ([`JenkinsClient::learn_final_size`]); below it, streaming the log again costs little.
 const SIZE_PROBE_FROM: u64 = 1 << 20;
+
+/// What a tail reads: the last `lines` lines, each up to `max_line_bytes`, from at most
+/// `max_scan` bytes of the log.
+#[derive(Debug, Clone, Copy)]
+struct TailSpec {
+    lines: usize,
+    max_line_bytes: usize,
+    max_scan: u64,
+}
+
+/// `stream`, ended after the chunk that reaches `max_scan` bytes; the flag says whether it was.
+fn scan_limited<S>(
+    stream: S,
+    max_scan: u64,
+) -> (impl Stream<Item = Result<Bytes, Error>> + Unpin, Arc<std::sync::atomic::AtomicBool>)
+where
+    S: Stream<Item = Result<Bytes, Error>> + Unpin,
+{
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stopped.clone();
+    let limited = stream.scan(0u64, move |seen, item| {
+        if *seen >= max_scan {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            return futures_util::future::ready(None);
+        }
+        if let Ok(b) = &item {
+            *seen += b.len() as u64;
+        }
+        futures_util::future::ready(Some(item))
+    });
+    (Box::pin(limited), stopped)
+}
 
 /// `X-Text-Size` and `X-More-Data` of a progressiveText answer (jenkins-wire.md §10.6).
 fn progressive_headers(resp: &reqwest::Response) -> Result<(u64, bool), Error> {

@@ -45,11 +45,15 @@ pub struct LogArgs {
     /// lastFailedBuild, lastUnstableBuild, lastUnsuccessfulBuild. Default: lastBuild.
     pub build: Option<BuildArg>,
     /// tail (default): the last lines; head: the first lines; range: lines from..to; grep: lines
-    /// matching pattern with context; follow: new output of a running build since cursor.
+    /// matching pattern with context; follow: a running build's output as it comes (without
+    /// cursor: its last lines and the cursor after them; with cursor: what it wrote since).
     pub mode: Option<LogModeName>,
-    /// follow: the byte offset to continue from (next_cursor of the previous answer; 0 to start).
+    /// follow: the byte offset to continue from (next_cursor of the previous answer; 0 for the
+    /// start of the log). Without it, a follow begins with the log's last lines (as many as
+    /// 'lines') and the cursor that continues after them, like tail -f.
     pub cursor: Option<u64>,
-    /// How many lines for tail/head (1–2000, default 100).
+    /// How many lines for tail/head, and for the first page of a follow without a cursor (1–2000,
+    /// default 100).
     #[schemars(range(min = 1, max = 2000))]
     pub lines: Option<u64>,
     /// range: the first line number (1-based).
@@ -103,10 +107,10 @@ impl Op for GetBuildLog {
         let path = cx.path(0)?;
         let mode = LogMode::from_args(&a)?;
         match (&mode, a.wait_s) {
-            (LogMode::Follow(_), Some(secs)) if !(1..=MAX_FOLLOW_WAIT_SECS).contains(&secs) => {
+            (LogMode::Follow { .. }, Some(secs)) if !(1..=MAX_FOLLOW_WAIT_SECS).contains(&secs) => {
                 return Err(GateError::Invalid(format!("wait_s must be 1 to {MAX_FOLLOW_WAIT_SECS} (seconds)")));
             }
-            (LogMode::Follow(_), _) | (_, None) => {}
+            (LogMode::Follow { .. }, _) | (_, None) => {}
             (_, Some(_)) => {
                 return Err(GateError::Invalid(
                     "wait_s applies to mode follow only; leave it out for other modes".into(),
@@ -114,8 +118,19 @@ impl Op for GetBuildLog {
             }
         }
         let number = resolve_number(cx.client, &path, BuildArg::selector(a.build.as_ref())?).await?;
-        if let (LogMode::Follow(cursor), Some(secs)) = (&mode, a.wait_s) {
-            let chunk = follow_until_output(cx, &path, number, *cursor, secs).await?;
+        if let (LogMode::Follow { cursor, lines }, Some(secs)) = (&mode, a.wait_s) {
+            let cursor = match cursor {
+                Some(c) => *c,
+                None => {
+                    let first = cx.client.tail_to_follow(&path, number, *lines, READ_LINE, SCAN_BUDGET).await?;
+                    // Something to show, or nothing more to come: the first page is the answer.
+                    if !first.lines.is_empty() || !first.more {
+                        return Ok(first_page_answer(&path, number, &first, cx.sanitizer));
+                    }
+                    first.log_size.unwrap_or(0)
+                }
+            };
+            let chunk = follow_until_output(cx, &path, number, cursor, secs).await?;
             return Ok(follow_answer(&path, number, &chunk, cx.sanitizer));
         }
         log_view(cx.client, &path, number, &mode, cx.sanitizer).await
@@ -174,6 +189,41 @@ fn follow_answer(job: &JobPath, number: u64, chunk: &jenkins::LogChunk, sanitize
     })
 }
 
+/// The first page of a follow without a cursor: the log's last lines, sanitized whole and fenced
+/// as untrusted, with the cursor that continues after them.
+fn first_page_answer(job: &JobPath, number: u64, end: &jenkins::EndTail, sanitizer: &mut Sanitizer) -> Value {
+    let source = format!("{job} #{number}");
+    let text: String = end.lines.iter().map(|l| format!("{}\n", clean_line(sanitizer, &l.text, l.truncated))).collect();
+    let (text, cut) = cut_to_budget(&text, LOG_BUDGET, Keep::Tail);
+    let report = sanitizer.report().clone();
+    json!({
+        "job": job.to_string(),
+        "number": number,
+        "summary": format!(
+            "the last {} line(s) of the console of {source}{}{}{}{}",
+            end.lines.len(),
+            end.total_lines.map(|t| format!(" (of {t})")).unwrap_or_default(),
+            if cut > 0 { format!("; {cut} bytes cut to stay within {LOG_BUDGET} bytes") } else { String::new() },
+            if end.scan_stopped {
+                format!("; jgate stopped reading after {} MiB (its limit per call): these are not the last lines, and next_cursor continues after the log's end", SCAN_BUDGET >> 20)
+            } else {
+                String::new()
+            },
+            if end.more { "; the build is still writing: call again with next_cursor" } else { "; the log is complete" },
+        ),
+        "text": mark_untrusted(&source, &text),
+        "first_line": end.lines.first().and_then(|l| l.number),
+        "last_line": end.lines.last().and_then(|l| l.number),
+        "total_lines": end.total_lines,
+        "next_cursor": end.log_size,
+        "more": end.more,
+        "cut_bytes": cut,
+        "scan_stopped_at_limit": end.scan_stopped,
+        "redactions": report.redactions,
+        "untrusted": true,
+    })
+}
+
 /// Which part of a log to show.
 #[derive(Debug, Clone)]
 pub enum LogMode {
@@ -185,8 +235,12 @@ pub enum LogMode {
         context: usize,
         max_matches: usize,
     },
-    /// New output of a (running) build from a byte cursor (`progressiveText`).
-    Follow(u64),
+    /// New output of a (running) build from a byte cursor (`progressiveText`); without one, the
+    /// log's last `lines` lines and the cursor after them.
+    Follow {
+        cursor: Option<u64>,
+        lines: usize,
+    },
 }
 
 /// The view arguments of texts other than a build's console (stage logs, artifacts): the same
@@ -246,7 +300,7 @@ impl LogMode {
                     .ok_or_else(|| GateError::Invalid("mode grep needs 'pattern' (a regular expression)".into()))?;
                 LogMode::Grep { pattern: compile(p)?, context: context.unwrap_or(2).min(50) as usize, max_matches: 50 }
             }
-            LogModeName::Follow => LogMode::Follow(cursor.unwrap_or(0)),
+            LogModeName::Follow => LogMode::Follow { cursor, lines },
         })
     }
 }
@@ -342,9 +396,16 @@ pub(super) async fn log_view_of(
     read: Option<&Bytes>,
 ) -> Result<Value, GateError> {
     let source = format!("{job} #{number}");
-    if let LogMode::Follow(cursor) = mode {
-        let chunk = client.progressive_text(job, number, *cursor, LOG_BUDGET).await?;
-        return Ok(follow_answer(job, number, &chunk, sanitizer));
+    match mode {
+        LogMode::Follow { cursor: Some(cursor), .. } => {
+            let chunk = client.progressive_text(job, number, *cursor, LOG_BUDGET).await?;
+            return Ok(follow_answer(job, number, &chunk, sanitizer));
+        }
+        LogMode::Follow { cursor: None, lines } => {
+            let first = client.tail_to_follow(job, number, *lines, READ_LINE, SCAN_BUDGET).await?;
+            return Ok(first_page_answer(job, number, &first, sanitizer));
+        }
+        _ => {}
     }
     let what = "the console of";
     let mut v = match (mode, read) {
@@ -385,7 +446,7 @@ pub(super) async fn view_of_stream(
     source: &str,
     what: &str,
 ) -> Result<Value, GateError> {
-    if let LogMode::Follow(_) = mode {
+    if let LogMode::Follow { .. } = mode {
         return Err(GateError::Invalid(format!("mode follow applies to build consoles only, not to {what} {source}")));
     }
     let (stream, budget_hit) = budgeted(console);
@@ -406,7 +467,7 @@ pub(super) async fn view_of_stream(
             let next = r.last().filter(|l| l.number == *to).map(|l| l.number + 1);
             View { lines: to_lines(r), next_cursor: next, ..View::default() }
         }
-        LogMode::Follow(_) => View::default(),
+        LogMode::Follow { .. } => View::default(),
         LogMode::Grep { pattern, context, max_matches } => {
             let opts = jenkins::logs::GrepOptions {
                 before: *context,
