@@ -4,7 +4,9 @@
 //! the same numbered lines, the same totals, the same redactions.
 
 use gate::audit::Surface;
-use gate::{Caller, Gate};
+use gate::catalog::Group;
+use gate::policy::Level;
+use gate::{Admin, Caller, Gate};
 use serde_json::{Value, json};
 
 mod common;
@@ -18,7 +20,8 @@ fn secret() -> String {
 async fn setup() -> (std::sync::Arc<jenkins_twin::Twin>, jenkins_twin::TwinServer, Gate) {
     let scenario = format!(
         "[controller]\nquiet_period = 0\n[[jobs]]\npath = \"big\"\n[[jobs.builds]]\nresult = \"FAILURE\"\n\
-         log_bytes = {LOG_BYTES}\nlog = \"deploying with token {}\\nerror: the deploy failed\"\n",
+         log_bytes = {LOG_BYTES}\nlog = \"deploying with token {}\\nerror: the deploy failed\"\n\
+         [[jobs]]\npath = \"long\"\nscript = \"sleep 600\"\n",
         secret()
     );
     common::gate_on_twin("tail", &scenario).await
@@ -117,4 +120,37 @@ async fn a_follow_without_a_cursor_begins_with_the_last_lines_and_their_cursor()
     let top = follow(json!({"job": "big", "build": 1, "mode": "follow", "cursor": 0})).await;
     assert!(!top["text"].as_str().expect("text").contains("Finished: FAILURE"));
     assert_eq!(top["more"], true, "a page of 24 KiB from the top: more to read");
+}
+
+/// A running build: the first page of a follow ends at an exact cursor, and what follows it
+/// continues there — nothing repeated, nothing skipped, through the build's end.
+#[tokio::test]
+async fn a_follow_of_a_running_build_continues_exactly_where_its_first_page_ended() {
+    let (_twin, _server, g) = setup().await;
+    g.grant(&Admin::local_cli(), "bot", Group::Build, Level::Full, None, None, vec![]).await.expect("grant");
+    let caller =
+        Caller { agent: "bot".into(), key_id: None, surface: Surface::Mcp, client_addr: None, request_id: "r".into() };
+    let call = async |op: &str, args: Value| g.call(&caller, "prod", op, args).await.expect(op);
+    let started = call("trigger_build", json!({"job": "long", "wait": "start"})).await;
+    let number = started["build"]["number"].as_u64().expect("number");
+    let first = call("get_build_log", json!({"job": "long", "build": number, "mode": "follow"})).await;
+    assert_eq!(first["more"], true, "{first}");
+    assert!(first["text"].as_str().is_some_and(|t| t.contains("Building in workspace")), "{first}");
+    let mut cursor = first["next_cursor"].as_u64().expect("cursor");
+    call("stop_build", json!({"job": "long", "build": number})).await;
+    let mut rest = String::new();
+    for _ in 0..20 {
+        let page = call(
+            "get_build_log",
+            json!({"job": "long", "build": number, "mode": "follow", "cursor": cursor, "wait_s": 5}),
+        )
+        .await;
+        rest.push_str(page["text"].as_str().unwrap_or_default());
+        cursor = page["next_cursor"].as_u64().expect("cursor");
+        if page["more"] == false {
+            break;
+        }
+    }
+    assert!(rest.contains("Finished: ABORTED"), "the end arrives: {rest}");
+    assert!(!rest.contains("Building in workspace"), "nothing of the first page again: {rest}");
 }
