@@ -1884,7 +1884,7 @@ impl JenkinsClient {
                 }
                 r
             });
-            let (stream, stopped) = scan_limited(stream, max_scan);
+            let (stream, stopped) = crate::logs::scan_limited(stream, max_scan);
             let t = if whole {
                 crate::logs::tail(stream, n, max_line_bytes).await?
             } else {
@@ -1950,7 +1950,7 @@ impl JenkinsClient {
     /// [`Self::tail_from_end`] without a known size: the whole `consoleText`, at most `max_scan`
     /// bytes of it.
     async fn tail_streamed(&self, job: &JobPath, number: u64, spec: TailSpec) -> Result<EndTail, Error> {
-        let (stream, stopped) = scan_limited(self.console_stream(job, number).await?, spec.max_scan);
+        let (stream, stopped) = crate::logs::scan_limited(self.console_stream(job, number).await?, spec.max_scan);
         let t = crate::logs::tail(stream, spec.lines, spec.max_line_bytes).await?;
         Ok(EndTail {
             lines: t
@@ -2120,29 +2120,6 @@ struct TailSpec {
     lines: usize,
     max_line_bytes: usize,
     max_scan: u64,
-}
-
-/// `stream`, ended after the chunk that reaches `max_scan` bytes; the flag says whether it was.
-fn scan_limited<S>(
-    stream: S,
-    max_scan: u64,
-) -> (impl Stream<Item = Result<Bytes, Error>> + Unpin, Arc<std::sync::atomic::AtomicBool>)
-where
-    S: Stream<Item = Result<Bytes, Error>> + Unpin,
-{
-    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stopped.clone();
-    let limited = stream.scan(0u64, move |seen, item| {
-        if *seen >= max_scan {
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
-            return futures_util::future::ready(None);
-        }
-        if let Ok(b) = &item {
-            *seen += b.len() as u64;
-        }
-        futures_util::future::ready(Some(item))
-    });
-    (Box::pin(limited), stopped)
 }
 
 /// `X-Text-Size` and `X-More-Data` of a progressiveText answer (jenkins-wire.md §10.6).

@@ -392,6 +392,30 @@ where
     }
 }
 
+/// `stream`, ended after the chunk that reaches `max_bytes` bytes (a bound on what one read
+/// scans, whatever the log's size); the flag says whether it was ended there.
+pub fn scan_limited<S, E>(
+    stream: S,
+    max_bytes: u64,
+) -> (impl Stream<Item = Result<Bytes, E>> + Unpin, std::sync::Arc<std::sync::atomic::AtomicBool>)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stopped.clone();
+    let limited = stream.scan(0u64, move |seen, item| {
+        if *seen >= max_bytes {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            return futures_util::future::ready(None);
+        }
+        if let Ok(b) = &item {
+            *seen += b.len() as u64;
+        }
+        futures_util::future::ready(Some(item))
+    });
+    (Box::pin(limited), stopped)
+}
+
 /// Drops every byte up to and including the first `\n`: a read that starts at a byte offset
 /// inside a log (a `progressiveText?start=`) usually begins in the middle of a line, and that
 /// piece is not a line of its own. A stream without any `\n` yields nothing.

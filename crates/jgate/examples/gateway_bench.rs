@@ -1116,34 +1116,32 @@ fn report(r: &Results, o: &Opts, soak_secs: u64) -> String {
     }
     let t = &r.tail;
     let log = mib(r.log_bytes);
-    s += &format!(
-        "| Tail of a {log} console log, last {TAIL_LINES} lines, first time (cold): time | {:.0} ms | {:.0} ms (`curl \\| tail`) | {:.2}× | ≤ 50 ms | {} |\n",
-        t.cold_ms,
-        t.direct_ms,
-        t.cold_ms / t.direct_ms,
-        met(t.cold_ms <= 50.0)
-    );
-    s += &format!(
-        "| Tail of a {log} console log, first time (cold): bytes fetched from the twin | {} | {} | {:.2}× | ≤ 1 MiB | {} |\n",
-        mib(t.cold_bytes),
-        mib(t.direct_bytes),
-        t.cold_bytes as f64 / t.direct_bytes as f64,
-        met(t.cold_bytes <= 1 << 20)
-    );
-    s += &format!(
-        "| Tail of a {log} console log, repeated: time | {:.1} ms | {:.0} ms (`curl \\| tail`) | {:.4}× | ≤ 50 ms | {} |\n",
-        t.repeat_ms,
-        t.direct_ms,
-        t.repeat_ms / t.direct_ms,
-        met(t.repeat_ms <= 50.0)
-    );
-    s += &format!(
-        "| Tail of a {log} console log, repeated: bytes fetched from the twin | {} | {} | {:.6}× | ≤ 1 MiB | {} |\n",
-        mib(t.repeat_bytes),
-        mib(t.direct_bytes),
-        t.repeat_bytes as f64 / t.direct_bytes as f64,
-        met(t.repeat_bytes <= 1 << 20)
-    );
+    // (which tail, its time, its bytes, and the decimals of the time and of the two ratios)
+    let rows = [
+        (
+            format!("last {TAIL_LINES} lines, first time (cold)"),
+            "first time (cold)",
+            t.cold_ms,
+            t.cold_bytes,
+            [0, 2, 2],
+        ),
+        ("repeated".to_string(), "repeated", t.repeat_ms, t.repeat_bytes, [1, 4, 6]),
+    ];
+    for (timed, fetched, ms, bytes, [ms_digits, time_digits, bytes_digits]) in rows {
+        s += &format!(
+            "| Tail of a {log} console log, {timed}: time | {ms:.ms_digits$} ms | {:.0} ms (`curl \\| tail`) | {:.time_digits$}× | ≤ 50 ms | {} |\n",
+            t.direct_ms,
+            ms / t.direct_ms,
+            met(ms <= 50.0),
+        );
+        s += &format!(
+            "| Tail of a {log} console log, {fetched}: bytes fetched from the twin | {} | {} | {:.bytes_digits$}× | ≤ 1 MiB | {} |\n",
+            mib(bytes),
+            mib(t.direct_bytes),
+            bytes as f64 / t.direct_bytes as f64,
+            met(bytes <= 1 << 20)
+        );
+    }
     let p = &r.poll;
     let jper = p.jgate_upstream as f64 / p.intervals as f64;
     let dper = p.direct_upstream as f64 / p.intervals as f64;

@@ -8,12 +8,11 @@
 //! from its cursor after a pause that grows while the log stays silent, and the build's events
 //! (docs/events.md) end the pause at once — the end of a build is when its last lines arrive.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use jenkins::{JenkinsClient, JobPath};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -203,12 +202,8 @@ fn first_page_answer(job: &JobPath, number: u64, end: &jenkins::EndTail, sanitiz
             "the last {} line(s) of the console of {source}{}{}{}{}",
             end.lines.len(),
             end.total_lines.map(|t| format!(" (of {t})")).unwrap_or_default(),
-            if cut > 0 { format!("; {cut} bytes cut to stay within {LOG_BUDGET} bytes") } else { String::new() },
-            if end.scan_stopped {
-                format!("; jgate stopped reading after {} MiB (its limit per call): these are not the last lines, and next_cursor continues after the log's end", SCAN_BUDGET >> 20)
-            } else {
-                String::new()
-            },
+            cut_note(cut),
+            if end.scan_stopped { scan_stop_note(", and next_cursor continues after the log's end") } else { String::new() },
             if end.more { "; the build is still writing: call again with next_cursor" } else { "; the log is complete" },
         ),
         "text": mark_untrusted(&source, &text),
@@ -222,6 +217,19 @@ fn first_page_answer(job: &JobPath, number: u64, end: &jenkins::EndTail, sanitiz
         "redactions": report.redactions,
         "untrusted": true,
     })
+}
+
+/// The summary's note of an answer cut by `cut` bytes to [`LOG_BUDGET`] (empty when not cut).
+fn cut_note(cut: usize) -> String {
+    if cut > 0 { format!("; {cut} bytes cut to stay within {LOG_BUDGET} bytes") } else { String::new() }
+}
+
+/// The summary's note of a read stopped at [`SCAN_BUDGET`], ending with `then` (what to do).
+fn scan_stop_note(then: &str) -> String {
+    format!(
+        "; jgate stopped reading after {} MiB (its limit per call): these are not the last lines{then}",
+        SCAN_BUDGET >> 20
+    )
 }
 
 /// Which part of a log to show.
@@ -320,26 +328,6 @@ fn clean_line(sanitizer: &mut Sanitizer, line: &str, truncated: bool) -> String 
         shown.push_str(" …[line cut]");
     }
     shown
-}
-
-/// The console stream, stopped after [`SCAN_BUDGET`] bytes; the flag says whether it was.
-fn budgeted<S, E>(stream: S) -> (impl Stream<Item = Result<Bytes, E>> + Unpin, Arc<AtomicBool>)
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-{
-    let hit = Arc::new(AtomicBool::new(false));
-    let flag = hit.clone();
-    let limited = stream.scan(0u64, move |seen, item| {
-        if *seen >= SCAN_BUDGET {
-            flag.store(true, Ordering::Relaxed);
-            return futures_util::future::ready(None);
-        }
-        if let Ok(b) = &item {
-            *seen += b.len() as u64;
-        }
-        futures_util::future::ready(Some(item))
-    });
-    (Box::pin(limited), hit)
 }
 
 /// The lines a log view selected, before sanitizing: (number, text, cut) each, the number
@@ -449,7 +437,7 @@ pub(super) async fn view_of_stream(
     if let LogMode::Follow { .. } = mode {
         return Err(GateError::Invalid(format!("mode follow applies to build consoles only, not to {what} {source}")));
     }
-    let (stream, budget_hit) = budgeted(console);
+    let (stream, budget_hit) = jenkins::logs::scan_limited(console, SCAN_BUDGET);
     let to_lines =
         |ls: Vec<jenkins::logs::Line>| ls.into_iter().map(|l| (Some(l.number), l.text, l.truncated)).collect();
     let view = match mode {
@@ -532,15 +520,8 @@ fn render(view: View, mode: &LogMode, sanitizer: &mut Sanitizer, source: &str, w
             None => String::new(),
         },
         if report.redactions > 0 { format!("; {} secret(s) redacted", report.redactions) } else { String::new() },
-        if cut > 0 { format!("; {cut} bytes cut to stay within {LOG_BUDGET} bytes") } else { String::new() },
-        if scan_cut {
-            format!(
-                "; jgate stopped reading after {} MiB (its limit per call): these are not the last lines — page with mode follow and a cursor",
-                SCAN_BUDGET >> 20
-            )
-        } else {
-            String::new()
-        },
+        cut_note(cut),
+        if scan_cut { scan_stop_note(" — page with mode follow and a cursor") } else { String::new() },
     );
     json!({
         "summary": summary,
