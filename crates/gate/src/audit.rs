@@ -842,38 +842,91 @@ fn clean(s: &str) -> String {
 /// schema 2 on) `key_version`, as one canonical JSON object (see the module documentation for the
 /// exact form). `hash` itself is not covered.
 pub fn canonical_bytes(r: &Record) -> Vec<u8> {
-    let entry = &r.entry;
-    let opt_str = |v: &Option<String>| v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()));
-    let mut m = Map::new();
-    m.insert("schema_version".into(), r.schema_version.into());
-    if r.schema_version >= 2 {
-        m.insert("key_version".into(), r.key_version.into());
-    }
-    m.insert("seq".into(), r.seq.into());
-    m.insert("time_ms".into(), entry.time_ms.into());
-    m.insert("request_id".into(), entry.request_id.clone().into());
-    m.insert("agent".into(), entry.agent.clone().into());
-    m.insert("key_id".into(), opt_str(&entry.key_id));
-    m.insert("surface".into(), entry.surface.as_str().into());
-    m.insert("client_addr".into(), opt_str(&entry.client_addr));
-    m.insert("controller".into(), entry.controller.clone().into());
-    m.insert("operation".into(), entry.operation.clone().into());
-    m.insert("target".into(), opt_str(&entry.target));
-    m.insert("args".into(), entry.args.clone());
-    m.insert("phase".into(), entry.phase.as_str().into());
-    m.insert("allowed".into(), entry.allowed.into());
-    m.insert("grant".into(), entry.grant.map_or(Value::Null, Value::from));
-    m.insert("reason".into(), entry.reason.clone().into());
-    m.insert("outcome".into(), opt_str(&entry.outcome));
-    m.insert("http_status".into(), entry.http_status.map_or(Value::Null, Value::from));
-    m.insert("duration_ms".into(), entry.duration_ms.map_or(Value::Null, Value::from));
-    m.insert("redactions".into(), entry.redactions.into());
-    m.insert("build_number".into(), entry.build_number.map_or(Value::Null, Value::from));
-    m.insert("sentence".into(), r.sentence.clone().into());
-    m.insert("prev_hash".into(), r.prev_hash.clone().into());
+    let e = &r.entry;
     let mut out = Vec::with_capacity(512);
-    write_canonical(&mut out, &Value::Object(m));
+    // The record's own keys in canonical order (UTF-16 code units; all ASCII, so byte order),
+    // written straight from the record: this runs for every append (tests hold the reference
+    // built through a JSON object, and check the two agree byte for byte).
+    let mut o = CanonicalObject::new(&mut out);
+    o.string("agent", &e.agent);
+    o.literal("allowed", if e.allowed { "true" } else { "false" });
+    write_canonical(o.key("args"), &e.args);
+    o.number("build_number", e.build_number);
+    o.opt_string("client_addr", e.client_addr.as_deref());
+    o.string("controller", &e.controller);
+    o.number("duration_ms", e.duration_ms);
+    o.number("grant", e.grant);
+    o.number("http_status", e.http_status);
+    o.opt_string("key_id", e.key_id.as_deref());
+    if r.schema_version >= 2 {
+        o.number("key_version", Some(r.key_version));
+    }
+    o.string("operation", &e.operation);
+    o.opt_string("outcome", e.outcome.as_deref());
+    o.string("phase", e.phase.as_str());
+    o.string("prev_hash", &r.prev_hash);
+    o.string("reason", &e.reason);
+    o.number("redactions", Some(e.redactions));
+    o.string("request_id", &e.request_id);
+    o.number("schema_version", Some(r.schema_version));
+    o.string("sentence", &r.sentence);
+    o.number("seq", Some(r.seq));
+    o.string("surface", e.surface.as_str());
+    o.opt_string("target", e.target.as_deref());
+    o.number("time_ms", Some(e.time_ms));
+    o.close();
     out
+}
+
+/// A canonical JSON object written member by member; the caller gives the keys in order.
+struct CanonicalObject<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> CanonicalObject<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        CanonicalObject { out, first: true }
+    }
+
+    /// Writes `key` and the colon; the value goes into the returned buffer next.
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_json_string(self.out, key);
+        self.out.push(b':');
+        self.out
+    }
+
+    fn literal(&mut self, key: &str, text: &str) {
+        self.key(key).extend_from_slice(text.as_bytes());
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        write_json_string(self.key(key), value);
+    }
+
+    fn opt_string(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.string(key, v),
+            None => self.literal(key, "null"),
+        }
+    }
+
+    /// An integer in decimal, as [`write_canonical`] writes one; `None` is null.
+    fn number(&mut self, key: &str, value: Option<impl std::fmt::Display>) {
+        match value {
+            Some(n) => self.literal(key, &n.to_string()),
+            None => self.literal(key, "null"),
+        }
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
 }
 
 /// Writes `v` canonically: sorted keys (by UTF-16 code units), no whitespace.
@@ -904,7 +957,10 @@ fn write_canonical(out: &mut Vec<u8>, v: &Value) {
         }
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            // UTF-8 byte order is code point order, which UTF-16's differs from only past U+FFFF.
+            entries.sort_by(|(a, _), (b, _)| {
+                if a.is_ascii() && b.is_ascii() { a.cmp(b) } else { a.encode_utf16().cmp(b.encode_utf16()) }
+            });
             out.push(b'{');
             for (i, (k, val)) in entries.into_iter().enumerate() {
                 if i > 0 {
@@ -919,25 +975,35 @@ fn write_canonical(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-/// A JSON string with RFC 8785's minimal escaping.
+/// A JSON string with RFC 8785's minimal escaping: only `"`, `\\` and control characters are
+/// escaped, everything else is copied as UTF-8 (in runs, not character by character).
 fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    let bytes = s.as_bytes();
+    let mut copied = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        // Every byte of a multi-byte UTF-8 character is >= 0x80: only ASCII is ever escaped.
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            b if b < 0x20 => {
+                out.extend_from_slice(&bytes[copied..i]);
+                out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+                copied = i + 1;
+                continue;
             }
-        }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[copied..i]);
+        out.extend_from_slice(escape);
+        copied = i + 1;
     }
+    out.extend_from_slice(&bytes[copied..]);
     out.push(b'"');
 }
 
@@ -1730,6 +1796,82 @@ mod tests {
         assert!(text.starts_with(r#"{"agent":"release-bot","allowed":true,"args":{"a":{"b":"é\u0001\"\\","y":[1,-2,3.5,null,true]},"parameters":{"A":"2","B":"1"},"z":1},"build_number":null,"#), "{text}");
         assert!(text.contains(r#""schema_version":2,"sentence":"s","seq":1,"surface":"mcp","#), "{text}");
         assert!(text.contains(r#""key_id":"key-abc","key_version":1,"operation""#), "{text}");
+    }
+
+    /// The canonical form as first defined: the record's fields as one JSON object, written by
+    /// [`write_canonical`]. [`canonical_bytes`] must produce exactly these bytes, or every stored
+    /// hash would stop verifying.
+    fn canonical_bytes_through_an_object(r: &Record) -> Vec<u8> {
+        let e = &r.entry;
+        let opt_str = |v: &Option<String>| v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()));
+        let mut m = Map::new();
+        m.insert("schema_version".into(), r.schema_version.into());
+        if r.schema_version >= 2 {
+            m.insert("key_version".into(), r.key_version.into());
+        }
+        m.insert("seq".into(), r.seq.into());
+        m.insert("time_ms".into(), e.time_ms.into());
+        m.insert("request_id".into(), e.request_id.clone().into());
+        m.insert("agent".into(), e.agent.clone().into());
+        m.insert("key_id".into(), opt_str(&e.key_id));
+        m.insert("surface".into(), e.surface.as_str().into());
+        m.insert("client_addr".into(), opt_str(&e.client_addr));
+        m.insert("controller".into(), e.controller.clone().into());
+        m.insert("operation".into(), e.operation.clone().into());
+        m.insert("target".into(), opt_str(&e.target));
+        m.insert("args".into(), e.args.clone());
+        m.insert("phase".into(), e.phase.as_str().into());
+        m.insert("allowed".into(), e.allowed.into());
+        m.insert("grant".into(), e.grant.map_or(Value::Null, Value::from));
+        m.insert("reason".into(), e.reason.clone().into());
+        m.insert("outcome".into(), opt_str(&e.outcome));
+        m.insert("http_status".into(), e.http_status.map_or(Value::Null, Value::from));
+        m.insert("duration_ms".into(), e.duration_ms.map_or(Value::Null, Value::from));
+        m.insert("redactions".into(), e.redactions.into());
+        m.insert("build_number".into(), e.build_number.map_or(Value::Null, Value::from));
+        m.insert("sentence".into(), r.sentence.clone().into());
+        m.insert("prev_hash".into(), r.prev_hash.clone().into());
+        let mut out = Vec::new();
+        write_canonical(&mut out, &Value::Object(m));
+        out
+    }
+
+    #[test]
+    fn canonical_bytes_are_those_of_the_record_as_one_json_object() {
+        let odd = "q\"b\\s/\u{0}\u{1f}\u{7f}\u{8}\u{c}\n\r\té€😀\u{e000}\u{2028}";
+        let mut records = log(9);
+        for (i, r) in records.iter_mut().enumerate() {
+            let e = &mut r.entry;
+            match i % 3 {
+                0 => {
+                    e.key_id = None;
+                    e.client_addr = None;
+                    e.target = None;
+                    e.grant = None;
+                    e.outcome = Some(format!("error: {odd}"));
+                    e.http_status = Some(503);
+                    e.duration_ms = Some(-1);
+                    e.build_number = Some(u64::MAX);
+                    r.schema_version = 1;
+                }
+                1 => {
+                    e.agent = odd.into();
+                    e.reason = odd.into();
+                    e.redactions = u32::MAX;
+                    e.time_ms = i64::MIN;
+                    e.args = json!({odd: [odd, 1.5, -0.0, 1e300, null], "\u{e000}": 1, "😀": 2, "": {}, "a": []});
+                    r.sentence = odd.into();
+                    r.key_version = 7;
+                }
+                _ => {
+                    e.surface = Surface::Proxy;
+                    e.phase = Phase::Outcome;
+                    e.allowed = false;
+                    e.grant = Some(i64::MIN);
+                }
+            }
+            assert_eq!(canonical_bytes(r), canonical_bytes_through_an_object(r), "record {i}");
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! The append is the pool's, statement for statement: `BEGIN IMMEDIATE` (the lock every process on
 //! the file takes to append, so the chain never forks; waited for up to the store's
 //! [`LOCK_WAIT`]), the sealed head and the table's last row read and the head checked
-//! ([`crate::store::link_after`]), the batch sealed and inserted, a checkpoint sealed at every
+//! ([`crate::store::link_after`]; a head this connection committed itself and finds unchanged,
+//! with the row it names still last, is followed without checking its MAC again), the batch sealed and inserted, a checkpoint sealed at every
 //! [`audit::CHECKPOINT_EVERY`]th record, the head moved, commit. A failed statement rolls the
 //! transaction back before the error is returned. Durability per batch as the store's module doc
 //! says: `synchronous=FULL` when the batch holds an intent record, `NORMAL` otherwise.
@@ -25,6 +26,8 @@ const INSERT: &str = "INSERT INTO audit (seq, time_ms, agent, controller, operat
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 const CHECKPOINT: &str = "INSERT INTO audit_checkpoints (seq, hash, key_version, mac, created_ms) \
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (seq) DO NOTHING";
+const BEGIN: &str = "BEGIN IMMEDIATE";
+const COMMIT: &str = "COMMIT";
 const HEAD: &str = "INSERT INTO jgate_meta (name, value) VALUES (?1, ?2) \
      ON CONFLICT (name) DO UPDATE SET value = excluded.value";
 
@@ -36,6 +39,17 @@ pub(crate) struct SqliteAppender {
     full: bool,
     /// Commits since the last WAL checkpoint.
     commits_unchecked: u32,
+    /// The head this connection committed last, with the record it names.
+    committed: Option<CommittedHead>,
+}
+
+/// A head as this connection wrote it: while the stored head's text and the table's last row are
+/// still exactly these, the next append follows them without parsing and checking the head's MAC
+/// again (it was sealed here; a rotation or reseal rewrites the text, which takes the full check).
+struct CommittedHead {
+    text: String,
+    seq: i64,
+    hash: String,
 }
 
 /// Commits between WAL checkpoints: a commit adds a few pages to the WAL, so this keeps it near
@@ -64,7 +78,7 @@ impl SqliteAppender {
         // ([`SqliteAppender::checkpoint_if_due`]).
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0")
             .map_err(err("setting up the audit connection"))?;
-        Ok(SqliteAppender { conn, path: path.to_string(), full: false, commits_unchecked: 0 })
+        Ok(SqliteAppender { conn, path: path.to_string(), full: false, commits_unchecked: 0, committed: None })
     }
 
     /// The file this appender writes.
@@ -81,13 +95,8 @@ impl SqliteAppender {
         // Records of calls about to change something are on disk before the change is made.
         let durable = items.iter().any(|(_, e)| e.phase == audit::Phase::Intent);
         self.set_durability(durable)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err("locking the database"))?;
-        let written = Self::write(tx, items);
-        self.commits_unchecked = self.commits_unchecked.saturating_add(1);
-        written
+        self.run(BEGIN).map_err(err("locking the database"))?;
+        self.write_and_commit(items)
     }
 
     /// Appends one record now, in the caller's thread, if the database's write lock is free:
@@ -103,14 +112,13 @@ impl SqliteAppender {
         if let Err(e) = self.conn.busy_timeout(std::time::Duration::ZERO) {
             return AppendNow::Done(Err(err("setting the lock wait")(e)));
         }
-        let refused = match self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(tx) => {
-                // Dropping the transaction on this error rolls it back: nothing written.
-                if let Err(e) = tx.busy_timeout(LOCK_WAIT) {
+        let refused = match self.run(BEGIN) {
+            Ok(()) => {
+                if let Err(e) = self.conn.busy_timeout(LOCK_WAIT) {
+                    self.roll_back();
                     return AppendNow::Done(Err(err("setting the lock wait")(e)));
                 }
-                let written = Self::write(tx, vec![(keys, entry)]);
-                self.commits_unchecked = self.commits_unchecked.saturating_add(1);
+                let written = self.write_and_commit(vec![(keys, entry)]);
                 return AppendNow::Done(written.and_then(|mut records| {
                     records.pop().ok_or_else(|| StoreError::Corrupt("an audit append wrote no record".into()))
                 }));
@@ -155,14 +163,47 @@ impl SqliteAppender {
         Ok(())
     }
 
-    /// The append in the transaction `tx` holds (rolled back if a statement fails): linked,
-    /// sealed, inserted, the head moved, committed.
-    fn write(tx: rusqlite::Transaction<'_>, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
+    /// Runs one statement without rows, parsed once per connection (`BEGIN IMMEDIATE` and
+    /// `COMMIT` run on every append: parsing them each time was a measurable part of it).
+    fn run(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(|_| ())
+    }
+
+    /// Ends the open transaction without writing anything. A rollback that fails leaves nothing
+    /// to undo either (SQLite rolls back a transaction it could not continue).
+    fn roll_back(&self) {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::debug!(error = %e, db = self.path, "rolling back an audit append failed");
+        }
+    }
+
+    /// The append inside the transaction just begun: linked, sealed, inserted, the head moved,
+    /// committed; rolled back if any step fails.
+    fn write_and_commit(&mut self, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
+        self.commits_unchecked = self.commits_unchecked.saturating_add(1);
+        let written = self.write(items).and_then(|done| self.run(COMMIT).map_err(err("committing")).map(|()| done));
+        match written {
+            Ok((records, head)) => {
+                self.committed = head;
+                Ok(records)
+            }
+            Err(e) => {
+                self.roll_back();
+                Err(e)
+            }
+        }
+    }
+
+    /// The append's statements in the open transaction; the records and the head they leave.
+    fn write(&self, items: Vec<(&AuditKeys, Entry)>) -> Result<(Vec<Record>, Option<CommittedHead>), StoreError> {
         let Some(&(first_keys, _)) = items.first() else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
         let doing = "reading the audit chain's head";
-        let (head, last_seq, last_hash) = tx
+        let (head, last_seq, last_hash) = self
+            .conn
             .prepare_cached(LINK)
             .and_then(|mut s| {
                 s.query_row([META_AUDIT_HEAD], |r| {
@@ -170,47 +211,50 @@ impl SqliteAppender {
                 })
             })
             .map_err(err(doing))?;
-        let (seq, prev) = link_after(head, last_seq.zip(last_hash), first_keys)?;
+        let (seq, prev) = match &self.committed {
+            Some(c)
+                if head.as_deref() == Some(c.text.as_str())
+                    && last_seq == Some(c.seq)
+                    && last_hash.as_deref() == Some(c.hash.as_str()) =>
+            {
+                (c.seq + 1, c.hash.clone())
+            }
+            _ => link_after(head, last_seq.zip(last_hash), first_keys)?,
+        };
         let (sealed, head) = seal_batch(items, seq, prev)?;
-        {
-            let doing = "appending audit records";
-            let mut insert = tx.prepare_cached(INSERT).map_err(err(doing))?;
-            for (_, r) in &sealed {
-                let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                insert
-                    .execute(rusqlite::params![
-                        r.seq,
-                        r.entry.time_ms,
-                        r.entry.agent,
-                        r.entry.controller,
-                        r.entry.operation,
-                        phase_str(r),
-                        i64::from(r.entry.allowed),
-                        json,
-                        r.prev_hash,
-                        r.hash,
-                    ])
-                    .map_err(err(doing))?;
-            }
-            let mut checkpoint = tx.prepare_cached(CHECKPOINT).map_err(err("sealing an audit checkpoint"))?;
-            for (keys, r) in sealed.iter().filter(|(_, r)| r.seq % audit::CHECKPOINT_EVERY == 0) {
-                let cp = SealedCheckpoint::seal(keys, r);
-                checkpoint
-                    .execute(rusqlite::params![
-                        cp.seq,
-                        cp.hash,
-                        i64::from(cp.key_version),
-                        cp.mac,
-                        crate::store::now_ms()
-                    ])
-                    .map_err(err("sealing an audit checkpoint"))?;
-            }
-            tx.prepare_cached(HEAD)
-                .and_then(|mut s| s.execute([META_AUDIT_HEAD, head.as_str()]))
-                .map_err(err("moving the audit chain's head"))?;
+        let doing = "appending audit records";
+        let mut insert = self.conn.prepare_cached(INSERT).map_err(err(doing))?;
+        for (_, r) in &sealed {
+            let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            insert
+                .execute(rusqlite::params![
+                    r.seq,
+                    r.entry.time_ms,
+                    r.entry.agent,
+                    r.entry.controller,
+                    r.entry.operation,
+                    phase_str(r),
+                    i64::from(r.entry.allowed),
+                    json,
+                    r.prev_hash,
+                    r.hash,
+                ])
+                .map_err(err(doing))?;
         }
-        tx.commit().map_err(err("committing"))?;
-        Ok(sealed.into_iter().map(|(_, r)| r).collect())
+        let mut checkpoint = self.conn.prepare_cached(CHECKPOINT).map_err(err("sealing an audit checkpoint"))?;
+        for (keys, r) in sealed.iter().filter(|(_, r)| r.seq % audit::CHECKPOINT_EVERY == 0) {
+            let cp = SealedCheckpoint::seal(keys, r);
+            checkpoint
+                .execute(rusqlite::params![cp.seq, cp.hash, i64::from(cp.key_version), cp.mac, crate::store::now_ms()])
+                .map_err(err("sealing an audit checkpoint"))?;
+        }
+        self.conn
+            .prepare_cached(HEAD)
+            .and_then(|mut s| s.execute([META_AUDIT_HEAD, head.as_str()]))
+            .map_err(err("moving the audit chain's head"))?;
+        let committed =
+            sealed.last().map(|(_, r)| CommittedHead { text: head.clone(), seq: r.seq, hash: r.hash.clone() });
+        Ok((sealed.into_iter().map(|(_, r)| r).collect(), committed))
     }
 }
 

@@ -282,6 +282,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/sqlite/0010_limits.sql")),
     (11, include_str!("../migrations/sqlite/0011_mcp_sessions.sql")),
     (12, include_str!("../migrations/sqlite/0012_trigger_slots.sql")),
+    (13, include_str!("../migrations/sqlite/0013_audit_no_column_indexes.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -296,6 +297,7 @@ const PG_MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/postgres/0010_limits.sql")),
     (11, include_str!("../migrations/postgres/0011_mcp_sessions.sql")),
     (12, include_str!("../migrations/postgres/0012_trigger_slots.sql")),
+    (13, include_str!("../migrations/postgres/0013_audit_no_column_indexes.sql")),
 ];
 
 /// Rows per multi-row audit INSERT: 10 values each, well under SQLite's and PostgreSQL's limits

@@ -18,13 +18,18 @@
 //! naming it and by the session's end.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use gate::{CallOptions, Caller, Gate};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
@@ -208,8 +213,10 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Runs the call and answers it: JSON if it ends within [`QUICK`], else an SSE stream. The call
-/// runs in a task of its own, so that it ends through its cancel tokens (and audits how it ended)
-/// rather than being dropped mid-way with the connection.
+/// runs in the request's own task (a task of its own cost a hand-off to another worker thread and
+/// back on every call); a call the request stops waiting for — the client hung up, or [`QUICK`]
+/// passed — goes on in a task of its own, so that it ends through its cancel tokens (and audits
+/// how it ended) rather than being dropped mid-way with the connection.
 pub async fn answer(
     gate: Arc<Gate>,
     caller: Caller,
@@ -219,24 +226,57 @@ pub async fn answer(
 ) -> Response {
     let DirectCall { id, params, revision } = call;
     let opts = CallOptions { progress: None, cancel: Some(cancel), also_cancel: Some(gone) };
-    let mut task: JoinHandle<Result<CallToolResult, McpError>> =
-        tokio::spawn(async move { crate::mcp::call_tool(&gate, &caller, params, opts).await });
-    match tokio::time::timeout(QUICK, &mut task).await {
+    let mut call = RunsToItsEnd::new(async move { crate::mcp::call_tool(&gate, &caller, params, opts).await });
+    match tokio::time::timeout(QUICK, &mut call).await {
         Ok(done) => {
             let mut r = (StatusCode::OK, message(done, id, revision)).into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
-        Err(_) => streamed(task, id, revision),
+        Err(_) => streamed(tokio::spawn(call), id, revision),
+    }
+}
+
+/// How a call ended: its result, or why it has none (it panicked).
+type Ended = Result<Result<CallToolResult, McpError>, String>;
+
+/// A call's future that runs to its end even if whoever polls it drops it first: then it moves
+/// to a task of its own (while a runtime exists to take it).
+struct RunsToItsEnd(Option<Pin<Box<dyn Future<Output = Ended> + Send>>>);
+
+impl RunsToItsEnd {
+    fn new(call: impl Future<Output = Result<CallToolResult, McpError>> + Send + 'static) -> RunsToItsEnd {
+        // A panic ends the call as an error answer, as a panicking task did.
+        let caught = AssertUnwindSafe(call).catch_unwind().map(|r| r.map_err(|_| "the call panicked".to_string()));
+        RunsToItsEnd(Some(Box::pin(caught)))
+    }
+}
+
+impl Future for RunsToItsEnd {
+    type Output = Ended;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
+        let Some(call) = self.0.as_mut() else {
+            return Poll::Ready(Err("the call's answer was already taken".into()));
+        };
+        let ended = std::task::ready!(call.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(ended)
+    }
+}
+
+impl Drop for RunsToItsEnd {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(call);
+        }
     }
 }
 
 /// The JSON-RPC answer of a finished call.
-fn message(
-    done: Result<Result<CallToolResult, McpError>, tokio::task::JoinError>,
-    id: RequestId,
-    revision: Revision,
-) -> Vec<u8> {
+fn message(done: Ended, id: RequestId, revision: Revision) -> Vec<u8> {
     let message = match done {
         Ok(Ok(result)) => {
             // Shaped as rmcp's handler shapes it for the peer (the parity is tested in
@@ -254,7 +294,7 @@ fn message(
         }
         Ok(Err(e)) => ServerJsonRpcMessage::error(e, Some(id)),
         Err(e) => {
-            tracing::error!(error = %e, "a tool call's task failed");
+            tracing::error!(error = %e, "a tool call failed inside jgate");
             ServerJsonRpcMessage::error(
                 McpError::internal_error("the call failed inside jgate; see its log", None),
                 Some(id),
@@ -266,11 +306,12 @@ fn message(
 }
 
 /// The answer of a call still running: keep-alive comments, then the message as one event.
-fn streamed(task: JoinHandle<Result<CallToolResult, McpError>>, id: RequestId, revision: Revision) -> Response {
+fn streamed(task: JoinHandle<Ended>, id: RequestId, revision: Revision) -> Response {
     let events = futures_util::stream::unfold(Some((task, id)), move |state| async move {
         let (mut task, id) = state?;
         tokio::select! {
             done = &mut task => {
+                let done = done.unwrap_or_else(|e| Err(format!("the call's task failed: {e}")));
                 let mut event = b"event: message\ndata: ".to_vec();
                 event.extend_from_slice(&message(done, id, revision));
                 event.extend_from_slice(b"\n\n");
