@@ -11,9 +11,10 @@
 //! the file takes to append, so the chain never forks; waited for up to the store's
 //! [`LOCK_WAIT`]), the sealed head and the table's last row read and the head checked
 //! ([`crate::store::link_after`]; a head this connection committed itself and finds unchanged,
-//! with the row it names still last, is followed without checking its MAC again), the batch sealed and inserted, a checkpoint sealed at every
-//! [`audit::CHECKPOINT_EVERY`]th record, the head moved, commit. A failed statement rolls the
-//! transaction back before the error is returned. Durability per batch as the store's module doc
+//! with the row it names still last, is followed without checking its MAC again), the batch
+//! sealed and inserted, a checkpoint sealed at every [`audit::CHECKPOINT_EVERY`]th record, the
+//! head moved, commit. A failed statement — or a panic — rolls the transaction back before the
+//! error is returned ([`OpenTransaction`]). Durability per batch as the store's module doc
 //! says: `synchronous=FULL` when the batch holds an intent record, `NORMAL` otherwise.
 
 use crate::audit::{self, AuditKeys, Entry, Record, SealedCheckpoint};
@@ -115,7 +116,7 @@ impl SqliteAppender {
         let refused = match self.run(BEGIN) {
             Ok(()) => {
                 if let Err(e) = self.conn.busy_timeout(LOCK_WAIT) {
-                    self.roll_back();
+                    roll_back(&self.conn, &self.path);
                     return AppendNow::Done(Err(err("setting the lock wait")(e)));
                 }
                 let written = self.write_and_commit(vec![(keys, entry)]);
@@ -169,31 +170,17 @@ impl SqliteAppender {
         self.conn.prepare_cached(sql)?.execute([]).map(|_| ())
     }
 
-    /// Ends the open transaction without writing anything. A rollback that fails leaves nothing
-    /// to undo either (SQLite rolls back a transaction it could not continue).
-    fn roll_back(&self) {
-        if !self.conn.is_autocommit()
-            && let Err(e) = self.conn.execute_batch("ROLLBACK")
-        {
-            tracing::debug!(error = %e, db = self.path, "rolling back an audit append failed");
-        }
-    }
-
     /// The append inside the transaction just begun: linked, sealed, inserted, the head moved,
     /// committed; rolled back if any step fails.
     fn write_and_commit(&mut self, items: Vec<(&AuditKeys, Entry)>) -> Result<Vec<Record>, StoreError> {
         self.commits_unchecked = self.commits_unchecked.saturating_add(1);
-        let written = self.write(items).and_then(|done| self.run(COMMIT).map_err(err("committing")).map(|()| done));
-        match written {
-            Ok((records, head)) => {
-                self.committed = head;
-                Ok(records)
-            }
-            Err(e) => {
-                self.roll_back();
-                Err(e)
-            }
-        }
+        let written = {
+            let _open = OpenTransaction { conn: &self.conn, path: &self.path };
+            self.write(items).and_then(|done| self.run(COMMIT).map_err(err("committing")).map(|()| done))
+        };
+        let (records, head) = written?;
+        self.committed = head;
+        Ok(records)
     }
 
     /// The append's statements in the open transaction; the records and the head they leave.
@@ -255,6 +242,30 @@ impl SqliteAppender {
         let committed =
             sealed.last().map(|(_, r)| CommittedHead { text: head.clone(), seq: r.seq, hash: r.hash.clone() });
         Ok((sealed.into_iter().map(|(_, r)| r).collect(), committed))
+    }
+}
+
+/// The transaction an append began: rolled back when this is dropped with it still open (a step
+/// failed, or a panic unwound through the append), so the connection never keeps the database's
+/// write lock; after a commit dropping it does nothing.
+struct OpenTransaction<'c> {
+    conn: &'c rusqlite::Connection,
+    path: &'c str,
+}
+
+impl Drop for OpenTransaction<'_> {
+    fn drop(&mut self) {
+        roll_back(self.conn, self.path);
+    }
+}
+
+/// Ends `conn`'s open transaction, if any, without writing anything. A rollback that fails leaves
+/// nothing to undo either (SQLite rolls back a transaction it could not continue).
+fn roll_back(conn: &rusqlite::Connection, path: &str) {
+    if !conn.is_autocommit()
+        && let Err(e) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::debug!(error = %e, db = path, "rolling back an audit append failed");
     }
 }
 
