@@ -69,6 +69,10 @@ def test_a_direct_answer_is_rmcps_answer_as_json(stack):
     for name, direct, via_rmcp in run(body):
         assert direct.status_code == 200 and via_rmcp.status_code == 200, (direct.text, via_rmcp.text)
         assert direct.headers["content-type"].startswith("application/json"), (name, dict(direct.headers))
+        # A whole answer goes out sized, not chunked (the body that holds the call's guards keeps
+        # the answer's length).
+        assert direct.headers.get("content-length") == str(len(direct.content)), (name, dict(direct.headers))
+        assert "transfer-encoding" not in direct.headers, (name, dict(direct.headers))
         assert via_rmcp.headers["content-type"].startswith("text/event-stream"), (name, dict(via_rmcp.headers))
         assert answer(direct) == answer(via_rmcp), f"{name}:\ndirect {direct.text[:1500]}\nrmcp {via_rmcp.text[:1500]}"
 

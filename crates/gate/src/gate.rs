@@ -711,14 +711,7 @@ impl Gate {
         if let Some(c) = named {
             return Ok(c.to_string());
         }
-        let store = &self.store;
-        let load = || async { Ok(Some(Arc::new(store.controllers().await?.into_iter().map(|c| c.name).collect()))) };
-        // On the call path: a store that cannot answer means the call cannot be audited either.
-        let names = match self.controllers_cache.get("", false, load).await {
-            Ok(names) => names.unwrap_or_default(),
-            Err(e @ StoreError::Unavailable { .. }) => return Err(GateError::AuditUnavailable(e.to_string())),
-            Err(e) => return Err(e.into()),
-        };
+        let names = self.controller_names().await?;
         match names.len() {
             1 => Ok(names[0].clone()),
             0 => Err(GateError::Invalid(
@@ -728,6 +721,20 @@ impl Gate {
                 "several controllers are configured: pass controller, one of {}",
                 names.join(", ")
             ))),
+        }
+    }
+
+    /// The stored controllers' names, for the call path: read at most once a second (and again
+    /// at once after a controller change by any process, as the connection cache).
+    pub(crate) async fn controller_names(&self) -> Result<Arc<Vec<String>>, GateError> {
+        self.recheck_connections().await?;
+        let store = &self.store;
+        let load = || async { Ok(Some(Arc::new(store.controllers().await?.into_iter().map(|c| c.name).collect()))) };
+        // On the call path: a store that cannot answer means the call cannot be audited either.
+        match self.controllers_cache.get("", false, load).await {
+            Ok(names) => Ok(names.unwrap_or_default()),
+            Err(e @ StoreError::Unavailable { .. }) => Err(GateError::AuditUnavailable(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 

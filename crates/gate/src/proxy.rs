@@ -232,8 +232,10 @@ pub static PROXY_REFUSED: crate::catalog::Operation = crate::op!("proxy_request"
 
 impl Gate {
     /// The Jenkins base URL of a controller the proxy serves (`None`: there is no such controller).
+    /// Answered from the caches (names and connections), not the store: this runs on every
+    /// proxied request.
     pub async fn proxy_controller(&self, name: &str) -> Result<Option<String>, GateError> {
-        if self.store().controller(name).await?.is_none() {
+        if !self.controller_names().await?.iter().any(|n| n == name) {
             return Ok(None);
         }
         Ok(Some(self.connection_for_call(name).await?.client.base_url().to_string()))

@@ -84,11 +84,23 @@ async fn updates_and_removals_reach_every_gate_within_a_second() {
         let old = g2.call(&caller("bot"), "prod", "get_job", json!({"job": "alpha"})).await;
         assert!(old.is_err(), "{kind}: twin A is no longer used: {old:?}");
 
+        // The proxy's controller lookup (cached, not read from the store per request) follows too.
+        let proxied = g2.proxy_controller("prod").await.expect("proxy lookup");
+        assert_eq!(proxied, Some(format!("{}/", b.url())), "{kind}");
+
         // Removed through g1 (with its grant): g2 stops serving it within a second.
         let removed = g1.remove_controller_with(&admin(), "prod", true).await.expect("remove");
         assert_eq!(removed, ControllerRemoval::Removed { grants: 1 }, "{kind}");
         let took = until(&g2, "beta", |r| r.is_err()).await;
         assert!(took <= Duration::from_millis(1500), "{kind}: g2 served a removed controller for {took:?}");
+        let start = std::time::Instant::now();
+        while g2.proxy_controller("prod").await.expect("proxy lookup").is_some() {
+            assert!(
+                start.elapsed() <= Duration::from_millis(1500),
+                "{kind}: the proxy still serves a removed controller"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     dbs.cleanup().await;
 }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, Shared};
+use futures_util::future::{BoxFuture, Shared, WeakShared};
 
 use crate::error::Error;
 
@@ -99,7 +99,9 @@ pub(crate) struct FinalLog {
 
 #[derive(Default)]
 struct State {
-    inflight: HashMap<String, SharedOutcome>,
+    /// Reads in flight, held weakly: the callers own a read, and a read all of them gave up on
+    /// is dropped (its [`Wire::abandon`] then removes the dead entry).
+    inflight: HashMap<String, WeakShared<BoxFuture<'static, Outcome>>>,
     cache: HashMap<String, Entry>,
     bytes: usize,
     tick: u64,
@@ -161,15 +163,19 @@ impl Wire {
         if expired && let Some(e) = st.cache.remove(key) {
             st.bytes -= e.value.body.len();
         }
-        if let Some(f) = st.inflight.get(key) {
-            return Found::Join(f.clone());
+        if let Some(f) = st.inflight.get(key).and_then(WeakShared::upgrade) {
+            return Found::Join(f);
         }
         let fut = start();
-        st.inflight.insert(key.to_string(), fut.clone());
+        // `None` only for a read already finished, which has nothing left to share.
+        match fut.downgrade() {
+            Some(weak) => st.inflight.insert(key.to_string(), weak),
+            None => st.inflight.remove(key),
+        };
         Found::Join(fut)
     }
 
-    /// Called by the task that made the read, once: removes the in-flight entry and keeps the
+    /// Called by the read itself, once, as it ends: removes the in-flight entry and keeps the
     /// answer if `keep` allows.
     pub fn complete(&self, key: &str, keep: &Keep, outcome: &Outcome) {
         let mut st = self.lock();
@@ -200,10 +206,19 @@ impl Wire {
         }
     }
 
-    /// Drops an in-flight entry whose task ended without [`Wire::complete`] (it panicked or the
-    /// runtime is shutting down), so later reads start afresh instead of joining a dead one.
+    /// Drops the in-flight entry of a read that ended without [`Wire::complete`] — every caller
+    /// gave up on it, or it panicked — once no caller holds it, so later reads start afresh. An
+    /// entry still held (or a newer read's, registered meanwhile) stays.
     pub fn abandon(&self, key: &str) {
-        self.lock().inflight.remove(key);
+        let taken = self.lock().inflight.remove(key);
+        // Checked outside the lock: the read held here might be dropped with it, and dropping a
+        // read calls this function.
+        if let Some(weak) = taken
+            && let Some(held) = weak.upgrade()
+        {
+            self.lock().inflight.entry(key.to_string()).or_insert(weak);
+            drop(held);
+        }
     }
 
     /// Records that a build has finished with a log of `log_size` bytes (an answer without

@@ -1,6 +1,7 @@
 //! The client: transport, authentication and crumbs, error diagnosis, and one typed method per
 //! Jenkins operation.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use crate::model::*;
 use crate::path::{BaseUrl, JobPath};
 use crate::ssrf::{AllowEntry, EgressPolicy, GuardedResolver, IpClass, Lookup, RefusalReason, SystemLookup};
 use crate::tree::Tree;
+use url::Url;
 
 /// How the secret authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,24 +462,29 @@ impl JenkinsClient {
     // -----------------------------------------------------------------------------------------
     // transport
 
+    /// The URL of `path` (relative to the base URL) with `query`, built once per request and
+    /// used for every attempt.
+    fn request_url(&self, path: &str, query: &[(&str, String)]) -> Result<Url, Error> {
+        let mut url = self.base.join(path)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        Ok(url)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn send_once(
         &self,
         method: Method,
-        path: &str,
-        query: &[(&str, String)],
+        url: &Url,
         body: Option<&Body>,
         what: &str,
         accept: Accept,
         timeout: Option<Duration>,
         crumb: Option<&Crumb>,
     ) -> Result<reqwest::Response, Error> {
-        let mut url = self.base.join(path)?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
         // IP-literal hosts skip the resolver: check every request's URL as well.
-        self.policy.check_url(&url)?;
+        self.policy.check_url(url)?;
         let mut req = self.http.request(method.clone(), url.clone());
         if let Some(t) = timeout {
             req = req.timeout(t);
@@ -505,7 +512,7 @@ impl JenkinsClient {
                 req.multipart(form)
             }
         };
-        let resp = req.send().await.map_err(|e| transport_error(e, &url, self.limits.request_timeout))?;
+        let resp = req.send().await.map_err(|e| transport_error(e, url, self.limits.request_timeout))?;
         let status = resp.status();
         if status.is_success() || (accept == Accept::SuccessOrRedirect && status.is_redirection()) {
             return Ok(resp);
@@ -522,6 +529,18 @@ impl JenkinsClient {
         what: &str,
         accept: Accept,
     ) -> Result<reqwest::Response, Error> {
+        self.send_to(method, &self.request_url(path, query)?, body, what, accept).await
+    }
+
+    /// [`Self::send`] to a URL already built.
+    async fn send_to(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<Body>,
+        what: &str,
+        accept: Accept,
+    ) -> Result<reqwest::Response, Error> {
         let idempotent = method == Method::GET || method == Method::HEAD;
         let attempts = if idempotent { self.limits.read_attempts.max(1) } else { 1 };
         let mut attempt = 0;
@@ -532,8 +551,7 @@ impl JenkinsClient {
             let r = self
                 .send_once(
                     method.clone(),
-                    path,
-                    query,
+                    url,
                     body.as_ref(),
                     what,
                     accept,
@@ -549,8 +567,7 @@ impl JenkinsClient {
                     return match self
                         .send_once(
                             method.clone(),
-                            path,
-                            query,
+                            url,
                             body.as_ref(),
                             what,
                             accept,
@@ -592,8 +609,7 @@ impl JenkinsClient {
         let r = self
             .send_once(
                 Method::GET,
-                "crumbIssuer/api/json",
-                &[],
+                &self.request_url("crumbIssuer/api/json", &[])?,
                 None,
                 "the CSRF crumb",
                 Accept::Success,
@@ -662,8 +678,10 @@ impl JenkinsClient {
     }
 
     /// A buffered GET made once for every identical read in flight at the same moment, or
-    /// answered from the cache of immutable answers. The read runs in its own task, so a caller
-    /// that gives up does not cancel it for the others.
+    /// answered from the cache of immutable answers. The read is driven by whichever of its
+    /// callers polls it (no task of its own: on a quiet server that hop was a cross-thread
+    /// wake-up on every read), so a caller that gives up does not cancel it for the others; when
+    /// every caller has given up, the read stops (nobody waits for it).
     async fn shared_get(
         &self,
         path: &str,
@@ -672,10 +690,7 @@ impl JenkinsClient {
         read: Read,
         keep: Keep,
     ) -> Result<(String, Fetched), Error> {
-        let mut url = self.base.join(path)?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
+        let url = self.request_url(path, query)?;
         let shown = {
             let mut u = url.clone();
             u.set_query(None);
@@ -687,21 +702,22 @@ impl JenkinsClient {
         };
         let found = self.wire.join_or_start(&key, || {
             let me = self.clone();
-            let (path, query, what, key) = (path.to_string(), query.to_vec(), what.to_string(), key.clone());
-            let task = tokio::spawn(async move {
+            let (what, key, shown) = (what.to_string(), key.clone(), shown.clone());
+            let read = async move {
                 let mut guard = Abandon { wire: me.wire.clone(), key, armed: true };
-                let out = me.fetch(&path, &query, &what, read).await;
+                let out = me.fetch(&url, &what, read).await;
                 me.wire.complete(&guard.key, &keep, &out);
                 guard.armed = false;
                 out
-            });
-            let url = shown.clone();
-            async move {
-                task.await
-                    .unwrap_or_else(|e| Err(Error::Protocol { url, detail: format!("the shared read failed: {e}") }))
-            }
-            .boxed()
-            .shared()
+            };
+            // A panic in the read is its waiters' error, as it was when the read had a task.
+            AssertUnwindSafe(read)
+                .catch_unwind()
+                .map(move |r| {
+                    r.unwrap_or_else(|_| Err(Error::Protocol { url: shown, detail: "the shared read failed".into() }))
+                })
+                .boxed()
+                .shared()
         });
         let f = match found {
             Found::Cached(f) => f,
@@ -711,16 +727,16 @@ impl JenkinsClient {
     }
 
     /// The upstream read behind [`Self::shared_get`].
-    async fn fetch(&self, path: &str, query: &[(&str, String)], what: &str, read: Read) -> Result<Fetched, Error> {
+    async fn fetch(&self, url: &Url, what: &str, read: Read) -> Result<Fetched, Error> {
         match read {
             Read::Buffered => {
-                let resp = self.send(Method::GET, path, query, None, what, Accept::Success).await?;
+                let resp = self.send_to(Method::GET, url, None, what, Accept::Success).await?;
                 let version = version_header(resp.headers());
                 let body = self.read_capped(resp, self.limits.max_body_bytes).await?;
                 Ok(Fetched { body, version, text_size: None, more_data: false, cut: false })
             }
             Read::Progressive { max_bytes } => {
-                let resp = self.send_stream(path, query, what).await?;
+                let resp = self.send_stream(url, what).await?;
                 let (text_size, more_data) = progressive_headers(&resp)?;
                 let url = resp.url().clone();
                 let mut stream = resp.bytes_stream();
@@ -926,7 +942,8 @@ impl JenkinsClient {
     async fn refuses_crumbless_post(&self) -> Result<bool, Error> {
         let q = [("tree", "_class".to_string())];
         let timeout = Some(self.limits.request_timeout);
-        match self.send_once(Method::POST, "api/json", &q, None, "a test POST", Accept::Success, timeout, None).await {
+        let url = self.request_url("api/json", &q)?;
+        match self.send_once(Method::POST, &url, None, "a test POST", Accept::Success, timeout, None).await {
             Err(Error::Crumb) => Ok(true),
             Err(e @ Error::Timeout { .. }) => Err(e),
             // Anything else (a proxy refusing POSTs, ...) says nothing about the secret.
@@ -1667,9 +1684,8 @@ impl JenkinsClient {
         path: &str,
         what: String,
     ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Unpin + use<>, Error> {
-        let mut url = self.base.join(path)?;
-        url.set_query(None);
-        let resp = self.send_stream(path, &[], &what).await?;
+        let url = self.request_url(path, &[])?;
+        let resp = self.send_stream(&url, &what).await?;
         let timeout = self.limits.read_timeout;
         Ok(resp.bytes_stream().map(move |r| r.map_err(|e| transport_error(e, &url, timeout))))
     }
@@ -1744,17 +1760,17 @@ impl JenkinsClient {
         let what = format!("the console of build #{number} of {job}");
         let mut url = self.base.join(&path)?;
         url.set_query(None);
-        let resp = self.send_stream(&path, &[], &what).await?;
+        let resp = self.send_stream(&self.request_url(&path, &[])?, &what).await?;
         let timeout = self.limits.read_timeout;
         Ok(resp.bytes_stream().map(move |r| r.map_err(|e| transport_error(e, &url, timeout))))
     }
 
     /// A streaming GET: no whole-request timeout (the read timeout guards idle streams).
-    async fn send_stream(&self, path: &str, query: &[(&str, String)], what: &str) -> Result<reqwest::Response, Error> {
+    async fn send_stream(&self, url: &Url, what: &str) -> Result<reqwest::Response, Error> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.send_once(Method::GET, path, query, None, what, Accept::Success, None, None).await {
+            match self.send_once(Method::GET, url, None, what, Accept::Success, None, None).await {
                 Err(e) if e.is_transient() && attempt < self.limits.read_attempts.max(1) => {
                     tokio::time::sleep(self.limits.retry_base_delay * attempt).await;
                 }
@@ -1768,7 +1784,7 @@ impl JenkinsClient {
     /// every read; any status but 2xx is an error diagnosed as usual.
     pub async fn forward_get(&self, path: &str, query: &[(String, String)]) -> Result<reqwest::Response, Error> {
         let pairs: Vec<(&str, String)> = query.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        self.send_stream(path, &pairs, &format!("{}{path}", self.base)).await
+        self.send_stream(&self.request_url(path, &pairs)?, &format!("{}{path}", self.base)).await
     }
 
     /// One progressive read from byte `start` (`logText/progressiveText`), at most `max_bytes`.
@@ -1869,7 +1885,7 @@ impl JenkinsClient {
         let mut bytes_read = 0u64;
         loop {
             let start = size.saturating_sub(window);
-            let resp = self.send_stream(&path, &[("start", start.to_string())], &what).await?;
+            let resp = self.send_stream(&self.request_url(&path, &[("start", start.to_string())])?, &what).await?;
             let (text_size, more) = progressive_headers(&resp)?;
             // Jenkins restarts from 0 when start is past the end (the log is shorter than
             // the size said): then this answer is the whole log.
@@ -1937,7 +1953,11 @@ impl JenkinsClient {
     async fn learn_final_size(&self, build: &str, job: &JobPath, number: u64, streamed: u64, lines: Option<u64>) {
         let path = format!("{build}logText/progressiveText");
         let what = format!("the size of the console of build #{number} of {job}");
-        match self.send_stream(&path, &[("start", streamed.to_string())], &what).await {
+        let sent = match self.request_url(&path, &[("start", streamed.to_string())]) {
+            Ok(url) => self.send_stream(&url, &what).await,
+            Err(e) => Err(e),
+        };
+        match sent {
             Ok(resp) => match progressive_headers(&resp) {
                 Ok((size, false)) if size >= streamed => self.wire.finished_log(build, size, lines),
                 Ok(_) => {}

@@ -134,15 +134,22 @@ async fn a_dropped_waiter_does_not_cancel_the_read_for_the_others() {
     let n = running_build(&c).await;
     let job = path("long");
     let before = t.requests_received();
-    // The first caller starts the shared read, then gives up at once.
-    let first = tokio::time::timeout(Duration::ZERO, c.build(&job, BuildSelector::Number(n))).await;
+    // The first caller starts the shared read and gives up while the others wait for it.
+    let first = tokio::time::timeout(Duration::from_millis(100), c.build(&job, BuildSelector::Number(n)));
+    let rest = join_all((0..19).map(|_| c.build(&job, BuildSelector::Number(n))));
+    let (first, rest) = tokio::join!(first, rest);
     assert!(first.is_err(), "the first caller gave up");
-    let rest = join_all((0..19).map(|_| c.build(&job, BuildSelector::Number(n)))).await;
     assert!(rest.iter().all(|b| b.as_ref().is_ok_and(|b| b.number == n)), "{rest:?}");
     assert_eq!(t.requests_received() - before, 1, "the others joined the first caller's read");
     // Nothing is left in flight: the next read is a new request.
     let before = t.requests_received();
     c.build(&job, BuildSelector::Number(n)).await.expect("later read");
+    assert_eq!(t.requests_received() - before, 1);
+    // A read every caller gave up on stops and leaves nothing behind: the next read is new too.
+    let gone = tokio::time::timeout(Duration::from_millis(100), c.build(&job, BuildSelector::Number(n))).await;
+    assert!(gone.is_err(), "the only caller gave up");
+    let before = t.requests_received();
+    c.build(&job, BuildSelector::Number(n)).await.expect("read after an abandoned one");
     assert_eq!(t.requests_received() - before, 1);
     c.stop_build(&job, n).await.expect("stop");
 }

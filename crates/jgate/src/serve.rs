@@ -11,7 +11,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
-use futures_util::StreamExt;
 use gate::Gate;
 use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -206,17 +205,41 @@ async fn bearer(
             // The guard lives as long as the response body: if the client hangs up first, the
             // body is dropped unfinished and the call is cancelled.
             let (parts, body) = response.into_parts();
-            let body = axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
-                let _alive = (&guard, &claim);
-                chunk
-            }));
-            Response::from_parts(parts, body)
+            Response::from_parts(parts, axum::body::Body::new(Holding { body, _held: (guard, claim) }))
         }
         Err(gate::GateError::BadKey(why)) => unauthorized(&format!("invalid agent key: {why}"), "invalid_token"),
         Err(e) => {
             tracing::error!(error = %e, "authentication failed");
             store_unavailable(&format!("jgate cannot check the agent key now: {e}"))
         }
+    }
+}
+
+/// A response body that keeps `_held` alive until the body is finished or dropped. It is the
+/// inner body in every other respect — its size too, so a complete answer still goes out with
+/// `Content-Length` rather than chunked.
+struct Holding<T> {
+    body: axum::body::Body,
+    _held: T,
+}
+
+impl<T: Send + Unpin + 'static> http_body::Body for Holding<T> {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -217,7 +217,8 @@ fn summary_tree() -> Tree {
 
 /// A job: health, last builds, recent history with a success rate, parameters, queue state.
 async fn job_summary(cx: &Exec<'_>, job: &JobPath) -> Result<Value, GateError> {
-    let raw = cx.client.job_tree(job, &summary_tree()).await?;
+    static SUMMARY: std::sync::LazyLock<Tree> = std::sync::LazyLock::new(summary_tree);
+    let raw = cx.client.job_tree(job, &SUMMARY).await?;
     let j = Job::deserialize(&raw)
         .map_err(|e| GateError::Invalid(format!("Jenkins answered job {job} in a shape jgate does not read: {e}")))?;
     if j.is_folder() {
