@@ -1,7 +1,8 @@
 //! Lean answers through the call path on the twin (issue #14). `fields` (crates/gate/src/fields.rs):
 //! an answer narrowed to the keys asked for, secrets still redacted and counted, the audit's facts
 //! taken from the whole answer, and a bad selection refused (audited) before anything is asked of
-//! Jenkins. A triage does not repeat the log's end when its error lines already show it.
+//! Jenkins. A triage does not repeat the log's end when its error lines already show it. A job's
+//! summary (get_job) is computed from Jenkins' answer, read in one pass.
 
 use gate::audit::Surface;
 use gate::store::AuditFilter;
@@ -116,4 +117,30 @@ async fn a_triage_leaves_out_a_tail_its_error_lines_already_show() {
     let tail = t["log_tail"].as_str().unwrap_or_default();
     assert!(tail.contains("quiet line 40") && tail.contains("Finished: FAILURE"), "{t}");
     assert!(!t["error_lines"].as_str().unwrap_or_default().contains("quiet line 40"), "{t}");
+}
+
+#[tokio::test]
+async fn a_job_summary_is_computed_from_jenkins_answer() {
+    let (_twin, _server, g) = setup().await;
+    let j = call(&g, "get_job", json!({"job": "team/app"})).await.expect("job");
+    assert_eq!(
+        (&j["last_build"], &j["last_successful_build"], &j["last_failed_build"], &j["last_completed_build"]),
+        (&json!(2), &json!(1), &json!(2), &json!(2)),
+        "{j}"
+    );
+    let recent: Vec<(Value, Value, Value)> = j["recent_builds"]
+        .as_array()
+        .expect("recent builds")
+        .iter()
+        .map(|b| (b["number"].clone(), b["result"].clone(), b["building"].clone()))
+        .collect();
+    assert_eq!(recent, [(json!(2), json!("FAILURE"), json!(false)), (json!(1), json!("SUCCESS"), json!(false))], "{j}");
+    assert_eq!(j["success_rate_percent_last_10"], json!(50.0), "{j}");
+    assert_eq!(j["usual_duration_ms"], json!(60_000), "{j}");
+    assert_eq!(j["next_build_number"], json!(3), "{j}");
+    // A folder lists its children instead.
+    let f = call(&g, "get_job", json!({"job": "team"})).await.expect("folder");
+    assert_eq!(f["kind"], "folder", "{f}");
+    let names: Vec<&str> = f["items"].as_array().expect("items").iter().filter_map(|i| i["name"].as_str()).collect();
+    assert_eq!(names, ["team/app", "team/noisy"], "{f}");
 }

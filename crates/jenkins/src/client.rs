@@ -166,7 +166,8 @@ impl ClientBuilder {
         if trust.insecure {
             tracing::warn!(base = %base, "TLS certificate verification is disabled for this controller");
         }
-        let http = http_client(&base, &policy, &lookup, &self.limits, &trust)?;
+        let sessions = needs_crumb(self.credentials.as_ref());
+        let http = http_client(&base, &policy, &lookup, &self.limits, &trust, sessions)?;
         Ok(JenkinsClient {
             base,
             credentials: self.credentials,
@@ -181,13 +182,16 @@ impl ClientBuilder {
 }
 
 /// The HTTP client of a controller: the guarded resolver, no proxy, no redirects, timeouts, the
-/// cookie store (crumb sessions) and the TLS trust of [`crate::tls`].
+/// cookie store when the client sends crumbs (`sessions`: a crumb is bound to the HTTP session,
+/// jenkins-wire.md §8.6; API-token requests need neither, and reading every answer's
+/// `Set-Cookie` into a jar costs each call) and the TLS trust of [`crate::tls`].
 fn http_client(
     base: &BaseUrl,
     policy: &Arc<EgressPolicy>,
     lookup: &Arc<dyn Lookup>,
     limits: &Limits,
     trust: &crate::tls::Trust,
+    sessions: bool,
 ) -> Result<reqwest::Client, Error> {
     let http = reqwest::Client::builder()
         .dns_resolver(Arc::new(
@@ -201,7 +205,7 @@ fn http_client(
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(limits.connect_timeout)
         .read_timeout(limits.read_timeout)
-        .cookie_store(true)
+        .cookie_store(sessions)
         .user_agent(concat!("jgate/", env!("CARGO_PKG_VERSION")))
         .use_preconfigured_tls(crate::tls::client_config(trust)?);
     http.build().map_err(|e| Error::Config {
@@ -596,9 +600,7 @@ impl JenkinsClient {
     }
 
     fn needs_crumb(&self) -> bool {
-        // API-token requests are exempt from CSRF checks (Jenkins 2.96+); anonymous and password
-        // sessions are not.
-        self.credentials.as_ref().is_none_or(|c| c.kind == SecretKind::Password)
+        needs_crumb(self.credentials.as_ref())
     }
 
     async fn crumb(&self) -> Result<Option<Crumb>, Error> {
@@ -959,7 +961,7 @@ impl JenkinsClient {
         let base = BaseUrl::parse(&https).ok()?;
         let trust = crate::tls::Trust { insecure: true, ..Default::default() };
         let limits = Limits::with_timeout(self.limits.request_timeout.min(Duration::from_secs(5)));
-        let http = http_client(&base, &self.policy, &self.lookup, &limits, &trust).ok()?;
+        let http = http_client(&base, &self.policy, &self.lookup, &limits, &trust, false).ok()?;
         let resp = http.get(base.as_url().clone()).timeout(limits.request_timeout).send().await;
         resp.is_ok().then_some(https)
     }
@@ -1007,6 +1009,12 @@ impl JenkinsClient {
 
     /// Any object of a job with a `tree=` selection, as raw JSON.
     pub async fn job_tree(&self, job: &JobPath, tree: &Tree) -> Result<Value, Error> {
+        self.job_tree_as(job, tree).await
+    }
+
+    /// [`Self::job_tree`] read straight into `T` (no `Value` in between); a body that does not
+    /// read as `T` is a protocol error naming the mismatch.
+    pub async fn job_tree_as<T: DeserializeOwned>(&self, job: &JobPath, tree: &Tree) -> Result<T, Error> {
         self.get_json(&format!("{}api/json", job.url_path()), &tree_query(Some(tree)), &format!("job {job}")).await
     }
 
@@ -2156,6 +2164,12 @@ fn progressive_headers(resp: &reqwest::Response) -> Result<(u64, bool), Error> {
         });
     };
     Ok((size, more_data))
+}
+
+/// Whether requests made with `credentials` need a CSRF crumb: API-token requests are exempt
+/// from CSRF checks (Jenkins 2.96+); anonymous and password sessions are not.
+fn needs_crumb(credentials: Option<&Credentials>) -> bool {
+    credentials.is_none_or(|c| c.kind == SecretKind::Password)
 }
 
 /// A duration in whole seconds, rounded to the nearest.

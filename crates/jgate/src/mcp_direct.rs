@@ -33,7 +33,7 @@ use futures_util::FutureExt;
 use gate::{CallOptions, Caller, Gate};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientJsonRpcMessage, ClientRequest, GetMeta, ProtocolVersion, RequestId,
+    CallToolRequestParams, CallToolResult, JsonRpcVersion2_0, ProtocolVersion, RequestId, RequestMetaObject,
     ServerJsonRpcMessage, ServerResult,
 };
 use tokio::task::JoinHandle;
@@ -113,6 +113,31 @@ const STATELESS_META: [&str; 3] = [
     "io.modelcontextprotocol/clientInfo",
 ];
 
+/// A plain `tools/call` as its bytes must read to be answered here: exactly these members, each
+/// of the type rmcp reads it as (the version marker, the request id), so whatever this accepts
+/// rmcp reads as the same `CallToolRequest`. Anything else — another member, a duplicate, a
+/// continuation (`inputResponses`, `requestState`) — fails here and goes to rmcp. Read straight
+/// from the bytes: rmcp's message type buffers the whole message before choosing its variant.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainCall {
+    #[serde(rename = "jsonrpc")]
+    _jsonrpc: JsonRpcVersion2_0,
+    id: RequestId,
+    method: String,
+    params: PlainParams,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainParams {
+    name: String,
+    #[serde(default)]
+    arguments: Option<rmcp::model::JsonObject>,
+    #[serde(rename = "_meta", default)]
+    meta: Option<rmcp::model::JsonObject>,
+}
+
 /// The call, if this request is a `tools/call` that rmcp would answer the same way. Always: its
 /// Host and Origin are listed (rmcp's DNS-rebinding check would pass), it accepts both JSON and
 /// SSE answers, is sent as JSON, and its params hold the tool's name and arguments only. Then
@@ -145,11 +170,13 @@ pub fn take(allowed: &Allowed, parts: &Parts, body: &[u8]) -> Option<DirectCall>
     if headers.keys().any(|k| k.as_str().starts_with("mcp-") && !lifecycle_headers.contains(&k.as_str())) {
         return None;
     }
-    let ClientJsonRpcMessage::Request(request) = serde_json::from_slice(body).ok()? else {
+    let call: PlainCall = serde_json::from_slice(body).ok()?;
+    if call.method != "tools/call" {
         return None;
-    };
-    // rmcp moves a request's `_meta` into its extensions as it reads it.
-    let meta = request.request.get_meta();
+    }
+    let PlainParams { name, arguments, meta } = call.params;
+    // rmcp moves a request's `_meta` into its extensions as it reads it; here it is the map.
+    let meta = RequestMetaObject::from(meta.unwrap_or_default());
     let meta_ok = match revision {
         Revision::Session => meta.is_empty(),
         Revision::Stateless => {
@@ -161,25 +188,19 @@ pub fn take(allowed: &Allowed, parts: &Parts, body: &[u8]) -> Option<DirectCall>
                     .is_none_or(|info| serde_json::from_value::<rmcp::model::Implementation>(info.clone()).is_ok())
         }
     };
-    let ClientRequest::CallToolRequest(call) = request.request else {
-        return None;
-    };
-    let params = call.params;
-    let plain = meta_ok
-        && params.meta.as_ref().is_none_or(|m| m.is_empty())
-        && params.input_responses.is_none()
-        && params.request_state.is_none();
-    if !plain {
+    if !meta_ok {
         return None;
     }
     if revision == Revision::Stateless
         && (only(headers, "mcp-method")? != "tools/call"
-            || only(headers, "mcp-name")? != params.name
-            || !crate::mcp::is_tool(&params.name))
+            || only(headers, "mcp-name")? != name
+            || !crate::mcp::is_tool(&name))
     {
         return None;
     }
-    Some(DirectCall { id: request.id, params, revision })
+    let mut params = CallToolRequestParams::new(name);
+    params.arguments = arguments;
+    Some(DirectCall { id: call.id, params, revision })
 }
 
 /// The value of a header given exactly once (as text).
@@ -417,6 +438,9 @@ mod tests {
         assert_eq!(call.params.name, "get_job");
         let s = r#"{"jsonrpc":"2.0","id":"x-1","method":"tools/call","params":{"name":"whoami","_meta":{}}}"#;
         assert_eq!(take(&allowed(), &parts(PLAIN), s.as_bytes()).expect("taken").request_id(), "mcp-x-1");
+        // An integer written in float form is the integer, as rmcp reads it.
+        let s = r#"{"jsonrpc":"2.0","id":1e2,"method":"tools/call","params":{"name":"whoami","arguments":null}}"#;
+        assert_eq!(take(&allowed(), &parts(PLAIN), s.as_bytes()).expect("taken").request_id(), "mcp-100");
         for v in ["2025-03-26", "2025-11-25"] {
             assert!(take(&allowed(), &parts(&with(&[("mcp-protocol-version", v)])), CALL.as_bytes()).is_some(), "{v}");
         }
@@ -440,6 +464,15 @@ mod tests {
             PLAIN,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","requestState":"s"}}"#
         ));
+        // Anything but the plain members, each as rmcp reads it: the message is rmcp's to judge.
+        assert!(left(PLAIN, r#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"x"}}"#));
+        assert!(left(PLAIN, r#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"x"}}"#));
+        assert!(left(PLAIN, r#"{"jsonrpc":"2.0","id":1.5,"method":"tools/call","params":{"name":"x"}}"#));
+        assert!(left(PLAIN, r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"},"x":1}"#));
+        assert!(left(PLAIN, r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","task":{}}}"#));
+        assert!(left(PLAIN, r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","id":2,"params":{"name":"x"}}"#));
+        assert!(left(PLAIN, r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#));
+        assert!(left(PLAIN, r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":[]}}"#));
         // Headers rmcp answers or checks itself.
         assert!(left(&with(&[("mcp-protocol-version", "2026-07-28")]), CALL));
         assert!(left(&with(&[("mcp-protocol-version", "1999-01-01")]), CALL));

@@ -215,12 +215,62 @@ fn summary_tree() -> Tree {
     t
 }
 
+/// A job's answer to [`summary_tree`], read in one pass from Jenkins' bytes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SummaryAnswer {
+    #[serde(rename = "_class")]
+    class: String,
+    description: Option<String>,
+    color: Option<String>,
+    buildable: Option<bool>,
+    disabled: Option<bool>,
+    in_queue: Option<bool>,
+    next_build_number: Option<u64>,
+    queue_item: Option<jenkins::model::QueueItem>,
+    health_report: Vec<jenkins::model::HealthReport>,
+    property: Vec<Value>,
+    jobs: Option<Vec<jenkins::model::ItemRef>>,
+    last_build: Option<jenkins::model::BuildRef>,
+    last_successful_build: Option<jenkins::model::BuildRef>,
+    last_failed_build: Option<jenkins::model::BuildRef>,
+    last_completed_build: Option<jenkins::model::BuildRef>,
+    builds: Vec<RecentBuild>,
+}
+
+/// One of the job's recent builds as Jenkins sent it (a member it left out is null).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RecentBuild {
+    number: Value,
+    result: Value,
+    duration: Value,
+    timestamp: Value,
+    building: Value,
+}
+
 /// A job: health, last builds, recent history with a success rate, parameters, queue state.
 async fn job_summary(cx: &Exec<'_>, job: &JobPath) -> Result<Value, GateError> {
     static SUMMARY: std::sync::LazyLock<Tree> = std::sync::LazyLock::new(summary_tree);
-    let raw = cx.client.job_tree(job, &SUMMARY).await?;
-    let j = Job::deserialize(&raw)
-        .map_err(|e| GateError::Invalid(format!("Jenkins answered job {job} in a shape jgate does not read: {e}")))?;
+    let a: SummaryAnswer = cx.client.job_tree_as(job, &SUMMARY).await?;
+    let j = Job {
+        class: a.class,
+        description: a.description,
+        color: a.color,
+        buildable: a.buildable,
+        disabled: a.disabled,
+        in_queue: a.in_queue,
+        next_build_number: a.next_build_number,
+        queue_item: a.queue_item,
+        health_report: a.health_report,
+        property: a.property,
+        jobs: a.jobs,
+        last_build: a.last_build,
+        last_successful_build: a.last_successful_build,
+        last_failed_build: a.last_failed_build,
+        last_completed_build: a.last_completed_build,
+        ..Job::default()
+    };
     if j.is_folder() {
         // The children pass the same policy as list_jobs: an `off` carve-out hides them here too.
         let items: Vec<Value> = j
@@ -232,12 +282,12 @@ async fn job_summary(cx: &Exec<'_>, job: &JobPath) -> Result<Value, GateError> {
             .collect();
         return Ok(json!({ "name": job.to_string(), "kind": "folder", "description": j.description, "items": items }));
     }
-    let builds: &[Value] = raw.get("builds").and_then(Value::as_array).map_or(&[], Vec::as_slice);
-    let finished: Vec<&Value> = builds.iter().filter(|b| b.get("building") == Some(&Value::Bool(false))).collect();
-    let ok = finished.iter().filter(|b| b.get("result").and_then(Value::as_str) == Some("SUCCESS")).count();
+    let builds = &a.builds;
+    let finished: Vec<&RecentBuild> = builds.iter().filter(|b| b.building == Value::Bool(false)).collect();
+    let ok = finished.iter().filter(|b| b.result.as_str() == Some("SUCCESS")).count();
     let rate =
         if finished.is_empty() { Value::Null } else { json!(((ok * 100) as f64 / finished.len() as f64).round()) };
-    let durations: Vec<i64> = finished.iter().filter_map(|b| b.get("duration").and_then(Value::as_i64)).collect();
+    let durations: Vec<i64> = finished.iter().filter_map(|b| b.duration.as_i64()).collect();
     let usual =
         if durations.is_empty() { Value::Null } else { json!(durations.iter().sum::<i64>() / durations.len() as i64) };
     let params = j.parameters();
@@ -256,7 +306,7 @@ async fn job_summary(cx: &Exec<'_>, job: &JobPath) -> Result<Value, GateError> {
         "last_failed_build": j.last_failed_build.map(|b| b.number),
         "last_completed_build": j.last_completed_build.map(|b| b.number),
         "next_build_number": j.next_build_number,
-        "recent_builds": builds.iter().map(|b| json!({"number": b["number"], "result": b["result"], "duration_ms": b["duration"], "timestamp": b["timestamp"], "building": b["building"]})).collect::<Vec<_>>(),
+        "recent_builds": builds.iter().map(|b| json!({"number": b.number, "result": b.result, "duration_ms": b.duration, "timestamp": b.timestamp, "building": b.building})).collect::<Vec<_>>(),
         "success_rate_percent_last_10": rate,
         "usual_duration_ms": usual,
         "parameters": params.iter().map(|p| json!({"name": p.name, "type": p.kind, "default": p.default, "choices": p.choices, "description": p.description})).collect::<Vec<_>>(),
