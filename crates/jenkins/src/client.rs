@@ -1765,12 +1765,7 @@ impl JenkinsClient {
         number: u64,
     ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Unpin + use<>, Error> {
         let path = format!("{}{number}/consoleText", job.url_path());
-        let what = format!("the console of build #{number} of {job}");
-        let mut url = self.base.join(&path)?;
-        url.set_query(None);
-        let resp = self.send_stream(&self.request_url(&path, &[])?, &what).await?;
-        let timeout = self.limits.read_timeout;
-        Ok(resp.bytes_stream().map(move |r| r.map_err(|e| transport_error(e, &url, timeout))))
+        self.stream_of(&path, format!("the console of build #{number} of {job}")).await
     }
 
     /// A streaming GET: no whole-request timeout (the read timeout guards idle streams).
@@ -1961,11 +1956,9 @@ impl JenkinsClient {
     async fn learn_final_size(&self, build: &str, job: &JobPath, number: u64, streamed: u64, lines: Option<u64>) {
         let path = format!("{build}logText/progressiveText");
         let what = format!("the size of the console of build #{number} of {job}");
-        let sent = match self.request_url(&path, &[("start", streamed.to_string())]) {
-            Ok(url) => self.send_stream(&url, &what).await,
-            Err(e) => Err(e),
-        };
-        match sent {
+        let sent =
+            async { self.send_stream(&self.request_url(&path, &[("start", streamed.to_string())])?, &what).await };
+        match sent.await {
             Ok(resp) => match progressive_headers(&resp) {
                 Ok((size, false)) if size >= streamed => self.wire.finished_log(build, size, lines),
                 Ok(_) => {}

@@ -75,10 +75,12 @@ pub struct HealthReport {
     pub score: i64,
 }
 
-/// A job or folder (`/job/X/api/json`).
+/// A job or folder (`/job/X/api/json`). `B` is how its `builds` are read: references by
+/// default; a read asking more of each build (a `tree=` naming result, duration, ...) names its
+/// own type.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-pub struct Job {
+pub struct Job<B = BuildRef> {
     #[serde(rename = "_class")]
     pub class: String,
     pub name: String,
@@ -93,7 +95,7 @@ pub struct Job {
     pub in_queue: Option<bool>,
     pub concurrent_build: Option<bool>,
     pub next_build_number: Option<u64>,
-    pub builds: Vec<BuildRef>,
+    pub builds: Vec<B>,
     pub first_build: Option<BuildRef>,
     pub last_build: Option<BuildRef>,
     pub last_completed_build: Option<BuildRef>,
@@ -120,7 +122,7 @@ pub struct ParameterDefinition {
     pub description: String,
 }
 
-impl Job {
+impl<B> Job<B> {
     pub fn is_folder(&self) -> bool {
         self.jobs.is_some()
     }

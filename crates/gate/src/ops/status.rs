@@ -215,29 +215,6 @@ fn summary_tree() -> Tree {
     t
 }
 
-/// A job's answer to [`summary_tree`], read in one pass from Jenkins' bytes.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct SummaryAnswer {
-    #[serde(rename = "_class")]
-    class: String,
-    description: Option<String>,
-    color: Option<String>,
-    buildable: Option<bool>,
-    disabled: Option<bool>,
-    in_queue: Option<bool>,
-    next_build_number: Option<u64>,
-    queue_item: Option<jenkins::model::QueueItem>,
-    health_report: Vec<jenkins::model::HealthReport>,
-    property: Vec<Value>,
-    jobs: Option<Vec<jenkins::model::ItemRef>>,
-    last_build: Option<jenkins::model::BuildRef>,
-    last_successful_build: Option<jenkins::model::BuildRef>,
-    last_failed_build: Option<jenkins::model::BuildRef>,
-    last_completed_build: Option<jenkins::model::BuildRef>,
-    builds: Vec<RecentBuild>,
-}
-
 /// One of the job's recent builds as Jenkins sent it (a member it left out is null).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -252,25 +229,8 @@ struct RecentBuild {
 /// A job: health, last builds, recent history with a success rate, parameters, queue state.
 async fn job_summary(cx: &Exec<'_>, job: &JobPath) -> Result<Value, GateError> {
     static SUMMARY: std::sync::LazyLock<Tree> = std::sync::LazyLock::new(summary_tree);
-    let a: SummaryAnswer = cx.client.job_tree_as(job, &SUMMARY).await?;
-    let j = Job {
-        class: a.class,
-        description: a.description,
-        color: a.color,
-        buildable: a.buildable,
-        disabled: a.disabled,
-        in_queue: a.in_queue,
-        next_build_number: a.next_build_number,
-        queue_item: a.queue_item,
-        health_report: a.health_report,
-        property: a.property,
-        jobs: a.jobs,
-        last_build: a.last_build,
-        last_successful_build: a.last_successful_build,
-        last_failed_build: a.last_failed_build,
-        last_completed_build: a.last_completed_build,
-        ..Job::default()
-    };
+    // Read in one pass from Jenkins' bytes, each recent build with the members the tree names.
+    let j: Job<RecentBuild> = cx.client.job_tree_as(job, &SUMMARY).await?;
     if j.is_folder() {
         // The children pass the same policy as list_jobs: an `off` carve-out hides them here too.
         let items: Vec<Value> = j
@@ -282,7 +242,7 @@ async fn job_summary(cx: &Exec<'_>, job: &JobPath) -> Result<Value, GateError> {
             .collect();
         return Ok(json!({ "name": job.to_string(), "kind": "folder", "description": j.description, "items": items }));
     }
-    let builds = &a.builds;
+    let builds = &j.builds;
     let finished: Vec<&RecentBuild> = builds.iter().filter(|b| b.building == Value::Bool(false)).collect();
     let ok = finished.iter().filter(|b| b.result.as_str() == Some("SUCCESS")).count();
     let rate =
